@@ -1,0 +1,500 @@
+//! Configuration: the pools, ledger time-to-lives, limits and allow-lists, from TOML.
+//!
+//! Secrets are never part of the configuration (they come from the environment or the
+//! cloud's secret store, see [`crate::signature::WebhookSecrets`]).
+
+use serde::Deserialize;
+use std::time::Duration;
+
+/// Path to a TOML configuration file.
+pub const CONFIG_PATH_ENV: &str = "SCALEHOOK_CONFIG";
+/// Inline TOML configuration, for serverless environments.
+pub const CONFIG_TOML_ENV: &str = "SCALEHOOK_CONFIG_TOML";
+
+/// The configuration `make run` and the tests start from: one local pool.
+pub const EMBEDDED_DEFAULT: &str = include_str!("default-config.toml");
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub pools: Vec<PoolConfig>,
+    pub ledger: LedgerTtl,
+    /// Largest accepted body, in bytes.
+    pub max_body_bytes: usize,
+    /// Upper bound on the cloud calls of one delivery, so GitHub (10 s) gets an answer.
+    pub cloud_timeout: Duration,
+    /// When non-empty, only jobs of these `owner/repo` names are handled (case-insensitive).
+    pub allowed_repositories: Vec<String>,
+    /// When non-empty, only jobs of repositories owned by these organizations/users are handled.
+    pub allowed_organizations: Vec<String>,
+}
+
+/// One runner pool: a fleet of identical instances serving jobs whose labels it has.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolConfig {
+    pub name: String,
+    /// Lower-cased labels; a job routes here when all its labels are among them.
+    pub labels: Vec<String>,
+    pub min: u32,
+    pub max: u32,
+    /// Idle runner slots to keep ready for the next job.
+    pub standby: u32,
+    pub runners_per_instance: u32,
+    pub fleet: FleetTarget,
+}
+
+/// Which fleet serves a pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FleetTarget {
+    /// Simulated instances in process (local runs, replay, simulate).
+    Local,
+    /// An AWS Auto Scaling Group, by name.
+    AwsAsg(String),
+    /// An Azure VM Scale Set, by resource id.
+    AzureVmss(String),
+}
+
+impl FleetTarget {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FleetTarget::Local => "local",
+            FleetTarget::AwsAsg(_) => "aws_asg",
+            FleetTarget::AzureVmss(_) => "azure_vmss",
+        }
+    }
+}
+
+/// How long ledger records live. Stale `queued`/`in_progress` records are expired by the
+/// reconcile pass; completed records are kept for the redelivery window so a late or
+/// redelivered event stays a no-op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerTtl {
+    pub queued: Duration,
+    pub in_progress: Duration,
+    pub retention: Duration,
+}
+
+impl Default for LedgerTtl {
+    fn default() -> Self {
+        Self {
+            // GitHub cancels a self-hosted job queued for 24 h (it can take up to 48 h).
+            queued: Duration::from_secs(48 * 3600),
+            // A self-hosted job may run up to 5 days; default to GitHub's 6 h job timeout
+            // plus margin. Expiring a running job too early would let scale-in see its
+            // runner as idle, so err long.
+            in_progress: Duration::from_secs(24 * 3600),
+            // GitHub's redelivery window is 3 days; keep one more.
+            retention: Duration::from_secs(4 * 24 * 3600),
+        }
+    }
+}
+
+/// A configuration problem, naming the pool and field where there is one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration is not valid TOML: {0}")]
+    Syntax(String),
+    #[error("pool {pool:?}: {field}: {problem}")]
+    Pool {
+        pool: String,
+        field: &'static str,
+        problem: String,
+    },
+    #[error("{field}: {problem}")]
+    Field {
+        field: &'static str,
+        problem: String,
+    },
+    #[error("cannot read configuration file {path}: {problem}")]
+    Read { path: String, problem: String },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    pools: Vec<RawPool>,
+    #[serde(default)]
+    ledger: Option<RawLedger>,
+    #[serde(default)]
+    max_body_bytes: Option<usize>,
+    #[serde(default)]
+    cloud_timeout_ms: Option<u64>,
+    #[serde(default)]
+    allowed_repositories: Vec<String>,
+    #[serde(default)]
+    allowed_organizations: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLedger {
+    queued_ttl_secs: Option<u64>,
+    in_progress_ttl_secs: Option<u64>,
+    retention_secs: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPool {
+    name: String,
+    labels: Vec<String>,
+    #[serde(default)]
+    min: u32,
+    max: u32,
+    #[serde(default)]
+    standby: u32,
+    #[serde(default = "one")]
+    runners_per_instance: u32,
+    #[serde(default)]
+    aws_asg: Option<String>,
+    #[serde(default)]
+    azure_vmss: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// 1 MiB: `workflow_job` payloads are 8-14 KB; GitHub's own cap is 25 MB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Leaves GitHub's 10 s budget room for the ledger and the answer.
+pub const DEFAULT_CLOUD_TIMEOUT: Duration = Duration::from_secs(7);
+
+impl Config {
+    /// Parses and validates a TOML document.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax(e.message().to_string()))?;
+        let mut pools = Vec::with_capacity(raw.pools.len());
+        for p in raw.pools {
+            pools.push(validate_pool(p, &pools)?);
+        }
+        if pools.is_empty() {
+            return Err(ConfigError::Field {
+                field: "pools",
+                problem: "at least one [[pools]] entry is required".into(),
+            });
+        }
+        let defaults = LedgerTtl::default();
+        let ledger = match raw.ledger {
+            None => defaults,
+            Some(l) => LedgerTtl {
+                queued: l
+                    .queued_ttl_secs
+                    .map(Duration::from_secs)
+                    .unwrap_or(defaults.queued),
+                in_progress: l
+                    .in_progress_ttl_secs
+                    .map(Duration::from_secs)
+                    .unwrap_or(defaults.in_progress),
+                retention: l
+                    .retention_secs
+                    .map(Duration::from_secs)
+                    .unwrap_or(defaults.retention),
+            },
+        };
+        if ledger.retention < Duration::from_secs(3 * 24 * 3600) {
+            return Err(ConfigError::Field {
+                field: "ledger.retention_secs",
+                problem: "must be at least 259200 (GitHub's 3-day redelivery window)".into(),
+            });
+        }
+        if ledger.queued.is_zero() || ledger.in_progress.is_zero() {
+            return Err(ConfigError::Field {
+                field: "ledger",
+                problem: "time-to-lives must be positive".into(),
+            });
+        }
+        let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+        if max_body_bytes == 0 {
+            return Err(ConfigError::Field {
+                field: "max_body_bytes",
+                problem: "must be positive".into(),
+            });
+        }
+        let cloud_timeout = raw
+            .cloud_timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or(DEFAULT_CLOUD_TIMEOUT);
+        if cloud_timeout.is_zero() || cloud_timeout > Duration::from_secs(9) {
+            return Err(ConfigError::Field {
+                field: "cloud_timeout_ms",
+                problem: "must be between 1 and 9000 (GitHub waits 10 s)".into(),
+            });
+        }
+        Ok(Config {
+            pools,
+            ledger,
+            max_body_bytes,
+            cloud_timeout,
+            allowed_repositories: lower_all(raw.allowed_repositories),
+            allowed_organizations: lower_all(raw.allowed_organizations),
+        })
+    }
+
+    /// `SCALEHOOK_CONFIG_TOML`, else the file in `SCALEHOOK_CONFIG`, else `None`.
+    pub fn from_env() -> Result<Option<Config>, ConfigError> {
+        if let Ok(text) = std::env::var(CONFIG_TOML_ENV) {
+            return Config::from_toml(&text).map(Some);
+        }
+        match std::env::var(CONFIG_PATH_ENV) {
+            Ok(path) => Config::from_file(&path).map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
+    pub fn from_file(path: &str) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_string(),
+            problem: e.to_string(),
+        })?;
+        Config::from_toml(&text)
+    }
+
+    /// The embedded default: one local pool, for `make run` and offline use.
+    pub fn embedded_default() -> Config {
+        Config::from_toml(EMBEDDED_DEFAULT).unwrap_or_else(|e| unreachable!("embedded config: {e}"))
+    }
+
+    pub fn pool(&self, name: &str) -> Option<&PoolConfig> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+
+    /// The first pool (config order) that has every one of the job's labels, compared
+    /// case-insensitively. A job with no labels routes nowhere: GitHub sends label-less
+    /// `completed` events for check runs inside jobs, and they are not runner demand.
+    pub fn route<S: AsRef<str>>(&self, job_labels: &[S]) -> Option<&PoolConfig> {
+        if job_labels.is_empty() {
+            return None;
+        }
+        self.pools.iter().find(|pool| {
+            job_labels.iter().all(|l| {
+                let l = l.as_ref();
+                pool.labels.iter().any(|p| p.eq_ignore_ascii_case(l))
+            })
+        })
+    }
+
+    /// Whether the allow-lists admit a job of this repository/owner.
+    pub fn admits(&self, repository: Option<&str>, owner: Option<&str>) -> bool {
+        let repo_ok = self.allowed_repositories.is_empty()
+            || repository.is_some_and(|r| {
+                self.allowed_repositories
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(r))
+            });
+        let org_ok = self.allowed_organizations.is_empty()
+            || owner.is_some_and(|o| {
+                self.allowed_organizations
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(o))
+            });
+        repo_ok && org_ok
+    }
+}
+
+fn lower_all(v: Vec<String>) -> Vec<String> {
+    v.into_iter().map(|s| s.to_ascii_lowercase()).collect()
+}
+
+fn validate_pool(p: RawPool, earlier: &[PoolConfig]) -> Result<PoolConfig, ConfigError> {
+    let err = |field: &'static str, problem: String| ConfigError::Pool {
+        pool: p.name.clone(),
+        field,
+        problem,
+    };
+    if p.name.trim().is_empty() {
+        return Err(err("name", "must not be empty".into()));
+    }
+    if !p
+        .name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(err(
+            "name",
+            "use only letters, digits, '-', '_' and '.' (it becomes a metric dimension and a storage key)".into(),
+        ));
+    }
+    if earlier.iter().any(|q| q.name == p.name) {
+        return Err(err("name", "duplicate pool name".into()));
+    }
+    if p.labels.is_empty() {
+        return Err(err("labels", "must list at least one label".into()));
+    }
+    if p.labels.iter().any(|l| l.trim().is_empty()) {
+        return Err(err("labels", "labels must not be empty strings".into()));
+    }
+    if p.min > p.max {
+        return Err(err(
+            "min",
+            format!("min ({}) is greater than max ({})", p.min, p.max),
+        ));
+    }
+    if p.max == 0 {
+        return Err(err("max", "must be at least 1".into()));
+    }
+    if p.runners_per_instance == 0 {
+        return Err(err("runners_per_instance", "must be at least 1".into()));
+    }
+    let fleet = match (p.aws_asg.clone(), p.azure_vmss.clone()) {
+        (None, None) => FleetTarget::Local,
+        (Some(a), None) if !a.trim().is_empty() => FleetTarget::AwsAsg(a),
+        (None, Some(v)) if is_vmss_id(&v) => FleetTarget::AzureVmss(v),
+        (None, Some(_)) => {
+            return Err(err(
+                "azure_vmss",
+                "expected /subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.Compute/virtualMachineScaleSets/<name>".into(),
+            ))
+        }
+        (Some(_), None) => return Err(err("aws_asg", "must not be empty".into())),
+        (Some(_), Some(_)) => {
+            return Err(err(
+                "aws_asg",
+                "a pool has one fleet: set aws_asg or azure_vmss, not both".into(),
+            ))
+        }
+    };
+    Ok(PoolConfig {
+        labels: lower_all(p.labels),
+        name: p.name,
+        min: p.min,
+        max: p.max,
+        standby: p.standby,
+        runners_per_instance: p.runners_per_instance,
+        fleet,
+    })
+}
+
+fn is_vmss_id(id: &str) -> bool {
+    let parts: Vec<&str> = id.trim_start_matches('/').split('/').collect();
+    parts.len() == 8
+        && parts[0].eq_ignore_ascii_case("subscriptions")
+        && parts[2].eq_ignore_ascii_case("resourceGroups")
+        && parts[4].eq_ignore_ascii_case("providers")
+        && parts[5].eq_ignore_ascii_case("Microsoft.Compute")
+        && parts[6].eq_ignore_ascii_case("virtualMachineScaleSets")
+        && parts.iter().all(|p| !p.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool_toml(extra: &str) -> String {
+        format!("[[pools]]\nname = \"a\"\nlabels = [\"self-hosted\", \"Linux\"]\nmax = 3\n{extra}")
+    }
+
+    #[test]
+    fn embedded_default_parses() {
+        let c = Config::embedded_default();
+        assert!(!c.pools.is_empty());
+        assert_eq!(c.pools[0].fleet, FleetTarget::Local);
+    }
+
+    #[test]
+    fn defaults_and_lowercasing() {
+        let c = Config::from_toml(&pool_toml("")).expect("valid");
+        let p = &c.pools[0];
+        assert_eq!(p.labels, vec!["self-hosted", "linux"]);
+        assert_eq!((p.min, p.standby, p.runners_per_instance), (0, 0, 1));
+        assert_eq!(c.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+        assert_eq!(c.ledger, LedgerTtl::default());
+    }
+
+    fn pool_error(text: &str) -> (String, &'static str) {
+        match Config::from_toml(text) {
+            Err(ConfigError::Pool { pool, field, .. }) => (pool, field),
+            other => panic!("expected a pool error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn validation_names_pool_and_field() {
+        assert_eq!(pool_error(&pool_toml("min = 4")), ("a".into(), "min"));
+        assert_eq!(
+            pool_error(&pool_toml("runners_per_instance = 0")),
+            ("a".into(), "runners_per_instance")
+        );
+        assert_eq!(
+            pool_error("[[pools]]\nname = \"e\"\nlabels = []\nmax = 1"),
+            ("e".into(), "labels")
+        );
+        let dup = format!("{}\n{}", pool_toml(""), pool_toml(""));
+        assert_eq!(pool_error(&dup), ("a".into(), "name"));
+        assert_eq!(
+            pool_error(&pool_toml("aws_asg = \"g\"\nazure_vmss = \"x\"")),
+            ("a".into(), "aws_asg")
+        );
+        assert_eq!(
+            pool_error(&pool_toml("azure_vmss = \"/subscriptions/x\"")),
+            ("a".into(), "azure_vmss")
+        );
+        let msg = Config::from_toml(&pool_toml("min = 4"))
+            .expect_err("invalid")
+            .to_string();
+        assert!(msg.contains("\"a\"") && msg.contains("min"), "{msg}");
+    }
+
+    #[test]
+    fn syntax_and_unknown_fields_are_errors() {
+        assert!(matches!(
+            Config::from_toml("[[pools]"),
+            Err(ConfigError::Syntax(_))
+        ));
+        assert!(matches!(
+            Config::from_toml(&pool_toml("maxx = 3")),
+            Err(ConfigError::Syntax(_))
+        ));
+        assert!(matches!(
+            Config::from_toml(""),
+            Err(ConfigError::Field { .. })
+        ));
+    }
+
+    #[test]
+    fn fleet_targets() {
+        let c = Config::from_toml(&pool_toml("aws_asg = \"runners\"")).expect("valid");
+        assert_eq!(c.pools[0].fleet, FleetTarget::AwsAsg("runners".into()));
+        let id = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/v";
+        let c = Config::from_toml(&pool_toml(&format!("azure_vmss = \"{id}\""))).expect("valid");
+        assert_eq!(c.pools[0].fleet, FleetTarget::AzureVmss(id.into()));
+    }
+
+    #[test]
+    fn routing_is_case_insensitive_subset_first_match() {
+        let c = Config::from_toml(
+            r#"
+            [[pools]]
+            name = "gpu"
+            labels = ["self-hosted", "linux", "gpu"]
+            max = 2
+            [[pools]]
+            name = "linux"
+            labels = ["self-hosted", "linux", "x64", "gpu"]
+            max = 2
+            "#,
+        )
+        .expect("valid");
+        let name = |labels: &[&str]| c.route(labels).map(|p| p.name.clone());
+        assert_eq!(name(&["Self-Hosted", "GPU"]), Some("gpu".into()));
+        assert_eq!(name(&["self-hosted", "x64"]), Some("linux".into()));
+        assert_eq!(name(&["ubuntu-latest"]), None);
+        assert_eq!(name(&["self-hosted", "windows"]), None);
+        assert_eq!(name(&[]), None);
+    }
+
+    #[test]
+    fn allow_lists() {
+        let c = Config::from_toml(&format!(
+            "allowed_organizations = [\"Octo-Org\"]\n{}",
+            pool_toml("")
+        ))
+        .expect("valid");
+        assert!(c.admits(Some("octo-org/x"), Some("octo-org")));
+        assert!(!c.admits(Some("evil/x"), Some("evil")));
+        assert!(!c.admits(None, None));
+        let open = Config::from_toml(&pool_toml("")).expect("valid");
+        assert!(open.admits(None, None));
+    }
+}

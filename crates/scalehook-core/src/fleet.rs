@@ -1,0 +1,232 @@
+//! The fleet: the cloud capacity behind a pool (an ASG, a VMSS, or simulated instances).
+
+use crate::config::PoolConfig;
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// A pool's capacity as the cloud reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FleetState {
+    /// Desired capacity, in instances.
+    pub desired: u32,
+    /// The cloud group's own bounds, when it has them (an ASG rejects a desired capacity
+    /// outside [min, max]); the policy clamps to them as well as to the pool's.
+    pub min: Option<u32>,
+    pub max: Option<u32>,
+    /// Live instances (launching or in service; terminating ones are left out).
+    pub instances: Vec<Instance>,
+    /// Whether [`Fleet::set_protection`] does anything on this fleet.
+    pub supports_protection: bool,
+}
+
+/// One instance of a pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    /// The id the cloud uses to remove this instance (EC2 instance id, VMSS instance id).
+    pub id: String,
+    /// What a runner name on this instance contains, by the documented naming convention
+    /// (the EC2 instance id on AWS, the VM computer name on Azure).
+    pub runner_key: String,
+    /// Still launching: it has no runner yet.
+    pub launching: bool,
+    /// Protected from scale-in by scalehook (AWS instance scale-in protection).
+    pub protected: bool,
+}
+
+impl Instance {
+    /// Does a runner with this name run on this instance? Case-insensitive containment,
+    /// so `gh-runner-i-0abc123-2` maps to instance `i-0abc123`.
+    pub fn runs(&self, runner_name: &str) -> bool {
+        !self.runner_key.is_empty()
+            && runner_name
+                .to_ascii_lowercase()
+                .contains(&self.runner_key.to_ascii_lowercase())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FleetError {
+    /// The group does not exist or the pool has no fleet of this provider's kind.
+    #[error("fleet not found: {0}")]
+    NotFound(String),
+    /// Throttled, timed out or a 5xx after bounded retries.
+    #[error("fleet unavailable: {0}")]
+    Unavailable(String),
+    /// The cloud refused the request (validation, permissions).
+    #[error("fleet rejected the request: {0}")]
+    Rejected(String),
+}
+
+/// The capacity provider of one cloud. Implementations hold no pool state of their own:
+/// the pool's target comes in with every call.
+#[async_trait]
+pub trait Fleet: Send + Sync {
+    async fn describe(&self, pool: &PoolConfig) -> Result<FleetState, FleetError>;
+    /// Sets the desired capacity. Used to scale out, and to scale in only while fewer
+    /// instances are live than desired (so no running instance can be picked).
+    async fn set_desired(&self, pool: &PoolConfig, desired: u32) -> Result<(), FleetError>;
+    /// Removes one chosen instance and decrements the desired capacity with it.
+    async fn remove_instance(&self, pool: &PoolConfig, instance_id: &str)
+        -> Result<(), FleetError>;
+    /// Sets or clears scale-in protection on instances. Default: not supported, no-op.
+    async fn set_protection(
+        &self,
+        _pool: &PoolConfig,
+        _instance_ids: &[String],
+        _protected: bool,
+    ) -> Result<(), FleetError> {
+        Ok(())
+    }
+}
+
+/// Simulated instances in process. New instances are in service at once and are named
+/// `<pool>-<nnnn>`, which is also their runner key (so a runner called `linux-x64-0003` runs on
+/// instance `linux-x64-0003`). Starts every pool at its `min`.
+#[derive(Debug, Default)]
+pub struct LocalFleet {
+    groups: Mutex<HashMap<String, LocalGroup>>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct LocalGroup {
+    next: u64,
+    instances: Vec<Instance>,
+}
+
+impl LocalGroup {
+    fn launch(&mut self, pool: &str) {
+        self.next += 1;
+        let id = format!("{pool}-{:04}", self.next);
+        self.instances.push(Instance {
+            runner_key: id.clone(),
+            id,
+            launching: false,
+            protected: false,
+        });
+    }
+}
+
+impl LocalFleet {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with_group<T>(&self, pool: &PoolConfig, f: impl FnOnce(&mut LocalGroup) -> T) -> T {
+        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        let group = groups.entry(pool.name.clone()).or_insert_with(|| {
+            let mut g = LocalGroup::default();
+            for _ in 0..pool.min {
+                g.launch(&pool.name);
+            }
+            g
+        });
+        f(group)
+    }
+}
+
+#[async_trait]
+impl Fleet for LocalFleet {
+    async fn describe(&self, pool: &PoolConfig) -> Result<FleetState, FleetError> {
+        Ok(self.with_group(pool, |g| FleetState {
+            desired: g.instances.len() as u32,
+            min: None,
+            max: None,
+            instances: g.instances.clone(),
+            supports_protection: true,
+        }))
+    }
+
+    async fn set_desired(&self, pool: &PoolConfig, desired: u32) -> Result<(), FleetError> {
+        self.with_group(pool, |g| {
+            while (g.instances.len() as u32) < desired {
+                g.launch(&pool.name);
+            }
+            // Like a cloud group: lowering desired removes the newest unprotected instances.
+            while (g.instances.len() as u32) > desired {
+                match g.instances.iter().rposition(|i| !i.protected) {
+                    Some(i) => {
+                        g.instances.remove(i);
+                    }
+                    None => break,
+                }
+            }
+        });
+        Ok(())
+    }
+
+    async fn remove_instance(
+        &self,
+        pool: &PoolConfig,
+        instance_id: &str,
+    ) -> Result<(), FleetError> {
+        self.with_group(pool, |g| {
+            match g.instances.iter().position(|i| i.id == instance_id) {
+                Some(i) => {
+                    g.instances.remove(i);
+                    Ok(())
+                }
+                None => Err(FleetError::NotFound(format!("instance {instance_id}"))),
+            }
+        })
+    }
+
+    async fn set_protection(
+        &self,
+        pool: &PoolConfig,
+        instance_ids: &[String],
+        protected: bool,
+    ) -> Result<(), FleetError> {
+        self.with_group(pool, |g| {
+            for i in g.instances.iter_mut() {
+                if instance_ids.contains(&i.id) {
+                    i.protected = protected;
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[tokio::test]
+    async fn local_fleet_scales_and_removes() {
+        let c = Config::embedded_default();
+        let pool = &c.pools[0];
+        let f = LocalFleet::new();
+        assert_eq!(f.describe(pool).await.expect("ok").desired, pool.min);
+        f.set_desired(pool, 3).await.expect("ok");
+        let s = f.describe(pool).await.expect("ok");
+        assert_eq!(s.desired, 3);
+        let first = s.instances[0].id.clone();
+        f.set_protection(pool, &[s.instances[2].id.clone()], true)
+            .await
+            .expect("ok");
+        f.set_desired(pool, 2).await.expect("ok");
+        let s = f.describe(pool).await.expect("ok");
+        assert_eq!(s.instances.len(), 2);
+        assert!(
+            s.instances.iter().any(|i| i.protected),
+            "protected survives"
+        );
+        f.remove_instance(pool, &first).await.expect("ok");
+        assert_eq!(f.describe(pool).await.expect("ok").desired, 1);
+        assert!(f.remove_instance(pool, "nope").await.is_err());
+    }
+
+    #[test]
+    fn runner_mapping_by_containment() {
+        let i = Instance {
+            id: "i-0abc".into(),
+            runner_key: "i-0ABC".into(),
+            launching: false,
+            protected: false,
+        };
+        assert!(i.runs("gh-i-0abc-2"));
+        assert!(!i.runs("gh-i-0abd"));
+    }
+}

@@ -1,0 +1,419 @@
+//! The job ledger: one record per job id, moving forward only, with exact per-pool counts.
+//!
+//! The state machine lives here as pure functions ([`JobState::advance`], [`count_delta`]) so
+//! every backend (in memory, DynamoDB, Table Storage) applies exactly the same rules; a
+//! backend only adds the atomicity its storage offers (a mutex, condition expressions, ETags).
+
+use crate::config::LedgerTtl;
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Where a job is in its life. The order is the only order a job may move in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum JobState {
+    /// Waiting for an environment approval: recorded, not demand.
+    Waiting,
+    /// Waiting for a runner: demand.
+    Queued,
+    /// A runner took it: that runner is busy.
+    InProgress,
+    /// Done (success, failure, cancelled, skipped, or expired by reconcile).
+    Completed,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Waiting => "waiting",
+            JobState::Queued => "queued",
+            JobState::InProgress => "in_progress",
+            JobState::Completed => "completed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobState> {
+        Some(match s {
+            "waiting" => JobState::Waiting,
+            "queued" => JobState::Queued,
+            "in_progress" => JobState::InProgress,
+            "completed" => JobState::Completed,
+            _ => return None,
+        })
+    }
+
+    /// The forward-only rule: a job moves to `to` only if `to` is later than where it is.
+    /// `None` means the event is stale (a duplicate, a redelivery or a late arrival).
+    pub fn advance(current: Option<JobState>, to: JobState) -> Option<JobState> {
+        match current {
+            Some(c) if c >= to => None,
+            _ => Some(to),
+        }
+    }
+}
+
+/// What one delivery asks the ledger to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub job_id: u64,
+    /// The pool the job routes to. A record keeps the pool of its first sighting, so a
+    /// config change never moves counts between pools half-way through a job.
+    pub pool: String,
+    pub to: JobState,
+    /// The runner, for `in_progress` (and `completed`, informational).
+    pub runner: Option<String>,
+    /// Unix seconds of the delivery's processing.
+    pub at: u64,
+}
+
+/// What recording a transition did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// The record moved (or was created) from `from` to the transition's state.
+    Applied { from: Option<JobState> },
+    /// Nothing changed: the record was already at `current` or later.
+    Stale { current: JobState },
+}
+
+impl Recorded {
+    pub fn is_applied(&self) -> bool {
+        matches!(self, Recorded::Applied { .. })
+    }
+}
+
+/// One pool's account: the figures the policy needs, and the runners it must not remove.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolLedger {
+    pub queued: u32,
+    pub running: u32,
+    /// Runner names of the pool's in-progress jobs (one entry per job; a name may repeat
+    /// when a runner's old job has not been seen to complete yet).
+    pub busy_runners: Vec<String>,
+}
+
+/// How a transition changes a pool's counters: (queued delta, running delta).
+/// Counters only ever change together with the record, so they cannot go negative.
+pub fn count_delta(from: Option<JobState>, to: JobState) -> (i32, i32) {
+    let weight = |s: Option<JobState>| match s {
+        Some(JobState::Queued) => (1, 0),
+        Some(JobState::InProgress) => (0, 1),
+        _ => (0, 0),
+    };
+    let (q0, r0) = weight(from);
+    let (q1, r1) = weight(Some(to));
+    (q1 - q0, r1 - r0)
+}
+
+/// A ledger record as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRecord {
+    pub job_id: u64,
+    pub pool: String,
+    pub state: JobState,
+    pub runner: Option<String>,
+    /// Unix seconds of the last applied transition.
+    pub updated_at: u64,
+}
+
+/// Which records a reconcile pass expires or forgets at `now` (pure; backends share it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    Keep,
+    /// A stale queued/in-progress record: move it to completed (counts drop).
+    Expire,
+    /// A completed record past the retention window: delete it.
+    Forget,
+}
+
+pub fn expiry(record_state: JobState, updated_at: u64, now: u64, ttl: &LedgerTtl) -> Expiry {
+    let age = now.saturating_sub(updated_at);
+    match record_state {
+        JobState::Queued | JobState::Waiting if age >= ttl.queued.as_secs() => Expiry::Expire,
+        JobState::InProgress if age >= ttl.in_progress.as_secs() => Expiry::Expire,
+        JobState::Completed if age >= ttl.retention.as_secs() => Expiry::Forget,
+        _ => Expiry::Keep,
+    }
+}
+
+/// What an expiry pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Expired {
+    /// Stale queued/waiting/in-progress records moved to completed.
+    pub expired: u32,
+    /// Completed records past retention removed.
+    pub forgotten: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerError {
+    /// The storage could not be reached or refused the call; the delivery should be
+    /// answered 5xx so it can be redelivered.
+    #[error("ledger unavailable: {0}")]
+    Unavailable(String),
+    /// Optimistic concurrency lost too many times in a row.
+    #[error("ledger contention: {0}")]
+    Contention(String),
+}
+
+/// The job ledger. Implementations must make `record` atomic with the pool counters:
+/// concurrent and duplicate deliveries leave counts exact.
+#[async_trait]
+pub trait Ledger: Send + Sync {
+    /// Applies the forward-only rule to the job's record and the pool's counters.
+    async fn record(&self, transition: &Transition) -> Result<Recorded, LedgerError>;
+    /// The pool's current account.
+    async fn pool(&self, pool: &str) -> Result<PoolLedger, LedgerError>;
+    /// Expires stale records and forgets old completed ones (see [`expiry`]).
+    async fn expire(&self, now: u64, ttl: &LedgerTtl) -> Result<Expired, LedgerError>;
+}
+
+/// The in-memory ledger: a mutex over a map, for local runs, replay, simulate and tests.
+#[derive(Debug, Default)]
+pub struct MemoryLedger {
+    inner: Mutex<MemoryInner>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryInner {
+    jobs: HashMap<u64, JobRecord>,
+    pools: HashMap<String, PoolLedger>,
+}
+
+impl MemoryLedger {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A copy of one record (tests and diagnostics).
+    pub fn job(&self, job_id: u64) -> Option<JobRecord> {
+        self.lock().jobs.get(&job_id).cloned()
+    }
+
+    /// How many records are held.
+    pub fn len(&self) -> usize {
+        self.lock().jobs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryInner> {
+        // A panic while holding the lock cannot leave a half-applied transition (each
+        // mutation below is completed before any call that could panic), so recover.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl MemoryInner {
+    fn apply(&mut self, pool: &str, from: Option<JobState>, to: JobState, runner: Option<&str>) {
+        let (dq, dr) = count_delta(from, to);
+        let counts = self.pools.entry(pool.to_string()).or_default();
+        counts.queued = counts.queued.saturating_add_signed(dq);
+        counts.running = counts.running.saturating_add_signed(dr);
+        if from == Some(JobState::InProgress) {
+            if let Some(r) = runner {
+                if let Some(i) = counts.busy_runners.iter().position(|b| b == r) {
+                    counts.busy_runners.swap_remove(i);
+                }
+            }
+        }
+        if to == JobState::InProgress {
+            if let Some(r) = runner {
+                counts.busy_runners.push(r.to_string());
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Ledger for MemoryLedger {
+    async fn record(&self, t: &Transition) -> Result<Recorded, LedgerError> {
+        let mut inner = self.lock();
+        let existing = inner.jobs.get(&t.job_id).cloned();
+        let current = existing.as_ref().map(|r| r.state);
+        let Some(to) = JobState::advance(current, t.to) else {
+            return Ok(Recorded::Stale {
+                current: current.unwrap_or(t.to),
+            });
+        };
+        let pool = existing
+            .as_ref()
+            .map(|r| r.pool.clone())
+            .unwrap_or_else(|| t.pool.clone());
+        // The runner that leaves the busy list is the one recorded when the job started.
+        let old_runner = existing.as_ref().and_then(|r| r.runner.clone());
+        let runner = match to {
+            JobState::InProgress => t.runner.clone(),
+            _ => old_runner.clone().or_else(|| t.runner.clone()),
+        };
+        if current == Some(JobState::InProgress) {
+            inner.apply(&pool, current, to, old_runner.as_deref());
+        } else {
+            inner.apply(&pool, current, to, runner.as_deref());
+        }
+        inner.jobs.insert(
+            t.job_id,
+            JobRecord {
+                job_id: t.job_id,
+                pool,
+                state: to,
+                runner,
+                updated_at: t.at,
+            },
+        );
+        Ok(Recorded::Applied { from: current })
+    }
+
+    async fn pool(&self, pool: &str) -> Result<PoolLedger, LedgerError> {
+        Ok(self.lock().pools.get(pool).cloned().unwrap_or_default())
+    }
+
+    async fn expire(&self, now: u64, ttl: &LedgerTtl) -> Result<Expired, LedgerError> {
+        let mut inner = self.lock();
+        let mut done = Expired::default();
+        let ids: Vec<u64> = inner.jobs.keys().copied().collect();
+        for id in ids {
+            let Some(rec) = inner.jobs.get(&id).cloned() else {
+                continue;
+            };
+            match expiry(rec.state, rec.updated_at, now, ttl) {
+                Expiry::Keep => {}
+                Expiry::Forget => {
+                    inner.jobs.remove(&id);
+                    done.forgotten += 1;
+                }
+                Expiry::Expire => {
+                    inner.apply(
+                        &rec.pool,
+                        Some(rec.state),
+                        JobState::Completed,
+                        rec.runner.as_deref(),
+                    );
+                    if let Some(r) = inner.jobs.get_mut(&id) {
+                        r.state = JobState::Completed;
+                        r.updated_at = now;
+                    }
+                    done.expired += 1;
+                }
+            }
+        }
+        Ok(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(job_id: u64, to: JobState, runner: Option<&str>) -> Transition {
+        Transition {
+            job_id,
+            pool: "p".into(),
+            to,
+            runner: runner.map(String::from),
+            at: 100,
+        }
+    }
+
+    #[test]
+    fn advance_is_forward_only() {
+        use JobState::*;
+        assert_eq!(JobState::advance(None, Queued), Some(Queued));
+        assert_eq!(
+            JobState::advance(Some(Queued), InProgress),
+            Some(InProgress)
+        );
+        assert_eq!(JobState::advance(Some(Completed), Queued), None);
+        assert_eq!(JobState::advance(Some(Queued), Queued), None);
+        assert_eq!(JobState::advance(Some(Waiting), Queued), Some(Queued));
+        assert_eq!(JobState::advance(Some(InProgress), Waiting), None);
+    }
+
+    #[tokio::test]
+    async fn lifecycle_counts() {
+        let l = MemoryLedger::new();
+        assert!(l
+            .record(&t(1, JobState::Queued, None))
+            .await
+            .expect("ok")
+            .is_applied());
+        assert!(!l
+            .record(&t(1, JobState::Queued, None))
+            .await
+            .expect("ok")
+            .is_applied());
+        let p = l.pool("p").await.expect("ok");
+        assert_eq!((p.queued, p.running), (1, 0));
+        l.record(&t(1, JobState::InProgress, Some("r1")))
+            .await
+            .expect("ok");
+        let p = l.pool("p").await.expect("ok");
+        assert_eq!((p.queued, p.running), (0, 1));
+        assert_eq!(p.busy_runners, vec!["r1".to_string()]);
+        l.record(&t(1, JobState::Completed, None))
+            .await
+            .expect("ok");
+        let p = l.pool("p").await.expect("ok");
+        assert_eq!((p.queued, p.running, p.busy_runners.len()), (0, 0, 0));
+        // late queued after completed: no-op
+        assert_eq!(
+            l.record(&t(1, JobState::Queued, None)).await.expect("ok"),
+            Recorded::Stale {
+                current: JobState::Completed
+            }
+        );
+        assert_eq!(l.pool("p").await.expect("ok").queued, 0);
+    }
+
+    #[tokio::test]
+    async fn completed_for_unknown_job_never_goes_negative() {
+        let l = MemoryLedger::new();
+        l.record(&t(9, JobState::Completed, None))
+            .await
+            .expect("ok");
+        let p = l.pool("p").await.expect("ok");
+        assert_eq!((p.queued, p.running), (0, 0));
+        // the late queued and in_progress are ignored
+        l.record(&t(9, JobState::Queued, None)).await.expect("ok");
+        l.record(&t(9, JobState::InProgress, Some("r")))
+            .await
+            .expect("ok");
+        assert_eq!(l.pool("p").await.expect("ok"), PoolLedger::default());
+    }
+
+    #[tokio::test]
+    async fn record_keeps_first_pool() {
+        let l = MemoryLedger::new();
+        l.record(&t(1, JobState::Queued, None)).await.expect("ok");
+        let mut moved = t(1, JobState::InProgress, Some("r"));
+        moved.pool = "other".into();
+        l.record(&moved).await.expect("ok");
+        assert_eq!(l.pool("p").await.expect("ok").running, 1);
+        assert_eq!(l.pool("other").await.expect("ok").running, 0);
+    }
+
+    #[tokio::test]
+    async fn expiry_drops_stale_and_forgets_old() {
+        let ttl = LedgerTtl {
+            queued: std::time::Duration::from_secs(10),
+            in_progress: std::time::Duration::from_secs(20),
+            retention: std::time::Duration::from_secs(30),
+        };
+        let l = MemoryLedger::new();
+        l.record(&t(1, JobState::Queued, None)).await.expect("ok");
+        l.record(&t(2, JobState::Queued, None)).await.expect("ok");
+        l.record(&t(2, JobState::InProgress, Some("r")))
+            .await
+            .expect("ok");
+        assert_eq!(l.expire(105, &ttl).await.expect("ok"), Expired::default());
+        assert_eq!(l.expire(110, &ttl).await.expect("ok").expired, 1);
+        assert_eq!(l.pool("p").await.expect("ok").queued, 0);
+        assert_eq!(l.pool("p").await.expect("ok").running, 1);
+        assert_eq!(l.expire(120, &ttl).await.expect("ok").expired, 1);
+        assert_eq!(l.pool("p").await.expect("ok"), PoolLedger::default());
+        // completed at 110 and 120; forgotten 30 s later
+        assert_eq!(l.expire(150, &ttl).await.expect("ok").forgotten, 2);
+        assert!(l.is_empty());
+    }
+}

@@ -1,0 +1,26 @@
+//! scalehook's core: everything that decides, nothing that talks to a cloud.
+//!
+//! The flow of one delivery is [`service::Service::handle`]: verify the signature
+//! ([`signature`]), parse the event ([`event`]), route the job to a pool
+//! ([`config::Config::route`]), record the job's transition in the [`ledger::Ledger`],
+//! decide with the pure [`policy::decide`], act on the [`fleet::Fleet`], and answer.
+//! Adapters (Lambda, Azure Functions, the local server) build a `Service` and translate
+//! their transport to [`service::Service::handle`] and [`service::Service::reconcile`].
+
+pub mod config;
+pub mod event;
+pub mod fleet;
+pub mod ledger;
+pub mod metrics;
+pub mod policy;
+pub mod report;
+pub mod service;
+pub mod signature;
+pub mod trace;
+
+pub use config::{Config, FleetTarget, PoolConfig};
+pub use fleet::{Fleet, FleetError, FleetState, Instance, LocalFleet};
+pub use ledger::{JobState, Ledger, LedgerError, MemoryLedger, PoolLedger, Recorded, Transition};
+pub use report::{DeliveryReport, Outcome};
+pub use service::{Answer, Clock, LogFormat, ManualClock, Service, SystemClock};
+pub use signature::{SignatureError, WebhookSecrets};

@@ -1,0 +1,233 @@
+//! Webhook signature verification: HMAC-SHA256 over the raw body, `X-Hub-Signature-256` only.
+//!
+//! SHA-1 (`X-Hub-Signature`) is never a fallback. Comparison is constant time (the MAC
+//! crate's `verify_slice`), and several secrets may be active at once so a secret can be
+//! rotated without dropping deliveries.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::fmt;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The header GitHub puts the SHA-256 signature in.
+pub const SIGNATURE_HEADER: &str = "x-hub-signature-256";
+const PREFIX: &str = "sha256=";
+
+/// Why a delivery's signature was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("missing X-Hub-Signature-256 header")]
+    Missing,
+    #[error("malformed X-Hub-Signature-256 header: expected sha256= and 64 hex digits")]
+    Malformed,
+    #[error("signature does not match any active webhook secret")]
+    Mismatch,
+}
+
+/// The active webhook secrets (current first, then previous ones during a rotation).
+///
+/// `Debug` never prints the secret bytes, so a secret cannot leak through a log of a
+/// config or an error.
+#[derive(Clone)]
+pub struct WebhookSecrets {
+    secrets: Vec<Vec<u8>>,
+}
+
+/// Returned when no usable secret is configured: scalehook fails closed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no webhook secret configured: set SCALEHOOK_WEBHOOK_SECRET (and optionally SCALEHOOK_WEBHOOK_SECRET_PREVIOUS during a rotation)")]
+pub struct NoSecret;
+
+/// The environment variable that holds the current webhook secret.
+pub const SECRET_ENV: &str = "SCALEHOOK_WEBHOOK_SECRET";
+/// The environment variable that holds the previous secret while a rotation is under way.
+pub const PREVIOUS_SECRET_ENV: &str = "SCALEHOOK_WEBHOOK_SECRET_PREVIOUS";
+
+impl WebhookSecrets {
+    /// Builds the set from candidate secrets; empty ones are dropped, and none left is an error.
+    pub fn new<I, S>(secrets: I) -> Result<Self, NoSecret>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<[u8]>,
+    {
+        let secrets: Vec<Vec<u8>> = secrets
+            .into_iter()
+            .map(|s| s.as_ref().to_vec())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if secrets.is_empty() {
+            return Err(NoSecret);
+        }
+        Ok(Self { secrets })
+    }
+
+    /// Reads `SCALEHOOK_WEBHOOK_SECRET` and `SCALEHOOK_WEBHOOK_SECRET_PREVIOUS`.
+    pub fn from_env() -> Result<Self, NoSecret> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`WebhookSecrets::from_env`], over any variable lookup (tests, cloud secret stores).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, NoSecret> {
+        let current = lookup(SECRET_ENV).unwrap_or_default();
+        let previous = lookup(PREVIOUS_SECRET_ENV).unwrap_or_default();
+        if current.is_empty() {
+            // A previous secret alone is a half-finished rotation; refuse rather than guess.
+            return Err(NoSecret);
+        }
+        Self::new([current, previous])
+    }
+
+    /// How many secrets are active.
+    pub fn len(&self) -> usize {
+        self.secrets.len()
+    }
+
+    /// Always false: a `WebhookSecrets` holds at least one secret.
+    pub fn is_empty(&self) -> bool {
+        self.secrets.is_empty()
+    }
+
+    /// Does `value` (a secret candidate) equal one of the active secrets? Used by tests that
+    /// check a secret never appears in output.
+    pub fn contains_in(&self, text: &str) -> bool {
+        self.secrets
+            .iter()
+            .filter_map(|s| std::str::from_utf8(s).ok())
+            .any(|s| text.contains(s))
+    }
+
+    /// Verifies a `X-Hub-Signature-256` header value against the raw body.
+    pub fn verify(&self, header: Option<&str>, body: &[u8]) -> Result<(), SignatureError> {
+        let header = header.ok_or(SignatureError::Missing)?;
+        let digest = parse_header(header)?;
+        for secret in &self.secrets {
+            if mac_for(secret, body).verify_slice(&digest).is_ok() {
+                return Ok(());
+            }
+        }
+        Err(SignatureError::Mismatch)
+    }
+
+    /// The header value the current secret gives `body` (for `scalehook sign` and replay).
+    pub fn sign(&self, body: &[u8]) -> String {
+        sign(&self.secrets[0], body)
+    }
+}
+
+impl fmt::Debug for WebhookSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WebhookSecrets({} active, redacted)", self.secrets.len())
+    }
+}
+
+/// `sha256=` + lowercase hex HMAC-SHA256 of `body` under `secret`.
+pub fn sign(secret: &[u8], body: &[u8]) -> String {
+    let tag = mac_for(secret, body).finalize().into_bytes();
+    format!("{PREFIX}{}", hex::encode(tag))
+}
+
+fn mac_for(secret: &[u8], body: &[u8]) -> HmacSha256 {
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut mac = <HmacSha256 as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
+    mac.update(body);
+    mac
+}
+
+/// Parses `sha256=<64 hex>` into the 32-byte digest. Upper-case hex is accepted (hex is
+/// case-insensitive); anything else (other algorithms, wrong length, junk) is malformed.
+pub fn parse_header(header: &str) -> Result<[u8; 32], SignatureError> {
+    let hex_part = header
+        .trim()
+        .strip_prefix(PREFIX)
+        .ok_or(SignatureError::Malformed)?;
+    if hex_part.len() != 64 {
+        return Err(SignatureError::Malformed);
+    }
+    let mut digest = [0u8; 32];
+    hex::decode_to_slice(hex_part, &mut digest).map_err(|_| SignatureError::Malformed)?;
+    Ok(digest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secrets(s: &[&str]) -> WebhookSecrets {
+        WebhookSecrets::new(s.iter().map(|s| s.as_bytes())).expect("secret")
+    }
+
+    #[test]
+    fn github_docs_vector() {
+        let s = secrets(&["It's a Secret to Everybody"]);
+        let sig = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        assert_eq!(s.sign(b"Hello, World!"), sig);
+        assert_eq!(s.verify(Some(sig), b"Hello, World!"), Ok(()));
+        assert_eq!(
+            s.verify(Some(sig), b"Hello, World?"),
+            Err(SignatureError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn typed_errors() {
+        let s = secrets(&["k"]);
+        assert_eq!(s.verify(None, b"x"), Err(SignatureError::Missing));
+        assert_eq!(
+            s.verify(Some("sha1=00"), b"x"),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            s.verify(Some("sha256=zz"), b"x"),
+            Err(SignatureError::Malformed)
+        );
+        let bad_hex = format!("sha256={}", "g".repeat(64));
+        assert_eq!(
+            s.verify(Some(&bad_hex), b"x"),
+            Err(SignatureError::Malformed)
+        );
+        let wrong = format!("sha256={}", "0".repeat(64));
+        assert_eq!(s.verify(Some(&wrong), b"x"), Err(SignatureError::Mismatch));
+    }
+
+    #[test]
+    fn rotation_accepts_either_secret() {
+        let s = secrets(&["new", "old"]);
+        assert!(s.verify(Some(&sign(b"old", b"body")), b"body").is_ok());
+        assert!(s.verify(Some(&sign(b"new", b"body")), b"body").is_ok());
+        assert_eq!(
+            s.verify(Some(&sign(b"other", b"body")), b"body"),
+            Err(SignatureError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn upper_case_hex_is_accepted() {
+        let s = secrets(&["k"]);
+        let sig = sign(b"k", b"b");
+        let upper = format!("sha256={}", sig["sha256=".len()..].to_uppercase());
+        assert!(s.verify(Some(&upper), b"b").is_ok());
+    }
+
+    #[test]
+    fn no_secret_fails_closed() {
+        assert_eq!(
+            WebhookSecrets::new(Vec::<&str>::new()).err(),
+            Some(NoSecret)
+        );
+        assert_eq!(WebhookSecrets::new([""]).err(), Some(NoSecret));
+        assert!(WebhookSecrets::from_lookup(|_| None).is_err());
+        assert!(
+            WebhookSecrets::from_lookup(|n| (n == PREVIOUS_SECRET_ENV).then(|| "x".into()))
+                .is_err()
+        );
+        let both = WebhookSecrets::from_lookup(|_| Some("x".into())).expect("two secrets");
+        assert_eq!(both.len(), 2);
+    }
+
+    #[test]
+    fn debug_is_redacted() {
+        let s = secrets(&["hunter2"]);
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}

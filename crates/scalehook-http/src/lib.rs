@@ -1,0 +1,143 @@
+//! The HTTP routes every HTTP-serving adapter shares: the webhook, `GET /healthz` and
+//! `GET /metrics` (Prometheus text). Transport only: every decision is the core's.
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::Router;
+use scalehook_core::{Answer, Service};
+use std::sync::Arc;
+
+/// The local server's webhook path.
+pub const WEBHOOK_PATH: &str = "/webhook";
+
+/// A router with the webhook at each of `webhook_paths` (any method: the core answers
+/// 405 to all but POST), `/healthz` and `/metrics`.
+pub fn router(service: Arc<Service>, webhook_paths: &[&str]) -> Router {
+    let limit = service.config().max_body_bytes;
+    let mut r = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics));
+    for path in webhook_paths {
+        r = r.route(path, any(webhook));
+    }
+    r.layer(DefaultBodyLimit::max(limit)).with_state(service)
+}
+
+async fn webhook(
+    State(service): State<Arc<Service>>,
+    method: Method,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    match body {
+        Ok(body) => answer(service.handle(&method, &headers, &body).await),
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            answer(service.too_large(&headers))
+        }
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            [(http::header::CONTENT_TYPE, "application/json")],
+            format!(
+                "{{\"status\":\"error\",\"reason\":{}}}",
+                json_string(&e.body_text())
+            ),
+        )
+            .into_response(),
+    }
+}
+
+/// Turns the core's answer into an axum response.
+pub fn answer(a: Answer) -> Response {
+    a.into_http().into_response()
+}
+
+async fn healthz() -> impl IntoResponse {
+    (
+        [(http::header::CONTENT_TYPE, "application/json")],
+        "{\"status\":\"ok\"}",
+    )
+}
+
+async fn metrics(State(service): State<Arc<Service>>) -> impl IntoResponse {
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        service.metrics().render_prometheus(),
+    )
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use scalehook_core::{Config, LocalFleet, MemoryLedger, WebhookSecrets};
+    use tower::ServiceExt;
+
+    fn app() -> Router {
+        let mut config = Config::embedded_default();
+        config.max_body_bytes = 64;
+        let service = Service::new(
+            config,
+            WebhookSecrets::new(["s"]).expect("secret"),
+            Arc::new(MemoryLedger::new()),
+            Arc::new(LocalFleet::new()),
+        );
+        router(Arc::new(service), &[WEBHOOK_PATH])
+    }
+
+    async fn send(req: http::Request<Body>) -> (u16, String) {
+        let res = app().oneshot(req).await.expect("response");
+        let status = res.status().as_u16();
+        let body = res.into_body().collect().await.expect("body").to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn routes() {
+        let get = |uri: &str| {
+            http::Request::get(uri)
+                .body(Body::empty())
+                .expect("request")
+        };
+        assert_eq!(send(get("/healthz")).await.0, 200);
+        let (status, text) = send(get("/metrics")).await;
+        assert_eq!(status, 200);
+        assert!(text.contains("scalehook_deliveries_total"));
+        let (status, body) = send(get("/webhook")).await;
+        assert_eq!(status, 405);
+        assert!(body.contains("\"status\":\"error\""));
+        assert_eq!(send(get("/nope")).await.0, 404);
+    }
+
+    #[tokio::test]
+    async fn oversized_body_is_413_json() {
+        let req = http::Request::post("/webhook")
+            .header("content-type", "application/json")
+            .body(Body::from(vec![b' '; 65]))
+            .expect("request");
+        let (status, body) = send(req).await;
+        assert_eq!(status, 413);
+        assert!(body.contains("max_body_bytes"), "{body}");
+    }
+}
