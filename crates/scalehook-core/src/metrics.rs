@@ -323,6 +323,27 @@ pub fn emf_pool_line(pool: &str, g: &PoolGauges, timestamp_ms: u64) -> String {
     .to_string()
 }
 
+/// One EMF line for a reconcile pass: `ReconcileRuns` and `ReconcileFailures` (the
+/// "reconcile failing" alarm), with the report as log fields.
+pub fn emf_reconcile_line(report: &crate::service::ReconcileReport, timestamp_ms: u64) -> String {
+    serde_json::json!({
+        "_aws": {"Timestamp": timestamp_ms, "CloudWatchMetrics": [{
+            "Namespace": EMF_NAMESPACE,
+            "Dimensions": [[]],
+            "Metrics": [
+                {"Name": "ReconcileRuns", "Unit": "Count"},
+                {"Name": "ReconcileFailures", "Unit": "Count"},
+                {"Name": "ExpiredJobs", "Unit": "Count"}
+            ]}]},
+        "message": "reconcile",
+        "ReconcileRuns": 1,
+        "ReconcileFailures": u32::from(!report.ok()),
+        "ExpiredJobs": report.expired,
+        "reconcile": report,
+    })
+    .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -457,7 +457,15 @@ impl Service {
             pools,
         };
         self.metrics.reconciled(report.ok());
-        if self.log != LogFormat::Off {
+        if self.log == LogFormat::Emf {
+            let ms = unix_millis();
+            for pool in &self.config.pools {
+                if let Some(g) = self.metrics.pool(&pool.name) {
+                    println!("{}", crate::metrics::emf_pool_line(&pool.name, &g, ms));
+                }
+            }
+            println!("{}", crate::metrics::emf_reconcile_line(&report, ms));
+        } else if self.log != LogFormat::Off {
             tracing::info!(
                 target: "scalehook::reconcile",
                 ok = report.ok(),
@@ -492,11 +500,7 @@ impl Service {
         match self.log {
             LogFormat::Off => {}
             LogFormat::Emf => {
-                let ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as u64)
-                    .unwrap_or(0);
-                println!("{}", crate::metrics::emf_line(report, ms));
+                println!("{}", crate::metrics::emf_line(report, unix_millis()));
             }
             LogFormat::Tracing => {
                 tracing::info!(
@@ -520,6 +524,13 @@ impl Service {
             }
         }
     }
+}
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// `application/json`, with or without parameters, any case.
