@@ -104,6 +104,21 @@ pub fn count_delta(from: Option<JobState>, to: JobState) -> (i32, i32) {
     (q1 - q0, r1 - r0)
 }
 
+/// The runner a record holds after moving to `to`. Only `in_progress` names the runner
+/// (queued payloads sometimes carry a bogus one); a completed record keeps the runner it
+/// started on, because that is the one that leaves the busy list.
+pub fn recorded_runner(
+    existing: Option<&str>,
+    to: JobState,
+    event: Option<&str>,
+) -> Option<String> {
+    match to {
+        JobState::InProgress => event.map(str::to_string),
+        JobState::Completed => existing.or(event).map(str::to_string),
+        JobState::Waiting | JobState::Queued => None,
+    }
+}
+
 /// A ledger record as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobRecord {
@@ -241,17 +256,12 @@ impl Ledger for MemoryLedger {
             .as_ref()
             .map(|r| r.pool.clone())
             .unwrap_or_else(|| t.pool.clone());
-        // The runner that leaves the busy list is the one recorded when the job started.
-        let old_runner = existing.as_ref().and_then(|r| r.runner.clone());
-        let runner = match to {
-            JobState::InProgress => t.runner.clone(),
-            _ => old_runner.clone().or_else(|| t.runner.clone()),
-        };
-        if current == Some(JobState::InProgress) {
-            inner.apply(&pool, current, to, old_runner.as_deref());
-        } else {
-            inner.apply(&pool, current, to, runner.as_deref());
-        }
+        let runner = recorded_runner(
+            existing.as_ref().and_then(|r| r.runner.as_deref()),
+            to,
+            t.runner.as_deref(),
+        );
+        inner.apply(&pool, current, to, runner.as_deref());
         inner.jobs.insert(
             t.job_id,
             JobRecord {
