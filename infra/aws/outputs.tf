@@ -1,0 +1,68 @@
+output "webhook_url" {
+  description = "Paste into GitHub: Settings > Webhooks > Payload URL (content type application/json, event \"Workflow jobs\")."
+  value = (
+    var.endpoint == "function_url"
+    ? aws_lambda_function_url.webhook[0].function_url
+    : "${aws_apigatewayv2_stage.webhook[0].invoke_url}webhook"
+  )
+}
+
+output "function_name" {
+  description = "Name of the Lambda function (logs in /aws/lambda/<name>)."
+  value       = aws_lambda_function.scalehook.function_name
+}
+
+output "function_arn" {
+  description = "ARN of the Lambda function."
+  value       = aws_lambda_function.scalehook.arn
+}
+
+output "role_arn" {
+  description = "ARN of the function's IAM role."
+  value       = aws_iam_role.function.arn
+}
+
+output "ledger_table_name" {
+  description = "Name of the DynamoDB ledger table."
+  value       = aws_dynamodb_table.ledger.name
+}
+
+output "log_group_name" {
+  description = "CloudWatch log group of the function: one JSON line per delivery, and the EMF metrics' source."
+  value       = aws_cloudwatch_log_group.function.name
+}
+
+output "webhook_secret_parameter_name" {
+  description = "SSM parameter holding the webhook secret(s), or null when a Secrets Manager secret is used."
+  value       = var.webhook_secret_arn == null ? local.secret_ssm_parameter_name : null
+}
+
+output "reconcile_rule_name" {
+  description = "EventBridge rule that runs reconcile."
+  value       = aws_cloudwatch_event_rule.reconcile.name
+}
+
+output "alarm_topic_arn" {
+  description = "ARN of the created alarm SNS topic, or null."
+  value       = var.create_sns_topic ? aws_sns_topic.alarms[0].arn : null
+}
+
+output "alarm_names" {
+  description = "Names of the CloudWatch alarms created."
+  value = concat(
+    [
+      aws_cloudwatch_metric_alarm.errors.alarm_name,
+      aws_cloudwatch_metric_alarm.throttles.alarm_name,
+      aws_cloudwatch_metric_alarm.signature_failures.alarm_name,
+      aws_cloudwatch_metric_alarm.cloud_api_errors.alarm_name,
+      aws_cloudwatch_metric_alarm.reconcile_failures.alarm_name,
+      aws_cloudwatch_metric_alarm.reconcile_not_running.alarm_name,
+    ],
+    [for a in aws_cloudwatch_metric_alarm.pool_at_max : a.alarm_name],
+  )
+}
+
+output "config_toml" {
+  description = "The scalehook configuration given to the function (SCALEHOOK_CONFIG_TOML); holds no secret."
+  value       = local.config_toml
+}

@@ -1,0 +1,299 @@
+# ---- Naming -----------------------------------------------------------------------------
+
+variable "name" {
+  description = "Name of the deployment: the Lambda function, its role, table, log group, parameter and alarms are named after it."
+  type        = string
+  default     = "scalehook"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_-]{1,48}$", var.name))
+    error_message = "name: use 1-48 letters, digits, '-' or '_' (it prefixes Lambda, IAM and DynamoDB names)."
+  }
+}
+
+variable "tags" {
+  description = "Tags added to every resource the module creates."
+  type        = map(string)
+  default     = {}
+}
+
+# ---- The function -----------------------------------------------------------------------
+
+variable "lambda_zip_path" {
+  description = "Path to the Lambda zip built by `make lambda-zip` (target/lambda/scalehook-aws-<arch>.zip, `bootstrap` at its root). Its hash is the deployment trigger: a new zip, a new version of the code."
+  type        = string
+}
+
+variable "architecture" {
+  description = "Lambda architecture matching the zip: \"arm64\" (Graviton, cheaper per GB-second) or \"x86_64\"."
+  type        = string
+  default     = "arm64"
+
+  validation {
+    condition     = contains(["arm64", "x86_64"], var.architecture)
+    error_message = "architecture: \"arm64\" or \"x86_64\", the same as the zip's binary."
+  }
+}
+
+variable "memory_mb" {
+  description = "Lambda memory in MB. 128 is enough for scalehook (a few MB of heap, one delivery per invocation); Lambda gives CPU in proportion to memory, so raise it only if LatencyMs shows CPU-bound work."
+  type        = number
+  default     = 128
+
+  validation {
+    condition     = var.memory_mb >= 128 && var.memory_mb <= 10240
+    error_message = "memory_mb: between 128 and 10240."
+  }
+}
+
+variable "timeout_seconds" {
+  description = "Lambda timeout in seconds. GitHub waits 10 s for a delivery and the core bounds its cloud calls at cloud_timeout_ms (7 s), so a delivery ends well before 30 s; reconcile touches every pool in turn and needs the headroom."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.timeout_seconds >= 10 && var.timeout_seconds <= 900
+    error_message = "timeout_seconds: between 10 (GitHub's wait) and 900."
+  }
+}
+
+variable "reserved_concurrency" {
+  description = "Reserved concurrency for the function, or null for none. A cap bounds the cost of a flood of unsigned requests, but a delivery throttled by it is lost until redelivered (GitHub never retries): size it above your peak of concurrent webhook deliveries (20-50 suits most organisations). Accounts with the default quota of 10 cannot reserve any."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.reserved_concurrency == null || try(var.reserved_concurrency >= 1, false)
+    error_message = "reserved_concurrency: null, or at least 1 (0 would disable the function)."
+  }
+}
+
+variable "log_retention_days" {
+  description = "Retention of the function's CloudWatch log group (the delivery log lines and the EMF metrics source), in days."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.log_retention_days)
+    error_message = "log_retention_days: one of CloudWatch Logs' allowed values (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, ...)."
+  }
+}
+
+variable "log_kms_key_arn" {
+  description = "Optional KMS key ARN to encrypt the log group with (its key policy must allow the logs service). null: CloudWatch Logs' default encryption."
+  type        = string
+  default     = null
+}
+
+variable "endpoint" {
+  description = "How GitHub reaches the function: \"function_url\" (a Lambda function URL, no extra service) or \"api_gateway\" (an API Gateway HTTP API with route ANY /webhook, stage throttling and access logs)."
+  type        = string
+  default     = "function_url"
+
+  validation {
+    condition     = contains(["function_url", "api_gateway"], var.endpoint)
+    error_message = "endpoint: \"function_url\" or \"api_gateway\"."
+  }
+}
+
+variable "api_gateway_throttle" {
+  description = "Stage throttling when endpoint = \"api_gateway\": steady requests per second and burst. Keep it above GitHub's delivery rate: a throttled delivery is lost until redelivered."
+  type = object({
+    rate_limit  = number
+    burst_limit = number
+  })
+  default = {
+    rate_limit  = 50
+    burst_limit = 100
+  }
+}
+
+variable "reconcile_interval_minutes" {
+  description = "Minutes between reconcile passes (EventBridge schedule `rate(N minutes)`). Reconcile expires stale ledger entries, restores standby capacity and repairs capacity after lost deliveries."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.reconcile_interval_minutes >= 1 && var.reconcile_interval_minutes <= 60 && floor(var.reconcile_interval_minutes) == var.reconcile_interval_minutes
+    error_message = "reconcile_interval_minutes: a whole number from 1 to 60."
+  }
+}
+
+# ---- scalehook configuration (rendered to SCALEHOOK_CONFIG_TOML) ----------------------------
+
+variable "pools" {
+  description = "Runner pools, as in the [[pools]] tables of scalehook's config file: name, labels, min, max, standby, runners_per_instance and the Auto Scaling Group name (aws_asg) serving the pool. A job goes to the first pool that has all its labels."
+  type = list(object({
+    name                 = string
+    labels               = list(string)
+    min                  = optional(number, 0)
+    max                  = number
+    standby              = optional(number, 0)
+    runners_per_instance = optional(number, 1)
+    aws_asg              = string
+  }))
+
+  validation {
+    condition     = length(var.pools) > 0
+    error_message = "pools: at least one pool is required."
+  }
+  validation {
+    condition     = alltrue([for p in var.pools : can(regex("^[A-Za-z0-9._-]+$", p.name))])
+    error_message = "pools[*].name: use only letters, digits, '-', '_' and '.' (it becomes a metric dimension and a storage key)."
+  }
+  validation {
+    condition     = length(distinct([for p in var.pools : p.name])) == length(var.pools)
+    error_message = "pools[*].name: pool names must be unique."
+  }
+  validation {
+    condition     = alltrue([for p in var.pools : length(p.labels) > 0 && alltrue([for l in p.labels : trimspace(l) != ""])])
+    error_message = "pools[*].labels: each pool needs at least one non-empty label."
+  }
+  validation {
+    condition     = alltrue([for p in var.pools : p.max >= 1 && p.min >= 0 && p.min <= p.max && p.standby >= 0 && p.runners_per_instance >= 1])
+    error_message = "pools[*]: need 0 <= min <= max, max >= 1, standby >= 0 and runners_per_instance >= 1."
+  }
+  validation {
+    condition     = alltrue([for p in var.pools : can(regex("^[^\\s:*]{1,255}$", p.aws_asg))])
+    error_message = "pools[*].aws_asg: an Auto Scaling Group name (no spaces, ':' or '*'); the IAM policy is scoped to exactly these groups."
+  }
+}
+
+variable "allowed_repositories" {
+  description = "When non-empty, only jobs of these owner/repo names are handled (case-insensitive)."
+  type        = list(string)
+  default     = []
+}
+
+variable "allowed_organizations" {
+  description = "When non-empty, only jobs of repositories owned by these organizations or users are handled."
+  type        = list(string)
+  default     = []
+}
+
+variable "max_body_bytes" {
+  description = "Largest accepted delivery body in bytes, or null for scalehook's default (1 MiB; workflow_job payloads are 8-14 KB)."
+  type        = number
+  default     = null
+}
+
+variable "cloud_timeout_ms" {
+  description = "Upper bound in ms on the cloud calls of one delivery (GitHub waits 10 s), or null for scalehook's default (7000)."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.cloud_timeout_ms == null || try(var.cloud_timeout_ms >= 1 && var.cloud_timeout_ms <= 9000, false)
+    error_message = "cloud_timeout_ms: between 1 and 9000 (GitHub waits 10 s)."
+  }
+}
+
+variable "ledger_ttl" {
+  description = "Ledger time-to-lives in seconds; null fields keep scalehook's defaults (queued 48 h, in_progress 24 h, retention 4 days). retention must cover GitHub's 3-day redelivery window."
+  type = object({
+    queued_ttl_secs      = optional(number)
+    in_progress_ttl_secs = optional(number)
+    retention_secs       = optional(number)
+  })
+  default = {}
+
+  validation {
+    condition     = var.ledger_ttl.retention_secs == null || try(var.ledger_ttl.retention_secs >= 259200, false)
+    error_message = "ledger_ttl.retention_secs: at least 259200 (GitHub's 3-day redelivery window)."
+  }
+}
+
+# ---- Ledger table -----------------------------------------------------------------------
+
+variable "point_in_time_recovery" {
+  description = "Enable DynamoDB point-in-time recovery on the ledger table. The ledger is rebuilt by deliveries and reconcile, so it is optional; it costs little for a table this small."
+  type        = bool
+  default     = true
+}
+
+variable "table_kms_key_arn" {
+  description = "Optional customer-managed KMS key ARN for the ledger table. null: DynamoDB's default encryption with an AWS owned key."
+  type        = string
+  default     = null
+}
+
+# ---- Webhook secret: exactly one of the three sources -----------------------------------
+
+variable "webhook_secret" {
+  description = "The GitHub webhook secret. The module stores it in an SSM SecureString parameter through a write-only argument, so it is never in the Terraform state nor in the Lambda environment. Several secrets, one per line with the current first, allow rotation. Leave null when using webhook_secret_ssm_parameter_name or webhook_secret_arn."
+  type        = string
+  default     = null
+  sensitive   = true
+
+  validation {
+    condition     = var.webhook_secret == null || try(length(trimspace(var.webhook_secret)) >= 16, false)
+    error_message = "webhook_secret: use a random secret of at least 16 characters (e.g. `openssl rand -hex 32`)."
+  }
+}
+
+variable "webhook_secret_version" {
+  description = "Bump this number whenever webhook_secret changes: write-only values are not compared, so the version is what makes Terraform write the new value."
+  type        = number
+  default     = 1
+}
+
+variable "webhook_secret_ssm_parameter_name" {
+  description = "Name of an existing SSM SecureString parameter that holds the secret (one per line, current first). The function may read only that parameter."
+  type        = string
+  default     = null
+}
+
+variable "webhook_secret_arn" {
+  description = "ARN of an existing Secrets Manager secret holding the webhook secret. The function may read only that secret."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.webhook_secret_arn == null || can(regex("^arn:[^:]+:secretsmanager:", var.webhook_secret_arn))
+    error_message = "webhook_secret_arn: a Secrets Manager secret ARN (arn:aws:secretsmanager:...)."
+  }
+}
+
+variable "secret_kms_key_arn" {
+  description = "Customer-managed KMS key ARN that encrypts the secret (the created or the existing parameter, or the Secrets Manager secret); the function is granted kms:Decrypt on it alone. null: the AWS managed key, which needs no grant."
+  type        = string
+  default     = null
+}
+
+# ---- Alarms -----------------------------------------------------------------------------
+
+variable "create_sns_topic" {
+  description = "Create an SNS topic for the alarms (subscribe to it yourself, or list addresses in alarm_emails)."
+  type        = bool
+  default     = false
+}
+
+variable "alarm_emails" {
+  description = "E-mail addresses subscribed to the created SNS topic (each must confirm the subscription). Needs create_sns_topic = true."
+  type        = list(string)
+  default     = []
+}
+
+variable "alarm_actions" {
+  description = "Existing SNS topic (or other alarm action) ARNs notified when an alarm fires and clears, in addition to the created topic."
+  type        = list(string)
+  default     = []
+}
+
+variable "sns_kms_key_arn" {
+  description = "Customer-managed KMS key for the created SNS topic. Its key policy must let cloudwatch.amazonaws.com use it; the AWS managed alias/aws/sns key cannot be used by CloudWatch alarms. null: no encryption at rest."
+  type        = string
+  default     = null
+}
+
+variable "signature_failure_threshold" {
+  description = "Alarm when more signature failures than this arrive in 5 minutes (a rotated secret not set in GitHub, or someone probing the URL)."
+  type        = number
+  default     = 10
+}
+
+variable "at_max_alarm_periods" {
+  description = "Alarm when a pool has been at its max with jobs queued for this many consecutive reconcile intervals."
+  type        = number
+  default     = 3
+}
