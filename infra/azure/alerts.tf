@@ -1,0 +1,151 @@
+# Log alerts over Application Insights. The handler writes one JSON line per delivery on
+# stdout (target scalehook::delivery); the Functions host stores each as a row of `traces`.
+# The queries accept the fields at the top level or under "fields" (tracing's JSON layout).
+
+locals {
+  runbook = "docs/runbook.md"
+
+  deliveries_kql = <<-KQL
+    traces
+    | where message has "scalehook::delivery"
+    | extend line = parse_json(message)
+    | extend fields = iff(isnull(line.fields), line, line.fields)
+    | extend outcome = tostring(fields.outcome), pool = tostring(fields.pool)
+  KQL
+
+  action_group_ids = concat(var.action_group_ids, [for g in azurerm_monitor_action_group.alerts : g.id])
+}
+
+resource "azurerm_monitor_action_group" "alerts" {
+  count               = length(var.alert_emails) > 0 ? 1 : 0
+  name                = "${var.name}-alerts"
+  resource_group_name = var.resource_group_name
+  short_name          = substr(replace(var.name, "-", ""), 0, 12)
+  tags                = var.tags
+
+  dynamic "email_receiver" {
+    for_each = var.alert_emails
+    content {
+      name                    = "email-${email_receiver.key}"
+      email_address           = email_receiver.value
+      use_common_alert_schema = true
+    }
+  }
+}
+
+resource "azurerm_monitor_scheduled_query_rules_alert_v2" "signature_failures" {
+  name                 = "${var.name}-signature-failures"
+  display_name         = "scalehook: signature failures"
+  description          = "More than ${var.signature_failure_threshold} deliveries in 5 minutes had a missing or wrong X-Hub-Signature-256 (answered 401). Runbook: ${local.runbook}#signature-failures"
+  resource_group_name  = var.resource_group_name
+  location             = var.location
+  scopes               = [azurerm_application_insights.app.id]
+  severity             = 2
+  evaluation_frequency = "PT5M"
+  window_duration      = "PT5M"
+  tags                 = var.tags
+
+  criteria {
+    query                   = "${local.deliveries_kql}| where outcome == \"unauthorized\""
+    time_aggregation_method = "Count"
+    operator                = "GreaterThan"
+    threshold               = var.signature_failure_threshold
+
+    failing_periods {
+      minimum_failing_periods_to_trigger_alert = 1
+      number_of_evaluation_periods             = 1
+    }
+  }
+
+  auto_mitigation_enabled = true
+  dynamic "action" {
+    for_each = length(local.action_group_ids) > 0 ? [1] : []
+    content {
+      action_groups = local.action_group_ids
+    }
+  }
+}
+
+resource "azurerm_monitor_scheduled_query_rules_alert_v2" "cloud_errors" {
+  name                 = "${var.name}-cloud-errors"
+  display_name         = "scalehook: ledger or fleet errors (5xx)"
+  description          = "Deliveries failed on a Table Storage (ledger) or scale set (fleet) call or timed out, answered 5xx: redeliver them once the cause is fixed. Runbook: ${local.runbook}#throttles-and-cloud-api-errors"
+  resource_group_name  = var.resource_group_name
+  location             = var.location
+  scopes               = [azurerm_application_insights.app.id]
+  severity             = 1
+  evaluation_frequency = "PT5M"
+  window_duration      = "PT5M"
+  tags                 = var.tags
+
+  criteria {
+    query                   = "${local.deliveries_kql}| where outcome in (\"ledger_error\", \"fleet_error\", \"timeout\")"
+    time_aggregation_method = "Count"
+    operator                = "GreaterThan"
+    threshold               = 0
+
+    dimension {
+      name     = "pool"
+      operator = "Include"
+      values   = ["*"]
+    }
+
+    failing_periods {
+      minimum_failing_periods_to_trigger_alert = 1
+      number_of_evaluation_periods             = 1
+    }
+  }
+
+  auto_mitigation_enabled = true
+  dynamic "action" {
+    for_each = length(local.action_group_ids) > 0 ? [1] : []
+    content {
+      action_groups = local.action_group_ids
+    }
+  }
+}
+
+resource "azurerm_monitor_scheduled_query_rules_alert_v2" "function_failures" {
+  name                 = "${var.name}-function-failures"
+  display_name         = "scalehook: function invocations failed"
+  description          = "Invocations of webhook (5xx, crash, timeout) or reconcile failed. Runbook: ${local.runbook}#function-errors"
+  resource_group_name  = var.resource_group_name
+  location             = var.location
+  scopes               = [azurerm_application_insights.app.id]
+  severity             = 1
+  evaluation_frequency = "PT5M"
+  window_duration      = "PT15M"
+  tags                 = var.tags
+
+  criteria {
+    # 4xx answers (bad signature, bad request) are the caller's fault, not the function's.
+    query                   = <<-KQL
+      requests
+      | where success == false
+      | where operation_Name in ("webhook", "reconcile")
+      | where not(resultCode startswith "4")
+    KQL
+    time_aggregation_method = "Count"
+    operator                = "GreaterThan"
+    threshold               = 0
+
+    dimension {
+      name     = "operation_Name"
+      operator = "Include"
+      values   = ["*"]
+    }
+
+    failing_periods {
+      minimum_failing_periods_to_trigger_alert = 1
+      number_of_evaluation_periods             = 1
+    }
+  }
+
+  auto_mitigation_enabled = true
+  dynamic "action" {
+    for_each = length(local.action_group_ids) > 0 ? [1] : []
+    content {
+      action_groups = local.action_group_ids
+    }
+  }
+}

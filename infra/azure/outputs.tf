@@ -1,0 +1,58 @@
+output "webhook_url" {
+  description = "Paste into GitHub: Settings > Webhooks > Payload URL (content type application/json, event \"Workflow jobs\")."
+  value       = local.webhook_url
+}
+
+output "function_app_name" {
+  description = "Name of the function app."
+  value       = azurerm_function_app_flex_consumption.scalehook.name
+}
+
+output "function_app_id" {
+  description = "Resource id of the function app."
+  value       = azurerm_function_app_flex_consumption.scalehook.id
+}
+
+output "identity_client_id" {
+  description = "Client id of the app's user-assigned identity (AZURE_CLIENT_ID)."
+  value       = azurerm_user_assigned_identity.app.client_id
+}
+
+output "identity_principal_id" {
+  description = "Principal (object) id of the app's user-assigned identity, for audits of its role assignments."
+  value       = azurerm_user_assigned_identity.app.principal_id
+}
+
+output "storage_account_name" {
+  description = "Storage account holding host state, the package container and the ledger table."
+  value       = azurerm_storage_account.app.name
+}
+
+output "ledger_table_name" {
+  description = "Name of the ledger table."
+  value       = azurerm_storage_table.ledger.name
+}
+
+output "application_insights_name" {
+  description = "Application Insights resource receiving the delivery log lines (table traces)."
+  value       = azurerm_application_insights.app.name
+}
+
+output "role_definition_id" {
+  description = "Resource id of the custom scale set role."
+  value       = azurerm_role_definition.scale_set_scaler.role_definition_resource_id
+}
+
+output "alert_names" {
+  description = "Names of the log alert rules created."
+  value = [
+    azurerm_monitor_scheduled_query_rules_alert_v2.signature_failures.name,
+    azurerm_monitor_scheduled_query_rules_alert_v2.cloud_errors.name,
+    azurerm_monitor_scheduled_query_rules_alert_v2.function_failures.name,
+  ]
+}
+
+output "config_toml" {
+  description = "The scalehook configuration given to the app (SCALEHOOK_CONFIG_TOML); holds no secret."
+  value       = local.config_toml
+}
