@@ -20,7 +20,7 @@ variable "tags" {
 # ---- The function -----------------------------------------------------------------------
 
 variable "lambda_zip_path" {
-  description = "Path to the Lambda zip built by `make lambda-zip` (target/lambda/scalehook-aws-<arch>.zip, `bootstrap` at its root). Its hash is the deployment trigger: a new zip, a new version of the code."
+  description = "Path to the Lambda zip built by `make lambda-zip` (target/lambda/scalehook-<arch>.zip, `bootstrap` at its root). Its hash is the deployment trigger: a new zip, a new version of the code."
   type        = string
 }
 

@@ -1,6 +1,6 @@
 # A complete scalehook deployment on AWS: two runner Auto Scaling Groups and the module.
 #
-#   make lambda-zip                              # builds target/lambda/scalehook-aws-arm64.zip
+#   make lambda-zip                              # builds target/lambda/scalehook-arm64.zip
 #   export TF_VAR_webhook_secret=$(openssl rand -hex 32)
 #   terraform init && terraform apply
 #   terraform output webhook_url                 # paste into GitHub with the same secret
@@ -119,7 +119,7 @@ module "scalehook" {
   source = "../../aws"
 
   name            = "scalehook"
-  lambda_zip_path = "${path.root}/../../../target/lambda/scalehook-aws-arm64.zip"
+  lambda_zip_path = "${path.root}/../../../target/lambda/scalehook-arm64.zip"
   architecture    = "arm64"
 
   # Mirrors scalehook's [[pools]]; a pool's max should not exceed its group's max_size.

@@ -1,0 +1,136 @@
+"""What the modules give the functions matches what the adapters read, and the alarms
+watch metrics and outcomes the core actually emits."""
+
+import re
+
+from conftest import core_source
+
+
+def core_outcomes():
+    return set(re.findall(r'Outcome::\w+ => "(\w+)"', core_source("report.rs")))
+
+
+def core_emf_metrics():
+    src = core_source("metrics.rs")
+    return set(re.findall(r'\{"Name": "(\w+)"', src)) | set(re.findall(r'put\("(\w+)"', src))
+
+
+def test_lambda_runtime_and_environment(aws):
+    fn = aws.resource("aws_lambda_function", "scalehook")
+    assert fn["runtime"] == "provided.al2023"
+    assert fn["handler"] == "bootstrap"
+    assert fn["architectures"] == ["${var.architecture}"]
+    assert fn["source_code_hash"] == "${filebase64sha256(var.lambda_zip_path)}"
+    assert fn["environment"][0]["variables"] == "${local.function_env}"
+    env = aws.locals["function_env"]
+    for name in ("SCALEHOOK_CONFIG_TOML", "SCALEHOOK_DYNAMODB_TABLE"):
+        assert name in env
+    # The secret reaches the function by reference only: a parameter name or a secret ARN.
+    secret_env = aws.locals["secret_env"]
+    assert set(re.findall(r"SCALEHOOK_\w+", secret_env)) == {
+        "SCALEHOOK_WEBHOOK_SECRET_ARN",
+        "SCALEHOOK_WEBHOOK_SECRET_SSM_PARAMETER",
+    }
+    assert "var.webhook_secret " not in secret_env and "var.webhook_secret}" not in secret_env
+    # The only use of the secret's value is the write-only argument of the parameter;
+    # every other mention only tests it for null or validates its length.
+    param = aws.resource("aws_ssm_parameter", "webhook_secret")
+    assert param["type"] == "SecureString"
+    assert param["value_wo"] == "${var.webhook_secret}"
+    assert "value" not in param
+    harmless = re.sub(
+        r"var\.webhook_secret [=!]= null|value_wo\s*= var\.webhook_secret\n|trimspace\(var\.webhook_secret\)",
+        "",
+        aws.text,
+    )
+    assert not re.findall(r"var\.webhook_secret\b(?!_)", harmless)
+
+
+def test_dynamodb_ledger_shape(aws):
+    t = aws.resource("aws_dynamodb_table", "ledger")
+    assert t["billing_mode"] == "PAY_PER_REQUEST"
+    assert t["hash_key"] == "pk"
+    assert "range_key" not in t
+    assert t["attribute"] == [{"name": "pk", "type": "S"}]
+    assert t["ttl"] == [{"attribute_name": "expires_at", "enabled": True}]
+    assert t["point_in_time_recovery"] == [{"enabled": "${var.point_in_time_recovery}"}]
+
+
+def test_reconcile_schedule_targets_the_function(aws):
+    rule = aws.resource("aws_cloudwatch_event_rule", "reconcile")
+    assert "rate(" in rule["schedule_expression"]
+    target = aws.resource("aws_cloudwatch_event_target", "reconcile")
+    assert target["arn"] == "${aws_lambda_function.scalehook.arn}"
+
+
+def test_function_url_has_no_aws_auth(aws):
+    url = aws.resource("aws_lambda_function_url", "webhook")
+    assert url["authorization_type"] == "NONE"
+
+
+def test_aws_alarms_watch_emitted_metrics(aws):
+    emitted = core_emf_metrics()
+    namespace = re.search(r'EMF_NAMESPACE: &str = "(\w+)"', core_source("metrics.rs")).group(1)
+    assert aws.locals["emf_namespace"] == namespace
+    alarms = aws.resources["aws_cloudwatch_metric_alarm"]
+    expected = {
+        "errors": ("AWS/Lambda", "Errors", "notBreaching"),
+        "throttles": ("AWS/Lambda", "Throttles", "notBreaching"),
+        "signature_failures": ("${local.emf_namespace}", "SignatureFailures", "notBreaching"),
+        "cloud_api_errors": ("${local.emf_namespace}", "CloudApiErrors", "notBreaching"),
+        "reconcile_failures": ("${local.emf_namespace}", "ReconcileFailures", "notBreaching"),
+        "reconcile_not_running": ("${local.emf_namespace}", "ReconcileRuns", "breaching"),
+        "pool_at_max": ("${local.emf_namespace}", "AtMaxWithQueue", "ignore"),
+    }
+    assert set(alarms) == set(expected)
+    for name, (ns, metric, missing) in expected.items():
+        a = alarms[name]
+        assert (a["namespace"], a["metric_name"], a["treat_missing_data"]) == (ns, metric, missing), name
+        if ns != "AWS/Lambda":
+            assert metric in emitted, f"{metric} is not emitted by the core"
+        assert a["alarm_actions"] == "${local.alarm_actions}", name
+        assert "docs/runbook.md" in aws.locals["runbook"]
+        assert "Runbook: ${local.runbook}#" in a["alarm_description"], name
+    # Metrics the core emits without dimensions must be alarmed without dimensions.
+    for name in ("signature_failures", "cloud_api_errors", "reconcile_failures", "reconcile_not_running"):
+        assert "dimensions" not in alarms[name], name
+    assert alarms["pool_at_max"]["dimensions"] == {"Pool": "${each.key}"}
+    assert alarms["signature_failures"]["threshold"] == "${var.signature_failure_threshold}"
+
+
+def test_azure_app_settings(azure):
+    app = azure.resource("azurerm_function_app_flex_consumption", "scalehook")
+    assert app["runtime_name"] == "custom"
+    settings = app["app_settings"]
+    for name in (
+        "FUNCTIONS_WORKER_RUNTIME",
+        "SCALEHOOK_CONFIG_TOML",
+        "SCALEHOOK_TABLE_ENDPOINT",
+        "SCALEHOOK_TABLE_NAME",
+        "AZURE_CLIENT_ID",
+        "SCALEHOOK_RECONCILE_SCHEDULE",
+    ):
+        assert name in settings, name
+    assert "local.secret_settings" in settings
+    secret = azure.locals["secret_settings"]
+    assert "SCALEHOOK_WEBHOOK_SECRET" in secret
+    assert "@Microsoft.KeyVault(SecretUri=" in secret
+    assert azure.variables["table_name"]["default"] == "scalehookledger"
+    assert azure.variables["reconcile_schedule"]["default"] == "0 */5 * * * *"
+    assert azure.locals["webhook_url"].endswith("/api/webhook")
+    assert app["key_vault_reference_identity_id"] == "${azurerm_user_assigned_identity.app.id}"
+
+
+def test_azure_alerts_query_real_outcomes(azure):
+    outcomes = core_outcomes()
+    assert {"unauthorized", "ledger_error", "fleet_error", "timeout"} <= outcomes
+    rules = azure.resources["azurerm_monitor_scheduled_query_rules_alert_v2"]
+    assert set(rules) == {"signature_failures", "cloud_errors", "function_failures"}
+    queried = set()
+    for r in rules.values():
+        query = r["criteria"][0]["query"]
+        queried |= set(re.findall(r'\\?"(\w+)\\?"', query)) & outcomes
+        assert "Runbook: ${local.runbook}#" in r["description"]
+    assert queried == {"unauthorized", "ledger_error", "fleet_error", "timeout"}
+    # The delivery lines are found by the core's log target.
+    assert "scalehook::delivery" in azure.locals["deliveries_kql"]

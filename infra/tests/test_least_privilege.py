@@ -1,0 +1,160 @@
+"""The permissions the modules grant are exactly what scalehook calls, on the narrowest
+resources each cloud allows."""
+
+import re
+
+# What the Lambda calls (crates/scalehook-aws, the contract in docs and the module README).
+AWS_STATEMENTS = {
+    "DescribeGroups": {"autoscaling:DescribeAutoScalingGroups"},
+    "ScalePoolGroups": {
+        "autoscaling:SetDesiredCapacity",
+        "autoscaling:SetInstanceProtection",
+        "autoscaling:TerminateInstanceInAutoScalingGroup",
+    },
+    "Ledger": {
+        "dynamodb:ConditionCheckItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:Query",
+        "dynamodb:Scan",
+        "dynamodb:UpdateItem",
+    },
+    "Logs": {"logs:CreateLogStream", "logs:PutLogEvents"},
+    "WebhookSecretParameter": {"ssm:GetParameter"},
+    "WebhookSecretValue": {"secretsmanager:GetSecretValue"},
+    "DecryptWebhookSecret": {"kms:Decrypt"},
+    "LedgerKey": {"kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"},
+}
+
+AZURE_SCALE_SET_ACTIONS = [
+    "Microsoft.Compute/virtualMachineScaleSets/read",
+    "Microsoft.Compute/virtualMachineScaleSets/write",
+    "Microsoft.Compute/virtualMachineScaleSets/delete/action",
+    "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/read",
+]
+
+
+def function_statements(aws):
+    """Every statement of the function's policy document, static and dynamic, by sid."""
+    doc = aws.data["aws_iam_policy_document"]["function"]
+    statements = list(doc.get("statement", []))
+    for dyn in doc.get("dynamic", []):
+        assert list(dyn) == ["statement"], dyn
+        statements.extend(dyn["statement"]["content"])
+    by_sid = {}
+    for s in statements:
+        assert s["sid"] not in by_sid, f"duplicate sid {s['sid']}"
+        by_sid[s["sid"]] = s
+    return by_sid
+
+
+def test_aws_policy_has_exactly_the_expected_statements(aws):
+    statements = function_statements(aws)
+    assert set(statements) == set(AWS_STATEMENTS)
+    for sid, actions in AWS_STATEMENTS.items():
+        assert set(statements[sid]["actions"]) == actions, sid
+        assert len(statements[sid]["actions"]) == len(actions), f"{sid}: duplicate action"
+
+
+def test_aws_only_describe_is_on_star(aws):
+    for sid, s in function_statements(aws).items():
+        resources = s["resources"]
+        on_star = resources == ["*"]
+        assert on_star == (sid == "DescribeGroups"), f"{sid}: resources {resources}"
+        for action in s["actions"]:
+            assert "*" not in action, f"{sid}: wildcard action {action}"
+
+
+def test_aws_mutating_autoscaling_actions_are_on_the_pool_groups(aws):
+    s = function_statements(aws)["ScalePoolGroups"]
+    assert s["resources"] == "${local.asg_arns}"
+    arns = aws.locals["asg_arns"]
+    # One ARN per configured pool, by exact group name: the group id is the only wildcard.
+    assert re.fullmatch(
+        r"\$\{\[for p in var\.pools : "
+        r'"arn:\$\{local\.partition\}:autoscaling:\$\{local\.region\}:\$\{local\.account_id\}:'
+        r'autoScalingGroup:\*:autoScalingGroupName/\$\{p\.aws_asg\}"\]\}',
+        arns,
+    ), arns
+
+
+def test_aws_ledger_secret_and_logs_are_scoped(aws):
+    s = function_statements(aws)
+    assert s["Ledger"]["resources"] == ["${aws_dynamodb_table.ledger.arn}"]
+    assert s["Logs"]["resources"] == ["${aws_cloudwatch_log_group.function.arn}:*"]
+    assert s["WebhookSecretParameter"]["resources"] == ["${statement.value}"]
+    assert s["WebhookSecretValue"]["resources"] == ["${statement.value}"]
+    assert s["DecryptWebhookSecret"]["resources"] == ["${statement.value}"]
+    # The parameter ARN names the one parameter, built from its name.
+    arn = aws.locals["secret_ssm_parameter_arn"]
+    assert ":parameter/${trimprefix(local.secret_ssm_parameter_name" in arn
+
+
+def test_aws_no_ec2_and_no_managed_policies(aws):
+    assert "ec2:" not in aws.text
+    assert "aws_iam_role_policy_attachment" not in aws.resources
+    assert "aws_iam_policy_attachment" not in aws.resources
+    # Exactly one inline policy, on the function's role.
+    assert list(aws.resources["aws_iam_role_policy"]) == ["function"]
+    assume = aws.data["aws_iam_policy_document"]["assume"]["statement"]
+    assert len(assume) == 1
+    assert assume[0]["principals"][0]["identifiers"] == ["lambda.amazonaws.com"]
+
+
+def test_aws_public_invoke_is_limited_to_the_function_url(aws):
+    perms = aws.resources["aws_lambda_permission"]
+    public = {name: p for name, p in perms.items() if p["principal"] == "*"}
+    assert set(public) == {"url_invoke_url", "url_invoke_function"}
+    assert public["url_invoke_url"]["action"] == "lambda:InvokeFunctionUrl"
+    assert public["url_invoke_url"]["function_url_auth_type"] == "NONE"
+    assert public["url_invoke_function"]["action"] == "lambda:InvokeFunction"
+    assert public["url_invoke_function"]["invoked_via_function_url"] is True
+    # The schedule and API Gateway may invoke only from their own rule or API.
+    assert perms["reconcile"]["source_arn"] == "${aws_cloudwatch_event_rule.reconcile.arn}"
+    assert perms["api_gateway"]["source_arn"].endswith("/*/*/webhook")
+
+
+def test_azure_custom_role_has_exactly_the_scale_set_actions(azure):
+    assert azure.locals["scale_set_actions"] == AZURE_SCALE_SET_ACTIONS
+    role = azure.resource("azurerm_role_definition", "scale_set_scaler")
+    perms = role["permissions"]
+    assert len(perms) == 1
+    assert perms[0]["actions"] == "${local.scale_set_actions}"
+    assert perms[0].get("data_actions") is None
+    assert role["assignable_scopes"] == "${local.scale_set_resource_groups}"
+
+
+def test_azure_scale_set_role_is_assigned_on_each_scale_set_only(azure):
+    a = azure.resource("azurerm_role_assignment", "scale_set")
+    assert a["for_each"] == "${local.scale_sets}"
+    assert a["scope"] == "${each.value}"
+    assert a["role_definition_id"] == (
+        "${azurerm_role_definition.scale_set_scaler.role_definition_resource_id}"
+    )
+    assert a["principal_id"] == "${azurerm_user_assigned_identity.app.principal_id}"
+    # The scale sets are exactly the pools' azure_vmss ids.
+    assert "p.azure_vmss" in azure.locals["scale_sets"]
+
+
+def test_azure_data_roles_are_narrow(azure):
+    assignments = azure.resources["azurerm_role_assignment"]
+    assert set(assignments) == {"host_storage", "ledger_table", "webhook_secret", "scale_set"}
+    for name, a in assignments.items():
+        assert a.get("role_definition_name") not in ("Owner", "Contributor", "Virtual Machine Contributor"), name
+        assert a["principal_id"] == "${azurerm_user_assigned_identity.app.principal_id}", name
+    assert assignments["ledger_table"]["role_definition_name"] == "Storage Table Data Contributor"
+    assert assignments["ledger_table"]["scope"] == "${azurerm_storage_table.ledger.resource_manager_id}"
+    assert assignments["webhook_secret"]["role_definition_name"] == "Key Vault Secrets User"
+    # On the secret itself, not on the vault.
+    assert assignments["webhook_secret"]["scope"].endswith("/secrets/${each.value}")
+
+
+def test_azure_storage_has_no_shared_keys(azure):
+    sa = azure.resource("azurerm_storage_account", "app")
+    assert sa["shared_access_key_enabled"] is False
+    assert sa["allow_nested_items_to_be_public"] is False
+    app = azure.resource("azurerm_function_app_flex_consumption", "scalehook")
+    assert app["storage_authentication_type"] == "UserAssignedIdentity"
+    assert app["function_app_storage_uses_managed_identity"] is True
+    assert "storage_access_key" not in app

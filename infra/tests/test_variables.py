@@ -1,0 +1,74 @@
+"""Every variable says what it is for and what type it takes; outputs are described; the
+variables users expect exist with the expected shape."""
+
+import re
+
+import pytest
+
+from conftest import EXAMPLES, MODULES, Module
+
+ALL_DIRS = {**{f"module:{k}": v for k, v in MODULES.items()}, **{f"example:{k}": v for k, v in EXAMPLES.items()}}
+
+
+@pytest.mark.parametrize("where", sorted(ALL_DIRS))
+def test_every_variable_has_a_description_and_a_type(where):
+    module = Module(ALL_DIRS[where])
+    assert module.variables, where
+    for name, v in module.variables.items():
+        assert len(v.get("description", "").strip()) >= 10, f"{where}: variable {name} has no description"
+        assert v.get("type"), f"{where}: variable {name} has no type"
+
+
+@pytest.mark.parametrize("where", sorted(ALL_DIRS))
+def test_every_output_has_a_description(where):
+    module = Module(ALL_DIRS[where])
+    for name, o in module.outputs.items():
+        assert len(o.get("description", "").strip()) >= 10, f"{where}: output {name} has no description"
+
+
+@pytest.mark.parametrize("cloud", ["aws", "azure"])
+def test_secret_variables_are_sensitive(cloud):
+    module = Module(MODULES[cloud])
+    secrets = [n for n in module.variables if re.fullmatch(r"webhook_secret(_previous)?", n)]
+    assert "webhook_secret" in secrets
+    for name in secrets:
+        assert module.variables[name].get("sensitive") is True, name
+    # Nothing else looks like a secret and goes unmarked.
+    for name, v in module.variables.items():
+        if name.endswith(("_password", "_key")) and "arn" not in name:
+            assert v.get("sensitive") is True, name
+
+
+@pytest.mark.parametrize("cloud,fleet", [("aws", "aws_asg"), ("azure", "azure_vmss")])
+def test_pools_mirror_the_config_file(cloud, fleet):
+    module = Module(MODULES[cloud])
+    pools_type = module.variables["pools"]["type"]
+    for field in ("name", "labels", "min", "max", "standby", "runners_per_instance", fleet):
+        assert re.search(rf"\b{field}\b", pools_type), f"{cloud}: pools lacks {field}"
+    # Defaults as in the core: min 0, standby 0, runners_per_instance 1.
+    assert "optional(number, 0)" in pools_type
+    assert "optional(number, 1)" in pools_type
+
+
+@pytest.mark.parametrize("cloud", ["aws", "azure"])
+def test_webhook_url_output_exists(cloud):
+    module = Module(MODULES[cloud])
+    assert "webhook_url" in module.outputs
+
+
+@pytest.mark.parametrize("cloud", ["aws", "azure"])
+def test_readme_documents_every_input_and_output(cloud):
+    """The module README is the deployment guide: its tables list every input and output."""
+    module = Module(MODULES[cloud])
+    text = (MODULES[cloud] / "README.md").read_text()
+    assert "\n## Inputs and outputs\n" in text, f"{cloud} README: no 'Inputs and outputs' section"
+    readme = text.split("\n## Inputs and outputs\n", 1)[1].split("\n## ", 1)[0]
+    for name in module.variables:
+        assert f"| `{name}` |" in readme, f"{cloud} README: input {name} missing"
+    for name in module.outputs:
+        assert f"| `{name}` |" in readme, f"{cloud} README: output {name} missing"
+    # And nothing stale.
+    documented = set(re.findall(r"^\| `(\w+)` \|", readme, re.M))
+    assert documented <= set(module.variables) | set(module.outputs), documented - (
+        set(module.variables) | set(module.outputs)
+    )

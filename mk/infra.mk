@@ -1,0 +1,48 @@
+# Infrastructure checks: terraform fmt, a checkov security scan, and the pytest suite that
+# parses the Terraform modules (least privilege, variables, rendered config, alarms).
+# Tools live in two venvs under .tools/infra-venv/ (checkov pins dependencies that pytest's
+# cannot share). Terraform itself comes from PATH (1.11+; providers are never downloaded).
+
+INFRA_VENV := $(CURDIR)/.tools/infra-venv
+INFRA_CHECKOV_VERSION := 3.3.30
+INFRA_PYTEST_VERSION := 9.2.0
+INFRA_HCL2_VERSION := 8.1.4
+INFRA_CHECKOV_STAMP := $(INFRA_VENV)/checkov/.installed-checkov-$(INFRA_CHECKOV_VERSION)
+INFRA_PYTEST_STAMP := $(INFRA_VENV)/pytest/.installed-pytest-$(INFRA_PYTEST_VERSION)-hcl2-$(INFRA_HCL2_VERSION)
+# The tests find their tools through these (fallback: the same paths under .tools/).
+export SCALEHOOK_INFRA_PYTHON := $(INFRA_VENV)/pytest/bin/python
+export SCALEHOOK_CHECKOV := $(INFRA_VENV)/checkov/bin/checkov
+export SCALEHOOK_TERRAFORM ?= terraform
+
+TEST_DEPS += infra-deps
+TEST_STEPS += infra-test
+
+.PHONY: infra-deps infra-test infra-fmt infra-checkov infra-pytest
+
+infra-deps: $(INFRA_CHECKOV_STAMP) $(INFRA_PYTEST_STAMP) ## install checkov, pytest and python-hcl2 (pinned) under .tools/infra-venv
+
+$(INFRA_CHECKOV_STAMP):
+	rm -rf $(INFRA_VENV)/checkov
+	python3 -m venv $(INFRA_VENV)/checkov
+	$(INFRA_VENV)/checkov/bin/pip install --quiet --disable-pip-version-check checkov==$(INFRA_CHECKOV_VERSION)
+	touch $@
+
+$(INFRA_PYTEST_STAMP):
+	rm -rf $(INFRA_VENV)/pytest
+	python3 -m venv $(INFRA_VENV)/pytest
+	$(INFRA_VENV)/pytest/bin/pip install --quiet --disable-pip-version-check \
+	  pytest==$(INFRA_PYTEST_VERSION) python-hcl2==$(INFRA_HCL2_VERSION)
+	touch $@
+
+infra-test: infra-fmt infra-checkov infra-pytest ## all infra checks (fmt, checkov, HCL tests)
+
+infra-fmt: ## terraform fmt -check over infra/
+	@command -v $(SCALEHOOK_TERRAFORM) >/dev/null || { echo "terraform (1.11+) is needed on PATH, or set SCALEHOOK_TERRAFORM"; exit 1; }
+	TF_CLI_CONFIG_FILE=/dev/null $(SCALEHOOK_TERRAFORM) fmt -check -recursive -diff infra
+
+# --skip-download: no calls to the Prisma Cloud API (unreachable here, and not needed).
+infra-checkov: infra-deps ## checkov static security scan of infra/ (fails on any failed check)
+	$(SCALEHOOK_CHECKOV) --directory infra --framework terraform --compact --quiet --skip-download
+
+infra-pytest: infra-deps ## the HCL tests under infra/tests
+	$(SCALEHOOK_INFRA_PYTHON) -m pytest -q infra/tests
