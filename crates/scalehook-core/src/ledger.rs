@@ -204,13 +204,13 @@ impl MemoryLedger {
         self.lock().jobs.get(&job_id).cloned()
     }
 
-    /// How many records are held.
-    pub fn len(&self) -> usize {
+    /// How many job records are held.
+    pub fn pool_len(&self) -> usize {
         self.lock().jobs.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.pool_len() == 0
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, MemoryInner> {
