@@ -1,0 +1,371 @@
+//! A small Azure Resource Manager REST client: bearer token from the managed identity,
+//! bounded retries that honour `Retry-After`, and long-running-operation polling
+//! (`Azure-AsyncOperation`, else `Location`), all inside a time budget so a delivery still
+//! answers within the core's `cloud_timeout_ms`.
+//!
+//! Docs: ARM throttling and `Retry-After`
+//! (learn.microsoft.com/azure/azure-resource-manager/management/request-limits-and-throttling),
+//! async operations (…/azure-resource-manager/management/async-operations).
+
+use crate::identity::{ManagedIdentity, ARM_AUDIENCE};
+use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use reqwest::{Method, StatusCode, Url};
+use scalehook_core::FleetError;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The one ARM Compute api-version scalehook speaks (GA).
+pub const ARM_API_VERSION: &str = "2024-11-01";
+/// Public-cloud ARM.
+pub const DEFAULT_ARM_ENDPOINT: &str = "https://management.azure.com";
+
+/// How long one fleet call may take, and how retries and polling spend it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArmBudget {
+    /// Everything one fleet call does (requests, retries, polling) ends within this.
+    pub call: Duration,
+    /// Attempts per request (1 = no retry).
+    pub attempts: u32,
+    /// Longest single wait between attempts; a longer `Retry-After` ends the call as
+    /// unavailable (a redelivery or the next reconcile repairs capacity).
+    pub max_wait: Duration,
+    /// Polling of an accepted long-running operation stops after this; the operation
+    /// goes on in Azure and the next describe sees its result.
+    pub poll: Duration,
+}
+
+impl Default for ArmBudget {
+    fn default() -> Self {
+        // The core gives a delivery 7 s for the ledger and the fleet together; a scale
+        // action is describe + one write, so each call gets at most 3 s.
+        Self {
+            call: Duration::from_secs(3),
+            attempts: 4,
+            max_wait: Duration::from_secs(2),
+            poll: Duration::from_millis(2500),
+        }
+    }
+}
+
+/// A response read in full.
+#[derive(Debug)]
+pub struct ArmResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+impl ArmResponse {
+    pub fn json(&self) -> Result<Value, FleetError> {
+        serde_json::from_slice(&self.body).map_err(|_| {
+            FleetError::Unavailable(format!(
+                "ARM answered {} with a body that is not JSON",
+                self.status
+            ))
+        })
+    }
+}
+
+pub struct ArmClient {
+    http: reqwest::Client,
+    endpoint: Url,
+    identity: Arc<ManagedIdentity>,
+    pub budget: ArmBudget,
+}
+
+impl ArmClient {
+    pub fn new(
+        http: reqwest::Client,
+        endpoint: &str,
+        identity: Arc<ManagedIdentity>,
+        budget: ArmBudget,
+    ) -> Result<Self, String> {
+        let endpoint = Url::parse(endpoint.trim_end_matches('/'))
+            .map_err(|e| format!("ARM endpoint {endpoint:?} is not a URL: {e}"))?;
+        if !matches!(endpoint.scheme(), "https" | "http") {
+            return Err(format!("ARM endpoint {endpoint} must be http(s)"));
+        }
+        Ok(Self {
+            http,
+            endpoint,
+            identity,
+            budget,
+        })
+    }
+
+    /// The URL of `resource_path` (a resource id plus an optional suffix) with the pinned
+    /// api-version.
+    pub fn url(&self, resource_path: &str) -> Result<Url, FleetError> {
+        let mut url = self.endpoint.clone();
+        let base = url.path().trim_end_matches('/').to_string();
+        url.set_path(&format!("{base}{resource_path}"));
+        url.set_query(Some(&format!("api-version={ARM_API_VERSION}")));
+        Ok(url)
+    }
+
+    /// One request with bounded retries on throttling (429), server errors and transport
+    /// failures. Answers with the first non-retryable response; error statuses are mapped
+    /// by [`error_for`].
+    pub async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+        deadline: Instant,
+    ) -> Result<ArmResponse, FleetError> {
+        self.check_origin(&url)?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let token = self
+                .identity
+                .token(ARM_AUDIENCE)
+                .await
+                .map_err(|e| FleetError::Unavailable(e.to_string()))?;
+            let mut req = self
+                .http
+                .request(method.clone(), url.clone())
+                .header(AUTHORIZATION, format!("Bearer {token}"));
+            if let Some(b) = body {
+                req = req
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(b.to_string());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(FleetError::Unavailable(format!(
+                    "ARM {method} {} did not finish within the call budget",
+                    url.path()
+                )));
+            }
+            let outcome = match tokio::time::timeout(left, req.send()).await {
+                Err(_) => Err(format!("timed out after {left:?}")),
+                Ok(Err(e)) => Err(e.without_url().to_string()),
+                Ok(Ok(res)) => {
+                    let status = res.status();
+                    let headers = res.headers().clone();
+                    match tokio::time::timeout(
+                        deadline.saturating_duration_since(Instant::now()),
+                        res.bytes(),
+                    )
+                    .await
+                    {
+                        Ok(Ok(body)) => Ok(ArmResponse {
+                            status,
+                            headers,
+                            body,
+                        }),
+                        Ok(Err(e)) => Err(e.without_url().to_string()),
+                        Err(_) => Err("timed out reading the body".to_string()),
+                    }
+                }
+            };
+            let (retry_after, problem) = match outcome {
+                Ok(res) if retryable(res.status) => (
+                    retry_after(&res.headers),
+                    format!("{} {}", res.status, error_text(&res.body)),
+                ),
+                Ok(res) if res.status.is_success() => return Ok(res),
+                Ok(res) => return Err(error_for(&method, &url, &res)),
+                Err(problem) => (None, problem),
+            };
+            let wait = retry_after.unwrap_or_else(|| backoff(attempt));
+            let left = deadline.saturating_duration_since(Instant::now());
+            if attempt >= self.budget.attempts || wait > self.budget.max_wait || wait >= left {
+                tracing::warn!(
+                    target: "scalehook::azure",
+                    method = %method,
+                    path = url.path(),
+                    attempts = attempt,
+                    retry_after_ms = retry_after.map(|d| d.as_millis() as u64),
+                    problem = %problem,
+                    "ARM request gave up"
+                );
+                return Err(FleetError::Unavailable(format!(
+                    "ARM {method} {} failed after {attempt} attempt(s): {problem}",
+                    url.path()
+                )));
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Follows an accepted long-running operation until it ends or the poll budget is
+    /// spent. `Ok(true)`: it succeeded; `Ok(false)`: still running when polling stopped
+    /// (the change is accepted; Azure carries it out). A failed or cancelled operation is
+    /// an error.
+    pub async fn wait(&self, accepted: &ArmResponse, deadline: Instant) -> Result<bool, FleetError> {
+        let async_op = header_url(&accepted.headers, "azure-asyncoperation");
+        let location = header_url(&accepted.headers, LOCATION.as_str());
+        let (url, by_status) = match (async_op, location) {
+            (Some(u), _) => (u, false),
+            (None, Some(u)) if accepted.status == StatusCode::ACCEPTED => (u, true),
+            // 200/201 with no operation to follow: done as far as ARM tells.
+            _ => return Ok(true),
+        };
+        let url = Url::parse(&url).map_err(|_| {
+            FleetError::Unavailable("ARM gave an operation URL that is not a URL".into())
+        })?;
+        let deadline = deadline.min(Instant::now() + self.budget.poll);
+        let mut wait = retry_after(&accepted.headers).unwrap_or(Duration::from_millis(500));
+        loop {
+            // Honour Retry-After: never poll sooner than ARM asks. If that is past the
+            // budget, stop here: the operation is accepted and goes on without us.
+            if Instant::now() + wait >= deadline {
+                tracing::info!(
+                    target: "scalehook::azure",
+                    operation = url.path(),
+                    "ARM operation still running when the poll budget ended"
+                );
+                return Ok(false);
+            }
+            tokio::time::sleep(wait).await;
+            let res = match self.send(Method::GET, url.clone(), None, deadline).await {
+                Ok(res) => res,
+                // Reading the operation needs `Microsoft.Compute/locations/operations/read`;
+                // without it the write still stands, so do not fail the scale action.
+                Err(FleetError::Rejected(problem)) => {
+                    tracing::warn!(
+                        target: "scalehook::azure",
+                        problem = %problem,
+                        "cannot read the ARM operation status; treating the accepted change as in progress"
+                    );
+                    return Ok(false);
+                }
+                Err(e) => return Err(e),
+            };
+            wait = retry_after(&res.headers).unwrap_or(Duration::from_millis(500));
+            if by_status {
+                if res.status == StatusCode::ACCEPTED {
+                    continue;
+                }
+                return Ok(true);
+            }
+            let status = res.json()?;
+            match status.get("status").and_then(Value::as_str) {
+                Some("Succeeded") => return Ok(true),
+                Some("Failed") | Some("Canceled") => {
+                    return Err(FleetError::Rejected(format!(
+                        "ARM operation {}: {}",
+                        status["status"].as_str().unwrap_or_default(),
+                        error_text(&res.body)
+                    )))
+                }
+                // InProgress, or a provider-specific running state.
+                _ => continue,
+            }
+        }
+    }
+
+    /// The bearer token goes only to the configured ARM origin: `nextLink` and operation
+    /// URLs come from responses, and a token must never follow one elsewhere.
+    fn check_origin(&self, url: &Url) -> Result<(), FleetError> {
+        if url.origin() == self.endpoint.origin() {
+            Ok(())
+        } else {
+            Err(FleetError::Unavailable(format!(
+                "ARM returned a URL outside {} ({}); not following it",
+                self.endpoint.origin().ascii_serialization(),
+                url.origin().ascii_serialization()
+            )))
+        }
+    }
+}
+
+fn retryable(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS
+        || matches!(status.as_u16(), 500 | 502 | 503 | 504)
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(200u64 << attempt.min(4).saturating_sub(1))
+}
+
+/// `Retry-After` in seconds (ARM sends delta-seconds).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    v.parse::<u64>().ok().map(Duration::from_secs)
+}
+
+fn header_url(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .filter(|s| !s.is_empty())
+}
+
+/// Maps a non-retryable error answer (after retries) to the core's fleet error.
+fn error_for(method: &Method, url: &Url, res: &ArmResponse) -> FleetError {
+    let what = format!(
+        "ARM {method} {} answered {}: {}",
+        url.path(),
+        res.status,
+        error_text(&res.body)
+    );
+    match res.status.as_u16() {
+        404 => FleetError::NotFound(what),
+        // Another operation on the scale set is in progress: transient.
+        409 => FleetError::Unavailable(what),
+        _ => FleetError::Rejected(what),
+    }
+}
+
+/// `code: message` from ARM's error body (`{"error":{"code","message"}}`), else a snippet.
+pub fn error_text(body: &[u8]) -> String {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v) => {
+            let e = v.get("error").unwrap_or(&v);
+            match (
+                e.get("code").and_then(Value::as_str),
+                e.get("message").and_then(Value::as_str),
+            ) {
+                (Some(c), Some(m)) => format!("{c}: {}", truncate(m, 300)),
+                (Some(c), None) => c.to_string(),
+                _ => snippet(body),
+            }
+        }
+        Err(_) => snippet(body),
+    }
+}
+
+/// The start of a body for an error message (printable characters, at most 200).
+pub fn snippet(body: &[u8]) -> String {
+    let s = String::from_utf8_lossy(body);
+    let s: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    truncate(s.trim(), 200)
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n).collect();
+        t.push('…');
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_text_reads_arm_errors() {
+        let body = br#"{"error":{"code":"OperationNotAllowed","message":"quota"}}"#;
+        assert_eq!(error_text(body), "OperationNotAllowed: quota");
+        assert_eq!(error_text(b"<html>bad gateway</html>"), "<html>bad gateway</html>");
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert_eq!(backoff(1), Duration::from_millis(200));
+        assert_eq!(backoff(2), Duration::from_millis(400));
+        assert_eq!(backoff(9), Duration::from_millis(1600));
+    }
+}

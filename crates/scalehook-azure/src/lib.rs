@@ -1,0 +1,18 @@
+//! scalehook on Azure Functions: a custom handler (binary `handler`) that serves the
+//! forwarded webhook and the reconcile timer, a VM Scale Set [`vmss::VmssFleet`] over ARM
+//! REST with the managed identity, and a Table Storage [`table::TableLedger`].
+//!
+//! Adapters translate transport and nothing else: every decision is the core's.
+
+pub mod app;
+pub mod arm;
+pub mod envelope;
+pub mod identity;
+pub mod table;
+pub mod vmss;
+
+pub use app::{build, router, App, StartupError};
+pub use arm::{ArmBudget, ArmClient, ARM_API_VERSION};
+pub use identity::ManagedIdentity;
+pub use table::{TableAuth, TableClient, TableLedger};
+pub use vmss::VmssFleet;
