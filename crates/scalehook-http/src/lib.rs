@@ -1,5 +1,6 @@
-//! The HTTP routes every HTTP-serving adapter shares: the webhook, `GET /healthz` and
-//! `GET /metrics` (Prometheus text). Transport only: every decision is the core's.
+//! The HTTP routes every HTTP-serving adapter shares: the webhook, `GET /healthz`,
+//! `GET /metrics` (Prometheus text) and `GET /status` (every pool's desired capacity and
+//! ledger counts, as JSON). Transport only: every decision is the core's.
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -14,12 +15,13 @@ use std::sync::Arc;
 pub const WEBHOOK_PATH: &str = "/webhook";
 
 /// A router with the webhook at each of `webhook_paths` (any method: the core answers
-/// 405 to all but POST), `/healthz` and `/metrics`.
+/// 405 to all but POST), `/healthz`, `/metrics` and `/status`.
 pub fn router(service: Arc<Service>, webhook_paths: &[&str]) -> Router {
     let limit = service.config().max_body_bytes;
     let mut r = Router::new()
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics));
+        .route("/metrics", get(metrics))
+        .route("/status", get(status));
     for path in webhook_paths {
         r = r.route(path, any(webhook));
     }
@@ -69,6 +71,21 @@ async fn metrics(State(service): State<Arc<Service>>) -> impl IntoResponse {
         )],
         service.metrics().render_prometheus(),
     )
+}
+
+/// `{"pools": [{"name", "desired", "queued", "running"}]}` for every configured pool (the
+/// metrics' gauges only cover pools a delivery touched); 503 when the ledger or fleet fails.
+async fn status(State(service): State<Arc<Service>>) -> Response {
+    let json = [(http::header::CONTENT_TYPE, "application/json")];
+    match service.summary().await {
+        Ok(pools) => (json, serde_json::json!({ "pools": pools }).to_string()).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json,
+            format!("{{\"status\":\"error\",\"reason\":{}}}", json_string(&e)),
+        )
+            .into_response(),
+    }
 }
 
 fn json_string(s: &str) -> String {
@@ -128,6 +145,27 @@ mod tests {
         assert_eq!(status, 405);
         assert!(body.contains("\"status\":\"error\""));
         assert_eq!(send(get("/nope")).await.0, 404);
+    }
+
+    #[tokio::test]
+    async fn status_lists_every_pool() {
+        let req = http::Request::get("/status")
+            .body(Body::empty())
+            .expect("request");
+        let (status, body) = send(req).await;
+        assert_eq!(status, 200);
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        let names: Vec<&str> = v["pools"]
+            .as_array()
+            .expect("pools")
+            .iter()
+            .filter_map(|p| p["name"].as_str())
+            .collect();
+        let config = Config::embedded_default();
+        let expected: Vec<&str> = config.pools.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, expected);
+        assert_eq!(v["pools"][0]["queued"], 0);
+        assert_eq!(v["pools"][0]["desired"], config.pools[0].min);
     }
 
     #[tokio::test]
