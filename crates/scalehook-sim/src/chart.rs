@@ -1,0 +1,184 @@
+//! The chart: one panel per policy (rows) and pool (columns), time of day across, runner
+//! slots up; demand (jobs queued + running) as a filled area, capacity (runner slots of the
+//! instances paid for, booting included) as a line. Where the area rises above the line,
+//! jobs are waiting; where the line stands above the area, instances are idle.
+
+use crate::report::{PolicyFigures, SimReport};
+use crate::world::Sample;
+use crate::SimError;
+use plotters::prelude::*;
+
+const PANEL_WIDTH: u32 = 760;
+const PANEL_HEIGHT: u32 = 250;
+const TITLE_HEIGHT: u32 = 60;
+const DEMAND: RGBColor = RGBColor(230, 85, 13);
+const CAPACITY: RGBColor = RGBColor(31, 119, 180);
+
+fn chart_error(e: impl std::fmt::Display) -> SimError {
+    SimError::Internal(format!("drawing the chart: {e}"))
+}
+
+/// The chart as an SVG document.
+pub fn svg(report: &SimReport) -> Result<String, SimError> {
+    if report.pools.is_empty() {
+        return Err(SimError::Internal(
+            "no chart: no job of the trace routes to a configured pool".into(),
+        ));
+    }
+    let cols = report.pools.len();
+    let rows = report
+        .pools
+        .iter()
+        .map(|p| p.policies.len())
+        .max()
+        .unwrap_or(1);
+    let size = (
+        PANEL_WIDTH * cols as u32,
+        PANEL_HEIGHT * rows as u32 + TITLE_HEIGHT,
+    );
+    // Hours since midnight UTC of the window's first day.
+    let midnight = report.window.start - report.window.start % 86_400;
+    let hours = |t: u64| (t.saturating_sub(midnight)) as f64 / 3600.0;
+    let x_range = hours(report.window.start)
+        ..hours(report.window.end).max(hours(report.window.start) + 1.0 / 60.0);
+
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, size).into_drawing_area();
+        root.fill(&WHITE).map_err(chart_error)?;
+        let (title, body) = root.split_vertically(TITLE_HEIGHT);
+        title
+            .draw(&Text::new(
+                format!(
+                    "Runner demand and capacity over the day, per policy (instances boot in {} s)",
+                    report.boot_seconds
+                ),
+                (16, 12),
+                ("sans-serif", 22).into_font().color(&BLACK),
+            ))
+            .map_err(chart_error)?;
+        title
+            .draw(&Text::new(
+                "orange area: jobs queued + running; blue line: runner slots paid for. Area above the line = jobs waiting; line above the area = idle machines.",
+                (16, 38),
+                ("sans-serif", 14).into_font().color(&RGBColor(80, 80, 80)),
+            ))
+            .map_err(chart_error)?;
+        let panels = body.split_evenly((rows, cols));
+        for (col, pool) in report.pools.iter().enumerate() {
+            let y_max = pool
+                .policies
+                .iter()
+                .flat_map(|f| f.series.iter())
+                .map(|s| s.demand_slots.max(s.capacity_slots))
+                .max()
+                .unwrap_or(1)
+                .max(1);
+            let y_range = 0f64..(f64::from(y_max) * 1.1).ceil();
+            for (row, figures) in pool.policies.iter().enumerate() {
+                let area = &panels[row * cols + col];
+                draw_panel(
+                    area,
+                    &pool.pool,
+                    pool.runners_per_instance,
+                    figures,
+                    x_range.clone(),
+                    y_range.clone(),
+                    &hours,
+                )?;
+            }
+        }
+        root.present().map_err(chart_error)?;
+    }
+    Ok(out)
+}
+
+/// (x, y) points drawing `value` as a step line: each sample holds until the next.
+fn steps(
+    series: &[Sample],
+    hours: &dyn Fn(u64) -> f64,
+    value: fn(&Sample) -> u32,
+) -> Vec<(f64, f64)> {
+    let mut points = Vec::with_capacity(series.len() * 2);
+    for (n, s) in series.iter().enumerate() {
+        let v = f64::from(value(s));
+        points.push((hours(s.at), v));
+        if let Some(next) = series.get(n + 1) {
+            points.push((hours(next.at), v));
+        }
+    }
+    points
+}
+
+fn draw_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    pool: &str,
+    runners_per_instance: u32,
+    f: &PolicyFigures,
+    x_range: std::ops::Range<f64>,
+    y_range: std::ops::Range<f64>,
+    hours: &dyn Fn(u64) -> f64,
+) -> Result<(), SimError> {
+    let caption = format!(
+        "{} | pool {}: wait mean {:.0} s, p95 {} s | idle {:.0} instance-h | peak {} | cost {:.2}",
+        f.policy.name(),
+        pool,
+        f.queue_wait_secs.mean,
+        f.queue_wait_secs.p95,
+        f.idle_instance_minutes / 60.0,
+        f.peak_capacity,
+        f.cost
+    );
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 16))
+        .margin(8)
+        .x_label_area_size(34)
+        .y_label_area_size(48)
+        .build_cartesian_2d(x_range, y_range)
+        .map_err(chart_error)?;
+    let slots = if runners_per_instance > 1 {
+        format!("runner slots ({runners_per_instance} per instance)")
+    } else {
+        "runner slots = instances".to_string()
+    };
+    chart
+        .configure_mesh()
+        .light_line_style(RGBColor(238, 238, 238))
+        .x_labels(13)
+        .y_labels(6)
+        .x_label_formatter(&|x| format!("{:02}:00", (x.round() as i64).rem_euclid(24)))
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .x_desc("time of day (UTC)")
+        .y_desc(slots)
+        .draw()
+        .map_err(chart_error)?;
+    chart
+        .draw_series(
+            AreaSeries::new(
+                steps(&f.series, hours, |s| s.demand_slots),
+                0.0,
+                DEMAND.mix(0.35),
+            )
+            .border_style(DEMAND.stroke_width(1)),
+        )
+        .map_err(chart_error)?
+        .label("demand: jobs queued + running")
+        .legend(|(x, y)| Rectangle::new([(x, y - 6), (x + 18, y + 6)], DEMAND.mix(0.35).filled()));
+    chart
+        .draw_series(LineSeries::new(
+            steps(&f.series, hours, |s| s.capacity_slots),
+            CAPACITY.stroke_width(2),
+        ))
+        .map_err(chart_error)?
+        .label("capacity: runner slots paid for (booting included)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], CAPACITY.stroke_width(3)));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(200, 200, 200))
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(chart_error)?;
+    Ok(())
+}

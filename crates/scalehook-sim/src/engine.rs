@@ -1,0 +1,223 @@
+//! The discrete-event loop: a virtual clock that jumps from one event to the next (a job
+//! arrives, finishes or is cancelled; an instance finishes booting; a tick), with the world
+//! accounted exactly in between. What changes capacity is the [`Controller`]: the real
+//! scalehook service, or a baseline.
+
+use crate::workload::{Work, Workload};
+use crate::world::{Started, World};
+use crate::SimError;
+use async_trait::async_trait;
+use scalehook_core::ManualClock;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Seconds between ticks. Every tick runs the scalehook reconcile pass (an EventBridge rule
+/// or Azure timer trigger at its finest schedule, once a minute), samples utilisation for the
+/// CPU-threshold baseline (CloudWatch detailed monitoring, 1-minute periods), and records a
+/// chart point.
+pub const TICK_SECS: u64 = 60;
+
+/// How long past the trace's last event the simulation keeps going while jobs still wait
+/// (a pool that can never serve them, e.g. `max = 0`): GitHub gives up on a queued
+/// self-hosted job after 24 hours; the rest are reported as never started.
+pub const OVERRUN_LIMIT_SECS: u64 = 24 * 3600;
+
+/// The conclusion a simulated `completed` delivery carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ending {
+    Success,
+    Cancelled,
+    /// The job's instance was removed while it ran.
+    Failure,
+}
+
+impl Ending {
+    pub fn conclusion(self) -> &'static str {
+        match self {
+            Ending::Success => "success",
+            Ending::Cancelled => "cancelled",
+            Ending::Failure => "failure",
+        }
+    }
+}
+
+/// What decides capacity, told about everything that happens to jobs.
+#[async_trait]
+pub(crate) trait Controller: Send {
+    /// The pools' resting capacity at the window's start (booted at once by the engine:
+    /// the autoscaler has been running long before the trace begins).
+    async fn warm_up(&mut self) -> Result<(), SimError>;
+    /// A job arrives; returns the pool that takes it, if any.
+    async fn queued(&mut self, job: usize) -> Result<Option<usize>, SimError>;
+    async fn started(&mut self, started: &Started) -> Result<(), SimError>;
+    async fn finished(
+        &mut self,
+        job: usize,
+        runner: Option<&str>,
+        ending: Ending,
+    ) -> Result<(), SimError>;
+    /// Every [`TICK_SECS`].
+    async fn tick(&mut self) -> Result<(), SimError>;
+}
+
+const FINISH: u8 = 0;
+const CANCEL: u8 = 1;
+const ARRIVE: u8 = 2;
+
+pub(crate) struct Engine {
+    pub world: Arc<Mutex<World>>,
+    clock: Arc<ManualClock>,
+    controller: Box<dyn Controller>,
+    workload: Arc<Workload>,
+    /// (time, kind, job): at equal times, finishes free runners before arrivals take them.
+    events: BinaryHeap<Reverse<(u64, u8, usize)>>,
+    next_tick: u64,
+}
+
+impl Engine {
+    pub fn new(
+        world: Arc<Mutex<World>>,
+        clock: Arc<ManualClock>,
+        controller: Box<dyn Controller>,
+        workload: Arc<Workload>,
+    ) -> Self {
+        let events = workload
+            .jobs
+            .iter()
+            .enumerate()
+            .map(|(n, j)| Reverse((j.arrival, ARRIVE, n)))
+            .collect();
+        Self {
+            world,
+            clock,
+            controller,
+            next_tick: workload.start,
+            workload,
+            events,
+        }
+    }
+
+    fn world(&self) -> MutexGuard<'_, World> {
+        self.world.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Brings the pools to their resting capacity at the window's start, booted.
+    pub async fn warm_up(&mut self) -> Result<(), SimError> {
+        let start = self.workload.start;
+        self.clock.set(start);
+        self.controller.warm_up().await?;
+        let mut w = self.world();
+        for p in &mut w.pools {
+            for i in &mut p.instances {
+                i.ready_at = i.ready_at.min(start);
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs until every job is done (or the overrun limit) and the ticks reach `until`.
+    /// Can be called again with a later `until` to extend the window.
+    pub async fn run(&mut self, until: u64) -> Result<(), SimError> {
+        let limit = self.workload.end + OVERRUN_LIMIT_SECS;
+        loop {
+            let (pending, next_ready) = {
+                let w = self.world();
+                let busy = w.pools.iter().any(|p| p.running > 0 || !p.queue.is_empty());
+                (busy || !self.events.is_empty(), w.next_ready())
+            };
+            let t = [
+                self.events.peek().map(|Reverse((t, _, _))| *t),
+                next_ready,
+                Some(self.next_tick),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(self.next_tick);
+            if (t > until && !pending) || t > limit.max(until) {
+                break;
+            }
+            self.step(t).await?;
+        }
+        Ok(())
+    }
+
+    /// Accounts the world up to `end` (after the last [`Engine::run`]).
+    pub fn close(&mut self, end: u64) {
+        self.world().advance_to(end);
+    }
+
+    async fn step(&mut self, t: u64) -> Result<(), SimError> {
+        self.world().advance_to(t);
+        self.clock.set(t);
+        while let Some(&Reverse((at, kind, job))) = self.events.peek() {
+            if at != t {
+                break;
+            }
+            self.events.pop();
+            match kind {
+                FINISH => {
+                    let runner = self.world().finish(job);
+                    if let Some(runner) = runner {
+                        self.controller
+                            .finished(job, Some(&runner), Ending::Success)
+                            .await?;
+                    }
+                }
+                CANCEL => {
+                    let (was_queued, runner) = {
+                        let mut w = self.world();
+                        let queued = w.cancel_queued(job);
+                        (queued, if queued { None } else { w.finish(job) })
+                    };
+                    if was_queued || runner.is_some() {
+                        self.controller
+                            .finished(job, runner.as_deref(), Ending::Cancelled)
+                            .await?;
+                    }
+                }
+                _ => {
+                    let pool = self.controller.queued(job).await?;
+                    self.world().enqueue(job, pool);
+                    if let Work::CancelledAt(at) = self.workload.jobs[job].work {
+                        self.events.push(Reverse((at.max(t), CANCEL, job)));
+                    }
+                }
+            }
+            self.settle().await?;
+        }
+        if t == self.next_tick {
+            self.controller.tick().await?;
+            self.settle().await?;
+            self.world().sample();
+            self.next_tick += TICK_SECS;
+        }
+        self.settle().await
+    }
+
+    /// Reports interrupted jobs and gives waiting jobs free runners, one at a time, so the
+    /// controller sees every start before the next.
+    async fn settle(&mut self) -> Result<(), SimError> {
+        loop {
+            let interrupted = std::mem::take(&mut self.world().interrupted);
+            for (job, runner) in &interrupted {
+                self.controller
+                    .finished(*job, Some(runner), Ending::Failure)
+                    .await?;
+            }
+            let started = self.world().start_one();
+            match started {
+                Some(s) => {
+                    if let Work::Runs(secs) = self.workload.jobs[s.job].work {
+                        let now = self.world().now;
+                        self.events.push(Reverse((now + secs, FINISH, s.job)));
+                    }
+                    self.controller.started(&s).await?;
+                }
+                None if interrupted.is_empty() => return Ok(()),
+                None => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! The simulated fleet the real scalehook service drives: instances appear at once as
+//! `launching` and register their runners `boot_seconds` later, on the virtual clock.
+
+use crate::world::World;
+use async_trait::async_trait;
+use scalehook_core::{Fleet, FleetError, FleetState, Instance, PoolConfig};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// A [`Fleet`] over the simulated world. Like a cloud group it accepts any desired
+/// capacity (the policy keeps it within the pool's bounds), and lowering desired capacity
+/// removes the newest unprotected instances.
+#[derive(Debug, Clone)]
+pub(crate) struct SimFleet {
+    world: Arc<Mutex<World>>,
+}
+
+impl SimFleet {
+    pub fn new(world: Arc<Mutex<World>>) -> Self {
+        Self { world }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, World> {
+        self.world.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn pool_index(world: &World, pool: &PoolConfig) -> Result<usize, FleetError> {
+    world
+        .pool_index(&pool.name)
+        .ok_or_else(|| FleetError::NotFound(format!("simulated pool {}", pool.name)))
+}
+
+#[async_trait]
+impl Fleet for SimFleet {
+    async fn describe(&self, pool: &PoolConfig) -> Result<FleetState, FleetError> {
+        let w = self.lock();
+        let p = &w.pools[pool_index(&w, pool)?];
+        Ok(FleetState {
+            desired: p.instances.len() as u32,
+            min: None,
+            max: None,
+            instances: p
+                .instances
+                .iter()
+                .map(|i| Instance {
+                    id: i.id.clone(),
+                    runner_key: i.id.clone(),
+                    launching: !i.ready(w.now),
+                    protected: i.protected,
+                })
+                .collect(),
+            supports_protection: true,
+        })
+    }
+
+    async fn set_desired(&self, pool: &PoolConfig, desired: u32) -> Result<(), FleetError> {
+        let mut w = self.lock();
+        let n = pool_index(&w, pool)?;
+        let ready_at = w.now + w.boot_seconds;
+        while (w.pools[n].instances.len() as u32) < desired {
+            w.pools[n].launch(ready_at);
+        }
+        while (w.pools[n].instances.len() as u32) > desired {
+            let Some(victim) = w.pools[n].instances.iter().rposition(|i| !i.protected) else {
+                break;
+            };
+            let id = w.pools[n].instances[victim].id.clone();
+            w.remove_instance(n, &id);
+        }
+        Ok(())
+    }
+
+    async fn remove_instance(
+        &self,
+        pool: &PoolConfig,
+        instance_id: &str,
+    ) -> Result<(), FleetError> {
+        let mut w = self.lock();
+        let n = pool_index(&w, pool)?;
+        if w.remove_instance(n, instance_id) {
+            Ok(())
+        } else {
+            Err(FleetError::NotFound(format!("instance {instance_id}")))
+        }
+    }
+
+    async fn set_protection(
+        &self,
+        pool: &PoolConfig,
+        instance_ids: &[String],
+        protected: bool,
+    ) -> Result<(), FleetError> {
+        let mut w = self.lock();
+        let n = pool_index(&w, pool)?;
+        for i in w.pools[n].instances.iter_mut() {
+            if instance_ids.contains(&i.id) {
+                i.protected = protected;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,433 @@
+//! The report: per pool and policy, the figures a user chooses an autoscaler by, which
+//! policy is best on each, as a text table or JSON.
+
+use crate::policy::{CpuThreshold, Policy};
+use crate::workload::Workload;
+use crate::world::{JobStatus, Sample, World};
+use serde::Serialize;
+use std::fmt::Write as _;
+
+/// Queue wait (seconds from a job's arrival to a runner taking it) over the jobs that
+/// started. Percentiles are nearest-rank: the smallest wait with at least p% of the waits
+/// at or below it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct WaitStats {
+    pub mean: f64,
+    pub p50: u64,
+    pub p95: u64,
+    pub max: u64,
+}
+
+impl WaitStats {
+    pub fn of(waits: &[u64]) -> WaitStats {
+        if waits.is_empty() {
+            return WaitStats::default();
+        }
+        let mut sorted = waits.to_vec();
+        sorted.sort_unstable();
+        let rank = |p: u64| {
+            let n = sorted.len() as u64;
+            let k = (p * n).div_ceil(100).max(1);
+            sorted[(k - 1) as usize]
+        };
+        WaitStats {
+            mean: sorted.iter().sum::<u64>() as f64 / sorted.len() as f64,
+            p50: rank(50),
+            p95: rank(95),
+            max: sorted[sorted.len() - 1],
+        }
+    }
+}
+
+/// One policy's figures for one pool.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PolicyFigures {
+    pub policy: Policy,
+    /// Jobs routed to the pool.
+    pub jobs: u32,
+    /// Of those, jobs a runner took.
+    pub started: u32,
+    /// Jobs cancelled while still queued (they have no queue wait).
+    pub cancelled_before_start: u32,
+    /// Jobs still queued when the simulation gave up (see `OVERRUN_LIMIT_SECS`).
+    pub never_started: u32,
+    /// Jobs whose instance was removed while they ran.
+    pub interrupted: u32,
+    pub queue_wait_secs: WaitStats,
+    /// Instance-minutes paid for while booting, idle (in service, no job) and busy.
+    pub booting_instance_minutes: f64,
+    pub idle_instance_minutes: f64,
+    pub busy_instance_minutes: f64,
+    /// Most instances (booting included) at once.
+    pub peak_capacity: u32,
+    /// (booting + idle + busy) instance-hours x price per instance-hour.
+    pub cost: f64,
+    /// Chart points, one per tick.
+    #[serde(skip)]
+    pub series: Vec<Sample>,
+}
+
+impl PolicyFigures {
+    pub(crate) fn from_world(
+        policy: Policy,
+        pool: usize,
+        world: &World,
+        workload: &Workload,
+        price_per_hour: f64,
+    ) -> PolicyFigures {
+        let mut f = PolicyFigures {
+            policy,
+            jobs: 0,
+            started: 0,
+            cancelled_before_start: 0,
+            never_started: 0,
+            interrupted: 0,
+            queue_wait_secs: WaitStats::default(),
+            booting_instance_minutes: 0.0,
+            idle_instance_minutes: 0.0,
+            busy_instance_minutes: 0.0,
+            peak_capacity: 0,
+            cost: 0.0,
+            series: world.pools[pool].series.clone(),
+        };
+        let mut waits = Vec::new();
+        for (n, status) in world.jobs.iter().enumerate() {
+            let arrival = workload.jobs[n].arrival;
+            let (p, started) = match *status {
+                JobStatus::Queued { pool: p } => {
+                    if p == pool {
+                        f.never_started += 1;
+                    }
+                    (p, None)
+                }
+                JobStatus::Running {
+                    pool: p, started, ..
+                } => (p, Some(started)),
+                JobStatus::Done {
+                    pool: p,
+                    started,
+                    interrupted,
+                } => {
+                    if p == pool {
+                        f.interrupted += u32::from(interrupted);
+                        f.cancelled_before_start += u32::from(started.is_none());
+                    }
+                    (p, started)
+                }
+                JobStatus::NotArrived | JobStatus::Ignored => continue,
+            };
+            if p != pool {
+                continue;
+            }
+            f.jobs += 1;
+            if let Some(s) = started {
+                f.started += 1;
+                waits.push(s.saturating_sub(arrival));
+            }
+        }
+        f.queue_wait_secs = WaitStats::of(&waits);
+        let u = world.pools[pool].usage;
+        f.booting_instance_minutes = u.booting_secs as f64 / 60.0;
+        f.idle_instance_minutes = u.idle_secs as f64 / 60.0;
+        f.busy_instance_minutes = u.busy_secs as f64 / 60.0;
+        f.peak_capacity = u.peak_instances;
+        let paid_secs = u.booting_secs + u.idle_secs + u.busy_secs;
+        f.cost = paid_secs as f64 / 3600.0 * price_per_hour;
+        f
+    }
+}
+
+/// A compared figure: its key (JSON), label (table) and value; lower is better for all.
+pub struct Metric {
+    pub key: &'static str,
+    pub label: &'static str,
+    pub value: fn(&PolicyFigures) -> f64,
+    decimals: usize,
+}
+
+pub const METRICS: [Metric; 9] = [
+    Metric {
+        key: "queue_wait_mean_secs",
+        label: "queue wait mean (s)",
+        value: |f| f.queue_wait_secs.mean,
+        decimals: 1,
+    },
+    Metric {
+        key: "queue_wait_p50_secs",
+        label: "queue wait p50 (s)",
+        value: |f| f.queue_wait_secs.p50 as f64,
+        decimals: 0,
+    },
+    Metric {
+        key: "queue_wait_p95_secs",
+        label: "queue wait p95 (s)",
+        value: |f| f.queue_wait_secs.p95 as f64,
+        decimals: 0,
+    },
+    Metric {
+        key: "queue_wait_max_secs",
+        label: "queue wait max (s)",
+        value: |f| f.queue_wait_secs.max as f64,
+        decimals: 0,
+    },
+    Metric {
+        key: "idle_instance_minutes",
+        label: "idle instance-minutes",
+        value: |f| f.idle_instance_minutes,
+        decimals: 1,
+    },
+    Metric {
+        key: "booting_instance_minutes",
+        label: "booting instance-minutes",
+        value: |f| f.booting_instance_minutes,
+        decimals: 1,
+    },
+    Metric {
+        key: "busy_instance_minutes",
+        label: "busy instance-minutes",
+        value: |f| f.busy_instance_minutes,
+        decimals: 1,
+    },
+    Metric {
+        key: "peak_capacity",
+        label: "peak capacity (instances)",
+        value: |f| f64::from(f.peak_capacity),
+        decimals: 0,
+    },
+    Metric {
+        key: "cost",
+        label: "cost",
+        value: |f| f.cost,
+        decimals: 2,
+    },
+];
+
+/// One pool's comparison.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PoolReport {
+    pub pool: String,
+    pub runners_per_instance: u32,
+    pub min: u32,
+    pub max: u32,
+    pub standby: u32,
+    pub policies: Vec<PolicyFigures>,
+    /// Per metric key: the best policy, several joined by " = " when they tie, or "tie"
+    /// when all are equal.
+    pub best: std::collections::BTreeMap<&'static str, String>,
+}
+
+impl PoolReport {
+    pub(crate) fn new(pool: &scalehook_core::PoolConfig, policies: Vec<PolicyFigures>) -> Self {
+        let mut best = std::collections::BTreeMap::new();
+        for m in &METRICS {
+            best.insert(m.key, best_of(&policies, m));
+        }
+        Self {
+            pool: pool.name.clone(),
+            runners_per_instance: pool.runners_per_instance.max(1),
+            min: pool.min,
+            max: pool.max,
+            standby: pool.standby,
+            policies,
+            best,
+        }
+    }
+
+    pub fn policy(&self, policy: Policy) -> Option<&PolicyFigures> {
+        self.policies.iter().find(|f| f.policy == policy)
+    }
+}
+
+fn best_of(policies: &[PolicyFigures], m: &Metric) -> String {
+    // Compare at the precision shown, so the table never names a winner it prints as equal.
+    let scale = 10f64.powi(m.decimals as i32);
+    let shown = |f: &PolicyFigures| ((m.value)(f) * scale).round() as i64;
+    let Some(low) = policies.iter().map(shown).min() else {
+        return String::new();
+    };
+    let winners: Vec<&str> = policies
+        .iter()
+        .filter(|f| shown(f) == low)
+        .map(|f| f.policy.name())
+        .collect();
+    if winners.len() == policies.len() && policies.len() > 1 {
+        "tie".into()
+    } else {
+        winners.join(" = ")
+    }
+}
+
+/// The simulation window, in unix seconds and RFC 3339.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Window {
+    pub start: u64,
+    pub end: u64,
+    pub start_utc: String,
+    pub end_utc: String,
+}
+
+impl Window {
+    pub fn new(start: u64, end: u64) -> Self {
+        Self {
+            start,
+            end,
+            start_utc: rfc3339(start),
+            end_utc: rfc3339(end),
+        }
+    }
+}
+
+/// The whole report of one `simulate` run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SimReport {
+    pub boot_seconds: u64,
+    pub price_per_hour: f64,
+    /// Seconds between reconcile passes / utilisation samples / chart points.
+    pub tick_secs: u64,
+    pub cpu_threshold: CpuThreshold,
+    /// What the fixed-size baseline holds: each pool's `max`.
+    pub fixed_size: &'static str,
+    /// From the trace's first event to its last, or to the last simulated job's end if later.
+    pub window: Window,
+    /// Jobs in the trace (with an arrival and a completion).
+    pub jobs: u32,
+    /// Jobs no pool takes (labels no pool has, or not allowed), under scalehook's routing.
+    pub ignored_jobs: u32,
+    /// Jobs left out: no `completed` line, or only one.
+    pub incomplete_jobs: u32,
+    /// Pools that received at least one job, in configuration order.
+    pub pools: Vec<PoolReport>,
+}
+
+impl SimReport {
+    pub fn pool(&self, name: &str) -> Option<&PoolReport> {
+        self.pools.iter().find(|p| p.pool == name)
+    }
+
+    /// The text table.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let hours = self.window.end.saturating_sub(self.window.start) as f64 / 3600.0;
+        let _ = writeln!(
+            out,
+            "window {} .. {} ({hours:.1} h); {} jobs, {} ignored (no pool), {} incomplete in the trace",
+            self.window.start_utc, self.window.end_utc, self.jobs, self.ignored_jobs, self.incomplete_jobs
+        );
+        let _ = writeln!(
+            out,
+            "boot {} s; reconcile and samples every {} s; cost at {:.2} per instance-hour (booting included)",
+            self.boot_seconds, self.tick_secs, self.price_per_hour
+        );
+        let c = &self.cpu_threshold;
+        let _ = writeln!(
+            out,
+            "cpu-threshold: +{} instance(s) after {} min above {:.0}% utilisation, -1 idle instance after {} min below {:.0}%, {} s cooldown, at least {} instance(s); fixed-size: the pool's max, always on",
+            c.step,
+            u64::from(c.high_samples) * self.tick_secs / 60,
+            c.high * 100.0,
+            u64::from(c.low_samples) * self.tick_secs / 60,
+            c.low * 100.0,
+            c.cooldown_secs,
+            c.floor
+        );
+        if self.pools.is_empty() {
+            let _ = writeln!(out, "\nno job of the trace routes to a configured pool");
+        }
+        for pool in &self.pools {
+            let _ = writeln!(
+                out,
+                "\npool {} ({} jobs; min {}, max {}, standby {}, {} runner(s) per instance)",
+                pool.pool,
+                pool.policies.first().map_or(0, |f| f.jobs),
+                pool.min,
+                pool.max,
+                pool.standby,
+                pool.runners_per_instance
+            );
+            let _ = write!(out, "  {:<27}", "metric");
+            for f in &pool.policies {
+                let _ = write!(out, " {:>13}", f.policy.name());
+            }
+            let _ = writeln!(out, "  best");
+            for m in &METRICS {
+                let _ = write!(out, "  {:<27}", m.label);
+                for f in &pool.policies {
+                    let _ = write!(out, " {:>13.*}", m.decimals, (m.value)(f));
+                }
+                let _ = writeln!(out, "  {}", pool.best.get(m.key).map_or("", String::as_str));
+            }
+            for f in &pool.policies {
+                let mut notes = Vec::new();
+                if f.cancelled_before_start > 0 {
+                    notes.push(format!(
+                        "{} cancelled while queued",
+                        f.cancelled_before_start
+                    ));
+                }
+                if f.never_started > 0 {
+                    notes.push(format!("{} never started", f.never_started));
+                }
+                if f.interrupted > 0 {
+                    notes.push(format!("{} interrupted by scale-in", f.interrupted));
+                }
+                if !notes.is_empty() {
+                    let _ = writeln!(out, "  {}: {}", f.policy.name(), notes.join(", "));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` of unix seconds.
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil from days (Howard Hinnant's algorithm), the inverse of the core's parser.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use scalehook_core::trace::parse_rfc3339;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let w = WaitStats::of(&[40, 10, 30, 20]);
+        assert_eq!((w.p50, w.p95, w.max), (20, 40, 40));
+        assert_eq!(w.mean, 25.0);
+        let hundred: Vec<u64> = (1..=100).collect();
+        let w = WaitStats::of(&hundred);
+        assert_eq!((w.p50, w.p95), (50, 95));
+        assert_eq!(WaitStats::of(&[]), WaitStats::default());
+        assert_eq!(WaitStats::of(&[7]).p95, 7);
+    }
+
+    #[test]
+    fn rfc3339_round_trips() {
+        for s in [
+            "1970-01-01T00:00:00Z",
+            "2024-02-29T23:59:59Z",
+            "2024-05-06T09:30:00Z",
+            "2100-03-01T00:00:00Z",
+        ] {
+            let t = parse_rfc3339(s).expect("valid");
+            assert_eq!(rfc3339(t), s);
+        }
+    }
+}

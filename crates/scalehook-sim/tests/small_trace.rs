@@ -1,0 +1,137 @@
+//! The hand-checked trace (`fixtures/traces/sim-small.jsonl`): every figure below is worked
+//! out by hand in `docs/simulate.md` ("The hand-checked trace"), and asserted exactly.
+
+use scalehook_core::Config;
+use scalehook_sim::{simulate, Policy, PolicyFigures, SimOptions, SimReport, Workload};
+use std::path::PathBuf;
+
+fn fixture(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(rel)
+}
+
+async fn small(config: &Config) -> SimReport {
+    let workload =
+        Workload::from_file(&fixture("fixtures/traces/sim-small.jsonl")).expect("trace reads");
+    simulate(config, workload, &SimOptions::default())
+        .await
+        .expect("simulates")
+}
+
+fn figures(report: &SimReport, policy: Policy) -> &PolicyFigures {
+    report
+        .pool("linux-x64")
+        .and_then(|p| p.policy(policy))
+        .expect("linux-x64 figures")
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-9
+}
+
+#[tokio::test]
+async fn window_and_routing() {
+    let r = small(&Config::embedded_default()).await;
+    assert_eq!(r.boot_seconds, 60);
+    // 09:00:00 .. 09:25:01: every policy is done by the trace's last line.
+    assert_eq!(r.window.start_utc, "2024-05-06T09:00:00Z");
+    assert_eq!(r.window.end - r.window.start, 1501);
+    assert_eq!(r.jobs, 5);
+    assert_eq!(r.ignored_jobs, 1, "ubuntu-latest routes to no pool");
+    assert_eq!(r.incomplete_jobs, 0);
+    assert_eq!(r.pools.len(), 1, "no job routes to k8s");
+    for f in &r.pools[0].policies {
+        assert_eq!((f.jobs, f.started, f.interrupted), (4, 4, 0), "{f:?}");
+    }
+}
+
+#[tokio::test]
+async fn scalehook_figures() {
+    let r = small(&Config::embedded_default()).await;
+    let f = figures(&r, Policy::Scalehook);
+    // waits: 1001 0 s (standby runner), 1002 30 s, 1003 50 s, 1004 0 s
+    assert!(close(f.queue_wait_secs.mean, 20.0), "{f:?}");
+    assert_eq!(
+        (
+            f.queue_wait_secs.p50,
+            f.queue_wait_secs.p95,
+            f.queue_wait_secs.max
+        ),
+        (0, 50, 50)
+    );
+    // booting 4 x 60 s; busy 300 + 120 + 60 + 600 s; idle 601 + 120 + 30 + 50 + 540 s
+    assert!(close(f.booting_instance_minutes, 4.0), "{f:?}");
+    assert!(close(f.busy_instance_minutes, 18.0), "{f:?}");
+    assert!(close(f.idle_instance_minutes, 1341.0 / 60.0), "{f:?}");
+    assert_eq!(f.peak_capacity, 4);
+    assert!(close(f.cost, 2661.0 / 3600.0 * 0.10), "{f:?}");
+}
+
+#[tokio::test]
+async fn cpu_threshold_figures() {
+    let r = small(&Config::embedded_default()).await;
+    let f = figures(&r, Policy::CpuThreshold);
+    // one instance; 100% busy from 09:00, 5th high sample at 09:04 launches a second,
+    // in service at 09:05 when 1001 also ends: 1002 waits 270 s, 1003 260 s.
+    assert!(close(f.queue_wait_secs.mean, 132.5), "{f:?}");
+    assert_eq!(
+        (
+            f.queue_wait_secs.p50,
+            f.queue_wait_secs.p95,
+            f.queue_wait_secs.max
+        ),
+        (0, 270, 270)
+    );
+    assert!(close(f.booting_instance_minutes, 1.0), "{f:?}");
+    assert!(close(f.busy_instance_minutes, 18.0), "{f:?}");
+    assert!(close(f.idle_instance_minutes, 1622.0 / 60.0), "{f:?}");
+    assert_eq!(f.peak_capacity, 2);
+    assert!(close(f.cost, 2762.0 / 3600.0 * 0.10), "{f:?}");
+}
+
+#[tokio::test]
+async fn fixed_size_figures() {
+    let r = small(&Config::embedded_default()).await;
+    let f = figures(&r, Policy::FixedSize);
+    assert!(close(f.queue_wait_secs.mean, 0.0), "{f:?}");
+    assert_eq!(f.queue_wait_secs.max, 0);
+    assert!(close(f.booting_instance_minutes, 0.0), "{f:?}");
+    assert!(close(f.busy_instance_minutes, 18.0), "{f:?}");
+    // 20 instances x 1501 s, less the 1080 busy seconds
+    assert!(close(f.idle_instance_minutes, 28_940.0 / 60.0), "{f:?}");
+    assert_eq!(f.peak_capacity, 20);
+    assert!(close(f.cost, 30_020.0 / 3600.0 * 0.10), "{f:?}");
+}
+
+#[tokio::test]
+async fn best_column() {
+    let r = small(&Config::embedded_default()).await;
+    let best = &r.pools[0].best;
+    assert_eq!(best["queue_wait_mean_secs"], "fixed-size");
+    assert_eq!(best["queue_wait_p50_secs"], "tie");
+    assert_eq!(best["idle_instance_minutes"], "scalehook");
+    assert_eq!(best["busy_instance_minutes"], "tie");
+    assert_eq!(best["peak_capacity"], "cpu-threshold");
+    assert_eq!(best["cost"], "scalehook");
+    let table = r.table();
+    assert!(table.contains("pool linux-x64 (4 jobs"), "{table}");
+    assert!(table.contains("idle instance-minutes"), "{table}");
+}
+
+/// The scalehook column comes from the real service and config: without standby, the
+/// first job waits for a boot, and the pool rests at zero instances.
+#[tokio::test]
+async fn scalehook_follows_the_pool_config() {
+    let text = scalehook_core::config::EMBEDDED_DEFAULT.replacen("standby = 1", "standby = 0", 1);
+    let config = Config::from_toml(&text).expect("valid");
+    let r = small(&config).await;
+    let f = figures(&r, Policy::Scalehook);
+    // 1001 waits 60 s for the first boot; 1004 too.
+    assert_eq!(f.queue_wait_secs.max, 60, "{f:?}");
+    let capped = scalehook_core::config::EMBEDDED_DEFAULT.replacen("max = 20", "max = 2", 1);
+    let r = small(&Config::from_toml(&capped).expect("valid")).await;
+    let f = figures(&r, Policy::Scalehook);
+    assert_eq!(f.peak_capacity, 2, "{f:?}");
+    assert_eq!(figures(&r, Policy::FixedSize).peak_capacity, 2);
+}
