@@ -8,7 +8,7 @@ locals {
     var.alarm_actions,
     [for t in aws_sns_topic.alarms : t.arn],
   )
-  runbook = "docs/runbook.md"
+  runbook = var.runbook_url
 }
 
 resource "aws_sns_topic" "alarms" {

@@ -297,3 +297,9 @@ variable "at_max_alarm_periods" {
   type        = number
   default     = 3
 }
+
+variable "runbook_url" {
+  description = "Where alert descriptions point operators: scalehook's runbook (docs/runbook.md), e.g. its URL in your fork or wiki; section anchors are appended."
+  type        = string
+  default     = "docs/runbook.md"
+}

@@ -3,7 +3,7 @@
 # The queries accept the fields at the top level or under "fields" (tracing's JSON layout).
 
 locals {
-  runbook = "docs/runbook.md"
+  runbook = var.runbook_url
 
   deliveries_kql = <<-KQL
     traces

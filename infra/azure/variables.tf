@@ -232,3 +232,9 @@ variable "signature_failure_threshold" {
   type        = number
   default     = 10
 }
+
+variable "runbook_url" {
+  description = "Where alert descriptions point operators: scalehook's runbook (docs/runbook.md), e.g. its URL in your fork or wiki; section anchors are appended."
+  type        = string
+  default     = "docs/runbook.md"
+}

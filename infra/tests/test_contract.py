@@ -89,7 +89,7 @@ def test_aws_alarms_watch_emitted_metrics(aws):
         if ns != "AWS/Lambda":
             assert metric in emitted, f"{metric} is not emitted by the core"
         assert a["alarm_actions"] == "${local.alarm_actions}", name
-        assert "docs/runbook.md" in aws.locals["runbook"]
+        assert aws.locals["runbook"] == "${var.runbook_url}"
         assert "Runbook: ${local.runbook}#" in a["alarm_description"], name
     # Metrics the core emits without dimensions must be alarmed without dimensions.
     for name in ("signature_failures", "cloud_api_errors", "reconcile_failures", "reconcile_not_running"):
@@ -134,3 +134,21 @@ def test_azure_alerts_query_real_outcomes(azure):
     assert queried == {"unauthorized", "ledger_error", "fleet_error", "timeout"}
     # The delivery lines are found by the core's log target.
     assert "scalehook::delivery" in azure.locals["deliveries_kql"]
+
+
+def test_alert_descriptions_link_to_runbook_sections(aws, azure):
+    """Each alert names a runbook section; the section must exist (GitHub's anchor rules)."""
+    from conftest import ROOT
+
+    runbook = (ROOT / "docs" / "runbook.md").read_text()
+    anchors = {
+        re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-")
+        for h in re.findall(r"^##+ (.+)$", runbook, re.M)
+    }
+    linked = set()
+    for module in (aws, azure):
+        linked |= set(re.findall(r"\$\{local\.runbook\}#([a-z0-9-]+)", module.text))
+    assert linked, "no alert links to the runbook"
+    assert linked <= anchors, linked - anchors
+    for needed in ("redeliver-failed-deliveries", "roll-back-the-zip", "ledger-errors"):
+        assert needed in anchors
