@@ -1,10 +1,84 @@
 //! `scalehook simulate`: replays a timed trace against simulated instances that take time
-//! to boot. Owned by the simulation work (issue 9, crate `scalehook-sim`); this placeholder
-//! only keeps the command's interface in place until it lands.
+//! to boot, under scalehook and two baselines, and reports (the `scalehook-sim` crate does
+//! the work; this is the command line around it).
 
 use crate::cli::SimulateArgs;
+use crate::setup::load_config;
+use anyhow::Context as _;
+use scalehook_sim::{chart, simulate, SimOptions, Workload, DEFAULT_PRICE_PER_HOUR};
 
 pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
-    let _ = args;
-    anyhow::bail!("`scalehook simulate` is not built yet (see issue 9)")
+    let (config, source) = load_config(args.config.as_deref())?;
+    let workload = Workload::from_file(&args.trace)?;
+    let options = SimOptions {
+        boot_seconds: args.boot_seconds,
+        price_per_hour: args.price_per_hour.unwrap_or(DEFAULT_PRICE_PER_HOUR),
+        ..SimOptions::default()
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .context("cannot start the async runtime")?;
+    let report = runtime.block_on(simulate(&config, workload, &options))?;
+    if let Some(path) = &args.svg {
+        let svg = chart::svg(&report)?;
+        std::fs::write(path, svg)
+            .with_context(|| format!("cannot write the chart to {}", path.display()))?;
+        // stderr, so `--json` output stays one JSON document.
+        eprintln!("chart written to {}", path.display());
+    }
+    let trace = args.trace.display().to_string();
+    if args.json {
+        let mut value = serde_json::to_value(&report).context("report as JSON")?;
+        if let Some(object) = value.as_object_mut() {
+            object.insert("trace".into(), trace.into());
+            object.insert("config".into(), source.to_string().into());
+        }
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        println!("scalehook simulate: {trace} (config: {source})");
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn args(svg: Option<PathBuf>, json: bool) -> SimulateArgs {
+        SimulateArgs {
+            config: None,
+            trace: PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../fixtures/traces/sim-small.jsonl"),
+            boot_seconds: 60,
+            svg,
+            price_per_hour: Some(0.10),
+            json,
+        }
+    }
+
+    #[test]
+    fn writes_the_chart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let svg = dir.path().join("small.svg");
+        run(args(Some(svg.clone()), true)).expect("simulates");
+        let text = std::fs::read_to_string(&svg).expect("chart written");
+        assert!(text.starts_with("<svg"), "{}", &text[..text.len().min(80)]);
+        for policy in ["scalehook", "cpu-threshold", "fixed-size"] {
+            assert!(text.contains(policy), "panel for {policy}");
+        }
+    }
+
+    #[test]
+    fn bad_input_is_an_error_not_a_panic() {
+        let mut a = args(None, false);
+        a.trace = PathBuf::from("/nonexistent/trace.jsonl");
+        assert!(run(a).is_err());
+        let mut a = args(None, false);
+        a.price_per_hour = Some(-1.0);
+        let e = run(a).expect_err("negative price");
+        assert!(e.to_string().contains("price"), "{e}");
+    }
 }

@@ -143,7 +143,7 @@ fn draw_panel<DB: DrawingBackend>(
     };
     chart
         .configure_mesh()
-        .light_line_style(RGBColor(238, 238, 238))
+        .light_line_style(RGBColor(246, 246, 246))
         .x_labels(13)
         .y_labels(6)
         .x_label_formatter(&|x| format!("{:02}:00", (x.round() as i64).rem_euclid(24)))
