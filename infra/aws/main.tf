@@ -7,28 +7,6 @@ locals {
   region     = data.aws_region.current.region
   account_id = data.aws_caller_identity.current.account_id
 
-  # The configuration the function reads from SCALEHOOK_CONFIG_TOML: the same document as
-  # scalehook's config file, so `scalehook serve --config` can load a copy of it. Strings go
-  # through jsonencode: a JSON string is a valid TOML basic string, so quotes, backslashes
-  # and non-ASCII characters in names and labels stay exact.
-  config_toml = templatefile("${path.module}/templates/config.toml.tftpl", {
-    max_body_bytes        = var.max_body_bytes
-    cloud_timeout_ms      = var.cloud_timeout_ms
-    allowed_repositories  = var.allowed_repositories
-    allowed_organizations = var.allowed_organizations
-    ledger                = { for k, v in var.ledger_ttl : k => v if v != null }
-    fleet_key             = "aws_asg"
-    pools = [for p in var.pools : {
-      name                 = p.name
-      labels               = p.labels
-      min                  = p.min
-      max                  = p.max
-      standby              = p.standby
-      runners_per_instance = p.runners_per_instance
-      fleet                = p.aws_asg
-    }]
-  })
-
   # Exactly one source of the webhook secret; the lambda's precondition enforces it.
   secret_sources = length(compact([
     var.webhook_secret == null ? "" : "value",

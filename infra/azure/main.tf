@@ -1,27 +1,4 @@
-data "azurerm_client_config" "current" {}
-
 locals {
-  # The configuration the app reads from SCALEHOOK_CONFIG_TOML: the same document as
-  # scalehook's config file. Strings go through jsonencode: a JSON string is a valid TOML
-  # basic string, so quotes, backslashes and non-ASCII characters stay exact.
-  config_toml = templatefile("${path.module}/templates/config.toml.tftpl", {
-    max_body_bytes        = var.max_body_bytes
-    cloud_timeout_ms      = var.cloud_timeout_ms
-    allowed_repositories  = var.allowed_repositories
-    allowed_organizations = var.allowed_organizations
-    ledger                = { for k, v in var.ledger_ttl : k => v if v != null }
-    fleet_key             = "azure_vmss"
-    pools = [for p in var.pools : {
-      name                 = p.name
-      labels               = p.labels
-      min                  = p.min
-      max                  = p.max
-      standby              = p.standby
-      runners_per_instance = p.runners_per_instance
-      fleet                = p.azure_vmss
-    }]
-  })
-
   # Each scale set once, keyed by its lower-cased id (ARM ids are case-insensitive), with
   # the id as first written.
   scale_sets = { for key, ids in { for p in var.pools : lower(p.azure_vmss) => p.azure_vmss... } : key => ids[0] }

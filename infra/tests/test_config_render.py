@@ -1,83 +1,90 @@
-"""The modules render scalehook's TOML configuration from the `pools` variable. The
-template is evaluated by terraform itself (`terraform console` needs no provider) and the
-result parsed as TOML, with awkward strings, and checked against the core's config schema."""
+"""The modules render scalehook's TOML configuration from their variables. The tests run
+the modules' own variables.tf, config.tf and template through `terraform console` (they
+use no provider, so no `terraform init`), parse the result as TOML and check it against the
+core's config schema; they also check that bad pools are refused at plan time."""
 
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import tomllib
 
 import pytest
 
-from conftest import MODULES, core_source, rust_struct_fields, terraform_binary
+from conftest import MODULES, Module, core_source, rust_struct_fields, terraform_binary
+
+# The variables each module requires besides `pools`.
+REQUIRED = {
+    "aws": {"lambda_zip_path": "scalehook-arm64.zip"},
+    "azure": {
+        "name": "scalehook-ci",
+        "resource_group_name": "rg",
+        "location": "westeurope",
+        "storage_account_name": "stscalehookci",
+        "function_zip_path": "scalehook-azure.zip",
+    },
+}
+FLEET = {"aws": "aws_asg", "azure": "azure_vmss"}
+VMSS = "/subscriptions/0000/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/{}"
 
 
-def hcl(value) -> str:
-    """A Python value as an HCL expression (JSON is valid HCL for these)."""
-    if value is None:
-        return "null"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {hcl(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list):
-        return "[" + ", ".join(hcl(v) for v in value) + "]"
-    return json.dumps(value)
+def fleet_value(cloud, name):
+    return f"runners-{name}" if cloud == "aws" else VMSS.format(name)
 
 
-def render(cloud: str, variables: dict) -> str:
-    template = MODULES[cloud] / "templates" / "config.toml.tftpl"
-    # jsonencode: console prints a JSON string we can decode exactly.
-    expr = f"jsonencode(templatefile({json.dumps(str(template))}, {hcl(variables)}))\n"
-    with tempfile.TemporaryDirectory() as empty:
+def console(cloud: str, variables: dict, expr: str):
+    """Evaluates `expr` in the module's variables and config (no providers involved).
+    Returns (value or None, error text)."""
+    with tempfile.TemporaryDirectory() as work:
+        for f in ("variables.tf", "config.tf"):
+            shutil.copy(MODULES[cloud] / f, work)
+        shutil.copytree(MODULES[cloud] / "templates", os.path.join(work, "templates"))
+        with open(os.path.join(work, "test.tfvars.json"), "w") as fh:
+            json.dump({**REQUIRED[cloud], **variables}, fh)
         out = subprocess.run(
-            [terraform_binary(), "console"],
-            input=expr,
+            [terraform_binary(), "console", "-no-color", "-var-file=test.tfvars.json"],
+            input=f"jsonencode({expr})\n",
             capture_output=True,
             text=True,
-            cwd=empty,
-            env={**os.environ, "TF_CLI_CONFIG_FILE": "/dev/null"},
+            cwd=work,
+            env={**os.environ, "TF_CLI_CONFIG_FILE": "/dev/null", "TF_IN_AUTOMATION": "1"},
             timeout=120,
         )
-    assert out.returncode == 0, out.stderr
-    # console prints the HCL string literal of the JSON text; both decode as JSON.
-    return json.loads(json.loads(out.stdout.strip()))
+    text = out.stdout + out.stderr
+    if "Error:" in text:
+        return None, text
+    assert out.returncode == 0, text
+    # console prints the JSON text as an HCL string literal, which is also a JSON string.
+    last = [line for line in out.stdout.splitlines() if line.startswith('"')][-1]
+    return json.loads(json.loads(last)), ""
 
 
-def variables(fleet_key="aws_asg", **over):
-    v = {
-        "max_body_bytes": None,
-        "cloud_timeout_ms": None,
-        "allowed_repositories": [],
-        "allowed_organizations": [],
-        "ledger": {},
-        "fleet_key": fleet_key,
-        "pools": [
-            {
-                "name": "linux-x64",
-                "labels": ["self-hosted", "linux", "x64"],
-                "min": 0,
-                "max": 20,
-                "standby": 1,
-                "runners_per_instance": 1,
-                "fleet": "github-runners-linux",
-            }
-        ],
-    }
-    v.update(over)
-    return v
+def render(cloud: str, **variables) -> dict:
+    value, error = console(cloud, variables, "local.config_toml")
+    assert not error, error
+    return tomllib.loads(value)
+
+
+def pool(cloud, name="linux-x64", **over):
+    p = {"name": name, "labels": ["self-hosted", "linux", "x64"], "max": 20, FLEET[cloud]: fleet_value(cloud, name)}
+    p.update(over)
+    return p
+
+
+def test_templates_are_the_same():
+    # One template, copied into each module so each module stands alone.
+    a = (MODULES["aws"] / "templates" / "config.toml.tftpl").read_text()
+    b = (MODULES["azure"] / "templates" / "config.toml.tftpl").read_text()
+    assert a == b
+    assert (MODULES["aws"] / "config.tf").read_text().replace("aws_asg", "FLEET") == (
+        MODULES["azure"] / "config.tf"
+    ).read_text().replace("azure_vmss", "FLEET")
 
 
 @pytest.mark.parametrize("cloud", ["aws", "azure"])
-def test_templates_are_the_same(cloud):
-    # One template, copied into each module so each module stands alone.
-    other = "azure" if cloud == "aws" else "aws"
-    a = (MODULES[cloud] / "templates" / "config.toml.tftpl").read_text()
-    b = (MODULES[other] / "templates" / "config.toml.tftpl").read_text()
-    assert a == b
-
-
-def test_minimal_config_round_trips():
-    doc = tomllib.loads(render("aws", variables()))
+def test_minimal_pool_gets_the_cores_defaults(cloud):
+    doc = render(cloud, pools=[pool(cloud)])
     assert doc == {
         "pools": [
             {
@@ -85,75 +92,106 @@ def test_minimal_config_round_trips():
                 "labels": ["self-hosted", "linux", "x64"],
                 "min": 0,
                 "max": 20,
-                "standby": 1,
+                "standby": 0,
                 "runners_per_instance": 1,
-                "aws_asg": "github-runners-linux",
+                FLEET[cloud]: fleet_value(cloud, "linux-x64"),
             }
         ]
     }
 
 
 def test_awkward_strings_survive_exactly():
-    labels = ['quote"d', "back\\slash", "tab\there", "é<>&", "new\nline", "#not-a-comment"]
-    text = render("aws", variables(pools=[
-        {"name": "gpu.a_1", "labels": labels, "min": 1, "max": 2, "standby": 0,
-         "runners_per_instance": 2, "fleet": "group with 'quotes' \"too\""},
-    ]))
-    doc = tomllib.loads(text)
+    labels = ['quote"d', "back\\slash", "tab\there", "é<>&${x}%{y}", "new\nline", "#not-a-comment"]
+    doc = render("aws", pools=[pool("aws", "gpu.a_1", labels=labels, min=1, max=2, runners_per_instance=2)])
     assert doc["pools"][0]["labels"] == labels
-    assert doc["pools"][0]["aws_asg"] == "group with 'quotes' \"too\""
+    assert doc["pools"][0]["name"] == "gpu.a_1"
     assert doc["pools"][0]["runners_per_instance"] == 2
 
 
-def test_all_options_and_several_pools_for_azure():
-    vmss = "/subscriptions/0000/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/{}"
-    text = render("azure", variables(
-        fleet_key="azure_vmss",
+@pytest.mark.parametrize("cloud", ["aws", "azure"])
+def test_all_options_and_pool_order(cloud):
+    doc = render(
+        cloud,
+        pools=[pool(cloud, n, labels=["self-hosted", n], max=3) for n in ("b", "a", "c")],
         max_body_bytes=2097152,
         cloud_timeout_ms=6000,
         allowed_repositories=["org/repo"],
         allowed_organizations=["org", "other"],
-        ledger={"queued_ttl_secs": 3600, "retention_secs": 345600},
-        pools=[
-            {"name": n, "labels": ["self-hosted", n], "min": 0, "max": 3, "standby": 0,
-             "runners_per_instance": 1, "fleet": vmss.format(n)}
-            for n in ("a", "b", "c")
-        ],
-    ))
-    doc = tomllib.loads(text)
+        ledger_ttl={"queued_ttl_secs": 3600, "retention_secs": 345600},
+    )
     assert doc["max_body_bytes"] == 2097152
     assert doc["cloud_timeout_ms"] == 6000
     assert doc["allowed_repositories"] == ["org/repo"]
     assert doc["allowed_organizations"] == ["org", "other"]
     assert doc["ledger"] == {"queued_ttl_secs": 3600, "retention_secs": 345600}
-    assert [p["name"] for p in doc["pools"]] == ["a", "b", "c"]
-    assert doc["pools"][2]["azure_vmss"] == vmss.format("c")
+    # Config order decides routing: it must be kept.
+    assert [p["name"] for p in doc["pools"]] == ["b", "a", "c"]
+    assert doc["pools"][2][FLEET[cloud]] == fleet_value(cloud, "c")
 
 
 def test_rendered_keys_are_the_cores_config_keys():
-    """The core parses with deny_unknown_fields: every key we render must be one it knows."""
+    """The core parses with deny_unknown_fields: every key rendered must be one it knows,
+    and every option it knows is reachable from the modules."""
     src = core_source("config.rs")
     top = rust_struct_fields(src, "RawConfig")
-    pool = rust_struct_fields(src, "RawPool")
+    pool_fields = rust_struct_fields(src, "RawPool")
     ledger = rust_struct_fields(src, "RawLedger")
-    doc = tomllib.loads(render("aws", variables(
-        max_body_bytes=1, cloud_timeout_ms=1, allowed_repositories=["a/b"],
+    doc = render(
+        "aws",
+        pools=[pool("aws")],
+        max_body_bytes=1,
+        cloud_timeout_ms=1,
+        allowed_repositories=["a/b"],
         allowed_organizations=["a"],
-        ledger={"queued_ttl_secs": 1, "in_progress_ttl_secs": 1, "retention_secs": 259200},
-    )))
-    assert set(doc) <= top
-    assert set(doc) == top, "every top-level option is reachable from the module"
+        ledger_ttl={"queued_ttl_secs": 1, "in_progress_ttl_secs": 1, "retention_secs": 259200},
+    )
+    assert set(doc) == top
     assert set(doc["ledger"]) == ledger
-    assert set(doc["pools"][0]) <= pool
-    azure = tomllib.loads(render("azure", variables(fleet_key="azure_vmss")))
-    assert set(doc["pools"][0]) | set(azure["pools"][0]) == pool
+    azure = render("azure", pools=[pool("azure")])
+    assert set(doc["pools"][0]) | set(azure["pools"][0]) == pool_fields
+
+
+BAD_POOLS = [
+    ("name", {"name": "a b"}, "use only letters, digits"),
+    ("min above max", {"min": 5, "max": 2}, "0 <= min <= max"),
+    ("max zero", {"max": 0}, "max >= 1"),
+    ("runners_per_instance zero", {"runners_per_instance": 0}, "runners_per_instance >= 1"),
+    ("no labels", {"labels": []}, "at least one non-empty label"),
+    ("blank label", {"labels": ["self-hosted", " "]}, "at least one non-empty label"),
+]
 
 
 @pytest.mark.parametrize("cloud", ["aws", "azure"])
-def test_module_passes_every_template_variable(cloud):
-    """The module's templatefile call gives the template what it uses."""
-    from conftest import Module
+@pytest.mark.parametrize("case,over,message", BAD_POOLS, ids=[c[0] for c in BAD_POOLS])
+def test_bad_pools_are_refused_at_plan_time(cloud, case, over, message):
+    value, error = console(cloud, {"pools": [pool(cloud, **over)]}, "local.config_toml")
+    assert value is None and message in error, error
 
-    call = Module(MODULES[cloud]).locals["config_toml"]
-    for name in variables():
-        assert f"{name} " in call or f"{name}=" in call, f"{cloud}: {name} not passed"
+
+@pytest.mark.parametrize("cloud", ["aws", "azure"])
+def test_duplicate_pool_names_and_bad_fleets_are_refused(cloud):
+    _, error = console(cloud, {"pools": [pool(cloud), pool(cloud)]}, "var.pools")
+    assert "must be unique" in error
+    bad = "a*group" if cloud == "aws" else "/subscriptions/x/resourceGroups/rg"
+    _, error = console(cloud, {"pools": [pool(cloud, **{FLEET[cloud]: bad})]}, "var.pools")
+    assert f"pools[*].{FLEET[cloud]}" in error
+
+
+@pytest.mark.parametrize("cloud", ["aws", "azure"])
+def test_bad_options_are_refused_at_plan_time(cloud):
+    base = {"pools": [pool(cloud)]}
+    _, error = console(cloud, {**base, "cloud_timeout_ms": 9500}, "var.cloud_timeout_ms")
+    assert "between 1 and 9000" in error
+    _, error = console(cloud, {**base, "ledger_ttl": {"retention_secs": 3600}}, "var.ledger_ttl")
+    assert "259200" in error
+    _, error = console(cloud, {**base, "webhook_secret": "short"}, "var.pools")
+    assert "at least 16 characters" in error
+
+
+def test_module_refers_to_the_config_local():
+    """The rendered document is what the function gets."""
+    aws = Module(MODULES["aws"])
+    assert aws.locals["function_env"].count("local.config_toml") == 1
+    azure = Module(MODULES["azure"])
+    app = azure.resources["azurerm_function_app_flex_consumption"]["scalehook"]
+    assert "SCALEHOOK_CONFIG_TOML = local.config_toml" in app["app_settings"].replace("  ", " ")
