@@ -185,6 +185,11 @@ pub struct Service {
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
     log: LogFormat,
+    /// One lock per pool around read-decide-apply, so concurrent deliveries in this process
+    /// cannot apply decisions made on stale reads (e.g. a later, lower scale-out undoing a
+    /// higher one). Across processes (Lambda instances) the residual race is bounded by
+    /// scale-in protection of busy instances and repaired by the next delivery or reconcile.
+    pool_locks: std::collections::HashMap<String, tokio::sync::Mutex<()>>,
 }
 
 impl Service {
@@ -194,7 +199,13 @@ impl Service {
         ledger: Arc<dyn Ledger>,
         fleet: Arc<dyn Fleet>,
     ) -> Self {
+        let pool_locks = config
+            .pools
+            .iter()
+            .map(|p| (p.name.clone(), tokio::sync::Mutex::new(())))
+            .collect();
         Self {
+            pool_locks,
             config: Arc::new(config),
             secrets,
             ledger,
@@ -372,6 +383,10 @@ impl Service {
         pool: &PoolConfig,
         trigger: Trigger,
     ) -> Result<(PoolLedger, Decision), CloudFailure> {
+        let _serialized = match self.pool_locks.get(&pool.name) {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        };
         let account = self.ledger.pool(&pool.name).await?;
         let fleet = self.fleet.describe(pool).await?;
         let decision = decide(trigger, pool, &account, &fleet);

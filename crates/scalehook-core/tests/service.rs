@@ -532,3 +532,25 @@ async fn log_and_answer_never_contain_the_secret_or_payload() {
     let line = scalehook_core::metrics::emf_line(&a.report, 0);
     assert!(!line.contains(SECRET));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_deliveries_leave_exact_counts_and_the_highest_target() {
+    let h = Arc::new(harness());
+    let mut tasks = Vec::new();
+    // 40 jobs, each queued twice (a duplicate), all at once
+    for id in 0..80u64 {
+        let h = h.clone();
+        tasks.push(tokio::spawn(async move {
+            let body = job("queued", 1000 + id % 40, &["self-hosted", "big"], None);
+            h.deliver("workflow_job", &body).await.0
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.expect("task"), 200);
+    }
+    let summary = h.summary().await;
+    let big = summary.iter().find(|p| p.0 == "big").expect("big");
+    // ceil((40 + standby 1) / 2) = 21, clamped to max 4
+    assert_eq!(big, &("big".to_string(), 4, 40, 0));
+    assert_eq!(h.ledger.pool_len(), 40);
+}
