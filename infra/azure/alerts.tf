@@ -13,6 +13,18 @@ locals {
     | extend outcome = tostring(fields.outcome), pool = tostring(fields.pool)
   KQL
 
+  # The core's reconcile line: target scalehook::reconcile, field `ok`.
+  reconcile_kql = <<-KQL
+    traces
+    | where message has "scalehook::reconcile"
+    | extend line = parse_json(message)
+    | extend fields = iff(isnull(line.fields), line, line.fields)
+    | extend ok = tostring(fields.ok)
+  KQL
+
+  # Each pool's max, for the at-max query (pool names are [A-Za-z0-9._-], safe in KQL).
+  pool_max_kql = join(", ", [for p in var.pools : "${jsonencode(p.name)}, ${p.max}"])
+
   action_group_ids = concat(var.action_group_ids, [for g in azurerm_monitor_action_group.alerts : g.id])
 }
 
@@ -138,6 +150,118 @@ resource "azurerm_monitor_scheduled_query_rules_alert_v2" "function_failures" {
     failing_periods {
       minimum_failing_periods_to_trigger_alert = 1
       number_of_evaluation_periods             = 1
+    }
+  }
+
+  auto_mitigation_enabled = true
+  dynamic "action" {
+    for_each = length(local.action_group_ids) > 0 ? [1] : []
+    content {
+      action_groups = local.action_group_ids
+    }
+  }
+}
+
+resource "azurerm_monitor_scheduled_query_rules_alert_v2" "reconcile_failures" {
+  name                 = "${var.name}-reconcile-failures"
+  display_name         = "scalehook: reconcile failing"
+  description          = "A reconcile pass failed for at least one pool (ok = false). Runbook: ${local.runbook}#reconcile-failing"
+  resource_group_name  = var.resource_group_name
+  location             = var.location
+  scopes               = [azurerm_application_insights.app.id]
+  severity             = 2
+  evaluation_frequency = "PT5M"
+  window_duration      = "PT15M"
+  tags                 = var.tags
+
+  criteria {
+    query                   = "${local.reconcile_kql}| where ok == \"false\""
+    time_aggregation_method = "Count"
+    operator                = "GreaterThan"
+    threshold               = 0
+
+    failing_periods {
+      minimum_failing_periods_to_trigger_alert = 1
+      number_of_evaluation_periods             = 1
+    }
+  }
+
+  auto_mitigation_enabled = true
+  dynamic "action" {
+    for_each = length(local.action_group_ids) > 0 ? [1] : []
+    content {
+      action_groups = local.action_group_ids
+    }
+  }
+}
+
+resource "azurerm_monitor_scheduled_query_rules_alert_v2" "reconcile_not_running" {
+  name                 = "${var.name}-reconcile-not-running"
+  display_name         = "scalehook: reconcile not running"
+  description          = "No reconcile pass has logged for 30 minutes (timer not firing, handler failing at start, or host storage unreachable). Runbook: ${local.runbook}#reconcile-failing"
+  resource_group_name  = var.resource_group_name
+  location             = var.location
+  scopes               = [azurerm_application_insights.app.id]
+  severity             = 2
+  evaluation_frequency = "PT10M"
+  window_duration      = "PT30M"
+  tags                 = var.tags
+
+  criteria {
+    # Here silence is the failure: zero rows is a count of 0, below 1.
+    query                   = local.reconcile_kql
+    time_aggregation_method = "Count"
+    operator                = "LessThan"
+    threshold               = 1
+
+    failing_periods {
+      minimum_failing_periods_to_trigger_alert = 1
+      number_of_evaluation_periods             = 1
+    }
+  }
+
+  auto_mitigation_enabled = true
+  dynamic "action" {
+    for_each = length(local.action_group_ids) > 0 ? [1] : []
+    content {
+      action_groups = local.action_group_ids
+    }
+  }
+}
+
+resource "azurerm_monitor_scheduled_query_rules_alert_v2" "pool_at_max" {
+  name                 = "${var.name}-pool-at-max"
+  display_name         = "scalehook: jobs queued at max capacity"
+  description          = "For 15 minutes, deliveries found a pool at its max with jobs queued: jobs wait for capacity. Runbook: ${local.runbook}#queue-building-at-max-capacity"
+  resource_group_name  = var.resource_group_name
+  location             = var.location
+  scopes               = [azurerm_application_insights.app.id]
+  severity             = 3
+  evaluation_frequency = "PT5M"
+  window_duration      = "PT5M"
+  tags                 = var.tags
+
+  criteria {
+    query                   = <<-KQL
+      let maxes = datatable(pool: string, max: long) [${local.pool_max_kql}];
+      ${local.deliveries_kql}| extend after = tolong(fields.capacity_after), queued = tolong(fields.queued)
+      | join kind=inner maxes on pool
+      | where queued > 0 and after >= max
+    KQL
+    time_aggregation_method = "Count"
+    operator                = "GreaterThan"
+    threshold               = 0
+
+    dimension {
+      name     = "pool"
+      operator = "Include"
+      values   = ["*"]
+    }
+
+    # Three 5-minute windows in a row, so a short burst at max does not page anyone.
+    failing_periods {
+      minimum_failing_periods_to_trigger_alert = 3
+      number_of_evaluation_periods             = 3
     }
   }
 

@@ -49,6 +49,9 @@ output "alert_names" {
     azurerm_monitor_scheduled_query_rules_alert_v2.signature_failures.name,
     azurerm_monitor_scheduled_query_rules_alert_v2.cloud_errors.name,
     azurerm_monitor_scheduled_query_rules_alert_v2.function_failures.name,
+    azurerm_monitor_scheduled_query_rules_alert_v2.reconcile_failures.name,
+    azurerm_monitor_scheduled_query_rules_alert_v2.reconcile_not_running.name,
+    azurerm_monitor_scheduled_query_rules_alert_v2.pool_at_max.name,
   ]
 }
 

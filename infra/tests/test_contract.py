@@ -125,15 +125,34 @@ def test_azure_alerts_query_real_outcomes(azure):
     outcomes = core_outcomes()
     assert {"unauthorized", "ledger_error", "fleet_error", "timeout"} <= outcomes
     rules = azure.resources["azurerm_monitor_scheduled_query_rules_alert_v2"]
-    assert set(rules) == {"signature_failures", "cloud_errors", "function_failures"}
+    assert set(rules) == {
+        "signature_failures",
+        "cloud_errors",
+        "function_failures",
+        "reconcile_failures",
+        "reconcile_not_running",
+        "pool_at_max",
+    }
     queried = set()
     for r in rules.values():
         query = r["criteria"][0]["query"]
         queried |= set(re.findall(r'\\?"(\w+)\\?"', query)) & outcomes
         assert "Runbook: ${local.runbook}#" in r["description"]
     assert queried == {"unauthorized", "ledger_error", "fleet_error", "timeout"}
-    # The delivery lines are found by the core's log target.
+    # The lines are found by the core's log targets, and read by its field names.
+    service = core_source("service.rs")
+    for target in ("scalehook::delivery", "scalehook::reconcile"):
+        assert f'target: "{target}"' in service
     assert "scalehook::delivery" in azure.locals["deliveries_kql"]
+    assert "scalehook::reconcile" in azure.locals["reconcile_kql"]
+    assert re.search(r"\bok = report\.ok\(\)", service)
+    report_fields = set(re.findall(r"pub (\w+):", core_source("report.rs")))
+    assert {"outcome", "pool", "capacity_after", "queued"} <= report_fields
+    at_max = rules["pool_at_max"]["criteria"][0]
+    assert "after >= max" in at_max["query"] and "queued > 0" in at_max["query"]
+    assert at_max["failing_periods"][0]["minimum_failing_periods_to_trigger_alert"] == 3
+    silent = rules["reconcile_not_running"]["criteria"][0]
+    assert (silent["operator"], silent["threshold"]) == ("LessThan", 1)
 
 
 def test_alert_descriptions_link_to_runbook_sections(aws, azure):
