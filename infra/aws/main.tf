@@ -105,6 +105,14 @@ resource "aws_cloudwatch_event_target" "reconcile" {
   }
 }
 
+# Scheduled events are asynchronous invocations, which Lambda would retry twice on failure;
+# the next scheduled pass does the same work, so a failed pass is not retried.
+resource "aws_lambda_function_event_invoke_config" "reconcile" {
+  function_name                = aws_lambda_function.scalehook.function_name
+  maximum_retry_attempts       = 0
+  maximum_event_age_in_seconds = var.reconcile_interval_minutes * 60
+}
+
 resource "aws_lambda_permission" "reconcile" {
   statement_id  = "AllowReconcileSchedule"
   action        = "lambda:InvokeFunction"

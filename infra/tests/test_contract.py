@@ -61,6 +61,12 @@ def test_reconcile_schedule_targets_the_function(aws):
     assert "rate(" in rule["schedule_expression"]
     target = aws.resource("aws_cloudwatch_event_target", "reconcile")
     assert target["arn"] == "${aws_lambda_function.scalehook.arn}"
+    # The adapter recognises the rule's own event (source aws.events, detail-type
+    # "Scheduled Event"): no input or transformer may replace it.
+    assert not {"input", "input_path", "input_transformer"} & set(target)
+    assert "aws_scheduler_schedule" not in aws.resources
+    retry = aws.resource("aws_lambda_function_event_invoke_config", "reconcile")
+    assert retry["maximum_retry_attempts"] == 0
 
 
 def test_function_url_has_no_aws_auth(aws):
