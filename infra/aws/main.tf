@@ -7,9 +7,13 @@ locals {
   region     = data.aws_region.current.region
   account_id = data.aws_caller_identity.current.account_id
 
+  # Whether the secret's value was given. Any expression on a sensitive variable is
+  # sensitive, and count cannot be: whether it is set is not the secret.
+  secret_given = nonsensitive(var.webhook_secret != null)
+
   # Exactly one source of the webhook secret; the lambda's precondition enforces it.
   secret_sources = length(compact([
-    var.webhook_secret == null ? "" : "value",
+    local.secret_given ? "value" : "",
     var.webhook_secret_ssm_parameter_name == null ? "" : "ssm",
     var.webhook_secret_arn == null ? "" : "secretsmanager",
   ]))

@@ -3,7 +3,7 @@
 # parameter's name or the secret's ARN.
 
 resource "aws_ssm_parameter" "webhook_secret" {
-  count       = var.webhook_secret == null ? 0 : 1
+  count       = local.secret_given ? 1 : 0
   name        = "/${var.name}/webhook-secret"
   description = "GitHub webhook secret(s) for scalehook, one per line, current first"
   type        = "SecureString"
@@ -16,7 +16,7 @@ resource "aws_ssm_parameter" "webhook_secret" {
 
 locals {
   secret_ssm_parameter_name = (
-    var.webhook_secret != null ? aws_ssm_parameter.webhook_secret[0].name : var.webhook_secret_ssm_parameter_name
+    local.secret_given ? aws_ssm_parameter.webhook_secret[0].name : var.webhook_secret_ssm_parameter_name
   )
   # ARN of the parameter the function may read (names may or may not start with '/').
   secret_ssm_parameter_arn = local.secret_ssm_parameter_name == null ? null : (

@@ -166,11 +166,11 @@ resource "azurerm_function_app_flex_consumption" "scalehook" {
 
   lifecycle {
     precondition {
-      condition     = (var.webhook_secret == null) != (var.webhook_secret_key_vault_secret == null)
+      condition     = nonsensitive(var.webhook_secret == null) != (var.webhook_secret_key_vault_secret == null)
       error_message = "Set exactly one of webhook_secret and webhook_secret_key_vault_secret."
     }
     precondition {
-      condition     = var.webhook_secret_previous == null || var.webhook_secret != null
+      condition     = nonsensitive(var.webhook_secret_previous == null || var.webhook_secret != null)
       error_message = "webhook_secret_previous goes with webhook_secret; with Key Vault use webhook_secret_key_vault_secret.previous_secret_name."
     }
   }

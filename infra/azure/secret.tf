@@ -12,7 +12,9 @@ locals {
 
   secret_settings = local.kv == null ? merge(
     { SCALEHOOK_WEBHOOK_SECRET = var.webhook_secret },
-    var.webhook_secret_previous == null ? {} : { SCALEHOOK_WEBHOOK_SECRET_PREVIOUS = var.webhook_secret_previous },
+    # nonsensitive: whether a previous secret is set is not secret, and keeps the settings'
+    # names visible in plans (their values stay sensitive).
+    nonsensitive(var.webhook_secret_previous == null) ? {} : { SCALEHOOK_WEBHOOK_SECRET_PREVIOUS = var.webhook_secret_previous },
     ) : {
     # Versionless references follow the latest version of each secret (picked up within 24 h,
     # or at once on restart).

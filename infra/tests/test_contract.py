@@ -38,8 +38,12 @@ def test_lambda_runtime_and_environment(aws):
     assert param["type"] == "SecureString"
     assert param["value_wo"] == "${var.webhook_secret}"
     assert "value" not in param
+    # (Any expression on a sensitive variable is sensitive, and count, for_each and
+    # unmarked outputs refuse sensitive values: null checks go through nonsensitive().)
     harmless = re.sub(
-        r"var\.webhook_secret [=!]= null|value_wo\s*= var\.webhook_secret\n|trimspace\(var\.webhook_secret\)",
+        r"nonsensitive\(var\.webhook_secret != null\)"
+        r"|value_wo\s*= var\.webhook_secret\n"
+        r"|condition\s*= var\.webhook_secret == null \|\| try\(length\(trimspace\(var\.webhook_secret\)\)",
         "",
         aws.text,
     )
@@ -102,6 +106,19 @@ def test_aws_alarms_watch_emitted_metrics(aws):
         assert "dimensions" not in alarms[name], name
     assert alarms["pool_at_max"]["dimensions"] == {"Pool": "${each.key}"}
     assert alarms["signature_failures"]["threshold"] == "${var.signature_failure_threshold}"
+
+
+def test_azure_secret_values_only_reach_app_settings(azure):
+    """The sensitive variables are only tested for null through nonsensitive() and copied
+    into the app settings; nothing else (count, for_each, outputs) sees them."""
+    harmless = re.sub(
+        r"nonsensitive\(var\.webhook_secret(_previous)? [=!]= null( \|\| var\.webhook_secret != null)?\)"
+        r"|SCALEHOOK_WEBHOOK_SECRET(_PREVIOUS)? = var\.webhook_secret(_previous)?\b"
+        r"|condition\s*= var\.webhook_secret == null \|\| try\(length\(trimspace\(var\.webhook_secret\)\)",
+        "",
+        azure.text,
+    )
+    assert not re.findall(r"var\.webhook_secret(_previous)?\b(?!_)", harmless)
 
 
 def test_azure_app_settings(azure):
