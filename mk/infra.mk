@@ -44,5 +44,6 @@ infra-fmt: ## terraform fmt -check over infra/
 infra-checkov: infra-deps ## checkov static security scan of infra/ (fails on any failed check)
 	$(SCALEHOOK_CHECKOV) --directory infra --framework terraform --compact --quiet --skip-download
 
+# No .pytest_cache or __pycache__ left in the tree.
 infra-pytest: infra-deps ## the HCL tests under infra/tests
-	$(SCALEHOOK_INFRA_PYTHON) -m pytest -q infra/tests
+	PYTHONDONTWRITEBYTECODE=1 $(SCALEHOOK_INFRA_PYTHON) -m pytest -q -p no:cacheprovider infra/tests
