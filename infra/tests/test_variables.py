@@ -72,3 +72,45 @@ def test_readme_documents_every_input_and_output(cloud):
     assert documented <= set(module.variables) | set(module.outputs), documented - (
         set(module.variables) | set(module.outputs)
     )
+
+
+@pytest.mark.parametrize("cloud", ["aws", "azure"])
+def test_examples_call_the_module_with_its_inputs(cloud):
+    """Without `terraform validate` here, check the examples' module calls by hand: every
+    argument is an input of the module, every required input is given, and each pool has
+    the fields the pools type requires."""
+    module = Module(MODULES[cloud])
+    example = Module(EXAMPLES[cloud])
+    calls = {name: c for name, c in example.modules.items() if c["source"] == f"../../{cloud}"}
+    assert list(calls) == ["scalehook"]
+    call = calls["scalehook"]
+    meta = {"source", "version", "providers", "depends_on", "count", "for_each"}
+    args = set(call) - meta
+    assert args <= set(module.variables), args - set(module.variables)
+    required = {n for n, v in module.variables.items() if "default" not in v}
+    assert required <= args, required - args
+    fleet = "aws_asg" if cloud == "aws" else "azure_vmss"
+    for pool in call["pools"]:
+        assert {"name", "labels", "max", fleet} <= set(pool), pool
+    # The example's outputs read outputs the module has.
+    for name, out in example.outputs.items():
+        for ref in re.findall(r"module\.scalehook\.(\w+)", out["value"]):
+            assert ref in module.outputs, f"example output {name} reads missing output {ref}"
+
+
+@pytest.mark.parametrize("cloud", ["aws", "azure"])
+def test_examples_ignore_capacity_drift_and_warn_about_cpu_autoscaling(cloud):
+    example = Module(EXAMPLES[cloud])
+    groups = (
+        example.resources["aws_autoscaling_group"]
+        if cloud == "aws"
+        else example.resources["azurerm_linux_virtual_machine_scale_set"]
+    )
+    field = "desired_capacity" if cloud == "aws" else "instances"
+    for name, group in groups.items():
+        assert group["lifecycle"][0]["ignore_changes"] == [field], name
+    assert re.search(r"WARNING: do not (attach CPU|create a Microsoft\.Insights/autoscalesettings)", example.text)
+    assert "WARNING: ignore" in example.text
+    # And no autoscaling policy of the clouds' own in the examples.
+    assert "aws_autoscaling_policy" not in example.resources
+    assert "azurerm_monitor_autoscale_setting" not in example.resources
