@@ -2,6 +2,7 @@
 variables users expect exist with the expected shape."""
 
 import re
+import textwrap
 
 import pytest
 
@@ -114,3 +115,27 @@ def test_examples_ignore_capacity_drift_and_warn_about_cpu_autoscaling(cloud):
     # And no autoscaling policy of the clouds' own in the examples.
     assert "aws_autoscaling_policy" not in example.resources
     assert "azurerm_monitor_autoscale_setting" not in example.resources
+
+
+@pytest.mark.parametrize("cloud", ["aws", "azure"])
+def test_readme_snippets_parse_and_use_real_inputs(cloud):
+    """The README's HCL snippets are valid HCL, and its module call uses real inputs."""
+    import hcl2
+
+    from conftest import plain
+
+    module = Module(MODULES[cloud])
+    readme = (MODULES[cloud] / "README.md").read_text()
+    snippets = re.findall(r"```hcl\n(.*?)```", readme, re.S)
+    assert snippets
+    calls = 0
+    for snippet in snippets:
+        doc = plain(hcl2.loads(textwrap.dedent(snippet)))
+        for block in doc.get("module", []):
+            for call in block.values():
+                calls += 1
+                args = set(call) - {"source"}
+                assert args <= set(module.variables), args - set(module.variables)
+                required = {n for n, v in module.variables.items() if "default" not in v}
+                assert required <= args, required - args
+    assert calls == 1
