@@ -9,7 +9,7 @@ sim-day: ## regenerate the day-long simulate trace (fixed seed) from its script
 	python3 fixtures/traces/day/generate.py --out $(SIM_DAY_TRACE)
 
 sim-docs: ## simulate the day trace: print the table, redraw docs/simulate-day.svg
-	$(CARGO) run --release --locked -q -p scalehook-cli -- simulate $(SIM_DAY_TRACE) --svg docs/simulate-day.svg
+	$(CARGO) run --locked -q -p scalehook-cli -- simulate $(SIM_DAY_TRACE) --svg docs/simulate-day.svg
 
 sim-trace-check: ## the committed day trace is what its script generates
 	@tmp=$$(mktemp) && python3 fixtures/traces/day/generate.py --out $$tmp && \

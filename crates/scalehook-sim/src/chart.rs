@@ -1,7 +1,8 @@
 //! The chart: one panel per policy (rows) and pool (columns), time of day across, runner
-//! slots up; demand (jobs queued + running) as a filled area, capacity (runner slots of the
-//! instances paid for, booting included) as a line. Where the area rises above the line,
-//! jobs are waiting; where the line stands above the area, instances are idle.
+//! slots up; demand (jobs queued + running) as a filled area, runners ready (slots of booted
+//! instances) as a solid line, and slots paid for (booting included) as a thin grey line. Where the area
+//! rises above the solid line, jobs are waiting; where the line stands above the area,
+//! runners are idle.
 
 use crate::report::{PolicyFigures, SimReport};
 use crate::world::Sample;
@@ -13,6 +14,7 @@ const PANEL_HEIGHT: u32 = 250;
 const TITLE_HEIGHT: u32 = 60;
 const DEMAND: RGBColor = RGBColor(230, 85, 13);
 const CAPACITY: RGBColor = RGBColor(31, 119, 180);
+const PAID: RGBColor = RGBColor(90, 90, 90);
 
 fn chart_error(e: impl std::fmt::Display) -> SimError {
     SimError::Internal(format!("drawing the chart: {e}"))
@@ -59,7 +61,7 @@ pub fn svg(report: &SimReport) -> Result<String, SimError> {
             .map_err(chart_error)?;
         title
             .draw(&Text::new(
-                "orange area: jobs queued + running; blue line: runner slots paid for. Area above the line = jobs waiting; line above the area = idle machines.",
+                "orange area: jobs queued + running; blue line: runners ready; grey line: runner slots paid for (booting included). Orange above blue = jobs waiting; blue above orange = idle runners.",
                 (16, 38),
                 ("sans-serif", 14).into_font().color(&RGBColor(80, 80, 80)),
             ))
@@ -74,7 +76,8 @@ pub fn svg(report: &SimReport) -> Result<String, SimError> {
                 .max()
                 .unwrap_or(1)
                 .max(1);
-            let y_range = 0f64..(f64::from(y_max) * 1.1).ceil();
+            // Headroom above the highest point, so the legend never covers the data.
+            let y_range = 0f64..(f64::from(y_max) * 1.5).ceil();
             for (row, figures) in pool.policies.iter().enumerate() {
                 let area = &panels[row * cols + col];
                 draw_panel(
@@ -93,19 +96,27 @@ pub fn svg(report: &SimReport) -> Result<String, SimError> {
     Ok(out)
 }
 
-/// (x, y) points drawing `value` as a step line: each sample holds until the next.
+/// (x, y) points drawing `value` as a step line: each sample holds until the next. Only the
+/// changes get points, which keeps the SVG small.
 fn steps(
     series: &[Sample],
     hours: &dyn Fn(u64) -> f64,
     value: fn(&Sample) -> u32,
 ) -> Vec<(f64, f64)> {
-    let mut points = Vec::with_capacity(series.len() * 2);
-    for (n, s) in series.iter().enumerate() {
-        let v = f64::from(value(s));
-        points.push((hours(s.at), v));
-        if let Some(next) = series.get(n + 1) {
-            points.push((hours(next.at), v));
+    let mut points: Vec<(f64, f64)> = Vec::new();
+    let mut held: Option<u32> = None;
+    for s in series {
+        let v = value(s);
+        if held != Some(v) {
+            if let Some(h) = held {
+                points.push((hours(s.at), f64::from(h)));
+            }
+            points.push((hours(s.at), f64::from(v)));
+            held = Some(v);
         }
+    }
+    if let (Some(last), Some(h)) = (series.last(), held) {
+        points.push((hours(last.at), f64::from(h)));
     }
     points
 }
@@ -167,10 +178,18 @@ fn draw_panel<DB: DrawingBackend>(
     chart
         .draw_series(LineSeries::new(
             steps(&f.series, hours, |s| s.capacity_slots),
+            PAID.stroke_width(1),
+        ))
+        .map_err(chart_error)?
+        .label("paid for: runner slots launched, booting included")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], PAID.stroke_width(1)));
+    chart
+        .draw_series(LineSeries::new(
+            steps(&f.series, hours, |s| s.ready_slots),
             CAPACITY.stroke_width(2),
         ))
         .map_err(chart_error)?
-        .label("capacity: runner slots paid for (booting included)")
+        .label("capacity: runners ready (booted)")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], CAPACITY.stroke_width(3)));
     chart
         .configure_series_labels()
@@ -181,4 +200,26 @@ fn draw_panel<DB: DrawingBackend>(
         .draw()
         .map_err(chart_error)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_hold_each_value_until_the_next_change() {
+        let sample = |at, demand_slots| Sample {
+            at,
+            demand_slots,
+            capacity_slots: 0,
+            ready_slots: 0,
+        };
+        let series = [sample(0, 1), sample(60, 1), sample(120, 3), sample(180, 3)];
+        let points = steps(&series, &|t| t as f64, |s| s.demand_slots);
+        assert_eq!(
+            points,
+            vec![(0.0, 1.0), (120.0, 1.0), (120.0, 3.0), (180.0, 3.0)]
+        );
+        assert!(steps(&[], &|t| t as f64, |s| s.demand_slots).is_empty());
+    }
 }

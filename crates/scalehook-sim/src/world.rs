@@ -53,6 +53,8 @@ pub struct Sample {
     /// Runner slots of every launched instance, booting included (instances x
     /// runners_per_instance): what is paid for.
     pub capacity_slots: u32,
+    /// Runner slots of booted instances: what can take a job now.
+    pub ready_slots: u32,
 }
 
 #[derive(Debug)]
@@ -319,10 +321,12 @@ impl World {
         for p in &mut self.pools {
             let demand_slots = p.queue.len() as u32 + p.running;
             let capacity_slots = p.instances.len() as u32 * p.rpi();
+            let (ready_slots, _) = p.ready_slots(now);
             p.series.push(Sample {
                 at: now,
                 demand_slots,
                 capacity_slots,
+                ready_slots,
             });
         }
     }
