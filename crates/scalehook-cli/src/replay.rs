@@ -82,7 +82,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         let reply = target.deliver(d, &secrets)?;
         tally.count(reply.status);
         let line = if args.json {
-            delivery_json(d, &reply).to_string()
+            delivery_json(d, &reply)
         } else {
             delivery_row(d, &reply)
         };
@@ -114,8 +114,10 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let summary = target.summary();
     match (&summary, args.json) {
         (Ok(pools), true) => {
-            let line = serde_json::json!({ "summary": { "pools": pools } });
-            writeln!(out, "{line}").context("cannot write to stdout")?;
+            // Through the struct, so each pool's fields keep their documented order.
+            let pools = serde_json::to_string(pools).context("cannot write the summary")?;
+            writeln!(out, "{{\"summary\":{{\"pools\":{pools}}}}}")
+                .context("cannot write to stdout")?;
         }
         (Err(e), true) => {
             let line = serde_json::json!({ "summary": null, "reason": e.to_string() });
@@ -350,34 +352,52 @@ fn place(d: &Delivery) -> String {
     }
 }
 
-/// The `--json` line of one delivery.
-fn delivery_json(d: &Delivery, r: &Reply) -> serde_json::Value {
-    let mut o = serde_json::json!({
-        "file": d.file,
-        "line": d.line,
-        "event": d.event,
-        "delivery": d.delivery,
-        "http_status": r.status,
-        "answer": r.answer,
-    });
-    if let (Some(text), Some(map)) = (&r.text, o.as_object_mut()) {
-        map.insert("body".into(), text.clone().into());
-    }
-    o
+/// The `--json` line of one delivery (fields in this order).
+#[derive(Serialize)]
+struct DeliveryLine<'a> {
+    file: &'a str,
+    line: Option<usize>,
+    event: &'a str,
+    delivery: &'a str,
+    http_status: u16,
+    /// The answer body's fields; `null` when the body was not JSON.
+    answer: &'a Option<serde_json::Value>,
+    /// The (shortened) body, only when it was not JSON.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: &'a Option<String>,
+}
+
+fn delivery_json(d: &Delivery, r: &Reply) -> String {
+    let line = DeliveryLine {
+        file: &d.file,
+        line: d.line,
+        event: &d.event,
+        delivery: &d.delivery,
+        http_status: r.status,
+        answer: &r.answer,
+        body: &r.text,
+    };
+    serde_json::to_string(&line).unwrap_or_default()
 }
 
 /// The readable row of one delivery: status, event, what the answer says, where it came from.
 fn delivery_row(d: &Delivery, r: &Reply) -> String {
     let answer = match &r.answer {
-        Some(serde_json::Value::Object(map)) => map
-            .iter()
-            .map(|(k, v)| match (k.as_str(), v) {
-                ("status", serde_json::Value::String(s)) => s.clone(),
-                (_, serde_json::Value::String(s)) => format!("{k}={s}"),
-                _ => format!("{k}={v}"),
-            })
-            .collect::<Vec<_>>()
-            .join(" "),
+        Some(serde_json::Value::Object(map)) => {
+            // "handled pool=k8s action=scale_out desired=1 ...": the status word first.
+            let status = map.get("status").and_then(|v| v.as_str()).unwrap_or("");
+            let rest = map
+                .iter()
+                .filter(|(k, _)| k.as_str() != "status")
+                .map(|(k, v)| match v {
+                    serde_json::Value::String(s) => format!("{k}={s}"),
+                    _ => format!("{k}={v}"),
+                });
+            std::iter::once(status.to_string())
+                .chain(rest)
+                .collect::<Vec<_>>()
+                .join(" ")
+        }
         Some(other) => other.to_string(),
         None => r.text.clone().unwrap_or_default(),
     };
