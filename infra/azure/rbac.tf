@@ -32,3 +32,34 @@ resource "azurerm_role_assignment" "scale_set" {
   principal_id       = azurerm_user_assigned_identity.app.principal_id
   principal_type     = "ServicePrincipal"
 }
+
+# Optional: reading the status of long-running Compute operations. ARM puts those at
+# /subscriptions/<sub>/providers/Microsoft.Compute/locations/<region>/operations/<id>, so the
+# only possible scope is the subscription; the action reads operation status, nothing else.
+locals {
+  scale_set_subscriptions = distinct([
+    for id in values(local.scale_sets) : join("/", slice(split("/", id), 0, 3))
+  ])
+}
+
+resource "azurerm_role_definition" "operation_status_reader" {
+  count       = var.grant_operation_status_read ? 1 : 0
+  name        = "${var.name} compute operation status reader"
+  scope       = local.scale_set_subscriptions[0]
+  description = "scalehook: read the status of long-running Compute operations (scale set capacity changes and deletes)."
+
+  permissions {
+    actions     = ["Microsoft.Compute/locations/operations/read"]
+    not_actions = []
+  }
+
+  assignable_scopes = local.scale_set_subscriptions
+}
+
+resource "azurerm_role_assignment" "operation_status" {
+  for_each           = var.grant_operation_status_read ? toset(local.scale_set_subscriptions) : toset([])
+  scope              = each.value
+  role_definition_id = azurerm_role_definition.operation_status_reader[0].role_definition_resource_id
+  principal_id       = azurerm_user_assigned_identity.app.principal_id
+  principal_type     = "ServicePrincipal"
+}

@@ -238,3 +238,9 @@ variable "runbook_url" {
   type        = string
   default     = "docs/runbook.md"
 }
+
+variable "grant_operation_status_read" {
+  description = "Also grant Microsoft.Compute/locations/operations/read on the scale sets' subscription, so the handler can follow a scale operation to its end and report one that failed. Without it (the default) the grant stays on the scale sets alone and an accepted change is logged as in progress."
+  type        = bool
+  default     = false
+}

@@ -139,7 +139,13 @@ def test_azure_scale_set_role_is_assigned_on_each_scale_set_only(azure):
 
 def test_azure_data_roles_are_narrow(azure):
     assignments = azure.resources["azurerm_role_assignment"]
-    assert set(assignments) == {"host_storage", "ledger_table", "webhook_secret", "scale_set"}
+    assert set(assignments) == {
+        "host_storage",
+        "ledger_table",
+        "webhook_secret",
+        "scale_set",
+        "operation_status",
+    }
     for name, a in assignments.items():
         assert a.get("role_definition_name") not in ("Owner", "Contributor", "Virtual Machine Contributor"), name
         assert a["principal_id"] == "${azurerm_user_assigned_identity.app.principal_id}", name
@@ -158,3 +164,14 @@ def test_azure_storage_has_no_shared_keys(azure):
     assert app["storage_authentication_type"] == "UserAssignedIdentity"
     assert app["function_app_storage_uses_managed_identity"] is True
     assert "storage_access_key" not in app
+
+
+def test_azure_operation_status_read_is_opt_in_and_read_only(azure):
+    role = azure.resource("azurerm_role_definition", "operation_status_reader")
+    assert role["count"] == "${var.grant_operation_status_read ? 1 : 0}"
+    assert role["permissions"][0]["actions"] == ["Microsoft.Compute/locations/operations/read"]
+    assert azure.variables["grant_operation_status_read"]["default"] is False
+    a = azure.resource("azurerm_role_assignment", "operation_status")
+    assert "var.grant_operation_status_read" in a["for_each"]
+    # Only custom roles are these two; the scale set role never gains the subscription.
+    assert set(azure.resources["azurerm_role_definition"]) == {"scale_set_scaler", "operation_status_reader"}
