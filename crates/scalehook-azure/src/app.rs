@@ -50,7 +50,11 @@ pub fn http_client() -> Result<reqwest::Client, StartupError> {
 pub fn build(lookup: impl Fn(&str) -> Option<String>) -> Result<App, StartupError> {
     let var = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
     let port = var(PORT_ENV)
-        .ok_or_else(|| StartupError(format!("{PORT_ENV} is not set (the Functions host sets it)")))?
+        .ok_or_else(|| {
+            StartupError(format!(
+                "{PORT_ENV} is not set (the Functions host sets it)"
+            ))
+        })?
         .trim()
         .parse::<u16>()
         .map_err(|_| StartupError(format!("{PORT_ENV} is not a port number")))?;

@@ -142,7 +142,7 @@ impl ArmClient {
             }
             let outcome = match tokio::time::timeout(left, req.send()).await {
                 Err(_) => Err(format!("timed out after {left:?}")),
-                Ok(Err(e)) => Err(e.without_url().to_string()),
+                Ok(Err(e)) => Err(crate::table::error_chain(&e.without_url())),
                 Ok(Ok(res)) => {
                     let status = res.status();
                     let headers = res.headers().clone();
@@ -157,7 +157,7 @@ impl ArmClient {
                             headers,
                             body,
                         }),
-                        Ok(Err(e)) => Err(e.without_url().to_string()),
+                        Ok(Err(e)) => Err(crate::table::error_chain(&e.without_url())),
                         Err(_) => Err("timed out reading the body".to_string()),
                     }
                 }
@@ -196,7 +196,11 @@ impl ArmClient {
     /// spent. `Ok(true)`: it succeeded; `Ok(false)`: still running when polling stopped
     /// (the change is accepted; Azure carries it out). A failed or cancelled operation is
     /// an error.
-    pub async fn wait(&self, accepted: &ArmResponse, deadline: Instant) -> Result<bool, FleetError> {
+    pub async fn wait(
+        &self,
+        accepted: &ArmResponse,
+        deadline: Instant,
+    ) -> Result<bool, FleetError> {
         let async_op = header_url(&accepted.headers, "azure-asyncoperation");
         let location = header_url(&accepted.headers, LOCATION.as_str());
         let (url, by_status) = match (async_op, location) {
@@ -275,8 +279,7 @@ impl ArmClient {
 }
 
 fn retryable(status: StatusCode) -> bool {
-    status == StatusCode::TOO_MANY_REQUESTS
-        || matches!(status.as_u16(), 500 | 502 | 503 | 504)
+    status == StatusCode::TOO_MANY_REQUESTS || matches!(status.as_u16(), 500 | 502 | 503 | 504)
 }
 
 fn backoff(attempt: u32) -> Duration {
@@ -359,7 +362,10 @@ mod tests {
     fn error_text_reads_arm_errors() {
         let body = br#"{"error":{"code":"OperationNotAllowed","message":"quota"}}"#;
         assert_eq!(error_text(body), "OperationNotAllowed: quota");
-        assert_eq!(error_text(b"<html>bad gateway</html>"), "<html>bad gateway</html>");
+        assert_eq!(
+            error_text(b"<html>bad gateway</html>"),
+            "<html>bad gateway</html>"
+        );
     }
 
     #[test]

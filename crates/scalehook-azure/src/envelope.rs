@@ -159,7 +159,10 @@ mod tests {
     fn host_headers() -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert(INVOCATION_HEADER, "6f0b".parse().expect("value"));
-        h.insert("user-agent", "Azure-Functions-Host/4.1036.1".parse().expect("value"));
+        h.insert(
+            "user-agent",
+            "Azure-Functions-Host/4.1036.1".parse().expect("value"),
+        );
         h
     }
 
@@ -184,7 +187,13 @@ mod tests {
 
     #[test]
     fn refuses_other_shapes() {
-        for body in [&b"[]"[..], b"{}", br#"{"Data":1,"Metadata":{}}"#, br#"{"Data":{}}"#, b"nope"] {
+        for body in [
+            &b"[]"[..],
+            b"{}",
+            br#"{"Data":1,"Metadata":{}}"#,
+            br#"{"Data":{}}"#,
+            b"nope",
+        ] {
             assert!(
                 matches!(check(&host_headers(), body), Err(Refusal::Shape(_))),
                 "{}",

@@ -76,14 +76,14 @@ impl ManagedIdentity {
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Option<Self> {
         let var = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
-        let (endpoint, header, protocol) =
-            match (var("IDENTITY_ENDPOINT"), var("IDENTITY_HEADER")) {
-                (Some(e), Some(h)) => (e, h, Protocol::AppService2019),
-                _ => match (var("MSI_ENDPOINT"), var("MSI_SECRET")) {
-                    (Some(e), Some(h)) => (e, h, Protocol::Msi2017),
-                    _ => return None,
-                },
-            };
+        let (endpoint, header, protocol) = match (var("IDENTITY_ENDPOINT"), var("IDENTITY_HEADER"))
+        {
+            (Some(e), Some(h)) => (e, h, Protocol::AppService2019),
+            _ => match (var("MSI_ENDPOINT"), var("MSI_SECRET")) {
+                (Some(e), Some(h)) => (e, h, Protocol::Msi2017),
+                _ => return None,
+            },
+        };
         Some(Self {
             http,
             endpoint,
@@ -111,7 +111,11 @@ impl ManagedIdentity {
         Ok(token)
     }
 
-    async fn fetch(&self, audience: &str, now: u64) -> Result<(String, Option<u64>), IdentityError> {
+    async fn fetch(
+        &self,
+        audience: &str,
+        now: u64,
+    ) -> Result<(String, Option<u64>), IdentityError> {
         let (api, header_name, client_param) = match self.protocol {
             Protocol::AppService2019 => (API_2019, "X-IDENTITY-HEADER", "client_id"),
             Protocol::Msi2017 => (API_2017, "secret", "clientid"),
@@ -128,7 +132,12 @@ impl ManagedIdentity {
             .timeout(Duration::from_secs(3))
             .send()
             .await
-            .map_err(|e| IdentityError(format!("token request failed: {}", e.without_url())))?;
+            .map_err(|e| {
+                IdentityError(format!(
+                    "token request failed: {}",
+                    crate::table::error_chain(&e.without_url())
+                ))
+            })?;
         let status = res.status();
         let body = res
             .bytes()
@@ -143,7 +152,9 @@ impl ManagedIdentity {
         let parsed: TokenResponse = serde_json::from_slice(&body)
             .map_err(|_| IdentityError("token response is not the documented JSON".into()))?;
         if parsed.access_token.is_empty() {
-            return Err(IdentityError("token response has an empty access_token".into()));
+            return Err(IdentityError(
+                "token response has an empty access_token".into(),
+            ));
         }
         // 2019-08-01 gives epoch seconds (as a string); the 2017 protocol may give a date
         // string instead, so fall back to expires_in, else do not cache.

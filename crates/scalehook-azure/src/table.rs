@@ -54,12 +54,18 @@ pub const TABLE_API_VERSION: &str = "2019-02-02";
 pub const TOMBSTONE_GRACE: Duration = Duration::from_secs(15 * 60);
 /// Optimistic-concurrency rounds before a write gives up as contention.
 const MAX_ROUNDS: usize = 16;
+/// Attempts per Table request.
+const ATTEMPTS: u32 = 3;
 /// One Table request's time limit.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Query strings: everything but unreserved characters is percent-encoded (a `+` would be
 /// read as a literal plus, not a space).
-const QUERY: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const QUERY: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// How requests are authorized.
 pub enum TableAuth {
@@ -170,6 +176,10 @@ impl TableClient {
         )
     }
 
+    /// One request, retried (at most [`ATTEMPTS`] times, short backoff) when the
+    /// connection fails or the service is busy (500/503). Retrying is safe for every
+    /// operation here: a repeated insert meets 409 and a repeated conditional write meets
+    /// 412, and both make the caller re-read.
     async fn send(
         &self,
         method: Method,
@@ -177,8 +187,39 @@ impl TableClient {
         body: Option<&Value>,
         extra: &[(&'static str, String)],
     ) -> Result<TableResponse, LedgerError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let problem = match self.send_once(&method, &url, body, extra).await {
+                Ok(res) if matches!(res.status.as_u16(), 500 | 503) => {
+                    format!("{} {}", res.status, crate::arm::error_text(&res.body))
+                }
+                Ok(res) => return Ok(res),
+                Err(problem) => problem,
+            };
+            if attempt >= ATTEMPTS {
+                return Err(LedgerError::Unavailable(format!(
+                    "table {method} {}: {problem} (after {attempt} attempts)",
+                    url.path()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100 * 3u64.pow(attempt - 1))).await;
+        }
+    }
+
+    async fn send_once(
+        &self,
+        method: &Method,
+        url: &Url,
+        body: Option<&Value>,
+        extra: &[(&'static str, String)],
+    ) -> Result<TableResponse, String> {
         let date = httpdate::fmt_http_date(std::time::SystemTime::now());
-        let content_type = if body.is_some() { "application/json" } else { "" };
+        let content_type = if body.is_some() {
+            "application/json"
+        } else {
+            ""
+        };
         let mut req = self
             .http
             .request(method.clone(), url.clone())
@@ -196,36 +237,30 @@ impl TableClient {
         }
         let authorization = match &self.auth {
             TableAuth::SharedKey { account, key } => {
-                shared_key(account, key, &method, content_type, &date, &url)
+                shared_key(account, key, method, content_type, &date, url)
             }
             TableAuth::Identity(identity) => {
                 let token = identity
                     .token(STORAGE_AUDIENCE)
                     .await
-                    .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
+                    .map_err(|e| e.to_string())?;
                 format!("Bearer {token}")
             }
         };
         let mut value = HeaderValue::from_str(&authorization)
-            .map_err(|_| LedgerError::Unavailable("authorization is not a header value".into()))?;
+            .map_err(|_| "authorization is not a header value".to_string())?;
         value.set_sensitive(true);
         let res = req
             .header("authorization", value)
             .send()
             .await
-            .map_err(|e| {
-                LedgerError::Unavailable(format!(
-                    "table {method} {}: {}",
-                    url.path(),
-                    e.without_url()
-                ))
-            })?;
+            .map_err(|e| error_chain(&e.without_url()))?;
         let status = res.status();
         let headers = res.headers().clone();
         let body = res
             .bytes()
             .await
-            .map_err(|e| LedgerError::Unavailable(format!("table response unreadable: {e}")))?;
+            .map_err(|e| format!("response unreadable: {}", error_chain(&e.without_url())))?;
         Ok(TableResponse {
             status,
             headers,
@@ -259,13 +294,19 @@ impl TableClient {
     }
 
     /// An entity and its ETag, or `None`.
-    async fn get(&self, pk: &str, rk: &str) -> Result<Option<(Map<String, Value>, String)>, LedgerError> {
+    async fn get(
+        &self,
+        pk: &str,
+        rk: &str,
+    ) -> Result<Option<(Map<String, Value>, String)>, LedgerError> {
         let res = self
             .send(Method::GET, self.entity_url(pk, rk), None, &[])
             .await?;
         match res.status.as_u16() {
             200 => {
-                let etag = res.etag().ok_or_else(|| self.failure("get: no ETag", &res))?;
+                let etag = res
+                    .etag()
+                    .ok_or_else(|| self.failure("get: no ETag", &res))?;
                 let Ok(Value::Object(map)) = serde_json::from_slice(&res.body) else {
                     return Err(self.failure("get: entity is not a JSON object", &res));
                 };
@@ -295,7 +336,13 @@ impl TableClient {
 
     /// Replaces if the ETag still matches; `Ok(false)` if someone else wrote (412) or
     /// deleted (404) it first.
-    async fn replace(&self, pk: &str, rk: &str, etag: &str, entity: &Value) -> Result<bool, LedgerError> {
+    async fn replace(
+        &self,
+        pk: &str,
+        rk: &str,
+        etag: &str,
+        entity: &Value,
+    ) -> Result<bool, LedgerError> {
         let res = self
             .send(
                 Method::PUT,
@@ -329,7 +376,11 @@ impl TableClient {
     }
 
     /// All entities matching `filter` (all of them when `None`), following continuations.
-    async fn query(&self, filter: Option<&str>, select: &str) -> Result<Vec<Map<String, Value>>, LedgerError> {
+    async fn query(
+        &self,
+        filter: Option<&str>,
+        select: &str,
+    ) -> Result<Vec<Map<String, Value>>, LedgerError> {
         let mut out = Vec::new();
         let mut next: Option<(String, Option<String>)> = None;
         loop {
@@ -367,10 +418,29 @@ impl TableClient {
     }
 }
 
+/// An error with its causes ("error sending request: connection closed before …").
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
 /// `SharedKey account:signature` for the Table service: the string to sign is
 /// `VERB\nContent-MD5\nContent-Type\nDate\nCanonicalizedResource`, where the resource is
 /// `/account/path` plus `?comp=` when present (no other query parameters).
-fn shared_key(account: &str, key: &[u8], method: &Method, content_type: &str, date: &str, url: &Url) -> String {
+fn shared_key(
+    account: &str,
+    key: &[u8],
+    method: &Method,
+    content_type: &str,
+    date: &str,
+    url: &Url,
+) -> String {
     let mut resource = format!("/{account}{}", url.path());
     if let Some((_, comp)) = url.query_pairs().find(|(k, _)| k == "comp") {
         resource.push_str(&format!("?comp={comp}"));
@@ -647,15 +717,17 @@ impl Ledger for TableLedger {
                     }
                     let mut expired = stored.record.clone();
                     expired.state = JobState::Completed;
-                    expired.runner = recorded_runner(
-                        stored.record.runner.as_deref(),
-                        JobState::Completed,
-                        None,
-                    );
+                    expired.runner =
+                        recorded_runner(stored.record.runner.as_deref(), JobState::Completed, None);
                     expired.updated_at = now;
                     if self
                         .client
-                        .replace(&job_pk(job.job_id), JOB_RK, &stored.etag, &job_entity(&expired))
+                        .replace(
+                            &job_pk(job.job_id),
+                            JOB_RK,
+                            &stored.etag,
+                            &job_entity(&expired),
+                        )
                         .await?
                     {
                         done.expired += 1;
@@ -682,9 +754,13 @@ impl Ledger for TableLedger {
         for ((pool, id), (state, updated_at)) in markers {
             let old = now.saturating_sub(updated_at) >= TOMBSTONE_GRACE.as_secs();
             if state == JobState::Completed && old {
-                self.client.delete(&marker_pk(&pool), &id.to_string(), "*").await?;
+                self.client
+                    .delete(&marker_pk(&pool), &id.to_string(), "*")
+                    .await?;
             } else if state != JobState::Completed && self.read_job(id).await?.is_none() && old {
-                self.client.delete(&marker_pk(&pool), &id.to_string(), "*").await?;
+                self.client
+                    .delete(&marker_pk(&pool), &id.to_string(), "*")
+                    .await?;
             }
         }
         Ok(done)
@@ -721,7 +797,14 @@ mod tests {
         // Independent check of the string-to-sign layout with a known key.
         let url = Url::parse("http://127.0.0.1:1/devstoreaccount1/t1(PartitionKey='a',RowKey='b')")
             .expect("url");
-        let got = shared_key("devstoreaccount1", b"key", &Method::GET, "", "Sun, 22 Nov 2026 00:00:00 GMT", &url);
+        let got = shared_key(
+            "devstoreaccount1",
+            b"key",
+            &Method::GET,
+            "",
+            "Sun, 22 Nov 2026 00:00:00 GMT",
+            &url,
+        );
         let mut mac = Hmac::<Sha256>::new_from_slice(b"key").expect("key");
         mac.update(
             b"GET\n\n\nSun, 22 Nov 2026 00:00:00 GMT\n/devstoreaccount1/devstoreaccount1/t1(PartitionKey='a',RowKey='b')",

@@ -54,7 +54,11 @@ impl VmssFleet {
                     "{vmss}: more than {MAX_PAGES} pages of instances"
                 )));
             }
-            let page = self.arm.send(Method::GET, url, None, deadline).await?.json()?;
+            let page = self
+                .arm
+                .send(Method::GET, url, None, deadline)
+                .await?
+                .json()?;
             let items = page
                 .get("value")
                 .and_then(Value::as_array)
@@ -65,9 +69,9 @@ impl VmssFleet {
                 }
             }
             next = match page.get("nextLink").and_then(Value::as_str) {
-                Some(link) if !link.is_empty() => Some(Url::parse(link).map_err(|_| {
-                    bad_shape(vmss, "nextLink is not a URL")
-                })?),
+                Some(link) if !link.is_empty() => {
+                    Some(Url::parse(link).map_err(|_| bad_shape(vmss, "nextLink is not a URL"))?)
+                }
                 _ => None,
             };
         }

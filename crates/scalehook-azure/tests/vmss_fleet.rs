@@ -1,0 +1,213 @@
+//! The VMSS fleet against the ARM test double (see `common/arm_double.rs`: a double that
+//! checks requests against the documented REST shapes, not Azure itself).
+
+mod common;
+
+use common::arm_double::{ArmDouble, Fault, VMSS_ID};
+use scalehook_azure::{ArmBudget, ArmClient, ManagedIdentity, VmssFleet};
+use scalehook_core::{Config, Fleet, FleetError, PoolConfig};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn pool() -> PoolConfig {
+    let toml = format!(
+        "[[pools]]\nname = \"linux\"\nlabels = [\"self-hosted\"]\nmax = 10\nazure_vmss = \"{VMSS_ID}\"\n"
+    );
+    Config::from_toml(&toml).expect("config").pools.remove(0)
+}
+
+fn fleet_with(double: &ArmDouble, budget: ArmBudget) -> VmssFleet {
+    let env: HashMap<String, String> = double.env().into_iter().collect();
+    let http = scalehook_azure::app::http_client().expect("client");
+    let identity =
+        ManagedIdentity::from_lookup(http.clone(), |k| env.get(k).cloned()).expect("identity");
+    let arm = ArmClient::new(
+        http,
+        &env["SCALEHOOK_ARM_ENDPOINT"],
+        Arc::new(identity),
+        budget,
+    )
+    .expect("arm client");
+    VmssFleet::new(arm)
+}
+
+fn fleet(double: &ArmDouble) -> VmssFleet {
+    fleet_with(double, ArmBudget::default())
+}
+
+#[tokio::test]
+async fn describe_follows_pages_and_maps_computer_names() {
+    let double = ArmDouble::start(5).await;
+    let f = fleet(&double);
+    let s = f.describe(&pool()).await.expect("describe");
+    assert_eq!(s.desired, 5);
+    assert!(!s.supports_protection);
+    let ids: Vec<&str> = s.instances.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids, ["0", "1", "2", "3", "4"], "all three pages were read");
+    assert_eq!(s.instances[3].runner_key, "runnervmss000003");
+    assert!(s.instances[3].runs("gh-runnervmss000003"));
+    assert!(s.instances.iter().all(|i| !i.launching));
+    // One token for all five requests: it is cached.
+    let st = double.lock();
+    assert_eq!(st.tokens_issued, 1);
+    assert_eq!(
+        st.log
+            .iter()
+            .filter(|l| l.contains("virtualMachines"))
+            .count(),
+        3
+    );
+    assert!(st.violations.is_empty(), "{:?}", st.violations);
+}
+
+#[tokio::test]
+async fn scale_out_patches_capacity_and_polls_the_operation() {
+    let double = ArmDouble::start(1).await;
+    double.lock().op_polls = 2;
+    let f = fleet(&double);
+    f.set_desired(&pool(), 4).await.expect("scale out");
+    assert_eq!(double.capacity(), 4);
+    let st = double.lock();
+    let polls = st.log.iter().filter(|l| l.contains("/operations/")).count();
+    assert_eq!(polls, 3, "InProgress twice, then Succeeded");
+    assert!(st.violations.is_empty(), "{:?}", st.violations);
+    drop(st);
+    // New instances show as launching until their operation ends... here it has ended.
+    let s = f.describe(&pool()).await.expect("describe");
+    assert_eq!(s.instances.len(), 4);
+}
+
+#[tokio::test]
+async fn scale_in_deletes_exactly_the_chosen_instance() {
+    let double = ArmDouble::start(3).await;
+    let f = fleet(&double);
+    f.remove_instance(&pool(), "1").await.expect("remove");
+    assert_eq!(double.capacity(), 2);
+    let left: Vec<u32> = double.lock().vms.iter().map(|v| v.instance_id).collect();
+    assert_eq!(left, vec![0, 2]);
+    // An instance that is gone is NotFound; a malformed id never reaches ARM.
+    assert!(matches!(
+        f.remove_instance(&pool(), "1").await,
+        Err(FleetError::NotFound(_))
+    ));
+    let before = double.lock().log.len();
+    assert!(matches!(
+        f.remove_instance(&pool(), "1'/../x").await,
+        Err(FleetError::Rejected(_))
+    ));
+    assert_eq!(double.lock().log.len(), before);
+    assert!(double.violations().is_empty(), "{:?}", double.violations());
+}
+
+#[tokio::test]
+async fn throttling_is_retried_after_retry_after() {
+    let double = ArmDouble::start(2).await;
+    double
+        .lock()
+        .faults
+        .extend([Fault::Throttle(1), Fault::Server(503)]);
+    let f = fleet(&double);
+    let started = std::time::Instant::now();
+    let s = f.describe(&pool()).await.expect("describe after retries");
+    assert_eq!(s.desired, 2);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After: 1 was honoured"
+    );
+    let st = double.lock();
+    // GET vmss three times (429, 503, 200), then the VM list.
+    let gets = st
+        .log
+        .iter()
+        .filter(|l| l.starts_with("GET") && l.contains("runners?api-version"))
+        .count();
+    assert_eq!(gets, 3);
+}
+
+#[tokio::test]
+async fn long_throttling_and_persistent_failures_are_unavailable() {
+    let double = ArmDouble::start(2).await;
+    // Retry-After beyond what a delivery can wait: give up at once, capacity unchanged.
+    double.lock().faults.push_back(Fault::Throttle(30));
+    let f = fleet(&double);
+    let err = f.set_desired(&pool(), 5).await.expect_err("throttled");
+    assert!(matches!(err, FleetError::Unavailable(_)), "{err}");
+    assert!(err.to_string().contains("429"), "{err}");
+    assert_eq!(double.capacity(), 2);
+
+    // 5xx on every attempt: bounded retries, then unavailable.
+    double.lock().faults.extend([Fault::Server(500); 10]);
+    let budget = ArmBudget {
+        attempts: 3,
+        ..ArmBudget::default()
+    };
+    let f = fleet_with(&double, budget);
+    let arm_requests = |d: &ArmDouble| d.lock().log.iter().filter(|l| !l.contains("/msi/")).count();
+    let before = arm_requests(&double);
+    let err = f.describe(&pool()).await.expect_err("5xx");
+    assert!(matches!(err, FleetError::Unavailable(_)), "{err}");
+    assert_eq!(arm_requests(&double) - before, 3, "exactly 3 attempts");
+    // The token never appears in an error.
+    assert!(!err.to_string().contains("arm-token"));
+}
+
+#[tokio::test]
+async fn a_failed_operation_is_an_error() {
+    let double = ArmDouble::start(1).await;
+    double.lock().fail_next_op = true;
+    let f = fleet(&double);
+    let err = f.set_desired(&pool(), 3).await.expect_err("failed op");
+    assert!(err.to_string().contains("AllocationFailed"), "{err}");
+}
+
+#[tokio::test]
+async fn operations_still_running_after_the_poll_budget_are_accepted() {
+    let double = ArmDouble::start(1).await;
+    double.lock().op_polls = 1000;
+    let budget = ArmBudget {
+        poll: Duration::from_millis(300),
+        ..ArmBudget::default()
+    };
+    let f = fleet_with(&double, budget);
+    f.set_desired(&pool(), 2).await.expect("accepted");
+    assert_eq!(double.capacity(), 2);
+    let s = f.describe(&pool()).await.expect("describe");
+    assert!(
+        s.instances.iter().any(|i| i.launching),
+        "the new VM is still creating"
+    );
+}
+
+#[tokio::test]
+async fn flexible_orchestration_is_refused_clearly() {
+    let double = ArmDouble::start(1).await;
+    double.lock().orchestration = "Flexible".into();
+    let err = fleet(&double)
+        .describe(&pool())
+        .await
+        .expect_err("flexible");
+    assert!(matches!(err, FleetError::Rejected(_)));
+    assert!(err.to_string().contains("Uniform"), "{err}");
+}
+
+#[tokio::test]
+async fn a_wrong_identity_header_is_refused_and_reported() {
+    let double = ArmDouble::start(1).await;
+    let mut env: HashMap<String, String> = double.env().into_iter().collect();
+    env.insert("IDENTITY_HEADER".into(), "wrong".into());
+    let http = scalehook_azure::app::http_client().expect("client");
+    let identity =
+        ManagedIdentity::from_lookup(http.clone(), |k| env.get(k).cloned()).expect("identity");
+    let arm =
+        ArmClient::new(http, &double.base, Arc::new(identity), ArmBudget::default()).expect("arm");
+    let err = VmssFleet::new(arm)
+        .describe(&pool())
+        .await
+        .expect_err("no token");
+    assert!(err.to_string().contains("managed identity"), "{err}");
+    assert!(
+        !err.to_string().contains("wrong"),
+        "the identity header is not echoed"
+    );
+}
