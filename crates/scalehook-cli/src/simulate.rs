@@ -7,6 +7,15 @@ use crate::setup::load_config;
 use anyhow::Context as _;
 use scalehook_sim::{chart, simulate, SimOptions, Workload, DEFAULT_PRICE_PER_HOUR};
 
+/// The `--json` document: the report, with where its inputs came from.
+#[derive(serde::Serialize)]
+struct JsonReport<'a> {
+    trace: &'a str,
+    config: String,
+    #[serde(flatten)]
+    report: &'a scalehook_sim::SimReport,
+}
+
 pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let (config, source) = load_config(args.config.as_deref())?;
     let workload = Workload::from_file(&args.trace)?;
@@ -29,12 +38,12 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     }
     let trace = args.trace.display().to_string();
     if args.json {
-        let mut value = serde_json::to_value(&report).context("report as JSON")?;
-        if let Some(object) = value.as_object_mut() {
-            object.insert("trace".into(), trace.into());
-            object.insert("config".into(), source.to_string().into());
-        }
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        let out = JsonReport {
+            trace: &trace,
+            config: source.to_string(),
+            report: &report,
+        };
+        println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!("scalehook simulate: {trace} (config: {source})");
         print!("{}", report.table());

@@ -137,12 +137,16 @@ impl PolicyFigures {
     }
 }
 
-/// A compared figure: its key (JSON), label (table) and value; lower is better for all.
+/// A reported figure: its key (JSON), label (table) and value; where compared, lower is
+/// better.
 pub struct Metric {
     pub key: &'static str,
     pub label: &'static str,
     pub value: fn(&PolicyFigures) -> f64,
     decimals: usize,
+    /// Busy time is the work itself (it differs between policies only by how long
+    /// cancelled jobs ran before their cancellation), so it names no winner.
+    compared: bool,
 }
 
 pub const METRICS: [Metric; 9] = [
@@ -151,54 +155,63 @@ pub const METRICS: [Metric; 9] = [
         label: "queue wait mean (s)",
         value: |f| f.queue_wait_secs.mean,
         decimals: 1,
+        compared: true,
     },
     Metric {
         key: "queue_wait_p50_secs",
         label: "queue wait p50 (s)",
         value: |f| f.queue_wait_secs.p50 as f64,
         decimals: 0,
+        compared: true,
     },
     Metric {
         key: "queue_wait_p95_secs",
         label: "queue wait p95 (s)",
         value: |f| f.queue_wait_secs.p95 as f64,
         decimals: 0,
+        compared: true,
     },
     Metric {
         key: "queue_wait_max_secs",
         label: "queue wait max (s)",
         value: |f| f.queue_wait_secs.max as f64,
         decimals: 0,
+        compared: true,
     },
     Metric {
         key: "idle_instance_minutes",
         label: "idle instance-minutes",
         value: |f| f.idle_instance_minutes,
         decimals: 1,
+        compared: true,
     },
     Metric {
         key: "booting_instance_minutes",
         label: "booting instance-minutes",
         value: |f| f.booting_instance_minutes,
         decimals: 1,
+        compared: true,
     },
     Metric {
         key: "busy_instance_minutes",
         label: "busy instance-minutes",
         value: |f| f.busy_instance_minutes,
         decimals: 1,
+        compared: false,
     },
     Metric {
         key: "peak_capacity",
         label: "peak capacity (instances)",
         value: |f| f64::from(f.peak_capacity),
         decimals: 0,
+        compared: true,
     },
     Metric {
         key: "cost",
         label: "cost",
         value: |f| f.cost,
         decimals: 2,
+        compared: true,
     },
 ];
 
@@ -211,15 +224,15 @@ pub struct PoolReport {
     pub max: u32,
     pub standby: u32,
     pub policies: Vec<PolicyFigures>,
-    /// Per metric key: the best policy, several joined by " = " when they tie, or "tie"
-    /// when all are equal.
+    /// Per compared metric key: the best policy, several joined by " = " when they tie, or
+    /// "tie" when all are equal.
     pub best: std::collections::BTreeMap<&'static str, String>,
 }
 
 impl PoolReport {
     pub(crate) fn new(pool: &scalehook_core::PoolConfig, policies: Vec<PolicyFigures>) -> Self {
         let mut best = std::collections::BTreeMap::new();
-        for m in &METRICS {
+        for m in METRICS.iter().filter(|m| m.compared) {
             best.insert(m.key, best_of(&policies, m));
         }
         Self {
@@ -354,7 +367,11 @@ impl SimReport {
                 for f in &pool.policies {
                     let _ = write!(out, " {:>13.*}", m.decimals, (m.value)(f));
                 }
-                let _ = writeln!(out, "  {}", pool.best.get(m.key).map_or("", String::as_str));
+                let best = match pool.best.get(m.key) {
+                    Some(b) => b.as_str(),
+                    None => "(not compared: the work itself)",
+                };
+                let _ = writeln!(out, "  {best}");
             }
             for f in &pool.policies {
                 let mut notes = Vec::new();

@@ -2,7 +2,8 @@
 //! and the simulation's invariants and orderings on it (exact figures are in the docs; they
 //! move whenever the core policy does, so they are not pinned here).
 
-use scalehook_core::Config;
+mod common;
+
 use scalehook_sim::{simulate, Policy, SimOptions, Work, Workload};
 use std::path::PathBuf;
 
@@ -55,7 +56,7 @@ fn the_day_has_the_promised_shape() {
 
 #[tokio::test]
 async fn scalehook_on_the_day() {
-    let config = Config::embedded_default();
+    let config = common::config();
     let report = simulate(&config, day(), &SimOptions::default())
         .await
         .expect("simulates");
