@@ -133,6 +133,10 @@ variable "pools" {
     error_message = "pools[*]: need 0 <= min <= max, max >= 1, standby >= 0 and runners_per_instance >= 1."
   }
   validation {
+    condition     = alltrue([for p in var.pools : alltrue([for n in [p.min, p.max, p.standby, p.runners_per_instance] : floor(n) == n])])
+    error_message = "pools[*]: min, max, standby and runners_per_instance are whole numbers."
+  }
+  validation {
     condition     = alltrue([for p in var.pools : can(regex("(?i)^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\\.Compute/virtualMachineScaleSets/[^/]+$", p.azure_vmss))])
     error_message = "pools[*].azure_vmss: a scale set resource id, /subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.Compute/virtualMachineScaleSets/<name>."
   }
@@ -154,6 +158,11 @@ variable "max_body_bytes" {
   description = "Largest accepted delivery body in bytes, or null for scalehook's default (1 MiB)."
   type        = number
   default     = null
+
+  validation {
+    condition     = var.max_body_bytes == null || try(var.max_body_bytes >= 1 && floor(var.max_body_bytes) == var.max_body_bytes, false)
+    error_message = "max_body_bytes: a whole number of bytes, at least 1."
+  }
 }
 
 variable "cloud_timeout_ms" {
@@ -162,7 +171,7 @@ variable "cloud_timeout_ms" {
   default     = null
 
   validation {
-    condition     = var.cloud_timeout_ms == null || try(var.cloud_timeout_ms >= 1 && var.cloud_timeout_ms <= 9000, false)
+    condition     = var.cloud_timeout_ms == null || try(var.cloud_timeout_ms >= 1 && var.cloud_timeout_ms <= 9000 && floor(var.cloud_timeout_ms) == var.cloud_timeout_ms, false)
     error_message = "cloud_timeout_ms: between 1 and 9000 (GitHub waits 10 s)."
   }
 }
@@ -179,6 +188,10 @@ variable "ledger_ttl" {
   validation {
     condition     = var.ledger_ttl.retention_secs == null || try(var.ledger_ttl.retention_secs >= 259200, false)
     error_message = "ledger_ttl.retention_secs: at least 259200 (GitHub's 3-day redelivery window)."
+  }
+  validation {
+    condition     = alltrue([for k, v in var.ledger_ttl : v == null || try(v >= 1 && floor(v) == v, false)])
+    error_message = "ledger_ttl: time-to-lives are whole numbers of seconds, at least 1."
   }
 }
 

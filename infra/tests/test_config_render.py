@@ -158,6 +158,7 @@ BAD_POOLS = [
     ("runners_per_instance zero", {"runners_per_instance": 0}, "runners_per_instance >= 1"),
     ("no labels", {"labels": []}, "at least one non-empty label"),
     ("blank label", {"labels": ["self-hosted", " "]}, "at least one non-empty label"),
+    ("fraction", {"max": 2.5}, "whole numbers"),
 ]
 
 
@@ -186,6 +187,10 @@ def test_bad_options_are_refused_at_plan_time(cloud):
     assert "259200" in error
     _, error = console(cloud, {**base, "webhook_secret": "short"}, "var.pools")
     assert "at least 16 characters" in error
+    _, error = console(cloud, {**base, "ledger_ttl": {"queued_ttl_secs": 0}}, "var.ledger_ttl")
+    assert "at least 1" in error
+    _, error = console(cloud, {**base, "max_body_bytes": 0.5}, "var.max_body_bytes")
+    assert "whole number of bytes" in error
 
 
 def test_module_refers_to_the_config_local():
