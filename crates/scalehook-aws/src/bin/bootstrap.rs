@@ -1,0 +1,77 @@
+//! The Lambda function (`provided.al2023`, handler `bootstrap`): webhook deliveries from a
+//! Function URL / HTTP API, and the scheduled reconcile pass, in one binary.
+//!
+//! stdout carries only the core's CloudWatch EMF lines (one JSON object per line); every
+//! other log line is JSON on stderr. Lambda captures both into CloudWatch Logs.
+
+use lambda_runtime::{service_fn, LambdaEvent};
+use scalehook_aws::{lambda, sdk, Settings};
+use serde_json::Value;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tracing_subscriber::EnvFilter;
+
+fn init_logging() {
+    // AWS_LAMBDA_LOG_LEVEL is Lambda's own log-level setting; RUST_LOG overrides it.
+    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
+        .map(|l| l.to_ascii_lowercase())
+        .unwrap_or_else(|_| "info".into());
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!("{level},aws_smithy_runtime=warn,aws_config=warn"))
+    });
+    tracing_subscriber::fmt()
+        .json()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .with_current_span(false)
+        .with_target(true)
+        .init();
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run())
+}
+
+async fn run() -> ExitCode {
+    // Configuration errors end the process before the first event: Lambda reports the
+    // init failure, and the log line says which variable or pool is wrong.
+    let settings = match Settings::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "scalehook cannot start");
+            return ExitCode::FAILURE;
+        }
+    };
+    let pools = settings.config.pools.len();
+    let sdk = sdk::loader().load().await;
+    let service = match settings.build(&sdk).await {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            tracing::error!(error = %e, "scalehook cannot start");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(pools, "scalehook ready");
+    let handler = service_fn(move |event: LambdaEvent<Value>| {
+        let service = Arc::clone(&service);
+        async move { lambda::invoke(&service, event.payload).await }
+    });
+    match lambda_runtime::run(handler).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "Lambda runtime loop ended");
+            ExitCode::FAILURE
+        }
+    }
+}

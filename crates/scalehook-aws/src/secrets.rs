@@ -1,0 +1,195 @@
+//! Where the webhook secret comes from, read once at start (cold start):
+//!
+//! - `SCALEHOOK_WEBHOOK_SECRET` (+ `SCALEHOOK_WEBHOOK_SECRET_PREVIOUS` during a rotation);
+//! - `SCALEHOOK_WEBHOOK_SECRET_SSM_PARAMETER`: the name of an SSM SecureString parameter,
+//!   read with decryption;
+//! - `SCALEHOOK_WEBHOOK_SECRET_ARN`: a Secrets Manager secret id or ARN (its `SecretString`).
+//!
+//! A stored value may hold several secrets, one per line, current first (rotation).
+//! Exactly one source must be configured; none (or an empty value) refuses to start.
+//! Errors name the source, never the value.
+
+use scalehook_core::signature::{PREVIOUS_SECRET_ENV, SECRET_ENV};
+use scalehook_core::WebhookSecrets;
+
+pub const SSM_PARAMETER_ENV: &str = "SCALEHOOK_WEBHOOK_SECRET_SSM_PARAMETER";
+pub const SECRET_ARN_ENV: &str = "SCALEHOOK_WEBHOOK_SECRET_ARN";
+
+/// The configured source of the webhook secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// The secrets themselves, from the environment (never printed: see `Debug`).
+    Env(Redacted),
+    /// An SSM parameter name.
+    Ssm(String),
+    /// A Secrets Manager secret id or ARN.
+    SecretsManager(String),
+}
+
+/// Secret text that never shows in `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Redacted(Vec<String>);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Redacted({} values)", self.0.len())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    #[error("no webhook secret configured: set {SECRET_ENV}, {SSM_PARAMETER_ENV} (an SSM SecureString name) or {SECRET_ARN_ENV} (a Secrets Manager secret id)")]
+    None,
+    #[error("several webhook secret sources are configured ({0}): set exactly one")]
+    Ambiguous(String),
+    #[error("{SECRET_ENV} is empty while {PREVIOUS_SECRET_ENV} is set: a rotation needs the current secret")]
+    OnlyPrevious,
+    #[error("cannot read the webhook secret from {source_name}: {problem}")]
+    Read {
+        source_name: String,
+        problem: String,
+    },
+    #[error("the webhook secret in {0} is empty")]
+    Empty(String),
+}
+
+fn non_empty(lookup: &impl Fn(&str) -> Option<String>, name: &str) -> Option<String> {
+    lookup(name).filter(|v| !v.is_empty())
+}
+
+impl SecretSource {
+    /// Picks the source from environment variables (any lookup, for tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SecretError> {
+        let current = non_empty(&lookup, SECRET_ENV);
+        let previous = non_empty(&lookup, PREVIOUS_SECRET_ENV);
+        let ssm = non_empty(&lookup, SSM_PARAMETER_ENV);
+        let arn = non_empty(&lookup, SECRET_ARN_ENV);
+        let set: Vec<&str> = [
+            (current.is_some() || previous.is_some()).then_some(SECRET_ENV),
+            ssm.is_some().then_some(SSM_PARAMETER_ENV),
+            arn.is_some().then_some(SECRET_ARN_ENV),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if set.len() > 1 {
+            return Err(SecretError::Ambiguous(set.join(", ")));
+        }
+        if let Some(name) = ssm {
+            return Ok(SecretSource::Ssm(name));
+        }
+        if let Some(id) = arn {
+            return Ok(SecretSource::SecretsManager(id));
+        }
+        match (current, previous) {
+            (Some(c), p) => Ok(SecretSource::Env(Redacted(
+                std::iter::once(c).chain(p).collect(),
+            ))),
+            (None, Some(_)) => Err(SecretError::OnlyPrevious),
+            (None, None) => Err(SecretError::None),
+        }
+    }
+
+    /// Reads the secrets (one SDK call for a stored secret; none for the environment).
+    pub async fn load(&self, sdk: &aws_config::SdkConfig) -> Result<WebhookSecrets, SecretError> {
+        match self {
+            SecretSource::Env(Redacted(values)) => {
+                WebhookSecrets::new(values).map_err(|_| SecretError::None)
+            }
+            SecretSource::Ssm(name) => {
+                let source_name = format!("SSM parameter {name}");
+                let out = aws_sdk_ssm::Client::new(sdk)
+                    .get_parameter()
+                    .name(name)
+                    .with_decryption(true)
+                    .send()
+                    .await
+                    .map_err(|e| SecretError::Read {
+                        source_name: source_name.clone(),
+                        problem: aws_sdk_ssm::error::DisplayErrorContext(&e).to_string(),
+                    })?;
+                let value = out.parameter().and_then(|p| p.value()).unwrap_or("");
+                parse_stored(value).ok_or(SecretError::Empty(source_name))
+            }
+            SecretSource::SecretsManager(id) => {
+                let source_name = format!("Secrets Manager secret {id}");
+                let out = aws_sdk_secretsmanager::Client::new(sdk)
+                    .get_secret_value()
+                    .secret_id(id)
+                    .send()
+                    .await
+                    .map_err(|e| SecretError::Read {
+                        source_name: source_name.clone(),
+                        problem: aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string(),
+                    })?;
+                let value = out.secret_string().ok_or_else(|| SecretError::Read {
+                    source_name: source_name.clone(),
+                    problem: "the secret has no SecretString (binary secrets are not supported)"
+                        .into(),
+                })?;
+                parse_stored(value).ok_or(SecretError::Empty(source_name))
+            }
+        }
+    }
+}
+
+/// A stored value: one secret per line, current first. Line endings (`\n`, `\r\n`) and
+/// empty lines are dropped; other characters are part of the secret.
+pub fn parse_stored(value: &str) -> Option<WebhookSecrets> {
+    WebhookSecrets::new(value.lines().map(|l| l.trim_end_matches('\r'))).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn picks_exactly_one_source() {
+        assert_eq!(SecretSource::from_lookup(env(&[])), Err(SecretError::None));
+        assert_eq!(
+            SecretSource::from_lookup(env(&[(SSM_PARAMETER_ENV, "/gh/secret")])),
+            Ok(SecretSource::Ssm("/gh/secret".into()))
+        );
+        assert_eq!(
+            SecretSource::from_lookup(env(&[(SECRET_ARN_ENV, "arn:x")])),
+            Ok(SecretSource::SecretsManager("arn:x".into()))
+        );
+        assert!(matches!(
+            SecretSource::from_lookup(env(&[(SECRET_ENV, "a"), (SSM_PARAMETER_ENV, "p")])),
+            Err(SecretError::Ambiguous(_))
+        ));
+        assert_eq!(
+            SecretSource::from_lookup(env(&[(PREVIOUS_SECRET_ENV, "old")])),
+            Err(SecretError::OnlyPrevious)
+        );
+        // empty values count as unset
+        assert_eq!(
+            SecretSource::from_lookup(env(&[(SECRET_ENV, ""), (SSM_PARAMETER_ENV, "p")])),
+            Ok(SecretSource::Ssm("p".into()))
+        );
+    }
+
+    #[test]
+    fn env_source_never_prints_the_secret() {
+        let source = SecretSource::from_lookup(env(&[(SECRET_ENV, "hunter2")])).expect("env");
+        assert!(!format!("{source:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn stored_values_hold_one_secret_per_line() {
+        let s = parse_stored("new-secret\r\nold-secret\n\n").expect("two secrets");
+        assert_eq!(s.len(), 2);
+        let sig = scalehook_core::signature::sign(b"old-secret", b"body");
+        assert!(s.verify(Some(&sig), b"body").is_ok());
+        assert!(parse_stored("\n\r\n").is_none());
+        assert!(parse_stored("").is_none());
+    }
+}

@@ -1,0 +1,373 @@
+//! The ASG fleet and the DynamoDB ledger against a real moto server, driven through the
+//! core's service exactly as the Lambda drives them.
+
+mod common;
+
+use common::*;
+use scalehook_aws::secrets::SecretSource;
+use scalehook_aws::{AsgFleet, DynamoLedger};
+use scalehook_core::{Ledger, LogFormat, Service, WebhookSecrets};
+use std::sync::Arc;
+
+async fn setup(asg: (i32, i32, i32)) -> (Moto, aws_config::SdkConfig) {
+    let moto = Moto::start();
+    let sdk = sdk(&moto.endpoint).await;
+    create_asg(&sdk, "runners", asg.0, asg.1, asg.2).await;
+    create_table(&sdk, "ledger").await;
+    (moto, sdk)
+}
+
+/// The ledger as the tests read it back (fixture timeouts: moto may be busy).
+fn ledger(sdk: &aws_config::SdkConfig) -> DynamoLedger {
+    DynamoLedger::new(ddb_client(sdk), "ledger", Default::default())
+}
+
+async fn counts(sdk: &aws_config::SdkConfig) -> (u32, u32, usize) {
+    let p = ledger(sdk).pool("linux").await.expect("pool account");
+    (p.queued, p.running, p.busy_runners.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_scales_out_and_duplicates_change_nothing() {
+    let (_moto, sdk) = setup((0, 5, 0)).await;
+    let svc = service(&sdk, "ledger", config("runners", 0, 3, 0), TestClock::new());
+
+    let a = deliver(&svc, "queued", 1, None).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let body = json(&a);
+    assert_eq!(body["action"], "scale_out");
+    assert_eq!(body["desired"], 1);
+    assert_eq!(body["duplicate"], false);
+    let g = group(&sdk, "runners").await;
+    assert_eq!((g.desired, g.instances.len()), (1, 1));
+
+    // A redelivery of the same event: recorded once, capacity untouched.
+    let dup = deliver(&svc, "queued", 1, None).await;
+    assert_eq!(dup.status, 200, "{}", dup.body);
+    assert_eq!(json(&dup)["duplicate"], true);
+    assert_eq!(json(&dup)["action"], "hold");
+    assert_eq!(group(&sdk, "runners").await.desired, 1);
+    assert_eq!(counts(&sdk).await, (1, 0, 0));
+
+    for job in 2..=4 {
+        assert_eq!(deliver(&svc, "queued", job, None).await.status, 200);
+    }
+    // Four queued jobs, pool max 3.
+    assert_eq!(group(&sdk, "runners").await.desired, 3);
+    assert_eq!(counts(&sdk).await, (4, 0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_in_removes_only_idle_instances() {
+    let (_moto, sdk) = setup((0, 5, 0)).await;
+    let svc = service(&sdk, "ledger", config("runners", 0, 5, 0), TestClock::new());
+    for job in [1, 2] {
+        assert_eq!(deliver(&svc, "queued", job, None).await.status, 200);
+    }
+    let g = group(&sdk, "runners").await;
+    assert_eq!(g.instances.len(), 2);
+    let busy = g.instances[1].0.clone();
+
+    // Job 1 starts on the second instance (runner name contains the instance id).
+    let runner = format!("gh-runner-{busy}");
+    let a = deliver(&svc, "in_progress", 1, Some(&runner)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let g = group(&sdk, "runners").await;
+    assert!(
+        g.instances.iter().any(|(id, p)| *id == busy && *p),
+        "the busy instance is protected from scale-in: {g:?}"
+    );
+
+    // Job 2 is cancelled before it started: one instance is now surplus, and only the idle
+    // one may go, although it is the older one.
+    let a = deliver(&svc, "completed", 2, None).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(json(&a)["action"], "remove_idle");
+    let g = group(&sdk, "runners").await;
+    assert_eq!(g.desired, 1);
+    assert_eq!(
+        g.instances,
+        vec![(busy.clone(), true)],
+        "the busy instance survives"
+    );
+    assert_eq!(counts(&sdk).await, (0, 1, 1));
+
+    // Job 1 completes: its instance is idle now and goes too.
+    let a = deliver(&svc, "completed", 1, Some(&runner)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let g = group(&sdk, "runners").await;
+    assert_eq!((g.desired, g.instances.len()), (0, 0), "{g:?}");
+    assert_eq!(counts(&sdk).await, (0, 0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_and_group_bounds_are_respected() {
+    // The group allows 0..=2, the pool 1..=5: capacity stays within 1..=2.
+    let (_moto, sdk) = setup((0, 2, 0)).await;
+    let svc = service(&sdk, "ledger", config("runners", 1, 5, 0), TestClock::new());
+    let mut highest = 0;
+    for job in 1..=4 {
+        let a = deliver(&svc, "queued", job, None).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        highest = highest.max(group(&sdk, "runners").await.desired);
+    }
+    assert_eq!(
+        highest, 2,
+        "never above the group's max (moto itself would allow it)"
+    );
+    let mut lowest = i32::MAX;
+    for job in 1..=4 {
+        let a = deliver(&svc, "completed", job, None).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        lowest = lowest.min(group(&sdk, "runners").await.desired);
+    }
+    assert_eq!(lowest, 1, "never below the pool's min");
+    assert_eq!(counts(&sdk).await, (0, 0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_converges_after_dropped_deliveries() {
+    let (_moto, sdk) = setup((0, 5, 0)).await;
+    let clock = TestClock::new();
+    let mut config = config("runners", 0, 5, 0);
+    config.ledger.queued = std::time::Duration::from_secs(600);
+    let svc = service(&sdk, "ledger", config, clock.clone());
+    for job in [1, 2] {
+        assert_eq!(deliver(&svc, "queued", job, None).await.status, 200);
+    }
+    assert_eq!(group(&sdk, "runners").await.desired, 2);
+
+    // Both jobs' later deliveries are lost. Before the queued TTL nothing changes...
+    let r = svc.reconcile().await;
+    assert!(r.ok(), "{r:?}");
+    assert_eq!((r.expired, group(&sdk, "runners").await.desired), (0, 2));
+    // ...after it, reconcile expires them and removes the idle instances.
+    clock.advance(601);
+    let r = svc.reconcile().await;
+    assert!(r.ok(), "{r:?}");
+    assert_eq!(r.expired, 2);
+    assert_eq!(r.pools[0].action, Some("remove_idle"));
+    let g = group(&sdk, "runners").await;
+    assert_eq!((g.desired, g.instances.len()), (0, 0), "{g:?}");
+    assert_eq!(counts(&sdk).await, (0, 0, 0));
+
+    // A queued job whose scale-out was undone behind scalehook's back: reconcile restores it.
+    assert_eq!(deliver(&svc, "queued", 3, None).await.status, 200);
+    asg_client(&sdk)
+        .set_desired_capacity()
+        .auto_scaling_group_name("runners")
+        .desired_capacity(0)
+        .send()
+        .await
+        .expect("external change");
+    let r = svc.reconcile().await;
+    assert!(r.ok(), "{r:?}");
+    assert_eq!(group(&sdk, "runners").await.desired, 1);
+    // The late queued of an expired job stays a no-op.
+    let late = deliver(&svc, "queued", 1, None).await;
+    assert_eq!(json(&late)["duplicate"], true);
+    assert_eq!(counts(&sdk).await, (1, 0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_deliveries_leave_exact_counts() {
+    let (_moto, sdk) = setup((0, 40, 0)).await;
+    let svc = Arc::new(service(
+        &sdk,
+        "ledger",
+        config("runners", 0, 40, 0),
+        TestClock::new(),
+    ));
+    // 80 deliveries for 20 jobs, with duplicates and out-of-order arrivals:
+    // jobs 1..=20 queued twice, 1..=10 in progress (6..=10 twice), 1..=5 completed twice.
+    let mut deliveries: Vec<(&str, u64)> = Vec::new();
+    for job in 1..=20 {
+        deliveries.extend([("queued", job), ("queued", job)]);
+    }
+    for job in 1..=10 {
+        deliveries.push(("in_progress", job));
+    }
+    for job in 6..=10 {
+        deliveries.push(("in_progress", job));
+    }
+    for job in 1..=5 {
+        deliveries.extend([("completed", job), ("completed", job)]);
+    }
+    for job in 11..=15 {
+        deliveries.push(("queued", job));
+    }
+    assert!(deliveries.len() >= 50);
+    let barrier = Arc::new(tokio::sync::Barrier::new(deliveries.len()));
+    let tasks: Vec<_> = deliveries
+        .iter()
+        .map(|&(action, job)| {
+            let svc = Arc::clone(&svc);
+            let barrier = Arc::clone(&barrier);
+            tokio::spawn(async move {
+                let runner = format!("gh-runner-job{job}");
+                let runner = (action != "queued").then_some(runner.as_str());
+                barrier.wait().await;
+                deliver(&svc, action, job, runner).await
+            })
+        })
+        .collect();
+    let mut failed = Vec::new();
+    for (t, &(action, job)) in tasks.into_iter().zip(&deliveries) {
+        let a = t.await.expect("task");
+        match a.status {
+            200 => {}
+            // moto can be slower than the per-delivery budget under this load; a 5xx is
+            // the documented answer, and GitHub's redelivery is the repair.
+            500..=599 => failed.push((action, job)),
+            _ => panic!("{} {}", a.status, a.body),
+        }
+    }
+    for (action, job) in &failed {
+        let runner = format!("gh-runner-job{job}");
+        let runner = (*action != "queued").then_some(runner.as_str());
+        let a = deliver(&svc, action, *job, runner).await;
+        assert_eq!(a.status, 200, "redelivery: {}", a.body);
+    }
+    println!(
+        "{} concurrent deliveries, {} answered 5xx and were redelivered",
+        deliveries.len(),
+        failed.len()
+    );
+    // Queued: 11..=20; running: 6..=10, each with its runner in the busy set.
+    assert_eq!(counts(&sdk).await, (10, 5, 5));
+    let p = ledger(&sdk).pool("linux").await.expect("account");
+    let mut busy = p.busy_runners.clone();
+    busy.sort();
+    let mut expected: Vec<String> = (6..=10).map(|j| format!("gh-runner-job{j}")).collect();
+    expected.sort();
+    assert_eq!(busy, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_group_is_5xx_and_a_redelivery_repairs() {
+    let moto = Moto::start();
+    let sdk = sdk(&moto.endpoint).await;
+    create_table(&sdk, "ledger").await;
+    let svc = service(
+        &sdk,
+        "ledger",
+        config("late-group", 0, 3, 0),
+        TestClock::new(),
+    );
+
+    let a = deliver(&svc, "queued", 1, None).await;
+    assert_eq!(a.status, 502, "{}", a.body);
+    assert!(a.body.contains("late-group"), "{}", a.body);
+    assert_eq!(counts(&sdk).await, (1, 0, 0), "recorded once");
+    assert_eq!(deliver(&svc, "queued", 1, None).await.status, 502);
+    assert_eq!(counts(&sdk).await, (1, 0, 0), "still once");
+
+    create_asg(&sdk, "late-group", 0, 3, 0).await;
+    let a = deliver(&svc, "queued", 1, None).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(json(&a)["duplicate"], true);
+    assert_eq!(json(&a)["desired"], 1);
+    assert_eq!(group(&sdk, "late-group").await.desired, 1);
+    assert_eq!(counts(&sdk).await, (1, 0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_fleet_endpoint_is_5xx_and_a_redelivery_repairs() {
+    // The ledger on one moto, the Auto Scaling API on another that goes away.
+    let ledger_moto = Moto::start();
+    let ledger_sdk = sdk(&ledger_moto.endpoint).await;
+    create_table(&ledger_sdk, "ledger").await;
+    let mut asg_moto = Moto::start();
+    let asg_sdk = sdk(&asg_moto.endpoint).await;
+    create_asg(&asg_sdk, "runners", 0, 3, 0).await;
+    let build = |fleet_sdk: &aws_config::SdkConfig| {
+        let config = config("runners", 0, 3, 0);
+        Service::new(
+            config.clone(),
+            WebhookSecrets::new([SECRET]).expect("secret"),
+            Arc::new(DynamoLedger::from_sdk(&ledger_sdk, "ledger", config.ledger)),
+            Arc::new(AsgFleet::from_sdk(fleet_sdk)),
+        )
+        .with_clock(TestClock::new())
+        .with_log(LogFormat::Off)
+    };
+    let svc = build(&asg_sdk);
+    assert_eq!(deliver(&svc, "queued", 1, None).await.status, 200);
+
+    asg_moto.stop();
+    let a = deliver(&svc, "queued", 2, None).await;
+    assert!(a.status >= 500, "{} {}", a.status, a.body);
+    assert_eq!(counts(&ledger_sdk).await, (2, 0, 0), "ledger exact");
+    let r = svc.reconcile().await;
+    assert!(
+        !r.ok(),
+        "a reconcile pass without the fleet reports failure"
+    );
+
+    // The Auto Scaling API is back (a new endpoint holding the group at its old size).
+    let asg_moto = Moto::start();
+    let asg_sdk = sdk(&asg_moto.endpoint).await;
+    create_asg(&asg_sdk, "runners", 0, 3, 1).await;
+    let svc = build(&asg_sdk);
+    let a = deliver(&svc, "queued", 2, None).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(json(&a)["duplicate"], true);
+    assert_eq!(
+        group(&asg_sdk, "runners").await.desired,
+        2,
+        "capacity repaired"
+    );
+    assert_eq!(counts(&ledger_sdk).await, (2, 0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_ledger_is_503_and_the_fleet_is_untouched() {
+    let (mut moto, sdk) = setup((0, 3, 0)).await;
+    let svc = service(&sdk, "ledger", config("runners", 0, 3, 0), TestClock::new());
+    moto.stop();
+    let a = deliver(&svc, "queued", 1, None).await;
+    assert_eq!(a.status, 503, "{}", a.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_from_ssm_and_secrets_manager() {
+    let moto = Moto::start();
+    let sdk = sdk(&moto.endpoint).await;
+    ssm_client(&sdk)
+        .put_parameter()
+        .name("/scalehook/webhook-secret")
+        .value("current-secret\nprevious-secret\n")
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .expect("PutParameter");
+    secretsmanager_client(&sdk)
+        .create_secret()
+        .name("scalehook/webhook")
+        .secret_string("from-secrets-manager")
+        .send()
+        .await
+        .expect("CreateSecret");
+
+    let ssm = SecretSource::Ssm("/scalehook/webhook-secret".into())
+        .load(&sdk)
+        .await
+        .expect("SSM secret");
+    assert_eq!(ssm.len(), 2);
+    for s in ["current-secret", "previous-secret"] {
+        let sig = scalehook_core::signature::sign(s.as_bytes(), b"{}");
+        assert!(ssm.verify(Some(&sig), b"{}").is_ok(), "{s}");
+    }
+    let sm = SecretSource::SecretsManager("scalehook/webhook".into())
+        .load(&sdk)
+        .await
+        .expect("Secrets Manager secret");
+    let sig = scalehook_core::signature::sign(b"from-secrets-manager", b"{}");
+    assert!(sm.verify(Some(&sig), b"{}").is_ok());
+
+    let missing = SecretSource::Ssm("/nope".into())
+        .load(&sdk)
+        .await
+        .expect_err("missing parameter");
+    assert!(missing.to_string().contains("/nope"), "{missing}");
+}
