@@ -103,8 +103,8 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         let report = target.reconcile()?;
         reconcile_failed = !report.ok();
         if args.json {
-            let line = serde_json::json!({ "reconcile": report });
-            writeln!(out, "{line}").context("cannot write to stdout")?;
+            let report = serde_json::to_string(&report).context("cannot write the report")?;
+            writeln!(out, "{{\"reconcile\":{report}}}").context("cannot write to stdout")?;
         } else {
             writeln!(out, "\nreconcile: {}", reconcile_text(&report))
                 .context("cannot write to stdout")?;
@@ -120,8 +120,9 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
                 .context("cannot write to stdout")?;
         }
         (Err(e), true) => {
-            let line = serde_json::json!({ "summary": null, "reason": e.to_string() });
-            writeln!(out, "{line}").context("cannot write to stdout")?;
+            let reason = serde_json::Value::from(format!("{e:#}"));
+            writeln!(out, "{{\"summary\":null,\"reason\":{reason}}}")
+                .context("cannot write to stdout")?;
         }
         (Ok(pools), false) => {
             writeln!(out, "\n{}", tally.text()).context("cannot write to stdout")?;
