@@ -38,10 +38,14 @@ impl Instance {
     /// Does a runner with this name run on this instance? Case-insensitive containment,
     /// so `gh-runner-i-0abc123-2` maps to instance `i-0abc123`.
     pub fn runs(&self, runner_name: &str) -> bool {
-        !self.runner_key.is_empty()
+        // Compared in place: the policy calls this for every (busy runner, instance) pair
+        // on every delivery, so lower-cased copies of both names were most of its cost.
+        let key = self.runner_key.as_bytes();
+        !key.is_empty()
             && runner_name
-                .to_ascii_lowercase()
-                .contains(&self.runner_key.to_ascii_lowercase())
+                .as_bytes()
+                .windows(key.len())
+                .any(|w| w.eq_ignore_ascii_case(key))
     }
 }
 
@@ -227,6 +231,13 @@ mod tests {
             protected: false,
         };
         assert!(i.runs("gh-i-0abc-2"));
+        assert!(i.runs("I-0AbC"));
         assert!(!i.runs("gh-i-0abd"));
+        assert!(!i.runs("i-0ab"), "a name shorter than the key");
+        let keyless = Instance {
+            runner_key: String::new(),
+            ..i
+        };
+        assert!(!keyless.runs("anything"), "an empty key maps nothing");
     }
 }
