@@ -752,12 +752,10 @@ impl Ledger for TableLedger {
         // Whatever markers are left: tombstones past their grace, and orphans whose job
         // entity is gone.
         for ((pool, id), (state, updated_at)) in markers {
-            let old = now.saturating_sub(updated_at) >= TOMBSTONE_GRACE.as_secs();
-            if state == JobState::Completed && old {
-                self.client
-                    .delete(&marker_pk(&pool), &id.to_string(), "*")
-                    .await?;
-            } else if state != JobState::Completed && self.read_job(id).await?.is_none() && old {
+            if now.saturating_sub(updated_at) < TOMBSTONE_GRACE.as_secs() {
+                continue;
+            }
+            if state == JobState::Completed || self.read_job(id).await?.is_none() {
                 self.client
                     .delete(&marker_pk(&pool), &id.to_string(), "*")
                     .await?;

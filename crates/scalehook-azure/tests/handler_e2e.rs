@@ -44,7 +44,7 @@ fn config_toml() -> String {
 }
 
 /// The variables the Functions host and the app settings give the handler.
-fn host_env(double: &ArmDouble, az: &Azurite, port: u16) -> Vec<(String, String)> {
+fn host_env(double: &ArmDouble, az: &Azurite, port: u16) -> Env {
     let mut env = double.env();
     env.extend([
         ("FUNCTIONS_CUSTOMHANDLER_PORT".into(), port.to_string()),
@@ -137,6 +137,9 @@ async fn deliver(h: &Handler, delivery: &str, body: &[u8], secret: &str) -> (u16
     let body = res.json::<Value>().await.unwrap_or(Value::Null);
     (status, body)
 }
+
+/// Environment variables, in order.
+type Env = Vec<(String, String)>;
 
 const TIMER_ENVELOPE: &str = r#"{"Data":{"timer":{"Schedule":{"AdjustForDST":true},"ScheduleStatus":{"Last":"2026-11-22T03:00:00+00:00","Next":"2026-11-22T03:05:00+00:00","LastUpdated":"2026-11-22T03:00:00+00:00"},"IsPastDue":false}},"Metadata":{"sys":{"MethodName":"reconcile","UtcNow":"2026-11-22T03:05:00.0123Z","RandGuid":"5a1c"}}}"#;
 
@@ -270,7 +273,7 @@ async fn handler_serves_webhooks_and_timers_like_the_host_calls_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_up_errors_name_what_to_fix() {
     let double = ArmDouble::start(0).await;
-    let base: Vec<(String, String)> = {
+    let base: Env = {
         let mut env = double.env();
         env.extend([
             (
@@ -287,7 +290,7 @@ async fn start_up_errors_name_what_to_fix() {
         ]);
         env
     };
-    let fails_with = |change: &dyn Fn(&mut Vec<(String, String)>), needle: &str| {
+    let fails_with = |change: &dyn Fn(&mut Env), needle: &str| {
         let mut env = base.clone();
         change(&mut env);
         let out = spawn(&env).wait_with_output().expect("handler ran");
@@ -297,13 +300,12 @@ async fn start_up_errors_name_what_to_fix() {
         assert!(!err.contains(SECRET));
     };
     let set = |k: &'static str, v: String| {
-        move |env: &mut Vec<(String, String)>| {
+        move |env: &mut Env| {
             env.retain(|(n, _)| n != k);
             env.push((k.to_string(), v.clone()));
         }
     };
-    let unset =
-        |k: &'static str| move |env: &mut Vec<(String, String)>| env.retain(|(n, _)| n != k);
+    let unset = |k: &'static str| move |env: &mut Env| env.retain(|(n, _)| n != k);
     fails_with(
         &unset("SCALEHOOK_WEBHOOK_SECRET"),
         "SCALEHOOK_WEBHOOK_SECRET",

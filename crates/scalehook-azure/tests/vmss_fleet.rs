@@ -68,14 +68,16 @@ async fn scale_out_patches_capacity_and_polls_the_operation() {
     let f = fleet(&double);
     f.set_desired(&pool(), 4).await.expect("scale out");
     assert_eq!(double.capacity(), 4);
-    let st = double.lock();
-    let polls = st.log.iter().filter(|l| l.contains("/operations/")).count();
-    assert_eq!(polls, 3, "InProgress twice, then Succeeded");
-    assert!(st.violations.is_empty(), "{:?}", st.violations);
-    drop(st);
-    // New instances show as launching until their operation ends... here it has ended.
+    {
+        let st = double.lock();
+        let polls = st.log.iter().filter(|l| l.contains("/operations/")).count();
+        assert_eq!(polls, 3, "InProgress twice, then Succeeded");
+        assert!(st.violations.is_empty(), "{:?}", st.violations);
+    }
+    // The operation has ended, so the new instances are no longer launching.
     let s = f.describe(&pool()).await.expect("describe");
     assert_eq!(s.instances.len(), 4);
+    assert!(s.instances.iter().all(|i| !i.launching));
 }
 
 #[tokio::test]
