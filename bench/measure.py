@@ -1,0 +1,674 @@
+#!/usr/bin/env python3
+"""Process-level measurements of scalehook's three binaries, and bench/RESULTS.md.
+
+For `scalehook serve`, the Lambda `bootstrap` (under a Lambda runtime-API stand-in) and the
+Azure custom `handler`:
+  - cold start: process spawn to the first answered request (a signed `ping`, which needs no
+    cloud call), median of --runs starts;
+  - peak RSS (VmHWM from /proc/<pid>/status) once that first answer is in;
+the zip sizes; and the sustained throughput of `scalehook serve` under `wrk` on loopback,
+with pre-signed real deliveries (see bench/wrk/deliveries.lua), reporting p50/p99 latency.
+It then writes bench/RESULTS.md with the machine, the commands, the criterion figures
+(target/criterion) and each budget as met or missed.
+
+Only loopback addresses are used; every loop is bounded in count and time. Standard library
+only (Python 3.9+).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import hmac
+import http.server
+import json
+import os
+import platform
+import queue
+import re
+import resource
+import shlex
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures" / "github"
+SECRET = "bench-webhook-secret"
+PING = FIXTURES / "ping.organization.octokit.json"
+# The Azurite development account key: published in Azure's docs, not a secret.
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+BUDGETS = {
+    "delivery_us": 20.0,  # whole in-process delivery of a 10 KB payload
+    "cold_start_ms": 20.0,
+    "rss_mb": 20.0,
+    "zip_mb": 6.0,
+    "throughput_rps": 20000.0,
+    "p99_ms": 5.0,
+}
+
+
+def sign(body: bytes) -> str:
+    return "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def vm_hwm_kib(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (from /proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+def ping_request(path: str) -> bytes:
+    body = PING.read_bytes()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"X-GitHub-Event: ping\r\nX-GitHub-Delivery: 11111111-2222-3333-4444-555555555555\r\n"
+        f"X-Hub-Signature-256: {sign(body)}\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def http_status(raw: bytes) -> int:
+    m = re.match(rb"HTTP/1\.[01] (\d{3})", raw)
+    return int(m.group(1)) if m else 0
+
+
+def first_answer_http(proc: subprocess.Popen, port: int, request: bytes, deadline: float) -> int:
+    """Connects as soon as the port accepts, sends `request`, returns the status."""
+    while time.perf_counter() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited with {proc.returncode} before answering")
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        except OSError:
+            time.sleep(0.0002)
+            continue
+        with s:
+            s.sendall(request)
+            raw = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                raw += chunk
+        return http_status(raw)
+    raise RuntimeError("no answer within the deadline")
+
+
+def cold_start_http(name: str, argv: list[str], env: dict, port: int, path: str, runs: int) -> dict:
+    request = ping_request(path)
+    times, rss = [], []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            status = first_answer_http(proc, port, request, t0 + 30)
+            t1 = time.perf_counter()
+            if status != 200:
+                raise RuntimeError(f"{name}: first answer was {status}, not 200")
+            rss.append(vm_hwm_kib(proc.pid))
+        finally:
+            stop(proc)
+        if proc.stderr:
+            proc.stderr.close()
+        times.append((t1 - t0) * 1000)
+    return summarize(name, times, rss)
+
+
+def summarize(name: str, times: list[float], rss: list[int | None]) -> dict:
+    rss_known = [r for r in rss if r]
+    return {
+        "binary": name,
+        "runs": len(times),
+        "median_ms": statistics.median(times),
+        "min_ms": min(times),
+        "max_ms": max(times),
+        "peak_rss_kib": max(rss_known) if rss_known else None,
+    }
+
+
+class RuntimeApi:
+    """The Lambda service's side of the runtime API: hands out one event per invocation
+    and timestamps the function's response POST."""
+
+    def __init__(self) -> None:
+        self.events: queue.Queue = queue.Queue()
+        self.replies: queue.Queue = queue.Queue()
+        api = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                if not self.path.endswith("/runtime/invocation/next"):
+                    self.send_error(404)
+                    return
+                try:
+                    rid, event = api.events.get(timeout=60)
+                except queue.Empty:
+                    self.send_error(410)
+                    return
+                body = json.dumps(event).encode()
+                self.send_response(200)
+                self.send_header("Lambda-Runtime-Aws-Request-Id", rid)
+                self.send_header("Lambda-Runtime-Deadline-Ms", str(int(time.time() * 1000) + 30000))
+                self.send_header(
+                    "Lambda-Runtime-Invoked-Function-Arn",
+                    "arn:aws:lambda:us-east-1:123456789012:function:scalehook",
+                )
+                self.send_header("Lambda-Runtime-Trace-Id", "Root=1-5759e988-bd862e3fe1be46a994272793")
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self) -> None:
+                at = time.perf_counter()
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                self.send_response(202)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                api.replies.put((at, self.path, body))
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def function_url_event(body: bytes) -> dict:
+    return {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": "/",
+        "rawQueryString": "",
+        "headers": {
+            "content-type": "application/json",
+            "x-github-event": "ping",
+            "x-github-delivery": "11111111-2222-3333-4444-555555555555",
+            "x-hub-signature-256": sign(body),
+            "user-agent": "GitHub-Hookshot/bench",
+            "host": "abc123.lambda-url.us-east-1.on.aws",
+        },
+        "requestContext": {
+            "accountId": "anonymous",
+            "apiId": "abc123",
+            "domainName": "abc123.lambda-url.us-east-1.on.aws",
+            "domainPrefix": "abc123",
+            "http": {
+                "method": "POST",
+                "path": "/",
+                "protocol": "HTTP/1.1",
+                "sourceIp": "140.82.115.10",
+                "userAgent": "GitHub-Hookshot/bench",
+            },
+            "requestId": "c6af9ac6-7b61-11e6-9a41-93e8deadbeef",
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "22/Nov/2026:03:00:00 +0000",
+            "timeEpoch": 1795316400000,
+        },
+        "body": body.decode(),
+        "isBase64Encoded": False,
+    }
+
+
+def cold_start_bootstrap(path: Path, runs: int) -> dict:
+    api = RuntimeApi()
+    dead = free_port()  # nothing listens here: any AWS call before the event would fail
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{api.port}",
+        "AWS_LAMBDA_FUNCTION_NAME": "scalehook",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_LOG_STREAM_NAME": "2026/11/22/[$LATEST]0123456789abcdef",
+        "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/scalehook",
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{dead}",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "TZ": ":UTC",
+        "SCALEHOOK_CONFIG_TOML": '[[pools]]\nname = "linux"\nlabels = ["self-hosted", "linux", "x64"]\nmax = 4\naws_asg = "runners"\n',
+        "SCALEHOOK_DYNAMODB_TABLE": "ledger",
+        "SCALEHOOK_WEBHOOK_SECRET": SECRET,
+    }
+    event = function_url_event(PING.read_bytes())
+    times, rss = [], []
+    try:
+        for i in range(runs):
+            rid = f"req-{i:04d}"
+            api.events.put((rid, event))  # queued first: the function's first poll finds it
+            t0 = time.perf_counter()
+            proc = subprocess.Popen([str(path)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            try:
+                at, where, body = api.replies.get(timeout=30)
+                if not where.endswith(f"/invocation/{rid}/response"):
+                    raise RuntimeError(f"bootstrap answered {where}: {body[:300]!r}")
+                answer = json.loads(body)
+                if answer.get("statusCode") != 200:
+                    raise RuntimeError(f"bootstrap: first answer {answer}")
+                rss.append(vm_hwm_kib(proc.pid))
+            finally:
+                stop(proc)
+            if proc.stderr:
+                proc.stderr.close()
+            times.append((at - t0) * 1000)
+    finally:
+        api.close()
+    return summarize("bootstrap (Lambda)", times, rss)
+
+
+def cold_start_handler(path: Path, runs: int) -> dict:
+    port = free_port()
+    dead = free_port()  # nothing listens here: Table Storage, ARM and the identity endpoint
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "FUNCTIONS_CUSTOMHANDLER_PORT": str(port),
+        "SCALEHOOK_WEBHOOK_SECRET": SECRET,
+        "SCALEHOOK_CONFIG_TOML": (
+            '[[pools]]\nname = "linux"\nlabels = ["self-hosted", "linux", "x64"]\nmax = 4\n'
+            'azure_vmss = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/'
+            'providers/Microsoft.Compute/virtualMachineScaleSets/runners"\n'
+        ),
+        "SCALEHOOK_TABLE_ENDPOINT": f"http://127.0.0.1:{dead}/devstoreaccount1",
+        "SCALEHOOK_TABLE_ACCOUNT_KEY": AZURITE_KEY,
+        "SCALEHOOK_ARM_ENDPOINT": f"http://127.0.0.1:{dead}",
+        "IDENTITY_ENDPOINT": f"http://127.0.0.1:{dead}/msi/token",
+        "IDENTITY_HEADER": "bench",
+    }
+    return cold_start_http("handler (Azure)", [str(path)], env, port, "/api/webhook", runs)
+
+
+def cold_start_serve(path: Path, runs: int) -> dict:
+    port = free_port()
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SCALEHOOK_WEBHOOK_SECRET": SECRET}
+    argv = [str(path), "serve", "--listen", f"127.0.0.1:{port}"]
+    return cold_start_http("scalehook serve", argv, env, port, "/webhook", runs)
+
+
+def write_deliveries(path: Path, jobs: int) -> dict:
+    """Real payloads as whole job lives: queued (the 9.8 KB 2021 self-hosted capture),
+    in_progress and completed (octokit's, labels made self-hosted), with distinct job ids."""
+    queued = (FIXTURES / "workflow_job.queued.self-hosted.2021-capture.philips-labs.json").read_text()
+    started = (FIXTURES / "workflow_job.in_progress.octokit.json").read_text()
+    done = (FIXTURES / "workflow_job.completed.success.with-organization.octokit.json").read_text()
+
+    def hosted_to_self(text: str) -> str:
+        return text.replace('"ubuntu-latest"', '"self-hosted"').replace('"GitHub Actions 5"', '"linux-x64-0001"')
+
+    started, done = hosted_to_self(started), hosted_to_self(done)
+    sizes = []
+    with path.open("wb") as f:
+        for j in range(jobs):
+            job = str(4_000_000_000 + j)
+            for n, text in enumerate(
+                (queued.replace("3169272040", job), started.replace("289782451", job), done.replace("289782451", job))
+            ):
+                body = text.encode()
+                sizes.append(len(body))
+                guid = f"{j:08x}-0000-4000-8000-{n:012x}"
+                f.write(f"workflow_job\t{sign(body)}\t{guid}\t{len(body)}\t{j}\n".encode())
+                f.write(body + b"\n")
+    return {"requests_distinct": len(sizes), "mean_body_bytes": sum(sizes) / len(sizes)}
+
+
+def throughput_serve(path: Path, duration: int, connections: int, threads: int, jobs: int) -> dict:
+    port = free_port()
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SCALEHOOK_WEBHOOK_SECRET": SECRET}
+    argv = [str(path), "serve", "--listen", f"127.0.0.1:{port}"]
+    with tempfile.TemporaryDirectory() as tmp:
+        file = Path(tmp) / "deliveries.txt"
+        mix = write_deliveries(file, jobs)
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            if first_answer_http(proc, port, ping_request("/webhook"), time.perf_counter() + 30) != 200:
+                raise RuntimeError("serve did not answer the ping")
+            wrk = [
+                "wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "5s",
+                "-s", str(ROOT / "bench" / "wrk" / "deliveries.lua"), f"http://127.0.0.1:{port}",
+            ]
+            wenv = dict(os.environ, WRK_DELIVERIES=str(file), WRK_THREADS=str(threads))
+            # CPU time, not only wall time: on a shared machine it says what one delivery
+            # costs whatever else runs (wrk's own is the children's rusage around it).
+            server_cpu0, wrk_cpu0 = cpu_seconds(proc.pid), children_cpu_seconds()
+            out = subprocess.run(wrk, env=wenv, capture_output=True, text=True, timeout=duration + 120)
+            server_cpu, wrk_cpu = cpu_seconds(proc.pid) - server_cpu0, children_cpu_seconds() - wrk_cpu0
+            if out.returncode != 0:
+                raise RuntimeError(f"wrk failed: {out.stderr}")
+            line = next((l for l in out.stdout.splitlines() if l.startswith("WRK_RESULT ")), None)
+            if not line:
+                raise RuntimeError(f"no WRK_RESULT in wrk's output:\n{out.stdout}")
+            result = json.loads(line[len("WRK_RESULT "):])
+            result["server_cpu_us"] = server_cpu * 1e6 / max(result["requests"], 1)
+            result["wrk_cpu_us"] = wrk_cpu * 1e6 / max(result["requests"], 1)
+            result["rss_after_kib"] = vm_hwm_kib(proc.pid)
+            # what the server itself counted, from its own metrics
+            result["metrics"] = scrape_outcomes(port)
+        finally:
+            stop(proc)
+    result.update(mix)
+    result["command"] = " ".join(shlex.quote(a) for a in wrk)
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    return result
+
+
+def scrape_outcomes(port: int) -> dict:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        raw = b""
+        while chunk := s.recv(65536):
+            raw += chunk
+    counts = {}
+    for line in raw.decode(errors="replace").splitlines():
+        m = re.match(r'scalehook_deliveries_total\{[^}]*outcome="([^"]+)"[^}]*\}\s+(\d+)', line)
+        if m:
+            counts[m.group(1)] = counts.get(m.group(1), 0) + int(m.group(2))
+    return counts
+
+
+def run(cmd: list[str]) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+
+
+def machine() -> dict:
+    lscpu = run(["lscpu"])
+    model = next((l.split(":", 1)[1].strip() for l in lscpu.splitlines() if l.startswith("Model name")), "?")
+    mem = next((l.split()[1] for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")), "0")
+    flags = Path("/proc/cpuinfo").read_text()
+    return {
+        "nproc": run(["nproc"]),
+        "cpu": model,
+        "sha_ni": "yes" if re.search(r"\bsha_ni\b", flags) else "no",
+        "avx2": "yes" if re.search(r"\bavx2\b", flags) else "no",
+        "memory_gib": f"{int(mem) / 1024 / 1024:.1f}",
+        "kernel": platform.release(),
+        "rustc": run(["rustc", "--version"]),
+        "wrk": run(["wrk", "--version"]).splitlines()[0] if run(["wrk", "--version"]) else "?",
+        "load": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
+    }
+
+
+def criterion_rows(directory: Path) -> list[dict]:
+    rows = []
+    for bench in sorted(directory.glob("*/*/new/benchmark.json")):
+        meta = json.loads(bench.read_text())
+        est = json.loads((bench.parent / "estimates.json").read_text())
+        med = est["median"]
+        tp = meta.get("throughput") or {}
+        rows.append(
+            {
+                "id": meta["full_id"],
+                "median_ns": med["point_estimate"],
+                "low_ns": med["confidence_interval"]["lower_bound"],
+                "high_ns": med["confidence_interval"]["upper_bound"],
+                "bytes": tp.get("Bytes"),
+                "elements": tp.get("Elements"),
+            }
+        )
+    return rows
+
+
+def fmt_ns(ns: float) -> str:
+    if ns >= 1e6:
+        return f"{ns / 1e6:.2f} ms"
+    if ns >= 1e3:
+        return f"{ns / 1e3:.2f} µs"
+    return f"{ns:.0f} ns"
+
+
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("met" if ok else "**missed**")
+
+
+def render(args, info, crit, starts, zips, load, missing, notes) -> str:
+    out = []
+    w = out.append
+    w("# scalehook benchmark results\n")
+    w(f"Taken {info['date']} by `make bench` ({args.mode} run). Regenerate with `make bench`;")
+    w("this file is written by `bench/measure.py` (the analysis at the end is `bench/NOTES.md`).\n")
+    w("## Machine\n")
+    w("| | |\n|---|---|")
+    w(f"| CPUs (`nproc`) | {info['nproc']} |")
+    w(f"| model (`lscpu`) | {info['cpu']} |")
+    w(f"| SHA extensions (`sha_ni` in /proc/cpuinfo) | {info['sha_ni']} (AVX2: {info['avx2']}) |")
+    w(f"| memory | {info['memory_gib']} GiB |")
+    w(f"| kernel | {info['kernel']} |")
+    w(f"| compiler | {info['rustc']} |")
+    w(f"| load generator | {info['wrk']} |")
+    w(f"| load average (1/5/15 min) before / after | {info['load']} / {info['load_after']} |")
+    w("")
+    w("The machine is a shared 2-core VM: other builds may have run during the measurement (see")
+    w("the load average). Figures on a quiet machine are lower, never higher.\n")
+    w("## Commands\n")
+    w("```")
+    for c in info["commands"]:
+        w(c)
+    w("```\n")
+    w("## Per-delivery path (criterion, in process)\n")
+    w("Median time per iteration with its 95% confidence interval. `delivery/*` is the whole")
+    w("`Service::handle` with `MemoryLedger`, `LocalFleet` and `LogFormat::Off`;")
+    w("`lifecycle-3-deliveries` is one job's queued, in_progress and completed deliveries.\n")
+    if crit:
+        w("| benchmark | median | 95% CI | throughput |\n|---|---:|---|---:|")
+        for r in crit:
+            tp = ""
+            if r["bytes"]:
+                tp = f"{r['bytes'] / (r['median_ns'] / 1e9) / 1e6:.0f} MB/s"
+            elif r["elements"]:
+                tp = f"{fmt_ns(r['median_ns'] / r['elements'])} each"
+            w(f"| `{r['id']}` | {fmt_ns(r['median_ns'])} | {fmt_ns(r['low_ns'])} – {fmt_ns(r['high_ns'])} | {tp} |")
+    else:
+        w("_no criterion results found under target/criterion_")
+    w("")
+    w(f"## Cold start and memory (median of {args.runs} starts each)\n")
+    w("Process spawn to the first answered request: a signed `ping` (2.8 KB, no cloud call). Peak")
+    w("RSS is VmHWM once that answer is in. `bootstrap` runs under a Lambda runtime-API stand-in")
+    w("(Python, in bench/measure.py) and the time ends when its response POST arrives; every")
+    w("cloud endpoint points at a closed loopback port, so a cloud call before the event would")
+    w("fail or show in the time.\n")
+    w("| binary | file | median | min | max | peak RSS |\n|---|---|---:|---:|---:|---:|")
+    for s in starts:
+        rss = f"{s['peak_rss_kib'] / 1024:.1f} MiB" if s.get("peak_rss_kib") else "?"
+        w(f"| {s['binary']} | `{s['path']}` ({s['size'] / 1e6:.1f} MB) | {s['median_ms']:.1f} ms | {s['min_ms']:.1f} ms | {s['max_ms']:.1f} ms | {rss} |")
+    for m in missing:
+        w(f"| {m} | _not measured: binary missing_ | | | | |")
+    w("\n## Zip sizes\n")
+    w("| zip | size |\n|---|---:|")
+    for z in zips:
+        w(f"| `{z['path']}` | {z['size'] / 1e6:.2f} MB ({z['size']} bytes) |" if z["size"] is not None else f"| `{z['path']}` | _missing_ |")
+    w("\n## Sustained throughput of `scalehook serve`\n")
+    if load:
+        w(f"`{load['command']}` against the release build (JSON logs on, to /dev/null). Requests are")
+        w(f"{load['jobs']} jobs' real queued, in_progress and completed deliveries ({load['requests_distinct']}")
+        w(f"distinct signed bodies, {load['mean_body_bytes'] / 1000:.1f} KB on average), each thread playing")
+        w("its share of the jobs in order and then starting over: the first pass is new transitions,")
+        w("later passes are redeliveries (handled in full, ledger unchanged). wrk and the server share")
+        w("the machine's CPUs. CPU per delivery is the server's (and wrk's) user + system time over")
+        w("the run divided by the deliveries; `nproc` CPUs / (server + wrk CPU per delivery) is the")
+        w("rate the machine could sustain with nothing else running.\n")
+        w("| deliveries | duration | deliveries/s | p50 | p90 | p99 | p99.9 | max | errors | server CPU / delivery | wrk CPU / delivery | CPU-bound rate | server peak RSS |")
+        w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        errors = sum(load[k] for k in ("errors_connect", "errors_read", "errors_write", "errors_status", "errors_timeout"))
+        outcomes = ", ".join(f"{k} {v}" for k, v in sorted(load["metrics"].items()))
+        rss = f"{load['rss_after_kib'] / 1024:.1f} MiB" if load.get("rss_after_kib") else "?"
+        w(
+            f"| {load['requests']} | {load['duration_us'] / 1e6:.1f} s | {load['rps']:.0f} | {load['p50_us'] / 1000:.2f} ms "
+            f"| {load['p90_us'] / 1000:.2f} ms | {load['p99_us'] / 1000:.2f} ms | {load['p999_us'] / 1000:.2f} ms "
+            f"| {load['max_us'] / 1000:.2f} ms | {errors} | {load['server_cpu_us']:.0f} µs | {load['wrk_cpu_us']:.0f} µs "
+            f"| {cpu_bound_rate(load, info):.0f}/s | {rss} |"
+        )
+        w(f"\nThe server's own count of outcomes: {outcomes}.")
+    else:
+        w("_not measured_")
+    w("\n## Budgets\n")
+    w("| budget | figure | verdict |\n|---|---|---|")
+    for b in budgets(crit, starts, zips, load):
+        w(f"| {b[0]} | {b[1]} | {verdict(b[2])} |")
+    if notes:
+        w("\n" + notes.strip() + "\n")
+    return "\n".join(out) + "\n"
+
+
+def cpu_bound_rate(load: dict, info: dict) -> float:
+    try:
+        cpus = int(info["nproc"])
+    except ValueError:
+        cpus = 1
+    return cpus * 1e6 / max(load["server_cpu_us"] + load["wrk_cpu_us"], 1e-9)
+
+
+def budgets(crit, starts, zips, load) -> list[tuple[str, str, bool | None]]:
+    rows = []
+    by_id = {r["id"]: r for r in crit}
+    for bid in ("delivery/queued-9.8KB-fresh", "delivery/queued-9.8KB-duplicate", "delivery/completed-10.4KB-hosted-ignored"):
+        r = by_id.get(bid)
+        if r:
+            us = r["median_ns"] / 1000
+            rows.append((f"in-process delivery, 10 KB (`{bid}`) < {BUDGETS['delivery_us']:.0f} µs", f"{us:.1f} µs", us < BUDGETS["delivery_us"]))
+    for s in starts:
+        rows.append((f"cold start of {s['binary']} < {BUDGETS['cold_start_ms']:.0f} ms", f"{s['median_ms']:.1f} ms (median)", s["median_ms"] < BUDGETS["cold_start_ms"]))
+    for s in starts:
+        if s.get("peak_rss_kib"):
+            mb = s["peak_rss_kib"] / 1024
+            rows.append((f"peak RSS of {s['binary']} < {BUDGETS['rss_mb']:.0f} MB", f"{mb:.1f} MiB", mb < BUDGETS["rss_mb"]))
+    if load and load.get("rss_after_kib"):
+        mb = load["rss_after_kib"] / 1024
+        rows.append((f"peak RSS of scalehook serve under load < {BUDGETS['rss_mb']:.0f} MB", f"{mb:.1f} MiB", mb < BUDGETS["rss_mb"]))
+    for z in zips:
+        if z["size"] is not None:
+            mb = z["size"] / 1e6
+            rows.append((f"`{Path(z['path']).name}` < {BUDGETS['zip_mb']:.0f} MB", f"{mb:.2f} MB", mb < BUDGETS["zip_mb"]))
+    if load:
+        bound = cpu_bound_rate(load, {"nproc": str(os.cpu_count() or 1)})
+        rows.append(
+            (
+                f"serve ≥ {BUDGETS['throughput_rps']:.0f} deliveries/s",
+                f"{load['rps']:.0f}/s measured; {bound:.0f}/s CPU-bound ({load['server_cpu_us']:.0f} µs server + {load['wrk_cpu_us']:.0f} µs wrk CPU each)",
+                load["rps"] >= BUDGETS["throughput_rps"],
+            )
+        )
+        p99 = load["p99_us"] / 1000
+        rows.append((f"serve p99 < {BUDGETS['p99_ms']:.0f} ms", f"{p99:.2f} ms", p99 < BUDGETS["p99_ms"]))
+    return rows
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--serve", type=Path, default=ROOT / "target/release/scalehook")
+    p.add_argument("--bootstrap", type=Path, default=ROOT / "target/x86_64-unknown-linux-musl/release/bootstrap")
+    p.add_argument("--handler", type=Path, default=ROOT / "target/x86_64-unknown-linux-musl/release/handler")
+    p.add_argument("--zip", type=Path, action="append", default=None, help="a zip to report (repeatable)")
+    p.add_argument("--criterion", type=Path, default=ROOT / "target/criterion")
+    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--duration", type=int, default=10, help="seconds of load")
+    p.add_argument("--connections", type=int, default=32)
+    p.add_argument("--threads", type=int, default=1, help="wrk threads")
+    p.add_argument("--jobs", type=int, default=2000, help="distinct jobs in the load (3 deliveries each)")
+    p.add_argument("--allow-missing", action="store_true", help="report a missing binary instead of failing")
+    p.add_argument("--mode", default="full")
+    p.add_argument("--command", action="append", default=[], help="a command line to list in RESULTS.md")
+    p.add_argument("--out", type=Path, default=ROOT / "bench/RESULTS.md")
+    args = p.parse_args()
+    if args.runs < 1 or args.duration < 1:
+        p.error("--runs and --duration must be positive")
+
+    info = machine()
+    info["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    info["commands"] = args.command + ["python3 " + " ".join(shlex.quote(a) for a in sys.argv)]
+    starts, missing = [], []
+    for name, path, fn in (
+        ("scalehook serve", args.serve, cold_start_serve),
+        ("bootstrap (Lambda)", args.bootstrap, cold_start_bootstrap),
+        ("handler (Azure)", args.handler, cold_start_handler),
+    ):
+        if not path.is_file():
+            if not args.allow_missing:
+                print(f"measure.py: {path} is missing (build it first, or pass --allow-missing)", file=sys.stderr)
+                return 1
+            missing.append(name)
+            continue
+        print(f"cold start: {name} ({path}), {args.runs} runs", file=sys.stderr)
+        s = fn(path, args.runs)
+        s["path"] = os.path.relpath(path, ROOT)
+        s["size"] = path.stat().st_size
+        print(f"  median {s['median_ms']:.1f} ms, peak RSS {s['peak_rss_kib']} KiB", file=sys.stderr)
+        starts.append(s)
+    zip_paths = args.zip or [
+        ROOT / "target/lambda/scalehook-x86_64.zip",
+        ROOT / "target/lambda/scalehook-arm64.zip",
+        ROOT / "target/azure/scalehook-azure.zip",
+    ]
+    zips = [{"path": os.path.relpath(z, ROOT), "size": z.stat().st_size if z.is_file() else None} for z in zip_paths]
+    load = None
+    if args.serve.is_file():
+        print(f"throughput: wrk for {args.duration} s", file=sys.stderr)
+        load = throughput_serve(args.serve, args.duration, args.connections, args.threads, args.jobs)
+        load["jobs"] = args.jobs
+        print(f"  {load['rps']:.0f}/s, p99 {load['p99_us'] / 1000:.2f} ms", file=sys.stderr)
+    info["load_after"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    crit = criterion_rows(args.criterion) if args.criterion.is_dir() else []
+    notes_file = ROOT / "bench/NOTES.md"
+    notes = notes_file.read_text() if notes_file.is_file() else ""
+    args.out.write_text(render(args, info, crit, starts, zips, load, missing, notes))
+    for b in budgets(crit, starts, zips, load):
+        print(f"{verdict(b[2]).strip('*'):7} {b[0]}: {b[1]}", file=sys.stderr)
+    print(f"wrote {os.path.relpath(args.out, ROOT)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
