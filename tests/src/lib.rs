@@ -48,31 +48,31 @@ fn sibling_binary() -> Option<PathBuf> {
     bin.is_file().then_some(bin)
 }
 
-/// Is `bin` newer than the sources of the crates it is built from and the lock file?
+/// Is `bin` newer than every source it was built from? Cargo lists them (path
+/// dependencies included) in the dep-info file beside the binary, `scalehook.d`.
 fn is_fresh(bin: &Path) -> bool {
     let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else {
         return false;
     };
-    let root = workspace_root();
-    let mut stack: Vec<PathBuf> = ["scalehook-cli", "scalehook-core", "scalehook-http"]
-        .iter()
-        .map(|c| root.join("crates").join(c))
+    let Ok(dep_info) = std::fs::read_to_string(bin.with_extension("d")) else {
+        return false;
+    };
+    // "<target>: <source> <source> ..." with spaces in paths escaped as "\ ".
+    let Some((_, sources)) = dep_info.lines().next().and_then(|l| l.split_once(": ")) else {
+        return false;
+    };
+    let sources = sources.replace("\\ ", "\u{0}");
+    let mut paths: Vec<PathBuf> = sources
+        .split_whitespace()
+        .map(|p| PathBuf::from(p.replace('\u{0}', " ")))
         .collect();
-    stack.push(root.join("Cargo.lock"));
-    stack.push(root.join("Cargo.toml"));
-    while let Some(path) = stack.pop() {
-        let Ok(meta) = std::fs::metadata(&path) else {
-            continue;
-        };
-        if meta.is_dir() {
-            if let Ok(entries) = std::fs::read_dir(&path) {
-                stack.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
-            }
-        } else if meta.modified().is_ok_and(|m| m > built) {
-            return false;
-        }
-    }
-    true
+    paths.push(workspace_root().join("Cargo.lock"));
+    !paths.is_empty()
+        && paths.iter().all(|p| {
+            std::fs::metadata(p)
+                .and_then(|m| m.modified())
+                .is_ok_and(|m| m <= built)
+        })
 }
 
 fn build_scalehook() -> PathBuf {
