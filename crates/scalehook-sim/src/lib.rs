@@ -58,6 +58,9 @@ pub enum SimError {
         status: u16,
         body: String,
     },
+    /// The trace file cannot be read, or holds no delivery.
+    #[error("trace {path}: {problem}")]
+    Read { path: String, problem: String },
     #[error("simulation options: {0}")]
     Options(String),
     #[error("simulation failed: {0}")]
@@ -170,13 +173,17 @@ pub async fn simulate(
         engine.close(end);
     }
 
-    let scalehook_world = lock(&runs[0].1.world);
-    let ignored_jobs = scalehook_world
-        .jobs
+    // Ignored as the real service routed them.
+    let ignored_jobs = runs
         .iter()
-        .filter(|s| matches!(s, world::JobStatus::Ignored))
-        .count() as u32;
-    drop(scalehook_world);
+        .find(|(policy, _)| *policy == Policy::Scalehook)
+        .map_or(0, |(_, e)| {
+            lock(&e.world)
+                .jobs
+                .iter()
+                .filter(|s| matches!(s, world::JobStatus::Ignored))
+                .count() as u32
+        });
     let mut pools = Vec::new();
     for (n, pool) in config.pools.iter().enumerate() {
         let figures: Vec<PolicyFigures> = runs

@@ -68,9 +68,8 @@ fn earliest(slot: &mut Option<u64>, at: u64) {
 impl Workload {
     /// Reads a `*.jsonl` trace file (`payload_file` paths are relative to its folder).
     pub fn from_file(path: &Path) -> Result<Workload, SimError> {
-        let text = std::fs::read_to_string(path).map_err(|e| SimError::Trace {
+        let text = std::fs::read_to_string(path).map_err(|e| SimError::Read {
             path: path.display().to_string(),
-            line: 0,
             problem: e.to_string(),
         })?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
@@ -131,7 +130,10 @@ impl Workload {
             }
         }
         if deliveries.is_empty() || start == u64::MAX {
-            return Err(err(0, "the trace has no deliveries".into()));
+            return Err(SimError::Read {
+                path: path.to_string(),
+                problem: "the trace has no deliveries".into(),
+            });
         }
         let mut out = Vec::with_capacity(order.len());
         let mut incomplete_jobs = 0;
@@ -222,7 +224,13 @@ mod tests {
             r#"{"event":"workflow_job","payload":{"action":"queued"},"at":"2024-05-01T09:00:00Z"}"#;
         let e = Workload::from_text(text, "t.jsonl", Path::new(".")).expect_err("bad");
         assert!(e.to_string().contains("t.jsonl:1"), "{e}");
-        let e = Workload::from_text("", "t.jsonl", Path::new(".")).expect_err("empty");
-        assert!(e.to_string().contains("no deliveries"), "{e}");
+        let e = Workload::from_text("# only a comment\n", "t.jsonl", Path::new("."))
+            .expect_err("empty");
+        assert_eq!(e.to_string(), "trace t.jsonl: the trace has no deliveries");
+        let e = Workload::from_file(Path::new("/nonexistent/t.jsonl")).expect_err("missing");
+        assert!(
+            e.to_string().starts_with("trace /nonexistent/t.jsonl: "),
+            "{e}"
+        );
     }
 }

@@ -140,3 +140,99 @@ async fn scalehook_follows_the_pool_config() {
     assert_eq!(f.peak_capacity, 2, "{f:?}");
     assert_eq!(figures(&r, Policy::FixedSize).peak_capacity, 2);
 }
+
+fn job_lines(id: u64, labels: &str, lines: &[(&str, &str)]) -> String {
+    lines
+        .iter()
+        .map(|(action, at)| {
+            format!(
+                r#"{{"event":"workflow_job","at":"2024-05-06T09:{at}Z","payload":{{"action":"{action}","workflow_job":{{"id":{id},"run_id":1,"labels":{labels}}}}}}}"#
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+async fn run_text(config: &Config, text: &str) -> SimReport {
+    let workload =
+        Workload::from_text(text, "inline.jsonl", std::path::Path::new(".")).expect("trace reads");
+    simulate(config, workload, &SimOptions::default())
+        .await
+        .expect("simulates")
+}
+
+/// A job cancelled before its runner boots: the service launched an instance for it and,
+/// on the `completed` delivery, removes it while still booting.
+#[tokio::test]
+async fn cancelled_while_queued() {
+    let config =
+        Config::from_toml(&common::POOLS.replacen("standby = 1", "standby = 0", 1)).expect("valid");
+    let text = job_lines(
+        7,
+        r#"["self-hosted","linux","x64"]"#,
+        &[("queued", "00:00"), ("completed", "00:30")],
+    );
+    let r = run_text(&config, &text).await;
+    let f = figures(&r, Policy::Scalehook);
+    assert_eq!((f.jobs, f.started, f.cancelled_before_start), (1, 0, 1));
+    // launched at 0, removed at 30 while booting
+    assert!(close(f.booting_instance_minutes, 0.5), "{f:?}");
+    assert!(close(
+        f.idle_instance_minutes + f.busy_instance_minutes,
+        0.0
+    ));
+    assert_eq!(f.peak_capacity, 1);
+    assert!(r.table().contains("1 cancelled while queued"));
+}
+
+/// Two runners per instance (`k8s`, standby 0): two jobs share one instance; the window
+/// runs past the trace's last line to the simulated end.
+#[tokio::test]
+async fn two_runners_per_instance() {
+    let k8s = r#"["self-hosted","k8s"]"#;
+    let text = [
+        job_lines(
+            1,
+            k8s,
+            &[
+                ("queued", "00:00"),
+                ("in_progress", "00:05"),
+                ("completed", "02:05"),
+            ],
+        ),
+        job_lines(
+            2,
+            k8s,
+            &[
+                ("queued", "00:00"),
+                ("in_progress", "00:05"),
+                ("completed", "02:05"),
+            ],
+        ),
+    ]
+    .join("\n");
+    let r = run_text(&common::config(), &text).await;
+    assert_eq!(
+        r.window.end - r.window.start,
+        180,
+        "both start at 60 s, run 120 s"
+    );
+    let pool = r.pool("k8s").expect("k8s reported");
+    let f = pool.policy(Policy::Scalehook).expect("scalehook");
+    // one instance for both (ceil(2 / 2)), booted at 60, both busy to 180, then removed
+    assert_eq!(f.peak_capacity, 1);
+    assert_eq!((f.queue_wait_secs.p50, f.queue_wait_secs.max), (60, 60));
+    assert!(close(f.booting_instance_minutes, 1.0), "{f:?}");
+    assert!(close(f.busy_instance_minutes, 2.0), "{f:?}");
+    assert!(close(f.idle_instance_minutes, 0.0), "{f:?}");
+    // cpu-threshold: its floor instance (2 slots) takes both at once, idle 120-180
+    let c = pool.policy(Policy::CpuThreshold).expect("cpu");
+    assert_eq!(c.queue_wait_secs.max, 0);
+    assert!(close(c.busy_instance_minutes, 2.0) && close(c.idle_instance_minutes, 1.0));
+    // fixed-size: 10 instances x 180 s, one of them busy 120 s
+    let x = pool.policy(Policy::FixedSize).expect("fixed");
+    assert!(
+        close(x.idle_instance_minutes, (1800.0 - 120.0) / 60.0),
+        "{x:?}"
+    );
+}
