@@ -27,7 +27,7 @@ $(AWS_MOTO_VENV)/.installed-$(MOTO_VERSION):
 # (aws-lc-sys builds C), for both architectures, with no system cross toolchain.
 $(AWS_ZIG_VENV)/bin/cargo-zigbuild:
 	python3 -m venv $(AWS_ZIG_VENV)
-	$(AWS_ZIG_VENV)/bin/pip install --quiet --disable-pip-version-check 'cargo-zigbuild==0.24.0' 'ziglang==0.17.0'
+	$(AWS_ZIG_VENV)/bin/pip install --quiet --disable-pip-version-check 'cargo-zigbuild==0.24.0' 'ziglang==0.17.1'
 	@test -x $@
 
 aws-zig: $(AWS_ZIG_VENV)/bin/cargo-zigbuild

@@ -40,6 +40,8 @@ fn moto_launcher() -> PathBuf {
 /// A moto server on a free loopback port, stopped when dropped.
 pub struct Moto {
     child: Option<Child>,
+    /// moto exits when this closes (with the test process, whatever way it ends).
+    _stdin: Option<std::process::ChildStdin>,
     pub endpoint: String,
     pub port: u16,
 }
@@ -62,7 +64,7 @@ impl Moto {
             let mut child = Command::new(&exe)
                 .arg(moto_launcher())
                 .args(["127.0.0.1", &port.to_string()])
-                .stdin(Stdio::null())
+                .stdin(Stdio::piped())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -81,6 +83,7 @@ impl Moto {
                 }
                 if TcpStream::connect(("127.0.0.1", port)).is_ok() {
                     return Moto {
+                        _stdin: child.stdin.take(),
                         child: Some(child),
                         endpoint: format!("http://127.0.0.1:{port}"),
                         port,
