@@ -112,10 +112,15 @@ pub fn parse_rfc3339(s: &str) -> Option<u64> {
     }
     let offset = match rest {
         "Z" | "z" => 0,
-        _ if rest.len() == 6 && matches!(&rest[..1], "+" | "-") && &rest[3..4] == ":" => {
+        // Bytes, not string slices: `rest` may start inside a multi-byte character
+        // (a panic the `trace` fuzz target reproduces: fuzz/regressions/trace/).
+        _ if rest.len() == 6
+            && matches!(rest.as_bytes()[0], b'+' | b'-')
+            && rest.as_bytes()[3] == b':' =>
+        {
             let oh = num(s.len() - 5..s.len() - 3)?;
             let om = num(s.len() - 2..s.len())?;
-            let sign = if &rest[..1] == "+" { 1 } else { -1 };
+            let sign = if rest.as_bytes()[0] == b'+' { 1 } else { -1 };
             sign * (oh * 3600 + om * 60)
         }
         _ => return None,
@@ -151,6 +156,9 @@ mod tests {
         assert_eq!(parse_rfc3339("2024-13-01T09:30:00Z"), None);
         assert_eq!(parse_rfc3339("yesterday"), None);
         assert_eq!(parse_rfc3339("2024-05-01T09:30:00"), None);
+        // A multi-byte character where the offset starts is an error, not a panic.
+        assert_eq!(parse_rfc3339("2024-05-01T09:30:00\u{e9}0:00"), None);
+        assert_eq!(parse_rfc3339("2024-05-01T09:30:00+0\u{e9}00"), None);
     }
 
     #[test]
