@@ -11,7 +11,7 @@ use plotters::prelude::*;
 
 const PANEL_WIDTH: u32 = 760;
 const PANEL_HEIGHT: u32 = 250;
-const TITLE_HEIGHT: u32 = 60;
+const TITLE_HEIGHT: u32 = 80;
 const DEMAND: RGBColor = RGBColor(230, 85, 13);
 const CAPACITY: RGBColor = RGBColor(31, 119, 180);
 const PAID: RGBColor = RGBColor(90, 90, 90);
@@ -52,20 +52,28 @@ pub fn svg(report: &SimReport) -> Result<String, SimError> {
         title
             .draw(&Text::new(
                 format!(
-                    "Runner demand and capacity over the day, per policy (instances boot in {} s)",
+                    "Runner demand and capacity over time, per policy (instances boot in {} s)",
                     report.boot_seconds
                 ),
                 (16, 12),
                 ("sans-serif", 22).into_font().color(&BLACK),
             ))
             .map_err(chart_error)?;
-        title
-            .draw(&Text::new(
-                "orange area: jobs queued + running; blue line: runners ready; grey line: runner slots paid for (booting included). Orange above blue = jobs waiting; blue above orange = idle runners.",
-                (16, 38),
-                ("sans-serif", 14).into_font().color(&RGBColor(80, 80, 80)),
-            ))
-            .map_err(chart_error)?;
+        for (n, line) in [
+            "orange area: jobs queued + running; blue line: runners ready; grey line: runner slots paid for (booting included).",
+            "Orange above blue = jobs waiting for a runner; blue above orange = idle runners.",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            title
+                .draw(&Text::new(
+                    line,
+                    (16, 38 + 18 * n as i32),
+                    ("sans-serif", 14).into_font().color(&RGBColor(80, 80, 80)),
+                ))
+                .map_err(chart_error)?;
+        }
         let panels = body.split_evenly((rows, cols));
         for (col, pool) in report.pools.iter().enumerate() {
             let y_max = pool
@@ -94,6 +102,16 @@ pub fn svg(report: &SimReport) -> Result<String, SimError> {
         root.present().map_err(chart_error)?;
     }
     Ok(out)
+}
+
+/// `HH:MM` of a time in hours since midnight (past 24 h, the next day's clock).
+fn clock(hours: f64) -> String {
+    let minutes = (hours * 60.0).round() as i64;
+    format!(
+        "{:02}:{:02}",
+        minutes.div_euclid(60).rem_euclid(24),
+        minutes.rem_euclid(60)
+    )
 }
 
 /// (x, y) points drawing `value` as a step line: each sample holds until the next. Only the
@@ -131,7 +149,7 @@ fn draw_panel<DB: DrawingBackend>(
     hours: &dyn Fn(u64) -> f64,
 ) -> Result<(), SimError> {
     let caption = format!(
-        "{} | pool {}: wait mean {:.0} s, p95 {} s | idle {:.0} instance-h | peak {} | cost {:.2}",
+        "{} | pool {}: wait mean {:.0} s, p95 {} s | idle {:.1} instance-h | peak {} | cost {:.2}",
         f.policy.name(),
         pool,
         f.queue_wait_secs.mean,
@@ -157,7 +175,7 @@ fn draw_panel<DB: DrawingBackend>(
         .light_line_style(RGBColor(246, 246, 246))
         .x_labels(13)
         .y_labels(6)
-        .x_label_formatter(&|x| format!("{:02}:00", (x.round() as i64).rem_euclid(24)))
+        .x_label_formatter(&|x| clock(*x))
         .y_label_formatter(&|y| format!("{y:.0}"))
         .x_desc("time of day (UTC)")
         .y_desc(slots)
@@ -205,6 +223,13 @@ fn draw_panel<DB: DrawingBackend>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clock_labels() {
+        assert_eq!(clock(9.0), "09:00");
+        assert_eq!(clock(9.25), "09:15");
+        assert_eq!(clock(25.5), "01:30");
+    }
 
     #[test]
     fn steps_hold_each_value_until_the_next_change() {
