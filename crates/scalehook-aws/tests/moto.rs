@@ -3,34 +3,63 @@
 
 mod common;
 
+use aws_config::SdkConfig;
 use common::*;
 use scalehook_aws::secrets::SecretSource;
 use scalehook_aws::{AsgFleet, DynamoLedger};
 use scalehook_core::{Ledger, LogFormat, Service, WebhookSecrets};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 
-async fn setup(asg: (i32, i32, i32)) -> (Moto, aws_config::SdkConfig) {
-    let moto = Moto::start();
-    let sdk = sdk(&moto.endpoint).await;
-    create_asg(&sdk, "runners", asg.0, asg.1, asg.2).await;
-    create_table(&sdk, "ledger").await;
-    (moto, sdk)
+/// One moto server for the tests of this binary that do not stop it (each test has a group
+/// and a table of its own). It exits with the test process (see `tests/moto_server.py`).
+fn shared_moto() -> &'static Moto {
+    static MOTO: OnceLock<Moto> = OnceLock::new();
+    MOTO.get_or_init(Moto::start)
+}
+
+/// A test's own group and table on the shared server.
+struct Env {
+    sdk: SdkConfig,
+    asg: String,
+    table: String,
+}
+
+async fn setup(asg: (i32, i32, i32)) -> Env {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    let env = Env {
+        sdk: sdk(&shared_moto().endpoint).await,
+        asg: format!("runners-{n}"),
+        table: format!("ledger-{n}"),
+    };
+    create_asg(&env.sdk, &env.asg, asg.0, asg.1, asg.2).await;
+    create_table(&env.sdk, &env.table).await;
+    env
 }
 
 /// The ledger as the tests read it back (fixture timeouts: moto may be busy).
-fn ledger(sdk: &aws_config::SdkConfig) -> DynamoLedger {
-    DynamoLedger::new(ddb_client(sdk), "ledger", Default::default())
+fn ledger(sdk: &SdkConfig, table: &str) -> DynamoLedger {
+    DynamoLedger::new(ddb_client(sdk), table, Default::default())
 }
 
-async fn counts(sdk: &aws_config::SdkConfig) -> (u32, u32, usize) {
-    let p = ledger(sdk).pool("linux").await.expect("pool account");
+async fn counts(sdk: &SdkConfig, table: &str) -> (u32, u32, usize) {
+    let p = ledger(sdk, table)
+        .pool("linux")
+        .await
+        .expect("pool account");
     (p.queued, p.running, p.busy_runners.len())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_scales_out_and_duplicates_change_nothing() {
-    let (_moto, sdk) = setup((0, 5, 0)).await;
-    let svc = service(&sdk, "ledger", config("runners", 0, 3, 0), TestClock::new());
+    let env = setup((0, 5, 0)).await;
+    let svc = service(
+        &env.sdk,
+        &env.table,
+        config(&env.asg, 0, 3, 0),
+        TestClock::new(),
+    );
 
     let a = deliver(&svc, "queued", 1, None).await;
     assert_eq!(a.status, 200, "{}", a.body);
@@ -38,7 +67,7 @@ async fn queued_scales_out_and_duplicates_change_nothing() {
     assert_eq!(body["action"], "scale_out");
     assert_eq!(body["desired"], 1);
     assert_eq!(body["duplicate"], false);
-    let g = group(&sdk, "runners").await;
+    let g = group(&env.sdk, &env.asg).await;
     assert_eq!((g.desired, g.instances.len()), (1, 1));
 
     // A redelivery of the same event: recorded once, capacity untouched.
@@ -46,25 +75,30 @@ async fn queued_scales_out_and_duplicates_change_nothing() {
     assert_eq!(dup.status, 200, "{}", dup.body);
     assert_eq!(json(&dup)["duplicate"], true);
     assert_eq!(json(&dup)["action"], "hold");
-    assert_eq!(group(&sdk, "runners").await.desired, 1);
-    assert_eq!(counts(&sdk).await, (1, 0, 0));
+    assert_eq!(group(&env.sdk, &env.asg).await.desired, 1);
+    assert_eq!(counts(&env.sdk, &env.table).await, (1, 0, 0));
 
     for job in 2..=4 {
         assert_eq!(deliver(&svc, "queued", job, None).await.status, 200);
     }
     // Four queued jobs, pool max 3.
-    assert_eq!(group(&sdk, "runners").await.desired, 3);
-    assert_eq!(counts(&sdk).await, (4, 0, 0));
+    assert_eq!(group(&env.sdk, &env.asg).await.desired, 3);
+    assert_eq!(counts(&env.sdk, &env.table).await, (4, 0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_in_removes_only_idle_instances() {
-    let (_moto, sdk) = setup((0, 5, 0)).await;
-    let svc = service(&sdk, "ledger", config("runners", 0, 5, 0), TestClock::new());
+    let env = setup((0, 5, 0)).await;
+    let svc = service(
+        &env.sdk,
+        &env.table,
+        config(&env.asg, 0, 5, 0),
+        TestClock::new(),
+    );
     for job in [1, 2] {
         assert_eq!(deliver(&svc, "queued", job, None).await.status, 200);
     }
-    let g = group(&sdk, "runners").await;
+    let g = group(&env.sdk, &env.asg).await;
     assert_eq!(g.instances.len(), 2);
     let busy = g.instances[1].0.clone();
 
@@ -72,7 +106,7 @@ async fn scale_in_removes_only_idle_instances() {
     let runner = format!("gh-runner-{busy}");
     let a = deliver(&svc, "in_progress", 1, Some(&runner)).await;
     assert_eq!(a.status, 200, "{}", a.body);
-    let g = group(&sdk, "runners").await;
+    let g = group(&env.sdk, &env.asg).await;
     assert!(
         g.instances.iter().any(|(id, p)| *id == busy && *p),
         "the busy instance is protected from scale-in: {g:?}"
@@ -83,33 +117,38 @@ async fn scale_in_removes_only_idle_instances() {
     let a = deliver(&svc, "completed", 2, None).await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(json(&a)["action"], "remove_idle");
-    let g = group(&sdk, "runners").await;
+    let g = group(&env.sdk, &env.asg).await;
     assert_eq!(g.desired, 1);
     assert_eq!(
         g.instances,
         vec![(busy.clone(), true)],
         "the busy instance survives"
     );
-    assert_eq!(counts(&sdk).await, (0, 1, 1));
+    assert_eq!(counts(&env.sdk, &env.table).await, (0, 1, 1));
 
     // Job 1 completes: its instance is idle now and goes too.
     let a = deliver(&svc, "completed", 1, Some(&runner)).await;
     assert_eq!(a.status, 200, "{}", a.body);
-    let g = group(&sdk, "runners").await;
+    let g = group(&env.sdk, &env.asg).await;
     assert_eq!((g.desired, g.instances.len()), (0, 0), "{g:?}");
-    assert_eq!(counts(&sdk).await, (0, 0, 0));
+    assert_eq!(counts(&env.sdk, &env.table).await, (0, 0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_and_group_bounds_are_respected() {
     // The group allows 0..=2, the pool 1..=5: capacity stays within 1..=2.
-    let (_moto, sdk) = setup((0, 2, 0)).await;
-    let svc = service(&sdk, "ledger", config("runners", 1, 5, 0), TestClock::new());
+    let env = setup((0, 2, 0)).await;
+    let svc = service(
+        &env.sdk,
+        &env.table,
+        config(&env.asg, 1, 5, 0),
+        TestClock::new(),
+    );
     let mut highest = 0;
     for job in 1..=4 {
         let a = deliver(&svc, "queued", job, None).await;
         assert_eq!(a.status, 200, "{}", a.body);
-        highest = highest.max(group(&sdk, "runners").await.desired);
+        highest = highest.max(group(&env.sdk, &env.asg).await.desired);
     }
     assert_eq!(
         highest, 2,
@@ -119,63 +158,63 @@ async fn pool_and_group_bounds_are_respected() {
     for job in 1..=4 {
         let a = deliver(&svc, "completed", job, None).await;
         assert_eq!(a.status, 200, "{}", a.body);
-        lowest = lowest.min(group(&sdk, "runners").await.desired);
+        lowest = lowest.min(group(&env.sdk, &env.asg).await.desired);
     }
     assert_eq!(lowest, 1, "never below the pool's min");
-    assert_eq!(counts(&sdk).await, (0, 0, 0));
+    assert_eq!(counts(&env.sdk, &env.table).await, (0, 0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_converges_after_dropped_deliveries() {
-    let (_moto, sdk) = setup((0, 5, 0)).await;
+    let env = setup((0, 5, 0)).await;
     let clock = TestClock::new();
-    let mut config = config("runners", 0, 5, 0);
+    let mut config = config(&env.asg, 0, 5, 0);
     config.ledger.queued = std::time::Duration::from_secs(600);
-    let svc = service(&sdk, "ledger", config, clock.clone());
+    let svc = service(&env.sdk, &env.table, config, clock.clone());
     for job in [1, 2] {
         assert_eq!(deliver(&svc, "queued", job, None).await.status, 200);
     }
-    assert_eq!(group(&sdk, "runners").await.desired, 2);
+    assert_eq!(group(&env.sdk, &env.asg).await.desired, 2);
 
     // Both jobs' later deliveries are lost. Before the queued TTL nothing changes...
     let r = svc.reconcile().await;
     assert!(r.ok(), "{r:?}");
-    assert_eq!((r.expired, group(&sdk, "runners").await.desired), (0, 2));
+    assert_eq!((r.expired, group(&env.sdk, &env.asg).await.desired), (0, 2));
     // ...after it, reconcile expires them and removes the idle instances.
     clock.advance(601);
     let r = svc.reconcile().await;
     assert!(r.ok(), "{r:?}");
     assert_eq!(r.expired, 2);
     assert_eq!(r.pools[0].action, Some("remove_idle"));
-    let g = group(&sdk, "runners").await;
+    let g = group(&env.sdk, &env.asg).await;
     assert_eq!((g.desired, g.instances.len()), (0, 0), "{g:?}");
-    assert_eq!(counts(&sdk).await, (0, 0, 0));
+    assert_eq!(counts(&env.sdk, &env.table).await, (0, 0, 0));
 
     // A queued job whose scale-out was undone behind scalehook's back: reconcile restores it.
     assert_eq!(deliver(&svc, "queued", 3, None).await.status, 200);
-    asg_client(&sdk)
+    asg_client(&env.sdk)
         .set_desired_capacity()
-        .auto_scaling_group_name("runners")
+        .auto_scaling_group_name(&env.asg)
         .desired_capacity(0)
         .send()
         .await
         .expect("external change");
     let r = svc.reconcile().await;
     assert!(r.ok(), "{r:?}");
-    assert_eq!(group(&sdk, "runners").await.desired, 1);
+    assert_eq!(group(&env.sdk, &env.asg).await.desired, 1);
     // The late queued of an expired job stays a no-op.
     let late = deliver(&svc, "queued", 1, None).await;
     assert_eq!(json(&late)["duplicate"], true);
-    assert_eq!(counts(&sdk).await, (1, 0, 0));
+    assert_eq!(counts(&env.sdk, &env.table).await, (1, 0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_deliveries_leave_exact_counts() {
-    let (_moto, sdk) = setup((0, 40, 0)).await;
+    let env = setup((0, 40, 0)).await;
     let svc = Arc::new(service(
-        &sdk,
-        "ledger",
-        config("runners", 0, 40, 0),
+        &env.sdk,
+        &env.table,
+        config(&env.asg, 0, 40, 0),
         TestClock::new(),
     ));
     // 80 deliveries for 20 jobs, with duplicates and out-of-order arrivals:
@@ -234,8 +273,11 @@ async fn concurrent_deliveries_leave_exact_counts() {
         failed.len()
     );
     // Queued: 11..=20; running: 6..=10, each with its runner in the busy set.
-    assert_eq!(counts(&sdk).await, (10, 5, 5));
-    let p = ledger(&sdk).pool("linux").await.expect("account");
+    assert_eq!(counts(&env.sdk, &env.table).await, (10, 5, 5));
+    let p = ledger(&env.sdk, &env.table)
+        .pool("linux")
+        .await
+        .expect("account");
     let mut busy = p.busy_runners.clone();
     busy.sort();
     let mut expected: Vec<String> = (6..=10).map(|j| format!("gh-runner-job{j}")).collect();
@@ -245,12 +287,11 @@ async fn concurrent_deliveries_leave_exact_counts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_group_is_5xx_and_a_redelivery_repairs() {
-    let moto = Moto::start();
-    let sdk = sdk(&moto.endpoint).await;
-    create_table(&sdk, "ledger").await;
+    let sdk = sdk(&shared_moto().endpoint).await;
+    create_table(&sdk, "ledger-late").await;
     let svc = service(
         &sdk,
-        "ledger",
+        "ledger-late",
         config("late-group", 0, 3, 0),
         TestClock::new(),
     );
@@ -258,9 +299,13 @@ async fn unknown_group_is_5xx_and_a_redelivery_repairs() {
     let a = deliver(&svc, "queued", 1, None).await;
     assert_eq!(a.status, 502, "{}", a.body);
     assert!(a.body.contains("late-group"), "{}", a.body);
-    assert_eq!(counts(&sdk).await, (1, 0, 0), "recorded once");
+    assert_eq!(
+        counts(&sdk, "ledger-late").await,
+        (1, 0, 0),
+        "recorded once"
+    );
     assert_eq!(deliver(&svc, "queued", 1, None).await.status, 502);
-    assert_eq!(counts(&sdk).await, (1, 0, 0), "still once");
+    assert_eq!(counts(&sdk, "ledger-late").await, (1, 0, 0), "still once");
 
     create_asg(&sdk, "late-group", 0, 3, 0).await;
     let a = deliver(&svc, "queued", 1, None).await;
@@ -268,7 +313,7 @@ async fn unknown_group_is_5xx_and_a_redelivery_repairs() {
     assert_eq!(json(&a)["duplicate"], true);
     assert_eq!(json(&a)["desired"], 1);
     assert_eq!(group(&sdk, "late-group").await.desired, 1);
-    assert_eq!(counts(&sdk).await, (1, 0, 0));
+    assert_eq!(counts(&sdk, "ledger-late").await, (1, 0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -297,7 +342,11 @@ async fn stopped_fleet_endpoint_is_5xx_and_a_redelivery_repairs() {
     asg_moto.stop();
     let a = deliver(&svc, "queued", 2, None).await;
     assert!(a.status >= 500, "{} {}", a.status, a.body);
-    assert_eq!(counts(&ledger_sdk).await, (2, 0, 0), "ledger exact");
+    assert_eq!(
+        counts(&ledger_sdk, "ledger").await,
+        (2, 0, 0),
+        "ledger exact"
+    );
     let r = svc.reconcile().await;
     assert!(
         !r.ok(),
@@ -317,12 +366,15 @@ async fn stopped_fleet_endpoint_is_5xx_and_a_redelivery_repairs() {
         2,
         "capacity repaired"
     );
-    assert_eq!(counts(&ledger_sdk).await, (2, 0, 0));
+    assert_eq!(counts(&ledger_sdk, "ledger").await, (2, 0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopped_ledger_is_503_and_the_fleet_is_untouched() {
-    let (mut moto, sdk) = setup((0, 3, 0)).await;
+    let mut moto = Moto::start();
+    let sdk = sdk(&moto.endpoint).await;
+    create_asg(&sdk, "runners", 0, 3, 0).await;
+    create_table(&sdk, "ledger").await;
     let svc = service(&sdk, "ledger", config("runners", 0, 3, 0), TestClock::new());
     moto.stop();
     let a = deliver(&svc, "queued", 1, None).await;
@@ -331,8 +383,7 @@ async fn stopped_ledger_is_503_and_the_fleet_is_untouched() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_from_ssm_and_secrets_manager() {
-    let moto = Moto::start();
-    let sdk = sdk(&moto.endpoint).await;
+    let sdk = sdk(&shared_moto().endpoint).await;
     ssm_client(&sdk)
         .put_parameter()
         .name("/scalehook/webhook-secret")
