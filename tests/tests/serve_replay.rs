@@ -297,3 +297,65 @@ fn a_5xx_fails_the_replay_and_says_so() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("2 deliveries got a 5xx"), "{stderr}");
 }
+
+/// Many deliveries at once, each job twice (a redelivery racing the original): the
+/// server's counts stay exact and capacity ends at the policy's target.
+#[test]
+fn concurrent_deliveries_keep_exact_counts() {
+    use scalehook_core::signature::sign;
+    let server = Server::start(None);
+    let send = |action: &str, id: u64| {
+        let body = json!({
+            "action": action,
+            "workflow_job": {"id": id, "run_id": 1, "labels": ["self-hosted", "linux", "x64"], "runner_name": null, "runner_id": 0},
+        })
+        .to_string();
+        let sig = sign(SECRET.as_bytes(), body.as_bytes());
+        let delivery = format!("{action}-{id}");
+        let headers = [
+            ("content-type", "application/json"),
+            ("x-github-event", "workflow_job"),
+            ("x-github-delivery", delivery.as_str()),
+            ("x-hub-signature-256", sig.as_str()),
+        ];
+        scalehook_e2e::request(&server.url, "POST", &headers, Some(body.as_bytes())).0
+    };
+    let jobs: Vec<u64> = (1..=60).collect();
+    let phase = |action: &str| {
+        std::thread::scope(|s| {
+            let workers: Vec<_> = (0..6)
+                .map(|w| {
+                    let jobs = &jobs;
+                    let send = &send;
+                    let action = action.to_string();
+                    s.spawn(move || {
+                        // Every worker sends every job whose id is in its half of the
+                        // list, so each job goes out from two workers at once.
+                        jobs.iter()
+                            .filter(|id| *id % 3 == w % 3)
+                            .map(|id| send(&action, *id))
+                            .collect::<Vec<u16>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().expect("worker"))
+                .collect::<Vec<u16>>()
+        })
+    };
+    let statuses = phase("queued");
+    assert_eq!(statuses.len(), 120);
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(
+        server.status()["pools"][0],
+        json!({"name": "linux-x64", "desired": 20, "queued": 60, "running": 0})
+    );
+    let statuses = phase("completed");
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    // 120 completions, each removing at most one idle instance: back to standby 1.
+    assert_eq!(
+        server.status()["pools"][0],
+        json!({"name": "linux-x64", "desired": 1, "queued": 0, "running": 0})
+    );
+}
