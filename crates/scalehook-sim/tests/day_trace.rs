@@ -82,6 +82,24 @@ async fn scalehook_on_the_day() {
         assert!(scalehook.idle_instance_minutes < cpu.idle_instance_minutes);
         assert!(scalehook.cost < cpu.cost && cpu.cost < fixed.cost);
         assert!(fixed.queue_wait_secs.mean <= scalehook.queue_wait_secs.mean);
+        // Both autoscalers scale in again after the evening: the CPU alarm ends the day
+        // below its peak, scalehook holds no more than the night's work and standby.
+        let last = cpu.series.last().expect("samples");
+        assert!(last.capacity_slots < cpu.peak_capacity * pool.runners_per_instance);
+        let at_3am = scalehook
+            .series
+            .iter()
+            .find(|s| s.at == report.window.start + 3 * 3600)
+            .expect("a sample at 03:00");
+        if pool.pool == "linux-x64" {
+            assert_eq!(
+                (at_3am.demand_slots, at_3am.capacity_slots),
+                (0, pool.standby)
+            );
+        } else {
+            // the 2-hour soak test: one job, one instance of two slots
+            assert_eq!((at_3am.demand_slots, at_3am.capacity_slots), (1, 2));
+        }
         // Without standby, every k8s job waits for a boot, and no longer: scalehook
         // launches on the queued delivery.
         if pool.pool == "k8s" {
