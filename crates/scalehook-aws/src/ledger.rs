@@ -60,6 +60,19 @@ enum WriteError {
     Failed(LedgerError),
 }
 
+/// The pause before re-reading after a lost race: exponential from about 5-20 ms, capped
+/// at 320 ms, jittered by job and time so that a burst of deliveries for one pool (which
+/// all update the pool's counters) spreads out instead of colliding again. The sum over
+/// all attempts stays near 1.3 s, well inside the per-delivery budget.
+fn lost_race_backoff(job_id: u64, attempt: u32) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let jitter = (job_id ^ u64::from(nanos)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60; // 0..=15
+    Duration::from_millis((5 + jitter) << attempt.min(4))
+}
+
 fn job_key(job_id: u64) -> String {
     format!("job#{job_id}")
 }
@@ -369,7 +382,7 @@ impl DynamoLedger {
 #[async_trait]
 impl Ledger for DynamoLedger {
     async fn record(&self, t: &Transition) -> Result<Recorded, LedgerError> {
-        for _ in 0..MAX_TRANSITION_ATTEMPTS {
+        for attempt in 0..MAX_TRANSITION_ATTEMPTS {
             let existing = self.get_job(t.job_id).await?;
             let current = existing.as_ref().map(|j| j.state);
             let Some(to) = JobState::advance(current, t.to) else {
@@ -390,7 +403,14 @@ impl Ledger for DynamoLedger {
                 .await
             {
                 Ok(()) => return Ok(Recorded::Applied { from: current }),
-                Err(WriteError::Lost) => continue,
+                Err(WriteError::Lost) => {
+                    tracing::debug!(
+                        job_id = t.job_id,
+                        attempt,
+                        "ledger write lost a race; re-reading"
+                    );
+                    tokio::time::sleep(lost_race_backoff(t.job_id, attempt)).await;
+                }
                 Err(WriteError::Failed(e)) => return Err(e),
             }
         }
@@ -490,6 +510,18 @@ mod tests {
         let mut bad = item;
         bad.insert("pk".into(), s("pool#linux"));
         assert!(parse_job(&bad).is_err());
+    }
+
+    #[test]
+    fn lost_race_backoff_is_bounded() {
+        let total: Duration = (0..MAX_TRANSITION_ATTEMPTS)
+            .map(|a| lost_race_backoff(14_541_957_942, a))
+            .sum();
+        assert!(
+            total <= Duration::from_millis(20 * (1 + 2 + 4 + 8 + 16 * 4)),
+            "{total:?}"
+        );
+        assert!(lost_race_backoff(1, 0) >= Duration::from_millis(5));
     }
 
     #[test]

@@ -13,9 +13,15 @@ use tracing_subscriber::EnvFilter;
 
 fn init_logging() {
     // AWS_LAMBDA_LOG_LEVEL is Lambda's own log-level setting; RUST_LOG overrides it.
-    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
-        .map(|l| l.to_ascii_lowercase())
-        .unwrap_or_else(|_| "info".into());
+    let level = match std::env::var("AWS_LAMBDA_LOG_LEVEL")
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        l @ ("trace" | "debug" | "info" | "warn" | "error") => l.to_string(),
+        "fatal" => "error".into(),
+        _ => "info".into(),
+    };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(format!("{level},aws_smithy_runtime=warn,aws_config=warn"))
     });
