@@ -18,9 +18,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// chart point.
 pub const TICK_SECS: u64 = 60;
 
-/// How long past the trace's last event the simulation keeps going while jobs still wait
-/// (a pool that can never serve them, e.g. `max = 0`): GitHub gives up on a queued
-/// self-hosted job after 24 hours; the rest are reported as never started.
+/// How long past the trace's last event the simulation keeps going while jobs still wait.
+/// A safeguard (with `max >= 1` every job is served in time): GitHub gives up on a queued
+/// self-hosted job after 24 hours, so jobs still queued then are reported as never started.
 pub const OVERRUN_LIMIT_SECS: u64 = 24 * 3600;
 
 /// The conclusion a simulated `completed` delivery carries.
