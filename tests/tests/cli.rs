@@ -167,3 +167,29 @@ fn replay_rejects_what_it_cannot_deliver() {
     assert_eq!(code, Some(1));
     assert!(stderr.contains("--url"), "{stderr}");
 }
+
+#[test]
+fn replay_needs_a_secret_only_to_send() {
+    // In process it is sender and receiver: a throwaway secret, said on stderr.
+    let (code, stdout, stderr) = run(scalehook().env_remove("SCALEHOOK_WEBHOOK_SECRET").args([
+        "replay",
+        "--json",
+        "fixtures/traces/scenarios/burst.jsonl",
+    ]));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("throwaway secret"), "{stderr}");
+    assert_eq!(stdout.matches("\"http_status\":200").count(), 5, "{stdout}");
+    // To a server it must be the server's secret: refused without one, before sending.
+    let (code, stdout, stderr) = run(scalehook().env_remove("SCALEHOOK_WEBHOOK_SECRET").args([
+        "replay",
+        "--url",
+        "http://127.0.0.1:9/webhook",
+        "fixtures/traces/scenarios/burst.jsonl",
+    ]));
+    assert_eq!(code, Some(1));
+    assert!(stdout.is_empty());
+    assert!(
+        stderr.contains("export SCALEHOOK_WEBHOOK_SECRET="),
+        "{stderr}"
+    );
+}

@@ -38,9 +38,10 @@ pub enum Command {
     /// Without --url, in process against a fresh service built from the configuration
     /// (local fleet, in-memory ledger), exactly as `scalehook serve` would handle them.
     /// With --url, POSTed to that webhook URL; the summary then comes from GET /status on
-    /// the URL's origin. Directories are read in name order: *.json payloads and *.jsonl
+    /// the URL's origin. Directories are read recursively in path order: *.json payloads and *.jsonl
     /// traces, skipping (with a note) JSON files that are not payloads. Bodies are signed
-    /// with SCALEHOOK_WEBHOOK_SECRET. Exits 1 when a delivery got a 5xx (a cloud
+    /// with SCALEHOOK_WEBHOOK_SECRET (required with --url; in process, a throwaway secret
+    /// when it is not set). Exits 1 when a delivery got a 5xx (a cloud
     /// dependency failed) or a 401 (the server has another secret).
     Replay(ReplayArgs),
     /// Print the X-Hub-Signature-256 header value (sha256=...) for a body.

@@ -54,7 +54,19 @@ struct Reply {
 }
 
 pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let secrets = setup::secrets_from_env()?;
+    let secrets = match (&args.url, setup::secrets_from_env()) {
+        (_, Ok(secrets)) => secrets,
+        (Some(_), Err(e)) => return Err(e),
+        // In process this run both signs and verifies, so any secret proves the same
+        // thing; one that dies with the process spares a first-time user the set-up.
+        (None, Err(_)) => {
+            eprintln!(
+                "scalehook replay: SCALEHOOK_WEBHOOK_SECRET is not set: signing and verifying in process with a throwaway secret"
+            );
+            WebhookSecrets::new([format!("{}{}", new_delivery_id(), new_delivery_id())])
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+        }
+    };
     let mut notes = Vec::new();
     let deliveries = collect(&args.paths, &mut notes)?;
     for note in &notes {
