@@ -128,13 +128,29 @@ impl ScalehookController {
     ) -> Result<Option<String>, SimError> {
         let j = &self.workload.jobs[job];
         let mut payload = j.payload.clone();
-        payload["action"] = action.into();
-        let wj = &mut payload["workflow_job"];
-        wj["status"] = action.into();
-        wj["runner_name"] = runner.map_or(serde_json::Value::Null, Into::into);
+        // The workload parsed this payload as a workflow_job event, so both are objects;
+        // checked anyway rather than indexed, which would panic otherwise.
+        let not_object = || SimError::Internal(format!("job {}: payload is not an object", j.id));
+        let event = payload.as_object_mut().ok_or_else(not_object)?;
+        event.insert("action".into(), action.into());
+        let wj = event
+            .get_mut("workflow_job")
+            .and_then(serde_json::Value::as_object_mut)
+            .ok_or_else(not_object)?;
+        wj.insert("status".into(), action.into());
+        wj.insert(
+            "runner_name".into(),
+            runner.map_or(serde_json::Value::Null, Into::into),
+        );
         // GitHub's "no runner" is runner_id 0/null; any non-zero id names a runner.
-        wj["runner_id"] = runner.map_or(serde_json::Value::Null, |_| 1.into());
-        wj["conclusion"] = ending.map_or(serde_json::Value::Null, |e| e.conclusion().into());
+        wj.insert(
+            "runner_id".into(),
+            runner.map_or(serde_json::Value::Null, |_| 1.into()),
+        );
+        wj.insert(
+            "conclusion".into(),
+            ending.map_or(serde_json::Value::Null, |e| e.conclusion().into()),
+        );
         let body = serde_json::to_vec(&payload).map_err(|e| SimError::Internal(e.to_string()))?;
         self.deliveries += 1;
         let mut headers = HeaderMap::new();
