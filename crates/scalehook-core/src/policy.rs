@@ -161,10 +161,16 @@ pub fn decide(
     if instance_ids.is_empty() {
         return decision(CapacityAction::Hold, "no idle instance to remove");
     }
-    decision(
+    // An instance removed now is leaving the group: clearing its protection would only be
+    // refused (an ASG rejects calls on terminating instances).
+    let mut d = decision(
         CapacityAction::Remove { instance_ids },
         "idle above standby",
-    )
+    );
+    if let CapacityAction::Remove { instance_ids } = &d.capacity {
+        d.unprotect.retain(|id| !instance_ids.contains(id));
+    }
+    d
 }
 
 /// Which instances busy runners map to.
@@ -391,6 +397,20 @@ mod tests {
         let d = decide(Trigger::Demand, &pool(2, 10, 0, 1), &account(0, 0), &f);
         assert_eq!(d.unprotect, vec!["i-1".to_string()]);
         assert_eq!(d.capacity, CapacityAction::Hold);
+    }
+
+    #[test]
+    fn a_removed_instance_is_not_also_unprotected() {
+        let mut f = fleet(2);
+        f.instances[1].protected = true;
+        let d = decide(Trigger::Release, &pool(0, 10, 0, 1), &account(0, 0), &f);
+        assert_eq!(
+            d.capacity,
+            CapacityAction::Remove {
+                instance_ids: vec!["i-1".into()]
+            }
+        );
+        assert!(d.unprotect.is_empty(), "{d:?}");
     }
 
     #[test]

@@ -420,19 +420,8 @@ impl Service {
                 }
             }
         }
-        // An instance removed just now is leaving the group: clearing its protection
-        // would only be refused (the ASG rejects calls on terminating instances).
-        let unprotect: Vec<String> = match &d.capacity {
-            CapacityAction::Remove { instance_ids } => d
-                .unprotect
-                .iter()
-                .filter(|id| !instance_ids.contains(id))
-                .cloned()
-                .collect(),
-            _ => d.unprotect.clone(),
-        };
-        if !unprotect.is_empty() {
-            self.fleet.set_protection(pool, &unprotect, false).await?;
+        if !d.unprotect.is_empty() {
+            self.fleet.set_protection(pool, &d.unprotect, false).await?;
         }
         Ok(())
     }
