@@ -39,12 +39,14 @@ pub struct ArmBudget {
 impl Default for ArmBudget {
     fn default() -> Self {
         // The core gives a delivery 7 s for the ledger and the fleet together; a scale
-        // action is describe + one write, so each call gets at most 3 s.
+        // action is describe + one write, so each call gets at most 3 s. Scale operations
+        // take minutes, so polling is short: it catches an operation that fails at once,
+        // and a reconcile pass that removes several instances still fits its budget.
         Self {
             call: Duration::from_secs(3),
             attempts: 4,
             max_wait: Duration::from_secs(2),
-            poll: Duration::from_millis(2500),
+            poll: Duration::from_secs(1),
         }
     }
 }

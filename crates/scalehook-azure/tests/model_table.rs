@@ -7,24 +7,25 @@
 
 #[path = "common/azurite.rs"]
 mod azurite;
+#[path = "../../scalehook-core/tests/model_support/fault_proxy.rs"]
+mod fault_proxy;
 #[path = "../../scalehook-core/tests/model_support/mod.rs"]
 mod model_support;
 
 use azurite::{Azurite, ACCOUNT, KEY};
 use base64::Engine;
+use fault_proxy::{FaultProxy, Flavor};
 use model_support::{run, Options};
 use scalehook_azure::{TableAuth, TableClient, TableLedger};
 use std::sync::Arc;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn model_table_storage_ledger() {
-    let az = Azurite::start();
+async fn table_ledger(endpoint: &str) -> TableLedger {
     let key = base64::engine::general_purpose::STANDARD
         .decode(KEY)
         .expect("key");
     let client = TableClient::new(
         scalehook_azure::app::http_client().expect("client"),
-        &az.endpoint(),
+        endpoint,
         "modelledger",
         TableAuth::SharedKey {
             account: ACCOUNT.into(),
@@ -33,6 +34,13 @@ async fn model_table_storage_ledger() {
     )
     .expect("table client");
     client.ensure_table().await.expect("create table");
+    TableLedger::new(client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_table_storage_ledger() {
+    let az = Azurite::start();
+    let ledger = table_ledger(&az.endpoint()).await;
     let opts = Options {
         cases: 20,
         first_seed: 200_001,
@@ -49,17 +57,56 @@ async fn model_table_storage_ledger() {
         cloud_timeout_ms: 8000,
     }
     .with_env();
-    let totals = run(
-        "table storage on azurite",
-        Arc::new(TableLedger::new(client)),
-        &opts,
-    )
-    .await;
+    let totals = run("table storage on azurite", Arc::new(ledger), &opts).await;
     assert_eq!(totals.cases, opts.cases);
     if opts.cases >= 10 {
         assert!(
             totals.answers_5xx > 0 && totals.duplicates > 0,
             "{totals:?}"
         );
+    }
+}
+
+/// The same model with the Table Storage ledger behind a proxy that answers 503 ServerBusy
+/// or 500, or lets a write land and loses its answer (`fault_proxy.rs`): the ledger's bounded
+/// retries and ETag writes must keep every count exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_table_storage_ledger_through_a_faulty_network() {
+    let az = Azurite::start();
+    // The table exists before faults begin.
+    table_ledger(&az.endpoint()).await;
+    let upstream = ([127, 0, 0, 1], az.port).into();
+    let proxy = FaultProxy::start(upstream, Flavor::TableStorage, 60, 43).await;
+    let ledger = table_ledger(&format!("{}/{ACCOUNT}", proxy.endpoint)).await;
+    let opts = Options {
+        cases: 8,
+        first_seed: 210_001,
+        jobs_per_round: 4,
+        rounds: 10,
+        fleet_faults: 50,
+        ledger_faults: 0,
+        ledger_stalls: false,
+        duplicates: 150,
+        hold_back: 100,
+        reconcile: 300,
+        cloud_timeout_ms: 8000,
+    }
+    .with_env();
+    let totals = run(
+        "table storage on azurite, faulty network",
+        Arc::new(ledger),
+        &opts,
+    )
+    .await;
+    println!(
+        "fault proxy (Table Storage): {} requests forwarded, {} answered 503 ServerBusy, {} answered 500, {} answers lost after the write",
+        proxy.forwarded.load(std::sync::atomic::Ordering::Relaxed),
+        proxy.throttled.load(std::sync::atomic::Ordering::Relaxed),
+        proxy.server_errors.load(std::sync::atomic::Ordering::Relaxed),
+        proxy.lost_answers.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    assert_eq!(totals.cases, opts.cases);
+    if opts.cases >= 5 {
+        assert!(proxy.injected() > 0, "the proxy injected nothing");
     }
 }
