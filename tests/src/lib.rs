@@ -130,8 +130,13 @@ impl Server {
     /// Starts the server with the embedded default config, or `config` (relative to the
     /// workspace root).
     pub fn start(config: Option<&str>) -> Server {
+        Server::start_with(config, &[])
+    }
+
+    /// Like [`Server::start`], with more `serve` arguments.
+    pub fn start_with(config: Option<&str>, args: &[&str]) -> Server {
         let mut cmd = scalehook();
-        cmd.args(["serve", "--listen", "127.0.0.1:0"]);
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]).args(args);
         if let Some(c) = config {
             cmd.args(["--config", c]);
         }

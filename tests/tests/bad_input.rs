@@ -222,3 +222,26 @@ fn sigterm_stops_the_server_gracefully() {
     );
     assert!(server.terminate(), "serve exits 0 on SIGTERM");
 }
+
+#[test]
+fn serve_reconciles_on_its_schedule() {
+    // Reconcile restores linux-x64's standby instance without any delivery. Polled, bounded:
+    // the test waits for the effect, it does not time it.
+    let server = Server::start_with(None, &["--reconcile-every", "1"]);
+    let mut desired = Value::Null;
+    for _ in 0..300 {
+        desired = server.status()["pools"][0]["desired"].clone();
+        if desired == 1 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(desired, 1, "no reconcile pass within 30 s");
+    let (_, metrics) = server.get("/metrics");
+    assert!(
+        metrics
+            .contains("scalehook_scale_actions_total{pool=\"linux-x64\",action=\"scale_out\"} 1"),
+        "{metrics}"
+    );
+    assert!(server.log().contains("scalehook::reconcile"));
+}
