@@ -5,13 +5,19 @@ AZURITE_VERSION := 3.37.0
 AZURITE_DIR := $(CURDIR)/.tools/azurite
 AZURE_MUSL_TARGET := x86_64-unknown-linux-musl
 AZURE_ZIP := target/azure/scalehook-azure.zip
+# Its own target dir: the musl release build shares nothing with the debug/test builds, and
+# does not wait on their lock.
+AZURE_TARGET_DIR := target/azure-musl
 # The tests find azurite-table through this variable (fallback: the same path under .tools/).
-export SCALEHOOK_AZURITE_TABLE := $(AZURITE_DIR)/node_modules/.bin/azurite-table
+SCALEHOOK_AZURITE_TABLE ?= $(AZURITE_DIR)/node_modules/.bin/azurite-table
+export SCALEHOOK_AZURITE_TABLE
 
 TEST_DEPS += azure-deps
-TEST_STEPS += azure-zip-check
+# The packager and the function app files are checked on every `make test` with the debug
+# handler (cheap); the static musl release build is `make azure-zip`, which checks itself.
+TEST_STEPS += azure-package-check
 
-.PHONY: azure-deps azure-zip azure-zip-check azure-test azure-startup
+.PHONY: azure-deps azure-zip azure-package-check azure-test azure-startup
 
 azure-deps: $(SCALEHOOK_AZURITE_TABLE) ## install Azurite (npm, pinned) under .tools/azurite
 
@@ -30,14 +36,17 @@ azure-zip: ## build the static x86_64 musl handler and zip the function app unde
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then apt-get install -y -qq musl-tools >/dev/null; \
 	  else echo "musl-gcc is needed: apt-get install musl-tools"; exit 1; fi; }
 	CC_x86_64_unknown_linux_musl=musl-gcc $(CARGO) build --locked --release -p scalehook-azure \
-	  --bin handler --target $(AZURE_MUSL_TARGET)
+	  --bin handler --target $(AZURE_MUSL_TARGET) --target-dir $(AZURE_TARGET_DIR)
 	python3 crates/scalehook-azure/package.py \
-	  --handler target/$(AZURE_MUSL_TARGET)/release/handler \
+	  --handler $(AZURE_TARGET_DIR)/$(AZURE_MUSL_TARGET)/release/handler \
 	  --app crates/scalehook-azure/function-app --out $(AZURE_ZIP)
-
-azure-zip-check: azure-zip ## build the zip and check its layout (host.json at root, handler 0755, static)
 	python3 crates/scalehook-azure/package.py --check $(AZURE_ZIP)
 
-azure-startup: azure-deps ## measure the handler's start-up (process start to first answer), median of runs
-	$(CARGO) build --locked --release -p scalehook-azure --bin handler
-	python3 crates/scalehook-azure/startup.py target/release/handler
+azure-package-check: ## zip the function app with the debug handler and check the layout
+	$(CARGO) build --locked -p scalehook-azure --bin handler
+	python3 crates/scalehook-azure/package.py --handler target/debug/handler \
+	  --app crates/scalehook-azure/function-app --out target/azure/check/dev.zip
+	python3 crates/scalehook-azure/package.py --check target/azure/check/dev.zip --allow-dynamic
+
+azure-startup: azure-zip ## measure the zipped (musl) handler's start-up: process start to first answer, median
+	python3 crates/scalehook-azure/startup.py $(AZURE_TARGET_DIR)/$(AZURE_MUSL_TARGET)/release/handler
