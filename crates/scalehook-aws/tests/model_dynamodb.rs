@@ -7,10 +7,13 @@
 //! `SCALEHOOK_MODEL_SEED=<n>` replays one case; `SCALEHOOK_MODEL_CASES=<n>` runs more.
 
 mod common;
+#[path = "../../scalehook-core/tests/model_support/fault_proxy.rs"]
+mod fault_proxy;
 #[path = "../../scalehook-core/tests/model_support/mod.rs"]
 mod model_support;
 
 use common::{create_table, sdk, Moto};
+use fault_proxy::{FaultProxy, Flavor};
 use model_support::{run, Options};
 use scalehook_aws::DynamoLedger;
 use std::sync::Arc;
@@ -44,5 +47,45 @@ async fn model_dynamodb_ledger() {
             totals.answers_5xx > 0 && totals.duplicates > 0,
             "{totals:?}"
         );
+    }
+}
+
+/// The same model with the DynamoDB ledger behind a proxy that throttles, answers 500, or
+/// lets a write land and loses its answer (`fault_proxy.rs`): the SDK's bounded retries and
+/// the ledger's conditional writes must keep every count exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_dynamodb_ledger_through_a_faulty_network() {
+    let moto = Moto::start();
+    let direct = sdk(&moto.endpoint).await;
+    create_table(&direct, "model-ledger").await;
+    let upstream = ([127, 0, 0, 1], moto.port).into();
+    let proxy = FaultProxy::start(upstream, Flavor::DynamoDb, 60, 42).await;
+    let through_proxy = sdk(&proxy.endpoint).await;
+    let opts = Options {
+        cases: 8,
+        first_seed: 310_001,
+        jobs_per_round: 4,
+        rounds: 10,
+        fleet_faults: 50,
+        ledger_faults: 0,
+        ledger_stalls: false,
+        duplicates: 150,
+        hold_back: 100,
+        reconcile: 300,
+        cloud_timeout_ms: 8000,
+    }
+    .with_env();
+    let ledger = DynamoLedger::from_sdk(&through_proxy, "model-ledger", Default::default());
+    let totals = run("dynamodb on moto, faulty network", Arc::new(ledger), &opts).await;
+    println!(
+        "fault proxy (DynamoDB): {} requests forwarded, {} throttled, {} answered 500, {} answers lost after the write",
+        proxy.forwarded.load(std::sync::atomic::Ordering::Relaxed),
+        proxy.throttled.load(std::sync::atomic::Ordering::Relaxed),
+        proxy.server_errors.load(std::sync::atomic::Ordering::Relaxed),
+        proxy.lost_answers.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    assert_eq!(totals.cases, opts.cases);
+    if opts.cases >= 5 {
+        assert!(proxy.injected() > 0, "the proxy injected nothing");
     }
 }

@@ -125,6 +125,8 @@ pub struct Totals {
     pub ledger_faults: u64,
     pub removals_checked: u64,
     pub reconciles: u64,
+    /// The slowest answer, in milliseconds (from the service's own latency measurement).
+    pub max_latency_ms: u64,
     /// Jobs still running, at the end, on an instance removed before their late
     /// `in_progress` arrived (see the capacity check).
     pub late_start_removals: u64,
@@ -143,6 +145,7 @@ impl Totals {
         self.removals_checked += o.removals_checked;
         self.reconciles += o.reconciles;
         self.late_start_removals += o.late_start_removals;
+        self.max_latency_ms = self.max_latency_ms.max(o.max_latency_ms);
     }
 }
 
@@ -159,7 +162,7 @@ pub async fn run(backend: &str, ledger: Arc<dyn Ledger>, opts: &Options) -> Tota
         }
     }
     println!(
-        "model[{backend}]: {} cases (seeds {}..={}), {} jobs, {} deliveries ({} duplicates, {} redeliveries after 5xx, {} answered 5xx), {} injected fleet faults, {} injected ledger faults, {} reconciles, {} removals checked, 0 violations ({} jobs left running on an instance removed before their late in_progress)",
+        "model[{backend}]: {} cases (seeds {}..={}), {} jobs, {} deliveries ({} duplicates, {} redeliveries after 5xx, {} answered 5xx), {} injected fleet faults, {} injected ledger faults, {} reconciles, {} removals checked, slowest answer {} ms, 0 violations ({} jobs left running on an instance removed before their late in_progress)",
         totals.cases,
         opts.first_seed,
         opts.first_seed + opts.cases.saturating_sub(1),
@@ -172,6 +175,7 @@ pub async fn run(backend: &str, ledger: Arc<dyn Ledger>, opts: &Options) -> Tota
         totals.ledger_faults,
         totals.reconciles,
         totals.removals_checked,
+        totals.max_latency_ms,
         totals.late_start_removals,
     );
     totals
@@ -759,7 +763,7 @@ async fn send(
         let (service, headers, body) = (service.clone(), headers(d), d.body.clone());
         tasks.spawn(async move {
             let a = service.handle(&Method::POST, &headers, &body).await;
-            (i, a.status, a.body)
+            (i, a.status, a.body, a.report.latency_us / 1000)
         });
     }
     if also_reconcile {
@@ -768,11 +772,13 @@ async fn send(
         tasks.spawn(async move {
             // Its faults are the injected ones; the final reconcile is checked instead.
             let _ = service.reconcile().await;
-            (usize::MAX, 200, String::new())
+            (usize::MAX, 200, String::new(), 0)
         });
     }
     while let Some(joined) = tasks.join_next().await {
-        let (i, status, body) = joined.map_err(|e| format!("delivery task panicked: {e}"))?;
+        let (i, status, body, latency_ms) =
+            joined.map_err(|e| format!("delivery task panicked: {e}"))?;
+        totals.max_latency_ms = totals.max_latency_ms.max(latency_ms);
         if i == usize::MAX {
             continue;
         }

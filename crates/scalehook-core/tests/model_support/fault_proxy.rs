@@ -1,0 +1,250 @@
+//! A fault-injecting HTTP/1.1 proxy on loopback, between a ledger adapter and its real
+//! emulator (moto, Azurite), so the adapter's own transport, retries and conditional writes
+//! meet throttling, 5xx and lost answers exactly as they come over the wire. Included by path
+//! by the adapters' model tests (it needs tokio's `net` and `io-util`, which they have).
+//!
+//! Per request, with the given per-mille rate, one of:
+//! - throttled: answered at once in the service's own throttling shape, not forwarded;
+//! - 5xx: answered at once with the service's internal/busy error, not forwarded;
+//! - lost answer: forwarded (the write lands), then the connection is closed with no answer.
+//!
+//! Requests are forwarded one connection each (`Connection: close` upstream).
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Whose error shapes to answer with.
+#[derive(Debug, Clone, Copy)]
+pub enum Flavor {
+    DynamoDb,
+    TableStorage,
+}
+
+pub struct FaultProxy {
+    /// `http://127.0.0.1:<port>`.
+    pub endpoint: String,
+    pub throttled: Arc<AtomicU64>,
+    pub server_errors: Arc<AtomicU64>,
+    pub lost_answers: Arc<AtomicU64>,
+    pub forwarded: Arc<AtomicU64>,
+    on: Arc<AtomicBool>,
+}
+
+struct Shared {
+    upstream: SocketAddr,
+    flavor: Flavor,
+    per_mille: u64,
+    rng: Mutex<u64>,
+    on: Arc<AtomicBool>,
+    throttled: Arc<AtomicU64>,
+    server_errors: Arc<AtomicU64>,
+    lost_answers: Arc<AtomicU64>,
+    forwarded: Arc<AtomicU64>,
+}
+
+enum Fault {
+    None,
+    Throttle,
+    ServerError,
+    LoseAnswer,
+}
+
+impl Shared {
+    fn roll(&self) -> Fault {
+        if !self.on.load(Ordering::SeqCst) {
+            return Fault::None;
+        }
+        let mut s = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        *s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = *s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        if z % 1000 >= self.per_mille {
+            return Fault::None;
+        }
+        match (z / 1000) % 3 {
+            0 => Fault::Throttle,
+            1 => Fault::ServerError,
+            _ => Fault::LoseAnswer,
+        }
+    }
+
+    fn canned(&self, throttle: bool) -> Vec<u8> {
+        let (status, headers, body) = match (self.flavor, throttle) {
+            (Flavor::DynamoDb, true) => (
+                "400 Bad Request",
+                "Content-Type: application/x-amz-json-1.0\r\nx-amzn-ErrorType: ThrottlingException\r\n",
+                r#"{"__type":"com.amazon.coral.availability#ThrottlingException","message":"Rate exceeded"}"#,
+            ),
+            (Flavor::DynamoDb, false) => (
+                "500 Internal Server Error",
+                "Content-Type: application/x-amz-json-1.0\r\nx-amzn-ErrorType: InternalServerError\r\n",
+                r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"injected"}"#,
+            ),
+            (Flavor::TableStorage, true) => (
+                "503 Server Busy",
+                "Content-Type: application/json;odata=minimalmetadata\r\nx-ms-error-code: ServerBusy\r\n",
+                r#"{"odata.error":{"code":"ServerBusy","message":{"lang":"en-US","value":"injected"}}}"#,
+            ),
+            (Flavor::TableStorage, false) => (
+                "500 Internal Server Error",
+                "Content-Type: application/json;odata=minimalmetadata\r\nx-ms-error-code: InternalError\r\n",
+                r#"{"odata.error":{"code":"InternalError","message":{"lang":"en-US","value":"injected"}}}"#,
+            ),
+        };
+        format!(
+            "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+}
+
+impl FaultProxy {
+    pub async fn start(upstream: SocketAddr, flavor: Flavor, per_mille: u64, seed: u64) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let on = Arc::new(AtomicBool::new(true));
+        let shared = Arc::new(Shared {
+            upstream,
+            flavor,
+            per_mille,
+            rng: Mutex::new(seed),
+            on: on.clone(),
+            throttled: Arc::new(AtomicU64::new(0)),
+            server_errors: Arc::new(AtomicU64::new(0)),
+            lost_answers: Arc::new(AtomicU64::new(0)),
+            forwarded: Arc::new(AtomicU64::new(0)),
+        });
+        let proxy = FaultProxy {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            throttled: shared.throttled.clone(),
+            server_errors: shared.server_errors.clone(),
+            lost_answers: shared.lost_answers.clone(),
+            forwarded: shared.forwarded.clone(),
+            on,
+        };
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let _ = serve(client, &shared).await;
+                });
+            }
+        });
+        proxy
+    }
+
+    /// Stops (or restarts) injecting faults; forwarding goes on.
+    pub fn set_faults(&self, on: bool) {
+        self.on.store(on, Ordering::SeqCst);
+    }
+
+    pub fn injected(&self) -> u64 {
+        self.throttled.load(Ordering::Relaxed)
+            + self.server_errors.load(Ordering::Relaxed)
+            + self.lost_answers.load(Ordering::Relaxed)
+    }
+}
+
+/// Reads one request (head and Content-Length body); `None` at a clean end of stream.
+async fn read_request(
+    client: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = buf[..end + 4].to_vec();
+            let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+            let length: usize = text
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            while buf.len() < end + 4 + length {
+                let mut chunk = [0u8; 16 * 1024];
+                let n = client.read(&mut chunk).await?;
+                if n == 0 {
+                    return Ok(None);
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let body = buf[end + 4..end + 4 + length].to_vec();
+            buf.drain(..end + 4 + length);
+            return Ok(Some((head, body)));
+        }
+        if buf.len() > 1 << 20 {
+            return Ok(None);
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        let n = client.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The request head with `Connection: close` instead of whatever it said.
+fn close_head(head: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(head);
+    let mut out = String::new();
+    for line in text.split("\r\n").filter(|l| !l.is_empty()) {
+        if !line.to_ascii_lowercase().starts_with("connection:") {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    out.into_bytes()
+}
+
+async fn forward(shared: &Shared, head: &[u8], body: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut up = TcpStream::connect(shared.upstream).await?;
+    up.write_all(&close_head(head)).await?;
+    up.write_all(body).await?;
+    let mut response = Vec::new();
+    up.read_to_end(&mut response).await?;
+    shared.forwarded.fetch_add(1, Ordering::Relaxed);
+    Ok(response)
+}
+
+async fn serve(mut client: TcpStream, shared: &Shared) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    while let Some((head, body)) = read_request(&mut client, &mut buf).await? {
+        match shared.roll() {
+            Fault::Throttle => {
+                shared.throttled.fetch_add(1, Ordering::Relaxed);
+                client.write_all(&shared.canned(true)).await?;
+            }
+            Fault::ServerError => {
+                shared.server_errors.fetch_add(1, Ordering::Relaxed);
+                client.write_all(&shared.canned(false)).await?;
+            }
+            Fault::LoseAnswer => {
+                let _ = forward(shared, &head, &body).await?;
+                shared.lost_answers.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            Fault::None => {
+                let response = forward(shared, &head, &body).await?;
+                // Tell the client this connection ends here, whatever the upstream said.
+                match response.windows(4).position(|w| w == b"\r\n\r\n") {
+                    Some(end) => {
+                        client.write_all(&close_head(&response[..end + 4])).await?;
+                        client.write_all(&response[end + 4..]).await?;
+                    }
+                    None => client.write_all(&response).await?,
+                }
+                // The upstream closed after answering; so does this connection.
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
