@@ -214,12 +214,12 @@ impl ArmClient {
         let url = Url::parse(&url).map_err(|_| {
             FleetError::Unavailable("ARM gave an operation URL that is not a URL".into())
         })?;
-        let deadline = deadline.min(Instant::now() + self.budget.poll);
+        let poll_until = deadline.min(Instant::now() + self.budget.poll);
         let mut wait = retry_after(&accepted.headers).unwrap_or(Duration::from_millis(500));
         loop {
             // Honour Retry-After: never poll sooner than ARM asks. If that is past the
-            // budget, stop here: the operation is accepted and goes on without us.
-            if Instant::now() + wait >= deadline {
+            // poll budget, stop here: the operation is accepted and goes on without us.
+            if Instant::now() + wait >= poll_until {
                 tracing::info!(
                     target: "scalehook::azure",
                     operation = url.path(),
@@ -230,17 +230,17 @@ impl ArmClient {
             tokio::time::sleep(wait).await;
             let res = match self.send(Method::GET, url.clone(), None, deadline).await {
                 Ok(res) => res,
-                // Reading the operation needs `Microsoft.Compute/locations/operations/read`;
-                // without it the write still stands, so do not fail the scale action.
-                Err(FleetError::Rejected(problem)) => {
+                // The change itself was accepted; not knowing how it goes is no reason to
+                // fail the delivery. (Reading the operation needs
+                // `Microsoft.Compute/locations/operations/read`; a 403 lands here too.)
+                Err(e) => {
                     tracing::warn!(
                         target: "scalehook::azure",
-                        problem = %problem,
+                        problem = %e,
                         "cannot read the ARM operation status; treating the accepted change as in progress"
                     );
                     return Ok(false);
                 }
-                Err(e) => return Err(e),
             };
             wait = retry_after(&res.headers).unwrap_or(Duration::from_millis(500));
             if by_status {
@@ -249,7 +249,9 @@ impl ArmClient {
                 }
                 return Ok(true);
             }
-            let status = res.json()?;
+            let Ok(status) = res.json() else {
+                return Ok(false);
+            };
             match status.get("status").and_then(Value::as_str) {
                 Some("Succeeded") => return Ok(true),
                 Some("Failed") | Some("Canceled") => {
