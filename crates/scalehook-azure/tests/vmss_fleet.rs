@@ -213,3 +213,42 @@ async fn a_wrong_identity_header_is_refused_and_reported() {
         "the identity header is not echoed"
     );
 }
+
+#[tokio::test]
+async fn location_polling_when_there_is_no_async_operation_header() {
+    let double = ArmDouble::start(1).await;
+    {
+        let mut st = double.lock();
+        st.location_ops = true;
+        st.op_polls = 2;
+    }
+    let f = fleet(&double);
+    f.set_desired(&pool(), 3).await.expect("scale out");
+    assert_eq!(double.capacity(), 3);
+    let polls = double
+        .lock()
+        .log
+        .iter()
+        .filter(|l| l.contains("/operations/"))
+        .count();
+    assert_eq!(polls, 3, "202 twice, then 200");
+    let s = f.describe(&pool()).await.expect("describe");
+    assert!(s.instances.iter().all(|i| !i.launching));
+    assert!(double.violations().is_empty(), "{:?}", double.violations());
+}
+
+#[tokio::test]
+async fn an_unreadable_operation_does_not_fail_the_accepted_change() {
+    let double = ArmDouble::start(2).await;
+    double.lock().forbid_ops = true;
+    let f = fleet(&double);
+    f.remove_instance(&pool(), "0").await.expect("accepted");
+    assert_eq!(double.capacity(), 1);
+    let polls = double
+        .lock()
+        .log
+        .iter()
+        .filter(|l| l.contains("/operations/"))
+        .count();
+    assert_eq!(polls, 1, "one 403 and no retry of it");
+}

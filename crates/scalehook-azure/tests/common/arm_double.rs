@@ -67,6 +67,12 @@ pub struct DoubleState {
     pub op_polls: u32,
     /// Make the next operation end Failed.
     pub fail_next_op: bool,
+    /// Answer operation reads with 403 (an identity without
+    /// `Microsoft.Compute/locations/operations/read`).
+    pub forbid_ops: bool,
+    /// Accept writes with a `Location` header (202 until done, then 200) instead of
+    /// `Azure-AsyncOperation`.
+    pub location_ops: bool,
     /// Every request: (method, path with query).
     pub log: Vec<String>,
     /// Everything that did not match the documented API.
@@ -230,17 +236,31 @@ async fn handle(
         if method != Method::GET {
             st.violations.push(format!("{method} {uri}: operations are read with GET"));
         }
+        if st.forbid_ops {
+            return arm_error(
+                StatusCode::FORBIDDEN,
+                "AuthorizationFailed",
+                "no authorization to perform action 'Microsoft.Compute/locations/operations/read'",
+            );
+        }
         let Some((left, fails)) = st.ops.get(op).copied() else {
             return arm_error(StatusCode::NOT_FOUND, "NotFound", "no such operation");
         };
+        let location = st.location_ops;
         if left > 0 {
             st.ops.insert(op.to_string(), (left - 1, fails));
+            if location {
+                return (StatusCode::ACCEPTED, [("retry-after", "0")]).into_response();
+            }
             return ([("retry-after", "0")], Json(json!({"status": "InProgress"}))).into_response();
         }
         for vm in &mut st.vms {
             if vm.state == "Creating" {
                 vm.state = "Succeeded";
             }
+        }
+        if location {
+            return StatusCode::OK.into_response();
         }
         return if fails {
             Json(json!({"status": "Failed", "error": {"code": "AllocationFailed", "message": "no capacity in region"}}))
@@ -367,12 +387,14 @@ fn accepted(st: &mut DoubleState, base: &str) -> Response {
     let url = format!(
         "{base}/subscriptions/00000000-0000-0000-0000-000000000001/providers/Microsoft.Compute/locations/westeurope/operations/{id}?api-version={API_VERSION}"
     );
+    let header = if st.location_ops {
+        "location"
+    } else {
+        "azure-asyncoperation"
+    };
     (
         StatusCode::ACCEPTED,
-        [
-            ("azure-asyncoperation", url),
-            ("retry-after", "0".to_string()),
-        ],
+        [(header, url), ("retry-after", "0".to_string())],
     )
         .into_response()
 }
