@@ -22,7 +22,9 @@ TEST_STEPS += azure-package-check
 azure-deps: $(SCALEHOOK_AZURITE_TABLE) ## install Azurite (npm, pinned) under .tools/azurite
 
 $(SCALEHOOK_AZURITE_TABLE):
-	@command -v npm >/dev/null || { echo "npm is needed for Azurite: apt-get install npm"; exit 1; }
+	@command -v npm >/dev/null || { \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then apt-get install -y -qq nodejs npm >/dev/null; \
+	  else echo "npm is needed for Azurite: apt-get install nodejs npm"; exit 1; fi; }
 	npm install --silent --no-audit --no-fund --prefix $(AZURITE_DIR) azurite@$(AZURITE_VERSION)
 	@test -x $@ || { echo "azurite-table was not installed at $@"; exit 1; }
 
