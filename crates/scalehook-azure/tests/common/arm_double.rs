@@ -32,6 +32,9 @@ use std::sync::{Arc, Mutex};
 
 pub const API_VERSION: &str = "2024-11-01";
 pub const IDENTITY_HEADER: &str = "double-identity-header-value";
+/// The user-assigned identity's client id the handler is given (`AZURE_CLIENT_ID`) and
+/// must pass on as `client_id`.
+pub const CLIENT_ID: &str = "00000000-0000-0000-0000-00000000c11e";
 pub const VMSS_ID: &str =
     "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg-runners/providers/Microsoft.Compute/virtualMachineScaleSets/runners";
 /// The double lists this many VMs per page, so describe must follow `nextLink`.
@@ -139,6 +142,7 @@ impl ArmDouble {
                 format!("{}/msi/token", self.base),
             ),
             ("IDENTITY_HEADER".into(), IDENTITY_HEADER.into()),
+            ("AZURE_CLIENT_ID".into(), CLIENT_ID.into()),
             ("SCALEHOOK_ARM_ENDPOINT".into(), self.base.clone()),
         ]
     }
@@ -416,6 +420,7 @@ fn identity(
         || !header_ok
         || query.get("api-version").map(String::as_str) != Some("2019-08-01")
         || resource.as_deref() != Some("https://management.azure.com/")
+        || query.get("client_id").map(String::as_str) != Some(CLIENT_ID)
     {
         st.violations.push(format!(
             "identity request does not match the documented shape (header ok: {header_ok}, resource: {resource:?})"
@@ -433,7 +438,7 @@ fn identity(
         "expires_on": expires_on.to_string(),
         "resource": "https://management.azure.com/",
         "token_type": "Bearer",
-        "client_id": "00000000-0000-0000-0000-00000000c11e"
+        "client_id": CLIENT_ID
     }))
     .into_response()
 }
