@@ -37,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,7 +141,7 @@ def cold_start_http(name: str, argv: list[str], env: dict, port: int, path: str,
     times, rss = [], []
     for _ in range(runs):
         t0 = time.perf_counter()
-        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             status = first_answer_http(proc, port, request, t0 + 30)
             t1 = time.perf_counter()
@@ -149,8 +150,6 @@ def cold_start_http(name: str, argv: list[str], env: dict, port: int, path: str,
             rss.append(vm_hwm_kib(proc.pid))
         finally:
             stop(proc)
-        if proc.stderr:
-            proc.stderr.close()
         times.append((t1 - t0) * 1000)
     return summarize(name, times, rss)
 
@@ -214,7 +213,11 @@ class RuntimeApi:
                 self.end_headers()
                 api.replies.put((at, self.path, body))
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(http.server.ThreadingHTTPServer):
+            def handle_error(self, request, client_address) -> None:
+                pass  # a killed function's connection: expected, not a failure
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -261,11 +264,9 @@ def function_url_event(body: bytes) -> dict:
 
 
 def cold_start_bootstrap(path: Path, runs: int) -> dict:
-    api = RuntimeApi()
     dead = free_port()  # nothing listens here: any AWS call before the event would fail
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{api.port}",
         "AWS_LAMBDA_FUNCTION_NAME": "scalehook",
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
         "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
@@ -285,12 +286,16 @@ def cold_start_bootstrap(path: Path, runs: int) -> dict:
     }
     event = function_url_event(PING.read_bytes())
     times, rss = [], []
-    try:
-        for i in range(runs):
-            rid = f"req-{i:04d}"
-            api.events.put((rid, event))  # queued first: the function's first poll finds it
+    for i in range(runs):
+        # A fresh stand-in each run: the killed function's pending poll must not take the
+        # next run's event.
+        api = RuntimeApi()
+        env["AWS_LAMBDA_RUNTIME_API"] = f"127.0.0.1:{api.port}"
+        rid = f"req-{i:04d}"
+        api.events.put((rid, event))  # queued first: the function's first poll finds it
+        try:
             t0 = time.perf_counter()
-            proc = subprocess.Popen([str(path)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            proc = subprocess.Popen([str(path)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
                 at, where, body = api.replies.get(timeout=30)
                 if not where.endswith(f"/invocation/{rid}/response"):
@@ -301,11 +306,9 @@ def cold_start_bootstrap(path: Path, runs: int) -> dict:
                 rss.append(vm_hwm_kib(proc.pid))
             finally:
                 stop(proc)
-            if proc.stderr:
-                proc.stderr.close()
-            times.append((at - t0) * 1000)
-    finally:
-        api.close()
+        finally:
+            api.close()
+        times.append((at - t0) * 1000)
     return summarize("bootstrap (Lambda)", times, rss)
 
 
@@ -417,6 +420,18 @@ def scrape_outcomes(port: int) -> dict:
     return counts
 
 
+def unzip_member(archive: Path, member: str, into: Path) -> Path:
+    """Extracts `member` of `archive` (executable) into `into`; a missing zip gives a path
+    that does not exist, reported like any missing binary."""
+    out = into / member
+    if archive.is_file():
+        into.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(archive) as z:
+            out.write_bytes(z.read(member))
+        out.chmod(0o755)
+    return out
+
+
 def run(cmd: list[str]) -> str:
     try:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
@@ -440,6 +455,13 @@ def machine() -> dict:
         "wrk": run(["wrk", "--version"]).splitlines()[0] if run(["wrk", "--version"]) else "?",
         "load": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
     }
+
+
+def shown_path(path: Path, args) -> str:
+    for archive, member in ((args.lambda_zip, "bootstrap"), (args.azure_zip, "handler")):
+        if path.name == member and "scalehook-bench-" in str(path):
+            return f"{os.path.relpath(archive, ROOT)}:{member}"
+    return os.path.relpath(path, ROOT)
 
 
 def criterion_rows(directory: Path) -> list[dict]:
@@ -609,8 +631,10 @@ def budgets(crit, starts, zips, load) -> list[tuple[str, str, bool | None]]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--serve", type=Path, default=ROOT / "target/release/scalehook")
-    p.add_argument("--bootstrap", type=Path, default=ROOT / "target/x86_64-unknown-linux-musl/release/bootstrap")
-    p.add_argument("--handler", type=Path, default=ROOT / "target/x86_64-unknown-linux-musl/release/handler")
+    p.add_argument("--bootstrap", type=Path, help="default: the one in the x86_64 Lambda zip")
+    p.add_argument("--handler", type=Path, help="default: the one in the Azure zip")
+    p.add_argument("--lambda-zip", type=Path, default=ROOT / "target/lambda/scalehook-x86_64.zip")
+    p.add_argument("--azure-zip", type=Path, default=ROOT / "target/azure/scalehook-azure.zip")
     p.add_argument("--zip", type=Path, action="append", default=None, help="a zip to report (repeatable)")
     p.add_argument("--criterion", type=Path, default=ROOT / "target/criterion")
     p.add_argument("--runs", type=int, default=20)
@@ -625,6 +649,13 @@ def main() -> int:
     args = p.parse_args()
     if args.runs < 1 or args.duration < 1:
         p.error("--runs and --duration must be positive")
+
+    # The binaries measured are the ones that ship: taken out of the zips unless given.
+    unpacked = Path(tempfile.mkdtemp(prefix="scalehook-bench-"))
+    if args.bootstrap is None:
+        args.bootstrap = unzip_member(args.lambda_zip, "bootstrap", unpacked / "lambda")
+    if args.handler is None:
+        args.handler = unzip_member(args.azure_zip, "handler", unpacked / "azure")
 
     info = machine()
     info["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -643,14 +674,14 @@ def main() -> int:
             continue
         print(f"cold start: {name} ({path}), {args.runs} runs", file=sys.stderr)
         s = fn(path, args.runs)
-        s["path"] = os.path.relpath(path, ROOT)
+        s["path"] = shown_path(path, args)
         s["size"] = path.stat().st_size
         print(f"  median {s['median_ms']:.1f} ms, peak RSS {s['peak_rss_kib']} KiB", file=sys.stderr)
         starts.append(s)
     zip_paths = args.zip or [
-        ROOT / "target/lambda/scalehook-x86_64.zip",
-        ROOT / "target/lambda/scalehook-arm64.zip",
-        ROOT / "target/azure/scalehook-azure.zip",
+        args.lambda_zip,
+        args.lambda_zip.with_name("scalehook-arm64.zip"),
+        args.azure_zip,
     ]
     zips = [{"path": os.path.relpath(z, ROOT), "size": z.stat().st_size if z.is_file() else None} for z in zip_paths]
     load = None

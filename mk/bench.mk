@@ -15,7 +15,6 @@ BENCH_DURATION ?= 10
 BENCH_CONNECTIONS ?= 32
 BENCH_CRITERION_ARGS ?= --warm-up-time 2 --measurement-time 5
 BENCH_SERVE := target/release/scalehook
-BENCH_MUSL := target/x86_64-unknown-linux-musl/release
 
 bench: bench-deps bench-build bench-criterion bench-measure ## criterion + cold start/RSS/zip/throughput -> bench/RESULTS.md
 
@@ -25,7 +24,7 @@ bench-deps: ## install wrk (Debian) if it is missing
 	  else echo "wrk is needed: apt-get install wrk"; exit 1; fi; }
 	@command -v wrk >/dev/null
 
-# The zips are what gets deployed, so their static musl binaries are what cold start measures.
+# The zips are what gets deployed: measure.py takes bootstrap and handler out of them.
 bench-build: lambda-zip azure-zip
 	$(CARGO) build --release --locked -p scalehook-cli --bin scalehook
 
@@ -35,7 +34,8 @@ bench-criterion: ## the criterion benches of the core (verify, parse, route, led
 bench-measure: bench-deps ## cold start, RSS, zip sizes and serve throughput of built binaries -> bench/RESULTS.md
 	python3 bench/measure.py --runs $(BENCH_RUNS) --duration $(BENCH_DURATION) \
 	  --connections $(BENCH_CONNECTIONS) \
-	  --serve $(BENCH_SERVE) --bootstrap $(BENCH_MUSL)/bootstrap --handler $(BENCH_MUSL)/handler \
+	  --serve $(BENCH_SERVE) --lambda-zip target/lambda/scalehook-x86_64.zip \
+	  --azure-zip target/azure/scalehook-azure.zip \
 	  --command "make bench   # = make lambda-zip azure-zip, then:" \
 	  --command "$(CARGO) build --release --locked -p scalehook-cli --bin scalehook" \
 	  --command "$(CARGO) bench --locked -p scalehook-core --bench delivery -- $(BENCH_CRITERION_ARGS)"
