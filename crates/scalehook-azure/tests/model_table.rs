@@ -42,7 +42,7 @@ async fn model_table_storage_ledger() {
     let az = Azurite::start();
     let ledger = table_ledger(&az.endpoint()).await;
     let opts = Options {
-        cases: 20,
+        cases: 15,
         first_seed: 200_001,
         jobs_per_round: 4,
         rounds: 10,

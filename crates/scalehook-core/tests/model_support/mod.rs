@@ -41,7 +41,9 @@ use std::time::Duration;
 pub const SECRET: &str = "model-test-webhook-secret";
 const NOW: u64 = 1_700_000_000;
 
-/// SplitMix64: small, seedable, and the same on every platform, so a seed replays a case.
+/// SplitMix64: small, seedable, the same on every platform. A seed fixes a case's random
+/// choices; on one thread (the paused-clock memory run) it replays the case exactly, on two
+/// worker threads the interleaving, and so which call meets which fault, varies between runs.
 #[derive(Debug, Clone)]
 pub struct Rng(u64);
 
