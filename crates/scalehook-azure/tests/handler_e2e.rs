@@ -254,13 +254,23 @@ async fn handler_serves_webhooks_and_timers_like_the_host_calls_it() {
     assert!(metrics.contains("scalehook_deliveries_total"), "{metrics}");
 
     // Logs: JSON lines, one per delivery, never the secret or the tokens.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let lines = h.stdout.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let deliveries: Vec<Value> = lines
-        .iter()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["target"] == "scalehook::delivery")
-        .collect();
+    // The lines are written before each answer; the reader thread may lag a little.
+    let delivery_lines = |lines: &[String]| -> Vec<Value> {
+        lines
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["target"] == "scalehook::delivery")
+            .collect()
+    };
+    let until = Instant::now() + Duration::from_secs(10);
+    let (lines, deliveries) = loop {
+        let lines = h.stdout.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let deliveries = delivery_lines(&lines);
+        if deliveries.len() >= 8 || Instant::now() > until {
+            break (lines, deliveries);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(deliveries.len(), 8, "{lines:#?}");
     assert!(deliveries.iter().any(|d| d["outcome"] == "unauthorized"));
     for l in &lines {
