@@ -13,7 +13,7 @@ mod fault_proxy;
 mod model_support;
 
 use common::{create_table, sdk, Moto};
-use fault_proxy::{FaultProxy, Flavor};
+use fault_proxy::{black_hole_then_heal, FaultProxy, Flavor};
 use model_support::{run, Options};
 use scalehook_aws::DynamoLedger;
 use std::sync::Arc;
@@ -88,4 +88,26 @@ async fn model_dynamodb_ledger_through_a_faulty_network() {
     if opts.cases >= 5 {
         assert!(proxy.injected() > 0, "the proxy injected nothing");
     }
+}
+
+/// A network partition between the service and DynamoDB: the delivery gets a 5xx (bounded by
+/// `cloud_timeout_ms`, inside GitHub's 10 s, whatever the SDK's retries), and its redelivery
+/// once the network is back counts the job once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_from_dynamodb_is_a_5xx_and_a_redelivery_repairs() {
+    let moto = Moto::start();
+    let direct = sdk(&moto.endpoint).await;
+    create_table(&direct, "partition-ledger").await;
+    let proxy = FaultProxy::start(([127, 0, 0, 1], moto.port).into(), Flavor::DynamoDb, 0, 1).await;
+    let through_proxy = sdk(&proxy.endpoint).await;
+    let ledger = DynamoLedger::from_sdk(&through_proxy, "partition-ledger", Default::default());
+    let seen = black_hole_then_heal(&proxy, Arc::new(ledger)).await;
+    assert!(matches!(seen.during.0, 503 | 504), "{:?}", seen.during);
+    assert_eq!(seen.after.0, 200, "{:?}", seen.after);
+    assert!(
+        seen.after.1.contains("\"duplicate\":false"),
+        "{:?}",
+        seen.after
+    );
+    assert_eq!(seen.pool, (1, 1, 0));
 }

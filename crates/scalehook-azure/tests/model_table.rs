@@ -14,7 +14,7 @@ mod model_support;
 
 use azurite::{Azurite, ACCOUNT, KEY};
 use base64::Engine;
-use fault_proxy::{FaultProxy, Flavor};
+use fault_proxy::{black_hole_then_heal, FaultProxy, Flavor};
 use model_support::{run, Options};
 use scalehook_azure::{TableAuth, TableClient, TableLedger};
 use std::sync::Arc;
@@ -109,4 +109,25 @@ async fn model_table_storage_ledger_through_a_faulty_network() {
     if opts.cases >= 5 {
         assert!(proxy.injected() > 0, "the proxy injected nothing");
     }
+}
+
+/// A network partition between the service and Table Storage: the delivery gets a 5xx
+/// (bounded by `cloud_timeout_ms`, inside GitHub's 10 s, whatever the client's retries), and
+/// its redelivery once the network is back counts the job once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_from_table_storage_is_a_5xx_and_a_redelivery_repairs() {
+    let az = Azurite::start();
+    table_ledger(&az.endpoint()).await;
+    let proxy =
+        FaultProxy::start(([127, 0, 0, 1], az.port).into(), Flavor::TableStorage, 0, 1).await;
+    let ledger = table_ledger(&format!("{}/{ACCOUNT}", proxy.endpoint)).await;
+    let seen = black_hole_then_heal(&proxy, Arc::new(ledger)).await;
+    assert!(matches!(seen.during.0, 503 | 504), "{:?}", seen.during);
+    assert_eq!(seen.after.0, 200, "{:?}", seen.after);
+    assert!(
+        seen.after.1.contains("\"duplicate\":false"),
+        "{:?}",
+        seen.after
+    );
+    assert_eq!(seen.pool, (1, 1, 0));
 }

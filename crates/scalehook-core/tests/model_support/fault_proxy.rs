@@ -8,6 +8,9 @@
 //! - 5xx: answered at once with the service's internal/busy error, not forwarded;
 //! - lost answer: forwarded (the write lands), then the connection is closed with no answer.
 //!
+//! And, while [`FaultProxy::set_black_hole`] is on, every request is read and never answered
+//! (a network partition, or a service that hangs): only the client's timeouts end it.
+//!
 //! Requests are forwarded one connection each (`Connection: close` upstream).
 #![allow(dead_code)]
 
@@ -32,6 +35,7 @@ pub struct FaultProxy {
     pub lost_answers: Arc<AtomicU64>,
     pub forwarded: Arc<AtomicU64>,
     on: Arc<AtomicBool>,
+    black_hole: Arc<AtomicBool>,
 }
 
 struct Shared {
@@ -40,6 +44,7 @@ struct Shared {
     per_mille: u64,
     rng: Mutex<u64>,
     on: Arc<AtomicBool>,
+    black_hole: Arc<AtomicBool>,
     throttled: Arc<AtomicU64>,
     server_errors: Arc<AtomicU64>,
     lost_answers: Arc<AtomicU64>,
@@ -110,12 +115,14 @@ impl FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let port = listener.local_addr().expect("proxy address").port();
         let on = Arc::new(AtomicBool::new(true));
+        let black_hole = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(Shared {
             upstream,
             flavor,
             per_mille,
             rng: Mutex::new(seed),
             on: on.clone(),
+            black_hole: black_hole.clone(),
             throttled: Arc::new(AtomicU64::new(0)),
             server_errors: Arc::new(AtomicU64::new(0)),
             lost_answers: Arc::new(AtomicU64::new(0)),
@@ -128,6 +135,7 @@ impl FaultProxy {
             lost_answers: shared.lost_answers.clone(),
             forwarded: shared.forwarded.clone(),
             on,
+            black_hole,
         };
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
@@ -143,6 +151,11 @@ impl FaultProxy {
     /// Stops (or restarts) injecting faults; forwarding goes on.
     pub fn set_faults(&self, on: bool) {
         self.on.store(on, Ordering::SeqCst);
+    }
+
+    /// Swallows every request from now on (or stops doing so).
+    pub fn set_black_hole(&self, on: bool) {
+        self.black_hole.store(on, Ordering::SeqCst);
     }
 
     pub fn injected(&self) -> u64 {
@@ -217,6 +230,12 @@ async fn forward(shared: &Shared, head: &[u8], body: &[u8]) -> std::io::Result<V
 async fn serve(mut client: TcpStream, shared: &Shared) -> std::io::Result<()> {
     let mut buf = Vec::new();
     while let Some((head, body)) = read_request(&mut client, &mut buf).await? {
+        if shared.black_hole.load(Ordering::SeqCst) {
+            // Hold the connection open, answer nothing, until the client gives up.
+            let mut sink = [0u8; 1024];
+            while client.read(&mut sink).await? > 0 {}
+            return Ok(());
+        }
         match shared.roll() {
             Fault::Throttle => {
                 shared.throttled.fetch_add(1, Ordering::Relaxed);
@@ -247,4 +266,68 @@ async fn serve(mut client: TcpStream, shared: &Shared) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// What [`black_hole_then_heal`] saw: the answers during and after the partition, and the
+/// pool's (desired, queued, running) at the end.
+pub struct Partition {
+    pub during: (u16, String),
+    pub after: (u16, String),
+    pub pool: (u32, u32, u32),
+}
+
+/// One delivery while `proxy` swallows every ledger request, then its redelivery once the
+/// network is back. The first answer must come (5xx) before GitHub's 10 s are up, bounded by
+/// `cloud_timeout_ms` whatever the adapter's own retries do; the redelivery must count the
+/// job exactly once.
+pub async fn black_hole_then_heal(
+    proxy: &FaultProxy,
+    ledger: Arc<dyn scalehook_core::Ledger>,
+) -> Partition {
+    use http::{HeaderMap, HeaderValue, Method};
+    use scalehook_core::{Config, LocalFleet, LogFormat, Service, WebhookSecrets};
+    const SECRET: &str = "partition-test-secret";
+    let config = Config::from_toml(
+        "cloud_timeout_ms = 3000\n[[pools]]\nname = \"partition\"\nlabels = [\"self-hosted\", \"linux\"]\nmax = 5\n",
+    )
+    .expect("config");
+    let service = Service::new(
+        config,
+        WebhookSecrets::new([SECRET]).expect("secret"),
+        ledger,
+        Arc::new(LocalFleet::new()),
+    )
+    .with_log(LogFormat::Off);
+    let body = serde_json::json!({
+        "action": "queued",
+        "workflow_job": {"id": 880_001, "run_id": 1, "labels": ["self-hosted", "linux"]},
+        "repository": {"full_name": "octo-org/app"}
+    })
+    .to_string()
+    .into_bytes();
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    headers.insert("x-github-event", HeaderValue::from_static("workflow_job"));
+    headers.insert(
+        "x-hub-signature-256",
+        HeaderValue::from_str(&scalehook_core::signature::sign(SECRET.as_bytes(), &body))
+            .expect("signature"),
+    );
+    let github_timeout = std::time::Duration::from_secs(10);
+    proxy.set_black_hole(true);
+    let during = tokio::time::timeout(
+        github_timeout,
+        service.handle(&Method::POST, &headers, &body),
+    )
+    .await
+    .expect("the service answered within GitHub's 10 s while the ledger hung");
+    proxy.set_black_hole(false);
+    let after = service.handle(&Method::POST, &headers, &body).await;
+    let summary = service.summary().await.expect("summary");
+    let p = &summary[0];
+    Partition {
+        during: (during.status, during.body),
+        after: (after.status, after.body),
+        pool: (p.desired, p.queued, p.running),
+    }
 }
