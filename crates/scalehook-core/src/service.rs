@@ -430,9 +430,17 @@ impl Service {
     /// target. A failing pool does not stop the others; the report says which failed.
     pub async fn reconcile(&self) -> ReconcileReport {
         let now = self.clock.now();
-        let (expired, ledger_error) = match self.ledger.expire(now, &self.config.ledger).await {
-            Ok(e) => (e, None),
-            Err(e) => (Expired::default(), Some(e.to_string())),
+        // Bounded like every other cloud call, so a hung ledger cannot hold the pass until
+        // the function's own timeout kills it (and the pools' convergence with it).
+        let expiry = tokio::time::timeout(
+            self.config.cloud_timeout,
+            self.ledger.expire(now, &self.config.ledger),
+        )
+        .await;
+        let (expired, ledger_error) = match expiry {
+            Ok(Ok(e)) => (e, None),
+            Ok(Err(e)) => (Expired::default(), Some(e.to_string())),
+            Err(_) => (Expired::default(), Some(CloudFailure::Timeout.message())),
         };
         let mut pools = Vec::with_capacity(self.config.pools.len());
         for pool in &self.config.pools {
