@@ -140,6 +140,12 @@ impl Server {
         if let Some(c) = config {
             cmd.args(["--config", c]);
         }
+        Server::spawn(cmd)
+    }
+
+    /// Spawns a prepared `scalehook serve --listen 127.0.0.1:0 ...` command (its environment
+    /// set by the caller) and waits, bounded, for the address it announces.
+    pub fn spawn(mut cmd: Command) -> Server {
         let log = unique_temp_path("serve.log");
         let log_file = std::fs::File::create(&log).expect("create the server log file");
         let mut child = cmd
@@ -174,6 +180,11 @@ impl Server {
             url,
             origin,
         }
+    }
+
+    /// The server's process id (for `/proc/<pid>/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// What the server wrote to stderr so far (its JSON log lines).

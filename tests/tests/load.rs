@@ -12,13 +12,10 @@
 //! Bounded: a fixed number of requests, 32 threads, a deadline per burst, loopback only.
 
 use scalehook_core::signature::sign;
-use scalehook_e2e::{scalehook, unique_temp_path, workspace_root, SECRET};
+use scalehook_e2e::{scalehook, workspace_root, Server, SECRET};
 use serde_json::Value;
-use std::io::{BufRead as _, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const JOBS: u64 = 2_500;
@@ -129,51 +126,31 @@ fn workload(template: &Value, first_id: u64, jobs: u64) -> (Vec<Delivery>, [(u32
     (out, counts)
 }
 
-/// `scalehook serve` on a free loopback port, with its pid (for `/proc/<pid>/status`).
+/// `scalehook serve` on a free loopback port (the e2e [`Server`]), with its memory.
 struct Serve {
-    child: Child,
+    server: Server,
     origin: String,
-    log: PathBuf,
 }
 
 impl Serve {
     fn start() -> Serve {
-        let log = unique_temp_path("load-serve.log");
-        let mut child = scalehook()
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn scalehook serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| {
-                let _ = child.kill();
-                panic!("scalehook serve did not announce its address within 60 s")
-            });
-        let url = line
-            .trim()
-            .strip_prefix("scalehook listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line from serve: {line:?}"))
-            .to_string();
-        assert!(url.starts_with("http://127.0.0.1:"), "loopback only: {url}");
+        let mut cmd = scalehook();
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]);
+        let server = Server::spawn(cmd);
+        assert!(
+            server.origin.starts_with("http://127.0.0.1:"),
+            "loopback only: {}",
+            server.origin
+        );
         Serve {
-            child,
-            origin: url.trim_end_matches("/webhook").to_string(),
-            log,
+            origin: server.origin.clone(),
+            server,
         }
     }
 
     /// (VmRSS, VmHWM) in KiB.
     fn memory_kib(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.server.pid()))
             .expect("/proc/<pid>/status");
         let field = |name: &str| {
             status
@@ -198,14 +175,6 @@ impl Serve {
             .limit(64 << 20)
             .read_to_string()
             .expect("body")
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.log);
     }
 }
 
@@ -377,7 +346,7 @@ fn ten_thousand_deliveries_with_duplicates_lose_nothing_and_memory_returns() {
         assert_eq!(metric(&metrics, &series), 0, "{series}");
     }
     // One log line per delivery, and never the secret.
-    let log = std::fs::read_to_string(&serve.log).expect("server log");
+    let log = serve.server.log();
     let lines = log
         .lines()
         .filter(|l| l.contains("\"scalehook::delivery\""))

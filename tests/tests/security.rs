@@ -4,12 +4,9 @@
 //! signed) delivery changing nothing.
 
 use scalehook_core::signature::sign;
-use scalehook_e2e::{scalehook, unique_temp_path};
+use scalehook_e2e::{scalehook, Server};
 use serde_json::Value;
-use std::io::{BufRead as _, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const CURRENT: &str = "rotation-current-3c8f1e0b9a";
@@ -17,42 +14,17 @@ const PREVIOUS: &str = "rotation-previous-77d0a4c2e1";
 
 /// A `scalehook serve` started from `cmd` (its environment set by the test); killed on drop.
 struct Serve {
-    child: Child,
+    server: Server,
     origin: String,
-    log: PathBuf,
 }
 
 impl Serve {
     fn start(mut cmd: Command) -> Serve {
-        let log = unique_temp_path("security-serve.log");
-        let mut child = cmd
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn scalehook serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| {
-                let _ = child.kill();
-                panic!("scalehook serve did not announce its address within 60 s")
-            });
-        let url = line
-            .trim()
-            .strip_prefix("scalehook listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line from serve: {line:?}"))
-            .to_string();
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]);
+        let server = Server::spawn(cmd);
         Serve {
-            child,
-            origin: url.trim_end_matches("/webhook").to_string(),
-            log,
+            origin: server.origin.clone(),
+            server,
         }
     }
 
@@ -91,15 +63,7 @@ impl Serve {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.log);
+        self.server.log()
     }
 }
 
