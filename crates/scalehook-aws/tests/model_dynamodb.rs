@@ -77,13 +77,7 @@ async fn model_dynamodb_ledger_through_a_faulty_network() {
     .with_env();
     let ledger = DynamoLedger::from_sdk(&through_proxy, "model-ledger", Default::default());
     let totals = run("dynamodb on moto, faulty network", Arc::new(ledger), &opts).await;
-    println!(
-        "fault proxy (DynamoDB): {} requests forwarded, {} throttled, {} answered 500, {} answers lost after the write",
-        proxy.forwarded.load(std::sync::atomic::Ordering::Relaxed),
-        proxy.throttled.load(std::sync::atomic::Ordering::Relaxed),
-        proxy.server_errors.load(std::sync::atomic::Ordering::Relaxed),
-        proxy.lost_answers.load(std::sync::atomic::Ordering::Relaxed),
-    );
+    proxy.print_figures("DynamoDB", "throttled");
     assert_eq!(totals.cases, opts.cases);
     if opts.cases >= 5 {
         assert!(proxy.injected() > 0, "the proxy injected nothing");

@@ -98,13 +98,7 @@ async fn model_table_storage_ledger_through_a_faulty_network() {
         &opts,
     )
     .await;
-    println!(
-        "fault proxy (Table Storage): {} requests forwarded, {} answered 503 ServerBusy, {} answered 500, {} answers lost after the write",
-        proxy.forwarded.load(std::sync::atomic::Ordering::Relaxed),
-        proxy.throttled.load(std::sync::atomic::Ordering::Relaxed),
-        proxy.server_errors.load(std::sync::atomic::Ordering::Relaxed),
-        proxy.lost_answers.load(std::sync::atomic::Ordering::Relaxed),
-    );
+    proxy.print_figures("Table Storage", "answered 503 ServerBusy");
     assert_eq!(totals.cases, opts.cases);
     if opts.cases >= 5 {
         assert!(proxy.injected() > 0, "the proxy injected nothing");

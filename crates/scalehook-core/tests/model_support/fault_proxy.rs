@@ -163,6 +163,17 @@ impl FaultProxy {
             + self.server_errors.load(Ordering::Relaxed)
             + self.lost_answers.load(Ordering::Relaxed)
     }
+
+    /// Prints what the proxy did, `throttled` named as the service calls it.
+    pub fn print_figures(&self, service: &str, throttled_as: &str) {
+        println!(
+            "fault proxy ({service}): {} requests forwarded, {} {throttled_as}, {} answered 500, {} answers lost after the write",
+            self.forwarded.load(Ordering::Relaxed),
+            self.throttled.load(Ordering::Relaxed),
+            self.server_errors.load(Ordering::Relaxed),
+            self.lost_answers.load(Ordering::Relaxed),
+        );
+    }
 }
 
 /// Reads one request (head and Content-Length body); `None` at a clean end of stream.
