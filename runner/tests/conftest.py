@@ -1,0 +1,147 @@
+"""Shared by the boot-script tests: a temporary root with stand-ins for the commands a boot
+script must not really run here (shutdown, runuser, useradd, chown, iptables), a stand-in
+`run.sh` that records its arguments, and moto's server."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+RUNNER = ROOT / "runner"
+
+# Each stand-in appends its arguments (one line, NUL-free, space-joined) to calls/<name>.
+RECORD = """#!/bin/bash
+printf '%s\\n' "$*" >> "{calls}/{name}"
+"""
+# runuser -u USER -- CMD...: records, then runs CMD as the current user.
+RUNUSER = """#!/bin/bash
+printf '%s\\n' "$*" >> "{calls}/runuser"
+while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do shift; done
+shift
+exec "$@"
+"""
+# The runner: records its arguments and whether its configuration was still stored when it
+# started, then exits with $FAKE_RUNNER_EXIT.
+RUN_SH = """#!/bin/bash
+printf '%s\\n' "$@" > "{calls}/run.sh.args"
+pwd > "{calls}/run.sh.cwd"
+exit "${{FAKE_RUNNER_EXIT:-0}}"
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class FakeRoot:
+    def __init__(self, path: pathlib.Path):
+        self.path = path
+        self.calls = path / "calls"
+        self.bin = path / "bin"
+        self.calls.mkdir()
+        self.bin.mkdir()
+        for name in ("shutdown", "poweroff", "useradd", "chown", "iptables"):
+            self._script(self.bin / name, RECORD.format(calls=self.calls, name=name))
+        self._script(self.bin / "runuser", RUNUSER.format(calls=self.calls))
+
+    @staticmethod
+    def _script(path: pathlib.Path, text: str):
+        path.write_text(text)
+        path.chmod(0o755)
+
+    def install_runner(self, runner_dir: str = "opt/actions-runner") -> pathlib.Path:
+        d = self.path / runner_dir
+        d.mkdir(parents=True, exist_ok=True)
+        self._script(d / "run.sh", RUN_SH.format(calls=self.calls))
+        return d
+
+    def runner_tarball(self) -> pathlib.Path:
+        """A runner package like GitHub's: run.sh at the top of a .tar.gz."""
+        src = self.path / "package-src"
+        src.mkdir()
+        self._script(src / "run.sh", RUN_SH.format(calls=self.calls))
+        out = self.path / "actions-runner-linux-x64.tar.gz"
+        subprocess.run(["tar", "-czf", str(out), "-C", str(src), "run.sh"], check=True)
+        return out
+
+    def called(self, name: str) -> list[str]:
+        f = self.calls / name
+        return f.read_text().splitlines() if f.exists() else []
+
+    def runner_args(self) -> list[str] | None:
+        f = self.calls / "run.sh.args"
+        return f.read_text().splitlines() if f.exists() else None
+
+    def log(self) -> str:
+        f = self.path / "var/log/scalehook-runner.log"
+        return f.read_text() if f.exists() else ""
+
+    def env(self, **extra) -> dict:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("AWS_", "SCALEHOOK_", "AZURE_"))
+        }
+        env["PATH"] = f"{self.bin}:{pathlib.Path(sys.executable).parent}:{env.get('PATH', '')}"
+        env["SCALEHOOK_ROOT"] = str(self.path)
+        env["TMPDIR"] = str(self.path)
+        env.update({k: str(v) for k, v in extra.items()})
+        return env
+
+    def run(self, script: pathlib.Path, timeout: float = 60, **extra):
+        started = time.monotonic()
+        out = subprocess.run(
+            ["bash", str(script)],
+            env=self.env(**extra),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        return out, time.monotonic() - started
+
+
+@pytest.fixture
+def fake_root(tmp_path) -> FakeRoot:
+    return FakeRoot(tmp_path)
+
+
+def moto_python() -> str:
+    p = os.environ.get("SCALEHOOK_MOTO_PYTHON") or str(ROOT / ".tools/moto-venv/bin/python")
+    if not os.path.exists(p):
+        pytest.fail(f"no Python with moto at {p}: run `make aws-test-deps`")
+    return p
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint():
+    """moto's server (the same launcher the Rust tests use), on a free loopback port."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [moto_python(), str(ROOT / "crates/scalehook-aws/tests/moto_server.py"), "127.0.0.1", str(port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            assert proc.poll() is None, "moto exited at start"
+            time.sleep(0.1)
+    else:
+        pytest.fail("moto did not start")
+    yield f"http://127.0.0.1:{port}"
+    proc.stdin.close()
+    proc.kill()
+    proc.wait()

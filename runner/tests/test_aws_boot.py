@@ -1,0 +1,237 @@
+"""runner/aws/boot.sh, run for real: bash under a temporary root, the AWS CLI against moto's
+SSM, and a loopback stand-in for IMDSv2 (token PUT, then GETs that must carry the token)."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+import time
+
+from awscli.botocore import session as botocore_session  # the AWS CLI vendors botocore
+import pytest
+
+from conftest import RUNNER
+
+SCRIPT = RUNNER / "aws" / "boot.sh"
+INSTANCE = "i-0123456789abcdef0"
+OTHER = "i-0fedcba9876543210"
+PREFIX = "/scalehook/jit"
+CONFIG = "eyJydW5uZXIiOiJzZWNyZXQtaml0LWNvbmZpZyJ9"  # what scalehook stores: base64 JIT config
+TOKEN = "imds-v2-session-token"
+
+
+class Imds(http.server.BaseHTTPRequestHandler):
+    """IMDSv2 only: GETs without the session token are refused (401), as with
+    http_tokens = "required"."""
+
+    seen: list = []
+
+    def log_message(self, *args):
+        pass
+
+    def do_PUT(self):
+        if self.path == "/latest/api/token" and self.headers.get("X-aws-ec2-metadata-token-ttl-seconds"):
+            self.seen.append(("PUT", self.path, True))
+            self._answer(200, TOKEN)
+        else:
+            self._answer(400, "")
+
+    def do_GET(self):
+        ok = self.headers.get("X-aws-ec2-metadata-token") == TOKEN
+        self.seen.append(("GET", self.path, ok))
+        if not ok:
+            return self._answer(401, "")
+        values = {
+            "/latest/meta-data/instance-id": INSTANCE,
+            "/latest/meta-data/placement/region": "us-east-1",
+        }
+        if self.path in values:
+            self._answer(200, values[self.path])
+        else:
+            self._answer(404, "")
+
+    def _answer(self, code, body):
+        data = body.encode()
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture
+def imds():
+    Imds.seen = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Imds)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture
+def ssm(moto_endpoint):
+    client = botocore_session.get_session().create_client(
+        "ssm",
+        region_name="us-east-1",
+        endpoint_url=moto_endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    yield client
+    for p in client.describe_parameters().get("Parameters", []):
+        client.delete_parameter(Name=p["Name"])
+
+
+def put(ssm, instance, value=CONFIG):
+    ssm.put_parameter(Name=f"{PREFIX}/{instance}", Value=value, Type="SecureString", Overwrite=True)
+
+
+def exists(ssm, instance) -> bool:
+    try:
+        ssm.get_parameter(Name=f"{PREFIX}/{instance}")
+        return True
+    except ssm.exceptions.ParameterNotFound:
+        return False
+
+
+def boot(fake_root, imds, moto_endpoint, timeout=60, **extra):
+    settings = dict(
+        SCALEHOOK_IMDS_URL=imds,
+        SCALEHOOK_JIT_PARAMETER_PREFIX=PREFIX,
+        SCALEHOOK_JIT_WAIT_SECONDS=20,
+        SCALEHOOK_JIT_POLL_SECONDS=1,
+        AWS_ENDPOINT_URL=moto_endpoint,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+    )
+    settings.update(extra)
+    return fake_root.run(SCRIPT, timeout=timeout, **settings)
+
+
+def test_reads_and_deletes_its_own_parameter_runs_the_runner_and_powers_off(fake_root, imds, moto_endpoint, ssm):
+    runner_dir = fake_root.install_runner()
+    put(ssm, INSTANCE)
+    put(ssm, OTHER, "another-instance-config")
+
+    out, _ = boot(fake_root, imds, moto_endpoint)
+
+    assert out.returncode == 0, out.stderr
+    assert fake_root.runner_args() == ["--jitconfig", CONFIG]
+    assert (fake_root.calls / "run.sh.cwd").read_text().strip() == str(runner_dir)
+    assert fake_root.called("runuser") == [f"-u runner -- ./run.sh --jitconfig {CONFIG}"]
+    assert fake_root.called("useradd") == ["--create-home --shell /bin/bash runner"]
+    assert fake_root.called("chown") == [f"-R runner: {runner_dir}"]
+    assert fake_root.called("iptables") == [
+        "-I OUTPUT -d 169.254.169.254 -m owner --uid-owner runner -j REJECT"
+    ]
+    assert fake_root.called("shutdown") == ["-h now"]
+    # Its own parameter is gone; another instance's is untouched.
+    assert not exists(ssm, INSTANCE)
+    assert exists(ssm, OTHER)
+    # IMDSv2 only: a token first, every GET with it.
+    assert Imds.seen[0] == ("PUT", "/latest/api/token", True)
+    assert ("GET", "/latest/meta-data/instance-id", True) in Imds.seen
+    assert all(ok for _, _, ok in Imds.seen)
+    # The configuration is a credential: never in the log or the output.
+    for text in (fake_root.log(), out.stdout, out.stderr):
+        assert CONFIG not in text
+    assert f"read and deleted {PREFIX}/{INSTANCE}" in fake_root.log()
+
+
+def test_waits_for_a_parameter_written_after_boot(fake_root, imds, moto_endpoint, ssm):
+    fake_root.install_runner()
+    timer = threading.Timer(3, put, args=(ssm, INSTANCE))
+    timer.start()
+    try:
+        out, elapsed = boot(fake_root, imds, moto_endpoint)
+    finally:
+        timer.cancel()
+    assert out.returncode == 0, out.stderr
+    assert fake_root.runner_args() == ["--jitconfig", CONFIG]
+    assert elapsed >= 3
+    assert not exists(ssm, INSTANCE)
+    assert fake_root.called("shutdown") == ["-h now"]
+
+
+def test_missing_parameter_gives_up_within_its_bound_and_powers_off(fake_root, imds, moto_endpoint, ssm):
+    fake_root.install_runner()
+    put(ssm, OTHER, "another-instance-config")
+    bound = 4
+    out, elapsed = boot(fake_root, imds, moto_endpoint, SCALEHOOK_JIT_WAIT_SECONDS=bound)
+    assert out.returncode != 0
+    assert fake_root.runner_args() is None, "no runner without a configuration"
+    assert fake_root.called("shutdown") == ["-h now"]
+    assert "giving up" in fake_root.log()
+    # Bounded: the wait, plus one poll and one AWS CLI call (about 1 s each here).
+    assert bound <= elapsed < bound + 15, elapsed
+    # It never took another instance's configuration.
+    assert exists(ssm, OTHER)
+
+
+def test_powers_off_when_the_runner_fails(fake_root, imds, moto_endpoint, ssm):
+    fake_root.install_runner()
+    put(ssm, INSTANCE)
+    out, _ = boot(fake_root, imds, moto_endpoint, FAKE_RUNNER_EXIT=3)
+    assert out.returncode == 0
+    assert fake_root.runner_args() == ["--jitconfig", CONFIG]
+    assert "runner exited with status 3" in fake_root.log()
+    assert fake_root.called("shutdown") == ["-h now"]
+
+
+def test_no_metadata_service_powers_off(fake_root, moto_endpoint, ssm):
+    fake_root.install_runner()
+    put(ssm, INSTANCE)
+    from conftest import free_port
+
+    out, _ = boot(fake_root, f"http://127.0.0.1:{free_port()}", moto_endpoint)
+    assert out.returncode != 0
+    assert fake_root.runner_args() is None
+    assert fake_root.called("shutdown") == ["-h now"]
+    assert exists(ssm, INSTANCE)
+
+
+def test_downloads_the_pinned_runner_and_checks_its_sha256(fake_root, imds, moto_endpoint, ssm):
+    tarball = fake_root.runner_tarball()
+    digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
+    put(ssm, INSTANCE)
+    out, _ = boot(
+        fake_root,
+        imds,
+        moto_endpoint,
+        SCALEHOOK_RUNNER_URL=f"file://{tarball}",
+        SCALEHOOK_RUNNER_SHA256=digest,
+    )
+    assert out.returncode == 0, out.stderr
+    assert fake_root.runner_args() == ["--jitconfig", CONFIG]
+    assert (fake_root.path / "opt/actions-runner/run.sh").exists()
+
+
+def test_refuses_a_runner_package_with_the_wrong_sha256(fake_root, imds, moto_endpoint, ssm):
+    tarball = fake_root.runner_tarball()
+    put(ssm, INSTANCE)
+    out, _ = boot(
+        fake_root,
+        imds,
+        moto_endpoint,
+        SCALEHOOK_RUNNER_URL=f"file://{tarball}",
+        SCALEHOOK_RUNNER_SHA256="0" * 64,
+    )
+    assert out.returncode != 0
+    assert fake_root.runner_args() is None
+    assert not (fake_root.path / "opt/actions-runner/run.sh").exists()
+    assert "checksum mismatch" in fake_root.log()
+    assert fake_root.called("shutdown") == ["-h now"]
+
+
+def test_runner_keeps_imds_when_asked(fake_root, imds, moto_endpoint, ssm):
+    fake_root.install_runner()
+    put(ssm, INSTANCE)
+    out, _ = boot(fake_root, imds, moto_endpoint, SCALEHOOK_BLOCK_IMDS_FOR_RUNNER=0)
+    assert out.returncode == 0, out.stderr
+    assert fake_root.called("iptables") == []
+
+
+def test_user_data_is_small_enough():
+    # EC2 user data is limited to 16 KB before base64; the module adds a few settings lines.
+    assert len(SCRIPT.read_bytes()) < 12 * 1024
+    assert time.time() > 0
