@@ -159,7 +159,7 @@ resource "aws_cloudwatch_metric_alarm" "reconcile_not_running" {
 resource "aws_cloudwatch_metric_alarm" "pool_at_max" {
   for_each            = { for p in var.pools : p.name => p }
   alarm_name          = "${var.name}-pool-${each.key}-at-max"
-  alarm_description   = "Pool ${each.key} has been at its max (${each.value.max}) with jobs queued for ${var.at_max_alarm_periods} reconcile intervals: jobs are waiting for capacity. Runbook: ${local.runbook}#queue-building-at-max-capacity"
+  alarm_description   = "Pool ${each.key} has been at its effective max (the smaller of the pool's max, ${each.value.max}, and its group's max_size) with jobs queued for ${var.at_max_alarm_periods} reconcile intervals: jobs are waiting for capacity. Runbook: ${local.runbook}#queue-building-at-max-capacity"
   namespace           = local.emf_namespace
   metric_name         = "AtMaxWithQueue"
   dimensions          = { Pool = each.key }
@@ -174,4 +174,92 @@ resource "aws_cloudwatch_metric_alarm" "pool_at_max" {
   alarm_actions      = local.alarm_actions
   ok_actions         = local.alarm_actions
   tags               = var.tags
+}
+
+# ---- The groups themselves: launches that fail, capacity that does not arrive -----------
+# scalehook sets desired capacity; whether instances come is the group's business. These
+# alarms watch what users feel: a desired instance that never starts.
+
+locals {
+  # Each group once (several pools may share one).
+  pool_groups = toset([for p in var.pools : p.aws_asg])
+}
+
+# Auto Scaling sends "EC2 Instance Launch Unsuccessful" to EventBridge for every failed
+# launch (capacity, quotas, a bad launch template). The rule needs no target: its
+# AWS/Events MatchedEvents metric is what the alarm counts.
+resource "aws_cloudwatch_event_rule" "launch_failures" {
+  name        = "${var.name}-launch-failures"
+  description = "scalehook: failed instance launches in the runner pools' Auto Scaling groups"
+  event_pattern = jsonencode({
+    source        = ["aws.autoscaling"]
+    "detail-type" = ["EC2 Instance Launch Unsuccessful"]
+    detail        = { AutoScalingGroupName = sort(tolist(local.pool_groups)) }
+  })
+  tags = var.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "launch_failures" {
+  alarm_name          = "${var.name}-launch-failures"
+  alarm_description   = "An Auto Scaling group of a runner pool failed to launch an instance (see the group's activity history): jobs wait while desired capacity is not met. Runbook: ${local.runbook}#instances-not-launching"
+  namespace           = "AWS/Events"
+  metric_name         = "MatchedEvents"
+  dimensions          = { RuleName = aws_cloudwatch_event_rule.launch_failures.name }
+  statistic           = "Sum"
+  period              = 300
+  evaluation_periods  = 1
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  # No failed launch, no event.
+  treat_missing_data = "notBreaching"
+  alarm_actions      = local.alarm_actions
+  ok_actions         = local.alarm_actions
+  tags               = var.tags
+}
+
+# Desired minus in service, per group, from the group metrics (enable group metrics
+# collection on the groups: GroupDesiredCapacity and GroupInServiceInstances at 1Minute).
+resource "aws_cloudwatch_metric_alarm" "below_desired" {
+  for_each            = local.pool_groups
+  alarm_name          = "${var.name}-group-${each.key}-below-desired"
+  alarm_description   = "Group ${each.key} has had fewer instances in service than desired for ${var.below_desired_alarm_minutes} minutes: launches fail or take too long, and queued jobs wait. Runbook: ${local.runbook}#instances-not-launching"
+  evaluation_periods  = var.below_desired_alarm_minutes
+  datapoints_to_alarm = var.below_desired_alarm_minutes
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  # Without group metrics there is no data: the alarm stays in INSUFFICIENT_DATA, which the
+  # README's deployment checklist tells you to look for.
+  treat_missing_data = "missing"
+  alarm_actions      = local.alarm_actions
+  ok_actions         = local.alarm_actions
+  tags               = var.tags
+
+  metric_query {
+    id          = "missing"
+    expression  = "desired - inservice"
+    label       = "Instances desired but not in service"
+    return_data = true
+  }
+
+  metric_query {
+    id = "desired"
+    metric {
+      namespace   = "AWS/AutoScaling"
+      metric_name = "GroupDesiredCapacity"
+      dimensions  = { AutoScalingGroupName = each.key }
+      stat        = "Minimum"
+      period      = 60
+    }
+  }
+
+  metric_query {
+    id = "inservice"
+    metric {
+      namespace   = "AWS/AutoScaling"
+      metric_name = "GroupInServiceInstances"
+      dimensions  = { AutoScalingGroupName = each.key }
+      stat        = "Maximum"
+      period      = 60
+    }
+  }
 }

@@ -22,6 +22,10 @@ locals {
     {
       SCALEHOOK_CONFIG_TOML    = local.config_toml
       SCALEHOOK_DYNAMODB_TABLE = aws_dynamodb_table.ledger.name
+      # The secret is read once per execution environment, at start. A new version here
+      # changes the function's configuration, so Lambda starts new execution environments
+      # and the warm ones (holding the old secret) are retired: a rotation reaches them.
+      SCALEHOOK_WEBHOOK_SECRET_VERSION = tostring(var.webhook_secret_version)
     },
     local.secret_env,
   )
@@ -79,6 +83,11 @@ resource "aws_lambda_function" "scalehook" {
       # Lambda limits the environment to 4 KB in all; about 25 pools fit.
       condition     = sum([for k, v in local.function_env : length(k) + length(v)]) <= 4096
       error_message = "The rendered configuration makes the Lambda environment larger than 4 KB: shorten labels or split pools across deployments."
+    }
+    precondition {
+      # A released zip: its published SHA-256 (the release's SHA256SUMS) must match the file.
+      condition     = var.lambda_zip_sha256 == null || try(filesha256(var.lambda_zip_path) == lower(var.lambda_zip_sha256), false)
+      error_message = "lambda_zip_path does not match lambda_zip_sha256: download the release asset again and check it against the release's SHA256SUMS."
     }
     precondition {
       condition     = length(var.alarm_emails) == 0 || var.create_sns_topic

@@ -1,10 +1,11 @@
 output "webhook_url" {
-  description = "Paste into GitHub: Settings > Webhooks > Payload URL (content type application/json, event \"Workflow jobs\")."
-  value = (
-    var.endpoint == "function_url"
-    ? aws_lambda_function_url.webhook[0].function_url
-    : "${aws_apigatewayv2_stage.webhook[0].invoke_url}webhook"
-  )
+  description = "Paste into GitHub: Settings > Webhooks > Payload URL (content type application/json, event \"Workflow jobs\"). With cloudfront_web_acl_arn, the CloudFront address."
+  value       = local.webhook_url
+}
+
+output "origin_url" {
+  description = "The function URL or HTTP API address itself. With CloudFront in front, it still answers: the HMAC signature, not the web ACL, is what authenticates deliveries."
+  value       = local.origin_url
 }
 
 output "function_name" {
@@ -58,7 +59,9 @@ output "alarm_names" {
       aws_cloudwatch_metric_alarm.reconcile_failures.alarm_name,
       aws_cloudwatch_metric_alarm.reconcile_not_running.alarm_name,
     ],
+    [aws_cloudwatch_metric_alarm.launch_failures.alarm_name],
     [for a in aws_cloudwatch_metric_alarm.pool_at_max : a.alarm_name],
+    [for a in aws_cloudwatch_metric_alarm.below_desired : a.alarm_name],
   )
 }
 

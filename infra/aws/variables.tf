@@ -20,8 +20,19 @@ variable "tags" {
 # ---- The function -----------------------------------------------------------------------
 
 variable "lambda_zip_path" {
-  description = "Path to the Lambda zip built by `make lambda-zip` (target/lambda/scalehook-<arch>.zip, `bootstrap` at its root). Its hash is the deployment trigger: a new zip, a new version of the code."
+  description = "Path to the Lambda zip: a release asset (scalehook-<version>-lambda-<arch>.zip, downloaded from the project's GitHub release) or your own `make lambda-zip` build (target/lambda/scalehook-<arch>.zip). `bootstrap` at its root. Its hash is the deployment trigger: a new zip, a new version of the code."
   type        = string
+}
+
+variable "lambda_zip_sha256" {
+  description = "The zip's SHA-256 (hex) as published in the release's SHA256SUMS; when set, the plan stops unless lambda_zip_path has exactly this hash. null: no check (your own build)."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.lambda_zip_sha256 == null || can(regex("^[0-9a-fA-F]{64}$", var.lambda_zip_sha256))
+    error_message = "lambda_zip_sha256: 64 hex digits (a line of the release's SHA256SUMS)."
+  }
 }
 
 variable "architecture" {
@@ -133,30 +144,7 @@ variable "pools" {
     aws_asg              = string
   }))
 
-  validation {
-    condition     = length(var.pools) > 0
-    error_message = "pools: at least one pool is required."
-  }
-  validation {
-    condition     = alltrue([for p in var.pools : can(regex("^[A-Za-z0-9._-]+$", p.name))])
-    error_message = "pools[*].name: use only letters, digits, '-', '_' and '.' (it becomes a metric dimension and a storage key)."
-  }
-  validation {
-    condition     = length(distinct([for p in var.pools : p.name])) == length(var.pools)
-    error_message = "pools[*].name: pool names must be unique."
-  }
-  validation {
-    condition     = alltrue([for p in var.pools : length(p.labels) > 0 && alltrue([for l in p.labels : trimspace(l) != ""])])
-    error_message = "pools[*].labels: each pool needs at least one non-empty label."
-  }
-  validation {
-    condition     = alltrue([for p in var.pools : p.max >= 1 && p.min >= 0 && p.min <= p.max && p.standby >= 0 && p.runners_per_instance >= 1])
-    error_message = "pools[*]: need 0 <= min <= max, max >= 1, standby >= 0 and runners_per_instance >= 1."
-  }
-  validation {
-    condition     = alltrue([for p in var.pools : alltrue([for n in [p.min, p.max, p.standby, p.runners_per_instance] : floor(n) == n])])
-    error_message = "pools[*]: min, max, standby and runners_per_instance are whole numbers."
-  }
+  # Names, labels and bounds are validated in ../modules/pool-config; the fleet id here.
   validation {
     condition     = alltrue([for p in var.pools : can(regex("^[^\\s:*]{1,255}$", p.aws_asg))])
     error_message = "pools[*].aws_asg: an Auto Scaling Group name (no spaces, ':' or '*'); the IAM policy is scoped to exactly these groups."
@@ -179,22 +167,12 @@ variable "max_body_bytes" {
   description = "Largest accepted delivery body in bytes, or null for scalehook's default (1 MiB; workflow_job payloads are 8-14 KB)."
   type        = number
   default     = null
-
-  validation {
-    condition     = var.max_body_bytes == null || try(var.max_body_bytes >= 1 && floor(var.max_body_bytes) == var.max_body_bytes, false)
-    error_message = "max_body_bytes: a whole number of bytes, at least 1."
-  }
 }
 
 variable "cloud_timeout_ms" {
   description = "Upper bound in ms on the cloud calls of one delivery (GitHub waits 10 s), or null for scalehook's default (7000)."
   type        = number
   default     = null
-
-  validation {
-    condition     = var.cloud_timeout_ms == null || try(var.cloud_timeout_ms >= 1 && var.cloud_timeout_ms <= 9000 && floor(var.cloud_timeout_ms) == var.cloud_timeout_ms, false)
-    error_message = "cloud_timeout_ms: between 1 and 9000 (GitHub waits 10 s)."
-  }
 }
 
 variable "ledger_ttl" {
@@ -205,15 +183,6 @@ variable "ledger_ttl" {
     retention_secs       = optional(number)
   })
   default = {}
-
-  validation {
-    condition     = var.ledger_ttl.retention_secs == null || try(var.ledger_ttl.retention_secs >= 259200, false)
-    error_message = "ledger_ttl.retention_secs: at least 259200 (GitHub's 3-day redelivery window)."
-  }
-  validation {
-    condition     = alltrue([for k, v in var.ledger_ttl : v == null || try(v >= 1 && floor(v) == v, false)])
-    error_message = "ledger_ttl: time-to-lives are whole numbers of seconds, at least 1."
-  }
 }
 
 # ---- Ledger table -----------------------------------------------------------------------
@@ -245,9 +214,14 @@ variable "webhook_secret" {
 }
 
 variable "webhook_secret_version" {
-  description = "Bump this number whenever webhook_secret changes: write-only values are not compared, so the version is what makes Terraform write the new value."
+  description = "Bump this number whenever the secret changes (webhook_secret, or the value in your own parameter or secret): write-only values are not compared, so the version is what makes Terraform write the new value; it is also set on the function (SCALEHOOK_WEBHOOK_SECRET_VERSION), which retires warm instances still holding the old secret."
   type        = number
   default     = 1
+
+  validation {
+    condition     = var.webhook_secret_version >= 1 && floor(var.webhook_secret_version) == var.webhook_secret_version
+    error_message = "webhook_secret_version: a whole number, at least 1."
+  }
 }
 
 variable "webhook_secret_ssm_parameter_name" {
@@ -303,6 +277,28 @@ variable "signature_failure_threshold" {
   description = "Alarm when more signature failures than this arrive in 5 minutes (a rotated secret not set in GitHub, or someone probing the URL)."
   type        = number
   default     = 10
+}
+
+variable "below_desired_alarm_minutes" {
+  description = "Alarm when a pool's group has had fewer instances in service than desired for this many minutes (launches failing or slow). Needs group metrics collection on the groups (GroupDesiredCapacity, GroupInServiceInstances); set it above your instances' boot time."
+  type        = number
+  default     = 15
+
+  validation {
+    condition     = var.below_desired_alarm_minutes >= 5 && var.below_desired_alarm_minutes <= 1440 && floor(var.below_desired_alarm_minutes) == var.below_desired_alarm_minutes
+    error_message = "below_desired_alarm_minutes: a whole number from 5 to 1440."
+  }
+}
+
+variable "cloudfront_web_acl_arn" {
+  description = "Edge protection: the ARN of an AWS WAF web ACL of scope CLOUDFRONT (created in us-east-1) to put in front of the webhook. When set, a CloudFront distribution fronts the function URL or HTTP API with this web ACL and webhook_url points at it. AWS WAF does not attach to HTTP APIs or function URLs themselves. null: no CloudFront."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.cloudfront_web_acl_arn == null || can(regex("^arn:aws[a-z-]*:wafv2:us-east-1:[0-9]{12}:global/webacl/", var.cloudfront_web_acl_arn))
+    error_message = "cloudfront_web_acl_arn: a WAFv2 web ACL of scope CLOUDFRONT (arn:aws:wafv2:us-east-1:<account>:global/webacl/...)."
+  }
 }
 
 variable "at_max_alarm_periods" {

@@ -7,8 +7,12 @@ locals {
     for id in values(local.scale_sets) : join("/", slice(split("/", id), 0, 5))
   ])
 
-  webhook_url = "https://${azurerm_function_app_flex_consumption.scalehook.default_hostname}/api/webhook"
+  webhook_url = "https://${azapi_resource.app.output.properties.defaultHostName}/api/webhook"
+
+  resource_group_id = "/subscriptions/${data.azurerm_client_config.current.subscription_id}/resourceGroups/${var.resource_group_name}"
 }
+
+data "azurerm_client_config" "current" {}
 
 resource "azurerm_user_assigned_identity" "app" {
   name                = "${var.name}-identity"
@@ -106,63 +110,61 @@ resource "azurerm_service_plan" "app" {
   tags                = var.tags
 }
 
-resource "azurerm_function_app_flex_consumption" "scalehook" {
-  #checkov:skip=CKV_AZURE_221:GitHub delivers from the internet; the HMAC signature of each delivery is the authentication.
-  #checkov:skip=CKV_AZURE_56:App Service Authentication cannot be used: GitHub cannot obtain Entra tokens, the HMAC signature authenticates deliveries.
-  #checkov:skip=CKV_AZURE_17:GitHub webhooks do not present client certificates.
-  name                = var.name
-  resource_group_name = var.resource_group_name
-  location            = var.location
-  service_plan_id     = azurerm_service_plan.app.id
-
-  runtime_name           = "custom"
-  runtime_version        = "1.0"
-  instance_memory_in_mb  = var.instance_memory_mb
-  maximum_instance_count = var.maximum_instance_count
-
-  # The package lives in a blob container the platform reads with the app's identity.
-  storage_container_type            = "blobContainer"
-  storage_container_endpoint        = "${azurerm_storage_account.app.primary_blob_endpoint}${azurerm_storage_container.package.name}"
-  storage_authentication_type       = "UserAssignedIdentity"
-  storage_user_assigned_identity_id = azurerm_user_assigned_identity.app.id
-
-  # Host storage (AzureWebJobsStorage) through the identity too: no account key anywhere.
-  function_app_storage_account_name          = azurerm_storage_account.app.name
-  function_app_storage_uses_managed_identity = true
-
-  # Terraform publishes the zip when this path changes (not when the file at the same path
-  # is rebuilt): deploy each release from its own file name, see the README.
-  zip_deploy_file = var.function_zip_path
-
-  https_only                      = true
-  key_vault_reference_identity_id = azurerm_user_assigned_identity.app.id
+# The app is an azapi resource: azurerm 4.81.0's azurerm_function_app_flex_consumption has
+# no argument for identity-based host storage (it always writes an AzureWebJobsStorage
+# connection string, with an empty key when the storage authentication is an identity) nor
+# for the Key Vault reference identity. Here the ARM body says exactly what the platform
+# documents for Flex Consumption: the runtime in functionAppConfig.runtime (no
+# FUNCTIONS_WORKER_RUNTIME), the package container read with the identity, host storage
+# through AzureWebJobsStorage__accountName/__credential/__clientId.
+resource "azapi_resource" "app" {
+  type      = "Microsoft.Web/sites@2024-04-01"
+  name      = var.name
+  parent_id = local.resource_group_id
+  location  = var.location
+  tags      = var.tags
 
   identity {
     type         = "UserAssigned"
     identity_ids = [azurerm_user_assigned_identity.app.id]
   }
 
-  site_config {
-    application_insights_connection_string = azurerm_application_insights.app.connection_string
-    minimum_tls_version                    = "1.2"
-    http2_enabled                          = true
+  body = {
+    kind = "functionapp,linux"
+    properties = {
+      serverFarmId              = azurerm_service_plan.app.id
+      httpsOnly                 = true
+      keyVaultReferenceIdentity = azurerm_user_assigned_identity.app.id
+      siteConfig = {
+        minTlsVersion = "1.2"
+        http20Enabled = true
+        ftpsState     = "Disabled"
+        appSettings   = [for k, v in local.app_settings : { name = k, value = v }]
+      }
+      functionAppConfig = {
+        deployment = {
+          storage = {
+            type  = "blobContainer"
+            value = "${azurerm_storage_account.app.primary_blob_endpoint}${azurerm_storage_container.package.name}"
+            authentication = {
+              type                           = "UserAssignedIdentity"
+              userAssignedIdentityResourceId = azurerm_user_assigned_identity.app.id
+            }
+          }
+        }
+        runtime = {
+          name    = "custom"
+          version = "1.0"
+        }
+        scaleAndConcurrency = {
+          instanceMemoryMB     = var.instance_memory_mb
+          maximumInstanceCount = var.maximum_instance_count
+        }
+      }
+    }
   }
 
-  app_settings = merge(
-    {
-      FUNCTIONS_WORKER_RUNTIME        = "custom"
-      AzureWebJobsStorage__credential = "managedidentity"
-      AzureWebJobsStorage__clientId   = azurerm_user_assigned_identity.app.client_id
-      AZURE_CLIENT_ID                 = azurerm_user_assigned_identity.app.client_id
-      SCALEHOOK_CONFIG_TOML           = local.config_toml
-      SCALEHOOK_TABLE_ENDPOINT        = azurerm_storage_account.app.primary_table_endpoint
-      SCALEHOOK_TABLE_NAME            = azurerm_storage_table.ledger.name
-      SCALEHOOK_RECONCILE_SCHEDULE    = var.reconcile_schedule
-    },
-    local.secret_settings,
-  )
-
-  tags = var.tags
+  response_export_values = ["properties.defaultHostName"]
 
   lifecycle {
     precondition {
@@ -180,4 +182,49 @@ resource "azurerm_function_app_flex_consumption" "scalehook" {
     azurerm_role_assignment.ledger_table,
     azurerm_role_assignment.webhook_secret,
   ]
+}
+
+locals {
+  app_settings = merge(
+    {
+      # Host storage (timer locks, keys) through the identity: no AzureWebJobsStorage
+      # connection string anywhere.
+      AzureWebJobsStorage__accountName      = azurerm_storage_account.app.name
+      AzureWebJobsStorage__credential       = "managedidentity"
+      AzureWebJobsStorage__clientId         = azurerm_user_assigned_identity.app.client_id
+      APPLICATIONINSIGHTS_CONNECTION_STRING = azurerm_application_insights.app.connection_string
+      # Application Insights samples by default; the alerts count the handler's log lines
+      # (traces) and its invocations (requests), so nothing may be sampled away.
+      AzureFunctionsJobHost__logging__applicationInsights__samplingSettings__isEnabled = "false"
+      AZURE_CLIENT_ID                                                                  = azurerm_user_assigned_identity.app.client_id
+      SCALEHOOK_CONFIG_TOML                                                            = local.config_toml
+      SCALEHOOK_TABLE_ENDPOINT                                                         = azurerm_storage_account.app.primary_table_endpoint
+      SCALEHOOK_TABLE_NAME                                                             = azurerm_storage_table.ledger.name
+      SCALEHOOK_RECONCILE_SCHEDULE                                                     = var.reconcile_schedule
+    },
+    local.secret_settings,
+  )
+}
+
+# ---- Publishing: One Deploy -------------------------------------------------------------
+# Flex Consumption takes packages through One Deploy only (not zip deploy, not
+# WEBSITE_RUN_FROM_PACKAGE). The onedeploy extension fetches package_url (a release asset)
+# into the deployment container and restarts the app on it. A new URL or checksum
+# publishes again.
+resource "azapi_resource" "package" {
+  count     = var.package_url == null ? 0 : 1
+  type      = "Microsoft.Web/sites/extensions@2024-04-01"
+  name      = "onedeploy"
+  parent_id = azapi_resource.app.id
+
+  body = {
+    properties = {
+      packageUri  = var.package_url
+      remoteBuild = false
+    }
+  }
+
+  # The extension is an action more than a resource: the embedded schema does not list it.
+  schema_validation_enabled        = false
+  replace_triggers_external_values = [var.package_url, var.package_sha256]
 }

@@ -5,12 +5,12 @@ output "webhook_url" {
 
 output "function_app_name" {
   description = "Name of the function app."
-  value       = azurerm_function_app_flex_consumption.scalehook.name
+  value       = azapi_resource.app.name
 }
 
 output "function_app_id" {
   description = "Resource id of the function app."
-  value       = azurerm_function_app_flex_consumption.scalehook.id
+  value       = azapi_resource.app.id
 }
 
 output "identity_client_id" {

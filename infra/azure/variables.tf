@@ -38,9 +38,30 @@ variable "tags" {
 
 # ---- The function app -------------------------------------------------------------------
 
-variable "function_zip_path" {
-  description = "Path to the function app package built by `make azure-zip` (target/azure/scalehook-azure.zip: host.json at the root, the `handler` binary, functions webhook and reconcile)."
+variable "package_url" {
+  description = "HTTPS URL of the function app package the app runs: a release asset (scalehook-<version>-azure.zip from the project's GitHub release), published with One Deploy. null: publish yourself after apply (`az functionapp deploy --src-path target/azure/scalehook-azure.zip --type zip`, which uses One Deploy on Flex Consumption)."
   type        = string
+  default     = null
+
+  validation {
+    condition     = var.package_url == null || can(regex("^https://", var.package_url))
+    error_message = "package_url: an https:// URL the platform can download."
+  }
+}
+
+variable "package_sha256" {
+  description = "SHA-256 (hex) of the package at package_url, from the release's SHA256SUMS: check the download against it, and a new value publishes again. Required with package_url."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.package_sha256 == null || can(regex("^[0-9a-fA-F]{64}$", var.package_sha256))
+    error_message = "package_sha256: 64 hex digits (a line of the release's SHA256SUMS)."
+  }
+  validation {
+    condition     = (var.package_url == null) == (var.package_sha256 == null)
+    error_message = "package_sha256 goes with package_url: give both (a release asset and its published checksum) or neither."
+  }
 }
 
 variable "instance_memory_mb" {
@@ -112,30 +133,7 @@ variable "pools" {
     azure_vmss           = string
   }))
 
-  validation {
-    condition     = length(var.pools) > 0
-    error_message = "pools: at least one pool is required."
-  }
-  validation {
-    condition     = alltrue([for p in var.pools : can(regex("^[A-Za-z0-9._-]+$", p.name))])
-    error_message = "pools[*].name: use only letters, digits, '-', '_' and '.' (it becomes a log dimension and a storage key)."
-  }
-  validation {
-    condition     = length(distinct([for p in var.pools : p.name])) == length(var.pools)
-    error_message = "pools[*].name: pool names must be unique."
-  }
-  validation {
-    condition     = alltrue([for p in var.pools : length(p.labels) > 0 && alltrue([for l in p.labels : trimspace(l) != ""])])
-    error_message = "pools[*].labels: each pool needs at least one non-empty label."
-  }
-  validation {
-    condition     = alltrue([for p in var.pools : p.max >= 1 && p.min >= 0 && p.min <= p.max && p.standby >= 0 && p.runners_per_instance >= 1])
-    error_message = "pools[*]: need 0 <= min <= max, max >= 1, standby >= 0 and runners_per_instance >= 1."
-  }
-  validation {
-    condition     = alltrue([for p in var.pools : alltrue([for n in [p.min, p.max, p.standby, p.runners_per_instance] : floor(n) == n])])
-    error_message = "pools[*]: min, max, standby and runners_per_instance are whole numbers."
-  }
+  # Names, labels and bounds are validated in ../modules/pool-config; the fleet id here.
   validation {
     condition     = alltrue([for p in var.pools : can(regex("(?i)^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\\.Compute/virtualMachineScaleSets/[^/]+$", p.azure_vmss))])
     error_message = "pools[*].azure_vmss: a scale set resource id, /subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.Compute/virtualMachineScaleSets/<name>."
@@ -158,22 +156,12 @@ variable "max_body_bytes" {
   description = "Largest accepted delivery body in bytes, or null for scalehook's default (1 MiB)."
   type        = number
   default     = null
-
-  validation {
-    condition     = var.max_body_bytes == null || try(var.max_body_bytes >= 1 && floor(var.max_body_bytes) == var.max_body_bytes, false)
-    error_message = "max_body_bytes: a whole number of bytes, at least 1."
-  }
 }
 
 variable "cloud_timeout_ms" {
   description = "Upper bound in ms on the cloud calls of one delivery (GitHub waits 10 s), or null for scalehook's default (7000)."
   type        = number
   default     = null
-
-  validation {
-    condition     = var.cloud_timeout_ms == null || try(var.cloud_timeout_ms >= 1 && var.cloud_timeout_ms <= 9000 && floor(var.cloud_timeout_ms) == var.cloud_timeout_ms, false)
-    error_message = "cloud_timeout_ms: between 1 and 9000 (GitHub waits 10 s)."
-  }
 }
 
 variable "ledger_ttl" {
@@ -184,15 +172,6 @@ variable "ledger_ttl" {
     retention_secs       = optional(number)
   })
   default = {}
-
-  validation {
-    condition     = var.ledger_ttl.retention_secs == null || try(var.ledger_ttl.retention_secs >= 259200, false)
-    error_message = "ledger_ttl.retention_secs: at least 259200 (GitHub's 3-day redelivery window)."
-  }
-  validation {
-    condition     = alltrue([for k, v in var.ledger_ttl : v == null || try(v >= 1 && floor(v) == v, false)])
-    error_message = "ledger_ttl: time-to-lives are whole numbers of seconds, at least 1."
-  }
 }
 
 # ---- Webhook secret: a Key Vault reference (preferred) or a sensitive variable ----------

@@ -4,11 +4,18 @@ terraform {
   required_providers {
     azurerm = {
       source = "hashicorp/azurerm"
-      # 4.x: azurerm_function_app_flex_consumption with the `custom` runtime (custom handlers)
-      # and identity-based host storage (function_app_storage_uses_managed_identity, in the
-      # newest 4.x releases: use the latest), storage_account_id on containers and tables,
-      # azurerm_monitor_scheduled_query_rules_alert_v2.
-      version = ">= 4.40, < 5.0"
+      # Pinned: the module is written against this release's schema (read in the provider's
+      # source, internal/services/appservice and internal/services/storage at v4.81.0):
+      # azurerm_service_plan FC1, storage_account_id on containers and tables,
+      # azurerm_monitor_scheduled_query_rules_alert_v2. Its Flex Consumption resource is not
+      # used (see main.tf): it has no identity-based host storage nor Key Vault reference
+      # identity.
+      version = "4.81.0"
+    }
+    azapi = {
+      source = "Azure/azapi"
+      # 2.x: body as an HCL object, response_export_values, replace_triggers_external_values.
+      version = "~> 2.4"
     }
   }
 }

@@ -4,6 +4,7 @@ use no provider, so no `terraform init`), parse the result as TOML and check it 
 core's config schema; they also check that bad pools are refused at plan time."""
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -12,7 +13,9 @@ import tomllib
 
 import pytest
 
-from conftest import MODULES, Module, core_source, rust_struct_fields, terraform_binary
+from conftest import INFRA, MODULES, Module, core_source, rust_struct_fields, terraform_binary
+
+SHARED = INFRA / "modules" / "pool-config"
 
 # The variables each module requires besides `pools`.
 REQUIRED = {
@@ -36,19 +39,33 @@ def fleet_value(cloud, name):
 def console(cloud: str, variables: dict, expr: str):
     """Evaluates `expr` in the module's variables and config (no providers involved).
     Returns (value or None, error text)."""
-    with tempfile.TemporaryDirectory() as work:
+    env = {**os.environ, "TF_CLI_CONFIG_FILE": "/dev/null", "TF_IN_AUTOMATION": "1"}
+    with tempfile.TemporaryDirectory() as tmp:
+        # The module's layout: <cloud>/ beside modules/pool-config, which config.tf calls.
+        work = os.path.join(tmp, cloud)
+        os.mkdir(work)
         for f in ("variables.tf", "config.tf"):
             shutil.copy(MODULES[cloud] / f, work)
-        shutil.copytree(MODULES[cloud] / "templates", os.path.join(work, "templates"))
+        shutil.copytree(SHARED, os.path.join(tmp, "modules", "pool-config"))
         with open(os.path.join(work, "test.tfvars.json"), "w") as fh:
             json.dump({**REQUIRED[cloud], **variables}, fh)
+        # A local module only: init installs nothing from the network.
+        init = subprocess.run(
+            [terraform_binary(), "init", "-backend=false", "-input=false", "-no-color"],
+            capture_output=True,
+            text=True,
+            cwd=work,
+            env=env,
+            timeout=120,
+        )
+        assert init.returncode == 0, init.stdout + init.stderr
         out = subprocess.run(
             [terraform_binary(), "console", "-no-color", "-var-file=test.tfvars.json"],
             input=f"jsonencode({expr})\n",
             capture_output=True,
             text=True,
             cwd=work,
-            env={**os.environ, "TF_CLI_CONFIG_FILE": "/dev/null", "TF_IN_AUTOMATION": "1"},
+            env=env,
             timeout=120,
         )
     text = out.stdout + out.stderr
@@ -67,16 +84,44 @@ def render(cloud: str, **variables) -> dict:
 
 
 def pool(cloud, name="linux-x64", **over):
-    p = {"name": name, "labels": ["self-hosted", "linux", "x64"], "max": 20, FLEET[cloud]: fleet_value(cloud, name)}
+    # The fleet id stays valid whatever the name, so each case meets only its own check.
+    fleet = fleet_value(cloud, re.sub(r"[^A-Za-z0-9._-]", "-", name))
+    p = {"name": name, "labels": ["self-hosted", "linux", "x64"], "max": 20, FLEET[cloud]: fleet}
     p.update(over)
     return p
 
 
-def test_templates_are_the_same():
-    # One template, copied into each module so each module stands alone.
-    a = (MODULES["aws"] / "templates" / "config.toml.tftpl").read_text()
-    b = (MODULES["azure"] / "templates" / "config.toml.tftpl").read_text()
-    assert a == b
+def test_one_shared_config_module():
+    """The pools, options and rendering live once, in modules/pool-config; each cloud module
+    passes its inputs through and keeps only its fleet id check."""
+    shared = Module(SHARED)
+    assert set(shared.variables) == {
+        "fleet_key",
+        "pools",
+        "allowed_repositories",
+        "allowed_organizations",
+        "max_body_bytes",
+        "cloud_timeout_ms",
+        "ledger_ttl",
+    }
+    assert not shared.resources and not shared.data, "the shared module renders text only"
+    assert "required_providers" not in shared.text
+    for cloud, fleet in FLEET.items():
+        module = Module(MODULES[cloud])
+        assert not (MODULES[cloud] / "templates" / "config.toml.tftpl").exists(), cloud
+        call = module.modules["config"]
+        assert call["source"] == "../modules/pool-config"
+        assert call["fleet_key"] == fleet
+        assert f"fleet                = p.{fleet}" in call["pools"] or f"p.{fleet}" in call["pools"]
+        for name in set(shared.variables) - {"fleet_key", "pools"}:
+            assert call[name] == f"${{var.{name}}}", (cloud, name)
+            # Declared for the user, validated once in the shared module.
+            assert "validation" not in module.variables[name], (cloud, name)
+        assert module.locals["config_toml"] == "${module.config.toml}"
+        # The pools variable keeps one validation of its own: the fleet id.
+        (check,) = module.variables["pools"]["validation"]
+        assert f"pools[*].{fleet}" in check["error_message"]
+    # Both clouds' config.tf are the same file but for the fleet field.
     assert (MODULES["aws"] / "config.tf").read_text().replace("aws_asg", "FLEET") == (
         MODULES["azure"] / "config.tf"
     ).read_text().replace("azure_vmss", "FLEET")
@@ -145,10 +190,13 @@ def test_rendered_keys_are_the_cores_config_keys():
         allowed_organizations=["a"],
         ledger_ttl={"queued_ttl_secs": 1, "in_progress_ttl_secs": 1, "retention_secs": 259200},
     )
-    assert set(doc) == top
+    # `github` (the GitHub App section) is configured outside these modules.
+    assert set(doc) == top - {"github"}
     assert set(doc["ledger"]) == ledger
     azure = render("azure", pools=[pool("azure")])
-    assert set(doc["pools"][0]) | set(azure["pools"][0]) == pool_fields
+    # The GitHub App runner fields (being added with the `github` section) are not rendered yet.
+    github_fields = {"runner_group", "runner_group_id", "ephemeral"}
+    assert set(doc["pools"][0]) | set(azure["pools"][0]) == pool_fields - github_fields
 
 
 BAD_POOLS = [
@@ -198,5 +246,6 @@ def test_module_refers_to_the_config_local():
     aws = Module(MODULES["aws"])
     assert aws.locals["function_env"].count("local.config_toml") == 1
     azure = Module(MODULES["azure"])
-    app = azure.resources["azurerm_function_app_flex_consumption"]["scalehook"]
-    assert "SCALEHOOK_CONFIG_TOML = local.config_toml" in app["app_settings"].replace("  ", " ")
+    settings = azure.locals["app_settings"]
+    assert re.search(r"SCALEHOOK_CONFIG_TOML\s*=\s*local\.config_toml", settings)
+    assert "local.app_settings" in str(azure.resources["azapi_resource"]["app"]["body"])

@@ -3,7 +3,7 @@ watch metrics and outcomes the core actually emits."""
 
 import re
 
-from conftest import core_source
+from conftest import MODULES, core_source, plain
 
 
 def core_outcomes():
@@ -91,12 +91,14 @@ def test_aws_alarms_watch_emitted_metrics(aws):
         "reconcile_failures": ("${local.emf_namespace}", "ReconcileFailures", "notBreaching"),
         "reconcile_not_running": ("${local.emf_namespace}", "ReconcileRuns", "breaching"),
         "pool_at_max": ("${local.emf_namespace}", "AtMaxWithQueue", "ignore"),
+        "launch_failures": ("AWS/Events", "MatchedEvents", "notBreaching"),
+        "below_desired": (None, None, "missing"),
     }
     assert set(alarms) == set(expected)
     for name, (ns, metric, missing) in expected.items():
         a = alarms[name]
-        assert (a["namespace"], a["metric_name"], a["treat_missing_data"]) == (ns, metric, missing), name
-        if ns != "AWS/Lambda":
+        assert (a.get("namespace"), a.get("metric_name"), a["treat_missing_data"]) == (ns, metric, missing), name
+        if ns == "${local.emf_namespace}":
             assert metric in emitted, f"{metric} is not emitted by the core"
         assert a["alarm_actions"] == "${local.alarm_actions}", name
         assert aws.locals["runbook"] == "${var.runbook_url}"
@@ -122,26 +124,66 @@ def test_azure_secret_values_only_reach_app_settings(azure):
 
 
 def test_azure_app_settings(azure):
-    app = azure.resource("azurerm_function_app_flex_consumption", "scalehook")
-    assert app["runtime_name"] == "custom"
-    settings = app["app_settings"]
+    app = azure.resource("azapi_resource", "app")
+    assert app["type"].startswith("Microsoft.Web/sites@")
+    props = app["body"]["properties"]
+    # The runtime lives in functionAppConfig.runtime on Flex Consumption.
+    assert props["functionAppConfig"]["runtime"] == {"name": "custom", "version": "1.0"}
+    scale = props["functionAppConfig"]["scaleAndConcurrency"]
+    assert scale == {"instanceMemoryMB": "${var.instance_memory_mb}", "maximumInstanceCount": "${var.maximum_instance_count}"}
+    assert props["keyVaultReferenceIdentity"] == "${azurerm_user_assigned_identity.app.id}"
+    assert props["httpsOnly"] is True
+    settings = azure.locals["app_settings"]
     for name in (
-        "FUNCTIONS_WORKER_RUNTIME",
         "SCALEHOOK_CONFIG_TOML",
         "SCALEHOOK_TABLE_ENDPOINT",
         "SCALEHOOK_TABLE_NAME",
         "AZURE_CLIENT_ID",
         "SCALEHOOK_RECONCILE_SCHEDULE",
+        "APPLICATIONINSIGHTS_CONNECTION_STRING",
     ):
         assert name in settings, name
+    # Sampling off, so the count-based alerts see every line and invocation.
+    assert re.search(
+        r'AzureFunctionsJobHost__logging__applicationInsights__samplingSettings__isEnabled\s*=\s*"false"', settings
+    )
     assert "local.secret_settings" in settings
+    # Rejected or unsupported on Flex Consumption, and the arguments azurerm 4.81.0 lacks.
+    for absent in (
+        "FUNCTIONS_WORKER_RUNTIME",
+        "WEBSITE_RUN_FROM_PACKAGE",
+        "zip_deploy_file",
+        "function_app_storage_account_name",
+        "function_app_storage_uses_managed_identity",
+        "key_vault_reference_identity_id",
+        "azurerm_function_app_flex_consumption",
+    ):
+        code = "\n".join(l for l in azure.text.splitlines() if not l.strip().startswith("#"))
+        assert absent not in code, absent
     secret = azure.locals["secret_settings"]
     assert "SCALEHOOK_WEBHOOK_SECRET" in secret
     assert "@Microsoft.KeyVault(SecretUri=" in secret
     assert azure.variables["table_name"]["default"] == "scalehookledger"
     assert azure.variables["reconcile_schedule"]["default"] == "0 */5 * * * *"
     assert azure.locals["webhook_url"].endswith("/api/webhook")
-    assert app["key_vault_reference_identity_id"] == "${azurerm_user_assigned_identity.app.id}"
+
+
+def test_azure_publishes_a_release_with_one_deploy(azure):
+    pkg = azure.resource("azapi_resource", "package")
+    assert pkg["type"].startswith("Microsoft.Web/sites/extensions@")
+    assert pkg["name"] == "onedeploy"
+    assert pkg["parent_id"] == "${azapi_resource.app.id}"
+    assert pkg["body"]["properties"]["packageUri"] == "${var.package_url}"
+    assert pkg["replace_triggers_external_values"] == ["${var.package_url}", "${var.package_sha256}"]
+    assert "function_zip_path" not in azure.variables
+    assert {"package_url", "package_sha256"} <= set(azure.variables)
+
+
+def test_azure_providers_are_pinned(azure):
+    (tf,) = [b for b in __import__("hcl2").loads((MODULES["azure"] / "versions.tf").read_text())["terraform"]]
+    req = plain(tf["required_providers"])[0]
+    assert req["azurerm"]["version"] == "4.81.0"
+    assert req["azapi"]["source"] == "Azure/azapi"
 
 
 def test_azure_alerts_query_real_outcomes(azure):
@@ -194,3 +236,56 @@ def test_alert_descriptions_link_to_runbook_sections(aws, azure):
     assert linked <= anchors, linked - anchors
     for needed in ("redeliver-failed-deliveries", "roll-back-the-zip", "ledger-errors"):
         assert needed in anchors
+
+
+def test_aws_secret_rotation_reaches_warm_instances(aws):
+    """A new webhook_secret_version changes the function's configuration (so Lambda retires
+    the warm execution environments that read the old secret at start), for every source."""
+    env = aws.locals["function_env"]
+    assert re.search(r"SCALEHOOK_WEBHOOK_SECRET_VERSION\s*=\s*tostring\(var\.webhook_secret_version\)", env)
+    param = aws.resource("aws_ssm_parameter", "webhook_secret")
+    assert param["value_wo_version"] == "${var.webhook_secret_version}"
+    # In the map the function gets, not behind the secret source's conditional.
+    assert "SCALEHOOK_WEBHOOK_SECRET_VERSION" not in aws.locals["secret_env"]
+
+
+def test_aws_group_alarms(aws):
+    alarms = aws.resources["aws_cloudwatch_metric_alarm"]
+    rule = aws.resource("aws_cloudwatch_event_rule", "launch_failures")
+    assert "EC2 Instance Launch Unsuccessful" in rule["event_pattern"]
+    assert "aws.autoscaling" in rule["event_pattern"]
+    assert "local.pool_groups" in rule["event_pattern"]
+    assert alarms["launch_failures"]["dimensions"] == {"RuleName": "${aws_cloudwatch_event_rule.launch_failures.name}"}
+    below = alarms["below_desired"]
+    assert below["for_each"] == "${local.pool_groups}"
+    queries = {q["id"]: q for q in below["metric_query"]}
+    assert queries["missing"]["expression"] == "desired - inservice"
+    assert queries["missing"]["return_data"] is True
+    assert queries["desired"]["metric"][0]["metric_name"] == "GroupDesiredCapacity"
+    assert queries["inservice"]["metric"][0]["metric_name"] == "GroupInServiceInstances"
+    for q in ("desired", "inservice"):
+        m = queries[q]["metric"][0]
+        assert m["namespace"] == "AWS/AutoScaling"
+        assert m["dimensions"] == {"AutoScalingGroupName": "${each.key}"}
+    assert below["evaluation_periods"] == "${var.below_desired_alarm_minutes}"
+    assert (below["comparison_operator"], below["threshold"]) == ("GreaterThanThreshold", 0)
+    # AtMaxWithQueue: the core compares with the effective max (the group's own when lower).
+    service = core_source("service.rs")
+    assert re.search(r"fleet\.max\.map_or\(pool\.max", service)
+    assert "effective max" in alarms["pool_at_max"]["alarm_description"]
+
+
+def test_aws_edge_protection_is_cloudfront_with_waf(aws):
+    """AWS WAF does not attach to HTTP APIs or function URLs: the option is CloudFront with
+    the user's web ACL, and the webhook URL follows it."""
+    cf = aws.resource("aws_cloudfront_distribution", "edge")
+    assert cf["web_acl_id"] == "${var.cloudfront_web_acl_arn}"
+    assert cf["count"] == "${local.edge ? 1 : 0}"
+    assert "POST" in cf["default_cache_behavior"][0]["allowed_methods"]
+    assert "aws_wafv2_web_acl_association" not in aws.resources
+    assert "local.edge" in aws.locals["webhook_url"]
+    assert aws.outputs["webhook_url"]["value"] == "${local.webhook_url}"
+    from conftest import ROOT
+
+    for doc in (ROOT / "README.md", ROOT / "docs" / "runbook.md", MODULES["aws"] / "README.md"):
+        assert "WAF-able" not in doc.read_text(), doc

@@ -160,10 +160,18 @@ def test_azure_storage_has_no_shared_keys(azure):
     sa = azure.resource("azurerm_storage_account", "app")
     assert sa["shared_access_key_enabled"] is False
     assert sa["allow_nested_items_to_be_public"] is False
-    app = azure.resource("azurerm_function_app_flex_consumption", "scalehook")
-    assert app["storage_authentication_type"] == "UserAssignedIdentity"
-    assert app["function_app_storage_uses_managed_identity"] is True
-    assert "storage_access_key" not in app
+    app = azure.resource("azapi_resource", "app")
+    storage = app["body"]["properties"]["functionAppConfig"]["deployment"]["storage"]
+    assert storage["authentication"]["type"] == "UserAssignedIdentity"
+    assert storage["authentication"]["userAssignedIdentityResourceId"] == "${azurerm_user_assigned_identity.app.id}"
+    assert "storageAccountConnectionStringName" not in storage["authentication"]
+    # Host storage by identity: the account name and the identity, never a connection string.
+    settings = azure.locals["app_settings"]
+    assert re.search(r"AzureWebJobsStorage__accountName\s*=\s*azurerm_storage_account\.app\.name", settings)
+    assert re.search(r'AzureWebJobsStorage__credential\s*=\s*"managedidentity"', settings)
+    assert "AzureWebJobsStorage__clientId" in settings
+    assert not re.search(r"\bAzureWebJobsStorage\s*=", settings)
+    assert "primary_access_key" not in azure.text and "primary_connection_string" not in azure.text
 
 
 def test_azure_operation_status_read_is_opt_in_and_read_only(azure):

@@ -10,7 +10,7 @@
 //! Errors name the source, never the value.
 
 use scalehook_core::signature::{PREVIOUS_SECRET_ENV, SECRET_ENV};
-use scalehook_core::WebhookSecrets;
+use scalehook_core::{SecretsError, UnresolvedReference, WebhookSecrets};
 
 pub const SSM_PARAMETER_ENV: &str = "SCALEHOOK_WEBHOOK_SECRET_SSM_PARAMETER";
 pub const SECRET_ARN_ENV: &str = "SCALEHOOK_WEBHOOK_SECRET_ARN";
@@ -51,6 +51,8 @@ pub enum SecretError {
     },
     #[error("the webhook secret in {0} is empty")]
     Empty(String),
+    #[error(transparent)]
+    Unresolved(#[from] UnresolvedReference),
 }
 
 fn non_empty(lookup: &impl Fn(&str) -> Option<String>, name: &str) -> Option<String> {
@@ -94,7 +96,11 @@ impl SecretSource {
     pub async fn load(&self, sdk: &aws_config::SdkConfig) -> Result<WebhookSecrets, SecretError> {
         match self {
             SecretSource::Env(Redacted(values)) => {
-                WebhookSecrets::new(values).map_err(|_| SecretError::None)
+                let names = [SECRET_ENV, PREVIOUS_SECRET_ENV];
+                WebhookSecrets::from_settings(names.into_iter().zip(values)).map_err(|e| match e {
+                    SecretsError::Unresolved(e) => e.into(),
+                    SecretsError::None(_) => SecretError::None,
+                })
             }
             SecretSource::Ssm(name) => {
                 let source_name = format!("SSM parameter {name}");
@@ -109,7 +115,7 @@ impl SecretSource {
                         problem: aws_sdk_ssm::error::DisplayErrorContext(&e).to_string(),
                     })?;
                 let value = out.parameter().and_then(|p| p.value()).unwrap_or("");
-                parse_stored(value).ok_or(SecretError::Empty(source_name))
+                parse_stored(&source_name, value)
             }
             SecretSource::SecretsManager(id) => {
                 let source_name = format!("Secrets Manager secret {id}");
@@ -127,7 +133,7 @@ impl SecretSource {
                     problem: "the secret has no SecretString (binary secrets are not supported)"
                         .into(),
                 })?;
-                parse_stored(value).ok_or(SecretError::Empty(source_name))
+                parse_stored(&source_name, value)
             }
         }
     }
@@ -135,8 +141,15 @@ impl SecretSource {
 
 /// A stored value: one secret per line, current first. Line endings (`\n`, `\r\n`) and
 /// empty lines are dropped; other characters are part of the secret.
-pub fn parse_stored(value: &str) -> Option<WebhookSecrets> {
-    WebhookSecrets::new(value.lines().map(|l| l.trim_end_matches('\r'))).ok()
+/// `source_name` names the store in errors (an unresolved reference, or nothing in it).
+pub fn parse_stored(source_name: &str, value: &str) -> Result<WebhookSecrets, SecretError> {
+    let lines = value
+        .lines()
+        .map(|l| (source_name, l.trim_end_matches('\r')));
+    WebhookSecrets::from_settings(lines).map_err(|e| match e {
+        SecretsError::Unresolved(e) => e.into(),
+        SecretsError::None(_) => SecretError::Empty(source_name.to_string()),
+    })
 }
 
 #[cfg(test)]
@@ -185,11 +198,27 @@ mod tests {
 
     #[test]
     fn stored_values_hold_one_secret_per_line() {
-        let s = parse_stored("new-secret\r\nold-secret\n\n").expect("two secrets");
+        let s = parse_stored("p", "new-secret\r\nold-secret\n\n").expect("two secrets");
         assert_eq!(s.len(), 2);
         let sig = scalehook_core::signature::sign(b"old-secret", b"body");
         assert!(s.verify(Some(&sig), b"body").is_ok());
-        assert!(parse_stored("\n\r\n").is_none());
-        assert!(parse_stored("").is_none());
+        assert_eq!(
+            parse_stored("p", "\n\r\n").err(),
+            Some(SecretError::Empty("p".into()))
+        );
+        assert!(parse_stored("p", "").is_err());
+    }
+
+    #[test]
+    fn stored_unresolved_references_are_refused_by_name() {
+        let err = parse_stored(
+            "SSM parameter /gh/secret",
+            "{{resolve:ssm-secure:/gh/real:1}}\nold-secret",
+        )
+        .err()
+        .expect("refused");
+        let msg = err.to_string();
+        assert!(msg.contains("SSM parameter /gh/secret"), "{msg}");
+        assert!(!msg.contains("/gh/real"), "{msg}");
     }
 }

@@ -478,7 +478,7 @@ async fn failed_reconcile_is_an_invocation_error() {
 #[test]
 fn start_up_errors_name_what_is_wrong() {
     let api: SocketAddr = "127.0.0.1:9".parse().expect("addr");
-    let cases: [(&[(&str, String)], &str); 3] = [
+    let cases: [(&[(&str, String)], &str); 5] = [
         (
             &[
                 (
@@ -504,6 +504,24 @@ fn start_up_errors_name_what_is_wrong() {
             ],
             "SCALEHOOK_CONFIG_TOML is not set",
         ),
+        // A secret that is a platform reference nobody resolved: refused, named, not shown.
+        (
+            &[
+                ("SCALEHOOK_CONFIG_TOML", POOL_TOML.into()),
+                ("SCALEHOOK_DYNAMODB_TABLE", "t".into()),
+                ("SCALEHOOK_WEBHOOK_SECRET", UNRESOLVED_KV.into()),
+            ],
+            "SCALEHOOK_WEBHOOK_SECRET holds an unresolved secret reference",
+        ),
+        (
+            &[
+                ("SCALEHOOK_CONFIG_TOML", POOL_TOML.into()),
+                ("SCALEHOOK_DYNAMODB_TABLE", "t".into()),
+                ("SCALEHOOK_WEBHOOK_SECRET", SECRET.into()),
+                ("SCALEHOOK_WEBHOOK_SECRET_PREVIOUS", UNRESOLVED_CFN.into()),
+            ],
+            "SCALEHOOK_WEBHOOK_SECRET_PREVIOUS holds an unresolved secret reference",
+        ),
     ];
     for (extra, expected) in cases {
         let mut f = Function::spawn(&lambda_env(api, extra));
@@ -515,8 +533,16 @@ fn start_up_errors_name_what_is_wrong() {
             "expected {expected:?} in: {stderr}"
         );
         assert!(!stderr.contains(SECRET));
+        assert!(
+            !stderr.contains("kv-hook") && !stderr.contains("cfn-hook"),
+            "{stderr}"
+        );
     }
 }
+
+const UNRESOLVED_KV: &str =
+    "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/kv-hook/)";
+const UNRESOLVED_CFN: &str = "{{resolve:secretsmanager:cfn-hook:SecretString}}";
 
 /// Cold start: process start to the first answered event (a signed `ping`, which needs no
 /// AWS call), through the runtime loop. Not a test of timing: it prints the figures.

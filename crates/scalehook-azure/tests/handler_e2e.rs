@@ -337,4 +337,30 @@ async fn start_up_errors_name_what_to_fix() {
         "FUNCTIONS_CUSTOMHANDLER_PORT",
     );
     fails_with(&unset("IDENTITY_ENDPOINT"), "managed identity");
+    // A Key Vault reference the platform could not resolve reaches the handler as its text:
+    // refused at start, naming the setting, never showing the reference.
+    let unresolved =
+        "@Microsoft.KeyVault(SecretUri=https://kv-scalehook.vault.azure.net/secrets/hook-secret/)";
+    for setting in [
+        "SCALEHOOK_WEBHOOK_SECRET",
+        "SCALEHOOK_WEBHOOK_SECRET_PREVIOUS",
+    ] {
+        let mut env = base.clone();
+        set(setting, unresolved.into())(&mut env);
+        let out = spawn(&env).wait_with_output().expect("handler ran");
+        assert!(
+            !out.status.success(),
+            "should refuse an unresolved {setting}"
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("{setting} holds an unresolved secret reference")),
+            "{err}"
+        );
+        assert!(
+            !err.contains("kv-scalehook") && !err.contains("hook-secret"),
+            "{err}"
+        );
+        assert!(!err.contains(SECRET));
+    }
 }

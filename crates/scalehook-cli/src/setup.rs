@@ -67,12 +67,13 @@ pub fn require_local_fleets(config: &Config) -> anyhow::Result<()> {
 
 /// The active webhook secrets from the environment, or how to set one.
 pub fn secrets_from_env() -> anyhow::Result<WebhookSecrets> {
-    WebhookSecrets::from_env().map_err(|_| {
-        anyhow::anyhow!(
+    WebhookSecrets::from_env().map_err(|e| match e {
+        scalehook_core::SecretsError::Unresolved(e) => anyhow::anyhow!("{e}"),
+        scalehook_core::SecretsError::None(_) => anyhow::anyhow!(
             "no webhook secret: set {SECRET_ENV} to the secret configured on the GitHub webhook, e.g.\n  \
              export {SECRET_ENV}=\"$(openssl rand -hex 32)\"\n\
              (during a rotation, also SCALEHOOK_WEBHOOK_SECRET_PREVIOUS; `make run` sets a demo secret)"
-        )
+        ),
     })
 }
 

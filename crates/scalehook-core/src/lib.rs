@@ -23,4 +23,7 @@ pub use fleet::{Fleet, FleetError, FleetState, Instance, LocalFleet};
 pub use ledger::{JobState, Ledger, LedgerError, MemoryLedger, PoolLedger, Recorded, Transition};
 pub use report::{DeliveryReport, Outcome};
 pub use service::{Answer, Clock, LogFormat, ManualClock, Service, SystemClock};
-pub use signature::{SignatureError, WebhookSecrets};
+pub use signature::{
+    looks_like_unresolved_reference, refuse_unresolved_reference, SecretsError, SignatureError,
+    UnresolvedReference, WebhookSecrets,
+};

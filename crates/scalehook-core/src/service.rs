@@ -392,13 +392,18 @@ impl Service {
         let decision = decide(trigger, pool, &account, &fleet);
         self.apply(pool, &decision).await?;
         let desired = decision.desired_after();
+        // At max against the effective bound: the group's own max (an ASG's max_size) when
+        // it is lower than the pool's, since the policy clamps to both.
+        let max = fleet
+            .max
+            .map_or(pool.max, |group_max| group_max.min(pool.max));
         self.metrics.set_pool(
             &pool.name,
             PoolGauges {
                 desired,
                 queued: account.queued,
                 running: account.running,
-                at_max_with_queue: u32::from(desired >= pool.max && account.queued > 0),
+                at_max_with_queue: u32::from(desired >= max && account.queued > 0),
             },
         );
         Ok((account, decision))

@@ -42,6 +42,67 @@ pub struct WebhookSecrets {
 #[error("no webhook secret configured: set SCALEHOOK_WEBHOOK_SECRET (and optionally SCALEHOOK_WEBHOOK_SECRET_PREVIOUS during a rotation)")]
 pub struct NoSecret;
 
+/// Why the configured secrets could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretsError {
+    #[error(transparent)]
+    None(#[from] NoSecret),
+    #[error(transparent)]
+    Unresolved(#[from] UnresolvedReference),
+}
+
+/// A setting that holds a platform's secret reference (`@Microsoft.KeyVault(...)`, ...)
+/// instead of the secret: the platform could not resolve it and passed the reference text
+/// on. Names the setting, never its value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting} holds an unresolved secret reference ({kind}), not a secret: the platform could not read the secret (check the reference, that the secret exists and that the app's identity may read it); refusing to start")]
+pub struct UnresolvedReference {
+    /// The setting (environment variable, parameter) that holds the reference.
+    pub setting: String,
+    /// Which kind of reference it looks like, e.g. "Azure Key Vault reference".
+    pub kind: &'static str,
+}
+
+/// The reference syntaxes a platform substitutes for a secret, and passes on as text when it
+/// cannot: matched case-insensitively at the start of the (trimmed) value.
+const REFERENCE_PREFIXES: &[(&str, &str)] = &[
+    ("@microsoft.keyvault(", "Azure Key Vault reference"),
+    (
+        "@microsoft.appconfiguration(",
+        "Azure App Configuration reference",
+    ),
+    ("{{resolve:", "CloudFormation dynamic reference"),
+];
+
+fn reference_kind(value: &str) -> Option<&'static str> {
+    let head: String = value.trim_start().chars().take(32).collect();
+    let head = head.to_ascii_lowercase();
+    REFERENCE_PREFIXES
+        .iter()
+        .find(|(prefix, _)| head.starts_with(prefix))
+        .map(|(_, kind)| *kind)
+}
+
+/// Does `value` look like a platform secret reference that was never resolved (the literal
+/// `@Microsoft.KeyVault(...)`, `@Microsoft.AppConfiguration(...)` or `{{resolve:...}}` text)
+/// rather than a secret? For every secret-bearing setting (webhook secrets, the GitHub App
+/// private key): used as a secret, such a value fails every request while the app looks
+/// healthy.
+pub fn looks_like_unresolved_reference(value: &str) -> bool {
+    reference_kind(value).is_some()
+}
+
+/// `Err` naming `setting` (never the value) when `value` is an unresolved reference.
+pub fn refuse_unresolved_reference(setting: &str, value: &str) -> Result<(), UnresolvedReference> {
+    match reference_kind(value) {
+        Some(kind) => Err(UnresolvedReference {
+            setting: setting.to_string(),
+            kind,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// The environment variable that holds the current webhook secret.
 pub const SECRET_ENV: &str = "SCALEHOOK_WEBHOOK_SECRET";
 /// The environment variable that holds the previous secret while a rotation is under way.
@@ -66,20 +127,39 @@ impl WebhookSecrets {
         Ok(Self { secrets, keys })
     }
 
+    /// Builds the set from secrets read from configuration, each with the name of the
+    /// setting it came from (an environment variable, a parameter). This is where every
+    /// configured secret is checked: a value that is an unresolved platform reference
+    /// (see [`looks_like_unresolved_reference`]) refuses the start, naming its setting.
+    pub fn from_settings<I, N, S>(settings: I) -> Result<Self, SecretsError>
+    where
+        I: IntoIterator<Item = (N, S)>,
+        N: AsRef<str>,
+        S: AsRef<[u8]>,
+    {
+        let mut values = Vec::new();
+        for (setting, value) in settings {
+            let value = value.as_ref();
+            refuse_unresolved_reference(setting.as_ref(), &String::from_utf8_lossy(value))?;
+            values.push(value.to_vec());
+        }
+        Ok(Self::new(values)?)
+    }
+
     /// Reads `SCALEHOOK_WEBHOOK_SECRET` and `SCALEHOOK_WEBHOOK_SECRET_PREVIOUS`.
-    pub fn from_env() -> Result<Self, NoSecret> {
+    pub fn from_env() -> Result<Self, SecretsError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
     /// Like [`WebhookSecrets::from_env`], over any variable lookup (tests, cloud secret stores).
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, NoSecret> {
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SecretsError> {
         let current = lookup(SECRET_ENV).unwrap_or_default();
         let previous = lookup(PREVIOUS_SECRET_ENV).unwrap_or_default();
         if current.is_empty() {
             // A previous secret alone is a half-finished rotation; refuse rather than guess.
-            return Err(NoSecret);
+            return Err(NoSecret.into());
         }
-        Self::new([current, previous])
+        Self::from_settings([(SECRET_ENV, current), (PREVIOUS_SECRET_ENV, previous)])
     }
 
     /// How many secrets are active.
@@ -160,6 +240,42 @@ mod tests {
 
     fn secrets(s: &[&str]) -> WebhookSecrets {
         WebhookSecrets::new(s.iter().map(|s| s.as_bytes())).expect("secret")
+    }
+
+    #[test]
+    fn unresolved_references_are_refused_by_setting_name() {
+        for value in [
+            "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/hook/)",
+            "  @microsoft.keyvault(VaultName=kv;SecretName=hook)",
+            "@Microsoft.AppConfiguration(Endpoint=https://x.azconfig.io; Key=k)",
+            "{{resolve:secretsmanager:hook:SecretString}}",
+        ] {
+            assert!(looks_like_unresolved_reference(value), "{value}");
+            let err =
+                WebhookSecrets::from_lookup(|name| (name == SECRET_ENV).then(|| value.to_string()))
+                    .expect_err("refused");
+            let msg = err.to_string();
+            assert!(msg.contains(SECRET_ENV), "{msg}");
+            assert!(!msg.contains("hook"), "the value leaked: {msg}");
+        }
+        // The previous secret is checked too, and named.
+        let err = WebhookSecrets::from_lookup(|name| match name {
+            SECRET_ENV => Some("current-secret".into()),
+            PREVIOUS_SECRET_ENV => Some("@Microsoft.KeyVault(SecretUri=x)".into()),
+            _ => None,
+        })
+        .expect_err("refused");
+        assert!(err.to_string().contains(PREVIOUS_SECRET_ENV), "{err}");
+        // Real secrets, including ones that mention the syntax later on, are fine.
+        for value in [
+            "0123abcd",
+            "my@Microsoft.KeyVault(",
+            "resolve:x",
+            "{{not-a-ref}}",
+        ] {
+            assert!(!looks_like_unresolved_reference(value), "{value}");
+        }
+        assert!(refuse_unresolved_reference("SCALEHOOK_GITHUB_APP_KEY", "-----BEGIN").is_ok());
     }
 
     #[test]

@@ -554,3 +554,69 @@ async fn concurrent_deliveries_leave_exact_counts_and_the_highest_target() {
     assert_eq!(big, &("big".to_string(), 4, 40, 0));
     assert_eq!(h.ledger.pool_len(), 40);
 }
+
+/// A fleet whose cloud group has its own max below the pool's (an ASG's max_size).
+struct CappedFleet {
+    inner: LocalFleet,
+    group_max: u32,
+}
+
+#[async_trait]
+impl Fleet for CappedFleet {
+    async fn describe(&self, pool: &PoolConfig) -> Result<FleetState, FleetError> {
+        let mut state = self.inner.describe(pool).await?;
+        state.max = Some(self.group_max);
+        Ok(state)
+    }
+    async fn set_desired(&self, pool: &PoolConfig, desired: u32) -> Result<(), FleetError> {
+        self.inner.set_desired(pool, desired).await
+    }
+    async fn remove_instance(&self, pool: &PoolConfig, id: &str) -> Result<(), FleetError> {
+        self.inner.remove_instance(pool, id).await
+    }
+    async fn set_protection(
+        &self,
+        pool: &PoolConfig,
+        ids: &[String],
+        protected: bool,
+    ) -> Result<(), FleetError> {
+        self.inner.set_protection(pool, ids, protected).await
+    }
+}
+
+#[tokio::test]
+async fn at_max_with_queue_uses_the_groups_own_max_when_lower() {
+    let fleet = Arc::new(CappedFleet {
+        inner: LocalFleet::default(),
+        group_max: 2,
+    });
+    let service = Service::new(
+        Config::from_toml(CONFIG).expect("config"),
+        WebhookSecrets::new([SECRET]).expect("secret"),
+        Arc::new(MemoryLedger::new()),
+        fleet,
+    )
+    .with_log(scalehook_core::LogFormat::Off);
+    let deliver = |id: u64| {
+        let body = job("queued", id, LINUX, None);
+        let service = &service;
+        async move {
+            service
+                .handle(&Method::POST, &headers("workflow_job", &body), &body)
+                .await
+        }
+    };
+    deliver(1).await;
+    let gauges = service.metrics().pool("linux").expect("gauges");
+    assert_eq!((gauges.desired, gauges.at_max_with_queue), (1, 0));
+    // Three jobs queued, the group stops at 2 (pool max 3): jobs wait, and the gauge says so.
+    deliver(2).await;
+    deliver(3).await;
+    let gauges = service.metrics().pool("linux").expect("gauges");
+    assert_eq!(gauges.desired, 2, "clamped to the group's max");
+    assert_eq!(gauges.queued, 3);
+    assert_eq!(
+        gauges.at_max_with_queue, 1,
+        "at the effective max with a queue"
+    );
+}

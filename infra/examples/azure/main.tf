@@ -1,9 +1,9 @@
 # A complete scalehook deployment on Azure: a runner scale set, the webhook secret in Key
 # Vault, and the module.
 #
-#   make azure-zip                               # builds target/azure/scalehook-azure.zip
-#   cp target/azure/scalehook-azure.zip releases/scalehook-azure-$(git rev-parse --short HEAD).zip
-#   terraform init && terraform apply -var package=releases/scalehook-azure-<rev>.zip
+#   terraform init && terraform apply \
+#     -var package_url=https://github.com/<owner>/scalehook/releases/download/v<version>/scalehook-<version>-azure.zip \
+#     -var package_sha256=<its line in the release's SHA256SUMS>
 #   terraform output webhook_url                 # paste into GitHub with the secret
 #
 # Runner VMs must register with a runner name that contains the VM's computer name
@@ -31,8 +31,13 @@ variable "location" {
   default     = "westeurope"
 }
 
-variable "package" {
-  description = "Path of the function app zip to deploy; give each build its own file name (a new path is what triggers a publish)."
+variable "package_url" {
+  description = "URL of the released function app package (scalehook-<version>-azure.zip), published with One Deploy."
+  type        = string
+}
+
+variable "package_sha256" {
+  description = "SHA-256 of the package, from the release's SHA256SUMS."
   type        = string
 }
 
@@ -161,7 +166,8 @@ module "scalehook" {
   resource_group_name  = azurerm_resource_group.ci.name
   location             = azurerm_resource_group.ci.location
   storage_account_name = "stscalehookexampleci"
-  function_zip_path    = var.package
+  package_url          = var.package_url
+  package_sha256       = var.package_sha256
 
   # Mirrors scalehook's [[pools]].
   pools = [

@@ -1,0 +1,104 @@
+# The pools and options shared by every deployment of scalehook, validated once here for
+# both clouds. The cloud modules declare the same inputs (with their fleet field, aws_asg or
+# azure_vmss) and pass them through; they validate only what is theirs (the fleet ids).
+
+variable "fleet_key" {
+  description = "Name of the pool's fleet field in scalehook's configuration: \"aws_asg\" (Auto Scaling group name) or \"azure_vmss\" (scale set resource id)."
+  type        = string
+
+  validation {
+    condition     = contains(["aws_asg", "azure_vmss"], var.fleet_key)
+    error_message = "fleet_key: \"aws_asg\" or \"azure_vmss\"."
+  }
+}
+
+variable "pools" {
+  description = "Runner pools, as in the [[pools]] tables of scalehook's config file, with the fleet id (group name or scale set id) in `fleet`. Order matters: a job goes to the first pool that has all its labels."
+  type = list(object({
+    name                 = string
+    labels               = list(string)
+    min                  = optional(number, 0)
+    max                  = number
+    standby              = optional(number, 0)
+    runners_per_instance = optional(number, 1)
+    fleet                = string
+  }))
+
+  validation {
+    condition     = length(var.pools) > 0
+    error_message = "pools: at least one pool is required."
+  }
+  validation {
+    condition     = alltrue([for p in var.pools : can(regex("^[A-Za-z0-9._-]+$", p.name))])
+    error_message = "pools[*].name: use only letters, digits, '-', '_' and '.' (it becomes a metric dimension and a storage key)."
+  }
+  validation {
+    condition     = length(distinct([for p in var.pools : p.name])) == length(var.pools)
+    error_message = "pools[*].name: pool names must be unique."
+  }
+  validation {
+    condition     = alltrue([for p in var.pools : length(p.labels) > 0 && alltrue([for l in p.labels : trimspace(l) != ""])])
+    error_message = "pools[*].labels: each pool needs at least one non-empty label."
+  }
+  validation {
+    condition     = alltrue([for p in var.pools : p.max >= 1 && p.min >= 0 && p.min <= p.max && p.standby >= 0 && p.runners_per_instance >= 1])
+    error_message = "pools[*]: need 0 <= min <= max, max >= 1, standby >= 0 and runners_per_instance >= 1."
+  }
+  validation {
+    condition     = alltrue([for p in var.pools : alltrue([for n in [p.min, p.max, p.standby, p.runners_per_instance] : floor(n) == n])])
+    error_message = "pools[*]: min, max, standby and runners_per_instance are whole numbers."
+  }
+}
+
+variable "allowed_repositories" {
+  description = "When non-empty, only jobs of these owner/repo names are handled (case-insensitive)."
+  type        = list(string)
+  default     = []
+}
+
+variable "allowed_organizations" {
+  description = "When non-empty, only jobs of repositories owned by these organizations or users are handled."
+  type        = list(string)
+  default     = []
+}
+
+variable "max_body_bytes" {
+  description = "Largest accepted delivery body in bytes, or null for scalehook's default (1 MiB)."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.max_body_bytes == null || try(var.max_body_bytes >= 1 && floor(var.max_body_bytes) == var.max_body_bytes, false)
+    error_message = "max_body_bytes: a whole number of bytes, at least 1."
+  }
+}
+
+variable "cloud_timeout_ms" {
+  description = "Upper bound in ms on the cloud calls of one delivery (GitHub waits 10 s), or null for scalehook's default (7000)."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.cloud_timeout_ms == null || try(var.cloud_timeout_ms >= 1 && var.cloud_timeout_ms <= 9000 && floor(var.cloud_timeout_ms) == var.cloud_timeout_ms, false)
+    error_message = "cloud_timeout_ms: between 1 and 9000 (GitHub waits 10 s)."
+  }
+}
+
+variable "ledger_ttl" {
+  description = "Ledger time-to-lives in seconds; null fields keep scalehook's defaults (queued 48 h, in_progress 24 h, retention 4 days). retention must cover GitHub's 3-day redelivery window."
+  type = object({
+    queued_ttl_secs      = optional(number)
+    in_progress_ttl_secs = optional(number)
+    retention_secs       = optional(number)
+  })
+  default = {}
+
+  validation {
+    condition     = var.ledger_ttl.retention_secs == null || try(var.ledger_ttl.retention_secs >= 259200, false)
+    error_message = "ledger_ttl.retention_secs: at least 259200 (GitHub's 3-day redelivery window)."
+  }
+  validation {
+    condition     = alltrue([for k, v in var.ledger_ttl : v == null || try(v >= 1 && floor(v) == v, false)])
+    error_message = "ledger_ttl: time-to-lives are whole numbers of seconds, at least 1."
+  }
+}
