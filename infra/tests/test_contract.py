@@ -271,7 +271,7 @@ def test_aws_group_alarms(aws):
     assert (below["comparison_operator"], below["threshold"]) == ("GreaterThanThreshold", 0)
     # AtMaxWithQueue: the core compares with the effective max (the group's own when lower).
     service = core_source("service.rs")
-    assert re.search(r"fleet\.max\.map_or\(pool\.max", service)
+    assert re.search(r"fleet\s*\.max\s*\.map_or\(pool\.max", service)
     assert "effective max" in alarms["pool_at_max"]["alarm_description"]
 
 
