@@ -13,6 +13,7 @@ pub mod fleet;
 pub mod ledger;
 pub mod metrics;
 pub mod policy;
+pub mod provision;
 pub mod report;
 pub mod service;
 pub mod signature;
