@@ -92,6 +92,7 @@ fn live_instances(g: &AutoScalingGroup) -> Vec<Instance> {
                 runner_key: id.to_string(),
                 launching,
                 protected: i.protected_from_scale_in().unwrap_or(false),
+                launched_at: None,
             })
         })
         .collect()

@@ -402,7 +402,12 @@ impl Ledger for DynamoLedger {
                 .write_transition(t.job_id, pool, current, to, runner, t.at)
                 .await
             {
-                Ok(()) => return Ok(Recorded::Applied { from: current }),
+                Ok(()) => {
+                    return Ok(Recorded::Applied {
+                        from: current,
+                        since: existing.as_ref().map(|j| j.updated_at),
+                    })
+                }
                 Err(WriteError::Lost) => {
                     tracing::debug!(
                         job_id = t.job_id,

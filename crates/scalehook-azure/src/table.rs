@@ -502,6 +502,7 @@ fn job_from(job_id: u64, e: &Map<String, Value>) -> Result<JobRecord, LedgerErro
         state: state_of(e)?,
         runner: text(e, "Runner").map(str::to_string),
         updated_at: int64(e.get("UpdatedAt")).unwrap_or(0),
+        repository: text(e, "Repository").map(str::to_string),
     })
 }
 
@@ -513,6 +514,7 @@ fn job_entity(r: &JobRecord) -> Value {
         "State": r.state.as_str(),
         "Pool": r.pool,
         "Runner": r.runner.clone().unwrap_or_default(),
+        "Repository": r.repository.clone().unwrap_or_default(),
         "UpdatedAt": r.updated_at.to_string(),
         "UpdatedAt@odata.type": "Edm.Int64",
     })
@@ -610,6 +612,9 @@ impl Ledger for TableLedger {
                     t.runner.as_deref(),
                 ),
                 updated_at: t.at,
+                repository: existing
+                    .and_then(|r| r.repository.clone())
+                    .or_else(|| t.repository.clone()),
             };
             let written = match &stored {
                 None => self.client.insert(&job_entity(&record)).await?,
@@ -621,7 +626,10 @@ impl Ledger for TableLedger {
             };
             if written {
                 self.sync_marker(&record).await?;
-                return Ok(Recorded::Applied { from: current });
+                return Ok(Recorded::Applied {
+                    from: current,
+                    since: existing.map(|r| r.updated_at),
+                });
             }
             // Another delivery of this job wrote first: read again and re-decide.
         }

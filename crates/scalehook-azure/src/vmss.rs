@@ -124,6 +124,7 @@ fn instance_of(vm: &Value) -> Option<Instance> {
         runner_key: computer_name,
         launching: state.eq_ignore_ascii_case("creating"),
         protected: flag("protectFromScaleIn") || flag("protectFromScaleSetActions"),
+        launched_at: None,
     })
 }
 

@@ -33,6 +33,7 @@ async fn ledger(az: &Azurite, table: &str) -> TableLedger {
 
 fn t(job_id: u64, to: JobState, runner: Option<&str>, at: u64) -> Transition {
     Transition {
+        repository: None,
         job_id,
         pool: "linux".into(),
         to,
@@ -56,7 +57,10 @@ async fn transitions_duplicates_and_late_events() {
         l.record(&t(1, JobState::Queued, None, 100))
             .await
             .expect("ok"),
-        Recorded::Applied { from: None }
+        Recorded::Applied {
+            from: None,
+            since: None
+        }
     );
     assert_eq!(
         l.record(&t(1, JobState::Queued, None, 101))
@@ -79,7 +83,8 @@ async fn transitions_duplicates_and_late_events() {
         .await
         .expect("ok"),
         Recorded::Applied {
-            from: Some(JobState::Queued)
+            from: Some(JobState::Queued),
+            since: Some(100)
         }
     );
     let p = l.pool("linux").await.expect("pool");

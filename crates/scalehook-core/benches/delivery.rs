@@ -184,6 +184,7 @@ fn route(c: &mut Criterion) {
 fn ledger(c: &mut Criterion) {
     let mut g = c.benchmark_group("ledger");
     let transition = |job_id, to, runner: Option<&str>| Transition {
+        repository: None,
         job_id,
         pool: "linux-x64".into(),
         to,

@@ -26,6 +26,33 @@ pub struct Config {
     pub allowed_repositories: Vec<String>,
     /// When non-empty, only jobs of repositories owned by these organizations/users are handled.
     pub allowed_organizations: Vec<String>,
+    /// The GitHub App scalehook works with (`[github]`); `None` is webhook-only mode, where
+    /// scale-in is not runner-safe and lost deliveries are not repaired.
+    pub github: Option<GitHubConfig>,
+}
+
+/// The `[github]` section: which App installation, where, and the reconcile timings. The
+/// App's private key is a secret and never part of the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitHubConfig {
+    pub app_id: u64,
+    pub installation_id: u64,
+    /// REST API base URL: `https://api.github.com`, or `https://<host>/api/v3` (GHES).
+    pub api_url: String,
+    /// Whose runners: an organization, or one repository.
+    pub scope: RunnerScope,
+    /// An instance this long past launch with no registered runner is an orphan.
+    pub boot_grace: Duration,
+    /// Queued/in-progress records not updated for this long are re-checked with the jobs API.
+    pub recheck_after: Duration,
+}
+
+/// Where the pools' runners are registered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunnerScope {
+    Organization(String),
+    /// `owner/name`.
+    Repository(String),
 }
 
 /// One runner pool: a fleet of identical instances serving jobs whose labels it has.
@@ -40,6 +67,14 @@ pub struct PoolConfig {
     pub standby: u32,
     pub runners_per_instance: u32,
     pub fleet: FleetTarget,
+    /// Each runner takes one job and exits; the instance it ran on is then removed (or
+    /// replaced, when the pool is not above target).
+    pub ephemeral: bool,
+    /// The runner group new runners join (`runner_group_id` of generate-jitconfig; GitHub's
+    /// default group is 1).
+    pub runner_group_id: u64,
+    /// Jobs with `runs-on: group: <name>` route here by group name.
+    pub runner_group: Option<String>,
 }
 
 /// Which fleet serves a pool.
@@ -123,6 +158,25 @@ struct RawConfig {
     allowed_repositories: Vec<String>,
     #[serde(default)]
     allowed_organizations: Vec<String>,
+    #[serde(default)]
+    github: Option<RawGitHub>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGitHub {
+    app_id: u64,
+    installation_id: u64,
+    #[serde(default)]
+    api_url: Option<String>,
+    #[serde(default)]
+    organization: Option<String>,
+    #[serde(default)]
+    repository: Option<String>,
+    #[serde(default)]
+    boot_grace_secs: Option<u64>,
+    #[serde(default)]
+    recheck_after_secs: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -149,6 +203,12 @@ struct RawPool {
     aws_asg: Option<String>,
     #[serde(default)]
     azure_vmss: Option<String>,
+    #[serde(default)]
+    ephemeral: bool,
+    #[serde(default)]
+    runner_group_id: Option<u64>,
+    #[serde(default)]
+    runner_group: Option<String>,
 }
 
 fn one() -> u32 {
@@ -222,6 +282,7 @@ impl Config {
                 problem: "must be between 1 and 9000 (GitHub waits 10 s)".into(),
             });
         }
+        let github = raw.github.map(validate_github).transpose()?;
         Ok(Config {
             pools,
             ledger,
@@ -229,6 +290,7 @@ impl Config {
             cloud_timeout,
             allowed_repositories: lower_all(raw.allowed_repositories),
             allowed_organizations: lower_all(raw.allowed_organizations),
+            github,
         })
     }
 
@@ -363,6 +425,68 @@ fn validate_pool(p: RawPool, earlier: &[PoolConfig]) -> Result<PoolConfig, Confi
         standby: p.standby,
         runners_per_instance: p.runners_per_instance,
         fleet,
+        ephemeral: p.ephemeral,
+        runner_group_id: p.runner_group_id.unwrap_or(1),
+        runner_group: p.runner_group.filter(|g| !g.trim().is_empty()),
+    })
+}
+
+/// Default boot grace: a runner normally registers within a few minutes of launch.
+pub const DEFAULT_BOOT_GRACE: Duration = Duration::from_secs(600);
+/// Default age after which a queued/in-progress record is re-checked with the jobs API.
+pub const DEFAULT_RECHECK_AFTER: Duration = Duration::from_secs(300);
+
+fn validate_github(g: RawGitHub) -> Result<GitHubConfig, ConfigError> {
+    let err = |field: &'static str, problem: &str| ConfigError::Field {
+        field,
+        problem: problem.into(),
+    };
+    if g.app_id == 0 {
+        return Err(err("github.app_id", "must be the App's numeric id"));
+    }
+    if g.installation_id == 0 {
+        return Err(err(
+            "github.installation_id",
+            "must be the installation's numeric id",
+        ));
+    }
+    let api_url = g
+        .api_url
+        .unwrap_or_else(|| "https://api.github.com".into())
+        .trim_end_matches('/')
+        .to_string();
+    if !(api_url.starts_with("https://") || api_url.starts_with("http://")) {
+        return Err(err(
+            "github.api_url",
+            "must be an http(s) URL such as https://api.github.com or https://ghe.example.com/api/v3",
+        ));
+    }
+    let scope = match (g.organization, g.repository) {
+        (Some(o), None) if !o.trim().is_empty() => RunnerScope::Organization(o),
+        (None, Some(r)) if r.split('/').count() == 2 && r.split('/').all(|p| !p.is_empty()) => {
+            RunnerScope::Repository(r)
+        }
+        (None, Some(_)) => return Err(err("github.repository", "must be owner/name")),
+        _ => {
+            return Err(err(
+                "github.organization",
+                "set exactly one of organization or repository (where the runners register)",
+            ))
+        }
+    };
+    Ok(GitHubConfig {
+        app_id: g.app_id,
+        installation_id: g.installation_id,
+        api_url,
+        scope,
+        boot_grace: g
+            .boot_grace_secs
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_BOOT_GRACE),
+        recheck_after: g
+            .recheck_after_secs
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_RECHECK_AFTER),
     })
 }
 

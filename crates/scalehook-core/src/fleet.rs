@@ -32,6 +32,9 @@ pub struct Instance {
     pub launching: bool,
     /// Protected from scale-in by scalehook (AWS instance scale-in protection).
     pub protected: bool,
+    /// Unix seconds of the launch, where the cloud reports it (VMSS `timeCreated`, the local
+    /// fleet); `None` where it does not (an ASG's describe).
+    pub launched_at: Option<u64>,
 }
 
 impl Instance {
@@ -73,6 +76,18 @@ pub trait Fleet: Send + Sync {
     /// Removes one chosen instance and decrements the desired capacity with it.
     async fn remove_instance(&self, pool: &PoolConfig, instance_id: &str)
         -> Result<(), FleetError>;
+    /// Removes one chosen instance and keeps the desired capacity, so the cloud launches a
+    /// fresh one in its place (an ephemeral runner's instance when the pool is at target).
+    async fn replace_instance(
+        &self,
+        pool: &PoolConfig,
+        instance_id: &str,
+    ) -> Result<(), FleetError> {
+        let _ = (pool, instance_id);
+        Err(FleetError::Rejected(
+            "this fleet cannot replace an instance".into(),
+        ))
+    }
     /// Sets or clears scale-in protection on instances. Default: not supported, no-op.
     async fn set_protection(
         &self,
@@ -107,6 +122,7 @@ impl LocalGroup {
             id,
             launching: false,
             protected: false,
+            launched_at: None,
         });
     }
 }
@@ -175,6 +191,23 @@ impl Fleet for LocalFleet {
         })
     }
 
+    async fn replace_instance(
+        &self,
+        pool: &PoolConfig,
+        instance_id: &str,
+    ) -> Result<(), FleetError> {
+        self.with_group(pool, |g| {
+            match g.instances.iter().position(|i| i.id == instance_id) {
+                Some(i) => {
+                    g.instances.remove(i);
+                    g.launch(&pool.name);
+                    Ok(())
+                }
+                None => Err(FleetError::NotFound(format!("instance {instance_id}"))),
+            }
+        })
+    }
+
     async fn set_protection(
         &self,
         pool: &PoolConfig,
@@ -229,6 +262,7 @@ mod tests {
             runner_key: "i-0ABC".into(),
             launching: false,
             protected: false,
+            launched_at: None,
         };
         assert!(i.runs("gh-i-0abc-2"));
         assert!(i.runs("I-0AbC"));

@@ -64,13 +64,20 @@ pub struct Transition {
     pub runner: Option<String>,
     /// Unix seconds of the delivery's processing.
     pub at: u64,
+    /// `owner/name` of the job's repository, kept so reconcile can ask the jobs API.
+    pub repository: Option<String>,
 }
 
 /// What recording a transition did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recorded {
-    /// The record moved (or was created) from `from` to the transition's state.
-    Applied { from: Option<JobState> },
+    /// The record moved (or was created) from `from` to the transition's state. `since` is
+    /// when the record entered `from` (Unix seconds), so a queued -> in_progress transition
+    /// gives the job's queue wait exactly once.
+    Applied {
+        from: Option<JobState>,
+        since: Option<u64>,
+    },
     /// Nothing changed: the record was already at `current` or later.
     Stale { current: JobState },
 }
@@ -128,6 +135,8 @@ pub struct JobRecord {
     pub runner: Option<String>,
     /// Unix seconds of the last applied transition.
     pub updated_at: u64,
+    /// `owner/name`, when the delivery carried it.
+    pub repository: Option<String>,
 }
 
 /// Which records a reconcile pass expires or forgets at `now` (pure; backends share it).
@@ -180,6 +189,44 @@ pub trait Ledger: Send + Sync {
     async fn pool(&self, pool: &str) -> Result<PoolLedger, LedgerError>;
     /// Expires stale records and forgets old completed ones (see [`expiry`]).
     async fn expire(&self, now: u64, ttl: &LedgerTtl) -> Result<Expired, LedgerError>;
+
+    /// Up to `limit` queued/waiting/in-progress records last updated at or before `before`,
+    /// oldest first: reconcile re-checks them with the jobs API.
+    async fn unfinished_before(
+        &self,
+        _before: u64,
+        _limit: usize,
+    ) -> Result<Vec<JobRecord>, LedgerError> {
+        Ok(Vec::new())
+    }
+
+    /// Takes the pool's convergence lease for `holder` until `until` (Unix seconds) if nobody
+    /// else holds an unexpired one. True when `holder` now holds it. Backends without a
+    /// shared store answer true: the service's in-process lock is then the only serializer.
+    async fn acquire_lease(
+        &self,
+        _pool: &str,
+        _holder: &str,
+        _now: u64,
+        _until: u64,
+    ) -> Result<bool, LedgerError> {
+        Ok(true)
+    }
+
+    /// Gives the lease back (only if `holder` still holds it).
+    async fn release_lease(&self, _pool: &str, _holder: &str) -> Result<(), LedgerError> {
+        Ok(())
+    }
+
+    /// A named cursor kept across passes (e.g. the newest hook delivery already examined).
+    async fn cursor(&self, _name: &str) -> Result<Option<String>, LedgerError> {
+        Ok(None)
+    }
+
+    /// Stores a named cursor.
+    async fn set_cursor(&self, _name: &str, _value: &str) -> Result<(), LedgerError> {
+        Ok(())
+    }
 }
 
 /// The in-memory ledger: a mutex over a map, for local runs, replay, simulate and tests.
@@ -262,6 +309,11 @@ impl Ledger for MemoryLedger {
             t.runner.as_deref(),
         );
         inner.apply(&pool, current, to, runner.as_deref());
+        let since = existing.as_ref().map(|r| r.updated_at);
+        let repository = existing
+            .as_ref()
+            .and_then(|r| r.repository.clone())
+            .or_else(|| t.repository.clone());
         inner.jobs.insert(
             t.job_id,
             JobRecord {
@@ -270,9 +322,13 @@ impl Ledger for MemoryLedger {
                 state: to,
                 runner,
                 updated_at: t.at,
+                repository,
             },
         );
-        Ok(Recorded::Applied { from: current })
+        Ok(Recorded::Applied {
+            from: current,
+            since,
+        })
     }
 
     async fn pool(&self, pool: &str) -> Result<PoolLedger, LedgerError> {
@@ -323,6 +379,7 @@ mod tests {
             to,
             runner: runner.map(String::from),
             at: 100,
+            repository: None,
         }
     }
 

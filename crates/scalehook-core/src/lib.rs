@@ -10,6 +10,7 @@
 pub mod config;
 pub mod event;
 pub mod fleet;
+pub mod github;
 pub mod ledger;
 pub mod metrics;
 pub mod policy;
@@ -19,8 +20,9 @@ pub mod service;
 pub mod signature;
 pub mod trace;
 
-pub use config::{Config, FleetTarget, PoolConfig};
+pub use config::{Config, FleetTarget, GitHubConfig, PoolConfig, RunnerScope};
 pub use fleet::{Fleet, FleetError, FleetState, Instance, LocalFleet};
+pub use github::{GitHub, GitHubError, LocalGitHub, NoGitHub, Runner, RunnerRemoval};
 pub use ledger::{JobState, Ledger, LedgerError, MemoryLedger, PoolLedger, Recorded, Transition};
 pub use report::{DeliveryReport, Outcome};
 pub use service::{Answer, Clock, LogFormat, ManualClock, Service, SystemClock};

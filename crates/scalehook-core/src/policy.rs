@@ -242,6 +242,9 @@ mod tests {
             standby,
             runners_per_instance: rpi,
             fleet: FleetTarget::Local,
+            ephemeral: false,
+            runner_group_id: 1,
+            runner_group: None,
         }
     }
 
@@ -254,6 +257,7 @@ mod tests {
                     runner_key: format!("i-{i}"),
                     launching: false,
                     protected: false,
+                    launched_at: None,
                 })
                 .collect(),
             supports_protection: true,

@@ -4,6 +4,7 @@
 use crate::config::{Config, PoolConfig};
 use crate::event::{Event, JobAction, WorkflowJobEvent};
 use crate::fleet::{Fleet, FleetError};
+use crate::github::{GitHub, NoGitHub};
 use crate::ledger::{Expired, JobState, Ledger, LedgerError, PoolLedger, Transition};
 use crate::metrics::{Metrics, PoolGauges};
 use crate::policy::{decide, CapacityAction, Decision, Trigger};
@@ -182,6 +183,8 @@ pub struct Service {
     secrets: WebhookSecrets,
     ledger: Arc<dyn Ledger>,
     fleet: Arc<dyn Fleet>,
+    /// The GitHub App, or [`NoGitHub`] (webhook-only mode).
+    github: Arc<dyn GitHub>,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
     log: LogFormat,
@@ -210,6 +213,7 @@ impl Service {
             secrets,
             ledger,
             fleet,
+            github: Arc::new(NoGitHub),
             metrics: Arc::new(Metrics::new()),
             clock: Arc::new(SystemClock),
             log: LogFormat::Tracing,
@@ -219,6 +223,17 @@ impl Service {
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// Works with GitHub through this client (a GitHub App): runner-safe scale-in,
+    /// ephemeral pools, and reconcile from GitHub. Without it, webhook-only mode.
+    pub fn with_github(mut self, github: Arc<dyn GitHub>) -> Self {
+        self.github = github;
+        self
+    }
+
+    pub fn github(&self) -> &dyn GitHub {
+        self.github.as_ref()
     }
 
     pub fn with_log(mut self, log: LogFormat) -> Self {
@@ -348,6 +363,7 @@ impl Service {
             to: state,
             runner: job.workflow_job.runner().map(str::to_string),
             at: self.clock.now(),
+            repository: job.repository.as_ref().map(|r| r.full_name.clone()),
         };
         let work = async {
             let recorded = self.ledger.record(&transition).await?;

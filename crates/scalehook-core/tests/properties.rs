@@ -134,7 +134,7 @@ proptest! {
             let ledger = MemoryLedger::new();
             let mut max_state: HashMap<u64, JobState> = HashMap::new();
             for (id, pool, state, runner) in messy(&jobs, &dups, &order) {
-                ledger.record(&Transition { job_id: id, pool: pools()[pool].into(), to: state, runner, at: 0 })
+                ledger.record(&Transition { job_id: id, pool: pools()[pool].into(), to: state, runner, at: 0, repository: None })
                     .await.expect("record");
                 let m = max_state.entry(id).or_insert(state);
                 *m = (*m).max(state);

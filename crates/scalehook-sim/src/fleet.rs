@@ -47,6 +47,7 @@ impl Fleet for SimFleet {
                     runner_key: i.id.clone(),
                     launching: !i.ready(w.now),
                     protected: i.protected,
+                    launched_at: None,
                 })
                 .collect(),
             supports_protection: true,
