@@ -7,8 +7,13 @@
 //! - EventBridge scheduled event (`"source": "aws.events"`, `"detail-type": "Scheduled
 //!   Event"`) -> [`Service::reconcile`]; a failed pass is returned as an error so Lambda's
 //!   `Errors` metric (and the alarm on it) sees it;
+//! - EventBridge `"source": "aws.autoscaling"`, `"detail-type": "EC2 Instance-launch
+//!   Lifecycle Action"` -> [`LaunchHook::handle`]: a JIT runner for the new instance, then
+//!   CONTINUE (ABANDON when provisioning failed); a failed completion is an error (Lambda
+//!   retries, and the retry finds the stored configuration);
 //! - anything else -> an error saying what arrived (its shape, never its content).
 
+use crate::provision::{LaunchHook, LAUNCH_DETAIL_TYPE};
 use base64::Engine as _;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use lambda_runtime::Diagnostic;
@@ -47,6 +52,8 @@ pub enum InvocationError {
     ReconcileFailed(String),
     #[error("unsupported event: {0}")]
     UnsupportedEvent(String),
+    #[error("launch lifecycle event: {0}")]
+    LaunchFailed(String),
 }
 
 impl From<InvocationError> for Diagnostic {
@@ -54,6 +61,7 @@ impl From<InvocationError> for Diagnostic {
         let error_type = match e {
             InvocationError::ReconcileFailed(_) => "Scalehook.ReconcileFailed",
             InvocationError::UnsupportedEvent(_) => "Scalehook.UnsupportedEvent",
+            InvocationError::LaunchFailed(_) => "Scalehook.LaunchFailed",
         };
         Diagnostic {
             error_type: error_type.into(),
@@ -67,6 +75,7 @@ impl From<InvocationError> for Diagnostic {
 pub enum EventKind {
     Http,
     Scheduled,
+    Launch,
     Unsupported,
 }
 
@@ -81,12 +90,35 @@ pub fn classify(event: &Value) -> EventKind {
     if field("source") == Some("aws.events") && field("detail-type") == Some("Scheduled Event") {
         return EventKind::Scheduled;
     }
+    if field("source") == Some("aws.autoscaling")
+        && field("detail-type") == Some(LAUNCH_DETAIL_TYPE)
+    {
+        return EventKind::Launch;
+    }
     EventKind::Unsupported
 }
 
-/// Handles one invocation.
+/// Handles one invocation (without launch lifecycle events: see [`invoke_with`]).
 pub async fn invoke(service: &Service, event: Value) -> Result<Value, InvocationError> {
+    invoke_with(service, None, event).await
+}
+
+/// Handles one invocation; launch lifecycle events go to `launch` when there is one.
+pub async fn invoke_with(
+    service: &Service,
+    launch: Option<&LaunchHook>,
+    event: Value,
+) -> Result<Value, InvocationError> {
     match classify(&event) {
+        EventKind::Launch => match launch {
+            Some(hook) => hook
+                .handle(service, event)
+                .await
+                .map_err(|e| InvocationError::LaunchFailed(e.to_string())),
+            None => Err(InvocationError::UnsupportedEvent(
+                "a launch lifecycle event, but provisioning is not set up in this process".into(),
+            )),
+        },
         EventKind::Http => Ok(http(service, event).await),
         EventKind::Scheduled => {
             let report = service.reconcile().await;
@@ -189,6 +221,8 @@ mod tests {
         assert_eq!(classify(&url), EventKind::Http);
         let cron = json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
         assert_eq!(classify(&cron), EventKind::Scheduled);
+        let launch = json!({"source": "aws.autoscaling", "detail-type": "EC2 Instance-launch Lifecycle Action", "detail": {}});
+        assert_eq!(classify(&launch), EventKind::Launch);
         let other = json!({"source": "aws.s3", "detail-type": "Object Created"});
         assert_eq!(classify(&other), EventKind::Unsupported);
         assert_eq!(

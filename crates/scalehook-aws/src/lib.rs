@@ -6,6 +6,7 @@ pub mod app;
 pub mod fleet;
 pub mod lambda;
 pub mod ledger;
+pub mod provision;
 pub mod sdk;
 pub mod secrets;
 

@@ -5,7 +5,7 @@
 //! other log line is JSON on stderr. Lambda captures both into CloudWatch Logs.
 
 use lambda_runtime::{service_fn, LambdaEvent};
-use scalehook_aws::{lambda, sdk, Settings};
+use scalehook_aws::{lambda, provision, sdk, Settings};
 use serde_json::Value;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -68,10 +68,13 @@ async fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Launch lifecycle events of the runner groups (infra/aws/runners): clients only, no call.
+    let launch = Arc::new(provision::LaunchHook::from_sdk(&sdk));
     tracing::info!(pools, "scalehook ready");
     let handler = service_fn(move |event: LambdaEvent<Value>| {
         let service = Arc::clone(&service);
-        async move { lambda::invoke(&service, event.payload).await }
+        let launch = Arc::clone(&launch);
+        async move { lambda::invoke_with(&service, Some(&launch), event.payload).await }
     });
     match lambda_runtime::run(handler).await {
         Ok(()) => ExitCode::SUCCESS,

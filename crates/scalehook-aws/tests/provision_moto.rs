@@ -1,0 +1,404 @@
+//! The launch lifecycle hook end to end: an "EC2 Instance-launch Lifecycle Action" event, as
+//! EventBridge delivers it, through the Lambda's dispatch -> the core mints a JIT runner
+//! (LocalGitHub) -> the SecureString parameter on moto, tagged with the instance's ARN ->
+//! CompleteLifecycleAction CONTINUE; the failure paths ABANDON.
+//!
+//! moto 5.2.5 stores lifecycle hooks (PutLifecycleHook / DescribeLifecycleHooks, used below)
+//! but does not implement CompleteLifecycleAction and never holds instances in Pending:Wait
+//! nor emits EventBridge events. So the event is built here from the hook moto describes and
+//! a real instance of the group, and CompleteLifecycleAction goes to a loopback stand-in that
+//! answers the documented Query-protocol shapes: it accepts the pending action's token once
+//! and refuses any other with ValidationError, as Auto Scaling does.
+
+mod common;
+
+use async_trait::async_trait;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::Router;
+use common::{asg_client, create_asg, sdk, ssm_client, Moto, REGION, SECRET};
+use scalehook_aws::lambda::{self, InvocationError};
+use scalehook_aws::provision::{LaunchHook, INSTANCE_TAG_KEY};
+use scalehook_core::github::{
+    DeliveryPage, GitHub, GitHubError, JitRunner, JobStatus, LocalGitHub, Runner, RunnerRemoval,
+};
+use scalehook_core::{Config, LocalFleet, MemoryLedger, PoolConfig, Service, WebhookSecrets};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+const GROUP: &str = "runners-linux-x64";
+const HOOK: &str = "scalehook-provision";
+const PREFIX: &str = "/scalehook/jit";
+const ACCOUNT: &str = "123456789012";
+
+/// CompleteLifecycleAction, as Auto Scaling answers it.
+#[derive(Clone, Default)]
+struct Completions {
+    /// token -> (group, hook, instance) of the actions still waiting.
+    pending: Arc<Mutex<HashMap<String, (String, String, String)>>>,
+    /// (instance, result) of every accepted completion, in order.
+    done: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+fn form(body: &str) -> HashMap<String, String> {
+    fn decode(s: &str) -> String {
+        let bytes = s.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < bytes.len() => {
+                    let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+                    out.push(u8::from_str_radix(hex, 16).unwrap());
+                    i += 2;
+                }
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8(out).unwrap()
+    }
+    body.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (decode(k), decode(v)))
+        .collect()
+}
+
+async fn complete(State(c): State<Completions>, body: String) -> (StatusCode, String) {
+    let f = form(&body);
+    assert_eq!(
+        f.get("Action").map(String::as_str),
+        Some("CompleteLifecycleAction"),
+        "{f:?}"
+    );
+    let token = f.get("LifecycleActionToken").cloned().unwrap_or_default();
+    let expected = c.pending.lock().unwrap().get(&token).cloned();
+    let got = (
+        f.get("AutoScalingGroupName").cloned().unwrap_or_default(),
+        f.get("LifecycleHookName").cloned().unwrap_or_default(),
+        f.get("InstanceId").cloned().unwrap_or_default(),
+    );
+    let result = f.get("LifecycleActionResult").cloned().unwrap_or_default();
+    if expected.as_ref() != Some(&got) || !["CONTINUE", "ABANDON"].contains(&result.as_str()) {
+        let xml = format!(
+            "<ErrorResponse xmlns=\"http://autoscaling.amazonaws.com/doc/2011-01-01/\"><Error><Type>Sender</Type><Code>ValidationError</Code><Message>No active Lifecycle Action found with token {token}</Message></Error><RequestId>r-1</RequestId></ErrorResponse>"
+        );
+        return (StatusCode::BAD_REQUEST, xml);
+    }
+    c.pending.lock().unwrap().remove(&token);
+    c.done.lock().unwrap().push((got.2, result));
+    (
+        StatusCode::OK,
+        "<CompleteLifecycleActionResponse xmlns=\"http://autoscaling.amazonaws.com/doc/2011-01-01/\"><CompleteLifecycleActionResult/><ResponseMetadata><RequestId>r-2</RequestId></ResponseMetadata></CompleteLifecycleActionResponse>".into(),
+    )
+}
+
+async fn completions_stand_in() -> (Completions, String) {
+    let c = Completions::default();
+    let app = Router::new()
+        .route("/", post(complete))
+        .with_state(c.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (c, format!("http://{addr}"))
+}
+
+/// A GitHub whose JIT minting fails (an outage, a missing App permission).
+struct FailingMint(LocalGitHub);
+
+#[async_trait]
+impl GitHub for FailingMint {
+    async fn runners(&self) -> Result<Vec<Runner>, GitHubError> {
+        self.0.runners().await
+    }
+    async fn remove_runner(&self, id: u64) -> Result<RunnerRemoval, GitHubError> {
+        self.0.remove_runner(id).await
+    }
+    async fn job(&self, r: &str, id: u64) -> Result<Option<JobStatus>, GitHubError> {
+        self.0.job(r, id).await
+    }
+    async fn deliveries(&self, c: Option<&str>) -> Result<DeliveryPage, GitHubError> {
+        self.0.deliveries(c).await
+    }
+    async fn redeliver(&self, id: u64) -> Result<(), GitHubError> {
+        self.0.redeliver(id).await
+    }
+    async fn jit_runner(&self, _: &PoolConfig, _: &str) -> Result<JitRunner, GitHubError> {
+        Err(GitHubError::Unavailable(
+            "503 from generate-jitconfig".into(),
+        ))
+    }
+}
+
+struct World {
+    _moto: Moto,
+    sdk: aws_config::SdkConfig,
+    completions: Completions,
+    hook: LaunchHook,
+}
+
+async fn world() -> World {
+    let moto = Moto::start();
+    let sdk = sdk(&moto.endpoint).await;
+    create_asg(&sdk, GROUP, 0, 4, 2).await;
+    asg_client(&sdk)
+        .put_lifecycle_hook()
+        .auto_scaling_group_name(GROUP)
+        .lifecycle_hook_name(HOOK)
+        .lifecycle_transition("autoscaling:EC2_INSTANCE_LAUNCHING")
+        .default_result("ABANDON")
+        .heartbeat_timeout(300)
+        .send()
+        .await
+        .expect("moto stores the hook");
+    let (completions, endpoint) = completions_stand_in().await;
+    let autoscaling = aws_sdk_autoscaling::Client::from_conf(
+        aws_sdk_autoscaling::config::Builder::from(&sdk)
+            .endpoint_url(endpoint)
+            .build(),
+    );
+    let hook = LaunchHook::new(aws_sdk_ssm::Client::new(&sdk), autoscaling, PREFIX, None);
+    World {
+        _moto: moto,
+        sdk,
+        completions,
+        hook,
+    }
+}
+
+fn config() -> Config {
+    Config::from_toml(&format!(
+        "[[pools]]\nname = \"linux-x64\"\nlabels = [\"self-hosted\", \"linux\", \"x64\"]\nmax = 4\naws_asg = \"{GROUP}\"\n"
+    ))
+    .unwrap()
+}
+
+fn service(github: Arc<dyn GitHub>) -> Service {
+    Service::new(
+        config(),
+        WebhookSecrets::new([SECRET]).unwrap(),
+        Arc::new(MemoryLedger::new()),
+        Arc::new(LocalFleet::new()),
+    )
+    .with_github(github)
+}
+
+impl World {
+    /// The group's instances on moto, and the hook moto describes.
+    async fn launch_event(&self, instance: &str, token: &str) -> Value {
+        let hooks = asg_client(&self.sdk)
+            .describe_lifecycle_hooks()
+            .auto_scaling_group_name(GROUP)
+            .send()
+            .await
+            .unwrap();
+        let hook = &hooks.lifecycle_hooks()[0];
+        assert_eq!(
+            hook.lifecycle_transition(),
+            Some("autoscaling:EC2_INSTANCE_LAUNCHING")
+        );
+        assert_eq!(hook.default_result(), Some("ABANDON"));
+        let hook_name = hook.lifecycle_hook_name().unwrap().to_string();
+        self.completions.pending.lock().unwrap().insert(
+            token.into(),
+            (GROUP.into(), hook_name.clone(), instance.into()),
+        );
+        // The shape EventBridge delivers (Auto Scaling user guide, "EC2 Instance-launch
+        // Lifecycle Action").
+        json!({
+            "version": "0",
+            "id": "12345678-1234-1234-1234-123456789012",
+            "detail-type": "EC2 Instance-launch Lifecycle Action",
+            "source": "aws.autoscaling",
+            "account": ACCOUNT,
+            "time": "2026-11-29T12:00:00Z",
+            "region": REGION,
+            "resources": [format!("arn:aws:autoscaling:{REGION}:{ACCOUNT}:autoScalingGroup:a-b-c:autoScalingGroupName/{GROUP}")],
+            "detail": {
+                "LifecycleActionToken": token,
+                "AutoScalingGroupName": GROUP,
+                "LifecycleHookName": hook_name,
+                "EC2InstanceId": instance,
+                "LifecycleTransition": "autoscaling:EC2_INSTANCE_LAUNCHING",
+                "Origin": "EC2",
+                "Destination": "AutoScalingGroup"
+            }
+        })
+    }
+
+    async fn instances(&self) -> Vec<String> {
+        common::group(&self.sdk, GROUP)
+            .await
+            .instances
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    async fn parameter(&self, instance: &str) -> Option<(String, HashMap<String, String>)> {
+        let ssm = ssm_client(&self.sdk);
+        let name = format!("{PREFIX}/{instance}");
+        let p = match ssm
+            .get_parameter()
+            .name(&name)
+            .with_decryption(true)
+            .send()
+            .await
+        {
+            Ok(p) => p.parameter.unwrap(),
+            Err(_) => return None,
+        };
+        assert_eq!(
+            p.r#type(),
+            Some(&aws_sdk_ssm::types::ParameterType::SecureString)
+        );
+        let tags = ssm
+            .list_tags_for_resource()
+            .resource_type(aws_sdk_ssm::types::ResourceTypeForTagging::Parameter)
+            .resource_id(&name)
+            .send()
+            .await
+            .unwrap();
+        let tags = tags
+            .tag_list()
+            .iter()
+            .map(|t| (t.key().to_string(), t.value().to_string()))
+            .collect();
+        Some((p.value.unwrap(), tags))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn launch_event_mints_stores_and_continues() {
+    let w = world().await;
+    let instances = w.instances().await;
+    assert_eq!(instances.len(), 2, "moto launched the group's instances");
+    let github = Arc::new(LocalGitHub::new());
+    let service = service(github.clone());
+
+    let instance = &instances[0];
+    let event = w.launch_event(instance, "token-1").await;
+    let answer = lambda::invoke_with(&service, Some(&w.hook), event.clone())
+        .await
+        .expect("provisioned");
+    assert_eq!(answer["status"], "provisioned", "{answer}");
+    assert_eq!(answer["result"], "CONTINUE");
+    let name = format!("linux-x64-{instance}");
+    assert_eq!(answer["runner"], name.as_str());
+
+    // The runner: registered (offline until it starts) with the pool's name and labels.
+    let runners = github.registered();
+    assert_eq!(runners.len(), 1);
+    assert_eq!(runners[0].name, name);
+    assert!(runners[0].in_pool("linux-x64"));
+    assert_eq!(runners[0].labels, ["self-hosted", "linux", "x64"]);
+    // Its configuration: a SecureString named after the instance, tagged with its ARN.
+    let (value, tags) = w.parameter(instance).await.expect("parameter written");
+    assert_eq!(value, format!("local-jit-{}", runners[0].id));
+    assert_eq!(
+        tags.get(INSTANCE_TAG_KEY).map(String::as_str),
+        Some(format!("arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{instance}").as_str())
+    );
+    assert!(
+        w.parameter(&instances[1]).await.is_none(),
+        "nothing for the other instance"
+    );
+    // The lifecycle action: completed once, CONTINUE.
+    assert_eq!(
+        *w.completions.done.lock().unwrap(),
+        vec![(instance.clone(), "CONTINUE".to_string())]
+    );
+
+    // EventBridge delivers at least once: the same event again mints nothing and succeeds
+    // (the action is already completed; Auto Scaling refuses the token, which is fine).
+    let again = lambda::invoke_with(&service, Some(&w.hook), event)
+        .await
+        .expect("a redelivery is not an error");
+    assert_eq!(again["status"], "already_provisioned", "{again}");
+    assert_eq!(github.registered().len(), 1);
+    assert_eq!(w.completions.done.lock().unwrap().len(), 1);
+
+    // Without the launch hook (a process that was not given one), the event is refused.
+    let e = lambda::invoke(&service, w.launch_event(&instances[1], "token-2").await)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, InvocationError::UnsupportedEvent(_)), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_minting_abandons_and_stores_nothing() {
+    let w = world().await;
+    let instance = w.instances().await.remove(0);
+    let service = service(Arc::new(FailingMint(LocalGitHub::new())));
+    let answer = lambda::invoke_with(
+        &service,
+        Some(&w.hook),
+        w.launch_event(&instance, "t-9").await,
+    )
+    .await
+    .expect("abandoning is an answer, not an invocation error");
+    assert_eq!(answer["status"], "abandoned", "{answer}");
+    assert_eq!(answer["result"], "ABANDON");
+    assert!(answer["reason"]
+        .as_str()
+        .unwrap()
+        .contains("generate-jitconfig"));
+    assert!(w.parameter(&instance).await.is_none());
+    assert_eq!(
+        *w.completions.done.lock().unwrap(),
+        vec![(instance, "ABANDON".to_string())]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_group_and_webhook_only_mode_abandon() {
+    let w = world().await;
+    let instances = w.instances().await;
+    // Webhook-only mode: no GitHub App, nothing can be minted.
+    let service_no_app = Service::new(
+        config(),
+        WebhookSecrets::new([SECRET]).unwrap(),
+        Arc::new(MemoryLedger::new()),
+        Arc::new(LocalFleet::new()),
+    );
+    let a = lambda::invoke_with(
+        &service_no_app,
+        Some(&w.hook),
+        w.launch_event(&instances[0], "t-a").await,
+    )
+    .await
+    .unwrap();
+    assert_eq!(a["result"], "ABANDON", "{a}");
+    // A group that is no pool's.
+    let mut event = w.launch_event(&instances[1], "t-b").await;
+    event["detail"]["AutoScalingGroupName"] = "someone-elses-group".into();
+    w.completions.pending.lock().unwrap().insert(
+        "t-b".into(),
+        (
+            "someone-elses-group".into(),
+            HOOK.into(),
+            instances[1].clone(),
+        ),
+    );
+    let github = Arc::new(LocalGitHub::new());
+    let b = lambda::invoke_with(&service(github.clone()), Some(&w.hook), event)
+        .await
+        .unwrap();
+    assert_eq!(b["result"], "ABANDON", "{b}");
+    assert!(github.registered().is_empty());
+    // A completion that Auto Scaling refuses for a new runner is an invocation error, so
+    // Lambda retries it (and the retry finds the stored parameter).
+    let c = lambda::invoke_with(&service(github.clone()), Some(&w.hook), {
+        let mut e = w.launch_event(&instances[1], "t-c").await;
+        e["detail"]["LifecycleActionToken"] = "not-a-pending-token".into();
+        e
+    })
+    .await
+    .unwrap_err();
+    assert!(matches!(c, InvocationError::LaunchFailed(_)), "{c}");
+    assert!(w.parameter(&instances[1]).await.is_some());
+}
