@@ -1,0 +1,864 @@
+//! [`GitHubApp`]: the core's [`GitHub`] trait over GitHub's REST API as a GitHub App.
+//!
+//! - The App JWT (RS256, see [`crate::key`]) authenticates the `/app/*` calls (hook
+//!   deliveries, redelivery) and the exchange for an installation token
+//!   (`POST /app/installations/{id}/access_tokens`); every other call uses that token, cached
+//!   until [`TOKEN_REFRESH_MARGIN`] before its `expires_at`. A 401 on a cached token drops it
+//!   and retries once with a fresh one.
+//! - Every call has a budget ([`Budget`]): a deadline for the whole call (pages, token
+//!   exchange, retries and rate-limit waits included) and a timeout per request. One retry
+//!   after a network error or a 5xx, if the deadline allows.
+//! - Rate limits: `x-ratelimit-remaining` / `x-ratelimit-reset` are read on every answer. A
+//!   403/429 with `retry-after` (or with `x-ratelimit-remaining: 0`) is waited out when the
+//!   wait fits in the call's budget, else the call fails with
+//!   [`GitHubError::RateLimited`]; while the primary limit is known to be exhausted, calls
+//!   fail fast the same way instead of spending a request.
+//! - The HTTPS client (rustls with bundled roots) is built on the first call, not at start.
+//! - Pagination: the `Link` header's `next` relation; only its `page` (runners) or `cursor`
+//!   (deliveries) is taken, and the request is rebuilt on the configured base URL, so an
+//!   answer can never send the token to another host.
+
+use crate::key::{AppKey, KeyError};
+use async_trait::async_trait;
+use scalehook_core::config::{GitHubConfig, PoolConfig, RunnerScope};
+use scalehook_core::github::{
+    Delivery, DeliveryPage, GitHub, GitHubError, JitRunner, JobStatus, RateLimit, Runner,
+    RunnerRemoval,
+};
+use serde::Deserialize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::Mutex;
+
+/// The REST API version every request asks for.
+pub const API_VERSION: &str = "2022-11-28";
+/// A cached installation token is replaced this long before it expires.
+pub const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(300);
+/// Runners per page (GitHub's maximum).
+pub const PER_PAGE: u32 = 100;
+/// At most this many pages per listing (10,000 runners): a guard against a loop.
+pub const MAX_PAGES: u32 = 100;
+/// The largest answer body read.
+const MAX_BODY: usize = 16 << 20;
+
+/// Time limits of GitHub calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// One HTTP request (connect, send, read the answer).
+    pub request: Duration,
+    /// One trait call, all of its requests, retries and waits included.
+    pub call: Duration,
+    /// Connecting to GitHub.
+    pub connect: Duration,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self {
+            request: Duration::from_millis(2500),
+            call: Duration::from_millis(3500),
+            connect: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Budget {
+    /// Fits a delivery whose cloud calls must end within `cloud_timeout` (7 s by default,
+    /// inside GitHub's 10 s): a GitHub call gets at most half of it.
+    pub fn for_delivery(cloud_timeout: Duration) -> Self {
+        let d = Self::default();
+        let call = d
+            .call
+            .min(cloud_timeout / 2)
+            .max(Duration::from_millis(100));
+        Self {
+            call,
+            request: d.request.min(call),
+            connect: d.connect.min(call),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Auth {
+    /// The App JWT (`/app/*`).
+    App,
+    /// The installation token.
+    Installation,
+}
+
+#[derive(Debug)]
+struct Request {
+    method: reqwest::Method,
+    /// Path and query after the base URL, e.g. `/orgs/acme/actions/runners?per_page=100`.
+    path: String,
+    body: Option<Vec<u8>>,
+}
+
+struct Answer {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json<T: for<'de> Deserialize<'de>>(&self, what: &str) -> Result<T, GitHubError> {
+        serde_json::from_slice(&self.body)
+            .map_err(|e| GitHubError::Unavailable(format!("{what}: unexpected answer: {e}")))
+    }
+
+    /// GitHub's `message`, shortened; never a credential (GitHub does not echo them).
+    fn message(&self) -> String {
+        #[derive(Deserialize)]
+        struct Msg {
+            message: Option<String>,
+        }
+        let m = serde_json::from_slice::<Msg>(&self.body)
+            .ok()
+            .and_then(|m| m.message)
+            .unwrap_or_default();
+        let m: String = m.chars().take(200).collect();
+        format!("{} {}", self.status, m).trim_end().to_string()
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+struct CachedToken {
+    token: String,
+    /// Unix seconds.
+    expires_at: u64,
+}
+
+/// The App's client: one per process, shared by every delivery.
+pub struct GitHubApp {
+    app_id: u64,
+    installation_id: u64,
+    api_url: String,
+    scope: RunnerScope,
+    key: AppKey,
+    budget: Budget,
+    http: OnceLock<reqwest::Client>,
+    token: Mutex<Option<CachedToken>>,
+    requests: AtomicU64,
+    /// `x-ratelimit-remaining` of the last answer; `u64::MAX` before the first.
+    remaining: AtomicU64,
+    /// `x-ratelimit-reset` (Unix seconds) of the last answer that had one.
+    reset_at: AtomicU64,
+}
+
+impl std::fmt::Debug for GitHubApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitHubApp")
+            .field("app_id", &self.app_id)
+            .field("installation_id", &self.installation_id)
+            .field("api_url", &self.api_url)
+            .field("scope", &self.scope)
+            .field("key", &self.key)
+            .field("budget", &self.budget)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A path segment as GitHub names it (org, owner, repo): anything else is refused rather
+/// than encoded, so a name can never change the path.
+fn segment(value: &str, what: &str) -> Result<String, GitHubError> {
+    if !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && value != "."
+        && value != ".."
+    {
+        Ok(value.to_string())
+    } else {
+        Err(GitHubError::Rejected(format!(
+            "{what} {value:?} is not a GitHub name"
+        )))
+    }
+}
+
+/// Percent-encodes a query value (cursors are opaque).
+fn query_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The value of query parameter `name` in the `Link` header's `rel="next"` URL.
+pub fn next_link_param(link: &str, name: &str) -> Option<String> {
+    for part in link.split(',') {
+        let mut pieces = part.split(';');
+        let url = pieces.next()?.trim();
+        let is_next = pieces.any(|p| {
+            let p = p.trim();
+            p == r#"rel="next""# || p == "rel=next"
+        });
+        if !is_next {
+            continue;
+        }
+        let url = url.strip_prefix('<')?.strip_suffix('>')?;
+        let query = url.split_once('?')?.1;
+        for pair in query.split('&') {
+            if let Some((k, v)) = pair.split_once('=') {
+                if k == name {
+                    return Some(percent_decode(v));
+                }
+            }
+        }
+    }
+    None
+}
+
+fn percent_decode(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            if let Some(h) = v
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(h);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl GitHubApp {
+    /// The client for `config`'s App installation, signing with `key`.
+    pub fn new(config: &GitHubConfig, key: AppKey, budget: Budget) -> Self {
+        Self {
+            app_id: config.app_id,
+            installation_id: config.installation_id,
+            api_url: config.api_url.trim_end_matches('/').to_string(),
+            scope: config.scope.clone(),
+            key,
+            budget,
+            http: OnceLock::new(),
+            token: Mutex::new(None),
+            requests: AtomicU64::new(0),
+            remaining: AtomicU64::new(u64::MAX),
+            reset_at: AtomicU64::new(0),
+        }
+    }
+
+    pub fn budget(&self) -> Budget {
+        self.budget
+    }
+
+    /// The HTTPS client, built on first use (rustls, bundled web PKI roots, no redirects).
+    fn http(&self) -> Result<&reqwest::Client, GitHubError> {
+        if let Some(c) = self.http.get() {
+            return Ok(c);
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(self.budget.connect)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("scalehook/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| GitHubError::Unavailable(format!("HTTP client: {e}")))?;
+        let _ = self.http.set(client);
+        self.http
+            .get()
+            .ok_or_else(|| GitHubError::Unavailable("HTTP client".into()))
+    }
+
+    /// The scope's API path: `/orgs/{org}` or `/repos/{owner}/{repo}`.
+    fn scope_path(&self) -> Result<String, GitHubError> {
+        match &self.scope {
+            RunnerScope::Organization(org) => {
+                Ok(format!("/orgs/{}", segment(org, "organization")?))
+            }
+            RunnerScope::Repository(repo) => repo_path(repo),
+        }
+    }
+
+    fn jwt(&self) -> Result<String, GitHubError> {
+        self.key
+            .jwt(self.app_id, unix_now())
+            .map_err(|e: KeyError| {
+                GitHubError::Unauthorized(format!("cannot sign the App JWT: {e}"))
+            })
+    }
+
+    /// One trait call: `f` within the call budget.
+    async fn within<T>(
+        &self,
+        what: &str,
+        f: impl std::future::Future<Output = Result<T, GitHubError>>,
+    ) -> Result<T, GitHubError> {
+        match tokio::time::timeout(self.budget.call, f).await {
+            Ok(r) => r,
+            Err(_) => Err(GitHubError::Unavailable(format!(
+                "{what}: no answer within {} ms",
+                self.budget.call.as_millis()
+            ))),
+        }
+    }
+
+    /// A cached installation token, or a new one. `stale` is a token GitHub just refused:
+    /// if it is still the cached one it is replaced.
+    async fn installation_token(
+        &self,
+        deadline: Instant,
+        stale: Option<&str>,
+    ) -> Result<String, GitHubError> {
+        let mut cached = self.token.lock().await;
+        if let Some(t) = cached.as_ref() {
+            let fresh = unix_now() + TOKEN_REFRESH_MARGIN.as_secs() < t.expires_at;
+            if fresh && stale != Some(t.token.as_str()) {
+                return Ok(t.token.clone());
+            }
+        }
+        *cached = None;
+        let jwt = self.jwt()?;
+        let req = Request {
+            method: reqwest::Method::POST,
+            path: format!("/app/installations/{}/access_tokens", self.installation_id),
+            body: None,
+        };
+        let answer = self.execute(&req, &jwt, deadline).await?;
+        if answer.status != 201 {
+            return Err(match answer.status {
+                401 | 403 | 404 => GitHubError::Unauthorized(format!(
+                    "installation token for installation {}: {}",
+                    self.installation_id,
+                    answer.message()
+                )),
+                _ => status_error("installation token", &answer),
+            });
+        }
+        #[derive(Deserialize)]
+        struct Token {
+            token: String,
+            expires_at: String,
+        }
+        let t: Token = answer.json("installation token")?;
+        let expires_at = scalehook_core::trace::parse_rfc3339(&t.expires_at).ok_or_else(|| {
+            GitHubError::Unavailable("installation token: expires_at is not a time".into())
+        })?;
+        tracing::debug!(target: "scalehook::github", expires_at, "new installation token");
+        *cached = Some(CachedToken {
+            token: t.token.clone(),
+            expires_at,
+        });
+        Ok(t.token)
+    }
+
+    /// A request authenticated as `auth`, with one token refresh on a 401.
+    async fn call(
+        &self,
+        auth: Auth,
+        req: Request,
+        deadline: Instant,
+    ) -> Result<Answer, GitHubError> {
+        match auth {
+            Auth::App => {
+                let jwt = self.jwt()?;
+                self.execute(&req, &jwt, deadline).await
+            }
+            Auth::Installation => {
+                let token = self.installation_token(deadline, None).await?;
+                let answer = self.execute(&req, &token, deadline).await?;
+                if answer.status != 401 {
+                    return Ok(answer);
+                }
+                tracing::info!(target: "scalehook::github", "installation token refused (401): refreshing it once");
+                let token = self.installation_token(deadline, Some(&token)).await?;
+                self.execute(&req, &token, deadline).await
+            }
+        }
+    }
+
+    /// Sends one request (retrying once after a network error or 5xx, and waiting out a
+    /// rate limit that fits before `deadline`); answers every other status as it came.
+    async fn execute(
+        &self,
+        req: &Request,
+        credential: &str,
+        deadline: Instant,
+    ) -> Result<Answer, GitHubError> {
+        let mut retried = false;
+        let mut waits = 0;
+        loop {
+            self.fail_fast_if_exhausted(deadline).await?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(GitHubError::Unavailable(format!(
+                    "{} {}: call budget spent",
+                    req.method,
+                    path_only(&req.path)
+                )));
+            }
+            let url = format!("{}{}", self.api_url, req.path);
+            let mut builder = self
+                .http()?
+                .request(req.method.clone(), &url)
+                .timeout(self.budget.request.min(left))
+                .header("Accept", "application/vnd.github+json")
+                .header("X-GitHub-Api-Version", API_VERSION)
+                .header("Authorization", format!("Bearer {credential}"));
+            if let Some(body) = &req.body {
+                builder = builder
+                    .header("Content-Type", "application/json")
+                    .body(body.clone());
+            }
+            let started = Instant::now();
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let answer = match builder.send().await {
+                Ok(resp) => read_answer(resp).await,
+                Err(e) => Err(e),
+            };
+            let answer = match answer {
+                Ok(a) => a,
+                Err(e) => {
+                    let problem = format!(
+                        "{} {}: {}",
+                        req.method,
+                        path_only(&req.path),
+                        e.without_url()
+                    );
+                    if !retried && deadline > Instant::now() + Duration::from_millis(100) {
+                        retried = true;
+                        tracing::info!(target: "scalehook::github", %problem, "retrying once");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                    return Err(GitHubError::Unavailable(problem));
+                }
+            };
+            self.note_rate_limit(&answer);
+            tracing::debug!(
+                target: "scalehook::github",
+                method = %req.method,
+                path = %path_only(&req.path),
+                status = answer.status,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "github request"
+            );
+            if let Some(wait) = rate_limit_wait(&answer) {
+                if waits < 2 && Instant::now() + wait < deadline {
+                    waits += 1;
+                    tracing::info!(target: "scalehook::github", wait_ms = wait.as_millis() as u64, "rate limited: waiting");
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                return Err(GitHubError::RateLimited {
+                    retry_after_secs: wait.as_secs().max(1),
+                });
+            }
+            if answer.status >= 500 {
+                if !retried && deadline > Instant::now() + Duration::from_millis(100) {
+                    retried = true;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                return Err(status_error(
+                    &format!("{} {}", req.method, path_only(&req.path)),
+                    &answer,
+                ));
+            }
+            return Ok(answer);
+        }
+    }
+
+    fn note_rate_limit(&self, answer: &Answer) {
+        if let Some(r) = answer
+            .header("x-ratelimit-remaining")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            self.remaining.store(r, Ordering::Relaxed);
+        }
+        if let Some(r) = answer
+            .header("x-ratelimit-reset")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            self.reset_at.store(r, Ordering::Relaxed);
+        }
+    }
+
+    /// While the last answer said the primary limit is spent, wait for its reset if that
+    /// fits, else fail without spending a request.
+    async fn fail_fast_if_exhausted(&self, deadline: Instant) -> Result<(), GitHubError> {
+        if self.remaining.load(Ordering::Relaxed) != 0 {
+            return Ok(());
+        }
+        let reset = self.reset_at.load(Ordering::Relaxed);
+        let now = unix_now();
+        if reset <= now {
+            return Ok(());
+        }
+        let wait = Duration::from_secs(reset - now);
+        if Instant::now() + wait < deadline {
+            tokio::time::sleep(wait).await;
+            self.remaining.store(u64::MAX, Ordering::Relaxed);
+            return Ok(());
+        }
+        Err(GitHubError::RateLimited {
+            retry_after_secs: reset - now,
+        })
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.budget.call
+    }
+
+    async fn list_runners(&self) -> Result<Vec<Runner>, GitHubError> {
+        #[derive(Deserialize)]
+        struct Page {
+            runners: Vec<ApiRunner>,
+        }
+        #[derive(Deserialize)]
+        struct ApiRunner {
+            id: u64,
+            name: String,
+            status: String,
+            busy: bool,
+            #[serde(default)]
+            labels: Vec<ApiLabel>,
+        }
+        #[derive(Deserialize)]
+        struct ApiLabel {
+            name: String,
+        }
+        let deadline = self.deadline();
+        let base = format!("{}/actions/runners?per_page={PER_PAGE}", self.scope_path()?);
+        let mut out = Vec::new();
+        let mut path = base.clone();
+        for _ in 0..MAX_PAGES {
+            let req = Request {
+                method: reqwest::Method::GET,
+                path,
+                body: None,
+            };
+            let answer = self.call(Auth::Installation, req, deadline).await?;
+            if answer.status != 200 {
+                return Err(status_error("list runners", &answer));
+            }
+            let page: Page = answer.json("list runners")?;
+            out.extend(page.runners.into_iter().map(|r| Runner {
+                id: r.id,
+                name: r.name,
+                online: r.status == "online",
+                busy: r.busy,
+                labels: r.labels.into_iter().map(|l| l.name).collect(),
+            }));
+            let next = answer
+                .header("link")
+                .and_then(|l| next_link_param(l, "page"))
+                .and_then(|p| p.parse::<u32>().ok());
+            match next {
+                Some(page) => path = format!("{base}&page={page}"),
+                None => return Ok(out),
+            }
+        }
+        Err(GitHubError::Unavailable(format!(
+            "list runners: more than {MAX_PAGES} pages"
+        )))
+    }
+}
+
+fn repo_path(repository: &str) -> Result<String, GitHubError> {
+    let (owner, name) = repository
+        .split_once('/')
+        .ok_or_else(|| GitHubError::Rejected(format!("{repository:?} is not owner/name")))?;
+    Ok(format!(
+        "/repos/{}/{}",
+        segment(owner, "owner")?,
+        segment(name, "repository")?
+    ))
+}
+
+fn path_only(path: &str) -> &str {
+    path.split('?').next().unwrap_or(path)
+}
+
+async fn read_answer(resp: reqwest::Response) -> Result<Answer, reqwest::Error> {
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let mut resp = resp;
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if body.len() + chunk.len() > MAX_BODY {
+            break;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Answer {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// How long a 403/429 asks to wait: `retry-after`, or until `x-ratelimit-reset` when
+/// `x-ratelimit-remaining` is 0. `None` for any other answer (a 403 for a permission).
+fn rate_limit_wait(answer: &Answer) -> Option<Duration> {
+    if answer.status != 403 && answer.status != 429 {
+        return None;
+    }
+    if let Some(secs) = answer
+        .header("retry-after")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        return Some(Duration::from_secs(secs));
+    }
+    if answer.header("x-ratelimit-remaining").map(str::trim) == Some("0") {
+        let reset = answer
+            .header("x-ratelimit-reset")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        return Some(Duration::from_secs(reset.saturating_sub(unix_now()).max(1)));
+    }
+    if answer.status == 429 {
+        // Secondary limit without a hint: GitHub asks for at least a minute.
+        return Some(Duration::from_secs(60));
+    }
+    None
+}
+
+fn status_error(what: &str, answer: &Answer) -> GitHubError {
+    let msg = format!("{what}: {}", answer.message());
+    match answer.status {
+        401 | 403 => GitHubError::Unauthorized(msg),
+        s if s >= 500 => GitHubError::Unavailable(msg),
+        _ => GitHubError::Rejected(msg),
+    }
+}
+
+#[async_trait]
+impl GitHub for GitHubApp {
+    async fn runners(&self) -> Result<Vec<Runner>, GitHubError> {
+        self.within("list runners", self.list_runners()).await
+    }
+
+    async fn remove_runner(&self, runner_id: u64) -> Result<RunnerRemoval, GitHubError> {
+        self.within("remove runner", async {
+            let req = Request {
+                method: reqwest::Method::DELETE,
+                path: format!("{}/actions/runners/{runner_id}", self.scope_path()?),
+                body: None,
+            };
+            let answer = self.call(Auth::Installation, req, self.deadline()).await?;
+            match answer.status {
+                204 => Ok(RunnerRemoval::Removed),
+                // GitHub refuses to remove a runner that is running a job:
+                // `422 Bad request - Runner "x" is still running a job`.
+                422 => Ok(RunnerRemoval::Busy),
+                404 => Ok(RunnerRemoval::Gone),
+                _ => Err(status_error("remove runner", &answer)),
+            }
+        })
+        .await
+    }
+
+    async fn job(&self, repository: &str, job_id: u64) -> Result<Option<JobStatus>, GitHubError> {
+        self.within("get job", async {
+            let req = Request {
+                method: reqwest::Method::GET,
+                path: format!("{}/actions/jobs/{job_id}", repo_path(repository)?),
+                body: None,
+            };
+            let answer = self.call(Auth::Installation, req, self.deadline()).await?;
+            match answer.status {
+                200 => {
+                    #[derive(Deserialize)]
+                    struct Job {
+                        status: String,
+                        runner_name: Option<String>,
+                    }
+                    let j: Job = answer.json("get job")?;
+                    Ok(Some(JobStatus {
+                        status: j.status,
+                        runner_name: j.runner_name.filter(|n| !n.is_empty()),
+                    }))
+                }
+                404 => Ok(None),
+                _ => Err(status_error("get job", &answer)),
+            }
+        })
+        .await
+    }
+
+    async fn deliveries(&self, cursor: Option<&str>) -> Result<DeliveryPage, GitHubError> {
+        self.within("list hook deliveries", async {
+            let mut path = format!("/app/hook/deliveries?per_page={PER_PAGE}");
+            if let Some(c) = cursor {
+                path.push_str("&cursor=");
+                path.push_str(&query_value(c));
+            }
+            let req = Request {
+                method: reqwest::Method::GET,
+                path,
+                body: None,
+            };
+            let answer = self.call(Auth::App, req, self.deadline()).await?;
+            if answer.status != 200 {
+                return Err(status_error("list hook deliveries", &answer));
+            }
+            #[derive(Deserialize)]
+            struct Item {
+                id: u64,
+                guid: String,
+                delivered_at: String,
+                redelivery: bool,
+                status_code: u16,
+                event: String,
+                action: Option<String>,
+            }
+            let items: Vec<Item> = answer.json("list hook deliveries")?;
+            let deliveries = items
+                .into_iter()
+                .map(|i| Delivery {
+                    id: i.id,
+                    guid: i.guid,
+                    delivered_at: scalehook_core::trace::parse_rfc3339(&i.delivered_at)
+                        .unwrap_or(0),
+                    event: i.event,
+                    action: i.action,
+                    status_code: i.status_code,
+                    redelivery: i.redelivery,
+                })
+                .collect();
+            let next = answer
+                .header("link")
+                .and_then(|l| next_link_param(l, "cursor"));
+            Ok(DeliveryPage { deliveries, next })
+        })
+        .await
+    }
+
+    async fn redeliver(&self, delivery_id: u64) -> Result<(), GitHubError> {
+        self.within("redeliver", async {
+            let req = Request {
+                method: reqwest::Method::POST,
+                path: format!("/app/hook/deliveries/{delivery_id}/attempts"),
+                body: None,
+            };
+            let answer = self.call(Auth::App, req, self.deadline()).await?;
+            match answer.status {
+                202 => Ok(()),
+                _ => Err(status_error("redeliver", &answer)),
+            }
+        })
+        .await
+    }
+
+    async fn jit_runner(&self, pool: &PoolConfig, name: &str) -> Result<JitRunner, GitHubError> {
+        self.within("generate JIT config", async {
+            if pool.labels.is_empty() {
+                return Err(GitHubError::Rejected(format!(
+                    "pool {:?} has no labels for its JIT runners",
+                    pool.name
+                )));
+            }
+            let body = serde_json::json!({
+                "name": name,
+                "runner_group_id": pool.runner_group_id,
+                "labels": pool.labels,
+                "work_folder": "_work",
+            });
+            let req = Request {
+                method: reqwest::Method::POST,
+                path: format!("{}/actions/runners/generate-jitconfig", self.scope_path()?),
+                body: Some(body.to_string().into_bytes()),
+            };
+            let answer = self.call(Auth::Installation, req, self.deadline()).await?;
+            if answer.status != 201 {
+                return Err(status_error("generate JIT config", &answer));
+            }
+            #[derive(Deserialize)]
+            struct Jit {
+                runner: JitRunnerInfo,
+                encoded_jit_config: String,
+            }
+            #[derive(Deserialize)]
+            struct JitRunnerInfo {
+                id: u64,
+                name: String,
+            }
+            let j: Jit = answer.json("generate JIT config")?;
+            Ok(JitRunner {
+                runner_id: j.runner.id,
+                name: j.runner.name,
+                encoded_jit_config: j.encoded_jit_config,
+            })
+        })
+        .await
+    }
+
+    fn rate_limit(&self) -> RateLimit {
+        let remaining = self.remaining.load(Ordering::Relaxed);
+        RateLimit {
+            remaining: (remaining != u64::MAX).then_some(remaining),
+            requests: self.requests.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_link() {
+        let link = r#"<https://api.github.com/orgs/a/actions/runners?per_page=100&page=2>; rel="next", <https://api.github.com/orgs/a/actions/runners?per_page=100&page=3>; rel="last""#;
+        assert_eq!(next_link_param(link, "page").as_deref(), Some("2"));
+        let link = r#"<https://api.github.com/orgs/a/actions/runners?page=1>; rel="prev""#;
+        assert_eq!(next_link_param(link, "page"), None);
+        let link = r#"<https://api.github.com/app/hook/deliveries?per_page=2&cursor=v1_12%3D>; rel="next""#;
+        assert_eq!(next_link_param(link, "cursor").as_deref(), Some("v1_12="));
+        assert_eq!(next_link_param("garbage", "page"), None);
+    }
+
+    #[test]
+    fn names_cannot_change_the_path() {
+        assert!(segment("acme-corp", "o").is_ok());
+        assert!(segment("a.b_c", "o").is_ok());
+        for bad in ["", "..", "a/b", "a?b", "a b", "a%2F"] {
+            assert!(segment(bad, "o").is_err(), "{bad}");
+        }
+        assert!(repo_path("acme/app").is_ok());
+        assert!(repo_path("acme").is_err());
+        assert!(repo_path("acme/app/x").is_err());
+    }
+
+    #[test]
+    fn budget_fits_the_delivery() {
+        let b = Budget::for_delivery(Duration::from_millis(7000));
+        assert_eq!(b.call, Duration::from_millis(3500));
+        assert!(b.request <= b.call);
+        let b = Budget::for_delivery(Duration::from_millis(1000));
+        assert_eq!(b.call, Duration::from_millis(500));
+        assert_eq!(b.request, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn query_values_are_encoded() {
+        assert_eq!(query_value("v1_a=b&c"), "v1_a%3Db%26c");
+    }
+}
