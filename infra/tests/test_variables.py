@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from conftest import EXAMPLES, MODULES, Module
+from conftest import EXAMPLES, INFRA, MODULES, Module
 
 ALL_DIRS = {**{f"module:{k}": v for k, v in MODULES.items()}, **{f"example:{k}": v for k, v in EXAMPLES.items()}}
 
@@ -102,11 +102,12 @@ def test_examples_call_the_module_with_its_inputs(cloud):
 @pytest.mark.parametrize("cloud", ["aws", "azure"])
 def test_examples_ignore_capacity_drift_and_warn_about_cpu_autoscaling(cloud):
     example = Module(EXAMPLES[cloud])
-    groups = (
-        example.resources["aws_autoscaling_group"]
-        if cloud == "aws"
-        else example.resources["azurerm_linux_virtual_machine_scale_set"]
-    )
+    kind = "aws_autoscaling_group" if cloud == "aws" else "azurerm_linux_virtual_machine_scale_set"
+    groups = dict(example.resources.get(kind, {}))
+    # Groups the example creates through the runner module (infra/<cloud>/runners).
+    if any(c["source"] == f"../../{cloud}/runners" for c in example.modules.values()):
+        groups.update(Module(INFRA / cloud / "runners").resources.get(kind, {}))
+    assert groups, "the example has runner groups"
     field = "desired_capacity" if cloud == "aws" else "instances"
     for name, group in groups.items():
         assert group["lifecycle"][0]["ignore_changes"] == [field], name

@@ -142,6 +142,6 @@ data "aws_iam_policy_document" "provision" {
 
 resource "aws_iam_role_policy" "provision" {
   name   = "provision-${var.pool}"
-  role   = var.scalehook_role_name
+  role   = element(split("/", var.scalehook_role_arn), length(split("/", var.scalehook_role_arn)) - 1)
   policy = data.aws_iam_policy_document.provision.json
 }

@@ -152,9 +152,14 @@ variable "scalehook_function_arn" {
   type        = string
 }
 
-variable "scalehook_role_name" {
-  description = "Name of scalehook's Lambda role (module output function_role_name): this module adds what provisioning needs to it, for this group and this parameter path only."
+variable "scalehook_role_arn" {
+  description = "ARN of scalehook's Lambda role (module output role_arn): this module adds what provisioning needs to it, for this group and this parameter path only."
   type        = string
+
+  validation {
+    condition     = can(regex("^arn:[a-z-]+:iam::[0-9]{12}:role/", var.scalehook_role_arn))
+    error_message = "scalehook_role_arn: an IAM role ARN (arn:aws:iam::<account>:role/<name>)."
+  }
 }
 
 variable "lifecycle_heartbeat_seconds" {

@@ -1,13 +1,15 @@
-# A complete scalehook deployment on AWS: two runner Auto Scaling Groups and the module.
+# A complete scalehook deployment on AWS: two runner pools (x86_64 and GPU) from
+# infra/aws/runners, and the scalehook module. README.md, "From zero to a job running on
+# AWS", walks through it, the GitHub App included.
 #
 #   make lambda-zip                              # builds target/lambda/scalehook-arm64.zip
 #   export TF_VAR_webhook_secret=$(openssl rand -hex 32)
-#   terraform init && terraform apply
+#   terraform init && terraform apply -var runner_version=<v> -var runner_sha256=<sha256> ...
 #   terraform output webhook_url                 # paste into GitHub with the same secret
 #
-# Runner instances must register with a runner name that contains their EC2 instance id
-# (e.g. `--name "$(ec2-metadata -i | cut -d' ' -f2)"`) so scalehook can tell busy instances
-# from idle ones and never removes a busy one.
+# Nothing registers runners by hand: for each instance a group launches, scalehook mints an
+# ephemeral just-in-time runner named `<pool>-<instance id>` with the pool's labels, and the
+# instance's boot script (runner/aws/boot.sh) picks it up, runs one job and powers off.
 
 terraform {
   required_version = ">= 1.11"
@@ -35,84 +37,78 @@ variable "webhook_secret" {
   sensitive   = true
 }
 
-variable "runner_ami_id" {
-  description = "AMI of the runner instances (an image with the Actions runner that registers itself at boot)."
-  type        = string
-}
-
 variable "runner_subnet_ids" {
-  description = "Private subnets for the runner instances."
+  description = "Private subnets for the runner instances (outbound HTTPS to GitHub and SSM)."
   type        = list(string)
 }
 
-resource "aws_launch_template" "runner" {
-  name_prefix   = "github-runner-"
-  image_id      = var.runner_ami_id
-  instance_type = "m7g.large"
+variable "runner_version" {
+  description = "GitHub Actions runner release the instances download at boot, pinned (e.g. 2.330.0)."
+  type        = string
+}
 
-  metadata_options {
-    http_tokens = "required"
+variable "runner_sha256" {
+  description = "SHA-256 of actions-runner-linux-x64-<runner_version>.tar.gz, from the release notes; the boot script refuses any other file."
+  type        = string
+}
+
+# x86_64 images: Amazon Linux 2023 for the general pool, and the Deep Learning Base AMI with
+# the NVIDIA driver (Amazon Linux 2023) for the GPU pool. Both have bash, curl and the AWS CLI.
+data "aws_ssm_parameter" "al2023_x64" {
+  name = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
+}
+
+data "aws_ssm_parameter" "gpu_x64" {
+  name = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-amazon-linux-2023/latest/ami-id"
+}
+
+locals {
+  runner_package = {
+    url    = "https://github.com/actions/runner/releases/download/v${var.runner_version}/actions-runner-linux-x64-${var.runner_version}.tar.gz"
+    sha256 = var.runner_sha256
   }
 }
 
-# The runner groups. scalehook owns desired_capacity from now on:
+# The runner groups (infra/aws/runners): each has a launch template whose user data waits
+# for the instance's own JIT runner configuration, an instance role that can read only that,
+# and a launch lifecycle hook delivered to scalehook. scalehook owns desired_capacity:
 #
 # WARNING: do not attach CPU- or target-tracking scaling policies to these groups. They would
 # fight the webhook's capacity (scaling in instances that wait for a job, scaling out on
 # builds that are already served) and scalehook would undo them on the next delivery.
 #
-# WARNING: ignore desired_capacity drift. scalehook changes it all day; without
-# ignore_changes every `terraform apply` would reset the groups to the value below and
-# could remove instances that run jobs.
-resource "aws_autoscaling_group" "linux_x64" {
-  name                = "github-runners-linux-x64"
-  min_size            = 0
-  max_size            = 20
-  desired_capacity    = 1
-  vpc_zone_identifier = var.runner_subnet_ids
+# WARNING: ignore desired_capacity drift (the module does: lifecycle { ignore_changes =
+# [desired_capacity] }); without it every `terraform apply` would reset the groups and could
+# remove instances that run jobs.
+module "runners_linux_x64" {
+  source = "../../aws/runners"
 
-  launch_template {
-    id      = aws_launch_template.runner.id
-    version = "$Latest"
-  }
+  pool           = "linux-x64"
+  ami_id         = data.aws_ssm_parameter.al2023_x64.insecure_value
+  instance_type  = "m7i.large" # x86_64 (m7g.* is arm64 Graviton: its runner would be ARM64)
+  subnet_ids     = var.runner_subnet_ids
+  max_size       = 20
+  runner_package = local.runner_package
 
-  # New instances may be removed by scalehook only once idle; it protects busy ones.
-  protect_from_scale_in = true
-
-  tag {
-    key                 = "scalehook-pool"
-    value               = "linux-x64"
-    propagate_at_launch = true
-  }
-
-  lifecycle {
-    ignore_changes = [desired_capacity]
-  }
+  scalehook_function_arn = module.scalehook.function_arn
+  scalehook_role_arn     = module.scalehook.role_arn
+  tags                   = { service = "scalehook" }
 }
 
-resource "aws_autoscaling_group" "linux_gpu" {
-  name                = "github-runners-linux-gpu"
-  min_size            = 0
-  max_size            = 4
-  desired_capacity    = 0
-  vpc_zone_identifier = var.runner_subnet_ids
+module "runners_linux_gpu" {
+  source = "../../aws/runners"
 
-  launch_template {
-    id      = aws_launch_template.runner.id
-    version = "$Latest"
-  }
+  pool           = "linux-gpu"
+  ami_id         = data.aws_ssm_parameter.gpu_x64.insecure_value
+  instance_type  = "g6.xlarge" # one NVIDIA L4, x86_64
+  subnet_ids     = var.runner_subnet_ids
+  max_size       = 4
+  root_volume_gb = 128
+  runner_package = local.runner_package
 
-  protect_from_scale_in = true
-
-  tag {
-    key                 = "scalehook-pool"
-    value               = "linux-gpu"
-    propagate_at_launch = true
-  }
-
-  lifecycle {
-    ignore_changes = [desired_capacity]
-  }
+  scalehook_function_arn = module.scalehook.function_arn
+  scalehook_role_arn     = module.scalehook.role_arn
+  tags                   = { service = "scalehook" }
 }
 
 module "scalehook" {
@@ -123,16 +119,10 @@ module "scalehook" {
   architecture    = "arm64"
 
   # Mirrors scalehook's [[pools]]; a pool's max should not exceed its group's max_size.
+  # Order matters: a job goes to the first pool having all its labels, so the general pool
+  # comes first and `[self-hosted, linux]` or `[self-hosted, linux, x64]` never lands on a
+  # GPU instance; only jobs asking for `gpu` reach the GPU pool.
   pools = [
-    {
-      name                 = "linux-gpu"
-      labels               = ["self-hosted", "linux", "gpu"]
-      min                  = 0
-      max                  = 4
-      standby              = 0
-      runners_per_instance = 1
-      aws_asg              = aws_autoscaling_group.linux_gpu.name
-    },
     {
       name                 = "linux-x64"
       labels               = ["self-hosted", "linux", "x64"]
@@ -140,7 +130,16 @@ module "scalehook" {
       max                  = 20
       standby              = 1
       runners_per_instance = 1
-      aws_asg              = aws_autoscaling_group.linux_x64.name
+      aws_asg              = "github-runners-linux-x64"
+    },
+    {
+      name                 = "linux-gpu"
+      labels               = ["self-hosted", "linux", "x64", "gpu"]
+      min                  = 0
+      max                  = 4
+      standby              = 0
+      runners_per_instance = 1
+      aws_asg              = "github-runners-linux-gpu"
     },
   ]
   allowed_organizations = ["my-org"]

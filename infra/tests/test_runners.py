@@ -1,0 +1,316 @@
+"""The runner modules (infra/aws/runners): least privilege of the instance role, the launch
+lifecycle hook, the group settings scalehook relies on, the user data, and the examples'
+pools (architecture, GPU, routing order)."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+from conftest import EXAMPLES, INFRA, ROOT, Module, terraform_binary
+
+RUNNERS = INFRA / "aws" / "runners"
+ACCOUNT = "111122223333"
+REGION = "eu-west-1"
+
+
+@pytest.fixture(scope="module")
+def runners() -> Module:
+    return Module(RUNNERS)
+
+
+def statements(doc: dict) -> dict:
+    out = list(doc.get("statement", []))
+    for dyn in doc.get("dynamic", []):
+        out.extend({**c, "dynamic": True} for c in dyn["statement"]["content"])
+    return {s["sid"]: s for s in out}
+
+
+def resolve(text: str, module: Module) -> str:
+    """Interpolates the module's locals and variable defaults the policy uses, with a fixed
+    partition, region and account; IAM policy variables (`$${...}`) become `${...}`."""
+    values = {
+        "local.partition": "aws",
+        "local.region": REGION,
+        "local.account_id": ACCOUNT,
+        "var.jit_parameter_prefix": module.variables["jit_parameter_prefix"]["default"],
+        "local.name": "github-runners-linux-x64",
+    }
+    for name in ("jit_parameters", "jit_path", "group_arn", "instance_tag_key"):
+        values[f"local.{name}"] = None
+    text = text.replace("$${", "\0{")
+
+    def sub(m):
+        key = m.group(1)
+        if key in values and values[key] is not None:
+            return values[key]
+        if key.startswith("local."):
+            return resolve(module.locals[key[6:]], module)
+        raise AssertionError(f"cannot resolve {key}")
+
+    while "${" in text:
+        text = re.sub(r"\$\{([a-z_.]+)\}", sub, text)
+    return text.replace("\0{", "${")
+
+
+class Policy:
+    """IAM evaluation for the statement shapes these policies use: Allow/Deny, actions,
+    ARN wildcards, StringEquals / StringNotEqualsIfExists / StringLike on request keys,
+    policy variables from the request context. Explicit deny wins; no allow is a deny."""
+
+    def __init__(self, stmts: list[dict]):
+        self.stmts = stmts
+
+    @staticmethod
+    def _sub(value: str, ctx: dict) -> str:
+        return re.sub(r"\$\{([^}]+)\}", lambda m: ctx[m.group(1)], value)
+
+    def _matches(self, s: dict, action: str, resource: str, ctx: dict) -> bool:
+        if not any(fnmatch.fnmatchcase(action, a) for a in s["actions"]):
+            return False
+        if not any(fnmatch.fnmatchcase(resource, self._sub(r, ctx)) for r in s["resources"]):
+            return False
+        for c in s.get("condition", []):
+            key, values = c["variable"], [self._sub(v, ctx) for v in c["values"]]
+            have = ctx.get(key)
+            if c["test"] == "StringEquals":
+                ok = have is not None and have in values
+            elif c["test"] == "StringNotEqualsIfExists":
+                ok = have is None or have not in values
+            elif c["test"] == "StringLike":
+                ok = have is not None and any(fnmatch.fnmatchcase(have, v) for v in values)
+            else:
+                raise AssertionError(f"unmodelled condition {c['test']}")
+            if not ok:
+                return False
+        return True
+
+    def allows(self, action: str, resource: str, ctx: dict) -> bool:
+        hits = [s for s in self.stmts if self._matches(s, action, resource, ctx)]
+        if any(s.get("effect") == "Deny" for s in hits):
+            return False
+        return any(s.get("effect", "Allow") == "Allow" for s in hits)
+
+
+def instance_policy(runners: Module) -> list[dict]:
+    doc = runners.data["aws_iam_policy_document"]["instance"]
+    out = []
+    for s in statements(doc).values():
+        if s.get("dynamic"):
+            continue  # the optional KMS statement: kms:Decrypt only, checked below
+        s = json.loads(resolve(json.dumps(s), runners))
+        for c in s.get("condition", []):
+            c["variable"] = resolve(c["variable"], runners)
+        out.append(s)
+    return out
+
+
+def test_instance_role_has_exactly_its_own_parameter(runners):
+    stmts = statements(runners.data["aws_iam_policy_document"]["instance"])
+    assert set(stmts) == {"ReadAndDeleteOwnJitParameter", "DenyOtherInstancesJitParameters", "DecryptOwnJitParameter"}
+    allow = stmts["ReadAndDeleteOwnJitParameter"]
+    assert sorted(allow["actions"]) == ["ssm:DeleteParameter", "ssm:GetParameter"]
+    assert allow["resources"] == ["${local.jit_parameters}"]
+    # The only wildcard is the parameter name under the JIT path, and the condition binds it
+    # to the caller: the tag must equal the instance's own ARN (IAM has no instance-id-only
+    # policy variable; ec2:SourceInstanceARN is what instance-profile credentials carry).
+    assert resolve(runners.locals["jit_parameters"], runners) == (
+        f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/scalehook/jit/*"
+    )
+    (cond,) = allow["condition"]
+    assert cond["test"] == "StringEquals"
+    assert resolve(cond["variable"], runners) == "ssm:resourceTag/scalehook-instance-arn"
+    assert cond["values"] == ["$${ec2:SourceInstanceARN}"]
+    kms = stmts["DecryptOwnJitParameter"]
+    assert kms["actions"] == ["kms:Decrypt"] and kms["resources"] == ["${statement.value}"]
+    # No statement anywhere in the module grants ssm:* or any action on "*".
+    text = (RUNNERS / "iam.tf").read_text()
+    assert '"ssm:*"' not in text and 'resources = ["*"]' not in text
+
+
+def test_instance_cannot_read_another_instances_parameter(runners):
+    policy = Policy(instance_policy(runners))
+    me = f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/i-0aaaaaaaaaaaaaaaa"
+    other = f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/i-0bbbbbbbbbbbbbbbb"
+    param = lambda i: f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/scalehook/jit/{i}"  # noqa: E731
+    tag = "ssm:resourceTag/scalehook-instance-arn"
+
+    def ctx(resource_tag):
+        c = {"ec2:SourceInstanceARN": me}
+        if resource_tag is not None:
+            c[tag] = resource_tag
+        return c
+
+    own = param("i-0aaaaaaaaaaaaaaaa")
+    theirs = param("i-0bbbbbbbbbbbbbbbb")
+    assert policy.allows("ssm:GetParameter", own, ctx(me))
+    assert policy.allows("ssm:DeleteParameter", own, ctx(me))
+    # Another instance's parameter, whatever its name: refused.
+    assert not policy.allows("ssm:GetParameter", theirs, ctx(other))
+    assert not policy.allows("ssm:DeleteParameter", theirs, ctx(other))
+    # A parameter named after this instance but tagged for another (or untagged): refused.
+    assert not policy.allows("ssm:GetParameter", own, ctx(other))
+    assert not policy.allows("ssm:GetParameter", own, ctx(None))
+    # No listing, no history, no writes, nothing outside the path.
+    path = f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/scalehook/jit"
+    assert not policy.allows("ssm:GetParametersByPath", path, ctx(None))
+    assert not policy.allows("ssm:PutParameter", own, ctx(me))
+    assert not policy.allows("ssm:GetParameter", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/scalehook/webhook-secret", ctx(None))
+    # The Deny holds even if someone attaches a broad read policy to the role later.
+    broad = Policy(policy.stmts + [{"effect": "Allow", "actions": ["ssm:Get*"], "resources": ["*"]}])
+    assert broad.allows("ssm:GetParameter", own, ctx(me))
+    assert not broad.allows("ssm:GetParameter", theirs, ctx(other))
+    assert not broad.allows("ssm:GetParameterHistory", theirs, ctx(other))
+    assert not broad.allows("ssm:GetParametersByPath", path, ctx(None))
+
+
+def test_scalehook_role_gets_write_and_complete_for_this_group_only(runners):
+    stmts = statements(runners.data["aws_iam_policy_document"]["provision"])
+    assert set(stmts) == {"WriteJitParameters", "CompleteLaunchHooks", "EncryptJitParameters"}
+    assert sorted(stmts["WriteJitParameters"]["actions"]) == ["ssm:AddTagsToResource", "ssm:PutParameter"]
+    assert stmts["WriteJitParameters"]["resources"] == ["${local.jit_parameters}"]
+    assert stmts["CompleteLaunchHooks"]["actions"] == ["autoscaling:CompleteLifecycleAction"]
+    assert resolve(stmts["CompleteLaunchHooks"]["resources"][0], runners) == (
+        f"arn:aws:autoscaling:{REGION}:{ACCOUNT}:autoScalingGroup:*:autoScalingGroupName/github-runners-linux-x64"
+    )
+
+
+def test_group_has_the_launch_hook_and_scalehooks_settings(runners):
+    group = runners.resource("aws_autoscaling_group", "runners")
+    (hook,) = group["initial_lifecycle_hook"]
+    assert hook["lifecycle_transition"] == "autoscaling:EC2_INSTANCE_LAUNCHING"
+    assert hook["default_result"] == "ABANDON"
+    assert hook["heartbeat_timeout"] == "${var.lifecycle_heartbeat_seconds}"
+    v = runners.variables["lifecycle_heartbeat_seconds"]
+    assert 30 <= v["default"] <= 7200
+    assert group["suspended_processes"] == ["AZRebalance"]
+    assert group["lifecycle"][0]["ignore_changes"] == ["desired_capacity"]
+    assert "protect_from_scale_in" not in group, "no group-level scale-in protection"
+    assert "aws_autoscaling_policy" not in runners.resources
+
+
+def test_launch_template_runs_the_boot_script_with_imdsv2(runners):
+    lt = runners.resource("aws_launch_template", "runner")
+    assert lt["user_data"] == "${base64encode(local.user_data)}"
+    (md,) = lt["metadata_options"]
+    assert md["http_tokens"] == "required" and md["http_put_response_hop_limit"] == 1
+    assert lt["instance_initiated_shutdown_behavior"] == "terminate"
+    assert lt["iam_instance_profile"][0]["arn"] == "${aws_iam_instance_profile.instance.arn}"
+    assert lt["block_device_mappings"][0]["ebs"][0]["encrypted"] is True
+
+
+def test_launch_events_go_to_scalehook(runners):
+    rule = runners.resource("aws_cloudwatch_event_rule", "launch")
+    assert "EC2 Instance-launch Lifecycle Action" in rule["event_pattern"]
+    assert "aws.autoscaling" in rule["event_pattern"]
+    target = runners.resource("aws_cloudwatch_event_target", "launch")
+    assert target["arn"] == "${var.scalehook_function_arn}"
+    perm = runners.resource("aws_lambda_permission", "launch")
+    assert perm["principal"] == "events.amazonaws.com"
+    assert perm["source_arn"] == "${aws_cloudwatch_event_rule.launch.arn}"
+
+
+def test_user_data_renders_to_settings_then_the_boot_script():
+    """The module's own userdata.tf and variables.tf through `terraform console` (no
+    providers), in a copy of the repository layout it reads the script from."""
+    with tempfile.TemporaryDirectory() as work:
+        mod = os.path.join(work, "infra/aws/runners")
+        os.makedirs(mod)
+        for f in ("variables.tf", "userdata.tf"):
+            shutil.copy(RUNNERS / f, mod)
+        os.makedirs(os.path.join(work, "runner/aws"))
+        shutil.copy(ROOT / "runner/aws/boot.sh", os.path.join(work, "runner/aws"))
+        tfvars = {
+            "pool": "linux-x64",
+            "ami_id": "ami-1",
+            "instance_type": "m7i.large",
+            "subnet_ids": ["subnet-1"],
+            "max_size": 2,
+            "scalehook_function_arn": "arn:aws:lambda:eu-west-1:111122223333:function:scalehook",
+            "scalehook_role_arn": "arn:aws:iam::111122223333:role/scalehook-function",
+            "runner_package": {"url": "https://example.com/r.tar.gz", "sha256": "a" * 64},
+            "runner_dir": "/opt/it's runner",
+        }
+        with open(os.path.join(mod, "t.tfvars.json"), "w") as fh:
+            json.dump(tfvars, fh)
+        out = subprocess.run(
+            [terraform_binary(), "console", "-no-color", "-var-file=t.tfvars.json"],
+            input="jsonencode(local.user_data)\n",
+            capture_output=True,
+            text=True,
+            cwd=mod,
+            env={**os.environ, "TF_CLI_CONFIG_FILE": "/dev/null", "TF_IN_AUTOMATION": "1"},
+            timeout=120,
+        )
+    assert out.returncode == 0 and "Error" not in out.stdout + out.stderr, out.stdout + out.stderr
+    last = [line for line in out.stdout.splitlines() if line.startswith('"')][-1]
+    user_data = json.loads(json.loads(last))
+    assert user_data.startswith("#!/bin/bash\n")
+    assert "export SCALEHOOK_RUNNER_SHA256='" + "a" * 64 + "'\n" in user_data
+    assert "export SCALEHOOK_RUNNER_DIR='/opt/it'\\''s runner'\n" in user_data
+    assert user_data.endswith((ROOT / "runner/aws/boot.sh").read_text())
+    # The rendered settings parse in bash to exactly the values given.
+    check = subprocess.run(
+        ["bash", "-c", user_data.split("#!/bin/bash\n", 2)[1] + 'printf "%s" "$SCALEHOOK_RUNNER_DIR"'],
+        capture_output=True,
+        text=True,
+    )
+    assert check.stdout == "/opt/it's runner"
+    assert len(user_data.encode()) < 16384, "EC2 user data limit"
+
+
+# ---- The examples ---------------------------------------------------------------------------
+
+ARM_FAMILIES = re.compile(r"^[a-z]+\d+g[a-z]*\.|^a1\.")  # m7g, c7gn, r8g, t4g, a1: Graviton
+GPU_FAMILIES = re.compile(r"^(g\d|p\d)")
+
+
+def example_pools():
+    ex = Module(EXAMPLES["aws"])
+    return ex, ex.modules["scalehook"]["pools"]
+
+
+def route(pools, labels):
+    """The core's routing (Config::route): the first pool, in order, whose labels contain all
+    of the job's labels, compared case-insensitively."""
+    want = {l.lower() for l in labels}
+    for p in pools:
+        if want <= {l.lower() for l in p["labels"]}:
+            return p["name"]
+    return None
+
+
+def test_example_runner_types_match_their_pools():
+    ex, pools = example_pools()
+    runner_calls = {n: c for n, c in ex.modules.items() if c["source"] == "../../aws/runners"}
+    by_pool = {c["pool"]: c for c in runner_calls.values()}
+    assert set(by_pool) == {p["name"] for p in pools}
+    for p in pools:
+        call = by_pool[p["name"]]
+        assert p["aws_asg"] == f"github-runners-{p['name']}", "the group name the module creates"
+        labels = {l.lower() for l in p["labels"]}
+        if "x64" in labels:
+            assert not ARM_FAMILIES.match(call["instance_type"]), f"{p['name']}: {call['instance_type']} is arm64"
+        if "gpu" in labels:
+            assert GPU_FAMILIES.match(call["instance_type"]), f"{p['name']}: {call['instance_type']} has no GPU"
+            assert "gpu" in call["ami_id"] or "nvidia" in ex.text.lower()
+        assert "protect_from_scale_in" not in call
+
+
+def test_example_routing_keeps_general_jobs_off_the_gpu_pool():
+    _, pools = example_pools()
+    assert route(pools, ["self-hosted", "linux"]) == "linux-x64"
+    assert route(pools, ["self-hosted", "Linux", "X64"]) == "linux-x64"
+    assert route(pools, ["self-hosted", "linux", "gpu"]) == "linux-gpu"
+    assert route(pools, ["self-hosted", "linux", "x64", "gpu"]) == "linux-gpu"
+    assert route(pools, ["ubuntu-latest"]) is None
+    # And the core routes the same way: first match in config order.
+    core = (ROOT / "crates/scalehook-core/src/config.rs").read_text()
+    assert re.search(r"fn route\b", core)
