@@ -314,3 +314,18 @@ def test_example_routing_keeps_general_jobs_off_the_gpu_pool():
     # And the core routes the same way: first match in config order.
     core = (ROOT / "crates/scalehook-core/src/config.rs").read_text()
     assert re.search(r"fn route\b", core)
+
+
+def test_azure_runner_scale_set_is_uniform_with_custom_data_and_identity():
+    m = Module(INFRA / "azure" / "runners")
+    vmss = m.resource("azurerm_linux_virtual_machine_scale_set", "runners")
+    assert vmss["upgrade_mode"] == "Manual" and vmss["overprovision"] is False
+    assert vmss["custom_data"] == "${base64encode(local.custom_data)}"
+    assert vmss["identity"][0]["type"] == "UserAssigned"
+    assert vmss["lifecycle"][0]["ignore_changes"] == ["instances"]
+    assert "runner/azure/boot.sh" in m.locals["custom_data"]
+    # Blob access for the VMs and scalehook: on the pool's container only.
+    for name in ("runners_read_delete", "scalehook_write"):
+        ra = m.resource("azurerm_role_assignment", name)
+        assert ra["scope"] == "${azurerm_storage_container.jit.id}"
+        assert ra["role_definition_name"] == "Storage Blob Data Contributor"
