@@ -132,7 +132,8 @@ def test_instance_role_has_exactly_its_own_parameter(runners):
     assert kms["actions"] == ["kms:Decrypt"] and kms["resources"] == ["${statement.value}"]
     # No statement anywhere in the module grants ssm:* or any action on "*".
     text = (RUNNERS / "iam.tf").read_text()
-    assert '"ssm:*"' not in text and 'resources = ["*"]' not in text
+    assert '"ssm:*"' not in text
+    assert text.count('resources = ["*"]') == 1, "only ssm:DescribeParameters, which has no resource ARN"
 
 
 def test_instance_cannot_read_another_instances_parameter(runners):
@@ -173,7 +174,8 @@ def test_instance_cannot_read_another_instances_parameter(runners):
 
 def test_scalehook_role_gets_write_and_complete_for_this_group_only(runners):
     stmts = statements(runners.data["aws_iam_policy_document"]["provision"])
-    assert set(stmts) == {"WriteJitParameters", "CompleteLaunchHooks", "EncryptJitParameters"}
+    assert set(stmts) == {"WriteJitParameters", "FindJitParameters", "CompleteLaunchHooks", "EncryptJitParameters"}
+    assert stmts["FindJitParameters"]["actions"] == ["ssm:DescribeParameters"]
     assert sorted(stmts["WriteJitParameters"]["actions"]) == ["ssm:AddTagsToResource", "ssm:PutParameter"]
     assert stmts["WriteJitParameters"]["resources"] == ["${local.jit_parameters}"]
     assert stmts["CompleteLaunchHooks"]["actions"] == ["autoscaling:CompleteLifecycleAction"]

@@ -120,6 +120,14 @@ data "aws_iam_policy_document" "provision" {
   }
 
   statement {
+    sid = "FindJitParameters"
+    # Metadata only (no values): a redelivered launch event finds the stored parameter and
+    # mints nothing. DescribeParameters has no resource-level permissions.
+    actions   = ["ssm:DescribeParameters"]
+    resources = ["*"]
+  }
+
+  statement {
     sid       = "CompleteLaunchHooks"
     actions   = ["autoscaling:CompleteLifecycleAction"]
     resources = [local.group_arn]
