@@ -49,8 +49,9 @@ pub enum Command {
     /// Signs the file's bytes exactly as they are, with the same code that verifies
     /// deliveries.
     Sign(SignArgs),
-    /// Replay a timed trace against simulated instances that take time to boot; report
-    /// queue wait, idle instance-minutes and peak capacity.
+    /// Replay a timed trace against simulated instances that take time to boot and a
+    /// simulated GitHub; report queue wait, interrupted and stranded jobs, idle
+    /// instance-minutes, peak capacity and cost, per policy.
     Simulate(SimulateArgs),
 }
 
@@ -120,7 +121,30 @@ pub struct SimulateArgs {
     /// Price of one instance-hour, to put a cost on idle capacity.
     #[arg(long, value_name = "PRICE")]
     pub price_per_hour: Option<f64>,
+    /// How runners live: persistent (one runner takes job after job) or ephemeral (one job
+    /// each, then the runner exits; sets every pool `ephemeral = true`).
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = RunnerMode::Persistent)]
+    pub runners: RunnerMode,
+    /// Probability (0 to 1) that GitHub fails to deliver a webhook delivery; a lost
+    /// delivery can be redelivered by scalehook with a GitHub App.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub lose_deliveries: f64,
+    /// Seconds from GitHub assigning a job to a runner to the in_progress delivery
+    /// reaching scalehook.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub delivery_delay_seconds: u64,
+    /// Seed of GitHub's random choices (which idle runner takes a job, which deliveries
+    /// are lost): the same seed gives the same report.
+    #[arg(long, value_name = "N", default_value_t = scalehook_sim::DEFAULT_SEED)]
+    pub seed: u64,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--runners`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RunnerMode {
+    Persistent,
+    Ephemeral,
 }

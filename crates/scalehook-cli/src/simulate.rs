@@ -2,10 +2,10 @@
 //! to boot, under scalehook and two baselines, and reports (the `scalehook-sim` crate does
 //! the work; this is the command line around it).
 
-use crate::cli::SimulateArgs;
+use crate::cli::{RunnerMode, SimulateArgs};
 use crate::setup::load_config;
 use anyhow::Context as _;
-use scalehook_sim::{chart, simulate, SimOptions, Workload, DEFAULT_PRICE_PER_HOUR};
+use scalehook_sim::{chart, simulate, Runners, SimOptions, Workload, DEFAULT_PRICE_PER_HOUR};
 
 /// The `--json` document: the report, with where its inputs came from.
 #[derive(serde::Serialize)]
@@ -22,6 +22,13 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let options = SimOptions {
         boot_seconds: args.boot_seconds,
         price_per_hour: args.price_per_hour.unwrap_or(DEFAULT_PRICE_PER_HOUR),
+        runners: match args.runners {
+            RunnerMode::Persistent => Runners::Persistent,
+            RunnerMode::Ephemeral => Runners::Ephemeral,
+        },
+        lose_deliveries: args.lose_deliveries,
+        delivery_delay_secs: args.delivery_delay_seconds,
+        seed: args.seed,
         ..SimOptions::default()
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -64,6 +71,10 @@ mod tests {
             boot_seconds: 60,
             svg,
             price_per_hour: Some(0.10),
+            runners: RunnerMode::Persistent,
+            lose_deliveries: 0.0,
+            delivery_delay_seconds: 0,
+            seed: 1,
             json,
         }
     }
@@ -75,7 +86,12 @@ mod tests {
         run(args(Some(svg.clone()), true)).expect("simulates");
         let text = std::fs::read_to_string(&svg).expect("chart written");
         assert!(text.starts_with("<svg"), "{}", &text[..text.len().min(80)]);
-        for policy in ["scalehook", "cpu-threshold", "fixed-size"] {
+        for policy in [
+            "scalehook",
+            "scalehook-webhook-only",
+            "cpu-threshold",
+            "fixed-size",
+        ] {
             assert!(text.contains(policy), "panel for {policy}");
         }
     }
@@ -89,5 +105,9 @@ mod tests {
         a.price_per_hour = Some(-1.0);
         let e = run(a).expect_err("negative price");
         assert!(e.to_string().contains("price"), "{e}");
+        let mut a = args(None, false);
+        a.lose_deliveries = 1.5;
+        let e = run(a).expect_err("not a probability");
+        assert!(e.to_string().contains("lost deliveries"), "{e}");
     }
 }

@@ -18,10 +18,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// chart point.
 pub const TICK_SECS: u64 = 60;
 
-/// How long past the trace's last event the simulation keeps going while jobs still wait.
-/// A safeguard (with `max >= 1` every job is served in time): GitHub gives up on a queued
-/// self-hosted job after 24 hours, so jobs still queued then are reported as never started.
+/// How long past the trace's last event the simulation keeps going while jobs still run or
+/// deliveries are still on their way: a safeguard (GitHub ends a job after 24 hours).
 pub const OVERRUN_LIMIT_SECS: u64 = 24 * 3600;
+
+/// A job that waits longer than this for a runner is *stranded*. Past the trace's last
+/// event the simulation waits at most this long for queued jobs to start (by then they
+/// have waited longer than this anyway); jobs still queued then are reported as never
+/// started.
+pub const STRANDED_SECS: u64 = 30 * 60;
 
 /// The conclusion a simulated `completed` delivery carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,8 +53,8 @@ pub(crate) trait Controller: Send {
     /// The pools' resting capacity at the window's start (booted at once by the engine:
     /// the autoscaler has been running long before the trace begins).
     async fn warm_up(&mut self) -> Result<(), SimError>;
-    /// A job arrives; returns the pool that takes it, if any.
-    async fn queued(&mut self, job: usize) -> Result<Option<usize>, SimError>;
+    /// A job arrives; GitHub queues it for `pool`'s runners (`None`: no pool has its labels).
+    async fn queued(&mut self, job: usize, pool: Option<usize>) -> Result<(), SimError>;
     async fn started(&mut self, started: &Started) -> Result<(), SimError>;
     async fn finished(
         &mut self,
@@ -59,6 +64,19 @@ pub(crate) trait Controller: Send {
     ) -> Result<(), SimError>;
     /// Every [`TICK_SECS`].
     async fn tick(&mut self) -> Result<(), SimError>;
+    /// When the controller next has something to do between job events (a delivery on its
+    /// way, a redelivery).
+    fn next_wake(&self) -> Option<u64> {
+        None
+    }
+    /// Does what is due now.
+    async fn wake(&mut self) -> Result<(), SimError> {
+        Ok(())
+    }
+    /// What the webhook and GitHub saw (the scalehook runs).
+    fn service_figures(&self) -> Option<crate::policy::ServiceFigures> {
+        None
+    }
 }
 
 const FINISH: u8 = 0;
@@ -70,6 +88,8 @@ pub(crate) struct Engine {
     clock: Arc<ManualClock>,
     controller: Box<dyn Controller>,
     workload: Arc<Workload>,
+    /// The pool GitHub queues each job for (the same rule the service routes by).
+    routes: Arc<Vec<Option<usize>>>,
     /// (time, kind, job): at equal times, finishes free runners before arrivals take them.
     events: BinaryHeap<Reverse<(u64, u8, usize)>>,
     next_tick: u64,
@@ -81,6 +101,7 @@ impl Engine {
         clock: Arc<ManualClock>,
         controller: Box<dyn Controller>,
         workload: Arc<Workload>,
+        routes: Arc<Vec<Option<usize>>>,
     ) -> Self {
         let events = workload
             .jobs
@@ -94,6 +115,7 @@ impl Engine {
             controller,
             next_tick: workload.start,
             workload,
+            routes,
             events,
         }
     }
@@ -116,31 +138,46 @@ impl Engine {
         Ok(())
     }
 
-    /// Runs until every job is done (or the overrun limit) and the ticks reach `until`.
-    /// Can be called again with a later `until` to extend the window.
+    /// Runs until every job is done and the ticks reach `until`: past `until`, while jobs
+    /// run or deliveries are on their way (at most [`OVERRUN_LIMIT_SECS`] past the trace),
+    /// and while jobs wait, at most [`STRANDED_SECS`] past the trace. Can be called again
+    /// with a later `until` to extend the window.
     pub async fn run(&mut self, until: u64) -> Result<(), SimError> {
         let limit = self.workload.end + OVERRUN_LIMIT_SECS;
+        let strand_limit = self.workload.end + STRANDED_SECS;
         loop {
-            let (pending, next_ready) = {
+            let wake = self.controller.next_wake();
+            let (active, waiting, next_ready) = {
                 let w = self.world();
-                let busy = w.pools.iter().any(|p| p.running > 0 || !p.queue.is_empty());
-                (busy || !self.events.is_empty(), w.next_ready())
+                let running = w.pools.iter().any(|p| p.running > 0);
+                let waiting = w.pools.iter().any(|p| !p.queue.is_empty());
+                (
+                    running || !self.events.is_empty() || wake.is_some(),
+                    waiting,
+                    w.next_ready(),
+                )
             };
             let t = [
                 self.events.peek().map(|Reverse((t, _, _))| *t),
                 next_ready,
+                wake,
                 Some(self.next_tick),
             ]
             .into_iter()
             .flatten()
             .min()
             .unwrap_or(self.next_tick);
+            let pending = active || (waiting && t <= strand_limit);
             if (t > until && !pending) || t > limit.max(until) {
                 break;
             }
             self.step(t).await?;
         }
         Ok(())
+    }
+
+    pub fn service_figures(&self) -> Option<crate::policy::ServiceFigures> {
+        self.controller.service_figures()
     }
 
     /// Accounts the world up to `end` (after the last [`Engine::run`]).
@@ -151,6 +188,10 @@ impl Engine {
     async fn step(&mut self, t: u64) -> Result<(), SimError> {
         self.world().advance_to(t);
         self.clock.set(t);
+        if self.controller.next_wake().is_some_and(|w| w <= t) {
+            self.controller.wake().await?;
+            self.settle().await?;
+        }
         while let Some(&Reverse((at, kind, job))) = self.events.peek() {
             if at != t {
                 break;
@@ -178,7 +219,8 @@ impl Engine {
                     }
                 }
                 _ => {
-                    let pool = self.controller.queued(job).await?;
+                    let pool = self.routes[job];
+                    self.controller.queued(job, pool).await?;
                     self.world().enqueue(job, pool);
                     if let Work::CancelledAt(at) = self.workload.jobs[job].work {
                         self.events.push(Reverse((at.max(t), CANCEL, job)));

@@ -1,5 +1,6 @@
 //! The simulated fleet the real scalehook service drives: instances appear at once as
 //! `launching` and register their runners `boot_seconds` later, on the virtual clock.
+//! Removing an instance removes it for real: a job running on it is interrupted.
 
 use crate::world::World;
 use async_trait::async_trait;
@@ -47,7 +48,7 @@ impl Fleet for SimFleet {
                     runner_key: i.id.clone(),
                     launching: !i.ready(w.now),
                     protected: i.protected,
-                    launched_at: None,
+                    launched_at: Some(i.launched_at),
                 })
                 .collect(),
             supports_protection: true,
@@ -59,7 +60,7 @@ impl Fleet for SimFleet {
         let n = pool_index(&w, pool)?;
         let ready_at = w.now + w.boot_seconds;
         while (w.pools[n].instances.len() as u32) < desired {
-            w.pools[n].launch(ready_at);
+            w.launch(n, ready_at);
         }
         while (w.pools[n].instances.len() as u32) > desired {
             let Some(victim) = w.pools[n].instances.iter().rposition(|i| !i.protected) else {
@@ -83,6 +84,21 @@ impl Fleet for SimFleet {
         } else {
             Err(FleetError::NotFound(format!("instance {instance_id}")))
         }
+    }
+
+    async fn replace_instance(
+        &self,
+        pool: &PoolConfig,
+        instance_id: &str,
+    ) -> Result<(), FleetError> {
+        let mut w = self.lock();
+        let n = pool_index(&w, pool)?;
+        if !w.remove_instance(n, instance_id) {
+            return Err(FleetError::NotFound(format!("instance {instance_id}")));
+        }
+        let ready_at = w.now + w.boot_seconds;
+        w.launch(n, ready_at);
+        Ok(())
     }
 
     async fn set_protection(

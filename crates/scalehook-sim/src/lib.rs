@@ -3,34 +3,46 @@
 //! A discrete-event simulation on a virtual clock. Jobs arrive at their trace `queued` time
 //! and run, once a runner takes them, for the time the trace gives (`in_progress` to
 //! `completed`); instances take `boot_seconds` to become runners. The same job stream is
-//! played under three policies:
+//! played under four policies:
 //! - **scalehook**: the real [`scalehook_core::Service`] over a [`scalehook_core::MemoryLedger`]
-//!   and a simulated fleet, fed the signed deliveries the simulated world produces (`queued`
-//!   on arrival, `in_progress` with the runner's name when a runner takes the job,
-//!   `completed` when it ends) and a reconcile pass every [`TICK_SECS`];
+//!   and a simulated fleet, fed the signed deliveries the simulated GitHub sends (`queued`
+//!   on arrival, `in_progress` with the runner's name when GitHub assigns the job to a
+//!   runner, `completed` when it ends; some lost, `in_progress` late, as the options say)
+//!   and a reconcile pass every [`TICK_SECS`], with the simulated GitHub behind the
+//!   [`scalehook_core::GitHub`] trait (a GitHub App);
+//! - **scalehook-webhook-only**: the same without a GitHub App
+//!   ([`scalehook_core::NoGitHub`]);
 //! - **cpu-threshold**: a CPU-alarm autoscaler with a reaction delay ([`CpuThreshold`]);
 //! - **fixed-size**: every pool at its `max`, always on.
 //!
-//! The [`SimReport`] gives, per pool and policy, queue wait, idle/busy instance-minutes,
-//! peak capacity and cost, and the best policy on each; [`chart::svg`] draws demand and
+//! GitHub is modelled: runners register when their instance has booted, GitHub assigns each
+//! queued job to an idle registered runner of its pool at random (seeded), ephemeral
+//! runners exit after one job, a runner's registration cannot be removed while it is busy,
+//! and the jobs API tells the truth. Removing an instance interrupts the jobs running on it.
+//!
+//! The [`SimReport`] gives, per pool and policy, queue wait, interrupted and stranded jobs,
+//! idle/busy instance-minutes, peak capacity and cost, and the best policy on each; [`chart::svg`] draws demand and
 //! capacity over time.
 
 pub mod chart;
 mod engine;
 mod fleet;
+pub mod github;
 pub mod policy;
 pub mod report;
+mod rng;
 pub mod workload;
 mod world;
 
-pub use engine::{OVERRUN_LIMIT_SECS, TICK_SECS};
-pub use policy::{CpuThreshold, Policy};
-pub use report::{PolicyFigures, PoolReport, SimReport, WaitStats, Window};
+pub use engine::{OVERRUN_LIMIT_SECS, STRANDED_SECS, TICK_SECS};
+pub use github::GitHubCalls;
+pub use policy::{CpuThreshold, Policy, ServiceFigures};
+pub use report::{PolicyFigures, PoolReport, ServiceReport, SimReport, WaitStats, Window};
 pub use workload::{Job, Work, Workload};
 pub use world::Sample;
 
 use engine::{Controller, Engine};
-use policy::{CpuController, FixedController, ScalehookController};
+use policy::{CpuController, Delivering, FixedController, ScalehookController};
 use scalehook_core::{Config, ManualClock};
 use std::sync::{Arc, Mutex};
 use world::World;
@@ -67,6 +79,32 @@ pub enum SimError {
     Internal(String),
 }
 
+/// Default seed of GitHub's random choices (runner assignment, lost deliveries).
+pub const DEFAULT_SEED: u64 = 1;
+/// Longest `in_progress` delivery delay accepted (an hour: anything longer is a typo).
+pub const MAX_DELIVERY_DELAY_SECS: u64 = 3600;
+
+/// How runners live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Runners {
+    /// A runner takes job after job for as long as its instance lives.
+    #[default]
+    Persistent,
+    /// A runner takes one job and exits (its registration disappears; its instance stays
+    /// until something removes it). Every pool is configured `ephemeral = true`.
+    Ephemeral,
+}
+
+impl Runners {
+    pub fn name(self) -> &'static str {
+        match self {
+            Runners::Persistent => "persistent",
+            Runners::Ephemeral => "ephemeral",
+        }
+    }
+}
+
 /// How to simulate.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SimOptions {
@@ -75,6 +113,15 @@ pub struct SimOptions {
     /// Price of one instance-hour; booting, idle and busy time are all paid.
     pub price_per_hour: f64,
     pub cpu: CpuThreshold,
+    pub runners: Runners,
+    /// Probability that a webhook delivery never reaches the service (GitHub keeps it as a
+    /// failed delivery, which the service can redeliver).
+    pub lose_deliveries: f64,
+    /// Seconds from GitHub assigning a job to a runner to its `in_progress` delivery
+    /// reaching the service.
+    pub delivery_delay_secs: u64,
+    /// Seeds GitHub's random choices.
+    pub seed: u64,
 }
 
 impl Default for SimOptions {
@@ -83,6 +130,10 @@ impl Default for SimOptions {
             boot_seconds: DEFAULT_BOOT_SECONDS,
             price_per_hour: DEFAULT_PRICE_PER_HOUR,
             cpu: CpuThreshold::default(),
+            runners: Runners::Persistent,
+            lose_deliveries: 0.0,
+            delivery_delay_secs: 0,
+            seed: DEFAULT_SEED,
         }
     }
 }
@@ -99,6 +150,16 @@ impl SimOptions {
             return Err(SimError::Options(
                 "boot seconds must be at most 604800 (a week)".into(),
             ));
+        }
+        if !self.lose_deliveries.is_finite() || !(0.0..=1.0).contains(&self.lose_deliveries) {
+            return Err(SimError::Options(
+                "lost deliveries must be a probability from 0 to 1".into(),
+            ));
+        }
+        if self.delivery_delay_secs > MAX_DELIVERY_DELAY_SECS {
+            return Err(SimError::Options(format!(
+                "delivery delay must be at most {MAX_DELIVERY_DELAY_SECS} seconds"
+            )));
         }
         let c = &self.cpu;
         let fraction = |x: f64| x.is_finite() && (0.0..=1.0).contains(&x);
@@ -129,35 +190,54 @@ pub async fn simulate(
 ) -> Result<SimReport, SimError> {
     options.check()?;
     let workload = Arc::new(workload);
+    let ephemeral = options.runners == Runners::Ephemeral;
+    let mut config = config.clone();
+    if ephemeral {
+        for pool in &mut config.pools {
+            pool.ephemeral = true;
+        }
+    }
+    let routes: Arc<Vec<Option<usize>>> = Arc::new(
+        workload
+            .jobs
+            .iter()
+            .map(|j| policy::route(&config, &j.payload))
+            .collect(),
+    );
+    let delivering = Delivering {
+        lose: options.lose_deliveries,
+        in_progress_delay_secs: options.delivery_delay_secs,
+        seed: options.seed,
+    };
     let mut runs = Vec::with_capacity(Policy::ALL.len());
     for policy in Policy::ALL {
-        let world = Arc::new(Mutex::new(World::new(
+        let mut world = World::new(
             &config.pools,
             workload.jobs.len(),
             workload.start,
             options.boot_seconds,
-        )));
+        );
+        world.ephemeral = ephemeral;
+        world.seed = options.seed;
+        let world = Arc::new(Mutex::new(world));
         let clock = Arc::new(ManualClock::new(workload.start));
         let controller: Box<dyn Controller> = match policy {
-            Policy::Scalehook => Box::new(ScalehookController::new(
+            Policy::Scalehook | Policy::ScalehookWebhookOnly => Box::new(ScalehookController::new(
                 config.clone(),
                 workload.clone(),
                 world.clone(),
                 clock.clone(),
+                policy == Policy::Scalehook,
+                delivering,
             )?),
             Policy::CpuThreshold => Box::new(CpuController::new(
                 config.clone(),
                 options.cpu,
-                workload.clone(),
                 world.clone(),
             )),
-            Policy::FixedSize => Box::new(FixedController::new(
-                config.clone(),
-                workload.clone(),
-                world.clone(),
-            )),
+            Policy::FixedSize => Box::new(FixedController::new(config.clone(), world.clone())),
         };
-        let mut engine = Engine::new(world, clock, controller, workload.clone());
+        let mut engine = Engine::new(world, clock, controller, workload.clone(), routes.clone());
         engine.warm_up().await?;
         engine.run(workload.end).await?;
         runs.push((policy, engine));
@@ -173,17 +253,7 @@ pub async fn simulate(
         engine.close(end);
     }
 
-    // Ignored as the real service routed them.
-    let ignored_jobs = runs
-        .iter()
-        .find(|(policy, _)| *policy == Policy::Scalehook)
-        .map_or(0, |(_, e)| {
-            lock(&e.world)
-                .jobs
-                .iter()
-                .filter(|s| matches!(s, world::JobStatus::Ignored))
-                .count() as u32
-        });
+    let ignored_jobs = routes.iter().filter(|r| r.is_none()).count() as u32;
     let mut pools = Vec::new();
     for (n, pool) in config.pools.iter().enumerate() {
         let figures: Vec<PolicyFigures> = runs
@@ -203,12 +273,26 @@ pub async fn simulate(
         }
         pools.push(PoolReport::new(pool, figures));
     }
+    let services = runs
+        .iter()
+        .filter_map(|(policy, e)| {
+            e.service_figures().map(|figures| ServiceReport {
+                policy: *policy,
+                figures,
+            })
+        })
+        .collect();
     Ok(SimReport {
         boot_seconds: options.boot_seconds,
         price_per_hour: options.price_per_hour,
         tick_secs: TICK_SECS,
         cpu_threshold: options.cpu,
         fixed_size: "pool max",
+        runners: options.runners,
+        lose_deliveries: options.lose_deliveries,
+        delivery_delay_secs: options.delivery_delay_secs,
+        seed: options.seed,
+        services,
         window: Window::new(workload.start, end),
         jobs: workload.jobs.len() as u32,
         ignored_jobs,

@@ -1,23 +1,33 @@
 //! The policies compared: scalehook itself (the real service, fed the deliveries the
-//! simulated world produces) and two baselines that act on the world directly.
+//! simulated GitHub sends, with and without a GitHub App) and two baselines that act on the
+//! world directly.
 
 use crate::engine::{Controller, Ending};
 use crate::fleet::SimFleet;
+use crate::github::{GitHubCalls, SimGitHub};
+use crate::rng;
 use crate::workload::Workload;
-use crate::world::{Started, World};
+use crate::world::{Action, HookAttempt, Message, Started, World};
 use crate::SimError;
 use async_trait::async_trait;
 use http::{HeaderMap, HeaderValue, Method};
 use scalehook_core::{Config, LogFormat, ManualClock, MemoryLedger, Service, WebhookSecrets};
 use serde::Serialize;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The policies, in report order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Policy {
-    /// The real scalehook service: webhook deliveries plus the reconcile pass.
+    /// The real scalehook service with a GitHub App (the simulated GitHub behind the
+    /// [`scalehook_core::GitHub`] trait): webhook deliveries plus the reconcile pass, which
+    /// can ask GitHub.
     Scalehook,
+    /// The real scalehook service without a GitHub App ([`scalehook_core::NoGitHub`]): it
+    /// knows only what the deliveries that reach it say.
+    ScalehookWebhookOnly,
     /// A CPU-utilisation alarm on the group ([`CpuThreshold`]).
     CpuThreshold,
     /// Every pool at its `max` all the time, no autoscaler.
@@ -25,14 +35,25 @@ pub enum Policy {
 }
 
 impl Policy {
-    pub const ALL: [Policy; 3] = [Policy::Scalehook, Policy::CpuThreshold, Policy::FixedSize];
+    pub const ALL: [Policy; 4] = [
+        Policy::Scalehook,
+        Policy::ScalehookWebhookOnly,
+        Policy::CpuThreshold,
+        Policy::FixedSize,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Policy::Scalehook => "scalehook",
+            Policy::ScalehookWebhookOnly => "scalehook-webhook-only",
             Policy::CpuThreshold => "cpu-threshold",
             Policy::FixedSize => "fixed-size",
         }
+    }
+
+    /// Driven by webhook deliveries (the real service).
+    pub fn is_scalehook(self) -> bool {
+        matches!(self, Policy::Scalehook | Policy::ScalehookWebhookOnly)
     }
 }
 
@@ -83,13 +104,54 @@ fn lock(world: &Mutex<World>) -> MutexGuard<'_, World> {
 /// the process, and the service verifies each delivery exactly as it would GitHub's.
 const SIM_SECRET: &str = "scalehook-simulate-in-process";
 
+/// How the simulated GitHub delivers the webhook.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Delivering {
+    /// Probability that a delivery never reaches the service (GitHub logs it as failed).
+    pub lose: f64,
+    /// Seconds from a runner taking a job to its `in_progress` delivery reaching the service.
+    pub in_progress_delay_secs: u64,
+    pub seed: u64,
+}
+
+/// What the webhook and GitHub saw of one scalehook run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ServiceFigures {
+    /// Deliveries GitHub sent (first attempts), including lost ones and deliveries for
+    /// jobs no pool takes.
+    pub deliveries: u64,
+    /// First attempts that never reached the service.
+    pub lost: u64,
+    /// Redeliveries the service asked for that reached it.
+    pub redelivered: u64,
+    /// Reconcile passes.
+    pub reconciles: u64,
+    /// GitHub API calls (all zero without a GitHub App).
+    pub github_calls: GitHubCalls,
+}
+
+/// A delivery on its way.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct InFlight {
+    due: u64,
+    /// Order of sending, for equal times.
+    seq: u64,
+}
+
 /// scalehook: the real [`Service`] over a [`MemoryLedger`] and a [`SimFleet`], on the
-/// virtual clock.
+/// virtual clock, with the simulated GitHub (a GitHub App) or without one.
 pub(crate) struct ScalehookController {
     service: Service,
+    github: Option<Arc<SimGitHub>>,
     workload: Arc<Workload>,
     world: Arc<Mutex<World>>,
-    deliveries: u64,
+    delivering: Delivering,
+    in_flight: BinaryHeap<Reverse<(InFlight, usize)>>,
+    /// Deliveries on their way: (guid, message, redelivery), indexed by `in_flight`.
+    messages: Vec<Option<(String, Message, bool)>>,
+    seq: u64,
+    attempts: u64,
+    figures: ServiceFigures,
 }
 
 impl ScalehookController {
@@ -98,10 +160,12 @@ impl ScalehookController {
         workload: Arc<Workload>,
         world: Arc<Mutex<World>>,
         clock: Arc<ManualClock>,
+        with_app: bool,
+        delivering: Delivering,
     ) -> Result<Self, SimError> {
         let secrets =
             WebhookSecrets::new([SIM_SECRET]).map_err(|e| SimError::Internal(e.to_string()))?;
-        let service = Service::new(
+        let mut service = Service::new(
             config,
             secrets,
             Arc::new(MemoryLedger::new()),
@@ -109,24 +173,124 @@ impl ScalehookController {
         )
         .with_clock(clock)
         .with_log(LogFormat::Off);
+        let github = with_app.then(|| Arc::new(SimGitHub::new(world.clone(), &workload)));
+        if let Some(g) = &github {
+            service = service.with_github(g.clone());
+        }
         Ok(Self {
             service,
+            github,
             workload,
             world,
-            deliveries: 0,
+            delivering,
+            in_flight: BinaryHeap::new(),
+            messages: Vec::new(),
+            seq: 0,
+            attempts: 0,
+            figures: ServiceFigures::default(),
         })
     }
 
-    /// Sends the job's delivery for `action`, signed, through the service. Returns the pool
-    /// it was handled for (`None`: ignored, 202).
-    async fn deliver(
+    pub fn figures(&self) -> ServiceFigures {
+        let mut f = self.figures;
+        if let Some(g) = &self.github {
+            f.github_calls = g.calls();
+        }
+        f
+    }
+
+    /// GitHub sends a new delivery: lost with the configured probability (decided by the
+    /// seed, the job and the action, so both scalehook runs lose the same ones), and the
+    /// `in_progress` one after the configured delay.
+    async fn send(&mut self, message: Message) -> Result<(), SimError> {
+        self.figures.deliveries += 1;
+        let guid = format!("sim-{}", self.figures.deliveries);
+        let now = lock(&self.world).now;
+        let due = match message.action {
+            Action::InProgress => now + self.delivering.in_progress_delay_secs,
+            Action::Queued | Action::Completed => now,
+        };
+        if due == now {
+            self.attempt(guid, message, false).await
+        } else {
+            self.schedule(due, guid, message, false);
+            Ok(())
+        }
+    }
+
+    fn schedule(&mut self, due: u64, guid: String, message: Message, redelivery: bool) {
+        self.seq += 1;
+        self.messages.push(Some((guid, message, redelivery)));
+        self.in_flight.push(Reverse((
+            InFlight { due, seq: self.seq },
+            self.messages.len() - 1,
+        )));
+    }
+
+    fn lost(&self, message: &Message) -> bool {
+        let p = self.delivering.lose;
+        if p <= 0.0 {
+            return false;
+        }
+        let index = message.job as u64 * 4
+            + match message.action {
+                Action::Queued => 0,
+                Action::InProgress => 1,
+                Action::Completed => 2,
+            };
+        rng::unit(self.delivering.seed, rng::LOSE, index) < p
+    }
+
+    /// One attempt to deliver: logged by GitHub with the status the service answered, or 0
+    /// when it was lost (first attempts only: a redelivery is asked for once the outage is
+    /// over, so it arrives).
+    async fn attempt(
         &mut self,
-        job: usize,
-        action: &str,
-        runner: Option<&str>,
-        ending: Option<Ending>,
-    ) -> Result<Option<String>, SimError> {
-        let j = &self.workload.jobs[job];
+        guid: String,
+        message: Message,
+        redelivery: bool,
+    ) -> Result<(), SimError> {
+        let lost = !redelivery && self.lost(&message);
+        let status = if lost {
+            self.figures.lost += 1;
+            0
+        } else {
+            if redelivery {
+                self.figures.redelivered += 1;
+            }
+            self.deliver(&guid, &message).await?
+        };
+        self.attempts += 1;
+        let mut w = lock(&self.world);
+        let at = w.now;
+        w.hook.log.push(HookAttempt {
+            id: self.attempts,
+            guid,
+            at,
+            status_code: status,
+            redelivery,
+            message,
+        });
+        drop(w);
+        self.collect_redeliveries();
+        Ok(())
+    }
+
+    /// Redeliveries the service asked GitHub for reach it at the next step.
+    fn collect_redeliveries(&mut self) {
+        let (asked, now) = {
+            let mut w = lock(&self.world);
+            (std::mem::take(&mut w.hook.redeliver), w.now)
+        };
+        for (guid, message) in asked {
+            self.schedule(now + 1, guid, message, true);
+        }
+    }
+
+    /// Sends the delivery, signed, through the service; returns the status it answered.
+    async fn deliver(&mut self, guid: &str, message: &Message) -> Result<u16, SimError> {
+        let j = &self.workload.jobs[message.job];
+        let action = message.action.as_str();
         let mut payload = j.payload.clone();
         // The workload parsed this payload as a workflow_job event, so both are objects;
         // checked anyway rather than indexed, which would panic otherwise.
@@ -138,6 +302,7 @@ impl ScalehookController {
             .and_then(serde_json::Value::as_object_mut)
             .ok_or_else(not_object)?;
         wj.insert("status".into(), action.into());
+        let runner = message.runner.as_deref();
         wj.insert(
             "runner_name".into(),
             runner.map_or(serde_json::Value::Null, Into::into),
@@ -149,30 +314,47 @@ impl ScalehookController {
         );
         wj.insert(
             "conclusion".into(),
-            ending.map_or(serde_json::Value::Null, |e| e.conclusion().into()),
+            message
+                .ending
+                .map_or(serde_json::Value::Null, |e| e.conclusion().into()),
         );
         let body = serde_json::to_vec(&payload).map_err(|e| SimError::Internal(e.to_string()))?;
-        self.deliveries += 1;
         let mut headers = HeaderMap::new();
         let text =
-            |s: String| HeaderValue::try_from(s).map_err(|e| SimError::Internal(e.to_string()));
+            |s: &str| HeaderValue::try_from(s).map_err(|e| SimError::Internal(e.to_string()));
         headers.insert(
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
         headers.insert("x-github-event", HeaderValue::from_static("workflow_job"));
-        headers.insert(
-            "x-github-delivery",
-            text(format!("sim-{}", self.deliveries))?,
-        );
+        headers.insert("x-github-delivery", text(guid)?);
         headers.insert(
             "x-hub-signature-256",
-            text(self.service.secrets().sign(&body))?,
+            text(&self.service.secrets().sign(&body))?,
         );
         let answer = self.service.handle(&Method::POST, &headers, &body).await;
         match answer.status {
-            200 => Ok(answer.report.pool),
-            202 => Ok(None),
+            200 | 202 => {
+                // The service routes by the same rule GitHub queues by.
+                let routed = answer
+                    .report
+                    .pool
+                    .as_deref()
+                    .and_then(|name| lock(&self.world).pool_index(name));
+                let expected = match lock(&self.world).jobs[message.job] {
+                    crate::world::JobStatus::NotArrived | crate::world::JobStatus::Ignored => None,
+                    crate::world::JobStatus::Queued { pool }
+                    | crate::world::JobStatus::Running { pool, .. }
+                    | crate::world::JobStatus::Done { pool, .. } => Some(pool),
+                };
+                if answer.status == 200 && expected.is_some() && routed != expected {
+                    return Err(SimError::Internal(format!(
+                        "job {}: the service routed it to {:?}, GitHub queued it for {:?}",
+                        j.id, answer.report.pool, expected
+                    )));
+                }
+                Ok(answer.status)
+            }
             status => Err(SimError::Service {
                 line: j.line,
                 job: j.id,
@@ -187,18 +369,30 @@ impl ScalehookController {
 #[async_trait]
 impl Controller for ScalehookController {
     async fn warm_up(&mut self) -> Result<(), SimError> {
-        self.tick().await
+        self.tick().await?;
+        // The warm-up pass is the autoscaler's past, not the window's.
+        self.figures.reconciles = 0;
+        Ok(())
     }
 
-    async fn queued(&mut self, job: usize) -> Result<Option<usize>, SimError> {
-        let pool = self.deliver(job, "queued", None, None).await?;
-        Ok(pool.and_then(|name| lock(&self.world).pool_index(&name)))
+    async fn queued(&mut self, job: usize, _pool: Option<usize>) -> Result<(), SimError> {
+        self.send(Message {
+            job,
+            action: Action::Queued,
+            runner: None,
+            ending: None,
+        })
+        .await
     }
 
     async fn started(&mut self, started: &Started) -> Result<(), SimError> {
-        self.deliver(started.job, "in_progress", Some(&started.runner), None)
-            .await
-            .map(drop)
+        self.send(Message {
+            job: started.job,
+            action: Action::InProgress,
+            runner: Some(started.runner.clone()),
+            ending: None,
+        })
+        .await
     }
 
     async fn finished(
@@ -207,13 +401,19 @@ impl Controller for ScalehookController {
         runner: Option<&str>,
         ending: Ending,
     ) -> Result<(), SimError> {
-        self.deliver(job, "completed", runner, Some(ending))
-            .await
-            .map(drop)
+        self.send(Message {
+            job,
+            action: Action::Completed,
+            runner: runner.map(str::to_string),
+            ending: Some(ending),
+        })
+        .await
     }
 
     async fn tick(&mut self) -> Result<(), SimError> {
         let report = self.service.reconcile().await;
+        self.figures.reconciles += 1;
+        self.collect_redeliveries();
         if report.ok() {
             Ok(())
         } else {
@@ -223,11 +423,36 @@ impl Controller for ScalehookController {
             )))
         }
     }
+
+    fn next_wake(&self) -> Option<u64> {
+        self.in_flight.peek().map(|Reverse((f, _))| f.due)
+    }
+
+    async fn wake(&mut self) -> Result<(), SimError> {
+        let now = lock(&self.world).now;
+        while let Some(Reverse((f, n))) = self.in_flight.peek().cloned() {
+            if f.due > now {
+                break;
+            }
+            self.in_flight.pop();
+            if let Some((guid, message, redelivery)) = self.messages[n].take() {
+                self.attempt(guid, message, redelivery).await?;
+            }
+        }
+        if self.in_flight.is_empty() {
+            self.messages.clear();
+        }
+        Ok(())
+    }
+
+    fn service_figures(&self) -> Option<ServiceFigures> {
+        Some(self.figures())
+    }
 }
 
-/// Routing for the baselines: the same rule the service applies (allow-lists, then the
-/// first pool with all of the job's labels).
-fn route(config: &Config, world: &Mutex<World>, payload: &serde_json::Value) -> Option<usize> {
+/// Routing, as GitHub queues a job for a pool's runners: the same rule the service applies
+/// (allow-lists, then the first pool with all of the job's labels).
+pub(crate) fn route(config: &Config, payload: &serde_json::Value) -> Option<usize> {
     let body = serde_json::to_vec(payload).ok()?;
     let scalehook_core::event::Event::WorkflowJob(job) =
         scalehook_core::event::Event::parse("workflow_job", &body).ok()?
@@ -239,7 +464,7 @@ fn route(config: &Config, world: &Mutex<World>, payload: &serde_json::Value) -> 
         return None;
     }
     let pool = config.route(&job.workflow_job.labels)?;
-    lock(world).pool_index(&pool.name)
+    config.pools.iter().position(|p| p.name == pool.name)
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -249,27 +474,22 @@ struct Alarm {
     cooldown_until: u64,
 }
 
-/// The CPU-threshold baseline (see [`CpuThreshold`]).
+/// The CPU-threshold baseline (see [`CpuThreshold`]). With ephemeral runners, an instance
+/// whose runners have all exited (powered off, as the runner's boot script does) is
+/// replaced at the next tick, as a cloud group's health check would replace it.
 pub(crate) struct CpuController {
     config: Config,
     params: CpuThreshold,
-    workload: Arc<Workload>,
     world: Arc<Mutex<World>>,
     alarms: Vec<Alarm>,
 }
 
 impl CpuController {
-    pub fn new(
-        config: Config,
-        params: CpuThreshold,
-        workload: Arc<Workload>,
-        world: Arc<Mutex<World>>,
-    ) -> Self {
+    pub fn new(config: Config, params: CpuThreshold, world: Arc<Mutex<World>>) -> Self {
         let alarms = vec![Alarm::default(); config.pools.len()];
         Self {
             config,
             params,
-            workload,
             world,
             alarms,
         }
@@ -290,18 +510,14 @@ impl Controller for CpuController {
         for n in 0..w.pools.len() {
             let (lo, _) = self.bounds(n);
             for _ in 0..lo {
-                w.pools[n].launch(now);
+                w.launch(n, now);
             }
         }
         Ok(())
     }
 
-    async fn queued(&mut self, job: usize) -> Result<Option<usize>, SimError> {
-        Ok(route(
-            &self.config,
-            &self.world,
-            &self.workload.jobs[job].payload,
-        ))
+    async fn queued(&mut self, _: usize, _: Option<usize>) -> Result<(), SimError> {
+        Ok(())
     }
 
     async fn started(&mut self, _: &Started) -> Result<(), SimError> {
@@ -317,10 +533,11 @@ impl Controller for CpuController {
         let now = w.now;
         let boot = w.boot_seconds;
         for n in 0..w.pools.len() {
+            w.replace_dead(n);
             let (lo, hi) = self.bounds(n);
-            let p = &mut w.pools[n];
             let alarm = &mut self.alarms[n];
-            let (slots, busy) = p.ready_slots(now);
+            // Powered-off instances (runners exited) report no CPU.
+            let (slots, busy) = w.pools[n].ready_slots(now);
             if slots == 0 {
                 // No instance in service reports a metric: no data, no breach.
                 alarm.high_streak = 0;
@@ -341,14 +558,15 @@ impl Controller for CpuController {
             if now < alarm.cooldown_until {
                 continue;
             }
-            let count = p.instances.len() as u32;
+            let count = w.pools[n].instances.len() as u32;
             if alarm.high_streak >= self.params.high_samples && count < hi {
                 for _ in 0..self.params.step.min(hi - count) {
-                    p.launch(now + boot);
+                    w.launch(n, now + boot);
                 }
                 alarm.cooldown_until = now + self.params.cooldown_secs;
             } else if alarm.low_streak >= self.params.low_samples && count > lo {
                 // One idle instance: a booting one first, else the newest idle one.
+                let p = &w.pools[n];
                 let victim = p
                     .instances
                     .iter()
@@ -365,20 +583,16 @@ impl Controller for CpuController {
     }
 }
 
-/// The fixed-size baseline: every pool at its `max`, booted all the time.
+/// The fixed-size baseline: every pool at its `max`, booted all the time. With ephemeral
+/// runners, dead instances are replaced at the next tick (see [`CpuController`]).
 pub(crate) struct FixedController {
     config: Config,
-    workload: Arc<Workload>,
     world: Arc<Mutex<World>>,
 }
 
 impl FixedController {
-    pub fn new(config: Config, workload: Arc<Workload>, world: Arc<Mutex<World>>) -> Self {
-        Self {
-            config,
-            workload,
-            world,
-        }
+    pub fn new(config: Config, world: Arc<Mutex<World>>) -> Self {
+        Self { config, world }
     }
 }
 
@@ -389,18 +603,14 @@ impl Controller for FixedController {
         let now = w.now;
         for (n, pool) in self.config.pools.iter().enumerate() {
             for _ in 0..pool.max {
-                w.pools[n].launch(now);
+                w.launch(n, now);
             }
         }
         Ok(())
     }
 
-    async fn queued(&mut self, job: usize) -> Result<Option<usize>, SimError> {
-        Ok(route(
-            &self.config,
-            &self.world,
-            &self.workload.jobs[job].payload,
-        ))
+    async fn queued(&mut self, _: usize, _: Option<usize>) -> Result<(), SimError> {
+        Ok(())
     }
 
     async fn started(&mut self, _: &Started) -> Result<(), SimError> {
@@ -412,6 +622,10 @@ impl Controller for FixedController {
     }
 
     async fn tick(&mut self) -> Result<(), SimError> {
+        let mut w = lock(&self.world);
+        for n in 0..w.pools.len() {
+            w.replace_dead(n);
+        }
         Ok(())
     }
 }

@@ -1,9 +1,11 @@
 //! The report: per pool and policy, the figures a user chooses an autoscaler by, which
 //! policy is best on each, as a text table or JSON.
 
-use crate::policy::{CpuThreshold, Policy};
-use crate::workload::Workload;
+use crate::engine::STRANDED_SECS;
+use crate::policy::{CpuThreshold, Policy, ServiceFigures};
+use crate::workload::{Work, Workload};
 use crate::world::{JobStatus, Sample, World};
+use crate::Runners;
 use serde::Serialize;
 use std::fmt::Write as _;
 
@@ -49,10 +51,14 @@ pub struct PolicyFigures {
     pub started: u32,
     /// Jobs cancelled while still queued (they have no queue wait).
     pub cancelled_before_start: u32,
-    /// Jobs still queued when the simulation gave up (see `OVERRUN_LIMIT_SECS`).
+    /// Jobs still queued when the simulation ended ([`crate::STRANDED_SECS`] past the
+    /// trace's last event at most).
     pub never_started: u32,
     /// Jobs whose instance was removed while they ran.
     pub interrupted: u32,
+    /// Jobs that waited more than [`crate::STRANDED_SECS`] for a runner: never started,
+    /// started late, or cancelled while still waiting after that long.
+    pub stranded: u32,
     pub queue_wait_secs: WaitStats,
     /// Instance-minutes paid for while booting, idle (in service, no job) and busy.
     pub booting_instance_minutes: f64,
@@ -82,6 +88,7 @@ impl PolicyFigures {
             cancelled_before_start: 0,
             never_started: 0,
             interrupted: 0,
+            stranded: 0,
             queue_wait_secs: WaitStats::default(),
             booting_instance_minutes: 0.0,
             idle_instance_minutes: 0.0,
@@ -92,27 +99,36 @@ impl PolicyFigures {
         };
         let mut waits = Vec::new();
         for (n, status) in world.jobs.iter().enumerate() {
-            let arrival = workload.jobs[n].arrival;
-            let (p, started) = match *status {
+            let job = &workload.jobs[n];
+            let arrival = job.arrival;
+            // How long it waited for a runner; `None`: it never got one.
+            let (p, started, waited) = match *status {
                 JobStatus::Queued { pool: p } => {
                     if p == pool {
                         f.never_started += 1;
                     }
-                    (p, None)
+                    (p, None, None)
                 }
                 JobStatus::Running {
                     pool: p, started, ..
-                } => (p, Some(started)),
+                } => (p, Some(started), Some(started.saturating_sub(arrival))),
                 JobStatus::Done {
                     pool: p,
                     started,
                     interrupted,
+                    ..
                 } => {
                     if p == pool {
                         f.interrupted += u32::from(interrupted);
                         f.cancelled_before_start += u32::from(started.is_none());
                     }
-                    (p, started)
+                    let left_queue = match (started, job.work) {
+                        (Some(s), _) => Some(s),
+                        // Cancelled while queued: it left the queue then.
+                        (None, Work::CancelledAt(at)) => Some(at.max(arrival)),
+                        (None, Work::Runs(_)) => None,
+                    };
+                    (p, started, left_queue.map(|t| t.saturating_sub(arrival)))
                 }
                 JobStatus::NotArrived | JobStatus::Ignored => continue,
             };
@@ -120,6 +136,9 @@ impl PolicyFigures {
                 continue;
             }
             f.jobs += 1;
+            if waited.is_none_or(|w| w > STRANDED_SECS) {
+                f.stranded += 1;
+            }
             if let Some(s) = started {
                 f.started += 1;
                 waits.push(s.saturating_sub(arrival));
@@ -149,7 +168,7 @@ pub struct Metric {
     compared: bool,
 }
 
-pub const METRICS: [Metric; 9] = [
+pub const METRICS: [Metric; 11] = [
     Metric {
         key: "queue_wait_mean_secs",
         label: "queue wait mean (s)",
@@ -175,6 +194,20 @@ pub const METRICS: [Metric; 9] = [
         key: "queue_wait_max_secs",
         label: "queue wait max (s)",
         value: |f| f.queue_wait_secs.max as f64,
+        decimals: 0,
+        compared: true,
+    },
+    Metric {
+        key: "interrupted_jobs",
+        label: "interrupted jobs",
+        value: |f| f64::from(f.interrupted),
+        decimals: 0,
+        compared: true,
+    },
+    Metric {
+        key: "stranded_jobs",
+        label: "stranded jobs (wait > 30 min)",
+        value: |f| f64::from(f.stranded),
         decimals: 0,
         compared: true,
     },
@@ -290,6 +323,14 @@ impl Window {
     }
 }
 
+/// What the webhook and GitHub saw of one scalehook run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceReport {
+    pub policy: Policy,
+    #[serde(flatten)]
+    pub figures: ServiceFigures,
+}
+
 /// The whole report of one `simulate` run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SimReport {
@@ -300,6 +341,14 @@ pub struct SimReport {
     pub cpu_threshold: CpuThreshold,
     /// What the fixed-size baseline holds: each pool's `max`.
     pub fixed_size: &'static str,
+    pub runners: Runners,
+    /// Probability that a delivery is lost.
+    pub lose_deliveries: f64,
+    /// Seconds from a runner taking a job to its `in_progress` delivery arriving.
+    pub delivery_delay_secs: u64,
+    pub seed: u64,
+    /// Per scalehook run: deliveries, losses, redeliveries, GitHub calls.
+    pub services: Vec<ServiceReport>,
     /// From the trace's first event to its last, or to the last simulated job's end if later.
     pub window: Window,
     /// Jobs in the trace (with an arrival and a completion).
@@ -317,6 +366,13 @@ impl SimReport {
         self.pools.iter().find(|p| p.pool == name)
     }
 
+    pub fn service(&self, policy: Policy) -> Option<&ServiceFigures> {
+        self.services
+            .iter()
+            .find(|s| s.policy == policy)
+            .map(|s| &s.figures)
+    }
+
     /// The text table.
     pub fn table(&self) -> String {
         let mut out = String::new();
@@ -330,6 +386,14 @@ impl SimReport {
             out,
             "boot {} s; reconcile and samples every {} s; cost at {:.2} per instance-hour (booting included)",
             self.boot_seconds, self.tick_secs, self.price_per_hour
+        );
+        let _ = writeln!(
+            out,
+            "{} runners; deliveries lost with probability {}, in_progress delivered {} s after the runner takes the job; seed {}",
+            self.runners.name(),
+            self.lose_deliveries,
+            self.delivery_delay_secs,
+            self.seed
         );
         let c = &self.cpu_threshold;
         let _ = writeln!(
@@ -357,15 +421,16 @@ impl SimReport {
                 pool.standby,
                 pool.runners_per_instance
             );
-            let _ = write!(out, "  {:<27}", "metric");
+            let width = |f: &PolicyFigures| f.policy.name().len().max(13);
+            let _ = write!(out, "  {:<29}", "metric");
             for f in &pool.policies {
-                let _ = write!(out, " {:>13}", f.policy.name());
+                let _ = write!(out, " {:>w$}", f.policy.name(), w = width(f));
             }
             let _ = writeln!(out, "  best");
             for m in &METRICS {
-                let _ = write!(out, "  {:<27}", m.label);
+                let _ = write!(out, "  {:<29}", m.label);
                 for f in &pool.policies {
-                    let _ = write!(out, " {:>13.*}", m.decimals, (m.value)(f));
+                    let _ = write!(out, " {:>w$.*}", m.decimals, (m.value)(f), w = width(f));
                 }
                 let best = match pool.best.get(m.key) {
                     Some(b) => b.as_str(),
@@ -384,13 +449,39 @@ impl SimReport {
                 if f.never_started > 0 {
                     notes.push(format!("{} never started", f.never_started));
                 }
-                if f.interrupted > 0 {
-                    notes.push(format!("{} interrupted by scale-in", f.interrupted));
-                }
                 if !notes.is_empty() {
                     let _ = writeln!(out, "  {}: {}", f.policy.name(), notes.join(", "));
                 }
             }
+        }
+        if !self.services.is_empty() {
+            let _ = writeln!(out);
+        }
+        for s in &self.services {
+            let f = &s.figures;
+            let c = &f.github_calls;
+            let github = if s.policy == Policy::Scalehook {
+                format!(
+                    "; {} GitHub calls ({} list runners, {} remove runner, {} job, {} list deliveries, {} redeliver)",
+                    c.total(),
+                    c.runners,
+                    c.remove_runner,
+                    c.job,
+                    c.deliveries,
+                    c.redeliver
+                )
+            } else {
+                "; no GitHub App".to_string()
+            };
+            let _ = writeln!(
+                out,
+                "{}: {} deliveries sent, {} lost, {} redelivered; {} reconcile passes{github}",
+                s.policy.name(),
+                f.deliveries,
+                f.lost,
+                f.redelivered,
+                f.reconciles
+            );
         }
         out
     }

@@ -1,21 +1,49 @@
 //! The simulated world: per pool, the instances (booting or in service, each with its runner
-//! slots), the queue of jobs waiting for a runner, and the usage accounting. It knows nothing
-//! of policies: the scalehook run changes it through [`crate::fleet::SimFleet`], the baselines
+//! slots and their GitHub registrations), GitHub's queue of jobs waiting for a runner, and
+//! the usage accounting; and GitHub's side of the webhook (the hook's delivery log, the
+//! redeliveries asked for). It knows nothing of policies: the scalehook runs change it
+//! through [`crate::fleet::SimFleet`] and [`crate::github::SimGitHub`], the baselines
 //! directly.
 
+use crate::engine::Ending;
+use crate::rng;
 use scalehook_core::PoolConfig;
 use std::collections::VecDeque;
+
+/// A runner slot of an instance, as GitHub sees its registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slot {
+    /// Registered once the instance has booted; no job.
+    Idle,
+    /// Running this job (GitHub's `busy`), from the moment GitHub assigned it.
+    Busy(usize),
+    /// No registration any more: the ephemeral runner exited after its job, or scalehook
+    /// removed the registration. It never takes a job again; the instance stays (and is
+    /// paid) until something removes it.
+    Gone,
+}
+
+/// One runner slot: its registration id and name, and its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SimRunner {
+    /// GitHub's runner id (allocated at launch, listed once the instance has booted).
+    pub id: u64,
+    /// `<pool>-<instance id>`, with `-<n>` when the instance has several runners.
+    pub name: String,
+    pub slot: Slot,
+}
 
 /// One simulated instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SimInstance {
-    /// `<pool>-<nnnnnn>`: also its runner key (runner names contain it, see
-    /// [`SimInstance::runner_name`]).
+    /// `i-<nnnnnn>`, unique across pools: also its runner key (its runners' names contain
+    /// it).
     pub id: String,
+    pub launched_at: u64,
     /// When its runners register (launch time + boot seconds).
     pub ready_at: u64,
-    /// Job index per runner slot (`runners_per_instance` slots).
-    pub slots: Vec<Option<usize>>,
+    /// One per `runners_per_instance`.
+    pub runners: Vec<SimRunner>,
     /// Scale-in protection, as set by the scalehook service (the baselines ignore it).
     pub protected: bool,
 }
@@ -25,11 +53,11 @@ impl SimInstance {
         self.ready_at <= now
     }
     pub fn busy(&self) -> bool {
-        self.slots.iter().any(Option::is_some)
+        self.runners.iter().any(|r| matches!(r.slot, Slot::Busy(_)))
     }
-    /// The fleet's runner-naming convention: the name contains the instance id.
-    pub fn runner_name(&self, slot: usize) -> String {
-        format!("runner-{}-{}", self.id, slot + 1)
+    /// Booted, and every runner is gone (exited or deregistered): paid, useless.
+    pub fn dead(&self, now: u64) -> bool {
+        self.ready(now) && self.runners.iter().all(|r| r.slot == Slot::Gone)
     }
 }
 
@@ -37,6 +65,7 @@ impl SimInstance {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Usage {
     pub booting_secs: u64,
+    /// Booted and running no job (dead instances, whose runners are gone, included).
     pub idle_secs: u64,
     pub busy_secs: u64,
     /// Most instances (booting included) held for a positive length of time.
@@ -53,7 +82,8 @@ pub struct Sample {
     /// Runner slots of every launched instance, booting included (instances x
     /// runners_per_instance): what is paid for.
     pub capacity_slots: u32,
-    /// Runner slots of booted instances: what can take a job now.
+    /// Registered runners (booted, not exited or deregistered): what can take a job now or
+    /// is running one.
     pub ready_slots: u32,
 }
 
@@ -61,7 +91,7 @@ pub struct Sample {
 pub(crate) struct PoolWorld {
     pub config: PoolConfig,
     pub instances: Vec<SimInstance>,
-    next_instance: u64,
+    /// GitHub's queue: jobs waiting for a runner, oldest first.
     pub queue: VecDeque<usize>,
     pub running: u32,
     pub usage: Usage,
@@ -73,7 +103,6 @@ impl PoolWorld {
         Self {
             config,
             instances: Vec::new(),
-            next_instance: 0,
             queue: VecDeque::new(),
             running: 0,
             usage: Usage::default(),
@@ -85,25 +114,24 @@ impl PoolWorld {
         self.config.runners_per_instance.max(1)
     }
 
-    /// Launches one instance whose runners register at `ready_at`.
-    pub fn launch(&mut self, ready_at: u64) {
-        self.next_instance += 1;
-        let id = format!("{}-{:06}", self.config.name, self.next_instance);
-        self.instances.push(SimInstance {
-            id,
-            ready_at,
-            slots: vec![None; self.rpi() as usize],
-            protected: false,
-        });
-    }
-
-    /// Runner slots in service (booted) and how many of them run a job.
+    /// Registered runner slots and how many of them run a job.
     pub fn ready_slots(&self, now: u64) -> (u32, u32) {
         let mut total = 0;
         let mut busy = 0;
-        for i in self.instances.iter().filter(|i| i.ready(now)) {
-            total += i.slots.len() as u32;
-            busy += i.slots.iter().filter(|s| s.is_some()).count() as u32;
+        for r in self
+            .instances
+            .iter()
+            .filter(|i| i.ready(now))
+            .flat_map(|i| i.runners.iter())
+        {
+            match r.slot {
+                Slot::Idle => total += 1,
+                Slot::Busy(_) => {
+                    total += 1;
+                    busy += 1;
+                }
+                Slot::Gone => {}
+            }
         }
         (total, busy)
     }
@@ -141,13 +169,15 @@ pub(crate) enum JobStatus {
         instance: String,
         slot: usize,
         started: u64,
+        runner: String,
     },
     Done {
         pool: usize,
         /// When a runner took it; `None` when it was cancelled while queued.
         started: Option<u64>,
-        /// Its instance was removed while it ran (must never happen under scalehook).
+        /// Its instance was removed while it ran.
         interrupted: bool,
+        runner: Option<String>,
     },
 }
 
@@ -159,14 +189,71 @@ pub(crate) struct Started {
     pub runner: String,
 }
 
+/// The webhook actions the simulated GitHub sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Action {
+    Queued,
+    InProgress,
+    Completed,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Queued => "queued",
+            Action::InProgress => "in_progress",
+            Action::Completed => "completed",
+        }
+    }
+}
+
+/// What one `workflow_job` delivery says (the payload is rebuilt from it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Message {
+    pub job: usize,
+    pub action: Action,
+    pub runner: Option<String>,
+    pub ending: Option<Ending>,
+}
+
+/// One attempt of the App hook to deliver, as GitHub's delivery log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HookAttempt {
+    /// The attempt's id (what a redeliver call names).
+    pub id: u64,
+    /// `X-GitHub-Delivery`: the same for a delivery and its redeliveries.
+    pub guid: String,
+    pub at: u64,
+    /// 0 when the delivery never reached the service (lost), else the service's answer.
+    pub status_code: u16,
+    pub redelivery: bool,
+    pub message: Message,
+}
+
+/// GitHub's side of the webhook.
+#[derive(Debug, Default)]
+pub(crate) struct Hook {
+    /// Every attempt, oldest first.
+    pub log: Vec<HookAttempt>,
+    /// Redeliveries asked for and not yet sent: (guid, message).
+    pub redeliver: Vec<(String, Message)>,
+}
+
 #[derive(Debug)]
 pub(crate) struct World {
     pub now: u64,
     pub boot_seconds: u64,
+    /// Runners take one job each and exit.
+    pub ephemeral: bool,
+    /// Seeds GitHub's choice of runner.
+    pub seed: u64,
     pub pools: Vec<PoolWorld>,
     pub jobs: Vec<JobStatus>,
     /// Jobs whose instance was removed under them, with their runner, not yet reported.
     pub interrupted: Vec<(usize, String)>,
+    pub hook: Hook,
+    next_instance: u64,
+    next_runner: u64,
 }
 
 impl World {
@@ -174,14 +261,49 @@ impl World {
         Self {
             now,
             boot_seconds,
+            ephemeral: false,
+            seed: 0,
             pools: pools.iter().cloned().map(PoolWorld::new).collect(),
             jobs: vec![JobStatus::NotArrived; jobs],
             interrupted: Vec::new(),
+            hook: Hook::default(),
+            next_instance: 0,
+            next_runner: 0,
         }
     }
 
     pub fn pool_index(&self, name: &str) -> Option<usize> {
         self.pools.iter().position(|p| p.config.name == name)
+    }
+
+    /// Launches one instance of `pool` whose runners register at `ready_at`.
+    pub fn launch(&mut self, pool: usize, ready_at: u64) {
+        self.next_instance += 1;
+        let id = format!("i-{:06}", self.next_instance);
+        let p = &mut self.pools[pool];
+        let rpi = p.rpi();
+        let runners = (1..=rpi)
+            .map(|n| {
+                self.next_runner += 1;
+                let name = if rpi == 1 {
+                    format!("{}-{id}", p.config.name)
+                } else {
+                    format!("{}-{id}-{n}", p.config.name)
+                };
+                SimRunner {
+                    id: self.next_runner,
+                    name,
+                    slot: Slot::Idle,
+                }
+            })
+            .collect();
+        p.instances.push(SimInstance {
+            id,
+            launched_at: self.now,
+            ready_at,
+            runners,
+            protected: false,
+        });
     }
 
     /// Moves the clock to `t`, accounting every instance's state over the interval.
@@ -216,33 +338,46 @@ impl World {
         };
     }
 
-    /// Gives the longest-waiting job of some pool a free runner slot, if there is one: the
-    /// first booted instance (launch order) with a free slot, so work packs onto older
-    /// instances and newer ones fall idle first.
+    /// GitHub assigns the longest-waiting job of some pool to one of the pool's idle
+    /// registered runners, chosen at random (seeded by the job, so every policy's run
+    /// draws the same numbers). One at a time, so the controller sees every start.
     pub fn start_one(&mut self) -> Option<Started> {
         let now = self.now;
+        let seed = self.seed;
         for (pool_index, pool) in self.pools.iter_mut().enumerate() {
             let Some(&job) = pool.queue.front() else {
                 continue;
             };
-            let Some((instance, slot)) = pool.instances.iter().enumerate().find_map(|(n, i)| {
-                if !i.ready(now) {
-                    return None;
-                }
-                i.slots.iter().position(Option::is_none).map(|s| (n, s))
-            }) else {
+            let idle: Vec<(usize, usize)> = pool
+                .instances
+                .iter()
+                .enumerate()
+                .filter(|(_, i)| i.ready(now))
+                .flat_map(|(n, i)| {
+                    i.runners
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, r)| r.slot == Slot::Idle)
+                        .map(move |(s, _)| (n, s))
+                })
+                .collect();
+            if idle.is_empty() {
                 continue;
-            };
+            }
+            let pick = rng::mix(seed, rng::ASSIGN, job as u64) % idle.len() as u64;
+            let (instance, slot) = idle[pick as usize];
             pool.queue.pop_front();
             pool.running += 1;
             let inst = &mut pool.instances[instance];
-            inst.slots[slot] = Some(job);
-            let runner = inst.runner_name(slot);
+            let r = &mut inst.runners[slot];
+            r.slot = Slot::Busy(job);
+            let runner = r.name.clone();
             self.jobs[job] = JobStatus::Running {
                 pool: pool_index,
                 instance: inst.id.clone(),
                 slot,
                 started: now,
+                runner: runner.clone(),
             };
             return Some(Started {
                 job,
@@ -253,26 +388,31 @@ impl World {
         None
     }
 
-    /// Ends a running job (finished or cancelled): frees its slot. Returns its runner.
+    /// Ends a running job (finished or cancelled): frees its runner, or, ephemeral, the
+    /// runner exits and its registration disappears. Returns its runner.
     pub fn finish(&mut self, job: usize) -> Option<String> {
         let JobStatus::Running {
             pool,
             ref instance,
             slot,
             started,
+            ..
         } = self.jobs[job]
         else {
             return None;
         };
+        let ephemeral = self.ephemeral;
         let p = &mut self.pools[pool];
         let inst = p.instances.iter_mut().find(|i| &i.id == instance)?;
-        inst.slots[slot] = None;
-        let runner = inst.runner_name(slot);
+        let r = &mut inst.runners[slot];
+        r.slot = if ephemeral { Slot::Gone } else { Slot::Idle };
+        let runner = r.name.clone();
         p.running -= 1;
         self.jobs[job] = JobStatus::Done {
             pool,
             started: Some(started),
             interrupted: false,
+            runner: Some(runner.clone()),
         };
         Some(runner)
     }
@@ -287,32 +427,54 @@ impl World {
             pool,
             started: None,
             interrupted: false,
+            runner: None,
         };
         true
     }
 
     /// Removes an instance. Jobs running on it are interrupted (what a cloud does when
-    /// it terminates a busy runner's machine); they are recorded, never hidden.
+    /// it terminates a busy runner's machine); they are recorded, never hidden. Its
+    /// runners' registrations go with it.
     pub fn remove_instance(&mut self, pool: usize, id: &str) -> bool {
         let p = &mut self.pools[pool];
         let Some(n) = p.instances.iter().position(|i| i.id == id) else {
             return false;
         };
         let inst = p.instances.remove(n);
-        for (slot, job) in inst.slots.iter().enumerate() {
-            if let Some(job) = *job {
+        for r in &inst.runners {
+            if let Slot::Busy(job) = r.slot {
                 p.running -= 1;
                 if let JobStatus::Running { started, .. } = self.jobs[job] {
                     self.jobs[job] = JobStatus::Done {
                         pool,
                         started: Some(started),
                         interrupted: true,
+                        runner: Some(r.name.clone()),
                     };
                 }
-                self.interrupted.push((job, inst.runner_name(slot)));
+                self.interrupted.push((job, r.name.clone()));
             }
         }
         true
+    }
+
+    /// Replaces every dead instance of `pool` (booted, all runners gone) by a fresh one:
+    /// what a cloud group's health check does to an instance that powered off after its
+    /// ephemeral runner exited. The baselines' only runner-aware step. Returns how many.
+    pub fn replace_dead(&mut self, pool: usize) -> u32 {
+        let now = self.now;
+        let dead: Vec<String> = self.pools[pool]
+            .instances
+            .iter()
+            .filter(|i| i.dead(now))
+            .map(|i| i.id.clone())
+            .collect();
+        let ready_at = now + self.boot_seconds;
+        for id in &dead {
+            self.remove_instance(pool, id);
+            self.launch(pool, ready_at);
+        }
+        dead.len() as u32
     }
 
     /// Records a chart point for every pool.
@@ -344,14 +506,14 @@ mod tests {
     #[test]
     fn jobs_wait_for_a_booted_slot_and_usage_is_exact() {
         let mut w = world();
-        w.pools[0].launch(60);
+        w.launch(0, 60);
         w.enqueue(0, Some(0));
         assert_eq!(w.start_one(), None, "instance still booting");
         w.advance_to(60);
         let s = w.start_one().expect("booted");
-        assert_eq!(s.runner, "runner-linux-x64-000001-1");
+        assert_eq!(s.runner, "linux-x64-i-000001");
         w.advance_to(100);
-        assert_eq!(w.finish(0).as_deref(), Some("runner-linux-x64-000001-1"));
+        assert_eq!(w.finish(0).as_deref(), Some("linux-x64-i-000001"));
         w.advance_to(130);
         let u = w.pools[0].usage;
         assert_eq!((u.booting_secs, u.busy_secs, u.idle_secs), (60, 40, 30));
@@ -361,7 +523,8 @@ mod tests {
     #[test]
     fn removing_a_busy_instance_interrupts_its_job() {
         let mut w = world();
-        w.pools[1].launch(0); // k8s: 2 slots
+        w.launch(1, 0); // k8s: 2 slots
+        assert_eq!(w.pools[1].instances[0].runners[1].name, "k8s-i-000001-2");
         w.enqueue(0, Some(1));
         w.enqueue(1, Some(1));
         w.enqueue(2, None);
@@ -383,5 +546,43 @@ mod tests {
         assert!(w.cancel_queued(0));
         assert!(w.pools[0].queue.is_empty());
         assert!(!w.cancel_queued(0));
+    }
+
+    #[test]
+    fn an_ephemeral_runner_exits_after_one_job_and_its_instance_stays() {
+        let mut w = world();
+        w.ephemeral = true;
+        w.launch(0, 0);
+        w.enqueue(0, Some(0));
+        w.enqueue(1, Some(0));
+        assert!(w.start_one().is_some());
+        assert_eq!(w.start_one(), None, "one runner, busy");
+        w.advance_to(10);
+        w.finish(0);
+        assert_eq!(w.start_one(), None, "the runner exited: job 1 waits");
+        assert_eq!(w.pools[0].instances.len(), 1, "the instance stays");
+        assert!(w.pools[0].instances[0].dead(10));
+        assert_eq!(w.pools[0].ready_slots(10), (0, 0));
+        assert_eq!(w.replace_dead(0), 1);
+        w.advance_to(70);
+        assert_eq!(
+            w.start_one().map(|s| s.runner).as_deref(),
+            Some("linux-x64-i-000002")
+        );
+    }
+
+    #[test]
+    fn github_picks_among_idle_runners_at_random() {
+        let mut picks = std::collections::BTreeSet::new();
+        for seed in 0..20 {
+            let mut w = World::new(&Config::embedded_default().pools, 1, 0, 60);
+            w.seed = seed;
+            for _ in 0..4 {
+                w.launch(0, 0);
+            }
+            w.enqueue(0, Some(0));
+            picks.insert(w.start_one().expect("idle runners").runner);
+        }
+        assert!(picks.len() > 1, "{picks:?}");
     }
 }
