@@ -12,7 +12,6 @@ use base64::Engine;
 use scalehook_core::config::{CONFIG_PATH_ENV, CONFIG_TOML_ENV};
 use scalehook_core::{Config, FleetTarget, Service, WebhookSecrets};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// The port the Functions host tells the handler to listen on.
 pub const PORT_ENV: &str = "FUNCTIONS_CUSTOMHANDLER_PORT";
@@ -34,16 +33,9 @@ pub struct App {
     pub ledger: Arc<TableLedger>,
 }
 
-/// The one HTTP client (rustls, bundled web PKI roots), with connect and request limits.
+/// The one HTTP client (see [`crate::http::client`]).
 pub fn http_client() -> Result<reqwest::Client, StartupError> {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(5))
-        .pool_idle_timeout(Duration::from_secs(60))
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("scalehook/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| StartupError(format!("HTTP client: {e}")))
+    crate::http::client().map_err(StartupError)
 }
 
 /// Builds the app from the settings `lookup` gives (the environment in production).
@@ -79,6 +71,13 @@ pub fn build(lookup: impl Fn(&str) -> Option<String>) -> Result<App, StartupErro
         }
     }
     let secrets = WebhookSecrets::from_lookup(&lookup).map_err(|e| StartupError(e.to_string()))?;
+    // The GitHub App key comes the way the webhook secret does: an app setting
+    // (SCALEHOOK_GITHUB_APP_KEY), typically a Key Vault reference the platform resolves; an
+    // unresolved reference refuses the start. With [github] and no key: refused, naming it.
+    let github_key = scalehook_github::key_from_lookup(&lookup)
+        .map_err(|e| StartupError(e.to_string()))?;
+    let github = scalehook_github::from_config(&config, github_key, scalehook_github::APP_KEY_ENV)
+        .map_err(|e| StartupError(e.to_string()))?;
 
     let http = http_client()?;
     let identity = ManagedIdentity::from_lookup(http.clone(), &lookup).map(Arc::new);
@@ -122,6 +121,10 @@ pub fn build(lookup: impl Fn(&str) -> Option<String>) -> Result<App, StartupErro
     let fleet = Arc::new(VmssFleet::new(arm));
 
     let service = Service::new(config, secrets, ledger.clone(), fleet);
+    let service = match github {
+        Some(github) => service.with_github(github),
+        None => service,
+    };
     Ok(App {
         service: Arc::new(service),
         port,

@@ -7,8 +7,10 @@
 //! (learn.microsoft.com/azure/azure-resource-manager/management/request-limits-and-throttling),
 //! async operations (…/azure-resource-manager/management/async-operations).
 
+use crate::http::{backoff, error_chain, header_url, retry_after, retryable};
+pub use crate::http::{error_text, snippet};
 use crate::identity::{ManagedIdentity, ARM_AUDIENCE};
-use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode, Url};
 use scalehook_core::FleetError;
 use serde_json::Value;
@@ -144,7 +146,7 @@ impl ArmClient {
             }
             let outcome = match tokio::time::timeout(left, req.send()).await {
                 Err(_) => Err(format!("timed out after {left:?}")),
-                Ok(Err(e)) => Err(crate::table::error_chain(&e.without_url())),
+                Ok(Err(e)) => Err(error_chain(&e.without_url())),
                 Ok(Ok(res)) => {
                     let status = res.status();
                     let headers = res.headers().clone();
@@ -159,7 +161,7 @@ impl ArmClient {
                             headers,
                             body,
                         }),
-                        Ok(Err(e)) => Err(crate::table::error_chain(&e.without_url())),
+                        Ok(Err(e)) => Err(error_chain(&e.without_url())),
                         Err(_) => Err("timed out reading the body".to_string()),
                     }
                 }
@@ -282,28 +284,6 @@ impl ArmClient {
     }
 }
 
-fn retryable(status: StatusCode) -> bool {
-    status == StatusCode::TOO_MANY_REQUESTS || matches!(status.as_u16(), 500 | 502 | 503 | 504)
-}
-
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(200u64 << attempt.min(4).saturating_sub(1))
-}
-
-/// `Retry-After` in seconds (ARM sends delta-seconds).
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    v.parse::<u64>().ok().map(Duration::from_secs)
-}
-
-fn header_url(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .filter(|s| !s.is_empty())
-}
-
 /// Maps a non-retryable error answer (after retries) to the core's fleet error.
 fn error_for(method: &Method, url: &Url, res: &ArmResponse) -> FleetError {
     let what = format!(
@@ -317,65 +297,5 @@ fn error_for(method: &Method, url: &Url, res: &ArmResponse) -> FleetError {
         // Another operation on the scale set is in progress: transient.
         409 => FleetError::Unavailable(what),
         _ => FleetError::Rejected(what),
-    }
-}
-
-/// `code: message` from ARM's error body (`{"error":{"code","message"}}`), else a snippet.
-pub fn error_text(body: &[u8]) -> String {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(v) => {
-            let e = v.get("error").unwrap_or(&v);
-            match (
-                e.get("code").and_then(Value::as_str),
-                e.get("message").and_then(Value::as_str),
-            ) {
-                (Some(c), Some(m)) => format!("{c}: {}", truncate(m, 300)),
-                (Some(c), None) => c.to_string(),
-                _ => snippet(body),
-            }
-        }
-        Err(_) => snippet(body),
-    }
-}
-
-/// The start of a body for an error message (printable characters, at most 200).
-pub fn snippet(body: &[u8]) -> String {
-    let s = String::from_utf8_lossy(body);
-    let s: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    truncate(s.trim(), 200)
-}
-
-fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        let mut t: String = s.chars().take(n).collect();
-        t.push('…');
-        t
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_text_reads_arm_errors() {
-        let body = br#"{"error":{"code":"OperationNotAllowed","message":"quota"}}"#;
-        assert_eq!(error_text(body), "OperationNotAllowed: quota");
-        assert_eq!(
-            error_text(b"<html>bad gateway</html>"),
-            "<html>bad gateway</html>"
-        );
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        assert_eq!(backoff(1), Duration::from_millis(200));
-        assert_eq!(backoff(2), Duration::from_millis(400));
-        assert_eq!(backoff(9), Duration::from_millis(1600));
     }
 }

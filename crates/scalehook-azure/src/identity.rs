@@ -8,9 +8,10 @@
 //! delivery normally spends no round trip on them. Token values and the identity header are
 //! never logged nor put into errors.
 
+use crate::http::unix_now;
 use serde::Deserialize;
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::Mutex;
 
 /// Audience of Azure Resource Manager.
@@ -135,7 +136,7 @@ impl ManagedIdentity {
             .map_err(|e| {
                 IdentityError(format!(
                     "token request failed: {}",
-                    crate::table::error_chain(&e.without_url())
+                    crate::http::error_chain(&e.without_url())
                 ))
             })?;
         let status = res.status();
@@ -146,7 +147,7 @@ impl ManagedIdentity {
         if !status.is_success() {
             return Err(IdentityError(format!(
                 "token endpoint answered {status} for audience {audience}: {}",
-                crate::arm::snippet(&body)
+                crate::http::snippet(&body)
             )));
         }
         let parsed: TokenResponse = serde_json::from_slice(&body)
@@ -170,11 +171,4 @@ fn number(v: Option<&serde_json::Value>) -> Option<u64> {
         serde_json::Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }
-}
-
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }

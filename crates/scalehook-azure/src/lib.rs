@@ -7,6 +7,7 @@
 pub mod app;
 pub mod arm;
 pub mod envelope;
+pub mod http;
 pub mod identity;
 pub mod table;
 pub mod vmss;

@@ -29,7 +29,8 @@
 //! token for `https://storage.azure.com/` from the managed identity (role "Storage Table
 //! Data Contributor").
 
-use crate::identity::{unix_now, ManagedIdentity, STORAGE_AUDIENCE};
+use crate::http::{error_chain, unix_now};
+use crate::identity::{ManagedIdentity, STORAGE_AUDIENCE};
 use async_trait::async_trait;
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -192,7 +193,7 @@ impl TableClient {
             attempt += 1;
             let problem = match self.send_once(&method, &url, body, extra).await {
                 Ok(res) if matches!(res.status.as_u16(), 500 | 503) => {
-                    format!("{} {}", res.status, crate::arm::error_text(&res.body))
+                    format!("{} {}", res.status, crate::http::error_text(&res.body))
                 }
                 Ok(res) => return Ok(res),
                 Err(problem) => problem,
@@ -273,7 +274,7 @@ impl TableClient {
             "table {} {what}: {} {}",
             self.table,
             res.status,
-            crate::arm::error_text(&res.body)
+            crate::http::error_text(&res.body)
         ))
     }
 
@@ -416,18 +417,6 @@ impl TableClient {
             }
         }
     }
-}
-
-/// An error with its causes ("error sending request: connection closed before …").
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// `SharedKey account:signature` for the Table service: the string to sign is
