@@ -206,3 +206,126 @@ impl GitHub for SimGitHub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::world::{Action, HookAttempt, Message};
+    use scalehook_core::Config;
+    use std::path::Path;
+
+    fn setup() -> (Arc<Mutex<World>>, SimGitHub) {
+        let line = |id: u64| {
+            format!(
+                r#"{{"event":"workflow_job","at":"2024-05-01T09:00:00Z","payload":{{"action":"queued","workflow_job":{{"id":{id},"run_id":1,"labels":["self-hosted","linux","x64"]}}}}}}"#
+            )
+        };
+        let text = [line(7), line(8)].join("\n");
+        let completed = text.replace("\"queued\"", "\"completed\"");
+        let workload =
+            Workload::from_text(&format!("{text}\n{completed}"), "t.jsonl", Path::new("."))
+                .expect("valid");
+        let world = Arc::new(Mutex::new(World::new(
+            &Config::embedded_default().pools,
+            workload.jobs.len(),
+            0,
+            60,
+        )));
+        let github = SimGitHub::new(world.clone(), &workload);
+        (world, github)
+    }
+
+    #[tokio::test]
+    async fn runners_register_after_boot_and_busy_ones_cannot_be_removed() {
+        let (world, github) = setup();
+        {
+            let mut w = world.lock().expect("world");
+            w.launch(0, 60);
+            w.launch(0, 60);
+        }
+        assert!(
+            github.runners().await.expect("listed").is_empty(),
+            "booting"
+        );
+        assert_eq!(github.remove_runner(1).await, Ok(RunnerRemoval::Gone));
+        {
+            let mut w = world.lock().expect("world");
+            w.advance_to(60);
+            w.enqueue(0, Some(0));
+            w.start_one().expect("a runner takes job 0");
+        }
+        let runners = github.runners().await.expect("listed");
+        assert_eq!(runners.len(), 2);
+        assert!(runners.iter().all(|r| r.in_pool("linux-x64") && r.online));
+        let busy = runners.iter().find(|r| r.busy).expect("one busy");
+        let idle = runners.iter().find(|r| !r.busy).expect("one idle");
+        assert_eq!(github.remove_runner(busy.id).await, Ok(RunnerRemoval::Busy));
+        assert_eq!(
+            github.remove_runner(idle.id).await,
+            Ok(RunnerRemoval::Removed)
+        );
+        assert_eq!(github.remove_runner(idle.id).await, Ok(RunnerRemoval::Gone));
+        assert_eq!(github.runners().await.expect("listed").len(), 1);
+        // The jobs API tells the truth.
+        let job = github
+            .job("o/r", 7)
+            .await
+            .expect("answered")
+            .expect("known");
+        assert_eq!(job.status, "in_progress");
+        assert_eq!(job.runner_name.as_deref(), Some(busy.name.as_str()));
+        assert_eq!(github.job("o/r", 8).await, Ok(None), "not arrived yet");
+        assert_eq!(github.job("o/r", 99).await, Ok(None));
+        let calls = github.calls();
+        assert_eq!((calls.runners, calls.remove_runner, calls.job), (3, 4, 3));
+        assert!(github
+            .jit_runner(&Config::embedded_default().pools[0], "x")
+            .await
+            .is_err());
+        assert_eq!(github.rate_limit().requests, 11);
+    }
+
+    #[tokio::test]
+    async fn deliveries_are_paged_newest_first_and_redelivered() {
+        let (world, github) = setup();
+        {
+            let mut w = world.lock().expect("world");
+            for id in 1..=150u64 {
+                w.hook.log.push(HookAttempt {
+                    id,
+                    guid: format!("g-{id}"),
+                    at: id,
+                    status_code: if id == 3 { 0 } else { 200 },
+                    redelivery: false,
+                    message: Message {
+                        job: 0,
+                        action: Action::Queued,
+                        runner: None,
+                        ending: None,
+                    },
+                });
+            }
+        }
+        let first = github.deliveries(None).await.expect("page");
+        assert_eq!(first.deliveries.len(), DELIVERIES_PER_PAGE);
+        assert_eq!(first.deliveries[0].id, 150, "newest first");
+        let second = github
+            .deliveries(first.next.as_deref())
+            .await
+            .expect("page");
+        assert_eq!(second.deliveries.len(), 50);
+        assert_eq!(second.next, None);
+        let failed = second
+            .deliveries
+            .iter()
+            .find(|d| d.status_code == 0)
+            .expect("the lost one");
+        assert_eq!((failed.id, failed.guid.as_str()), (3, "g-3"));
+        github.redeliver(3).await.expect("redelivered");
+        assert!(github.redeliver(999).await.is_err());
+        assert!(github.deliveries(Some("bogus")).await.is_err());
+        let w = world.lock().expect("world");
+        assert_eq!(w.hook.redeliver.len(), 1);
+        assert_eq!(w.hook.redeliver[0].0, "g-3");
+    }
+}

@@ -243,3 +243,17 @@ async fn two_runners_per_instance() {
         "{x:?}"
     );
 }
+
+/// With the default options (persistent runners, no loss, no delay) the service scales
+/// alike with and without a GitHub App: the App only adds what GitHub can repair.
+#[tokio::test]
+async fn webhook_only_matches_scalehook_without_loss() {
+    let r = small(&common::config()).await;
+    let mut app = figures(&r, Policy::Scalehook).clone();
+    let plain = figures(&r, Policy::ScalehookWebhookOnly);
+    app.policy = plain.policy;
+    assert_eq!(&app, plain);
+    let s = r.service(Policy::ScalehookWebhookOnly).expect("run");
+    // 4 queued + 4 in_progress + 4 completed + the ignored job's queued.
+    assert_eq!((s.deliveries, s.lost, s.redelivered), (13, 0, 0));
+}
