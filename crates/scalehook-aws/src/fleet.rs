@@ -4,7 +4,13 @@
 //! - scale out (and cancelling launches that have no instance yet): `SetDesiredCapacity`;
 //! - scale in: `TerminateInstanceInAutoScalingGroup` with `ShouldDecrementDesiredCapacity`
 //!   on the idle instance the policy chose, so the group never picks a busy one itself;
+//! - replacing an instance (an ephemeral runner's, when the pool is at target):
+//!   `TerminateInstanceInAutoScalingGroup` without the decrement, so the group launches anew;
 //! - busy instances: instance scale-in protection (`SetInstanceProtection`).
+//!
+//! Only groups that count capacity in instances are accepted: `DesiredCapacityType`
+//! `units` (the default) and no instance weighted other than 1. Any other group is refused
+//! on its first describe (`FleetError::Rejected`, naming the group and the fix).
 //!
 //! Runner naming convention: a runner's name contains its EC2 instance id
 //! (`gh-runner-i-0abc123def4567890`, or `i-0abc123def4567890-2` with several runners per
@@ -76,26 +82,64 @@ where
     FleetError::Unavailable(format!("{call} on {group}: {}", DisplayErrorContext(&err)))
 }
 
+/// Where an instance is, by its documented `LifecycleState`: launching (`Pending`,
+/// `Pending:Wait`, `Pending:Proceed`), live (`InService`), or not part of the pool's capacity
+/// (`Standby` and `EnteringStandby`: taken out of service by an operator; `Terminating*`,
+/// `Terminated`, `Detaching`, `Detached`: on their way out; `Warmed:*`: in the warm pool;
+/// `Quarantined` and any state AWS adds later). `None`: leave it out.
+fn lifecycle(state: &str) -> Option<bool> {
+    match state {
+        "Pending" | "Pending:Wait" | "Pending:Proceed" => Some(true),
+        "InService" => Some(false),
+        _ => None,
+    }
+}
+
 /// The instances of a group that can run (or are about to run) a runner.
 fn live_instances(g: &AutoScalingGroup) -> Vec<Instance> {
     g.instances()
         .iter()
         .filter_map(|i| {
             let id = i.instance_id()?;
-            let state = i.lifecycle_state().map(|s| s.as_str()).unwrap_or("");
-            let launching = state.starts_with("Pending");
-            // Terminating, detaching and warm-pool instances are on their way out (or not in
-            // the group's capacity); standby ones stay: a runner may still be on them.
-            let live = launching || matches!(state, "InService" | "EnteringStandby" | "Standby");
-            live.then(|| Instance {
+            let launching = lifecycle(i.lifecycle_state().map(|s| s.as_str()).unwrap_or(""))?;
+            Some(Instance {
                 id: id.to_string(),
                 runner_key: id.to_string(),
                 launching,
                 protected: i.protected_from_scale_in().unwrap_or(false),
+                // DescribeAutoScalingGroups does not report launch times.
                 launched_at: None,
             })
         })
         .collect()
+}
+
+/// scalehook counts capacity in instances: one desired unit is one instance. A group that
+/// counts vCPUs or memory (`DesiredCapacityType`), or weights instance types
+/// (`WeightedCapacity` other than 1), would turn every decision into the wrong number of
+/// instances, so it is refused, naming the group and the fix.
+fn check_units(name: &str, g: &AutoScalingGroup) -> Result<(), FleetError> {
+    if let Some(kind) = g.desired_capacity_type().filter(|k| *k != "units") {
+        return Err(FleetError::Rejected(format!(
+            "Auto Scaling group {name} counts capacity in {kind} (DesiredCapacityType): scalehook \
+             counts instances; set DesiredCapacityType to \"units\" and give every instance type \
+             a weight of 1"
+        )));
+    }
+    if let Some(i) = g
+        .instances()
+        .iter()
+        .find(|i| i.weighted_capacity().is_some_and(|w| w.trim() != "1"))
+    {
+        return Err(FleetError::Rejected(format!(
+            "Auto Scaling group {name}: instance {} has WeightedCapacity {}: scalehook counts \
+             instances; remove the WeightedCapacity of the mixed instances policy's overrides \
+             (or set it to 1)",
+            i.instance_id().unwrap_or("?"),
+            i.weighted_capacity().unwrap_or("?")
+        )));
+    }
+    Ok(())
 }
 
 fn non_negative(v: Option<i32>) -> Option<u32> {
@@ -126,6 +170,7 @@ impl scalehook_core::Fleet for AsgFleet {
             .iter()
             .find(|g| g.auto_scaling_group_name() == Some(name))
             .ok_or_else(|| FleetError::NotFound(format!("Auto Scaling group {name}")))?;
+        check_units(name, g)?;
         Ok(FleetState {
             desired: non_negative(g.desired_capacity()).unwrap_or(0),
             min: non_negative(g.min_size()),
@@ -167,6 +212,23 @@ impl scalehook_core::Fleet for AsgFleet {
         Ok(())
     }
 
+    async fn replace_instance(
+        &self,
+        pool: &PoolConfig,
+        instance_id: &str,
+    ) -> Result<(), FleetError> {
+        let name = group(pool)?;
+        self.client
+            .terminate_instance_in_auto_scaling_group()
+            .instance_id(instance_id)
+            // The desired capacity stays, so the group launches a fresh instance in its place.
+            .should_decrement_desired_capacity(false)
+            .send()
+            .await
+            .map_err(|e| fleet_error("TerminateInstanceInAutoScalingGroup", name, e))?;
+        Ok(())
+    }
+
     async fn set_protection(
         &self,
         pool: &PoolConfig,
@@ -185,5 +247,101 @@ impl scalehook_core::Fleet for AsgFleet {
                 .map_err(|e| fleet_error("SetInstanceProtection", name, e))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_autoscaling::types::{Instance as AsgInstance, LifecycleState};
+
+    fn instance(id: &str, state: &str, weight: Option<&str>) -> AsgInstance {
+        AsgInstance::builder()
+            .instance_id(id)
+            .lifecycle_state(LifecycleState::from(state))
+            .availability_zone("us-east-1a")
+            .health_status("Healthy")
+            .protected_from_scale_in(false)
+            .set_weighted_capacity(weight.map(str::to_string))
+            .build()
+            .expect("instance")
+    }
+
+    fn group_of(instances: Vec<AsgInstance>, kind: Option<&str>) -> AutoScalingGroup {
+        AutoScalingGroup::builder()
+            .auto_scaling_group_name("runners")
+            .min_size(0)
+            .max_size(10)
+            .desired_capacity(instances.len() as i32)
+            .default_cooldown(0)
+            .availability_zones("us-east-1a")
+            .health_check_type("EC2")
+            .created_time(aws_sdk_autoscaling::primitives::DateTime::from_secs(0))
+            .set_desired_capacity_type(kind.map(str::to_string))
+            .set_instances(Some(instances))
+            .build()
+            .expect("group")
+    }
+
+    #[test]
+    fn only_launching_and_in_service_instances_are_live() {
+        let states = [
+            ("Pending", Some(true)),
+            ("Pending:Wait", Some(true)),
+            ("Pending:Proceed", Some(true)),
+            ("InService", Some(false)),
+            ("Standby", None),
+            ("EnteringStandby", None),
+            ("Terminating", None),
+            ("Terminating:Wait", None),
+            ("Terminating:Proceed", None),
+            ("Terminated", None),
+            ("Detaching", None),
+            ("Detached", None),
+            ("Quarantined", None),
+            ("Warmed:Pending", None),
+            ("Warmed:Pending:Wait", None),
+            ("Warmed:Running", None),
+            ("Warmed:Stopped", None),
+            ("Warmed:Hibernated", None),
+            ("Warmed:Terminating", None),
+        ];
+        let g = group_of(
+            states
+                .iter()
+                .enumerate()
+                .map(|(k, (s, _))| instance(&format!("i-{k}"), s, None))
+                .collect(),
+            None,
+        );
+        let live = live_instances(&g);
+        let want: Vec<(String, bool)> = states
+            .iter()
+            .enumerate()
+            .filter_map(|(k, (_, l))| l.map(|l| (format!("i-{k}"), l)))
+            .collect();
+        let got: Vec<(String, bool)> = live.iter().map(|i| (i.id.clone(), i.launching)).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn groups_not_counted_in_instances_are_refused_by_name() {
+        let ok = group_of(vec![instance("i-1", "InService", Some("1"))], Some("units"));
+        assert!(check_units("runners", &ok).is_ok());
+        assert!(check_units("runners", &group_of(vec![], None)).is_ok());
+        let vcpu = group_of(vec![], Some("vcpu"));
+        let msg = check_units("runners", &vcpu).expect_err("vcpu").to_string();
+        assert!(
+            msg.contains("runners") && msg.contains("vcpu") && msg.contains("units"),
+            "{msg}"
+        );
+        let weighted = group_of(vec![instance("i-9", "InService", Some("4"))], None);
+        let msg = check_units("runners", &weighted)
+            .expect_err("weights")
+            .to_string();
+        assert!(
+            msg.contains("runners") && msg.contains("i-9") && msg.contains("WeightedCapacity"),
+            "{msg}"
+        );
     }
 }

@@ -1,37 +1,67 @@
 //! The DynamoDB ledger.
 //!
-//! Table (fixed with `infra/aws`): partition key `pk` (String), no sort key, TTL attribute
-//! `expires_at` (Number, epoch seconds), on-demand billing. Items:
+//! Table (fixed with `infra/aws`): partition key `pk` (String), sort key `sk` (String), TTL
+//! attribute `expires_at` (Number, epoch seconds), on-demand billing, and one sparse global
+//! secondary index `due` (partition key `due` (String), sort key `updated_at` (Number),
+//! all attributes projected). Items:
 //!
-//! - `job#<job id>`: `pool`, `state` (`waiting|queued|in_progress|completed`), `runner`
-//!   (when known), `updated_at` (epoch seconds of the last applied transition), `expires_at`;
-//! - `pool#<pool name>`: counters `queued` and `running` (Numbers), and `busy`, a string set
-//!   of `<job id>:<runner name>` entries, one per in-progress job that names its runner.
+//! | pk | sk | attributes |
+//! |---|---|---|
+//! | `job#<job id>` | `job` | `pool`, `state`, `runner`, `repository`, `updated_at`; `due` while unfinished; `expires_at` once completed |
+//! | `pool#<pool>` | `count#<shard>` | `queued`, `running`: the counts of the pool's jobs whose id hashes to the shard |
+//! | `pool#<pool>` | `busy#<job id>` | `runner`: one item per in-progress job that names its runner |
+//! | `lease#<pool>` | `lease` | `holder`, `expires_at`: the pool's convergence lease |
+//! | `cursor#<name>` | `cursor` | `value`: a named cursor |
+//! | `meta#expiry` | `cursor` | `q`, `r`: the first day whose due records may not be expired yet |
 //!
-//! A transition is one `TransactWriteItems`: a `Put` of the job item conditioned on the
-//! state it was read in (`attribute_not_exists(pk)` for a new job), and an `ADD`/`DELETE`
-//! update of the pool item by the core's [`count_delta`]. Both commit or neither does, so
-//! the counters change exactly once per applied transition, however many copies of a
-//! delivery race. A lost race (the condition failed, or DynamoDB cancelled the transaction
-//! for a conflicting one) re-reads the job and tries again, a bounded number of times.
+//! Every item is a few hundred bytes at most, whatever the number of jobs: nothing grows
+//! in place. A transition is one `TransactWriteItems` of at most four items: the job `Put`,
+//! conditioned on the state it was read in (`attribute_not_exists(pk)` for a new job); an
+//! `ADD` on the job's counter shard by the core's [`count_delta`]; the `Put` of its busy item
+//! (to `in_progress`) or the `Delete` of it (from `in_progress`). A job always lands on the
+//! same shard, so each shard is itself an exact, non-negative count, and concurrent
+//! deliveries of different jobs touch different items (16 shards per pool), so they seldom
+//! conflict. [`Ledger::pool`] is one strongly consistent `Query` of the pool's partition:
+//! the shards and the busy items, summed.
 //!
-//! `expires_at` is a backstop only: reconcile expires stale jobs (moving the counters) and
-//! forgets completed ones past retention long before DynamoDB's TTL deletes anything.
+//! The `due` index holds only unfinished job items, under `due#q#<yyyymmdd>` (waiting or
+//! queued) and `due#r#<yyyymmdd>` (in progress), the day of `updated_at`: expiry and
+//! [`Ledger::unfinished_before`] query the days that can hold due records, with
+//! `updated_at <= cut`, and read nothing else. Index reads are eventually consistent: a record
+//! read there is only ever acted on through a conditional write on the table itself, so a
+//! stale entry fails its condition and is skipped, and an entry not there yet is seconds old,
+//! not due. Completed job items leave the index and get `expires_at` (retention): DynamoDB's
+//! TTL deletes them. Unfinished items have no `expires_at`, so TTL never deletes a record
+//! that still counts.
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 use scalehook_core::config::LedgerTtl;
-use scalehook_core::ledger::{count_delta, expiry, Expired, Expiry};
+use scalehook_core::ledger::{count_delta, expiry, recorded_runner, Expired, Expiry, JobRecord};
 use scalehook_core::{JobState, Ledger, LedgerError, PoolLedger, Recorded, Transition};
 use std::collections::HashMap;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-/// How many times a transition is re-read and retried after losing a race. Each retry
-/// means another delivery of the same job committed first, so a handful is plenty.
+/// How many times a transition is re-read and retried after losing a race or being
+/// cancelled for a conflict or throttling.
 pub const MAX_TRANSITION_ATTEMPTS: u32 = 8;
+/// The most time the retries of one transition may sleep in all: well inside the core's
+/// per-delivery budget (`cloud_timeout_ms`, 7 s by default).
+pub const RETRY_BUDGET: Duration = Duration::from_millis(2500);
+/// Counter shards per pool. A job's counts always live on the shard its id hashes to.
+pub const COUNTER_SHARDS: u64 = 16;
+/// The name of the sparse index over unfinished job items.
+pub const DUE_INDEX: &str = "due";
+/// The default time an expiry pass may take before it stops and leaves the rest to the
+/// next pass (the Lambda sets half of `cloud_timeout_ms`).
+pub const DEFAULT_EXPIRY_BUDGET: Duration = Duration::from_secs(3);
+/// Where the first expiry pass of a table starts: this many days before the cut.
+const FIRST_PASS_LOOKBACK_DAYS: u64 = 7;
+const DAY: u64 = 86_400;
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -41,6 +71,7 @@ pub struct DynamoLedger {
     client: Client,
     table: String,
     ttl: LedgerTtl,
+    expiry_budget: Duration,
 }
 
 /// A job item as stored.
@@ -51,26 +82,87 @@ struct StoredJob {
     state: JobState,
     runner: Option<String>,
     updated_at: u64,
+    repository: Option<String>,
 }
 
-/// Why a conditional write did not happen.
+impl StoredJob {
+    fn record(self) -> JobRecord {
+        JobRecord {
+            job_id: self.job_id,
+            pool: self.pool,
+            state: self.state,
+            runner: self.runner,
+            updated_at: self.updated_at,
+            repository: self.repository,
+        }
+    }
+}
+
+/// Why a transaction did not commit.
+#[derive(Debug)]
 enum WriteError {
-    /// Another writer got there first: re-read and decide again.
-    Lost,
+    /// The job's condition failed: another writer moved it first. Re-read and decide again.
+    Moved,
+    /// Cancelled for a conflicting transaction or throttling (or one in progress on the
+    /// same items): nothing was written; back off, re-read and try again.
+    Busy(String),
     Failed(LedgerError),
 }
 
-/// The pause before re-reading after a lost race: exponential from about 5-20 ms, capped
-/// at 320 ms, jittered by job and time so that a burst of deliveries for one pool (which
-/// all update the pool's counters) spreads out instead of colliding again. The sum over
-/// all attempts stays near 1.3 s, well inside the per-delivery budget.
-fn lost_race_backoff(job_id: u64, attempt: u32) -> Duration {
+/// A cancelled transaction, by its reasons (one per item, in order).
+fn classify_cancellation<'a>(codes: impl Iterator<Item = Option<&'a str>>) -> WriteError {
+    let codes: Vec<&str> = codes.map(|c| c.unwrap_or("None")).collect();
+    if codes.contains(&"ConditionalCheckFailed") {
+        return WriteError::Moved;
+    }
+    let retryable = |c: &str| {
+        matches!(
+            c,
+            "None" | "TransactionConflict" | "ThrottlingError" | "ProvisionedThroughputExceeded"
+        )
+    };
+    let text = codes.join(",");
+    if codes.iter().all(|c| retryable(c)) {
+        WriteError::Busy(text)
+    } else {
+        WriteError::Failed(LedgerError::Unavailable(format!(
+            "TransactWriteItems cancelled: {text}"
+        )))
+    }
+}
+
+/// A pseudo-random number from the clock, the job and a process-wide counter (no shared
+/// state between processes, none needed: it only spreads retries out).
+fn jitter(job_id: u64) -> u64 {
+    static CALLS: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    let jitter = (job_id ^ u64::from(nanos)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60; // 0..=15
-    Duration::from_millis((5 + jitter) << attempt.min(4))
+    let mut z = job_id
+        ^ u64::from(nanos)
+        ^ CALLS
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The pause before retrying a cancelled transaction: "equal jitter" exponential back-off,
+/// half of 10 ms << attempt (capped at 400 ms) plus a random part of the other half.
+fn busy_backoff(job_id: u64, attempt: u32) -> Duration {
+    let cap = (10u64 << attempt.min(6)).min(400);
+    Duration::from_millis(cap / 2 + jitter(job_id) % (cap / 2 + 1))
+}
+
+/// The counter shard of a job: a fixed mix of its id, so a job's increments and decrements
+/// meet on one item.
+fn shard(job_id: u64) -> u64 {
+    let mut z = job_id.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) % COUNTER_SHARDS
 }
 
 fn job_key(job_id: u64) -> String {
@@ -81,8 +173,60 @@ fn pool_key(pool: &str) -> String {
     format!("pool#{pool}")
 }
 
-fn busy_entry(job_id: u64, runner: &str) -> String {
-    format!("{job_id}:{runner}")
+const JOB_SK: &str = "job";
+const COUNT_PREFIX: &str = "count#";
+const BUSY_PREFIX: &str = "busy#";
+const EXPIRY_CURSOR_PK: &str = "meta#expiry";
+
+/// Which half of the due index a state lives in: each has its own time-to-live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DueKind {
+    /// Waiting or queued.
+    Queued,
+    InProgress,
+}
+
+impl DueKind {
+    fn of(state: JobState) -> Option<DueKind> {
+        match state {
+            JobState::Waiting | JobState::Queued => Some(DueKind::Queued),
+            JobState::InProgress => Some(DueKind::InProgress),
+            JobState::Completed => None,
+        }
+    }
+
+    fn letter(self) -> &'static str {
+        match self {
+            DueKind::Queued => "q",
+            DueKind::InProgress => "r",
+        }
+    }
+
+    fn ttl(self, ttl: &LedgerTtl) -> Duration {
+        match self {
+            DueKind::Queued => ttl.queued,
+            DueKind::InProgress => ttl.in_progress,
+        }
+    }
+}
+
+/// `(year, month, day)` of a count of days since 1970-01-01 (proleptic Gregorian).
+fn civil(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + u64::from(m <= 2), m, d)
+}
+
+/// The due-index partition of a kind and day (days since the epoch): `due#q#20261129`.
+fn due_key(kind: DueKind, day: u64) -> String {
+    let (y, m, d) = civil(day);
+    format!("due#{}#{y:04}{m:02}{d:02}", kind.letter())
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -105,6 +249,12 @@ where
         )),
         other => LedgerError::Unavailable(format!("{call}: {}", DisplayErrorContext(&other))),
     }
+}
+
+fn conditional_failed<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
+    err.as_service_error()
+        .and_then(|e| e.code())
+        .is_some_and(|c| c == "ConditionalCheckFailedException")
 }
 
 fn corrupt(key: &str, what: &str) -> LedgerError {
@@ -142,6 +292,7 @@ fn parse_job(item: &Item) -> Result<StoredJob, LedgerError> {
             .ok_or_else(|| corrupt(key, "state"))?,
         runner: text(item, "runner").map(str::to_string),
         updated_at: number(item, key, "updated_at")?,
+        repository: text(item, "repository").map(str::to_string),
     })
 }
 
@@ -156,13 +307,42 @@ fn counter(item: &Item, key: &str, attr: &str) -> Result<u32, LedgerError> {
     }
 }
 
+/// Sums one page of a pool partition into `into`.
+fn add_pool_items(pool_pk: &str, items: &[Item], into: &mut PoolLedger) -> Result<(), LedgerError> {
+    for item in items {
+        let sk = text(item, "sk").unwrap_or("");
+        if sk.starts_with(COUNT_PREFIX) {
+            let key = format!("{pool_pk}/{sk}");
+            into.queued = into.queued.saturating_add(counter(item, &key, "queued")?);
+            into.running = into.running.saturating_add(counter(item, &key, "running")?);
+        } else if sk.starts_with(BUSY_PREFIX) {
+            let runner = text(item, "runner").ok_or_else(|| corrupt(pool_pk, sk))?;
+            into.busy_runners.push(runner.to_string());
+        }
+    }
+    Ok(())
+}
+
+/// One write of a transition: the job read in state `from` (or absent) moves to `to`.
+struct Write<'a> {
+    job_id: u64,
+    pool: &'a str,
+    from: Option<JobState>,
+    to: JobState,
+    runner: Option<&'a str>,
+    repository: Option<&'a str>,
+    at: u64,
+}
+
 impl DynamoLedger {
-    /// `ttl` must be the configuration's: it sets each item's `expires_at` backstop.
+    /// `ttl` must be the configuration's: completed records keep `expires_at = updated_at +
+    /// retention`, after which DynamoDB's TTL deletes them.
     pub fn new(client: Client, table: impl Into<String>, ttl: LedgerTtl) -> Self {
         Self {
             client,
             table: table.into(),
             ttl,
+            expiry_budget: DEFAULT_EXPIRY_BUDGET,
         }
     }
 
@@ -170,16 +350,10 @@ impl DynamoLedger {
         Self::new(Client::new(sdk), table, ttl)
     }
 
-    /// When DynamoDB may delete a job item: past retention, and for unfinished jobs past
-    /// their state's time-to-live plus retention (reconcile will have expired them first).
-    fn expires_at(&self, state: JobState, at: u64) -> u64 {
-        let live = match state {
-            JobState::Waiting | JobState::Queued => self.ttl.queued,
-            JobState::InProgress => self.ttl.in_progress,
-            JobState::Completed => Duration::ZERO,
-        };
-        at.saturating_add(live.as_secs())
-            .saturating_add(self.ttl.retention.as_secs())
+    /// How long one expiry pass may work; the rest waits for the next pass.
+    pub fn with_expiry_budget(mut self, budget: Duration) -> Self {
+        self.expiry_budget = budget;
+        self
     }
 
     async fn get_job(&self, job_id: u64) -> Result<Option<StoredJob>, LedgerError> {
@@ -188,6 +362,7 @@ impl DynamoLedger {
             .get_item()
             .table_name(&self.table)
             .key("pk", s(job_key(job_id)))
+            .key("sk", s(JOB_SK))
             .consistent_read(true)
             .send()
             .await
@@ -195,34 +370,37 @@ impl DynamoLedger {
         out.item().map(parse_job).transpose()
     }
 
-    /// Writes one transition of a job read in state `from`, with the pool counters, in
-    /// one transaction. `runner` is the job's runner (the record's, else the delivery's).
-    async fn write_transition(
-        &self,
-        job_id: u64,
-        pool: &str,
-        from: Option<JobState>,
-        to: JobState,
-        runner: Option<&str>,
-        at: u64,
-    ) -> Result<(), WriteError> {
+    /// Writes one transition with its counter shard and busy item, in one transaction.
+    async fn write_transition(&self, w: &Write<'_>) -> Result<(), WriteError> {
         let build = |e: aws_sdk_dynamodb::error::BuildError| {
             WriteError::Failed(LedgerError::Unavailable(format!(
                 "building TransactWriteItems: {e}"
             )))
         };
         let mut job = HashMap::from([
-            ("pk".to_string(), s(job_key(job_id))),
-            ("pool".to_string(), s(pool)),
-            ("state".to_string(), s(to.as_str())),
-            ("updated_at".to_string(), n(at)),
-            ("expires_at".to_string(), n(self.expires_at(to, at))),
+            ("pk".to_string(), s(job_key(w.job_id))),
+            ("sk".to_string(), s(JOB_SK)),
+            ("pool".to_string(), s(w.pool)),
+            ("state".to_string(), s(w.to.as_str())),
+            ("updated_at".to_string(), n(w.at)),
         ]);
-        if let Some(r) = runner {
+        if let Some(r) = w.runner {
             job.insert("runner".into(), s(r));
         }
+        if let Some(r) = w.repository {
+            job.insert("repository".into(), s(r));
+        }
+        match DueKind::of(w.to) {
+            Some(kind) => {
+                job.insert("due".into(), s(due_key(kind, w.at / DAY)));
+            }
+            None => {
+                let until = w.at.saturating_add(self.ttl.retention.as_secs());
+                job.insert("expires_at".into(), n(until));
+            }
+        }
         let mut put = Put::builder().table_name(&self.table).set_item(Some(job));
-        put = match from {
+        put = match w.from {
             None => put.condition_expression("attribute_not_exists(pk)"),
             Some(state) => put
                 .condition_expression("#state = :from")
@@ -233,52 +411,42 @@ impl DynamoLedger {
             .put(put.build().map_err(build)?)
             .build()];
 
-        let (dq, dr) = count_delta(from, to);
-        let mut adds = Vec::new();
-        let mut values = HashMap::new();
-        let mut names = HashMap::new();
-        if dq != 0 {
-            adds.push("#queued :dq");
-            names.insert("#queued".to_string(), "queued".to_string());
-            values.insert(":dq".to_string(), n(dq));
-        }
-        if dr != 0 {
-            adds.push("#running :dr");
-            names.insert("#running".to_string(), "running".to_string());
-            values.insert(":dr".to_string(), n(dr));
-        }
-        let mut deletes = Vec::new();
-        if let Some(r) = runner {
-            let entry = AttributeValue::Ss(vec![busy_entry(job_id, r)]);
-            if to == JobState::InProgress {
-                adds.push("#busy :busy");
-                names.insert("#busy".to_string(), "busy".to_string());
-                values.insert(":busy".to_string(), entry);
-            } else if from == Some(JobState::InProgress) {
-                deletes.push("#busy :busy");
-                names.insert("#busy".to_string(), "busy".to_string());
-                values.insert(":busy".to_string(), entry);
-            }
-        }
-        if !values.is_empty() {
-            let mut expr = String::new();
-            if !adds.is_empty() {
-                expr.push_str("ADD ");
-                expr.push_str(&adds.join(", "));
-            }
-            if !deletes.is_empty() {
-                expr.push_str(" DELETE ");
-                expr.push_str(&deletes.join(", "));
-            }
+        let pool_pk = pool_key(w.pool);
+        let (dq, dr) = count_delta(w.from, w.to);
+        if (dq, dr) != (0, 0) {
             let update = Update::builder()
                 .table_name(&self.table)
-                .key("pk", s(pool_key(pool)))
-                .update_expression(expr.trim())
-                .set_expression_attribute_names(Some(names))
-                .set_expression_attribute_values(Some(values))
+                .key("pk", s(&pool_pk))
+                .key("sk", s(format!("{COUNT_PREFIX}{:02}", shard(w.job_id))))
+                .update_expression("ADD #queued :dq, #running :dr")
+                .expression_attribute_names("#queued", "queued")
+                .expression_attribute_names("#running", "running")
+                .expression_attribute_values(":dq", n(dq))
+                .expression_attribute_values(":dr", n(dr))
                 .build()
                 .map_err(build)?;
             items.push(TransactWriteItem::builder().update(update).build());
+        }
+        let busy_sk = format!("{BUSY_PREFIX}{}", w.job_id);
+        if w.to == JobState::InProgress {
+            if let Some(r) = w.runner {
+                let busy = Put::builder()
+                    .table_name(&self.table)
+                    .item("pk", s(&pool_pk))
+                    .item("sk", s(&busy_sk))
+                    .item("runner", s(r))
+                    .build()
+                    .map_err(build)?;
+                items.push(TransactWriteItem::builder().put(busy).build());
+            }
+        } else if w.from == Some(JobState::InProgress) {
+            let gone = Delete::builder()
+                .table_name(&self.table)
+                .key("pk", s(&pool_pk))
+                .key("sk", s(&busy_sk))
+                .build()
+                .map_err(build)?;
+            items.push(TransactWriteItem::builder().delete(gone).build());
         }
 
         match self
@@ -290,98 +458,160 @@ impl DynamoLedger {
         {
             Ok(_) => Ok(()),
             Err(e) => Err(match e.as_service_error() {
-                // The job's condition failed (another delivery applied first) or the
-                // transaction collided with another on the same items: either way, re-read.
-                Some(TransactWriteItemsError::TransactionCanceledException(c))
-                    if c.cancellation_reasons().iter().all(|r| {
-                        matches!(
-                            r.code(),
-                            None | Some("None" | "ConditionalCheckFailed" | "TransactionConflict")
-                        )
-                    }) =>
-                {
-                    WriteError::Lost
+                Some(TransactWriteItemsError::TransactionCanceledException(c)) => {
+                    classify_cancellation(c.cancellation_reasons().iter().map(|r| r.code()))
                 }
                 Some(TransactWriteItemsError::TransactionInProgressException(_)) => {
-                    WriteError::Lost
+                    WriteError::Busy("TransactionInProgress".into())
                 }
                 _ => WriteError::Failed(unavailable("TransactWriteItems", e)),
             }),
         }
     }
 
-    /// Deletes a completed job item past retention (conditioned on it still being the
-    /// record that was read). Returns false when it changed meanwhile.
-    async fn forget(&self, job: &StoredJob) -> Result<bool, LedgerError> {
-        let res = self
+    /// One page of the due index: `kind`'s records of `day` last updated at or before
+    /// `cut`, oldest first.
+    async fn due_page(
+        &self,
+        kind: DueKind,
+        day: u64,
+        cut: u64,
+        start: Option<Item>,
+    ) -> Result<(Vec<StoredJob>, Option<Item>), LedgerError> {
+        let page = self
             .client
-            .delete_item()
+            .query()
             .table_name(&self.table)
-            .key("pk", s(job_key(job.job_id)))
-            .condition_expression("#state = :completed AND #updated = :updated")
-            .expression_attribute_names("#state", "state")
+            .index_name(DUE_INDEX)
+            .key_condition_expression("#due = :due AND #updated <= :cut")
+            .expression_attribute_names("#due", "due")
             .expression_attribute_names("#updated", "updated_at")
-            .expression_attribute_values(":completed", s(JobState::Completed.as_str()))
-            .expression_attribute_values(":updated", n(job.updated_at))
+            .expression_attribute_values(":due", s(due_key(kind, day)))
+            .expression_attribute_values(":cut", n(cut))
+            .set_exclusive_start_key(start)
             .send()
-            .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(unavailable("DeleteItem", e)),
-        }
+            .await
+            .map_err(|e| unavailable("Query", e))?;
+        let jobs = page
+            .items()
+            .iter()
+            .map(parse_job)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = page.last_evaluated_key().filter(|k| !k.is_empty()).cloned();
+        Ok((jobs, next))
     }
 
-    /// Job items that may be due for expiry at `now` (the filter narrows what is
-    /// returned; the core's [`expiry`] decides). A `Scan` reads the whole table.
-    async fn scan_candidates(&self, now: u64) -> Result<Vec<StoredJob>, LedgerError> {
-        let cut = |d: Duration| n(now.saturating_sub(d.as_secs()));
-        let mut out = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .filter_expression(
-                    "begins_with(pk, :job) AND ((#state IN (:queued, :waiting) AND #updated <= :queued_cut) \
-                     OR (#state = :running AND #updated <= :running_cut) \
-                     OR (#state = :completed AND #updated <= :retention_cut))",
-                )
-                .expression_attribute_names("#state", "state")
-                .expression_attribute_names("#updated", "updated_at")
-                .expression_attribute_values(":job", s("job#"))
-                .expression_attribute_values(":queued", s(JobState::Queued.as_str()))
-                .expression_attribute_values(":waiting", s(JobState::Waiting.as_str()))
-                .expression_attribute_values(":running", s(JobState::InProgress.as_str()))
-                .expression_attribute_values(":completed", s(JobState::Completed.as_str()))
-                .expression_attribute_values(":queued_cut", cut(self.ttl.queued))
-                .expression_attribute_values(":running_cut", cut(self.ttl.in_progress))
-                .expression_attribute_values(":retention_cut", cut(self.ttl.retention))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| unavailable("Scan", e))?;
-            for item in page.items() {
-                out.push(parse_job(item)?);
+    /// The expiry pass's cursor: per kind, the first day that may still hold records.
+    async fn expiry_cursor(&self) -> Result<(Option<u64>, Option<u64>), LedgerError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(EXPIRY_CURSOR_PK))
+            .key("sk", s("cursor"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable("GetItem", e))?;
+        let Some(item) = out.item() else {
+            return Ok((None, None));
+        };
+        let day = |attr: &str| match item.get(attr) {
+            Some(AttributeValue::N(v)) => v
+                .parse::<u64>()
+                .map(Some)
+                .map_err(|_| corrupt(EXPIRY_CURSOR_PK, "cursor")),
+            _ => Ok(None),
+        };
+        Ok((day("q")?, day("r")?))
+    }
+
+    async fn set_expiry_cursor(&self, q: u64, r: u64) -> Result<(), LedgerError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(EXPIRY_CURSOR_PK))
+            .item("sk", s("cursor"))
+            .item("q", n(q))
+            .item("r", n(r))
+            .send()
+            .await
+            .map_err(|e| unavailable("PutItem", e))?;
+        Ok(())
+    }
+
+    /// Expires the due records of one kind from day `first` on, until the budget runs out.
+    /// Returns the new first day that may hold records (every day before it is empty).
+    async fn expire_kind(
+        &self,
+        kind: DueKind,
+        first: u64,
+        now: u64,
+        ttl: &LedgerTtl,
+        deadline: Instant,
+        done: &mut Expired,
+    ) -> Result<u64, LedgerError> {
+        let cut = now.saturating_sub(kind.ttl(ttl).as_secs());
+        let last = cut / DAY;
+        let mut cursor = first;
+        let mut day = first;
+        while day <= last {
+            let mut clean = true;
+            let mut start = None;
+            loop {
+                if Instant::now() >= deadline {
+                    return Ok(cursor);
+                }
+                let (jobs, next) = self.due_page(kind, day, cut, start).await?;
+                for job in jobs {
+                    if Instant::now() >= deadline {
+                        return Ok(cursor);
+                    }
+                    if expiry(job.state, job.updated_at, now, ttl) != Expiry::Expire {
+                        // A stale index entry of a record that moved on (it left this
+                        // day's partition on the table already), or a changed TTL.
+                        clean = false;
+                        continue;
+                    }
+                    let write = Write {
+                        job_id: job.job_id,
+                        pool: &job.pool,
+                        from: Some(job.state),
+                        to: JobState::Completed,
+                        runner: job.runner.as_deref(),
+                        repository: job.repository.as_deref(),
+                        at: now,
+                    };
+                    match self.write_transition(&write).await {
+                        Ok(()) => done.expired += 1,
+                        // A delivery moved it meanwhile: it is no longer in this partition.
+                        Err(WriteError::Moved) => {}
+                        // Conflict or throttling: the next pass tries again.
+                        Err(WriteError::Busy(_)) => clean = false,
+                        Err(WriteError::Failed(e)) => return Err(e),
+                    }
+                }
+                match next {
+                    Some(k) => start = Some(k),
+                    None => break,
+                }
             }
-            match page.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => break,
+            // A whole day before the cut, read to the end with every record expired, stays
+            // empty: new records are written under the day they are written.
+            if clean && day < last && cursor == day {
+                cursor = day + 1;
             }
+            day += 1;
         }
-        Ok(out)
+        Ok(cursor)
     }
 }
 
 #[async_trait]
 impl Ledger for DynamoLedger {
     async fn record(&self, t: &Transition) -> Result<Recorded, LedgerError> {
+        let started = Instant::now();
+        let mut slept = Duration::ZERO;
         for attempt in 0..MAX_TRANSITION_ATTEMPTS {
             let existing = self.get_job(t.job_id).await?;
             let current = existing.as_ref().map(|j| j.state);
@@ -394,27 +624,52 @@ impl Ledger for DynamoLedger {
             let pool = existing
                 .as_ref()
                 .map_or(t.pool.as_str(), |j| j.pool.as_str());
-            let runner = existing
+            let runner = recorded_runner(
+                existing.as_ref().and_then(|j| j.runner.as_deref()),
+                to,
+                t.runner.as_deref(),
+            );
+            let repository = existing
                 .as_ref()
-                .and_then(|j| j.runner.as_deref())
-                .or(t.runner.as_deref());
-            match self
-                .write_transition(t.job_id, pool, current, to, runner, t.at)
-                .await
-            {
+                .and_then(|j| j.repository.as_deref())
+                .or(t.repository.as_deref());
+            let write = Write {
+                job_id: t.job_id,
+                pool,
+                from: current,
+                to,
+                runner: runner.as_deref(),
+                repository,
+                at: t.at,
+            };
+            match self.write_transition(&write).await {
                 Ok(()) => {
                     return Ok(Recorded::Applied {
                         from: current,
                         since: existing.as_ref().map(|j| j.updated_at),
                     })
                 }
-                Err(WriteError::Lost) => {
+                // Another delivery of this job committed first: the re-read decides.
+                Err(WriteError::Moved) => {
                     tracing::debug!(
                         job_id = t.job_id,
                         attempt,
-                        "ledger write lost a race; re-reading"
+                        "job moved meanwhile; re-reading"
                     );
-                    tokio::time::sleep(lost_race_backoff(t.job_id, attempt)).await;
+                }
+                Err(WriteError::Busy(reasons)) => {
+                    let pause = busy_backoff(t.job_id, attempt);
+                    if slept + pause > RETRY_BUDGET {
+                        return Err(LedgerError::Contention(format!(
+                            "job {}: transaction cancelled ({reasons}) {} times in {} ms",
+                            t.job_id,
+                            attempt + 1,
+                            started.elapsed().as_millis()
+                        )));
+                    }
+                    tracing::debug!(job_id = t.job_id, attempt, %reasons, "transaction cancelled; retrying");
+                    tokio::time::sleep(pause).await;
+                    slept += pause;
                 }
                 Err(WriteError::Failed(e)) => return Err(e),
             }
@@ -426,69 +681,196 @@ impl Ledger for DynamoLedger {
     }
 
     async fn pool(&self, pool: &str) -> Result<PoolLedger, LedgerError> {
-        let key = pool_key(pool);
+        let pk = pool_key(pool);
+        let mut account = PoolLedger::default();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(&pk))
+                .projection_expression("sk, queued, running, runner")
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| unavailable("Query", e))?;
+            add_pool_items(&pk, page.items(), &mut account)?;
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        Ok(account)
+    }
+
+    async fn expire(&self, now: u64, ttl: &LedgerTtl) -> Result<Expired, LedgerError> {
+        let deadline = Instant::now() + self.expiry_budget;
+        let (q, r) = self.expiry_cursor().await?;
+        let first = |kind: DueKind, cursor: Option<u64>| {
+            cursor.unwrap_or_else(|| {
+                (now.saturating_sub(kind.ttl(ttl).as_secs()) / DAY)
+                    .saturating_sub(FIRST_PASS_LOOKBACK_DAYS)
+            })
+        };
+        let (q0, r0) = (first(DueKind::Queued, q), first(DueKind::InProgress, r));
+        let mut done = Expired::default();
+        let mut result = Ok(());
+        let q1 = match self
+            .expire_kind(DueKind::Queued, q0, now, ttl, deadline, &mut done)
+            .await
+        {
+            Ok(day) => day,
+            Err(e) => {
+                result = Err(e);
+                q0
+            }
+        };
+        let r1 = if result.is_ok() {
+            match self
+                .expire_kind(DueKind::InProgress, r0, now, ttl, deadline, &mut done)
+                .await
+            {
+                Ok(day) => day,
+                Err(e) => {
+                    result = Err(e);
+                    r0
+                }
+            }
+        } else {
+            r0
+        };
+        if (Some(q1), Some(r1)) != (q, r) {
+            self.set_expiry_cursor(q1, r1).await?;
+        }
+        result.map(|()| done)
+    }
+
+    async fn unfinished_before(
+        &self,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, LedgerError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let (q, r) = self.expiry_cursor().await?;
+        let last = before / DAY;
+        let lookback = last.saturating_sub(FIRST_PASS_LOOKBACK_DAYS);
+        let from_q = q.unwrap_or(lookback).min(last + 1);
+        let from_r = r.unwrap_or(lookback).min(last + 1);
+        let mut found: Vec<StoredJob> = Vec::new();
+        for day in from_q.min(from_r)..=last {
+            for kind in [DueKind::Queued, DueKind::InProgress] {
+                let from = if kind == DueKind::Queued {
+                    from_q
+                } else {
+                    from_r
+                };
+                if day < from {
+                    continue;
+                }
+                let mut start = None;
+                loop {
+                    let (jobs, next) = self.due_page(kind, day, before, start).await?;
+                    // Index entries may lag the table: keep only what still qualifies.
+                    found.extend(jobs.into_iter().filter(|j| j.updated_at <= before));
+                    match next {
+                        Some(k) if found.len() < limit * 2 => start = Some(k),
+                        _ => break,
+                    }
+                }
+            }
+            // Later days hold only later records: this day's oldest are the answer.
+            if found.len() >= limit {
+                break;
+            }
+        }
+        found.sort_by_key(|j| (j.updated_at, j.job_id));
+        found.dedup_by_key(|j| j.job_id);
+        found.truncate(limit);
+        Ok(found.into_iter().map(StoredJob::record).collect())
+    }
+
+    async fn acquire_lease(
+        &self,
+        pool: &str,
+        holder: &str,
+        now: u64,
+        until: u64,
+    ) -> Result<bool, LedgerError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("lease#{pool}")))
+            .key("sk", s("lease"))
+            .update_expression("SET #holder = :me, #until = :until")
+            // Free, expired (as the in-memory ledger: held while `until > now`), or ours.
+            .condition_expression("attribute_not_exists(pk) OR #until <= :now OR #holder = :me")
+            .expression_attribute_names("#holder", "holder")
+            .expression_attribute_names("#until", "expires_at")
+            .expression_attribute_values(":me", s(holder))
+            .expression_attribute_values(":until", n(until))
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if conditional_failed(&e) => Ok(false),
+            Err(e) => Err(unavailable("UpdateItem", e)),
+        }
+    }
+
+    async fn release_lease(&self, pool: &str, holder: &str) -> Result<(), LedgerError> {
+        let res = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("lease#{pool}")))
+            .key("sk", s("lease"))
+            .condition_expression("#holder = :me")
+            .expression_attribute_names("#holder", "holder")
+            .expression_attribute_values(":me", s(holder))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if conditional_failed(&e) => Ok(()),
+            Err(e) => Err(unavailable("DeleteItem", e)),
+        }
+    }
+
+    async fn cursor(&self, name: &str) -> Result<Option<String>, LedgerError> {
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
-            .key("pk", s(key.clone()))
+            .key("pk", s(format!("cursor#{name}")))
+            .key("sk", s("cursor"))
             .consistent_read(true)
             .send()
             .await
             .map_err(|e| unavailable("GetItem", e))?;
-        let Some(item) = out.item() else {
-            return Ok(PoolLedger::default());
-        };
-        let busy_runners = match item.get("busy") {
-            None => Vec::new(),
-            Some(AttributeValue::Ss(entries)) => entries
-                .iter()
-                .map(|e| {
-                    e.split_once(':')
-                        .map(|(_, runner)| runner.to_string())
-                        .ok_or_else(|| corrupt(&key, "busy"))
-                })
-                .collect::<Result<_, _>>()?,
-            Some(_) => return Err(corrupt(&key, "busy")),
-        };
-        Ok(PoolLedger {
-            queued: counter(item, &key, "queued")?,
-            running: counter(item, &key, "running")?,
-            busy_runners,
-        })
+        Ok(out
+            .item()
+            .and_then(|i| text(i, "value"))
+            .map(str::to_string))
     }
 
-    async fn expire(&self, now: u64, ttl: &LedgerTtl) -> Result<Expired, LedgerError> {
-        let mut done = Expired::default();
-        for job in self.scan_candidates(now).await? {
-            match expiry(job.state, job.updated_at, now, ttl) {
-                Expiry::Keep => {}
-                Expiry::Forget => {
-                    if self.forget(&job).await? {
-                        done.forgotten += 1;
-                    }
-                }
-                Expiry::Expire => {
-                    match self
-                        .write_transition(
-                            job.job_id,
-                            &job.pool,
-                            Some(job.state),
-                            JobState::Completed,
-                            job.runner.as_deref(),
-                            now,
-                        )
-                        .await
-                    {
-                        Ok(()) => done.expired += 1,
-                        // A delivery moved it meanwhile: the next pass looks again.
-                        Err(WriteError::Lost) => {}
-                        Err(WriteError::Failed(e)) => return Err(e),
-                    }
-                }
-            }
-        }
-        Ok(done)
+    async fn set_cursor(&self, name: &str, value: &str) -> Result<(), LedgerError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("cursor#{name}")))
+            .item("sk", s("cursor"))
+            .item("value", s(value))
+            .send()
+            .await
+            .map_err(|e| unavailable("PutItem", e))?;
+        Ok(())
     }
 }
 
@@ -500,15 +882,18 @@ mod tests {
     fn job_items_round_trip() {
         let item = HashMap::from([
             ("pk".to_string(), s("job#14541957942")),
+            ("sk".to_string(), s("job")),
             ("pool".to_string(), s("linux")),
             ("state".to_string(), s("in_progress")),
             ("runner".to_string(), s("gh-i-0abc")),
+            ("repository".to_string(), s("octo-org/app")),
             ("updated_at".to_string(), n(100)),
         ]);
         let job = parse_job(&item).expect("valid item");
         assert_eq!(job.job_id, 14_541_957_942);
         assert_eq!(job.state, JobState::InProgress);
         assert_eq!(job.runner.as_deref(), Some("gh-i-0abc"));
+        assert_eq!(job.repository.as_deref(), Some("octo-org/app"));
         let mut bad = item.clone();
         bad.insert("state".into(), s("started"));
         assert!(parse_job(&bad).is_err());
@@ -518,24 +903,88 @@ mod tests {
     }
 
     #[test]
-    fn lost_race_backoff_is_bounded() {
+    fn busy_backoff_is_jittered_and_bounded() {
         let total: Duration = (0..MAX_TRANSITION_ATTEMPTS)
-            .map(|a| lost_race_backoff(14_541_957_942, a))
+            .map(|a| busy_backoff(14_541_957_942, a))
             .sum();
-        assert!(
-            total <= Duration::from_millis(20 * (1 + 2 + 4 + 8 + 16 * 4)),
-            "{total:?}"
+        assert!(total <= Duration::from_millis(10 + 20 + 40 + 80 + 160 + 320 + 400 + 400));
+        for attempt in 0..MAX_TRANSITION_ATTEMPTS {
+            let cap = (10u64 << attempt.min(6)).min(400);
+            let b = busy_backoff(7, attempt).as_millis() as u64;
+            assert!((cap / 2..=cap).contains(&b), "{attempt}: {b}");
+        }
+        let spread: std::collections::BTreeSet<_> = (0..50).map(|_| busy_backoff(7, 5)).collect();
+        assert!(spread.len() > 5, "jittered: {spread:?}");
+    }
+
+    #[test]
+    fn cancellations_by_reason() {
+        let c = |codes: &[Option<&str>]| classify_cancellation(codes.iter().copied());
+        assert!(matches!(
+            c(&[Some("ConditionalCheckFailed"), Some("None")]),
+            WriteError::Moved
+        ));
+        assert!(matches!(
+            c(&[None, Some("TransactionConflict")]),
+            WriteError::Busy(_)
+        ));
+        assert!(matches!(
+            c(&[Some("ThrottlingError"), Some("None")]),
+            WriteError::Busy(_)
+        ));
+        assert!(matches!(
+            c(&[Some("ProvisionedThroughputExceeded")]),
+            WriteError::Busy(_)
+        ));
+        assert!(matches!(
+            c(&[Some("ValidationError"), Some("None")]),
+            WriteError::Failed(_)
+        ));
+    }
+
+    #[test]
+    fn shards_are_fixed_per_job_and_spread() {
+        assert_eq!(shard(42), shard(42));
+        let used: std::collections::BTreeSet<u64> = (1..=200).map(shard).collect();
+        assert_eq!(used.len() as u64, COUNTER_SHARDS);
+    }
+
+    #[test]
+    fn due_keys_name_the_day() {
+        assert_eq!(due_key(DueKind::Queued, 0), "due#q#19700101");
+        // 2026-11-29 is day 20_786.
+        assert_eq!(due_key(DueKind::InProgress, 20_786), "due#r#20261129");
+        assert_eq!(
+            due_key(DueKind::Queued, 1_800_000_000 / DAY),
+            "due#q#20270115"
         );
-        assert!(lost_race_backoff(1, 0) >= Duration::from_millis(5));
+        assert_eq!(civil(11_016), (2000, 2, 29));
     }
 
     #[test]
     fn negative_counter_is_damage_not_zero() {
-        let item = HashMap::from([("queued".to_string(), n(-1))]);
-        assert!(counter(&item, "pool#p", "queued").is_err());
+        let item = HashMap::from([
+            ("sk".to_string(), s("count#03")),
+            ("queued".to_string(), n(-1)),
+        ]);
+        let mut account = PoolLedger::default();
+        assert!(add_pool_items("pool#p", &[item], &mut account).is_err());
+        let item = HashMap::from([
+            ("sk".to_string(), s("count#04")),
+            ("queued".to_string(), n(2)),
+        ]);
+        let busy = HashMap::from([
+            ("sk".to_string(), s("busy#7")),
+            ("runner".to_string(), s("gh-i-1")),
+        ]);
+        add_pool_items("pool#p", &[item, busy], &mut account).expect("valid");
         assert_eq!(
-            counter(&item, "pool#p", "running").expect("absent is zero"),
-            0
+            account,
+            PoolLedger {
+                queued: 2,
+                running: 0,
+                busy_runners: vec!["gh-i-1".into()]
+            }
         );
     }
 }

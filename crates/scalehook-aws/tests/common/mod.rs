@@ -6,8 +6,8 @@
 use aws_config::{Region, SdkConfig};
 use aws_sdk_dynamodb::config::Credentials;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
 };
 use http::{HeaderMap, HeaderValue, Method};
 use scalehook_aws::{AsgFleet, DynamoLedger};
@@ -186,24 +186,44 @@ pub async fn create_asg(sdk: &SdkConfig, name: &str, min: i32, max: i32, desired
         .expect("CreateAutoScalingGroup");
 }
 
-/// The table as `infra/aws` creates it: `pk` (S) only, on-demand, TTL on `expires_at`.
+/// The table as `infra/aws` creates it: `pk` (S) and `sk` (S), on-demand, TTL on
+/// `expires_at`, and the sparse `due` index (`due` (S), `updated_at` (N), all attributes).
 pub async fn create_table(sdk: &SdkConfig, name: &str) {
     let ddb = ddb_client(sdk);
+    let attr = |name: &str, kind: ScalarAttributeType| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(kind)
+            .build()
+            .expect("attribute")
+    };
+    let key = |name: &str, kind: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .expect("key")
+    };
     ddb.create_table()
         .table_name(name)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("pk")
-                .attribute_type(ScalarAttributeType::S)
+        .attribute_definitions(attr("pk", ScalarAttributeType::S))
+        .attribute_definitions(attr("sk", ScalarAttributeType::S))
+        .attribute_definitions(attr("due", ScalarAttributeType::S))
+        .attribute_definitions(attr("updated_at", ScalarAttributeType::N))
+        .key_schema(key("pk", KeyType::Hash))
+        .key_schema(key("sk", KeyType::Range))
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(scalehook_aws::ledger::DUE_INDEX)
+                .key_schema(key("due", KeyType::Hash))
+                .key_schema(key("updated_at", KeyType::Range))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
                 .build()
-                .expect("attribute"),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("pk")
-                .key_type(KeyType::Hash)
-                .build()
-                .expect("key"),
+                .expect("index"),
         )
         .billing_mode(BillingMode::PayPerRequest)
         .send()
