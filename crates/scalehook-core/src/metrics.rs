@@ -1,6 +1,12 @@
-//! Metrics: counters and per-pool gauges kept in process, rendered as Prometheus text
-//! (local server, Azure) or written as CloudWatch Embedded Metric Format lines (AWS).
+//! Metrics: counters, per-pool gauges and histograms kept in process, rendered as Prometheus
+//! text (local server, Azure) or written as CloudWatch Embedded Metric Format lines (AWS).
+//!
+//! Job SLIs come from the ledger's own timestamps: a transition the ledger *applied* from
+//! `queued` to `in_progress` gives the job's queue wait, one from `in_progress` to `completed`
+//! its run time. The ledger applies each transition once (a duplicate or late event is
+//! `Recorded::Stale`), so each job is counted once however GitHub delivers its events.
 
+use crate::ledger::{JobState, Recorded};
 use crate::report::{DeliveryReport, Outcome};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -8,6 +14,138 @@ use std::sync::Mutex;
 
 /// The CloudWatch namespace of scalehook's EMF metrics.
 pub const EMF_NAMESPACE: &str = "Scalehook";
+
+/// Upper bounds (seconds) of the queue wait histogram's buckets: around a runner's boot time.
+pub const QUEUE_WAIT_BUCKETS: &[f64] = &[
+    5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 240.0, 300.0, 450.0, 600.0, 900.0,
+    1200.0, 1800.0, 3600.0,
+];
+/// Upper bounds (seconds) of the job run time histogram's buckets.
+pub const RUN_TIME_BUCKETS: &[f64] = &[
+    10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0, 3600.0, 7200.0,
+    14400.0, 21600.0,
+];
+/// Upper bounds (seconds) of the delivery latency histogram's buckets (GitHub gives up at 10 s).
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Default bound of the "jobs waiting too long" gauge and of the queue wait SLO: a runner's
+/// typical boot time (120 s) plus 60 s.
+pub const DEFAULT_WAIT_THRESHOLD_SECS: u64 = 180;
+
+/// A Prometheus-style histogram with fixed bucket bounds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    /// Per bucket (not cumulative); one more than `bounds` for +Inf.
+    buckets: Vec<u64>,
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            buckets: vec![0; bounds.len() + 1],
+            count: 0,
+            sum: 0.0,
+        }
+    }
+
+    pub fn observe(&mut self, v: f64) {
+        let i = self
+            .bounds
+            .iter()
+            .position(|b| v <= *b)
+            .unwrap_or(self.bounds.len());
+        self.buckets[i] += 1;
+        self.count += 1;
+        self.sum += v;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn sum(&self) -> f64 {
+        self.sum
+    }
+
+    /// `name_bucket`, `name_sum`, `name_count` lines; `labels` is `k="v",` pairs or empty.
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            cumulative += n;
+            let le = self
+                .bounds
+                .get(i)
+                .map_or_else(|| "+Inf".to_string(), |b| format!("{b}"));
+            let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{le}\"}} {cumulative}");
+        }
+        let bare = labels.trim_end_matches(',');
+        let braces = if bare.is_empty() {
+            String::new()
+        } else {
+            format!("{{{bare}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{braces} {}", self.count);
+    }
+}
+
+/// What one recorded transition measured of its job (each at most once per job).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobSli {
+    /// Seconds from `queued` to `in_progress`.
+    pub queue_wait_secs: Option<u64>,
+    /// Seconds from `in_progress` to `completed`.
+    pub run_secs: Option<u64>,
+}
+
+/// The measurement a transition carries: only a transition the ledger applied, from the
+/// state just before, with the time the record entered that state.
+pub fn job_sli(to: JobState, recorded: &Recorded, at: u64) -> JobSli {
+    let mut sli = JobSli::default();
+    if let Recorded::Applied {
+        from: Some(from),
+        since: Some(since),
+    } = recorded
+    {
+        let secs = at.saturating_sub(*since);
+        match (from, to) {
+            (JobState::Queued, JobState::InProgress) => sli.queue_wait_secs = Some(secs),
+            (JobState::InProgress, JobState::Completed) => sli.run_secs = Some(secs),
+            _ => {}
+        }
+    }
+    sli
+}
+
+/// Queued records per pool (of `Ledger::unfinished_before`'s answer, which also lists
+/// waiting and in-progress records).
+pub fn queued_records_by_pool(records: &[crate::ledger::JobRecord]) -> BTreeMap<String, u32> {
+    let mut out = BTreeMap::new();
+    for r in records.iter().filter(|r| r.state == JobState::Queued) {
+        *out.entry(r.pool.clone()).or_default() += 1;
+    }
+    out
+}
+
+/// A pool's fleet census from a reconcile pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Census {
+    /// Instances the cloud lists (launching or in service).
+    pub live: u32,
+    /// Instances not yet in service.
+    pub launching: u32,
+    /// Instances running a job.
+    pub busy: u32,
+    /// Instances in service without a job.
+    pub idle: u32,
+    /// Instances without a registered runner (only known with a GitHub App).
+    pub unregistered: Option<u32>,
+}
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -26,6 +164,21 @@ struct Inner {
     pools: BTreeMap<String, PoolGauges>,
     reconcile_runs: u64,
     reconcile_failures: u64,
+    /// pool -> queue wait (s) of jobs that started.
+    queue_wait: BTreeMap<String, Histogram>,
+    /// pool -> run time (s) of jobs that completed.
+    run_time: BTreeMap<String, Histogram>,
+    /// Seconds from request to answer of every delivery.
+    latency: Option<Histogram>,
+    /// pool -> queued jobs waiting longer than the threshold (from the last reconcile).
+    waiting_over: BTreeMap<String, u32>,
+    wait_threshold_secs: Option<u64>,
+    census: BTreeMap<String, Census>,
+    /// (x-ratelimit-remaining, requests made) of the GitHub client.
+    github: Option<(Option<u64>, u64)>,
+    redelivered: u64,
+    /// Redeliveries not yet written as an EMF line.
+    redelivered_unreported: u64,
 }
 
 /// The latest known figures of one pool.
@@ -47,10 +200,13 @@ impl Metrics {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Counts one delivery by its report.
+    /// Counts one delivery by its report (outcome, latency, and the job SLIs it carries).
     pub fn observe(&self, report: &DeliveryReport) {
         let mut m = self.lock();
         *m.deliveries.entry(report.outcome).or_default() += 1;
+        m.latency
+            .get_or_insert_with(|| Histogram::new(LATENCY_BUCKETS))
+            .observe(report.latency_us as f64 / 1e6);
         if report.outcome == Outcome::Unauthorized {
             m.signature_failures += 1;
         }
@@ -65,6 +221,86 @@ impl Metrics {
                 *m.scale_actions.entry((pool.clone(), action)).or_default() += 1;
             }
         }
+    }
+
+    /// Records the SLIs of one recorded transition of a job of `pool` (see [`job_sli`]) and
+    /// returns them for the delivery's report. Call it once per `Ledger::record` result.
+    pub fn job_recorded(&self, pool: &str, to: JobState, recorded: &Recorded, at: u64) -> JobSli {
+        let sli = job_sli(to, recorded, at);
+        let mut m = self.lock();
+        if let Some(w) = sli.queue_wait_secs {
+            m.queue_wait
+                .entry(pool.to_string())
+                .or_insert_with(|| Histogram::new(QUEUE_WAIT_BUCKETS))
+                .observe(w as f64);
+        }
+        if let Some(r) = sli.run_secs {
+            m.run_time
+                .entry(pool.to_string())
+                .or_insert_with(|| Histogram::new(RUN_TIME_BUCKETS))
+                .observe(r as f64);
+        }
+        sli
+    }
+
+    /// A copy of a pool's queue wait histogram.
+    pub fn queue_wait(&self, pool: &str) -> Option<Histogram> {
+        self.lock().queue_wait.get(pool).cloned()
+    }
+
+    /// A copy of a pool's run time histogram.
+    pub fn run_time(&self, pool: &str) -> Option<Histogram> {
+        self.lock().run_time.get(pool).cloned()
+    }
+
+    /// A copy of the delivery latency histogram.
+    pub fn latency(&self) -> Histogram {
+        self.lock()
+            .latency
+            .clone()
+            .unwrap_or_else(|| Histogram::new(LATENCY_BUCKETS))
+    }
+
+    /// The bound of the "jobs waiting too long" gauge, in seconds.
+    pub fn wait_threshold_secs(&self) -> u64 {
+        self.lock()
+            .wait_threshold_secs
+            .unwrap_or(DEFAULT_WAIT_THRESHOLD_SECS)
+    }
+
+    pub fn set_wait_threshold_secs(&self, secs: u64) {
+        self.lock().wait_threshold_secs = Some(secs);
+    }
+
+    /// Queued jobs per pool waiting longer than [`Metrics::wait_threshold_secs`]; pools not
+    /// named are set to 0.
+    pub fn set_waiting_over(&self, pools: &[&str], counts: &BTreeMap<String, u32>) {
+        let mut m = self.lock();
+        for pool in pools {
+            let n = counts.get(*pool).copied().unwrap_or(0);
+            m.waiting_over.insert((*pool).to_string(), n);
+        }
+    }
+
+    pub fn waiting_over(&self, pool: &str) -> Option<u32> {
+        self.lock().waiting_over.get(pool).copied()
+    }
+
+    /// A pool's fleet census (reconcile).
+    pub fn census(&self, pool: &str, census: Census) {
+        self.lock().census.insert(pool.to_string(), census);
+    }
+
+    /// The GitHub client's figures: `x-ratelimit-remaining` (when seen) and requests made.
+    pub fn github(&self, remaining: Option<u64>, requests: u64) {
+        self.lock().github = Some((remaining, requests));
+    }
+
+    /// Deliveries a reconcile pass asked GitHub to redeliver.
+    pub fn redelivered(&self, n: u64) {
+        let mut m = self.lock();
+        m.redelivered += n;
+        m.redelivered_unreported += n;
     }
 
     pub fn unroutable_job(&self) {
@@ -216,8 +452,119 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{pool=\"{}\"}} {}", escape(pool), get(g));
             }
         }
+        render_slis(&m, &mut out);
         out
     }
+}
+
+/// The histograms and the reconcile-time gauges of [`Metrics::render_prometheus`].
+fn render_slis(m: &Inner, out: &mut String) {
+    header(
+        out,
+        "scalehook_job_queue_wait_seconds",
+        "histogram",
+        "Seconds each job waited from queued to in_progress, by pool (once per job).",
+    );
+    for (pool, h) in &m.queue_wait {
+        h.render(out, "scalehook_job_queue_wait_seconds", &pool_label(pool));
+    }
+    header(
+        out,
+        "scalehook_job_run_seconds",
+        "histogram",
+        "Seconds each job ran from in_progress to completed, by pool (once per job).",
+    );
+    for (pool, h) in &m.run_time {
+        h.render(out, "scalehook_job_run_seconds", &pool_label(pool));
+    }
+    header(
+        out,
+        "scalehook_delivery_duration_seconds",
+        "histogram",
+        "Seconds from a delivery's request to its answer.",
+    );
+    m.latency
+        .clone()
+        .unwrap_or_else(|| Histogram::new(LATENCY_BUCKETS))
+        .render(out, "scalehook_delivery_duration_seconds", "");
+    header(
+        out,
+        "scalehook_queue_wait_threshold_seconds",
+        "gauge",
+        "The bound of scalehook_pool_jobs_waiting_over_threshold.",
+    );
+    let threshold = m.wait_threshold_secs.unwrap_or(DEFAULT_WAIT_THRESHOLD_SECS);
+    let _ = writeln!(out, "scalehook_queue_wait_threshold_seconds {threshold}");
+    header(
+        out,
+        "scalehook_pool_jobs_waiting_over_threshold",
+        "gauge",
+        "Queued jobs waiting longer than the threshold, by pool (at the last reconcile).",
+    );
+    for (pool, n) in &m.waiting_over {
+        let _ = writeln!(
+            out,
+            "scalehook_pool_jobs_waiting_over_threshold{{pool=\"{}\"}} {n}",
+            escape(pool)
+        );
+    }
+    header(
+        out,
+        "scalehook_pool_instances",
+        "gauge",
+        "Instances by pool and state (live, launching, busy, idle, unregistered).",
+    );
+    for (pool, c) in &m.census {
+        let mut states = vec![
+            ("live", c.live),
+            ("launching", c.launching),
+            ("busy", c.busy),
+            ("idle", c.idle),
+        ];
+        if let Some(u) = c.unregistered {
+            states.push(("unregistered", u));
+        }
+        for (state, n) in states {
+            let _ = writeln!(
+                out,
+                "scalehook_pool_instances{{pool=\"{}\",state=\"{state}\"}} {n}",
+                escape(pool)
+            );
+        }
+    }
+    header(
+        out,
+        "scalehook_github_rate_limit_remaining",
+        "gauge",
+        "x-ratelimit-remaining of the GitHub App's last answer.",
+    );
+    if let Some((Some(remaining), _)) = m.github {
+        let _ = writeln!(out, "scalehook_github_rate_limit_remaining {remaining}");
+    }
+    header(
+        out,
+        "scalehook_github_requests_total",
+        "counter",
+        "Requests the GitHub App client made.",
+    );
+    if let Some((_, requests)) = m.github {
+        let _ = writeln!(out, "scalehook_github_requests_total {requests}");
+    }
+    header(
+        out,
+        "scalehook_redelivered_deliveries_total",
+        "counter",
+        "Failed deliveries reconcile asked GitHub to redeliver.",
+    );
+    let _ = writeln!(
+        out,
+        "scalehook_redelivered_deliveries_total {}",
+        m.redelivered
+    );
+}
+
+fn pool_label(pool: &str) -> String {
+    format!("pool=\"{}\",", escape(pool))
 }
 
 fn cloud_kind(outcome: Outcome) -> &'static str {
@@ -275,17 +622,20 @@ pub fn emf_line(report: &DeliveryReport, timestamp_ms: u64) -> String {
     if let Some(pool) = &report.pool {
         root.insert("Pool".into(), pool.clone().into());
         let mut pool_metrics = Vec::new();
-        let mut put = |name: &str, value: Option<u32>, unit: &str| {
+        let mut put = |name: &str, value: Option<u64>, unit: &str| {
             if let Some(v) = value {
                 root.insert(name.into(), v.into());
                 pool_metrics.push(serde_json::json!({"Name": name, "Unit": unit}));
             }
         };
-        put("DesiredCapacity", report.capacity_after, "Count");
-        put("QueuedJobs", report.queued, "Count");
-        put("RunningJobs", report.running, "Count");
-        let scaled = report.decision.map(|d| u32::from(d != "hold"));
+        put("DesiredCapacity", report.capacity_after.map(u64::from), "Count");
+        put("QueuedJobs", report.queued.map(u64::from), "Count");
+        put("RunningJobs", report.running.map(u64::from), "Count");
+        let scaled = report.decision.map(|d| u64::from(d != "hold"));
         put("ScaleActions", scaled, "Count");
+        // The job SLIs, present on the one delivery that moved the job (so once per job).
+        put("QueueWaitSeconds", report.queue_wait_secs, "Seconds");
+        put("RunSeconds", report.run_secs, "Seconds");
         if !pool_metrics.is_empty() {
             directives.push(serde_json::json!({
                 "Namespace": EMF_NAMESPACE,
@@ -321,6 +671,71 @@ pub fn emf_pool_line(pool: &str, g: &PoolGauges, timestamp_ms: u64) -> String {
         "AtMaxWithQueue": g.at_max_with_queue,
     })
     .to_string()
+}
+
+/// The EMF lines of what a reconcile pass measured besides the pools' gauges: per pool, the
+/// jobs waiting past the threshold and the fleet census; without dimensions, the GitHub rate
+/// limit and the deliveries redelivered since the last such lines (so a sum over time is
+/// the count). One value per metric per line, far inside EMF's limits.
+pub fn emf_state_lines(metrics: &Metrics, timestamp_ms: u64) -> Vec<String> {
+    let mut m = metrics.lock();
+    let mut lines = Vec::new();
+    let pools: std::collections::BTreeSet<String> = m
+        .waiting_over
+        .keys()
+        .chain(m.census.keys())
+        .cloned()
+        .collect();
+    for pool in pools {
+        let mut values: Vec<(&str, &str, u64)> = Vec::new();
+        if let Some(n) = m.waiting_over.get(&pool) {
+            values.push(("JobsWaitingOverThreshold", "Count", u64::from(*n)));
+        }
+        if let Some(c) = m.census.get(&pool) {
+            values.push(("LiveInstances", "Count", u64::from(c.live)));
+            values.push(("LaunchingInstances", "Count", u64::from(c.launching)));
+            values.push(("BusyInstances", "Count", u64::from(c.busy)));
+            values.push(("IdleInstances", "Count", u64::from(c.idle)));
+            if let Some(u) = c.unregistered {
+                values.push(("UnregisteredInstances", "Count", u64::from(u)));
+            }
+        }
+        lines.push(emf_values_line(&[("Pool", &pool)], &values, timestamp_ms));
+    }
+    let mut values: Vec<(&str, &str, u64)> =
+        vec![("RedeliveredDeliveries", "Count", m.redelivered_unreported)];
+    m.redelivered_unreported = 0;
+    if let Some((Some(remaining), _)) = m.github {
+        values.push(("GitHubRateLimitRemaining", "Count", remaining));
+    }
+    lines.push(emf_values_line(&[], &values, timestamp_ms));
+    lines
+}
+
+/// One EMF line: `dimensions` (name, value) as one dimension set, each (name, unit, value)
+/// a metric of the namespace.
+fn emf_values_line(dimensions: &[(&str, &str)], values: &[(&str, &str, u64)], ts: u64) -> String {
+    let mut root = serde_json::Map::new();
+    let names: Vec<&str> = dimensions.iter().map(|(k, _)| *k).collect();
+    for (k, v) in dimensions {
+        root.insert((*k).into(), (*v).into());
+    }
+    let metrics: Vec<serde_json::Value> = values
+        .iter()
+        .map(|(name, unit, v)| {
+            root.insert((*name).into(), (*v).into());
+            serde_json::json!({"Name": name, "Unit": unit})
+        })
+        .collect();
+    root.insert(
+        "_aws".into(),
+        serde_json::json!({"Timestamp": ts, "CloudWatchMetrics": [{
+            "Namespace": EMF_NAMESPACE,
+            "Dimensions": [names],
+            "Metrics": metrics
+        }]}),
+    );
+    serde_json::Value::Object(root).to_string()
 }
 
 /// One EMF line for a reconcile pass: `ReconcileRuns` and `ReconcileFailures` (the

@@ -98,6 +98,10 @@ pub struct DeliveryReport {
     pub capacity_after: Option<u32>,
     pub queued: Option<u32>,
     pub running: Option<u32>,
+    /// Seconds the job waited from queued to in_progress: on the delivery that started it.
+    pub queue_wait_secs: Option<u64>,
+    /// Seconds the job ran from in_progress to completed: on the delivery that ended it.
+    pub run_secs: Option<u64>,
     pub latency_us: u64,
 }
 
@@ -117,6 +121,8 @@ impl DeliveryReport {
             capacity_after: None,
             queued: None,
             running: None,
+            queue_wait_secs: None,
+            run_secs: None,
             latency_us: 0,
         }
     }

@@ -368,6 +368,9 @@ impl Service {
         let work = async {
             let recorded = self.ledger.record(&transition).await?;
             report.duplicate = Some(!recorded.is_applied());
+            // Queue wait / run time, from the ledger's own times: once per job.
+            let sli = self.metrics.job_recorded(&pool.name, state, &recorded, transition.at);
+            (report.queue_wait_secs, report.run_secs) = (sli.queue_wait_secs, sli.run_secs);
             // Duplicates go on to decide and apply too: applying is idempotent, and a
             // redelivery after a failed cloud call is what repairs capacity.
             self.converge(pool, trigger).await
@@ -501,6 +504,7 @@ impl Service {
             pools,
         };
         self.metrics.reconciled(report.ok());
+        self.observe_state(now).await;
         if self.log == LogFormat::Emf {
             let ms = unix_millis();
             for pool in &self.config.pools {
@@ -540,6 +544,32 @@ impl Service {
         Ok(out)
     }
 
+    /// Reconcile's cheap SLI pass (metrics only, never fails the pass): queued jobs waiting
+    /// past the threshold per pool, from the ledger's oldest unfinished records, and the
+    /// GitHub client's rate limit; written as EMF lines on Lambda.
+    async fn observe_state(&self, now: u64) {
+        let threshold = self.metrics.wait_threshold_secs();
+        let unfinished = tokio::time::timeout(
+            self.config.cloud_timeout,
+            self.ledger.unfinished_before(now.saturating_sub(threshold), 1000),
+        )
+        .await;
+        if let Ok(Ok(records)) = unfinished {
+            let pools: Vec<&str> = self.config.pools.iter().map(|p| p.name.as_str()).collect();
+            let counts = crate::metrics::queued_records_by_pool(&records);
+            self.metrics.set_waiting_over(&pools, &counts);
+        }
+        if self.github.enabled() {
+            let limit = self.github.rate_limit();
+            self.metrics.github(limit.remaining, limit.requests);
+        }
+        if self.log == LogFormat::Emf {
+            for line in crate::metrics::emf_state_lines(&self.metrics, unix_millis()) {
+                println!("{line}");
+            }
+        }
+    }
+
     fn write_log(&self, report: &DeliveryReport) {
         match self.log {
             LogFormat::Off => {}
@@ -562,6 +592,8 @@ impl Service {
                     capacity_after = report.capacity_after,
                     queued = report.queued,
                     running = report.running,
+                    queue_wait_secs = report.queue_wait_secs,
+                    run_secs = report.run_secs,
                     latency_us = report.latency_us,
                     "delivery"
                 );
