@@ -47,16 +47,19 @@ data "aws_iam_policy_document" "function" {
 
   statement {
     sid = "Ledger"
+    # TransactWriteItems has no action of its own: each Put/Update/Delete in it is checked.
+    # Query reads a pool's partition (table) and the due records (index).
     actions = [
-      "dynamodb:ConditionCheckItem",
       "dynamodb:DeleteItem",
       "dynamodb:GetItem",
       "dynamodb:PutItem",
       "dynamodb:Query",
-      "dynamodb:Scan",
       "dynamodb:UpdateItem",
     ]
-    resources = [aws_dynamodb_table.ledger.arn]
+    resources = [
+      aws_dynamodb_table.ledger.arn,
+      "${aws_dynamodb_table.ledger.arn}/index/due",
+    ]
   }
 
   statement {

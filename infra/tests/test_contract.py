@@ -3,7 +3,7 @@ watch metrics and outcomes the core actually emits."""
 
 import re
 
-from conftest import MODULES, core_source, plain
+from conftest import MODULES, ROOT, core_source, plain
 
 
 def core_outcomes():
@@ -53,9 +53,20 @@ def test_lambda_runtime_and_environment(aws):
 def test_dynamodb_ledger_shape(aws):
     t = aws.resource("aws_dynamodb_table", "ledger")
     assert t["billing_mode"] == "PAY_PER_REQUEST"
+    # The layout crates/scalehook-aws/src/ledger.rs (and tests/common/mod.rs) expects.
     assert t["hash_key"] == "pk"
-    assert "range_key" not in t
-    assert t["attribute"] == [{"name": "pk", "type": "S"}]
+    assert t["range_key"] == "sk"
+    assert t["attribute"] == [
+        {"name": "pk", "type": "S"},
+        {"name": "sk", "type": "S"},
+        {"name": "due", "type": "S"},
+        {"name": "updated_at", "type": "N"},
+    ]
+    assert t["global_secondary_index"] == [
+        {"name": "due", "hash_key": "due", "range_key": "updated_at", "projection_type": "ALL"}
+    ]
+    ledger = (ROOT / "crates" / "scalehook-aws" / "src" / "ledger.rs").read_text()
+    assert 'DUE_INDEX: &str = "due"' in ledger
     assert t["ttl"] == [{"attribute_name": "expires_at", "enabled": True}]
     assert t["point_in_time_recovery"] == [{"enabled": "${var.point_in_time_recovery}"}]
 

@@ -11,13 +11,12 @@ AWS_STATEMENTS = {
         "autoscaling:SetInstanceProtection",
         "autoscaling:TerminateInstanceInAutoScalingGroup",
     },
+    # No Scan: the ledger reads only a pool's partition and the due index.
     "Ledger": {
-        "dynamodb:ConditionCheckItem",
         "dynamodb:DeleteItem",
         "dynamodb:GetItem",
         "dynamodb:PutItem",
         "dynamodb:Query",
-        "dynamodb:Scan",
         "dynamodb:UpdateItem",
     },
     "Logs": {"logs:CreateLogStream", "logs:PutLogEvents"},
@@ -81,7 +80,10 @@ def test_aws_mutating_autoscaling_actions_are_on_the_pool_groups(aws):
 
 def test_aws_ledger_secret_and_logs_are_scoped(aws):
     s = function_statements(aws)
-    assert s["Ledger"]["resources"] == ["${aws_dynamodb_table.ledger.arn}"]
+    assert s["Ledger"]["resources"] == [
+        "${aws_dynamodb_table.ledger.arn}",
+        "${aws_dynamodb_table.ledger.arn}/index/due",
+    ]
     assert s["Logs"]["resources"] == ["${aws_cloudwatch_log_group.function.arn}:*"]
     assert s["WebhookSecretParameter"]["resources"] == ["${statement.value}"]
     assert s["WebhookSecretValue"]["resources"] == ["${statement.value}"]
