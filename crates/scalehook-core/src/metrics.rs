@@ -22,8 +22,8 @@ pub const QUEUE_WAIT_BUCKETS: &[f64] = &[
 ];
 /// Upper bounds (seconds) of the job run time histogram's buckets.
 pub const RUN_TIME_BUCKETS: &[f64] = &[
-    10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0, 3600.0, 7200.0,
-    14400.0, 21600.0,
+    10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0, 3600.0, 7200.0, 14400.0,
+    21600.0,
 ];
 /// Upper bounds (seconds) of the delivery latency histogram's buckets (GitHub gives up at 10 s).
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -628,7 +628,11 @@ pub fn emf_line(report: &DeliveryReport, timestamp_ms: u64) -> String {
                 pool_metrics.push(serde_json::json!({"Name": name, "Unit": unit}));
             }
         };
-        put("DesiredCapacity", report.capacity_after.map(u64::from), "Count");
+        put(
+            "DesiredCapacity",
+            report.capacity_after.map(u64::from),
+            "Count",
+        );
         put("QueuedJobs", report.queued.map(u64::from), "Count");
         put("RunningJobs", report.running.map(u64::from), "Count");
         let scaled = report.decision.map(|d| u64::from(d != "hold"));

@@ -369,7 +369,9 @@ impl Service {
             let recorded = self.ledger.record(&transition).await?;
             report.duplicate = Some(!recorded.is_applied());
             // Queue wait / run time, from the ledger's own times: once per job.
-            let sli = self.metrics.job_recorded(&pool.name, state, &recorded, transition.at);
+            let sli = self
+                .metrics
+                .job_recorded(&pool.name, state, &recorded, transition.at);
             (report.queue_wait_secs, report.run_secs) = (sli.queue_wait_secs, sli.run_secs);
             // Duplicates go on to decide and apply too: applying is idempotent, and a
             // redelivery after a failed cloud call is what repairs capacity.
@@ -551,7 +553,8 @@ impl Service {
         let threshold = self.metrics.wait_threshold_secs();
         let unfinished = tokio::time::timeout(
             self.config.cloud_timeout,
-            self.ledger.unfinished_before(now.saturating_sub(threshold), 1000),
+            self.ledger
+                .unfinished_before(now.saturating_sub(threshold), 1000),
         )
         .await;
         if let Ok(Ok(records)) = unfinished {

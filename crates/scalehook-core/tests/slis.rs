@@ -175,7 +175,9 @@ impl Harness {
     /// (count, sum) of a pool's queue wait and run time histograms.
     fn slis(&self, pool: &str) -> ((u64, f64), (u64, f64)) {
         let m = self.metrics();
-        let wait = m.queue_wait(pool).map_or((0, 0.0), |h| (h.count(), h.sum()));
+        let wait = m
+            .queue_wait(pool)
+            .map_or((0, 0.0), |h| (h.count(), h.sum()));
         let run = m.run_time(pool).map_or((0, 0.0), |h| (h.count(), h.sum()));
         (wait, run)
     }
@@ -204,7 +206,13 @@ async fn each_job_is_measured_once_across_duplicates() {
     h.clock.advance(290);
     let done = h.send("completed", 1, Some("linux-0001")).await;
     assert_eq!(done.report.run_secs, Some(300));
-    assert_eq!(h.send("completed", 1, Some("linux-0001")).await.report.run_secs, None);
+    assert_eq!(
+        h.send("completed", 1, Some("linux-0001"))
+            .await
+            .report
+            .run_secs,
+        None
+    );
     assert_eq!(h.slis("linux"), ((1, 45.0), (1, 300.0)));
     assert!(h.metrics().queue_wait("big").is_none());
 }
@@ -219,7 +227,10 @@ async fn out_of_order_deliveries_measure_only_what_the_ledger_saw() {
     assert_eq!(late.report.duplicate, Some(true));
     h.clock.advance(120);
     assert_eq!(
-        h.send("completed", 2, Some("linux-0001")).await.report.run_secs,
+        h.send("completed", 2, Some("linux-0001"))
+            .await
+            .report
+            .run_secs,
         Some(125)
     );
     // Job 3: completed first: nothing afterwards measures anything.
@@ -339,7 +350,10 @@ fn census_github_and_redelivered_reach_both_formats() {
     let linux = parsed.iter().find(|v| v["Pool"] == "linux").expect("linux");
     assert_eq!(linux["LiveInstances"], 4);
     assert_eq!(linux["UnregisteredInstances"], 1);
-    let global = parsed.iter().find(|v| v.get("Pool").is_none()).expect("global");
+    let global = parsed
+        .iter()
+        .find(|v| v.get("Pool").is_none())
+        .expect("global");
     assert_eq!(global["GitHubRateLimitRemaining"], 4321);
     assert_eq!(global["RedeliveredDeliveries"], 3);
     // Redeliveries are written once: the next pass reports 0.
@@ -367,7 +381,10 @@ async fn every_emf_line_is_within_cloudwatch_limits() {
         let a = h.send(action, 30, runner).await;
         lines.push(metrics::emf_line(&a.report, 1_700_000_000_000));
     }
-    let unauthorized = h.service.handle(&Method::POST, &HeaderMap::new(), b"{}").await;
+    let unauthorized = h
+        .service
+        .handle(&Method::POST, &HeaderMap::new(), b"{}")
+        .await;
     lines.push(metrics::emf_line(&unauthorized.report, 1_700_000_000_000));
     let report = h.service.reconcile().await;
     lines.push(metrics::emf_reconcile_line(&report, 1_700_000_000_000));
@@ -379,7 +396,9 @@ async fn every_emf_line_is_within_cloudwatch_limits() {
     assert_eq!(values[1]["QueueWaitSeconds"], 30);
     assert_eq!(values[3]["RunSeconds"], 60);
     assert!(values[2].get("QueueWaitSeconds").is_none(), "duplicate");
-    assert!(values.iter().any(|v| v.get("JobsWaitingOverThreshold").is_some()));
+    assert!(values
+        .iter()
+        .any(|v| v.get("JobsWaitingOverThreshold").is_some()));
 }
 
 /// CloudWatch's standard units (the EMF `Unit` field must be one of them).
@@ -423,7 +442,12 @@ fn check_emf(line: &str) -> Value {
     assert!(line.len() < 256 * 1024, "size");
     let v: Value = serde_json::from_str(line).expect("EMF line is JSON");
     let aws = &v["_aws"];
-    assert!(aws["Timestamp"].as_u64().is_some_and(|t| t > 1_000_000_000_000), "{line}");
+    assert!(
+        aws["Timestamp"]
+            .as_u64()
+            .is_some_and(|t| t > 1_000_000_000_000),
+        "{line}"
+    );
     let directives = aws["CloudWatchMetrics"].as_array().expect("directives");
     assert!(!directives.is_empty());
     for d in directives {
