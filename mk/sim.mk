@@ -8,8 +8,11 @@ TEST_STEPS += sim-trace-check
 sim-day: ## regenerate the day-long simulate trace (fixed seed) from its script
 	python3 fixtures/traces/day/generate.py --out $(SIM_DAY_TRACE)
 
-sim-docs: ## simulate the day trace: print the table, redraw docs/simulate-day.svg
+SIM_ISSUE_OPTIONS := --runners ephemeral --lose-deliveries 0.02 --delivery-delay-seconds 5 --seed 1
+
+sim-docs: ## simulate the day trace: print docs/simulate.md's two tables, redraw docs/simulate-day.svg
 	$(CARGO) run --locked -q -p scalehook-cli -- simulate $(SIM_DAY_TRACE) --svg docs/simulate-day.svg
+	$(CARGO) run --locked -q -p scalehook-cli -- simulate $(SIM_DAY_TRACE) $(SIM_ISSUE_OPTIONS)
 
 sim-trace-check: ## the committed day trace is what its script generates
 	@tmp=$$(mktemp) && python3 fixtures/traces/day/generate.py --out $$tmp && \
