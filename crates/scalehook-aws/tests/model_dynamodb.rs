@@ -16,6 +16,7 @@ use common::{create_table, sdk, Moto};
 use fault_proxy::{black_hole_then_heal, FaultProxy, Flavor};
 use model_support::{run, Options};
 use scalehook_aws::DynamoLedger;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,4 +105,50 @@ async fn partition_from_dynamodb_is_a_5xx_and_a_redelivery_repairs() {
         seen.after
     );
     assert_eq!(seen.pool, (1, 1, 0));
+}
+
+/// The model with DynamoDB cancelling a third of the transactions as a conflict with another
+/// transaction (`TransactionConflict`) or throttling (`ThrottlingError`), as it does under a
+/// burst: the ledger retries them (jittered, within its budget), so no delivery is answered
+/// 5xx, and every count is exact (the model's checks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_dynamodb_ledger_with_cancelled_transactions() {
+    let moto = Moto::start();
+    let direct = sdk(&moto.endpoint).await;
+    create_table(&direct, "model-ledger").await;
+    let proxy = FaultProxy::start(([127, 0, 0, 1], moto.port).into(), Flavor::DynamoDb, 0, 7).await;
+    proxy.set_cancellations(333);
+    let through_proxy = sdk(&proxy.endpoint).await;
+    let opts = Options {
+        cases: 6,
+        first_seed: 320_001,
+        jobs_per_round: 4,
+        rounds: 10,
+        // Only the cancellations: any 5xx would be the ledger giving up.
+        fleet_faults: 0,
+        ledger_faults: 0,
+        ledger_stalls: false,
+        duplicates: 150,
+        hold_back: 100,
+        reconcile: 300,
+        cloud_timeout_ms: 8000,
+    }
+    .with_env();
+    let ledger = DynamoLedger::from_sdk(&through_proxy, "model-ledger", Default::default());
+    let totals = run(
+        "dynamodb on moto, cancelled transactions",
+        Arc::new(ledger),
+        &opts,
+    )
+    .await;
+    let conflicts = proxy.cancelled_conflict.load(Ordering::Relaxed);
+    let throttled = proxy.cancelled_throttling.load(Ordering::Relaxed);
+    println!(
+        "cancelled transactions: {conflicts} TransactionConflict, {throttled} ThrottlingError; \
+         {} deliveries, {} answered 5xx",
+        totals.deliveries, totals.answers_5xx
+    );
+    assert_eq!(totals.cases, opts.cases);
+    assert!(conflicts > 0 && throttled > 0, "nothing was cancelled");
+    assert_eq!(totals.answers_5xx, 0, "{totals:?}");
 }

@@ -8,6 +8,11 @@
 //! - 5xx: answered at once with the service's internal/busy error, not forwarded;
 //! - lost answer: forwarded (the write lands), then the connection is closed with no answer.
 //!
+//! With [`FaultProxy::set_cancellations`] (DynamoDB only), that share of `TransactWriteItems`
+//! requests is answered, not forwarded, with a `TransactionCanceledException` whose reasons
+//! are `TransactionConflict` or `ThrottlingError` (alternately): what DynamoDB answers when
+//! transactions collide on an item or a partition is throttled. Nothing is written.
+//!
 //! And, while [`FaultProxy::set_black_hole`] is on, every request is read and never answered
 //! (a network partition, or a service that hangs): only the client's timeouts end it.
 //!
@@ -34,8 +39,12 @@ pub struct FaultProxy {
     pub server_errors: Arc<AtomicU64>,
     pub lost_answers: Arc<AtomicU64>,
     pub forwarded: Arc<AtomicU64>,
+    /// Transactions answered with a `TransactionConflict` / `ThrottlingError` cancellation.
+    pub cancelled_conflict: Arc<AtomicU64>,
+    pub cancelled_throttling: Arc<AtomicU64>,
     on: Arc<AtomicBool>,
     black_hole: Arc<AtomicBool>,
+    cancel_per_mille: Arc<AtomicU64>,
 }
 
 struct Shared {
@@ -49,6 +58,9 @@ struct Shared {
     server_errors: Arc<AtomicU64>,
     lost_answers: Arc<AtomicU64>,
     forwarded: Arc<AtomicU64>,
+    cancelled_conflict: Arc<AtomicU64>,
+    cancelled_throttling: Arc<AtomicU64>,
+    cancel_per_mille: Arc<AtomicU64>,
 }
 
 enum Fault {
@@ -59,16 +71,54 @@ enum Fault {
 }
 
 impl Shared {
-    fn roll(&self) -> Fault {
-        if !self.on.load(Ordering::SeqCst) {
-            return Fault::None;
-        }
+    fn next(&self) -> u64 {
         let mut s = self.rng.lock().unwrap_or_else(|p| p.into_inner());
         *s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = *s;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
+        z ^ (z >> 31)
+    }
+
+    /// A cancellation for this request, if it is a DynamoDB transaction picked to fail:
+    /// `Some(true)` a conflict, `Some(false)` throttling.
+    fn cancel(&self, head: &[u8]) -> Option<bool> {
+        let rate = self.cancel_per_mille.load(Ordering::SeqCst);
+        if rate == 0 || !matches!(self.flavor, Flavor::DynamoDb) {
+            return None;
+        }
+        let head = String::from_utf8_lossy(head).to_ascii_lowercase();
+        if !head.contains("x-amz-target: dynamodb_20120810.transactwriteitems") {
+            return None;
+        }
+        let z = self.next();
+        (z % 1000 < rate).then_some((z / 1000) % 2 == 0)
+    }
+
+    fn cancellation(&self, conflict: bool) -> Vec<u8> {
+        let (code, message) = if conflict {
+            ("TransactionConflict", "Transaction is ongoing for the item")
+        } else {
+            (
+                "ThrottlingError",
+                "Throughput exceeds the current capacity for one or more global secondary indexes",
+            )
+        };
+        let body = format!(
+            r#"{{"__type":"com.amazonaws.dynamodb.v20120810#TransactionCanceledException","Message":"Transaction cancelled, please refer cancellation reasons for specific reasons [{code}, None]","CancellationReasons":[{{"Code":"{code}","Message":"{message}"}},{{"Code":"None"}}]}}"#
+        );
+        format!(
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.0\r\nx-amzn-ErrorType: TransactionCanceledException\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+
+    fn roll(&self) -> Fault {
+        if !self.on.load(Ordering::SeqCst) {
+            return Fault::None;
+        }
+        let z = self.next();
         if z % 1000 >= self.per_mille {
             return Fault::None;
         }
@@ -127,6 +177,9 @@ impl FaultProxy {
             server_errors: Arc::new(AtomicU64::new(0)),
             lost_answers: Arc::new(AtomicU64::new(0)),
             forwarded: Arc::new(AtomicU64::new(0)),
+            cancelled_conflict: Arc::new(AtomicU64::new(0)),
+            cancelled_throttling: Arc::new(AtomicU64::new(0)),
+            cancel_per_mille: Arc::new(AtomicU64::new(0)),
         });
         let proxy = FaultProxy {
             endpoint: format!("http://127.0.0.1:{port}"),
@@ -134,8 +187,11 @@ impl FaultProxy {
             server_errors: shared.server_errors.clone(),
             lost_answers: shared.lost_answers.clone(),
             forwarded: shared.forwarded.clone(),
+            cancelled_conflict: shared.cancelled_conflict.clone(),
+            cancelled_throttling: shared.cancelled_throttling.clone(),
             on,
             black_hole,
+            cancel_per_mille: shared.cancel_per_mille.clone(),
         };
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
@@ -151,6 +207,12 @@ impl FaultProxy {
     /// Stops (or restarts) injecting faults; forwarding goes on.
     pub fn set_faults(&self, on: bool) {
         self.on.store(on, Ordering::SeqCst);
+    }
+
+    /// Cancels this share (per mille) of DynamoDB `TransactWriteItems` requests from now on,
+    /// as a conflicting transaction or throttling would (see the module comment).
+    pub fn set_cancellations(&self, per_mille: u64) {
+        self.cancel_per_mille.store(per_mille, Ordering::SeqCst);
     }
 
     /// Swallows every request from now on (or stops doing so).
@@ -246,6 +308,16 @@ async fn serve(mut client: TcpStream, shared: &Shared) -> std::io::Result<()> {
             let mut sink = [0u8; 1024];
             while client.read(&mut sink).await? > 0 {}
             return Ok(());
+        }
+        if let Some(conflict) = shared.cancel(&head) {
+            let counter = if conflict {
+                &shared.cancelled_conflict
+            } else {
+                &shared.cancelled_throttling
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            client.write_all(&shared.cancellation(conflict)).await?;
+            continue;
         }
         match shared.roll() {
             Fault::Throttle => {
