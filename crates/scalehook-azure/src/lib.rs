@@ -9,11 +9,13 @@ pub mod arm;
 pub mod envelope;
 pub mod http;
 pub mod identity;
+pub mod ledger;
 pub mod table;
 pub mod vmss;
 
 pub use app::{build, router, App, StartupError};
 pub use arm::{ArmBudget, ArmClient, ARM_API_VERSION};
 pub use identity::ManagedIdentity;
-pub use table::{TableAuth, TableClient, TableLedger};
+pub use ledger::TableLedger;
+pub use table::{TableAuth, TableClient};
 pub use vmss::VmssFleet;

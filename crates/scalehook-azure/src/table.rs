@@ -1,64 +1,41 @@
-//! The job ledger in Azure Table Storage, over the Table REST API.
-//!
-//! Layout (one table):
-//! - the **job entity** `PartitionKey = "job-<id>"`, `RowKey = "job"`: the authoritative
-//!   record (state, first pool, runner, updated-at). Every transition is an ETag-conditional
-//!   write (insert, which fails with 409 if the entity exists, or replace with `If-Match`,
-//!   which fails with 412 if another writer got there first), retried after a re-read.
-//! - the **pool marker** `PartitionKey = "pool-<pool>"`, `RowKey = "<id>"`: a copy of the
-//!   job's state in its pool's partition. Markers only move forward too (a write is
-//!   conditional on the marker's ETag and skipped when the marker is already as far), and a
-//!   completed job leaves a `completed` tombstone so a slower concurrent delivery cannot
-//!   re-create an active marker behind it; reconcile deletes tombstones after
-//!   [`TOMBSTONE_GRACE`].
-//!
-//! Counts are **derived**, never counters: `pool()` queries the pool's partition for
-//! queued/in-progress markers and adds up the core's [`count_delta`] of each. Azurite (and
-//! the choice to keep one code path) has no batch transactions, so a counter entity could
-//! not change atomically with the job; a marker is one entity per job, so concurrent
-//! deliveries for different jobs never contend, and duplicates of one job contend only on
-//! that job's ETags. Cost: ~4 round trips per delivery to record plus one partition query,
-//! whose size is the pool's active jobs (plus recent tombstones, filtered server-side).
-//!
-//! A delivery that fails between the job write and the marker write is repaired by the
-//! redelivery (every record, stale or not, syncs the marker to the job entity) or by the
-//! next reconcile pass, which compares every marker with its job entity.
+//! A thin client for one Azure Table Storage table over the Table REST API: point reads,
+//! ETag-conditional inserts/replaces/deletes, insert-or-replace, paged queries, and entity
+//! group transactions (`$batch`, one partition, all-or-nothing). The ledger built on it is
+//! [`crate::ledger::TableLedger`].
 //!
 //! Auth: SharedKey with the account key (Azurite's `devstoreaccount1`; doc
 //! learn.microsoft.com/rest/api/storageservices/authorize-with-shared-key), else a bearer
 //! token for `https://storage.azure.com/` from the managed identity (role "Storage Table
 //! Data Contributor").
+//!
+//! Every request is counted ([`TableClient::requests`]) so tests can show what one delivery
+//! costs.
 
-use crate::http::{error_chain, unix_now};
+use crate::http::{error_chain, error_text};
 use crate::identity::{ManagedIdentity, STORAGE_AUDIENCE};
-use async_trait::async_trait;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
-use scalehook_core::config::LedgerTtl;
-use scalehook_core::ledger::{
-    count_delta, expiry, recorded_runner, Expired, Expiry, JobRecord, JobState, Ledger,
-    LedgerError, PoolLedger, Recorded, Transition,
-};
+use scalehook_core::ledger::LedgerError;
 use serde_json::{json, Map, Value};
 use sha2::Sha256;
-use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Re-exported from its own module: the ledger used to live here.
+pub use crate::ledger::TableLedger;
+
 /// The Table service version sent (needed ≥ 2019-02-02 for Entra ID tokens).
 pub const TABLE_API_VERSION: &str = "2019-02-02";
-/// Completed markers are kept at least this long, far beyond any delivery in flight
-/// (the core bounds a delivery's cloud calls to `cloud_timeout_ms`, at most 9 s).
-pub const TOMBSTONE_GRACE: Duration = Duration::from_secs(15 * 60);
-/// Optimistic-concurrency rounds before a write gives up as contention.
-const MAX_ROUNDS: usize = 16;
 /// Attempts per Table request.
 const ATTEMPTS: u32 = 3;
 /// One Table request's time limit.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// The most operations one entity group transaction may carry (documented limit).
+pub const BATCH_LIMIT: usize = 100;
 
 /// Query strings: everything but unreserved characters is percent-encoded (a `+` would be
 /// read as a literal plus, not a space).
@@ -129,6 +106,41 @@ pub struct TableClient {
     endpoint: Url,
     table: String,
     auth: TableAuth,
+    /// Requests sent (every attempt counts).
+    requests: AtomicU64,
+    /// Makes batch boundaries unique within this process.
+    batches: AtomicU64,
+}
+
+/// An entity read with its ETag.
+pub type Entity = (Map<String, Value>, String);
+
+/// One operation of an entity group transaction.
+#[derive(Debug, Clone)]
+pub enum BatchOp {
+    /// Insert; fails the transaction (409) if the entity exists.
+    Insert(Value),
+    /// Replace if the ETag still matches (412 otherwise; 404 if gone).
+    Replace { row: String, etag: String, entity: Value },
+    /// Delete if the ETag still matches.
+    Delete { row: String, etag: String },
+}
+
+/// How an entity group transaction ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchOutcome {
+    /// Every operation was applied, together.
+    Committed,
+    /// Nothing was applied: a condition failed (412, 409 or 404). Re-read and re-decide.
+    Conflict(u16),
+}
+
+/// One page of a query and where the next starts.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub items: Vec<Map<String, Value>>,
+    /// `(NextPartitionKey, NextRowKey)` when there is more.
+    pub next: Option<(String, Option<String>)>,
 }
 
 impl TableClient {
@@ -150,7 +162,18 @@ impl TableClient {
             endpoint,
             table: table.to_string(),
             auth,
+            requests: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
         })
+    }
+
+    /// How many requests this client has sent (each retry attempt counts).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
     }
 
     fn url(&self, resource: &str, query: &[(&str, &str)]) -> Url {
@@ -179,21 +202,21 @@ impl TableClient {
 
     /// One request, retried (at most [`ATTEMPTS`] times, short backoff) when the
     /// connection fails or the service is busy (500/503). Retrying is safe for every
-    /// operation here: a repeated insert meets 409 and a repeated conditional write meets
-    /// 412, and both make the caller re-read.
+    /// operation here: a repeated insert meets 409, a repeated conditional write or batch
+    /// meets 412, and both make the caller re-read; insert-or-replace is idempotent.
     async fn send(
         &self,
         method: Method,
         url: Url,
-        body: Option<&Value>,
+        body: Option<(&str, String)>,
         extra: &[(&'static str, String)],
     ) -> Result<TableResponse, LedgerError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let problem = match self.send_once(&method, &url, body, extra).await {
+            let problem = match self.send_once(&method, &url, body.as_ref(), extra).await {
                 Ok(res) if matches!(res.status.as_u16(), 500 | 503) => {
-                    format!("{} {}", res.status, crate::http::error_text(&res.body))
+                    format!("{} {}", res.status, error_text(&res.body))
                 }
                 Ok(res) => return Ok(res),
                 Err(problem) => problem,
@@ -212,29 +235,26 @@ impl TableClient {
         &self,
         method: &Method,
         url: &Url,
-        body: Option<&Value>,
+        body: Option<&(&str, String)>,
         extra: &[(&'static str, String)],
     ) -> Result<TableResponse, String> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
         let date = httpdate::fmt_http_date(std::time::SystemTime::now());
-        let content_type = if body.is_some() {
-            "application/json"
-        } else {
-            ""
-        };
+        let content_type = body.map_or("", |(t, _)| *t);
         let mut req = self
             .http
             .request(method.clone(), url.clone())
             .timeout(REQUEST_TIMEOUT)
             .header("x-ms-date", &date)
             .header("x-ms-version", TABLE_API_VERSION)
-            .header("accept", "application/json;odata=nometadata")
+            .header("accept", "application/json;odata=minimalmetadata")
             .header("dataserviceversion", "3.0;NetFx")
             .header("maxdataserviceversion", "3.0;NetFx");
         for (k, v) in extra {
             req = req.header(*k, v);
         }
-        if let Some(b) = body {
-            req = req.header("content-type", content_type).body(b.to_string());
+        if let Some((t, b)) = body {
+            req = req.header("content-type", *t).body(b.clone());
         }
         let authorization = match &self.auth {
             TableAuth::SharedKey { account, key } => {
@@ -274,7 +294,7 @@ impl TableClient {
             "table {} {what}: {} {}",
             self.table,
             res.status,
-            crate::http::error_text(&res.body)
+            table_error_text(&res.body)
         ))
     }
 
@@ -284,7 +304,7 @@ impl TableClient {
             .send(
                 Method::POST,
                 self.url("Tables", &[]),
-                Some(&json!({ "TableName": self.table })),
+                Some(json_body(&json!({ "TableName": self.table }))),
                 &[("prefer", "return-no-content".into())],
             )
             .await?;
@@ -295,11 +315,7 @@ impl TableClient {
     }
 
     /// An entity and its ETag, or `None`.
-    async fn get(
-        &self,
-        pk: &str,
-        rk: &str,
-    ) -> Result<Option<(Map<String, Value>, String)>, LedgerError> {
+    pub async fn get(&self, pk: &str, rk: &str) -> Result<Option<Entity>, LedgerError> {
         let res = self
             .send(Method::GET, self.entity_url(pk, rk), None, &[])
             .await?;
@@ -319,12 +335,12 @@ impl TableClient {
     }
 
     /// Inserts; `Ok(false)` if the entity already exists.
-    async fn insert(&self, entity: &Value) -> Result<bool, LedgerError> {
+    pub async fn insert(&self, entity: &Value) -> Result<bool, LedgerError> {
         let res = self
             .send(
                 Method::POST,
                 self.url(&self.table, &[]),
-                Some(entity),
+                Some(json_body(entity)),
                 &[("prefer", "return-no-content".into())],
             )
             .await?;
@@ -335,9 +351,26 @@ impl TableClient {
         }
     }
 
+    /// Inserts or replaces, unconditionally (Insert Or Replace Entity: PUT without
+    /// `If-Match`). For entities whose content is decided elsewhere (index hints).
+    pub async fn upsert(&self, pk: &str, rk: &str, entity: &Value) -> Result<(), LedgerError> {
+        let res = self
+            .send(
+                Method::PUT,
+                self.entity_url(pk, rk),
+                Some(json_body(entity)),
+                &[],
+            )
+            .await?;
+        match res.status.as_u16() {
+            200..=299 => Ok(()),
+            _ => Err(self.failure("insert or replace", &res)),
+        }
+    }
+
     /// Replaces if the ETag still matches; `Ok(false)` if someone else wrote (412) or
     /// deleted (404) it first.
-    async fn replace(
+    pub async fn replace(
         &self,
         pk: &str,
         rk: &str,
@@ -348,7 +381,7 @@ impl TableClient {
             .send(
                 Method::PUT,
                 self.entity_url(pk, rk),
-                Some(entity),
+                Some(json_body(entity)),
                 &[("if-match", etag.to_string())],
             )
             .await?;
@@ -360,7 +393,7 @@ impl TableClient {
     }
 
     /// Deletes if the ETag still matches (`*`: any); `Ok(false)` on 404/412.
-    async fn delete(&self, pk: &str, rk: &str, etag: &str) -> Result<bool, LedgerError> {
+    pub async fn delete(&self, pk: &str, rk: &str, etag: &str) -> Result<bool, LedgerError> {
         let res = self
             .send(
                 Method::DELETE,
@@ -376,47 +409,179 @@ impl TableClient {
         }
     }
 
-    /// All entities matching `filter` (all of them when `None`), following continuations.
-    async fn query(
+    /// One page (at most `top` entities, and never more than the service's 1000) of the
+    /// entities matching `filter`, from `from` (a previous page's `next`).
+    pub async fn query_page(
         &self,
-        filter: Option<&str>,
-        select: &str,
+        filter: &str,
+        select: Option<&str>,
+        top: Option<usize>,
+        from: Option<&(String, Option<String>)>,
+    ) -> Result<Page, LedgerError> {
+        let top = top.map(|t| t.clamp(1, 1000).to_string());
+        let mut q: Vec<(&str, &str)> = vec![("$filter", filter)];
+        if let Some(s) = select {
+            q.push(("$select", s));
+        }
+        if let Some(t) = &top {
+            q.push(("$top", t));
+        }
+        if let Some((pk, rk)) = from {
+            q.push(("NextPartitionKey", pk));
+            if let Some(rk) = rk {
+                q.push(("NextRowKey", rk));
+            }
+        }
+        let url = self.url(&format!("{}()", self.table), &q);
+        let res = self.send(Method::GET, url, None, &[]).await?;
+        if res.status != StatusCode::OK {
+            return Err(self.failure("query", &res));
+        }
+        let page: Value =
+            serde_json::from_slice(&res.body).map_err(|_| self.failure("query: not JSON", &res))?;
+        let items = page
+            .get("value")
+            .and_then(Value::as_array)
+            .map(|items| items.iter().filter_map(|v| v.as_object().cloned()).collect())
+            .unwrap_or_default();
+        let header = |k: &str| {
+            res.headers
+                .get(k)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let next = header("x-ms-continuation-nextpartitionkey")
+            .map(|pk| (pk, header("x-ms-continuation-nextrowkey")));
+        Ok(Page { items, next })
+    }
+
+    /// All entities matching `filter`, following continuations.
+    pub async fn query(
+        &self,
+        filter: &str,
+        select: Option<&str>,
     ) -> Result<Vec<Map<String, Value>>, LedgerError> {
         let mut out = Vec::new();
-        let mut next: Option<(String, Option<String>)> = None;
+        let mut from = None;
         loop {
-            let mut q: Vec<(&str, &str)> = vec![("$select", select)];
-            if let Some(f) = filter {
-                q.push(("$filter", f));
-            }
-            if let Some((pk, rk)) = &next {
-                q.push(("NextPartitionKey", pk));
-                if let Some(rk) = rk {
-                    q.push(("NextRowKey", rk));
-                }
-            }
-            let url = self.url(&format!("{}()", self.table), &q);
-            let res = self.send(Method::GET, url, None, &[]).await?;
-            if res.status != StatusCode::OK {
-                return Err(self.failure("query", &res));
-            }
-            let page: Value = serde_json::from_slice(&res.body)
-                .map_err(|_| self.failure("query: not JSON", &res))?;
-            if let Some(items) = page.get("value").and_then(Value::as_array) {
-                out.extend(items.iter().filter_map(|v| v.as_object().cloned()));
-            }
-            let header = |k: &str| {
-                res.headers
-                    .get(k)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string)
-            };
-            match header("x-ms-continuation-nextpartitionkey") {
-                Some(pk) => next = Some((pk, header("x-ms-continuation-nextrowkey"))),
+            let page = self.query_page(filter, select, None, from.as_ref()).await?;
+            out.extend(page.items);
+            match page.next {
+                Some(n) => from = Some(n),
                 None => return Ok(out),
             }
         }
     }
+
+    /// An entity group transaction on partition `pk`: every operation or none
+    /// (learn.microsoft.com/rest/api/storageservices/performing-entity-group-transactions).
+    /// A failed condition is [`BatchOutcome::Conflict`], not an error.
+    pub async fn batch(&self, pk: &str, ops: &[BatchOp]) -> Result<BatchOutcome, LedgerError> {
+        if ops.is_empty() {
+            return Ok(BatchOutcome::Committed);
+        }
+        if ops.len() > BATCH_LIMIT {
+            return Err(LedgerError::Unavailable(format!(
+                "a batch holds at most {BATCH_LIMIT} operations, not {}",
+                ops.len()
+            )));
+        }
+        let n = self.batches.fetch_add(1, Ordering::Relaxed);
+        let nonce = format!("{:x}{n:x}", std::process::id());
+        let batch = format!("batch_{nonce}");
+        let changeset = format!("changeset_{nonce}");
+        let mut body = String::new();
+        body.push_str(&format!(
+            "--{batch}\r\nContent-Type: multipart/mixed; boundary={changeset}\r\n\r\n"
+        ));
+        for op in ops {
+            body.push_str(&format!(
+                "--{changeset}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+            ));
+            let (line, if_match, entity) = match op {
+                BatchOp::Insert(e) => (
+                    format!("POST {} HTTP/1.1", self.url(&self.table, &[])),
+                    None,
+                    Some(e),
+                ),
+                BatchOp::Replace { row, etag, entity } => (
+                    format!("PUT {} HTTP/1.1", self.entity_url(pk, row)),
+                    Some(etag),
+                    Some(entity),
+                ),
+                BatchOp::Delete { row, etag } => (
+                    format!("DELETE {} HTTP/1.1", self.entity_url(pk, row)),
+                    Some(etag),
+                    None,
+                ),
+            };
+            body.push_str(&line);
+            body.push_str("\r\nAccept: application/json;odata=minimalmetadata\r\nDataServiceVersion: 3.0;\r\n");
+            if let Some(etag) = if_match {
+                body.push_str(&format!("If-Match: {etag}\r\n"));
+            }
+            match entity {
+                Some(e) => body.push_str(&format!(
+                    "Content-Type: application/json\r\nPrefer: return-no-content\r\n\r\n{e}\r\n"
+                )),
+                None => body.push_str("\r\n"),
+            }
+        }
+        body.push_str(&format!("--{changeset}--\r\n--{batch}--\r\n"));
+        let content_type = format!("multipart/mixed; boundary={batch}");
+        let res = self
+            .send(
+                Method::POST,
+                self.url("$batch", &[]),
+                Some((content_type.as_str(), body)),
+                &[],
+            )
+            .await?;
+        if res.status != StatusCode::ACCEPTED {
+            return Err(self.failure("batch", &res));
+        }
+        // The answer is multipart too: one `HTTP/1.1 <status>` per operation, or just the
+        // failed operation's when the change set was refused.
+        match batch_failure(&res.body) {
+            None => Ok(BatchOutcome::Committed),
+            Some(status @ (404 | 409 | 412)) => Ok(BatchOutcome::Conflict(status)),
+            Some(status) => Err(LedgerError::Unavailable(format!(
+                "table {} batch: an operation answered {status}: {}",
+                self.table,
+                crate::http::snippet(&res.body)
+            ))),
+        }
+    }
+}
+
+fn json_body(v: &Value) -> (&'static str, String) {
+    ("application/json", v.to_string())
+}
+
+/// The first non-2xx status among a batch answer's parts, if any.
+fn batch_failure(body: &[u8]) -> Option<u16> {
+    let text = String::from_utf8_lossy(body);
+    text.match_indices("HTTP/1.1 ")
+        .filter_map(|(i, m)| text.get(i + m.len()..i + m.len() + 3))
+        .filter_map(|code| code.parse::<u16>().ok())
+        .find(|code| !(200..300).contains(code))
+}
+
+/// Table Storage errors are `{"odata.error":{"code","message":{"value"}}}`; ARM-style ones
+/// and anything else go through [`error_text`].
+fn table_error_text(body: &[u8]) -> String {
+    if let Ok(v) = serde_json::from_slice::<Value>(body) {
+        if let Some(e) = v.get("odata.error") {
+            let code = e.get("code").and_then(Value::as_str).unwrap_or("");
+            let message = e
+                .pointer("/message/value")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let message: String = message.lines().next().unwrap_or("").chars().take(200).collect();
+            return format!("{code}: {message}");
+        }
+    }
+    error_text(body)
 }
 
 /// `SharedKey account:signature` for the Table service: the string to sign is
@@ -443,323 +608,6 @@ fn shared_key(
     mac.update(to_sign.as_bytes());
     let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
     format!("SharedKey {account}:{sig}")
-}
-
-/// The ledger in one table (see the module docs for the layout and why).
-pub struct TableLedger {
-    client: TableClient,
-}
-
-/// A job entity as read.
-struct StoredJob {
-    record: JobRecord,
-    etag: String,
-}
-
-fn job_pk(job_id: u64) -> String {
-    format!("job-{job_id}")
-}
-const JOB_RK: &str = "job";
-fn marker_pk(pool: &str) -> String {
-    format!("pool-{pool}")
-}
-
-fn int64(v: Option<&Value>) -> Option<u64> {
-    match v? {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.parse().ok(),
-        _ => None,
-    }
-}
-
-fn text<'a>(e: &'a Map<String, Value>, k: &str) -> Option<&'a str> {
-    e.get(k).and_then(Value::as_str).filter(|s| !s.is_empty())
-}
-
-fn state_of(e: &Map<String, Value>) -> Result<JobState, LedgerError> {
-    text(e, "State")
-        .and_then(JobState::parse)
-        .ok_or_else(|| LedgerError::Unavailable("ledger entity has no valid State".into()))
-}
-
-fn job_from(job_id: u64, e: &Map<String, Value>) -> Result<JobRecord, LedgerError> {
-    Ok(JobRecord {
-        job_id,
-        pool: text(e, "Pool")
-            .ok_or_else(|| LedgerError::Unavailable(format!("job {job_id} has no Pool")))?
-            .to_string(),
-        state: state_of(e)?,
-        runner: text(e, "Runner").map(str::to_string),
-        updated_at: int64(e.get("UpdatedAt")).unwrap_or(0),
-        repository: text(e, "Repository").map(str::to_string),
-    })
-}
-
-fn job_entity(r: &JobRecord) -> Value {
-    json!({
-        "PartitionKey": job_pk(r.job_id),
-        "RowKey": JOB_RK,
-        "Kind": "job",
-        "State": r.state.as_str(),
-        "Pool": r.pool,
-        "Runner": r.runner.clone().unwrap_or_default(),
-        "Repository": r.repository.clone().unwrap_or_default(),
-        "UpdatedAt": r.updated_at.to_string(),
-        "UpdatedAt@odata.type": "Edm.Int64",
-    })
-}
-
-fn marker_entity(r: &JobRecord, now: u64) -> Value {
-    json!({
-        "PartitionKey": marker_pk(&r.pool),
-        "RowKey": r.job_id.to_string(),
-        "Kind": "marker",
-        "State": r.state.as_str(),
-        "Runner": r.runner.clone().unwrap_or_default(),
-        "UpdatedAt": now.to_string(),
-        "UpdatedAt@odata.type": "Edm.Int64",
-    })
-}
-
-impl TableLedger {
-    pub fn new(client: TableClient) -> Self {
-        Self { client }
-    }
-
-    pub fn client(&self) -> &TableClient {
-        &self.client
-    }
-
-    async fn read_job(&self, job_id: u64) -> Result<Option<StoredJob>, LedgerError> {
-        Ok(match self.client.get(&job_pk(job_id), JOB_RK).await? {
-            Some((e, etag)) => Some(StoredJob {
-                record: job_from(job_id, &e)?,
-                etag,
-            }),
-            None => None,
-        })
-    }
-
-    /// Moves the job's pool marker forward to the job's state (never back). Waiting is
-    /// not counted and needs no marker; completed leaves a tombstone (see module docs).
-    async fn sync_marker(&self, job: &JobRecord) -> Result<(), LedgerError> {
-        if job.state == JobState::Waiting {
-            return Ok(());
-        }
-        let pk = marker_pk(&job.pool);
-        let rk = job.job_id.to_string();
-        for _ in 0..MAX_ROUNDS {
-            let done = match self.client.get(&pk, &rk).await? {
-                Some((m, _)) if state_of(&m)? >= job.state => true,
-                Some((_, etag)) => {
-                    self.client
-                        .replace(&pk, &rk, &etag, &marker_entity(job, unix_now()))
-                        .await?
-                }
-                None => self.client.insert(&marker_entity(job, unix_now())).await?,
-            };
-            if done {
-                return Ok(());
-            }
-        }
-        Err(LedgerError::Contention(format!(
-            "pool marker of job {} kept changing",
-            job.job_id
-        )))
-    }
-}
-
-#[async_trait]
-impl Ledger for TableLedger {
-    async fn record(&self, t: &Transition) -> Result<Recorded, LedgerError> {
-        for _ in 0..MAX_ROUNDS {
-            let stored = self.read_job(t.job_id).await?;
-            let current = stored.as_ref().map(|s| s.record.state);
-            let Some(to) = JobState::advance(current, t.to) else {
-                // Stale: still make sure the marker matches (repairs a delivery that
-                // failed after its job write), then report where the job is.
-                return match stored {
-                    Some(s) => {
-                        self.sync_marker(&s.record).await?;
-                        Ok(Recorded::Stale {
-                            current: s.record.state,
-                        })
-                    }
-                    // `advance` refuses only transitions of an existing job.
-                    None => Ok(Recorded::Stale { current: t.to }),
-                };
-            };
-            let existing = stored.as_ref().map(|s| &s.record);
-            let record = JobRecord {
-                job_id: t.job_id,
-                // A record keeps the pool of its first sighting.
-                pool: existing.map_or_else(|| t.pool.clone(), |r| r.pool.clone()),
-                state: to,
-                runner: recorded_runner(
-                    existing.and_then(|r| r.runner.as_deref()),
-                    to,
-                    t.runner.as_deref(),
-                ),
-                updated_at: t.at,
-                repository: existing
-                    .and_then(|r| r.repository.clone())
-                    .or_else(|| t.repository.clone()),
-            };
-            let written = match &stored {
-                None => self.client.insert(&job_entity(&record)).await?,
-                Some(s) => {
-                    self.client
-                        .replace(&job_pk(t.job_id), JOB_RK, &s.etag, &job_entity(&record))
-                        .await?
-                }
-            };
-            if written {
-                self.sync_marker(&record).await?;
-                return Ok(Recorded::Applied {
-                    from: current,
-                    since: existing.map(|r| r.updated_at),
-                });
-            }
-            // Another delivery of this job wrote first: read again and re-decide.
-        }
-        Err(LedgerError::Contention(format!(
-            "job {} kept changing under concurrent deliveries",
-            t.job_id
-        )))
-    }
-
-    async fn pool(&self, pool: &str) -> Result<PoolLedger, LedgerError> {
-        let filter = format!(
-            "PartitionKey eq '{}' and (State eq 'queued' or State eq 'in_progress')",
-            marker_pk(pool)
-        );
-        let markers = self.client.query(Some(&filter), "State,Runner").await?;
-        let mut account = PoolLedger::default();
-        for m in &markers {
-            let state = state_of(m)?;
-            // Each active job counts as the core's delta from nothing to its state.
-            let (dq, dr) = count_delta(None, state);
-            account.queued = account.queued.saturating_add_signed(dq);
-            account.running = account.running.saturating_add_signed(dr);
-            if state == JobState::InProgress {
-                if let Some(r) = text(m, "Runner") {
-                    account.busy_runners.push(r.to_string());
-                }
-            }
-        }
-        Ok(account)
-    }
-
-    async fn expire(&self, now: u64, ttl: &LedgerTtl) -> Result<Expired, LedgerError> {
-        // One scan of the table (both kinds), then per-entity conditional writes.
-        let all = self
-            .client
-            .query(None, "PartitionKey,RowKey,Kind,State,Pool,Runner,UpdatedAt")
-            .await?;
-        let mut jobs: Vec<JobRecord> = Vec::new();
-        // (pool, job id) -> (marker state, updated at)
-        let mut markers: HashMap<(String, u64), (JobState, u64)> = HashMap::new();
-        for e in &all {
-            let pk = text(e, "PartitionKey").unwrap_or_default();
-            let Ok(state) = state_of(e) else { continue };
-            if let Some(id) = pk.strip_prefix("job-").and_then(|s| s.parse().ok()) {
-                if let Ok(job) = job_from(id, e) {
-                    jobs.push(job);
-                }
-            } else if let (Some(pool), Some(id)) = (
-                pk.strip_prefix("pool-"),
-                text(e, "RowKey").and_then(|s| s.parse::<u64>().ok()),
-            ) {
-                markers.insert(
-                    (pool.to_string(), id),
-                    (state, int64(e.get("UpdatedAt")).unwrap_or(0)),
-                );
-            }
-        }
-        let mut done = Expired::default();
-        for mut job in jobs {
-            let key = (job.pool.clone(), job.job_id);
-            match expiry(job.state, job.updated_at, now, ttl) {
-                Expiry::Keep => {}
-                Expiry::Forget => {
-                    // Marker first: a job entity left behind is retried next pass.
-                    if markers.remove(&key).is_some() {
-                        self.client
-                            .delete(&marker_pk(&job.pool), &job.job_id.to_string(), "*")
-                            .await?;
-                    }
-                    let Some(stored) = self.read_job(job.job_id).await? else {
-                        continue;
-                    };
-                    if expiry(stored.record.state, stored.record.updated_at, now, ttl)
-                        == Expiry::Forget
-                        && self
-                            .client
-                            .delete(&job_pk(job.job_id), JOB_RK, &stored.etag)
-                            .await?
-                    {
-                        done.forgotten += 1;
-                    }
-                    continue;
-                }
-                Expiry::Expire => {
-                    // Re-read for the ETag; a delivery may have moved the job meanwhile.
-                    let Some(stored) = self.read_job(job.job_id).await? else {
-                        continue;
-                    };
-                    if expiry(stored.record.state, stored.record.updated_at, now, ttl)
-                        != Expiry::Expire
-                    {
-                        continue;
-                    }
-                    let mut expired = stored.record.clone();
-                    expired.state = JobState::Completed;
-                    expired.runner =
-                        recorded_runner(stored.record.runner.as_deref(), JobState::Completed, None);
-                    expired.updated_at = now;
-                    if self
-                        .client
-                        .replace(
-                            &job_pk(job.job_id),
-                            JOB_RK,
-                            &stored.etag,
-                            &job_entity(&expired),
-                        )
-                        .await?
-                    {
-                        done.expired += 1;
-                        job = expired;
-                    } else {
-                        continue;
-                    }
-                }
-            }
-            // Repair: an active marker behind its job, or a missing marker of an active
-            // job (a delivery that failed between its two writes).
-            let marker = markers.remove(&key);
-            let active = matches!(job.state, JobState::Queued | JobState::InProgress);
-            let behind = match marker {
-                Some((m, _)) => m < job.state,
-                None => active,
-            };
-            if behind {
-                self.sync_marker(&job).await?;
-            }
-        }
-        // Whatever markers are left: tombstones past their grace, and orphans whose job
-        // entity is gone.
-        for ((pool, id), (state, updated_at)) in markers {
-            if now.saturating_sub(updated_at) < TOMBSTONE_GRACE.as_secs() {
-                continue;
-            }
-            if state == JobState::Completed || self.read_job(id).await?.is_none() {
-                self.client
-                    .delete(&marker_pk(&pool), &id.to_string(), "*")
-                    .await?;
-            }
-        }
-        Ok(done)
-    }
 }
 
 #[cfg(test)]
