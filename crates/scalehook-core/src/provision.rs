@@ -8,11 +8,20 @@
 //! [`GitHub::jit_runner`], and handing its configuration to a [`RunnerConfigStore`] that
 //! only that instance can read. A minted runner whose configuration could not be stored is
 //! unregistered again, so no offline registration is left behind.
+//!
+//! Clouds without a launch hook (Azure) find new instances in their fleet's describe: a
+//! [`Provisioner`] looks at every describe of a pool ([`ProvisioningFleet`] wraps the fleet
+//! so every describe of deliveries and reconcile goes through it) and provisions each
+//! instance that has no configuration stored yet and no registered runner, once.
 
 use crate::config::{Config, FleetTarget, PoolConfig};
-use crate::github::{GitHub, GitHubError, JitRunner};
+use crate::fleet::{Fleet, FleetError, FleetState};
+use crate::github::{GitHub, GitHubError, JitRunner, Runner};
 use crate::service::Service;
 use async_trait::async_trait;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Where a new instance picks up its runner configuration: the cloud's per-instance store.
 #[async_trait]
@@ -108,6 +117,19 @@ pub async fn provision(
     {
         return Ok(already());
     }
+    mint_and_store(github, store, pool, instance_key).await
+}
+
+/// Mints the instance's runner and stores its configuration, without looking first.
+async fn mint_and_store(
+    github: &dyn GitHub,
+    store: &dyn RunnerConfigStore,
+    pool: &PoolConfig,
+    instance_key: &str,
+) -> Result<Provisioned, ProvisionError> {
+    let already = || Provisioned::AlreadyStored {
+        pool: pool.name.clone(),
+    };
     let name = runner_name(pool, instance_key);
     let runner = github
         .jit_runner(pool, &name)
@@ -151,6 +173,241 @@ impl Service {
             })
         })?;
         provision(self.github(), store, pool, instance_key).await
+    }
+}
+
+/// The configuration store of each pool (Azure: one private blob container per pool).
+pub trait RunnerConfigStores: Send + Sync {
+    /// `None`: the pool's instances are not provisioned by scalehook.
+    fn for_pool(&self, pool: &PoolConfig) -> Option<Arc<dyn RunnerConfigStore>>;
+}
+
+/// One store for every pool (tests, and clouds whose store is keyed by instance alone).
+impl<T: RunnerConfigStore + 'static> RunnerConfigStores for Arc<T> {
+    fn for_pool(&self, _pool: &PoolConfig) -> Option<Arc<dyn RunnerConfigStore>> {
+        Some(self.clone() as Arc<dyn RunnerConfigStore>)
+    }
+}
+
+/// What one look at a pool's instances did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NewRunners {
+    /// Runners minted and stored for new instances.
+    pub minted: u32,
+    /// New instances whose provisioning failed (tried again on the next look).
+    pub failed: u32,
+    /// New instances left for the next look (the per-look cap or time budget was reached,
+    /// or GitHub's runners could not be listed).
+    pub deferred: u32,
+}
+
+/// At most this many runners are minted per look at a pool; the rest wait for the next
+/// describe (a delivery or reconcile), so one large scale-out cannot hold a pass.
+pub const MAX_MINTS_PER_LOOK: usize = 8;
+
+/// Finds the new instances of a pool in a fleet description and provisions each once.
+///
+/// An instance is provisioned when it has a runner key (its computer name; a VM gets one
+/// when it is created, before it boots), no registered runner of the pool runs on it, and
+/// its store has no record of it ([`RunnerConfigStore::exists`]: the store keeps a record
+/// that outlives the instance taking its configuration). The store's conditional write is
+/// what makes it once across processes; the keys seen provisioned are remembered in
+/// process, so a warm process looks an instance up in the store once, not on every pass.
+pub struct Provisioner {
+    github: Arc<dyn GitHub>,
+    stores: Arc<dyn RunnerConfigStores>,
+    budget: Duration,
+    /// Per pool: runner keys (lower-cased) known to be provisioned, pruned to live instances.
+    known: Mutex<HashMap<String, HashSet<String>>>,
+}
+
+impl std::fmt::Debug for Provisioner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provisioner")
+            .field("budget", &self.budget)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Provisioner {
+    /// `budget`: no new mint starts after this long into a look (one in flight finishes:
+    /// cancelling between minting and storing would leave a registration nobody starts).
+    pub fn new(
+        github: Arc<dyn GitHub>,
+        stores: Arc<dyn RunnerConfigStores>,
+        budget: Duration,
+    ) -> Self {
+        Self {
+            github,
+            stores,
+            budget,
+            known: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashSet<String>>> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Provisions the new instances of `pool` in `state`. `runners`: GitHub's runners when
+    /// the caller has them; otherwise they are listed once, only if a new instance is found.
+    pub async fn provision_new(
+        &self,
+        pool: &PoolConfig,
+        state: &FleetState,
+        runners: Option<&[Runner]>,
+    ) -> NewRunners {
+        let mut out = NewRunners::default();
+        if !self.github.enabled() {
+            return out;
+        }
+        let Some(store) = self.stores.for_pool(pool) else {
+            return out;
+        };
+        let started = Instant::now();
+        let live: Vec<(String, &crate::fleet::Instance)> = state
+            .instances
+            .iter()
+            .filter(|i| valid_key(&i.runner_key))
+            .map(|i| (i.runner_key.to_ascii_lowercase(), i))
+            .collect();
+        let mut candidates: Vec<&crate::fleet::Instance> = {
+            let mut known = self.known();
+            let set = known.entry(pool.name.clone()).or_default();
+            let alive: HashSet<&str> = live.iter().map(|(k, _)| k.as_str()).collect();
+            set.retain(|k| alive.contains(k.as_str()));
+            live.iter()
+                .filter(|(k, _)| !set.contains(k))
+                .map(|(_, i)| *i)
+                .collect()
+        };
+        if candidates.is_empty() {
+            return out;
+        }
+        let has_runner = |i: &crate::fleet::Instance, all: &[Runner]| {
+            all.iter().any(|r| r.in_pool(&pool.name) && i.runs(&r.name))
+        };
+        if let Some(all) = runners {
+            let (registered, rest): (Vec<_>, Vec<_>) =
+                candidates.into_iter().partition(|i| has_runner(i, all));
+            self.remember(pool, registered.iter().map(|i| i.runner_key.as_str()));
+            candidates = rest;
+        }
+        let mut pending = Vec::new();
+        for i in candidates {
+            match store.exists(&i.runner_key).await {
+                Ok(true) => self.remember(pool, [i.runner_key.as_str()]),
+                Ok(false) => pending.push(i),
+                Err(e) => {
+                    out.failed += 1;
+                    tracing::warn!(target: "scalehook::provision", pool = %pool.name, instance = %i.runner_key, error = %e, "runner configuration store unreadable");
+                }
+            }
+        }
+        if pending.is_empty() {
+            return out;
+        }
+        if runners.is_none() {
+            // A VM with a registered runner is not new (it registered some other way, or
+            // took its configuration already): GitHub's list says so.
+            match self.github.runners().await {
+                Ok(all) => {
+                    let (registered, rest): (Vec<_>, Vec<_>) =
+                        pending.into_iter().partition(|i| has_runner(i, &all));
+                    self.remember(pool, registered.iter().map(|i| i.runner_key.as_str()));
+                    pending = rest;
+                }
+                Err(e) => {
+                    out.deferred += pending.len() as u32;
+                    tracing::warn!(target: "scalehook::provision", pool = %pool.name, error = %e, "listing runners failed: new instances wait for the next pass");
+                    return out;
+                }
+            }
+        }
+        for (n, i) in pending.iter().enumerate() {
+            if n >= MAX_MINTS_PER_LOOK || started.elapsed() >= self.budget {
+                out.deferred += (pending.len() - n) as u32;
+                break;
+            }
+            match mint_and_store(self.github.as_ref(), store.as_ref(), pool, &i.runner_key).await {
+                Ok(Provisioned::Stored { .. }) => {
+                    out.minted += 1;
+                    self.remember(pool, [i.runner_key.as_str()]);
+                }
+                Ok(Provisioned::AlreadyStored { .. }) => {
+                    self.remember(pool, [i.runner_key.as_str()])
+                }
+                Err(e) => {
+                    out.failed += 1;
+                    tracing::warn!(target: "scalehook::provision", pool = %pool.name, instance = %i.runner_key, error = %e, "provisioning a new instance failed: retried on the next pass");
+                }
+            }
+        }
+        if out != NewRunners::default() {
+            tracing::info!(target: "scalehook::provision", pool = %pool.name, minted = out.minted, failed = out.failed, deferred = out.deferred, "new instances provisioned");
+        }
+        out
+    }
+
+    fn remember<'a>(&self, pool: &PoolConfig, keys: impl IntoIterator<Item = &'a str>) {
+        let mut known = self.known();
+        let set = known.entry(pool.name.clone()).or_default();
+        set.extend(keys.into_iter().map(str::to_ascii_lowercase));
+    }
+}
+
+/// A fleet whose every describe also provisions the pool's new instances (see
+/// [`Provisioner`]): how a cloud without a launch hook gets its runners, with no change to
+/// the service. Provisioning never fails a describe; its problems are logged and retried
+/// on the next one.
+pub struct ProvisioningFleet {
+    inner: Arc<dyn Fleet>,
+    provisioner: Arc<Provisioner>,
+}
+
+impl ProvisioningFleet {
+    pub fn new(inner: Arc<dyn Fleet>, provisioner: Arc<Provisioner>) -> Self {
+        Self { inner, provisioner }
+    }
+
+    pub fn provisioner(&self) -> &Provisioner {
+        &self.provisioner
+    }
+}
+
+#[async_trait]
+impl Fleet for ProvisioningFleet {
+    async fn describe(&self, pool: &PoolConfig) -> Result<FleetState, FleetError> {
+        let state = self.inner.describe(pool).await?;
+        self.provisioner.provision_new(pool, &state, None).await;
+        Ok(state)
+    }
+    async fn set_desired(&self, pool: &PoolConfig, desired: u32) -> Result<(), FleetError> {
+        self.inner.set_desired(pool, desired).await
+    }
+    async fn remove_instance(
+        &self,
+        pool: &PoolConfig,
+        instance_id: &str,
+    ) -> Result<(), FleetError> {
+        self.inner.remove_instance(pool, instance_id).await
+    }
+    async fn replace_instance(
+        &self,
+        pool: &PoolConfig,
+        instance_id: &str,
+    ) -> Result<(), FleetError> {
+        self.inner.replace_instance(pool, instance_id).await
+    }
+    async fn set_protection(
+        &self,
+        pool: &PoolConfig,
+        instance_ids: &[String],
+        protected: bool,
+    ) -> Result<(), FleetError> {
+        self.inner
+            .set_protection(pool, instance_ids, protected)
+            .await
     }
 }
 
@@ -280,6 +537,248 @@ mod tests {
             ));
         }
         assert!(gh.registered().is_empty());
+    }
+
+    /// LocalGitHub with a switch that makes minting fail.
+    #[derive(Default)]
+    struct FlakyGitHub {
+        inner: LocalGitHub,
+        fail_mint: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait]
+    impl GitHub for FlakyGitHub {
+        async fn runners(&self) -> Result<Vec<Runner>, GitHubError> {
+            self.inner.runners().await
+        }
+        async fn remove_runner(
+            &self,
+            id: u64,
+        ) -> Result<crate::github::RunnerRemoval, GitHubError> {
+            self.inner.remove_runner(id).await
+        }
+        async fn job(
+            &self,
+            repo: &str,
+            id: u64,
+        ) -> Result<Option<crate::github::JobStatus>, GitHubError> {
+            self.inner.job(repo, id).await
+        }
+        async fn deliveries(
+            &self,
+            cursor: Option<&str>,
+        ) -> Result<crate::github::DeliveryPage, GitHubError> {
+            self.inner.deliveries(cursor).await
+        }
+        async fn redeliver(&self, id: u64) -> Result<(), GitHubError> {
+            self.inner.redeliver(id).await
+        }
+        async fn jit_runner(
+            &self,
+            pool: &PoolConfig,
+            name: &str,
+        ) -> Result<JitRunner, GitHubError> {
+            if self.fail_mint.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(GitHubError::Unavailable("injected".into()));
+            }
+            self.inner.jit_runner(pool, name).await
+        }
+    }
+
+    fn instance(key: &str) -> crate::fleet::Instance {
+        crate::fleet::Instance {
+            id: key.into(),
+            runner_key: key.into(),
+            launching: true,
+            protected: false,
+            launched_at: None,
+        }
+    }
+
+    fn state(keys: &[&str]) -> FleetState {
+        FleetState {
+            desired: keys.len() as u32,
+            instances: keys.iter().map(|k| instance(k)).collect(),
+            ..FleetState::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn each_new_instance_is_minted_once_across_looks_and_processes() {
+        let config = config();
+        let pool = &config.pools[0];
+        let gh = Arc::new(FlakyGitHub::default());
+        let store = Arc::new(MemoryConfigStore::new());
+        let p = Provisioner::new(gh.clone(), Arc::new(store.clone()), Duration::from_secs(5));
+        let s = state(&["vm0", "vm1", ""]);
+        let out = p.provision_new(pool, &s, None).await;
+        assert_eq!(
+            out,
+            NewRunners {
+                minted: 2,
+                failed: 0,
+                deferred: 0
+            }
+        );
+        let names: Vec<String> = gh.inner.registered().into_iter().map(|r| r.name).collect();
+        assert_eq!(
+            names,
+            ["linux-x64-vm0", "linux-x64-vm1"],
+            "the VM without a name waits"
+        );
+        // The same process again: nothing is looked up or minted.
+        let requests = gh.inner.rate_limit().requests;
+        assert_eq!(p.provision_new(pool, &s, None).await, NewRunners::default());
+        assert_eq!(gh.inner.rate_limit().requests, requests);
+        // Another process: the store's records say so.
+        let other = Provisioner::new(gh.clone(), Arc::new(store.clone()), Duration::from_secs(5));
+        assert_eq!(
+            other.provision_new(pool, &s, None).await,
+            NewRunners::default()
+        );
+        // vm0 took its configuration: its registered runner says it is not new.
+        assert!(store.take("vm0").is_some());
+        assert_eq!(
+            other.provision_new(pool, &s, None).await,
+            NewRunners::default()
+        );
+        assert_eq!(gh.inner.registered().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_instance_with_a_registered_runner_is_not_provisioned() {
+        let config = config();
+        let pool = &config.pools[0];
+        let gh = Arc::new(FlakyGitHub::default());
+        gh.inner.register("linux-x64-vm7", &pool.labels);
+        let store = Arc::new(MemoryConfigStore::new());
+        let p = Provisioner::new(gh.clone(), Arc::new(store.clone()), Duration::from_secs(5));
+        let out = p.provision_new(pool, &state(&["vm7", "vm8"]), None).await;
+        assert_eq!(out.minted, 1);
+        assert!(store.take("vm7").is_none());
+        assert!(store.take("vm8").is_some());
+    }
+
+    #[tokio::test]
+    async fn a_failed_mint_stores_nothing_and_is_retried() {
+        let config = config();
+        let pool = &config.pools[0];
+        let gh = Arc::new(FlakyGitHub::default());
+        gh.fail_mint
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let store = Arc::new(MemoryConfigStore::new());
+        let p = Provisioner::new(gh.clone(), Arc::new(store.clone()), Duration::from_secs(5));
+        let s = state(&["vm1"]);
+        assert_eq!(
+            p.provision_new(pool, &s, None).await,
+            NewRunners {
+                minted: 0,
+                failed: 1,
+                deferred: 0
+            }
+        );
+        assert!(store.take("vm1").is_none());
+        assert!(gh.inner.registered().is_empty());
+        gh.fail_mint
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(p.provision_new(pool, &s, None).await.minted, 1);
+        // A failed store: the minted runner is unregistered, the instance retried later.
+        let s2 = state(&["vm2"]);
+        store.fail_puts(true);
+        assert_eq!(p.provision_new(pool, &s2, None).await.failed, 1);
+        assert_eq!(gh.inner.removed(), ["linux-x64-vm2"]);
+        store.fail_puts(false);
+        assert_eq!(p.provision_new(pool, &s2, None).await.minted, 1);
+    }
+
+    #[tokio::test]
+    async fn a_large_scale_out_is_minted_over_several_looks() {
+        let config = config();
+        let pool = &config.pools[0];
+        let gh = Arc::new(FlakyGitHub::default());
+        let store = Arc::new(MemoryConfigStore::new());
+        let p = Provisioner::new(gh.clone(), Arc::new(store.clone()), Duration::from_secs(5));
+        let keys: Vec<String> = (0..MAX_MINTS_PER_LOOK + 3)
+            .map(|n| format!("vm{n}"))
+            .collect();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let s = state(&refs);
+        let first = p.provision_new(pool, &s, None).await;
+        assert_eq!(
+            (first.minted, first.deferred),
+            (MAX_MINTS_PER_LOOK as u32, 3)
+        );
+        assert_eq!(p.provision_new(pool, &s, None).await.minted, 3);
+        assert_eq!(gh.inner.registered().len(), MAX_MINTS_PER_LOOK + 3);
+    }
+
+    #[tokio::test]
+    async fn webhook_only_or_no_store_provisions_nothing() {
+        struct NoStores;
+        impl RunnerConfigStores for NoStores {
+            fn for_pool(&self, _: &PoolConfig) -> Option<Arc<dyn RunnerConfigStore>> {
+                None
+            }
+        }
+        let config = config();
+        let pool = &config.pools[0];
+        let store = Arc::new(MemoryConfigStore::new());
+        let p = Provisioner::new(
+            Arc::new(NoGitHub),
+            Arc::new(store.clone()),
+            Duration::from_secs(5),
+        );
+        assert_eq!(
+            p.provision_new(pool, &state(&["vm1"]), None).await,
+            NewRunners::default()
+        );
+        let gh = Arc::new(LocalGitHub::new());
+        let p = Provisioner::new(gh.clone(), Arc::new(NoStores), Duration::from_secs(5));
+        assert_eq!(
+            p.provision_new(pool, &state(&["vm1"]), None).await,
+            NewRunners::default()
+        );
+        assert!(gh.registered().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_provisioning_fleet_provisions_on_every_describe_of_the_service() {
+        use crate::ledger::MemoryLedger;
+        use crate::signature::WebhookSecrets;
+        let config = Config::from_toml(
+            "[[pools]]\nname = \"linux-x64\"\nlabels = [\"self-hosted\", \"linux\", \"x64\"]\nmin = 2\nmax = 4\n",
+        )
+        .expect("valid config");
+        let gh = Arc::new(LocalGitHub::new());
+        let store = Arc::new(MemoryConfigStore::new());
+        let provisioner = Arc::new(Provisioner::new(
+            gh.clone(),
+            Arc::new(store.clone()),
+            Duration::from_secs(5),
+        ));
+        let fleet = Arc::new(ProvisioningFleet::new(
+            Arc::new(crate::fleet::LocalFleet::new()),
+            provisioner,
+        ));
+        let service = Service::new(
+            config,
+            WebhookSecrets::new(["s"]).expect("secret"),
+            Arc::new(MemoryLedger::new()),
+            fleet,
+        )
+        .with_github(gh.clone())
+        .with_log(crate::service::LogFormat::Off);
+        let report = service.reconcile().await;
+        assert!(report.ok(), "{report:?}");
+        let mut names: Vec<String> = gh.registered().into_iter().map(|r| r.name).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["linux-x64-linux-x64-0001", "linux-x64-linux-x64-0002"]
+        );
+        assert!(store.take("linux-x64-0001").is_some());
+        service.reconcile().await;
+        assert_eq!(gh.registered().len(), 2, "a second pass mints nothing");
     }
 
     #[test]
