@@ -156,9 +156,9 @@ fn busy_backoff(job_id: u64, attempt: u32) -> Duration {
     Duration::from_millis(cap / 2 + jitter(job_id) % (cap / 2 + 1))
 }
 
-/// The counter shard of a job: a fixed mix of its id, so a job's increments and decrements
-/// meet on one item.
-fn shard(job_id: u64) -> u64 {
+/// The counter shard of a job (`count#<shard>`, two digits): a fixed mix of its id, so a
+/// job's increments and decrements meet on one item. Public for tests that seed a table.
+pub fn counter_shard(job_id: u64) -> u64 {
     let mut z = job_id.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -221,6 +221,13 @@ fn civil(days: u64) -> (u64, u64, u64) {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     (yoe + era * 400 + u64::from(m <= 2), m, d)
+}
+
+/// The `due` attribute of a job item in `state` last updated at `at` (Unix seconds):
+/// `due#q#<yyyymmdd>` or `due#r#<yyyymmdd>`, none once completed. Public for tests that seed
+/// a table.
+pub fn due_partition(state: JobState, at: u64) -> Option<String> {
+    DueKind::of(state).map(|kind| due_key(kind, at / DAY))
 }
 
 /// The due-index partition of a kind and day (days since the epoch): `due#q#20261129`.
@@ -390,9 +397,9 @@ impl DynamoLedger {
         if let Some(r) = w.repository {
             job.insert("repository".into(), s(r));
         }
-        match DueKind::of(w.to) {
-            Some(kind) => {
-                job.insert("due".into(), s(due_key(kind, w.at / DAY)));
+        match due_partition(w.to, w.at) {
+            Some(due) => {
+                job.insert("due".into(), s(due));
             }
             None => {
                 let until = w.at.saturating_add(self.ttl.retention.as_secs());
@@ -417,7 +424,10 @@ impl DynamoLedger {
             let update = Update::builder()
                 .table_name(&self.table)
                 .key("pk", s(&pool_pk))
-                .key("sk", s(format!("{COUNT_PREFIX}{:02}", shard(w.job_id))))
+                .key(
+                    "sk",
+                    s(format!("{COUNT_PREFIX}{:02}", counter_shard(w.job_id))),
+                )
                 .update_expression("ADD #queued :dq, #running :dr")
                 .expression_attribute_names("#queued", "queued")
                 .expression_attribute_names("#running", "running")
@@ -944,8 +954,8 @@ mod tests {
 
     #[test]
     fn shards_are_fixed_per_job_and_spread() {
-        assert_eq!(shard(42), shard(42));
-        let used: std::collections::BTreeSet<u64> = (1..=200).map(shard).collect();
+        assert_eq!(counter_shard(42), counter_shard(42));
+        let used: std::collections::BTreeSet<u64> = (1..=200).map(counter_shard).collect();
         assert_eq!(used.len() as u64, COUNTER_SHARDS);
     }
 
