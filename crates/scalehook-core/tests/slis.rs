@@ -401,6 +401,87 @@ async fn every_emf_line_is_within_cloudwatch_limits() {
         .any(|v| v.get("JobsWaitingOverThreshold").is_some()));
 }
 
+/// Every kind of EMF line the code writes: a delivery that started a job, one that completed
+/// it, a 4xx, a reconcile pass, a pool's gauges, the state lines with a full census.
+async fn every_kind_of_emf_line() -> Vec<String> {
+    let h = harness();
+    let ts = 1_700_000_000_000;
+    let mut lines = Vec::new();
+    h.send("queued", 40, None).await;
+    h.clock.advance(30);
+    let started = h.send("in_progress", 40, Some("linux-0001")).await;
+    lines.push(metrics::emf_line(&started.report, ts));
+    h.clock.advance(30);
+    let done = h.send("completed", 40, Some("linux-0001")).await;
+    lines.push(metrics::emf_line(&done.report, ts));
+    let rejected = h.service.handle(&Method::GET, &HeaderMap::new(), b"").await;
+    lines.push(metrics::emf_line(&rejected.report, ts));
+    let report = h.service.reconcile().await;
+    lines.push(metrics::emf_reconcile_line(&report, ts));
+    let gauges = h.metrics().pool("linux").expect("linux gauges");
+    lines.push(metrics::emf_pool_line("linux", &gauges, ts));
+    h.metrics().census(
+        "linux",
+        Census {
+            unregistered: Some(0),
+            ..Census::default()
+        },
+    );
+    h.metrics().github(Some(5000), 1);
+    lines.extend(metrics::emf_state_lines(h.metrics(), ts));
+    lines
+}
+
+/// `infra/tests/emf-catalog.json`: every EMF metric the code writes, with its unit and
+/// dimension sets. The Terraform tests check alarms and dashboard widgets against it; this
+/// test keeps it equal to the code (`SCALEHOOK_BLESS=1` rewrites it).
+#[tokio::test]
+async fn the_emf_catalog_of_the_infra_tests_is_what_the_code_writes() {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut catalog: BTreeMap<String, (String, BTreeSet<Vec<String>>)> = BTreeMap::new();
+    for line in every_kind_of_emf_line().await {
+        let v = check_emf(&line);
+        for d in v["_aws"]["CloudWatchMetrics"]
+            .as_array()
+            .expect("directives")
+        {
+            let sets: Vec<Vec<String>> =
+                serde_json::from_value(d["Dimensions"].clone()).expect("dimension sets");
+            for m in d["Metrics"].as_array().expect("metrics") {
+                let name = m["Name"].as_str().expect("name").to_string();
+                let unit = m["Unit"].as_str().expect("unit").to_string();
+                let entry = catalog
+                    .entry(name.clone())
+                    .or_insert((unit.clone(), BTreeSet::new()));
+                assert_eq!(entry.0, unit, "{name} has one unit");
+                entry.1.extend(sets.iter().cloned());
+            }
+        }
+    }
+    let metrics: serde_json::Map<String, Value> = catalog
+        .into_iter()
+        .map(|(name, (unit, dims))| (name, serde_json::json!({"unit": unit, "dimensions": dims})))
+        .collect();
+    let text = serde_json::to_string_pretty(&serde_json::json!({
+        "namespace": metrics::EMF_NAMESPACE,
+        "metrics": metrics,
+    }))
+    .expect("json")
+        + "\n";
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/tests/emf-catalog.json");
+    if std::env::var_os("SCALEHOOK_BLESS").is_some() {
+        std::fs::write(&path, &text).expect("write the catalog");
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(
+        committed,
+        text,
+        "{} differs from what the code writes: rerun with SCALEHOOK_BLESS=1",
+        path.display()
+    );
+}
+
 /// CloudWatch's standard units (the EMF `Unit` field must be one of them).
 const UNITS: &[&str] = &[
     "Seconds",
