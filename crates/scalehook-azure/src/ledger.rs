@@ -207,17 +207,18 @@ fn hint_entity(r: &JobRecord) -> Value {
     })
 }
 
-/// Row keys may not hold `/ \ # ?`, control characters, and `'` would end the key in a
-/// URL: those (and `%`) are percent-encoded.
+/// Row keys may not hold `/ \ # ?` or control characters, `'` would end the key in a URL
+/// and `%` would be decoded from it: anything but letters, digits and `-_.:@` is written as
+/// `~XX` (hex of each UTF-8 byte; `~` itself too, so the mapping is one to one).
 fn cursor_rk(name: &str) -> String {
     let mut out = String::from("n-");
     for c in name.chars() {
-        if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~' | ':' | '@') {
+        if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@') {
             out.push(c);
         } else {
             let mut buf = [0u8; 4];
             for b in c.encode_utf8(&mut buf).bytes() {
-                out.push_str(&format!("%{b:02X}"));
+                out.push_str(&format!("~{b:02X}"));
             }
         }
     }
@@ -260,9 +261,9 @@ fn hint_filter(k: &str, horizon: u64, from: Option<(&str, &str)>) -> String {
     let upper = format!("due-{k}-{}", hour_bucket(horizon));
     let due = format!("RowKey lt '{:020}'", horizon.saturating_add(1));
     match from {
-        Some((pk, rk)) if pk.starts_with(&format!("due-{k}-")) => format!(
-            "PartitionKey eq '{pk}' and RowKey ge '{rk}' and {due}"
-        ),
+        Some((pk, rk)) if pk.starts_with(&format!("due-{k}-")) => {
+            format!("PartitionKey eq '{pk}' and RowKey ge '{rk}' and {due}")
+        }
         _ => format!("PartitionKey ge 'due-{k}-' and PartitionKey le '{upper}' and {due}"),
     }
 }
@@ -365,7 +366,10 @@ impl TableLedger {
                     .as_ref()
                     .map(|(s, _)| (int64(s.get("Queued")), int64(s.get("Running"))))
                     .map_or((0, 0), |(q, r)| (q.unwrap_or(0), r.unwrap_or(0)));
-                let (q, r) = (q.saturating_add_signed(dq.into()), r.saturating_add_signed(dr.into()));
+                let (q, r) = (
+                    q.saturating_add_signed(dq.into()),
+                    r.saturating_add_signed(dr.into()),
+                );
                 let entity = shard_entity(&job.pool, &srk, q, r);
                 ops.push(match &shard {
                     Some((_, etag)) => BatchOp::Replace {
@@ -418,7 +422,11 @@ impl TableLedger {
     ) -> Result<(), LedgerError> {
         let stored = match self.read_job(hint.job_id).await? {
             Some(s) if hint.current(&s.record) => s,
-            other => return self.retire_hint(hint, other.map(|s| s.record).as_ref()).await,
+            other => {
+                return self
+                    .retire_hint(hint, other.map(|s| s.record).as_ref())
+                    .await
+            }
         };
         match expiry(stored.record.state, stored.record.updated_at, now, ttl) {
             Expiry::Keep => Ok(()),
@@ -469,9 +477,10 @@ impl TableLedger {
     }
 
     /// Writes the entities `count` in-progress jobs (ids from `first_id`, runner
-    /// `runner-<id>`) would have, in bulk (entity group transactions for the pool partition
-    /// and the hint bucket, single inserts for the job entities), to measure a large pool
-    /// quickly. Not for production use: it assumes the ids are new.
+    /// `runner-<id>`) would have in the shared partitions (markers and counters in the pool
+    /// partition, hints in their bucket) in bulk with entity group transactions, and with
+    /// `job_entities` their job entities too (single inserts: slow on Azurite), to measure a
+    /// large pool quickly. Not for production use: it assumes the ids are new.
     #[doc(hidden)]
     pub async fn seed_in_progress(
         &self,
@@ -479,6 +488,7 @@ impl TableLedger {
         first_id: u64,
         count: u64,
         at: u64,
+        job_entities: bool,
     ) -> Result<(), LedgerError> {
         let records: Vec<JobRecord> = (first_id..first_id + count)
             .map(|id| JobRecord {
@@ -514,7 +524,7 @@ impl TableLedger {
                 return Err(LedgerError::Contention("seed batch refused".into()));
             }
         }
-        for chunk in records.chunks(32) {
+        for chunk in records.chunks(32).filter(|_| job_entities) {
             let entities: Vec<Value> = chunk.iter().map(job_entity).collect();
             let writes = entities.iter().map(|e| self.client.insert(e));
             for ok in futures_join_all(writes).await {
@@ -536,11 +546,7 @@ impl TableLedger {
                             .replace(&pk, &row, &etag, &shard_entity(pool, &row, q, r))
                             .await?
                     }
-                    None => {
-                        self.client
-                            .insert(&shard_entity(pool, &row, 0, *n))
-                            .await?
-                    }
+                    None => self.client.insert(&shard_entity(pool, &row, 0, *n)).await?,
                 };
                 if ok {
                     break;
@@ -606,7 +612,9 @@ enum Scan {
 }
 
 /// Awaits every future (in order), without another dependency.
-async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
     let handles: Vec<_> = futures.map(Box::pin).collect();
     let mut out = Vec::with_capacity(handles.len());
     // Drive them together: poll all until each is done.
@@ -769,16 +777,16 @@ impl Ledger for TableLedger {
                 continue;
             };
             let cursor_name = format!("x-expire-{k}");
-            let stored_cursor = self
-                .client
-                .get(CURSOR_PK, &cursor_name)
-                .await?
-                .and_then(|(e, _)| {
-                    Some((
-                        text(&e, "Bucket")?.to_string(),
-                        text(&e, "Row")?.to_string(),
-                    ))
-                });
+            let stored_cursor =
+                self.client
+                    .get(CURSOR_PK, &cursor_name)
+                    .await?
+                    .and_then(|(e, _)| {
+                        Some((
+                            text(&e, "Bucket")?.to_string(),
+                            text(&e, "Row")?.to_string(),
+                        ))
+                    });
             let mut cursor = stored_cursor.clone();
             loop {
                 // A page's worth at a time (the scan's callback cannot await), then act.
@@ -974,7 +982,7 @@ mod tests {
     #[test]
     fn cursor_names_become_safe_row_keys() {
         assert_eq!(cursor_rk("deliveries"), "n-deliveries");
-        assert_eq!(cursor_rk("a/b#c?d'e"), "n-a%2Fb%23c%3Fd%27e");
+        assert_eq!(cursor_rk("a/b#c?d'e~"), "n-a~2Fb~23c~3Fd~27e~7E");
     }
 
     #[test]

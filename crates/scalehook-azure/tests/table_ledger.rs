@@ -301,3 +301,217 @@ async fn storage_failures_are_errors_not_panics() {
     let err = l.pool("linux").await.expect_err("down");
     assert!(err.to_string().contains("unavailable"), "{err}");
 }
+
+/// The entity group transaction the ledger relies on is all or nothing on Azurite: a failed
+/// `If-Match` on one operation leaves the other unapplied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_all_or_nothing() {
+    use scalehook_azure::table::{BatchOp, BatchOutcome};
+    use serde_json::json;
+    let az = Azurite::start();
+    let l = ledger(&az, "batches").await;
+    let c = l.client();
+    let a = json!({"PartitionKey": "p", "RowKey": "a", "N": 1});
+    assert!(c.insert(&a).await.expect("insert"));
+    let (_, etag) = c.get("p", "a").await.expect("get").expect("a");
+    let b = json!({"PartitionKey": "p", "RowKey": "b", "N": 2});
+    let stale = BatchOp::Replace {
+        row: "a".into(),
+        etag: "W/\"datetime'2000-01-01T00%3A00%3A00.0000000Z'\"".into(),
+        entity: json!({"PartitionKey": "p", "RowKey": "a", "N": 9}),
+    };
+    let out = c
+        .batch("p", &[BatchOp::Insert(b.clone()), stale])
+        .await
+        .expect("batch");
+    assert_eq!(out, BatchOutcome::Conflict(412));
+    assert!(
+        c.get("p", "b").await.expect("get").is_none(),
+        "b rolled back"
+    );
+    // With the right ETag both land; inserting an existing entity is a conflict too.
+    let fresh = BatchOp::Replace {
+        row: "a".into(),
+        etag: etag.clone(),
+        entity: json!({"PartitionKey": "p", "RowKey": "a", "N": 3}),
+    };
+    assert_eq!(
+        c.batch("p", &[BatchOp::Insert(b.clone()), fresh])
+            .await
+            .expect("batch"),
+        BatchOutcome::Committed
+    );
+    assert!(c.get("p", "b").await.expect("get").is_some());
+    assert_eq!(
+        c.batch("p", &[BatchOp::Insert(b)]).await.expect("batch"),
+        BatchOutcome::Conflict(409)
+    );
+    // The old ETag is spent.
+    assert_eq!(
+        c.batch(
+            "p",
+            &[BatchOp::Delete {
+                row: "a".into(),
+                etag
+            }]
+        )
+        .await
+        .expect("batch"),
+        BatchOutcome::Conflict(412)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_lease_is_exclusive_until_it_expires() {
+    let az = Azurite::start();
+    let l = Arc::new(ledger(&az, "leases").await);
+    assert!(l.acquire_lease("linux", "a", 100, 130).await.expect("ok"));
+    assert!(!l.acquire_lease("linux", "b", 110, 140).await.expect("ok"));
+    // Another pool is another lease.
+    assert!(l.acquire_lease("gpu", "b", 110, 140).await.expect("ok"));
+    // The holder may renew; after it expires anyone may take it.
+    assert!(l.acquire_lease("linux", "a", 110, 140).await.expect("ok"));
+    assert!(!l.acquire_lease("linux", "b", 139, 170).await.expect("ok"));
+    assert!(l.acquire_lease("linux", "b", 140, 170).await.expect("ok"));
+    // Releasing someone else's lease does nothing; the holder's release frees it.
+    l.release_lease("linux", "a").await.expect("ok");
+    assert!(!l.acquire_lease("linux", "c", 150, 180).await.expect("ok"));
+    l.release_lease("linux", "b").await.expect("ok");
+    assert!(l.acquire_lease("linux", "c", 150, 180).await.expect("ok"));
+    l.release_lease("linux", "c").await.expect("ok");
+
+    // Sixteen contenders at once: exactly one wins.
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let l = l.clone();
+            tokio::spawn(async move {
+                l.acquire_lease("race", &format!("h{i}"), 200, 230)
+                    .await
+                    .expect("ok")
+            })
+        })
+        .collect();
+    let mut winners = 0;
+    for t in tasks {
+        if t.await.expect("task") {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursors_are_kept_by_name() {
+    let az = Azurite::start();
+    let l = ledger(&az, "cursors").await;
+    assert_eq!(l.cursor("deliveries").await.expect("ok"), None);
+    l.set_cursor("deliveries", "12345").await.expect("ok");
+    l.set_cursor("deliveries", "12346").await.expect("ok");
+    l.set_cursor("odd/name#?'", "x y").await.expect("ok");
+    assert_eq!(
+        l.cursor("deliveries").await.expect("ok").as_deref(),
+        Some("12346")
+    );
+    assert_eq!(
+        l.cursor("odd/name#?'").await.expect("ok").as_deref(),
+        Some("x y")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_before_lists_the_oldest_unfinished_records() {
+    let az = Azurite::start();
+    let l = ledger(&az, "unfinished").await;
+    // Spread over two hours' buckets.
+    l.record(&t(1, JobState::Queued, None, 1_000))
+        .await
+        .expect("ok");
+    l.record(&t(2, JobState::Queued, None, 2_000))
+        .await
+        .expect("ok");
+    l.record(&t(2, JobState::InProgress, Some("r2"), 4_000))
+        .await
+        .expect("ok");
+    l.record(&t(3, JobState::Waiting, None, 5_000))
+        .await
+        .expect("ok");
+    let mut done = t(4, JobState::Queued, None, 500);
+    done.repository = Some("octo-org/octo-repo".into());
+    l.record(&done).await.expect("ok");
+    l.record(&t(4, JobState::Completed, None, 600))
+        .await
+        .expect("ok");
+    l.record(&t(5, JobState::Queued, None, 9_000))
+        .await
+        .expect("ok");
+
+    let ids = |v: Vec<scalehook_core::ledger::JobRecord>| -> Vec<u64> {
+        v.into_iter().map(|r| r.job_id).collect()
+    };
+    assert_eq!(
+        ids(l.unfinished_before(5_000, 10).await.expect("ok")),
+        vec![1, 2, 3]
+    );
+    assert_eq!(
+        ids(l.unfinished_before(5_000, 2).await.expect("ok")),
+        vec![1, 2]
+    );
+    assert_eq!(
+        ids(l.unfinished_before(999, 10).await.expect("ok")),
+        Vec::<u64>::new()
+    );
+    let all = l.unfinished_before(10_000, 10).await.expect("ok");
+    assert_eq!(all.len(), 4);
+    assert_eq!(all[1].state, JobState::InProgress);
+    assert_eq!(all[1].runner.as_deref(), Some("r2"));
+}
+
+/// Expiry reads only due hints, stops at its time budget and goes on from its cursor: many
+/// passes with a tiny budget expire everything exactly once, and a pass over a table full of
+/// records that are not due yet costs the same few requests as over an empty one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_is_bounded_and_resumable() {
+    let az = Azurite::start();
+    let ttl = LedgerTtl {
+        queued: Duration::from_secs(100),
+        in_progress: Duration::from_secs(200),
+        retention: Duration::from_secs(10_000),
+    };
+    let l = ledger(&az, "bounded")
+        .await
+        .with_expiry_budget(Duration::from_millis(60));
+    // 40 queued jobs over two hours, then 300 fresh ones that are not due.
+    for job in 1..=40u64 {
+        l.record(&t(job, JobState::Queued, None, job * 180))
+            .await
+            .expect("ok");
+    }
+    let fresh_at = 1_000_000;
+    let tasks: Vec<_> = (1000..1300u64)
+        .map(|job| {
+            let l = &l;
+            async move { l.record(&t(job, JobState::Queued, None, fresh_at)).await }
+        })
+        .collect();
+    for f in tasks {
+        f.await.expect("ok");
+    }
+    assert_eq!(counts(&l, "linux").await, (340, 0));
+    let now = 40 * 180 + 100;
+    let mut expired = 0;
+    let mut passes = 0;
+    while expired < 40 {
+        passes += 1;
+        assert!(passes < 200, "expiry makes no progress");
+        expired += l.expire(now, &ttl).await.expect("expire").expired;
+    }
+    assert_eq!(expired, 40);
+    assert!(passes > 1, "the budget split the work ({passes} passes)");
+    assert_eq!(counts(&l, "linux").await, (300, 0));
+    // Nothing more is due: a pass costs the same handful of requests whatever is stored.
+    let before = l.client().requests();
+    let e = l.expire(now + 1, &ttl).await.expect("expire");
+    assert_eq!((e.expired, e.forgotten), (0, 0));
+    let cost = l.client().requests() - before;
+    assert!(cost <= 8, "an idle expiry pass took {cost} requests");
+}
