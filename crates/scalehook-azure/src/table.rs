@@ -121,7 +121,11 @@ pub enum BatchOp {
     /// Insert; fails the transaction (409) if the entity exists.
     Insert(Value),
     /// Replace if the ETag still matches (412 otherwise; 404 if gone).
-    Replace { row: String, etag: String, entity: Value },
+    Replace {
+        row: String,
+        etag: String,
+        entity: Value,
+    },
     /// Delete if the ETag still matches.
     Delete { row: String, etag: String },
 }
@@ -442,7 +446,12 @@ impl TableClient {
         let items = page
             .get("value")
             .and_then(Value::as_array)
-            .map(|items| items.iter().filter_map(|v| v.as_object().cloned()).collect())
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|v| v.as_object().cloned())
+                    .collect()
+            })
             .unwrap_or_default();
         let header = |k: &str| {
             res.headers
@@ -577,7 +586,13 @@ fn table_error_text(body: &[u8]) -> String {
                 .pointer("/message/value")
                 .and_then(Value::as_str)
                 .unwrap_or("");
-            let message: String = message.lines().next().unwrap_or("").chars().take(200).collect();
+            let message: String = message
+                .lines()
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(200)
+                .collect();
             return format!("{code}: {message}");
         }
     }
