@@ -4,7 +4,7 @@
 
 use crate::fleet::AsgFleet;
 use crate::ledger::DynamoLedger;
-use crate::secrets::{SecretError, SecretSource};
+use crate::secrets::{SecretError, SecretSource, APP_KEY_ARN_ENV, APP_KEY_SSM_PARAMETER_ENV};
 use scalehook_core::config::{ConfigError, CONFIG_TOML_ENV};
 use scalehook_core::{Config, FleetTarget, LogFormat, Service};
 use std::sync::Arc;
@@ -23,6 +23,8 @@ pub enum StartupError {
     NoTable,
     #[error(transparent)]
     Secret(#[from] SecretError),
+    #[error(transparent)]
+    GitHub(#[from] scalehook_github::SetupError),
 }
 
 /// What the environment says, checked, before any AWS call.
@@ -31,6 +33,8 @@ pub struct Settings {
     pub config: Config,
     pub table: String,
     pub secret: SecretSource,
+    /// The GitHub App key's source; set whenever the configuration has `[github]`.
+    pub github_key: Option<SecretSource>,
 }
 
 impl Settings {
@@ -54,22 +58,43 @@ impl Settings {
             .filter(|t| !t.trim().is_empty())
             .ok_or(StartupError::NoTable)?;
         let secret = SecretSource::from_lookup(&lookup)?;
+        let github_key = SecretSource::app_key_from_lookup(&lookup)?;
+        if let (Some(g), None) = (&config.github, &github_key) {
+            return Err(StartupError::GitHub(scalehook_github::SetupError::NoKey {
+                app_id: g.app_id,
+                setting: format!(
+                    "{} (or {APP_KEY_SSM_PARAMETER_ENV}, {APP_KEY_ARN_ENV})",
+                    scalehook_github::APP_KEY_ENV
+                ),
+            }));
+        }
         Ok(Self {
             config,
             table,
             secret,
+            github_key,
         })
     }
 
     /// Reads the secret and builds the service: DynamoDB ledger, ASG fleet, EMF logs.
     pub async fn build(self, sdk: &aws_config::SdkConfig) -> Result<Service, StartupError> {
         let secrets = self.secret.load(sdk).await?;
+        let key = match &self.github_key {
+            Some(source) => Some(source.load_app_key(sdk).await?),
+            None => None,
+        };
+        // With [github]: the App client (its HTTPS client is built on its first call);
+        // without: webhook-only mode, warned about here.
+        let github =
+            scalehook_github::from_config(&self.config, key, scalehook_github::APP_KEY_ENV)?;
         let ledger = DynamoLedger::from_sdk(sdk, self.table, self.config.ledger);
         let fleet = AsgFleet::from_sdk(sdk);
-        Ok(
-            Service::new(self.config, secrets, Arc::new(ledger), Arc::new(fleet))
-                .with_log(LogFormat::Emf),
-        )
+        let service = Service::new(self.config, secrets, Arc::new(ledger), Arc::new(fleet))
+            .with_log(LogFormat::Emf);
+        Ok(match github {
+            Some(github) => service.with_github(github),
+            None => service,
+        })
     }
 }
 
@@ -118,5 +143,24 @@ mod tests {
         assert!(msg.contains("no webhook secret"), "{msg}");
         let msg = err(&[(CONFIG_TOML_ENV, "[[pools]"), (TABLE_ENV, "t")]);
         assert!(msg.contains("TOML"), "{msg}");
+        let with_github =
+            format!("{POOL}[github]\napp_id = 1\ninstallation_id = 2\norganization = \"acme\"\n");
+        let msg = err(&[
+            (CONFIG_TOML_ENV, &with_github),
+            (TABLE_ENV, "t"),
+            ("SCALEHOOK_WEBHOOK_SECRET", "s"),
+        ]);
+        assert!(msg.contains("SCALEHOOK_GITHUB_APP_KEY"), "{msg}");
+        let s = settings(&[
+            (CONFIG_TOML_ENV, &with_github),
+            (TABLE_ENV, "t"),
+            ("SCALEHOOK_WEBHOOK_SECRET", "s"),
+            (APP_KEY_SSM_PARAMETER_ENV, "/scalehook/app-key"),
+        ])
+        .expect("key from SSM");
+        assert_eq!(
+            s.github_key,
+            Some(SecretSource::Ssm("/scalehook/app-key".into()))
+        );
     }
 }

@@ -8,12 +8,22 @@
 //! A stored value may hold several secrets, one per line, current first (rotation).
 //! Exactly one source must be configured; none (or an empty value) refuses to start.
 //! Errors name the source, never the value.
+//!
+//! The GitHub App's private key (PEM) comes from the same three kinds of source, through
+//! the same code: `SCALEHOOK_GITHUB_APP_KEY`, `SCALEHOOK_GITHUB_APP_KEY_SSM_PARAMETER` or
+//! `SCALEHOOK_GITHUB_APP_KEY_ARN` ([`SecretSource::app_key_from_lookup`],
+//! [`SecretSource::load_app_key`]). It is needed only with a `[github]` section.
 
 use scalehook_core::signature::{PREVIOUS_SECRET_ENV, SECRET_ENV};
 use scalehook_core::{SecretsError, UnresolvedReference, WebhookSecrets};
+use scalehook_github::{AppKey, APP_KEY_ENV};
 
 pub const SSM_PARAMETER_ENV: &str = "SCALEHOOK_WEBHOOK_SECRET_SSM_PARAMETER";
 pub const SECRET_ARN_ENV: &str = "SCALEHOOK_WEBHOOK_SECRET_ARN";
+/// The GitHub App key as an SSM SecureString parameter name.
+pub const APP_KEY_SSM_PARAMETER_ENV: &str = "SCALEHOOK_GITHUB_APP_KEY_SSM_PARAMETER";
+/// The GitHub App key as a Secrets Manager secret id or ARN.
+pub const APP_KEY_ARN_ENV: &str = "SCALEHOOK_GITHUB_APP_KEY_ARN";
 
 /// The configured source of the webhook secrets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +63,9 @@ pub enum SecretError {
     Empty(String),
     #[error(transparent)]
     Unresolved(#[from] UnresolvedReference),
+    /// The GitHub App key's source or value is wrong (names the setting, never the key).
+    #[error("GitHub App key: {0}")]
+    AppKey(String),
 }
 
 fn non_empty(lookup: &impl Fn(&str) -> Option<String>, name: &str) -> Option<String> {
@@ -102,6 +115,66 @@ impl SecretSource {
                     SecretsError::None(_) => SecretError::None,
                 })
             }
+            stored => {
+                let (source_name, value) = stored.read_stored(sdk).await?;
+                parse_stored(&source_name, &value)
+            }
+        }
+    }
+
+    /// Where the GitHub App key comes from: `None` when no source is set (webhook-only
+    /// mode, or a `[github]` section, which the caller then refuses).
+    pub fn app_key_from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<Self>, SecretError> {
+        let env = non_empty(&lookup, APP_KEY_ENV);
+        let ssm = non_empty(&lookup, APP_KEY_SSM_PARAMETER_ENV);
+        let arn = non_empty(&lookup, APP_KEY_ARN_ENV);
+        let set: Vec<&str> = [
+            env.is_some().then_some(APP_KEY_ENV),
+            ssm.is_some().then_some(APP_KEY_SSM_PARAMETER_ENV),
+            arn.is_some().then_some(APP_KEY_ARN_ENV),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if set.len() > 1 {
+            return Err(SecretError::AppKey(format!(
+                "several sources are configured ({}): set exactly one",
+                set.join(", ")
+            )));
+        }
+        Ok(match (env, ssm, arn) {
+            (Some(pem), _, _) => Some(SecretSource::Env(Redacted(vec![pem]))),
+            (_, Some(name), _) => Some(SecretSource::Ssm(name)),
+            (_, _, Some(id)) => Some(SecretSource::SecretsManager(id)),
+            _ => None,
+        })
+    }
+
+    /// Reads and parses the GitHub App key (one SDK call for a stored key). An unresolved
+    /// reference or a value that is not a key refuses, naming the setting or store.
+    pub async fn load_app_key(&self, sdk: &aws_config::SdkConfig) -> Result<AppKey, SecretError> {
+        let (setting, value) = match self {
+            SecretSource::Env(Redacted(values)) => (
+                APP_KEY_ENV.to_string(),
+                values.first().cloned().unwrap_or_default(),
+            ),
+            stored => stored.read_stored(sdk).await?,
+        };
+        scalehook_github::key_from_setting(&setting, Some(&value))
+            .map_err(|e| SecretError::AppKey(e.to_string()))?
+            .ok_or(SecretError::Empty(setting))
+    }
+
+    /// The text of a stored secret (an SSM SecureString, or a Secrets Manager
+    /// `SecretString`) and the store's name for messages.
+    async fn read_stored(
+        &self,
+        sdk: &aws_config::SdkConfig,
+    ) -> Result<(String, String), SecretError> {
+        match self {
+            SecretSource::Env(_) => Err(SecretError::None),
             SecretSource::Ssm(name) => {
                 let source_name = format!("SSM parameter {name}");
                 let out = aws_sdk_ssm::Client::new(sdk)
@@ -115,7 +188,7 @@ impl SecretSource {
                         problem: aws_sdk_ssm::error::DisplayErrorContext(&e).to_string(),
                     })?;
                 let value = out.parameter().and_then(|p| p.value()).unwrap_or("");
-                parse_stored(&source_name, value)
+                Ok((source_name, value.to_string()))
             }
             SecretSource::SecretsManager(id) => {
                 let source_name = format!("Secrets Manager secret {id}");
@@ -133,7 +206,7 @@ impl SecretSource {
                     problem: "the secret has no SecretString (binary secrets are not supported)"
                         .into(),
                 })?;
-                parse_stored(&source_name, value)
+                Ok((source_name, value.to_string()))
             }
         }
     }
@@ -194,6 +267,29 @@ mod tests {
     fn env_source_never_prints_the_secret() {
         let source = SecretSource::from_lookup(env(&[(SECRET_ENV, "hunter2")])).expect("env");
         assert!(!format!("{source:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn app_key_source_is_optional_but_unambiguous() {
+        assert_eq!(SecretSource::app_key_from_lookup(env(&[])), Ok(None));
+        assert_eq!(
+            SecretSource::app_key_from_lookup(env(&[(APP_KEY_SSM_PARAMETER_ENV, "/gh/key")])),
+            Ok(Some(SecretSource::Ssm("/gh/key".into())))
+        );
+        assert_eq!(
+            SecretSource::app_key_from_lookup(env(&[(APP_KEY_ARN_ENV, "arn:k")])),
+            Ok(Some(SecretSource::SecretsManager("arn:k".into())))
+        );
+        let e = SecretSource::app_key_from_lookup(env(&[
+            (APP_KEY_ENV, "pem"),
+            (APP_KEY_ARN_ENV, "arn:k"),
+        ]))
+        .expect_err("ambiguous");
+        assert!(e.to_string().contains(APP_KEY_ARN_ENV), "{e}");
+        let s = SecretSource::app_key_from_lookup(env(&[(APP_KEY_ENV, "-----BEGIN secret")]))
+            .expect("env")
+            .expect("some");
+        assert!(!format!("{s:?}").contains("BEGIN"));
     }
 
     #[test]

@@ -74,8 +74,8 @@ pub fn build(lookup: impl Fn(&str) -> Option<String>) -> Result<App, StartupErro
     // The GitHub App key comes the way the webhook secret does: an app setting
     // (SCALEHOOK_GITHUB_APP_KEY), typically a Key Vault reference the platform resolves; an
     // unresolved reference refuses the start. With [github] and no key: refused, naming it.
-    let github_key = scalehook_github::key_from_lookup(&lookup)
-        .map_err(|e| StartupError(e.to_string()))?;
+    let github_key =
+        scalehook_github::key_from_lookup(&lookup).map_err(|e| StartupError(e.to_string()))?;
     let github = scalehook_github::from_config(&config, github_key, scalehook_github::APP_KEY_ENV)
         .map_err(|e| StartupError(e.to_string()))?;
 

@@ -16,13 +16,18 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let secrets = setup::secrets_from_env()?;
     let (config, source) = setup::load_config(args.config.as_deref())?;
     setup::require_local_fleets(&config)?;
+    let github = setup::github_from_env(&config)?;
     let pools: Vec<String> = config.pools.iter().map(|p| p.name.clone()).collect();
-    let service = Arc::new(Service::new(
+    let service = Service::new(
         config,
         secrets,
         Arc::new(MemoryLedger::new()),
         Arc::new(LocalFleet::new()),
-    ));
+    );
+    let service = Arc::new(match github {
+        Some(github) => service.with_github(github),
+        None => service,
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

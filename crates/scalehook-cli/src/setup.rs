@@ -77,6 +77,20 @@ pub fn secrets_from_env() -> anyhow::Result<WebhookSecrets> {
     })
 }
 
+/// The GitHub App client when the configuration has `[github]` (its key from
+/// `SCALEHOOK_GITHUB_APP_KEY`); `None` in webhook-only mode, which is logged as a warning.
+/// `[github]` without a key refuses to start, naming the variable.
+pub fn github_from_env(
+    config: &Config,
+) -> anyhow::Result<Option<std::sync::Arc<dyn scalehook_core::GitHub>>> {
+    let key = scalehook_github::key_from_lookup(|k| std::env::var(k).ok())?;
+    Ok(scalehook_github::from_config(
+        config,
+        key,
+        scalehook_github::APP_KEY_ENV,
+    )?)
+}
+
 /// `scalehook sign`: the header value for a body, from the same code that verifies.
 pub fn sign(args: SignArgs) -> anyhow::Result<ExitCode> {
     let body = if args.file.as_os_str() == "-" {
