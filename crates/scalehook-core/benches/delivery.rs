@@ -18,7 +18,7 @@ use http::{HeaderMap, HeaderValue, Method};
 use scalehook_core::event::Event;
 use scalehook_core::fleet::Fleet;
 use scalehook_core::ledger::Ledger;
-use scalehook_core::policy::{decide, Trigger};
+use scalehook_core::policy::{decide, Seen, Trigger};
 use scalehook_core::signature::sign;
 use scalehook_core::{
     Config, JobState, LocalFleet, LogFormat, MemoryLedger, PoolLedger, Service, Transition,
@@ -260,6 +260,7 @@ fn policy(c: &mut Criterion) {
                     black_box(pool),
                     black_box(&account),
                     black_box(&state),
+                    black_box(&Seen::NOTHING),
                 )
             })
         });

@@ -113,10 +113,11 @@ impl Default for LedgerTtl {
         Self {
             // GitHub cancels a self-hosted job queued for 24 h (it can take up to 48 h).
             queued: Duration::from_secs(48 * 3600),
-            // A self-hosted job may run up to 5 days; default to GitHub's 6 h job timeout
-            // plus margin. Expiring a running job too early would let scale-in see its
-            // runner as idle, so err long.
-            in_progress: Duration::from_secs(24 * 3600),
+            // A self-hosted job may run up to 5 days (GitHub's limit): expire a running
+            // record only after 6, since expiring it early would let scale-in see its
+            // runner as idle. With a GitHub App, reconcile re-checks stale records with the
+            // jobs API long before (`recheck_after`); the TTL is the fallback.
+            in_progress: Duration::from_secs(6 * 24 * 3600),
             // GitHub's redelivery window is 3 days; keep one more.
             retention: Duration::from_secs(4 * 24 * 3600),
         }

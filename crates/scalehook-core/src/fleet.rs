@@ -101,10 +101,21 @@ pub trait Fleet: Send + Sync {
 
 /// Simulated instances in process. New instances are in service at once and are named
 /// `<pool>-<nnnn>`, which is also their runner key (so a runner called `linux-x64-0003` runs on
-/// instance `linux-x64-0003`). Starts every pool at its `min`.
-#[derive(Debug, Default)]
+/// instance `linux-x64-0003`). Starts every pool at its `min`. With a clock
+/// ([`LocalFleet::with_clock`]) instances carry their launch time.
+#[derive(Default)]
 pub struct LocalFleet {
     groups: Mutex<HashMap<String, LocalGroup>>,
+    clock: Option<std::sync::Arc<dyn crate::service::Clock>>,
+}
+
+impl std::fmt::Debug for LocalFleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalFleet")
+            .field("groups", &self.groups)
+            .field("clock", &self.clock.is_some())
+            .finish()
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -114,7 +125,7 @@ struct LocalGroup {
 }
 
 impl LocalGroup {
-    fn launch(&mut self, pool: &str) {
+    fn launch(&mut self, pool: &str, now: Option<u64>) {
         self.next += 1;
         let id = format!("{pool}-{:04}", self.next);
         self.instances.push(Instance {
@@ -122,7 +133,7 @@ impl LocalGroup {
             id,
             launching: false,
             protected: false,
-            launched_at: None,
+            launched_at: now,
         });
     }
 }
@@ -132,23 +143,34 @@ impl LocalFleet {
         Self::default()
     }
 
-    fn with_group<T>(&self, pool: &PoolConfig, f: impl FnOnce(&mut LocalGroup) -> T) -> T {
+    /// Stamps new instances with this clock's time (`launched_at`), for boot grace.
+    pub fn with_clock(mut self, clock: std::sync::Arc<dyn crate::service::Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    fn with_group<T>(
+        &self,
+        pool: &PoolConfig,
+        f: impl FnOnce(&mut LocalGroup, Option<u64>) -> T,
+    ) -> T {
+        let now = self.clock.as_ref().map(|c| c.now());
         let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
         let group = groups.entry(pool.name.clone()).or_insert_with(|| {
             let mut g = LocalGroup::default();
             for _ in 0..pool.min {
-                g.launch(&pool.name);
+                g.launch(&pool.name, now);
             }
             g
         });
-        f(group)
+        f(group, now)
     }
 }
 
 #[async_trait]
 impl Fleet for LocalFleet {
     async fn describe(&self, pool: &PoolConfig) -> Result<FleetState, FleetError> {
-        Ok(self.with_group(pool, |g| FleetState {
+        Ok(self.with_group(pool, |g, _now| FleetState {
             desired: g.instances.len() as u32,
             min: None,
             max: None,
@@ -158,9 +180,9 @@ impl Fleet for LocalFleet {
     }
 
     async fn set_desired(&self, pool: &PoolConfig, desired: u32) -> Result<(), FleetError> {
-        self.with_group(pool, |g| {
+        self.with_group(pool, |g, now| {
             while (g.instances.len() as u32) < desired {
-                g.launch(&pool.name);
+                g.launch(&pool.name, now);
             }
             // Like a cloud group: lowering desired removes the newest unprotected instances.
             while (g.instances.len() as u32) > desired {
@@ -180,7 +202,7 @@ impl Fleet for LocalFleet {
         pool: &PoolConfig,
         instance_id: &str,
     ) -> Result<(), FleetError> {
-        self.with_group(pool, |g| {
+        self.with_group(pool, |g, _now| {
             match g.instances.iter().position(|i| i.id == instance_id) {
                 Some(i) => {
                     g.instances.remove(i);
@@ -196,11 +218,11 @@ impl Fleet for LocalFleet {
         pool: &PoolConfig,
         instance_id: &str,
     ) -> Result<(), FleetError> {
-        self.with_group(pool, |g| {
+        self.with_group(pool, |g, now| {
             match g.instances.iter().position(|i| i.id == instance_id) {
                 Some(i) => {
                     g.instances.remove(i);
-                    g.launch(&pool.name);
+                    g.launch(&pool.name, now);
                     Ok(())
                 }
                 None => Err(FleetError::NotFound(format!("instance {instance_id}"))),
@@ -214,7 +236,7 @@ impl Fleet for LocalFleet {
         instance_ids: &[String],
         protected: bool,
     ) -> Result<(), FleetError> {
-        self.with_group(pool, |g| {
+        self.with_group(pool, |g, _now| {
             for i in g.instances.iter_mut() {
                 if instance_ids.contains(&i.id) {
                     i.protected = protected;

@@ -200,7 +200,14 @@ struct LocalInner {
     jobs: HashMap<u64, JobStatus>,
     /// Runners whose registration was removed (by name), for tests.
     removed: Vec<String>,
+    /// The hook's deliveries, any order (listed newest first by id).
+    deliveries: Vec<Delivery>,
+    /// Ids of deliveries scalehook asked to redeliver, in order.
+    redelivered: Vec<u64>,
 }
+
+/// Deliveries per page of [`LocalGitHub::deliveries`] (GitHub's `per_page` maximum).
+pub const LOCAL_DELIVERIES_PER_PAGE: usize = 100;
 
 impl LocalGitHub {
     pub fn new() -> Self {
@@ -258,6 +265,16 @@ impl LocalGitHub {
         );
     }
 
+    /// Adds a delivery of the App's hook (what `GET /app/hook/deliveries` lists).
+    pub fn add_delivery(&self, delivery: Delivery) {
+        self.lock().deliveries.push(delivery);
+    }
+
+    /// Ids of the deliveries scalehook asked GitHub to redeliver, in order.
+    pub fn redelivered(&self) -> Vec<u64> {
+        self.lock().redelivered.clone()
+    }
+
     /// Names of runners whose registration scalehook removed, in order.
     pub fn removed(&self) -> Vec<String> {
         self.lock().removed.clone()
@@ -299,14 +316,34 @@ impl GitHub for LocalGitHub {
         Ok(self.lock().jobs.get(&job_id).cloned())
     }
 
-    async fn deliveries(&self, _cursor: Option<&str>) -> Result<DeliveryPage, GitHubError> {
+    async fn deliveries(&self, cursor: Option<&str>) -> Result<DeliveryPage, GitHubError> {
         self.count();
-        Ok(DeliveryPage::default())
+        let start: usize = match cursor {
+            None => 0,
+            Some(c) => c
+                .parse()
+                .map_err(|_| GitHubError::Rejected(format!("bad cursor {c:?}")))?,
+        };
+        let mut all = self.lock().deliveries.clone();
+        all.sort_by_key(|d| std::cmp::Reverse(d.id));
+        let end = (start + LOCAL_DELIVERIES_PER_PAGE).min(all.len());
+        Ok(DeliveryPage {
+            deliveries: all
+                .get(start..end)
+                .map(<[Delivery]>::to_vec)
+                .unwrap_or_default(),
+            next: (end < all.len()).then(|| end.to_string()),
+        })
     }
 
-    async fn redeliver(&self, _delivery_id: u64) -> Result<(), GitHubError> {
+    async fn redeliver(&self, delivery_id: u64) -> Result<(), GitHubError> {
         self.count();
-        Err(GitHubError::Rejected("no such delivery".into()))
+        let mut g = self.lock();
+        if !g.deliveries.iter().any(|d| d.id == delivery_id) {
+            return Err(GitHubError::Rejected("no such delivery".into()));
+        }
+        g.redelivered.push(delivery_id);
+        Ok(())
     }
 
     async fn jit_runner(&self, pool: &PoolConfig, name: &str) -> Result<JitRunner, GitHubError> {

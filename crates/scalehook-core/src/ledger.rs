@@ -190,6 +190,12 @@ pub trait Ledger: Send + Sync {
     /// Expires stale records and forgets old completed ones (see [`expiry`]).
     async fn expire(&self, now: u64, ttl: &LedgerTtl) -> Result<Expired, LedgerError>;
 
+    /// One job's record, when the backend can read it (an ephemeral pool's `completed`
+    /// without a runner name takes the runner from it). Default: not supported.
+    async fn record_of(&self, _job_id: u64) -> Result<Option<JobRecord>, LedgerError> {
+        Ok(None)
+    }
+
     /// Up to `limit` queued/waiting/in-progress records last updated at or before `before`,
     /// oldest first: reconcile re-checks them with the jobs API.
     async fn unfinished_before(
@@ -239,6 +245,9 @@ pub struct MemoryLedger {
 struct MemoryInner {
     jobs: HashMap<u64, JobRecord>,
     pools: HashMap<String, PoolLedger>,
+    /// Convergence leases: pool -> (holder, until).
+    leases: HashMap<String, (String, u64)>,
+    cursors: HashMap<String, String>,
 }
 
 impl MemoryLedger {
@@ -333,6 +342,65 @@ impl Ledger for MemoryLedger {
 
     async fn pool(&self, pool: &str) -> Result<PoolLedger, LedgerError> {
         Ok(self.lock().pools.get(pool).cloned().unwrap_or_default())
+    }
+
+    async fn record_of(&self, job_id: u64) -> Result<Option<JobRecord>, LedgerError> {
+        Ok(self.job(job_id))
+    }
+
+    async fn unfinished_before(
+        &self,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, LedgerError> {
+        let inner = self.lock();
+        let mut out: Vec<JobRecord> = inner
+            .jobs
+            .values()
+            .filter(|r| r.state != JobState::Completed && r.updated_at <= before)
+            .cloned()
+            .collect();
+        out.sort_by_key(|r| (r.updated_at, r.job_id));
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn acquire_lease(
+        &self,
+        pool: &str,
+        holder: &str,
+        now: u64,
+        until: u64,
+    ) -> Result<bool, LedgerError> {
+        let mut inner = self.lock();
+        match inner.leases.get(pool) {
+            Some((h, u)) if h != holder && *u > now => Ok(false),
+            _ => {
+                inner
+                    .leases
+                    .insert(pool.to_string(), (holder.to_string(), until));
+                Ok(true)
+            }
+        }
+    }
+
+    async fn release_lease(&self, pool: &str, holder: &str) -> Result<(), LedgerError> {
+        let mut inner = self.lock();
+        if inner.leases.get(pool).is_some_and(|(h, _)| h == holder) {
+            inner.leases.remove(pool);
+        }
+        Ok(())
+    }
+
+    async fn cursor(&self, name: &str) -> Result<Option<String>, LedgerError> {
+        Ok(self.lock().cursors.get(name).cloned())
+    }
+
+    async fn set_cursor(&self, name: &str, value: &str) -> Result<(), LedgerError> {
+        self.lock()
+            .cursors
+            .insert(name.to_string(), value.to_string());
+        Ok(())
     }
 
     async fn expire(&self, now: u64, ttl: &LedgerTtl) -> Result<Expired, LedgerError> {
@@ -431,6 +499,57 @@ mod tests {
             }
         );
         assert_eq!(l.pool("p").await.expect("ok").queued, 0);
+    }
+
+    #[tokio::test]
+    async fn lease_is_exclusive_until_released_or_expired() {
+        let l = MemoryLedger::new();
+        assert!(l.acquire_lease("p", "a", 100, 110).await.expect("ok"));
+        assert!(!l.acquire_lease("p", "b", 105, 115).await.expect("ok"));
+        assert!(
+            l.acquire_lease("q", "b", 105, 115).await.expect("ok"),
+            "per pool"
+        );
+        assert!(
+            l.acquire_lease("p", "a", 105, 115).await.expect("ok"),
+            "renewal"
+        );
+        l.release_lease("p", "b").await.expect("ok");
+        assert!(
+            !l.acquire_lease("p", "b", 106, 116).await.expect("ok"),
+            "not b's"
+        );
+        l.release_lease("p", "a").await.expect("ok");
+        assert!(l.acquire_lease("p", "b", 106, 116).await.expect("ok"));
+        assert!(
+            l.acquire_lease("p", "a", 116, 126).await.expect("ok"),
+            "expired"
+        );
+    }
+
+    #[tokio::test]
+    async fn unfinished_before_is_oldest_first_and_bounded() {
+        let l = MemoryLedger::new();
+        for (id, at) in [(1, 300), (2, 100), (3, 200), (4, 50)] {
+            let mut tr = t(id, JobState::Queued, None);
+            tr.at = at;
+            l.record(&tr).await.expect("ok");
+        }
+        let mut done = t(4, JobState::Completed, None);
+        done.at = 60;
+        l.record(&done).await.expect("ok");
+        let ids: Vec<u64> = l
+            .unfinished_before(250, 10)
+            .await
+            .expect("ok")
+            .iter()
+            .map(|r| r.job_id)
+            .collect();
+        assert_eq!(ids, vec![2, 3]);
+        assert_eq!(l.unfinished_before(1000, 1).await.expect("ok").len(), 1);
+        assert_eq!(l.cursor("c").await.expect("ok"), None);
+        l.set_cursor("c", "42").await.expect("ok");
+        assert_eq!(l.cursor("c").await.expect("ok").as_deref(), Some("42"));
     }
 
     #[tokio::test]

@@ -13,6 +13,7 @@
 
 use crate::config::PoolConfig;
 use crate::fleet::{FleetState, Instance};
+use crate::github::Runner;
 use crate::ledger::PoolLedger;
 
 /// What caused the decision.
@@ -22,7 +23,7 @@ pub enum Trigger {
     Demand,
     /// A job completed: capacity may go down by one instance.
     Release,
-    /// The scheduled pass: converge both ways.
+    /// The scheduled pass (or a pass that covered several completions): converge both ways.
     Reconcile,
 }
 
@@ -43,6 +44,13 @@ pub enum CapacityAction {
     Remove {
         instance_ids: Vec<String>,
     },
+    /// Take out instances whose runners are spent (an ephemeral runner finished its job) or
+    /// never came (an orphan past boot grace): `remove` ones decrement desired capacity (the
+    /// pool is above target), `replace` ones keep it, so the cloud launches fresh instances.
+    Replace {
+        remove: Vec<String>,
+        replace: Vec<String>,
+    },
 }
 
 impl CapacityAction {
@@ -53,6 +61,23 @@ impl CapacityAction {
             CapacityAction::ScaleOut { .. } => "scale_out",
             CapacityAction::CancelLaunches { .. } => "cancel_launches",
             CapacityAction::Remove { .. } => "remove_idle",
+            CapacityAction::Replace { replace, .. } if replace.is_empty() => "remove_spent",
+            CapacityAction::Replace { .. } => "replace",
+        }
+    }
+
+    /// The instances this action takes out of the pool, removed or replaced.
+    pub fn leaving(&self) -> Vec<&str> {
+        match self {
+            CapacityAction::Remove { instance_ids } => {
+                instance_ids.iter().map(String::as_str).collect()
+            }
+            CapacityAction::Replace { remove, replace } => remove
+                .iter()
+                .chain(replace.iter())
+                .map(String::as_str)
+                .collect(),
+            _ => Vec::new(),
         }
     }
 }
@@ -79,8 +104,37 @@ impl Decision {
             CapacityAction::Remove { instance_ids } => {
                 self.current.saturating_sub(instance_ids.len() as u32)
             }
+            CapacityAction::Replace { remove, .. } => {
+                self.current.saturating_sub(remove.len() as u32)
+            }
         }
     }
+}
+
+/// What scalehook knows beyond the ledger and the fleet when it decides: GitHub's view of
+/// the pool's runners (with a GitHub App) and the runners whose ephemeral job just ended.
+#[derive(Debug, Clone, Copy)]
+pub struct Seen<'a> {
+    /// The registered runners (any pool's; the policy keeps the pool's by name). `None` in
+    /// webhook-only mode, or when they were not read for this decision.
+    pub runners: Option<&'a [Runner]>,
+    /// Runners of an ephemeral pool whose job completed (from the delivery or its record):
+    /// each has exited, so the instance it ran on is spent once no other runner on it is busy.
+    pub finished: &'a [String],
+    /// Unix seconds, for boot grace.
+    pub now: u64,
+    /// An instance launched this long ago with no registered runner is an orphan.
+    pub boot_grace_secs: u64,
+}
+
+impl Seen<'static> {
+    /// Nothing beyond the ledger and the fleet (webhook-only mode, no finished runner).
+    pub const NOTHING: Seen<'static> = Seen {
+        runners: None,
+        finished: &[],
+        now: 0,
+        boot_grace_secs: u64::MAX,
+    };
 }
 
 /// The capacity, in instances, the pool should have for its account.
@@ -93,15 +147,37 @@ pub fn target(pool: &PoolConfig, ledger: &PoolLedger, fleet: &FleetState) -> u32
     instances.clamp(lo, hi)
 }
 
+/// The scaling rule. Pure: the same inputs always give the same decision. `seen` adds
+/// GitHub's busy flags to the ledger's (busy = ledger busy ∪ GitHub busy), the spent
+/// instances of ephemeral pools, and (on reconcile) orphans.
 pub fn decide(
     trigger: Trigger,
     pool: &PoolConfig,
     ledger: &PoolLedger,
     fleet: &FleetState,
+    seen: &Seen<'_>,
 ) -> Decision {
     let current = fleet.desired;
     let target = target(pool, ledger, fleet);
-    let busy = BusyMap::new(&fleet.instances, &ledger.busy_runners);
+    let pool_runners: Vec<&Runner> = seen
+        .runners
+        .unwrap_or(&[])
+        .iter()
+        .filter(|r| r.in_pool(&pool.name))
+        .collect();
+    // A finished runner's own busy flag may lag behind its completed event: it has exited.
+    let github_busy: Vec<String> = pool_runners
+        .iter()
+        .filter(|r| {
+            r.busy
+                && !seen
+                    .finished
+                    .iter()
+                    .any(|f| f.eq_ignore_ascii_case(&r.name))
+        })
+        .map(|r| r.name.clone())
+        .collect();
+    let busy = BusyMap::new(&fleet.instances, &ledger.busy_runners, &github_busy);
     let (protect, unprotect) = protection_changes(fleet, &busy);
     let decision = |capacity, reason| Decision {
         current,
@@ -112,6 +188,23 @@ pub fn decide(
         reason,
     };
 
+    if trigger != Trigger::Demand && busy.unmapped == 0 {
+        let spent = spent_instances(trigger, pool, fleet, seen, &pool_runners, &busy);
+        if !spent.is_empty() {
+            // Above target after the release: the spent instances go for good (as many as the
+            // excess); the rest are replaced so the pool stays at target.
+            let excess = current.saturating_sub(target) as usize;
+            let n = excess.min(spent.len());
+            let remove: Vec<String> = spent[..n].to_vec();
+            let replace: Vec<String> = spent[n..].to_vec();
+            let mut d = decision(
+                CapacityAction::Replace { remove, replace },
+                "spent or orphaned instances",
+            );
+            d.unprotect.retain(|id| !spent.contains(id));
+            return d;
+        }
+    }
     if target > current {
         return decision(CapacityAction::ScaleOut { to: target }, "below target");
     }
@@ -173,18 +266,55 @@ pub fn decide(
     d
 }
 
+/// Instances whose runners are done, in fleet order:
+/// - ephemeral pools, on release: the instance a finished runner maps to, when no busy
+///   runner (ledger or GitHub) maps to it any more;
+/// - with GitHub's runner list, on reconcile: an in-service instance past boot grace (or of
+///   unknown launch time) to which no registered runner and no busy runner maps: an
+///   ephemeral runner that exited, or an orphan whose runner never came.
+fn spent_instances(
+    trigger: Trigger,
+    pool: &PoolConfig,
+    fleet: &FleetState,
+    seen: &Seen<'_>,
+    pool_runners: &[&Runner],
+    busy: &BusyMap,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for i in &fleet.instances {
+        if busy.is_busy(&i.id) {
+            continue;
+        }
+        let finished = pool.ephemeral && seen.finished.iter().any(|f| i.runs(f));
+        let orphan = trigger == Trigger::Reconcile
+            && seen.runners.is_some()
+            && !i.launching
+            && i.launched_at.is_none_or(|t| {
+                t.saturating_add(seen.boot_grace_secs.min(u64::MAX / 2)) <= seen.now
+            })
+            && !pool_runners.iter().any(|r| i.runs(&r.name));
+        if finished || orphan {
+            out.push(i.id.clone());
+        }
+    }
+    out
+}
+
 /// Which instances busy runners map to.
 struct BusyMap {
     busy_ids: Vec<String>,
-    /// Busy runners that map to no live instance.
+    /// Busy runners of the ledger that map to no live instance.
     unmapped: usize,
 }
 
 impl BusyMap {
-    fn new(instances: &[Instance], busy_runners: &[String]) -> Self {
+    /// `ledger_busy` may hold names that follow no convention (a runner not started by
+    /// scalehook): one that maps to no instance could be on any of them. `github_busy` are
+    /// the pool's runners by name; one that maps to no instance has lost its instance.
+    fn new(instances: &[Instance], ledger_busy: &[String], github_busy: &[String]) -> Self {
         let mut busy_ids = Vec::new();
         let mut unmapped = 0;
-        for runner in busy_runners {
+        for (k, runner) in ledger_busy.iter().chain(github_busy.iter()).enumerate() {
             let mut mapped = false;
             for i in instances.iter().filter(|i| i.runs(runner)) {
                 mapped = true;
@@ -192,7 +322,7 @@ impl BusyMap {
                     busy_ids.push(i.id.clone());
                 }
             }
-            if !mapped {
+            if !mapped && k < ledger_busy.len() {
                 unmapped += 1;
             }
         }
@@ -291,6 +421,7 @@ mod tests {
                 &pool(0, max, standby, 1),
                 &account(queued, running),
                 &fleet(current),
+                &Seen::NOTHING,
             );
             assert_eq!(
                 d.desired_after(),
@@ -319,6 +450,7 @@ mod tests {
                 &pool(min, 10, standby, 1),
                 &account(0, running),
                 &fleet(current),
+                &Seen::NOTHING,
             );
             assert_eq!(
                 d.desired_after(),
@@ -340,7 +472,13 @@ mod tests {
             running: n as u32,
             busy_runners: (0..n).map(|k| format!("i-0-runner-{k}")).collect(),
         };
-        let d = decide(Trigger::Release, &p, &on_first(3), &fleet(2));
+        let d = decide(
+            Trigger::Release,
+            &p,
+            &on_first(3),
+            &fleet(2),
+            &Seen::NOTHING,
+        );
         assert_eq!(
             d.capacity,
             CapacityAction::Remove {
@@ -348,7 +486,13 @@ mod tests {
             }
         );
         // 4 running: idle 4 < 5: keep
-        let d = decide(Trigger::Release, &p, &on_first(4), &fleet(2));
+        let d = decide(
+            Trigger::Release,
+            &p,
+            &on_first(4),
+            &fleet(2),
+            &Seen::NOTHING,
+        );
         assert_eq!(d.capacity, CapacityAction::Hold);
     }
 
@@ -370,7 +514,7 @@ mod tests {
             running: 1,
             busy_runners: vec!["gh-i-1".into()],
         };
-        let d = decide(Trigger::Reconcile, &p, &acc, &fleet(3));
+        let d = decide(Trigger::Reconcile, &p, &acc, &fleet(3), &Seen::NOTHING);
         let CapacityAction::Remove { instance_ids } = &d.capacity else {
             panic!("{d:?}")
         };
@@ -389,7 +533,7 @@ mod tests {
         };
         let mut f = fleet(3);
         f.instances[0].protected = true;
-        let d = decide(Trigger::Reconcile, &p, &acc, &f);
+        let d = decide(Trigger::Reconcile, &p, &acc, &f, &Seen::NOTHING);
         assert_eq!(d.capacity, CapacityAction::Hold);
         assert!(d.unprotect.is_empty());
     }
@@ -398,7 +542,13 @@ mod tests {
     fn idle_protected_instances_are_unprotected() {
         let mut f = fleet(2);
         f.instances[1].protected = true;
-        let d = decide(Trigger::Demand, &pool(2, 10, 0, 1), &account(0, 0), &f);
+        let d = decide(
+            Trigger::Demand,
+            &pool(2, 10, 0, 1),
+            &account(0, 0),
+            &f,
+            &Seen::NOTHING,
+        );
         assert_eq!(d.unprotect, vec!["i-1".to_string()]);
         assert_eq!(d.capacity, CapacityAction::Hold);
     }
@@ -407,7 +557,13 @@ mod tests {
     fn a_removed_instance_is_not_also_unprotected() {
         let mut f = fleet(2);
         f.instances[1].protected = true;
-        let d = decide(Trigger::Release, &pool(0, 10, 0, 1), &account(0, 0), &f);
+        let d = decide(
+            Trigger::Release,
+            &pool(0, 10, 0, 1),
+            &account(0, 0),
+            &f,
+            &Seen::NOTHING,
+        );
         assert_eq!(
             d.capacity,
             CapacityAction::Remove {
@@ -421,9 +577,21 @@ mod tests {
     fn pending_launches_are_cancelled_first() {
         let mut f = fleet(2);
         f.desired = 5;
-        let d = decide(Trigger::Reconcile, &pool(0, 10, 0, 1), &account(0, 0), &f);
+        let d = decide(
+            Trigger::Reconcile,
+            &pool(0, 10, 0, 1),
+            &account(0, 0),
+            &f,
+            &Seen::NOTHING,
+        );
         assert_eq!(d.capacity, CapacityAction::CancelLaunches { to: 2 });
-        let d = decide(Trigger::Release, &pool(0, 10, 0, 1), &account(0, 0), &f);
+        let d = decide(
+            Trigger::Release,
+            &pool(0, 10, 0, 1),
+            &account(0, 0),
+            &f,
+            &Seen::NOTHING,
+        );
         assert_eq!(d.capacity, CapacityAction::CancelLaunches { to: 4 });
     }
 
@@ -431,7 +599,13 @@ mod tests {
     fn launching_instances_are_removed_first() {
         let mut f = fleet(3);
         f.instances[0].launching = true;
-        let d = decide(Trigger::Release, &pool(0, 10, 0, 1), &account(0, 0), &f);
+        let d = decide(
+            Trigger::Release,
+            &pool(0, 10, 0, 1),
+            &account(0, 0),
+            &f,
+            &Seen::NOTHING,
+        );
         assert_eq!(
             d.capacity,
             CapacityAction::Remove {

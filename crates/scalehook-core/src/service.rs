@@ -3,18 +3,19 @@
 
 use crate::config::{Config, PoolConfig};
 use crate::event::{Event, JobAction, WorkflowJobEvent};
-use crate::fleet::{Fleet, FleetError};
-use crate::github::{GitHub, NoGitHub};
+use crate::fleet::{Fleet, FleetError, FleetState};
+use crate::github::{GitHub, NoGitHub, Runner, RunnerRemoval};
 use crate::ledger::{Expired, JobState, Ledger, LedgerError, PoolLedger, Transition};
 use crate::metrics::{Metrics, PoolGauges};
-use crate::policy::{decide, CapacityAction, Decision, Trigger};
+use crate::policy::{decide, CapacityAction, Decision, Seen, Trigger};
 use crate::report::{DeliveryReport, Outcome};
 use crate::signature::{WebhookSecrets, SIGNATURE_HEADER};
 use http::{HeaderMap, Method};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The event header.
 pub const EVENT_HEADER: &str = "x-github-event";
@@ -131,12 +132,32 @@ pub struct ReconcileReport {
     pub forgotten: u32,
     pub ledger_error: Option<String>,
     pub pools: Vec<PoolReconcile>,
+    /// What the pass did with GitHub; `None` in webhook-only mode.
+    pub github: Option<GitHubReconcile>,
+}
+
+/// The GitHub steps of a reconcile pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct GitHubReconcile {
+    /// GitHub API requests the pass made (from [`GitHub::rate_limit`]`.requests`).
+    pub requests: u64,
+    /// Failed `workflow_job` deliveries asked to be redelivered.
+    pub redelivered: u32,
+    /// Queued/in-progress records re-checked with the jobs API, and how many moved.
+    pub rechecked: u32,
+    pub advanced: u32,
+    /// Runner registrations removed (before scale-in, and offline runners of gone instances).
+    pub runners_removed: u32,
+    /// The first GitHub failure, if any (the pass goes on; TTL expiry stays the fallback).
+    pub error: Option<String>,
 }
 
 impl ReconcileReport {
     /// True when every step succeeded.
     pub fn ok(&self) -> bool {
-        self.ledger_error.is_none() && self.pools.iter().all(|p| p.error.is_none())
+        self.ledger_error.is_none()
+            && self.pools.iter().all(|p| p.error.is_none())
+            && self.github.as_ref().is_none_or(|g| g.error.is_none())
     }
 }
 
@@ -188,11 +209,96 @@ pub struct Service {
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
     log: LogFormat,
-    /// One lock per pool around read-decide-apply, so concurrent deliveries in this process
-    /// cannot apply decisions made on stale reads (e.g. a later, lower scale-out undoing a
-    /// higher one). Across processes (Lambda instances) the residual race is bounded by
-    /// scale-in protection of busy instances and repaired by the next delivery or reconcile.
-    pool_locks: std::collections::HashMap<String, tokio::sync::Mutex<()>>,
+    /// One lock per pool around a convergence pass, holding what the last pass of this
+    /// process converged to. Across processes the ledger's per-pool lease serializes passes
+    /// (see ARCHITECTURE.md, invariant 10).
+    pool_slots: HashMap<String, PoolSlot>,
+    /// This service's lease holder id (random, per instance).
+    holder: String,
+}
+
+/// One pool's in-process state.
+#[derive(Debug, Default)]
+struct PoolSlot {
+    /// Held for the whole pass; what the last successful pass converged to.
+    last: tokio::sync::Mutex<Option<LastPass>>,
+    /// Account reads started by this process's passes. A delivery notes the count once its
+    /// record is durable: a read numbered above it started later, so it saw that record.
+    reads: AtomicU64,
+}
+
+impl PoolSlot {
+    /// Numbers the next account read.
+    fn next_read(&self) -> u64 {
+        self.reads.fetch_add(1, Ordering::SeqCst) + 1
+    }
+}
+
+/// What the last successful pass of this process converged a pool to.
+#[derive(Debug, Clone)]
+struct LastPass {
+    account: PoolLedger,
+    /// The number of the read that gave `account` (the last one that did).
+    read: u64,
+    at: u64,
+    desired: u32,
+    target: u32,
+}
+
+/// A delivery whose pool account equals the one this process converged to at most this
+/// many seconds ago makes no fleet call (the decision would be the same).
+pub const DEBOUNCE_SECS: u64 = 5;
+/// At most this many decide-and-apply iterations per pass (re-reads included).
+pub const MAX_PASS_ITERATIONS: u32 = 8;
+/// The ledger cursor of the newest hook delivery reconcile has examined.
+pub const DELIVERIES_CURSOR: &str = "hook-deliveries";
+/// Pages of hook deliveries reconcile reads per pass, at most.
+pub const MAX_DELIVERY_PAGES: usize = 3;
+/// Failed deliveries reconcile redelivers per pass, at most.
+pub const MAX_REDELIVERIES: usize = 25;
+/// Queued/in-progress records reconcile re-checks with the jobs API per pass, at most.
+pub const MAX_JOB_RECHECKS: usize = 20;
+/// GitHub keeps hook deliveries (and redelivers them) for 3 days.
+const DELIVERY_WINDOW_SECS: u64 = 3 * 24 * 3600;
+
+/// How a convergence pass ended.
+#[derive(Debug)]
+enum Pass {
+    /// Decisions applied. `first` is the first decision of the pass (the delivery's own);
+    /// `desired` the capacity after the last one.
+    Applied {
+        account: PoolLedger,
+        /// The number of the last account read that gave `account`.
+        read: u64,
+        first: Decision,
+        desired: u32,
+        fleet: FleetState,
+        runners_removed: u32,
+    },
+    /// Nothing to do: the account equals what this process converged to moments ago.
+    Unchanged { account: PoolLedger, last: LastPass },
+    /// Another process holds the pool's lease; its pass (or the next one) reads this record.
+    Deferred { account: PoolLedger },
+}
+
+/// What a pass starts from.
+struct PassInput {
+    trigger: Trigger,
+    /// For a delivery: the slot's read count once its record was durable, and whether the
+    /// record was stale (a duplicate). `None` for reconcile.
+    recorded: Option<(u64, bool)>,
+    /// The runner whose ephemeral job completed (ephemeral pools only).
+    finished: Option<String>,
+    /// GitHub's runners, when the caller read them already (reconcile reads them once for
+    /// every pool, before any fleet is described).
+    runners: Option<Vec<Runner>>,
+    started: Instant,
+}
+
+/// What applying one decision did.
+struct Applied {
+    desired: u32,
+    runners_removed: u32,
 }
 
 impl Service {
@@ -202,13 +308,14 @@ impl Service {
         ledger: Arc<dyn Ledger>,
         fleet: Arc<dyn Fleet>,
     ) -> Self {
-        let pool_locks = config
+        let pool_slots = config
             .pools
             .iter()
-            .map(|p| (p.name.clone(), tokio::sync::Mutex::new(())))
+            .map(|p| (p.name.clone(), PoolSlot::default()))
             .collect();
         Self {
-            pool_locks,
+            pool_slots,
+            holder: random_holder(),
             config: Arc::new(config),
             secrets,
             ledger,
@@ -234,6 +341,20 @@ impl Service {
 
     pub fn github(&self) -> &dyn GitHub {
         self.github.as_ref()
+    }
+
+    /// `"github-app"` with a GitHub App, `"webhook-only"` without.
+    pub fn github_mode(&self) -> &'static str {
+        if self.github.enabled() {
+            "github-app"
+        } else {
+            "webhook-only"
+        }
+    }
+
+    /// This service's convergence lease holder id.
+    pub fn holder(&self) -> &str {
+        &self.holder
     }
 
     pub fn with_log(mut self, log: LogFormat) -> Self {
@@ -365,26 +486,76 @@ impl Service {
             at: self.clock.now(),
             repository: job.repository.as_ref().map(|r| r.full_name.clone()),
         };
+        let started = Instant::now();
         let work = async {
             let recorded = self.ledger.record(&transition).await?;
             report.duplicate = Some(!recorded.is_applied());
+            let reads = self
+                .pool_slots
+                .get(&pool.name)
+                .map_or(0, |s| s.reads.load(Ordering::SeqCst));
             // Queue wait / run time, from the ledger's own times: once per job.
             let sli = self
                 .metrics
                 .job_recorded(&pool.name, state, &recorded, transition.at);
             (report.queue_wait_secs, report.run_secs) = (sli.queue_wait_secs, sli.run_secs);
-            // Duplicates go on to decide and apply too: applying is idempotent, and a
-            // redelivery after a failed cloud call is what repairs capacity.
-            self.converge(pool, trigger).await
+            // An ephemeral runner that finished: its instance is the one to take out.
+            let finished = if pool.ephemeral && state == JobState::Completed {
+                match transition.runner.clone() {
+                    Some(r) => Some(r),
+                    None => self
+                        .ledger
+                        .record_of(transition.job_id)
+                        .await?
+                        .and_then(|r| r.runner),
+                }
+            } else {
+                None
+            };
+            // Duplicates go on to converge too (unless this process converged the same
+            // account moments ago): applying is idempotent, and a redelivery after a failed
+            // cloud call is what repairs capacity.
+            self.converge(
+                pool,
+                PassInput {
+                    trigger,
+                    recorded: Some((reads, !recorded.is_applied())),
+                    finished,
+                    runners: None,
+                    started,
+                },
+            )
+            .await
         };
         match tokio::time::timeout(self.config.cloud_timeout, work).await {
-            Ok(Ok((account, decision))) => {
+            Ok(Ok(pass)) => {
                 report.outcome = Outcome::Handled;
-                report.decision = Some(decision.capacity.name());
-                report.capacity_before = Some(decision.current);
-                report.capacity_after = Some(decision.desired_after());
-                report.queued = Some(account.queued);
-                report.running = Some(account.running);
+                match pass {
+                    Pass::Applied {
+                        account,
+                        first,
+                        desired,
+                        ..
+                    } => {
+                        report.decision = Some(first.capacity.name());
+                        report.capacity_before = Some(first.current);
+                        report.capacity_after = Some(desired);
+                        report.queued = Some(account.queued);
+                        report.running = Some(account.running);
+                    }
+                    Pass::Unchanged { account, last } => {
+                        report.decision = Some(CapacityAction::Hold.name());
+                        report.capacity_before = Some(last.desired);
+                        report.capacity_after = Some(last.desired);
+                        report.queued = Some(account.queued);
+                        report.running = Some(account.running);
+                    }
+                    Pass::Deferred { account } => {
+                        report.decision = Some("deferred");
+                        report.queued = Some(account.queued);
+                        report.running = Some(account.running);
+                    }
+                }
             }
             Ok(Err(failure)) => {
                 report.outcome = failure.outcome();
@@ -398,24 +569,230 @@ impl Service {
         report
     }
 
-    /// Reads the pool's account and fleet, decides, applies, and updates the pool gauges.
-    async fn converge(
-        &self,
-        pool: &PoolConfig,
-        trigger: Trigger,
-    ) -> Result<(PoolLedger, Decision), CloudFailure> {
-        let _serialized = match self.pool_locks.get(&pool.name) {
-            Some(lock) => Some(lock.lock().await),
+    /// The budget a pass may use before it stops starting iterations: half the cloud
+    /// timeout, so the delivery that runs it is still answered in time.
+    fn pass_budget(&self) -> Duration {
+        self.config.cloud_timeout / 2
+    }
+
+    /// The lease a pass takes: a little longer than the cloud timeout, so a holder that died
+    /// mid-pass blocks the pool for seconds, not longer.
+    fn lease_secs(&self) -> u64 {
+        self.config.cloud_timeout.as_secs() + 3
+    }
+
+    fn boot_grace_secs(&self) -> u64 {
+        self.config
+            .github
+            .as_ref()
+            .map_or(crate::config::DEFAULT_BOOT_GRACE, |g| g.boot_grace)
+            .as_secs()
+    }
+
+    fn recheck_after_secs(&self) -> u64 {
+        self.config
+            .github
+            .as_ref()
+            .map_or(crate::config::DEFAULT_RECHECK_AFTER, |g| g.recheck_after)
+            .as_secs()
+    }
+
+    /// Converges one pool: under the in-process pool lock and the ledger's pool lease, reads
+    /// the account, decides and applies until the account stops changing (see invariant 10).
+    async fn converge(&self, pool: &PoolConfig, input: PassInput) -> Result<Pass, CloudFailure> {
+        let pool_slot = self.pool_slots.get(&pool.name);
+        let mut slot = match pool_slot {
+            Some(s) => Some(s.last.lock().await),
             None => None,
         };
+        let now = self.clock.now();
+        let read = pool_slot.map_or(0, PoolSlot::next_read);
         let account = self.ledger.pool(&pool.name).await?;
-        let fleet = self.fleet.describe(pool).await?;
-        let decision = decide(trigger, pool, &account, &fleet);
-        self.apply(pool, &decision).await?;
-        let desired = decision.desired_after();
+        if let (Some(Some(last)), Some((reads, duplicate))) = (slot.as_deref(), input.recorded) {
+            let settled = last.desired == last.target
+                || (input.trigger == Trigger::Demand && last.desired >= last.target);
+            // Seen by the last pass: it read after this record was durable; or a duplicate
+            // whose pool account is the one that pass converged to.
+            let covered = last.read > reads || (duplicate && last.account == account);
+            if input.finished.is_none()
+                && settled
+                && covered
+                && now.saturating_sub(last.at) <= DEBOUNCE_SECS
+            {
+                return Ok(Pass::Unchanged {
+                    account,
+                    last: last.clone(),
+                });
+            }
+        }
+        let mut acquired = self.take_lease(pool).await?;
+        if !acquired && input.finished.is_some() {
+            // An ephemeral completion names the instance to take out, which no other pass
+            // can know: wait (bounded) for the holder to finish rather than defer.
+            let mut wait = Duration::from_millis(20);
+            while !acquired && input.started.elapsed() + wait < self.pass_budget() {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_millis(250));
+                acquired = self.take_lease(pool).await?;
+            }
+        }
+        if !acquired {
+            // Counted in metrics as the decision `deferred` (by the delivery's report, or
+            // by reconcile).
+            return Ok(Pass::Deferred { account });
+        }
+        let result = self.pass(pool, pool_slot, input, (account, read)).await;
+        if let Some(last) = slot.as_deref_mut() {
+            *last = match &result {
+                Ok(Pass::Applied {
+                    account,
+                    first,
+                    desired,
+                    read,
+                    ..
+                }) => Some(LastPass {
+                    account: account.clone(),
+                    read: *read,
+                    at: now,
+                    desired: *desired,
+                    target: first.target,
+                }),
+                // A failed pass may have half-applied: the next delivery decides afresh.
+                _ => None,
+            };
+        }
+        result
+    }
+
+    async fn take_lease(&self, pool: &PoolConfig) -> Result<bool, LedgerError> {
+        let now = self.clock.now();
+        self.ledger
+            .acquire_lease(&pool.name, &self.holder, now, now + self.lease_secs())
+            .await
+    }
+
+    /// The body of a pass, holding the lease. Reads the fleet once (and GitHub's runners
+    /// once, when a decision may take instances out), keeps the local copies current as it
+    /// applies, and stops when the account equals the one last applied. After giving the
+    /// lease back it reads the account once more: a delivery recorded after the last read
+    /// found the lease taken and left its record to this pass, so if the account moved the
+    /// pass takes the lease again and goes on (bounded in iterations and time).
+    async fn pass(
+        &self,
+        pool: &PoolConfig,
+        slot: Option<&PoolSlot>,
+        input: PassInput,
+        (mut account, mut read): (PoolLedger, u64),
+    ) -> Result<Pass, CloudFailure> {
+        let next_read = || slot.map_or(0, PoolSlot::next_read);
+        let mut applied_read = read;
+        let PassInput {
+            recorded: _,
+            trigger,
+            finished,
+            runners: given_runners,
+            started,
+        } = input;
+        let mut finished: Vec<String> = finished.into_iter().collect();
+        let mut runners: Option<Vec<Runner>> = given_runners;
+        let mut runners_read = runners.is_some();
+        let mut fleet: Option<FleetState> = None;
+        let mut last_applied: Option<PoolLedger> = None;
+        let mut first: Option<Decision> = None;
+        let mut last: Option<Decision> = None;
+        let mut iter_trigger = trigger;
+        let mut iterations = 0u32;
+        let mut follow_up = false;
+        let mut runners_removed = 0u32;
+        let budget = self.pass_budget();
+        let outcome: Result<(), CloudFailure> = async {
+            loop {
+                while iterations < MAX_PASS_ITERATIONS
+                    && (iterations == 0 || started.elapsed() < budget)
+                {
+                    if iterations > 0 {
+                        read = next_read();
+                        account = self.ledger.pool(&pool.name).await?;
+                    }
+                    if let Some(prev) = &last_applied {
+                        if *prev == account && !follow_up {
+                            applied_read = read;
+                            break;
+                        }
+                        if *prev != account {
+                            // Records of other deliveries: if jobs left the account, this pass
+                            // covers their completions, and converges down like reconcile.
+                            iter_trigger =
+                                if load(&account) < load(prev) || trigger == Trigger::Reconcile {
+                                    Trigger::Reconcile
+                                } else {
+                                    Trigger::Demand
+                                };
+                        }
+                    }
+                    let needs_runners = self.github.enabled()
+                        && (iter_trigger != Trigger::Demand || !finished.is_empty());
+                    if needs_runners && !runners_read {
+                        runners_read = true;
+                        runners = self.read_runners().await;
+                    }
+                    if fleet.is_none() {
+                        fleet = Some(self.fleet.describe(pool).await?);
+                    }
+                    let Some(state) = fleet.as_mut() else {
+                        break;
+                    };
+                    let seen = Seen {
+                        runners: runners.as_deref(),
+                        finished: &finished,
+                        now: self.clock.now(),
+                        boot_grace_secs: self.boot_grace_secs(),
+                    };
+                    let d = decide(iter_trigger, pool, &account, state, &seen);
+                    let applied = self.apply(pool, &d, state, runners.as_mut()).await?;
+                    runners_removed += applied.runners_removed;
+                    follow_up = matches!(d.capacity, CapacityAction::Replace { .. })
+                        && applied.desired >= d.desired_after();
+                    finished.clear();
+                    last_applied = Some(account.clone());
+                    applied_read = read;
+                    if first.is_none() {
+                        first = Some(d.clone());
+                    }
+                    last = Some(d);
+                    iterations += 1;
+                }
+                let _ = self.ledger.release_lease(&pool.name, &self.holder).await;
+                if iterations >= MAX_PASS_ITERATIONS || started.elapsed() >= budget {
+                    return Ok(());
+                }
+                let again_read = next_read();
+                let again = self.ledger.pool(&pool.name).await?;
+                if last_applied.as_ref() == Some(&again) {
+                    applied_read = again_read;
+                    return Ok(());
+                }
+                if !self.take_lease(pool).await? {
+                    // Another process holds it now: its pass reads after our records.
+                    return Ok(());
+                }
+                // The next iteration re-reads the account (it moved) and goes on.
+                follow_up = false;
+            }
+        }
+        .await;
+        if let Err(e) = outcome {
+            let _ = self.ledger.release_lease(&pool.name, &self.holder).await;
+            return Err(e);
+        }
+        let (Some(first), Some(state)) = (first, fleet) else {
+            return Err(CloudFailure::Timeout);
+        };
+        let desired = state.desired;
+        let target = last.as_ref().map_or(first.target, |d| d.target);
         // At max against the effective bound: the group's own max (an ASG's max_size) when
         // it is lower than the pool's, since the policy clamps to both.
-        let max = fleet
+        let max = state
             .max
             .map_or(pool.max, |group_max| group_max.min(pool.max));
         self.metrics.set_pool(
@@ -427,34 +804,173 @@ impl Service {
                 at_max_with_queue: u32::from(desired >= max && account.queued > 0),
             },
         );
-        Ok((account, decision))
+        let mut first = first;
+        first.target = target;
+        let account = last_applied.unwrap_or(account);
+        Ok(Pass::Applied {
+            account,
+            read: applied_read,
+            first,
+            desired,
+            fleet: state,
+            runners_removed,
+        })
     }
 
-    async fn apply(&self, pool: &PoolConfig, d: &Decision) -> Result<(), FleetError> {
+    /// GitHub's runners, or `None` (logged) when GitHub cannot be read: scale-in then
+    /// removes no instance (it could not deregister the runners first).
+    async fn read_runners(&self) -> Option<Vec<Runner>> {
+        match tokio::time::timeout(self.config.cloud_timeout, self.github.runners()).await {
+            Ok(Ok(r)) => Some(r),
+            Ok(Err(e)) => {
+                tracing::warn!(target: "scalehook::github", error = %e, "listing runners failed: scale-in withheld");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(target: "scalehook::github", "listing runners timed out: scale-in withheld");
+                None
+            }
+        }
+    }
+
+    /// Applies one decision, keeping `fleet` (the pass's copy) current. With a GitHub App,
+    /// every registered runner of the pool that maps to an instance is deregistered before
+    /// the instance is removed or replaced; a runner GitHub reports busy (422) keeps its
+    /// instance, and so does any GitHub failure: an instance is terminated only once none of
+    /// its runners can take a job.
+    async fn apply(
+        &self,
+        pool: &PoolConfig,
+        d: &Decision,
+        fleet: &mut FleetState,
+        mut runners: Option<&mut Vec<Runner>>,
+    ) -> Result<Applied, FleetError> {
+        let mut runners_removed = 0u32;
         // Protect busy instances before anything is removed.
         if !d.protect.is_empty() {
             self.fleet.set_protection(pool, &d.protect, true).await?;
+            for i in fleet.instances.iter_mut() {
+                if d.protect.contains(&i.id) {
+                    i.protected = true;
+                }
+            }
         }
         match &d.capacity {
             CapacityAction::Hold => {}
             CapacityAction::ScaleOut { to } | CapacityAction::CancelLaunches { to } => {
-                self.fleet.set_desired(pool, *to).await?
+                self.fleet.set_desired(pool, *to).await?;
+                fleet.desired = *to;
             }
-            CapacityAction::Remove { instance_ids } => {
-                for id in instance_ids {
-                    self.fleet.remove_instance(pool, id).await?;
+            CapacityAction::Remove { .. } | CapacityAction::Replace { .. } => {
+                let (remove, replace): (Vec<&String>, Vec<&String>) = match &d.capacity {
+                    CapacityAction::Remove { instance_ids } => {
+                        (instance_ids.iter().collect(), Vec::new())
+                    }
+                    CapacityAction::Replace { remove, replace } => {
+                        (remove.iter().collect(), replace.iter().collect())
+                    }
+                    _ => (Vec::new(), Vec::new()),
+                };
+                let leaving = remove
+                    .iter()
+                    .map(|id| (*id, true))
+                    .chain(replace.iter().map(|id| (*id, false)));
+                for (id, decrement) in leaving {
+                    let (safe, removed) = self
+                        .deregister(pool, fleet, id, runners.as_deref_mut())
+                        .await;
+                    runners_removed += removed;
+                    if !safe {
+                        continue;
+                    }
+                    if decrement {
+                        self.fleet.remove_instance(pool, id).await?;
+                        fleet.desired = fleet.desired.saturating_sub(1);
+                    } else {
+                        self.fleet.replace_instance(pool, id).await?;
+                    }
+                    fleet.instances.retain(|i| &i.id != id);
                 }
             }
         }
         if !d.unprotect.is_empty() {
             self.fleet.set_protection(pool, &d.unprotect, false).await?;
+            for i in fleet.instances.iter_mut() {
+                if d.unprotect.contains(&i.id) {
+                    i.protected = false;
+                }
+            }
         }
-        Ok(())
+        Ok(Applied {
+            desired: fleet.desired,
+            runners_removed,
+        })
+    }
+
+    /// Deregisters every runner of `pool` that maps to instance `id`. Returns whether the
+    /// instance may go (no runner of it can take a job any more) and how many runners were
+    /// deregistered. In webhook-only mode there is nothing to deregister: true.
+    async fn deregister(
+        &self,
+        pool: &PoolConfig,
+        fleet: &FleetState,
+        id: &str,
+        runners: Option<&mut Vec<Runner>>,
+    ) -> (bool, u32) {
+        if !self.github.enabled() {
+            return (true, 0);
+        }
+        let Some(runners) = runners else {
+            return (false, 0);
+        };
+        let Some(instance) = fleet.instances.iter().find(|i| i.id == id) else {
+            return (true, 0);
+        };
+        let mut removed = 0;
+        let mut safe = true;
+        for r in runners
+            .iter_mut()
+            .filter(|r| r.in_pool(&pool.name) && instance.runs(&r.name))
+        {
+            let answer =
+                tokio::time::timeout(self.config.cloud_timeout, self.github.remove_runner(r.id))
+                    .await;
+            match answer {
+                Ok(Ok(RunnerRemoval::Removed)) => removed += 1,
+                Ok(Ok(RunnerRemoval::Gone)) => {}
+                Ok(Ok(RunnerRemoval::Busy)) => {
+                    // GitHub assigned it a job after we listed it idle: the instance stays.
+                    r.busy = true;
+                    safe = false;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(target: "scalehook::github", error = %e, runner = %r.name, "deregistering a runner failed: its instance stays");
+                    safe = false;
+                }
+                Err(_) => {
+                    tracing::warn!(target: "scalehook::github", runner = %r.name, "deregistering a runner timed out: its instance stays");
+                    safe = false;
+                }
+            }
+        }
+        if safe {
+            runners.retain(|r| !(r.in_pool(&pool.name) && instance.runs(&r.name)));
+        }
+        (safe, removed)
     }
 
     /// The scheduled pass: expire stale ledger records, then converge every pool to its
     /// target. A failing pool does not stop the others; the report says which failed.
     pub async fn reconcile(&self) -> ReconcileReport {
+        let mut github = self.github.enabled().then(GitHubReconcile::default);
+        let requests_before = self.github.rate_limit().requests;
+        // With a GitHub App, lost deliveries are repaired first: stale records are re-checked
+        // with the jobs API (TTL expiry below stays the fallback when GitHub is unreachable),
+        // and failed deliveries are redelivered.
+        if let Some(g) = github.as_mut() {
+            self.recheck_jobs(g).await;
+            self.redeliver_failed(g).await;
+        }
         let now = self.clock.now();
         // Bounded like every other cloud call, so a hung ledger cannot hold the pass until
         // the function's own timeout kills it (and the pools' convergence with it).
@@ -468,22 +984,71 @@ impl Service {
             Ok(Err(e)) => (Expired::default(), Some(e.to_string())),
             Err(_) => (Expired::default(), Some(CloudFailure::Timeout.message())),
         };
+        // GitHub's runners once for every pool, before any fleet is described: then every
+        // runner listed whose instance is alive has that instance in the description.
+        let runners = match github.as_mut() {
+            Some(g) => {
+                let r = self.read_runners().await;
+                if r.is_none() && g.error.is_none() {
+                    g.error = Some("listing runners failed: scale-in withheld".into());
+                }
+                r
+            }
+            None => None,
+        };
         let mut pools = Vec::with_capacity(self.config.pools.len());
         for pool in &self.config.pools {
             let result = tokio::time::timeout(
                 self.config.cloud_timeout,
-                self.converge(pool, Trigger::Reconcile),
+                self.converge(
+                    pool,
+                    PassInput {
+                        trigger: Trigger::Reconcile,
+                        recorded: None,
+                        finished: None,
+                        runners: runners.clone(),
+                        started: Instant::now(),
+                    },
+                ),
             )
             .await
             .unwrap_or(Err(CloudFailure::Timeout));
             pools.push(match result {
-                Ok((_, d)) => {
-                    self.metrics.scale_action(&pool.name, d.capacity.name());
+                Ok(Pass::Applied {
+                    first,
+                    desired,
+                    fleet,
+                    runners_removed,
+                    ..
+                }) => {
+                    self.metrics.scale_action(&pool.name, first.capacity.name());
+                    if let (Some(g), Some(all)) = (github.as_mut(), runners.as_deref()) {
+                        g.runners_removed += runners_removed;
+                        g.runners_removed +=
+                            self.remove_stranded_runners(pool, &fleet, all, g).await;
+                    }
                     PoolReconcile {
                         pool: pool.name.clone(),
-                        action: Some(d.capacity.name()),
-                        before: Some(d.current),
-                        after: Some(d.desired_after()),
+                        action: Some(first.capacity.name()),
+                        before: Some(first.current),
+                        after: Some(desired),
+                        error: None,
+                    }
+                }
+                Ok(Pass::Unchanged { last, .. }) => PoolReconcile {
+                    pool: pool.name.clone(),
+                    action: Some(CapacityAction::Hold.name()),
+                    before: Some(last.desired),
+                    after: Some(last.desired),
+                    error: None,
+                },
+                Ok(Pass::Deferred { .. }) => {
+                    self.metrics.scale_action(&pool.name, "deferred");
+                    PoolReconcile {
+                        pool: pool.name.clone(),
+                        action: Some("deferred"),
+                        before: None,
+                        after: None,
                         error: None,
                     }
                 }
@@ -499,11 +1064,19 @@ impl Service {
                 }
             });
         }
+        if let Some(g) = github.as_mut() {
+            g.requests = self
+                .github
+                .rate_limit()
+                .requests
+                .saturating_sub(requests_before);
+        }
         let report = ReconcileReport {
             expired: expired.expired,
             forgotten: expired.forgotten,
             ledger_error,
             pools,
+            github,
         };
         self.metrics.reconciled(report.ok());
         self.observe_state(now).await;
@@ -524,6 +1097,212 @@ impl Service {
             );
         }
         report
+    }
+
+    /// Re-checks queued/in-progress records older than `recheck_after` with the jobs API and
+    /// records GitHub's state (completed, or in progress on its runner; 404: completed).
+    async fn recheck_jobs(&self, g: &mut GitHubReconcile) {
+        let now = self.clock.now();
+        let before = now.saturating_sub(self.recheck_after_secs());
+        let records = match tokio::time::timeout(
+            self.config.cloud_timeout,
+            self.ledger.unfinished_before(before, MAX_JOB_RECHECKS),
+        )
+        .await
+        {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                g.error.get_or_insert_with(|| e.to_string());
+                return;
+            }
+            Err(_) => {
+                g.error
+                    .get_or_insert_with(|| CloudFailure::Timeout.message());
+                return;
+            }
+        };
+        for record in records {
+            let Some(repository) = record.repository.as_deref() else {
+                continue;
+            };
+            g.rechecked += 1;
+            let answer = tokio::time::timeout(
+                self.config.cloud_timeout,
+                self.github.job(repository, record.job_id),
+            )
+            .await;
+            let status = match answer {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    // GitHub unreachable: TTL expiry stays the fallback.
+                    g.error.get_or_insert_with(|| e.to_string());
+                    return;
+                }
+                Err(_) => {
+                    g.error
+                        .get_or_insert_with(|| "the jobs API timed out".to_string());
+                    return;
+                }
+            };
+            let (to, runner) = match status {
+                None => (JobState::Completed, None),
+                Some(s) => match s.status.as_str() {
+                    "completed" => (JobState::Completed, s.runner_name),
+                    "in_progress" => (JobState::InProgress, s.runner_name),
+                    _ => continue,
+                },
+            };
+            if to <= record.state {
+                continue;
+            }
+            let transition = Transition {
+                job_id: record.job_id,
+                pool: record.pool.clone(),
+                to,
+                runner,
+                at: now,
+                repository: None,
+            };
+            match self.ledger.record(&transition).await {
+                Ok(r) if r.is_applied() => g.advanced += 1,
+                Ok(_) => {}
+                Err(e) => {
+                    g.error.get_or_insert_with(|| e.to_string());
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Redelivers the App hook's failed `workflow_job` deliveries newer than the ledger's
+    /// cursor (each once): a delivery failed when its status was not 2xx and no later
+    /// delivery with the same GUID succeeded. Reads newest first and stops at the cursor, at
+    /// GitHub's 3-day window or after [`MAX_DELIVERY_PAGES`] pages; only original deliveries
+    /// are redelivered (a failed redelivery is left to the jobs API re-check).
+    async fn redeliver_failed(&self, g: &mut GitHubReconcile) {
+        let now = self.clock.now();
+        let limit = self.config.cloud_timeout;
+        let stored: Option<u64> =
+            match tokio::time::timeout(limit, self.ledger.cursor(DELIVERIES_CURSOR)).await {
+                Ok(Ok(c)) => c.and_then(|c| c.parse().ok()),
+                Ok(Err(e)) => {
+                    g.error.get_or_insert_with(|| e.to_string());
+                    return;
+                }
+                Err(_) => {
+                    g.error
+                        .get_or_insert_with(|| CloudFailure::Timeout.message());
+                    return;
+                }
+            };
+        let mut newest: Option<u64> = None;
+        let mut succeeded: std::collections::HashSet<String> = Default::default();
+        let mut chosen: std::collections::HashSet<String> = Default::default();
+        let mut failed: Vec<u64> = Vec::new();
+        let mut page_cursor: Option<String> = None;
+        'pages: for _ in 0..MAX_DELIVERY_PAGES {
+            let page =
+                match tokio::time::timeout(limit, self.github.deliveries(page_cursor.as_deref()))
+                    .await
+                {
+                    Ok(Ok(p)) => p,
+                    Ok(Err(e)) => {
+                        g.error.get_or_insert_with(|| e.to_string());
+                        return;
+                    }
+                    Err(_) => {
+                        g.error
+                            .get_or_insert_with(|| "listing deliveries timed out".into());
+                        return;
+                    }
+                };
+            for d in &page.deliveries {
+                if stored.is_some_and(|c| d.id <= c)
+                    || d.delivered_at.saturating_add(DELIVERY_WINDOW_SECS) < now
+                {
+                    break 'pages;
+                }
+                newest = newest.max(Some(d.id));
+                if d.event != "workflow_job" {
+                    continue;
+                }
+                if (200..300).contains(&d.status_code) {
+                    succeeded.insert(d.guid.clone());
+                } else if !d.redelivery
+                    && !succeeded.contains(&d.guid)
+                    && chosen.insert(d.guid.clone())
+                {
+                    failed.push(d.id);
+                }
+            }
+            match page.next {
+                Some(next) => page_cursor = Some(next),
+                None => break,
+            }
+        }
+        // Oldest first: if a call fails (or the bound is reached), the cursor stops just
+        // below it, so the next pass takes it up and nothing older is redelivered twice.
+        failed.reverse();
+        let mut cursor = newest;
+        for (n, id) in failed.iter().enumerate() {
+            let ok = n < MAX_REDELIVERIES
+                && match tokio::time::timeout(limit, self.github.redeliver(*id)).await {
+                    Ok(Ok(())) => true,
+                    Ok(Err(e)) => {
+                        g.error.get_or_insert_with(|| e.to_string());
+                        false
+                    }
+                    Err(_) => {
+                        g.error.get_or_insert_with(|| "redelivery timed out".into());
+                        false
+                    }
+                };
+            if !ok {
+                cursor = Some(id.saturating_sub(1)).filter(|c| stored.is_none_or(|s| *c > s));
+                break;
+            }
+            g.redelivered += 1;
+        }
+        if let Some(c) = cursor {
+            if let Err(e) = self
+                .ledger
+                .set_cursor(DELIVERIES_CURSOR, &c.to_string())
+                .await
+            {
+                g.error.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+
+    /// Deregisters the pool's offline, idle runners whose instance is gone (in `fleet`, the
+    /// description read after `runners` was listed, so a live instance would be in it).
+    async fn remove_stranded_runners(
+        &self,
+        pool: &PoolConfig,
+        fleet: &FleetState,
+        runners: &[Runner],
+        g: &mut GitHubReconcile,
+    ) -> u32 {
+        let mut removed = 0;
+        for r in runners.iter().filter(|r| {
+            r.in_pool(&pool.name)
+                && !r.online
+                && !r.busy
+                && !fleet.instances.iter().any(|i| i.runs(&r.name))
+        }) {
+            match tokio::time::timeout(self.config.cloud_timeout, self.github.remove_runner(r.id))
+                .await
+            {
+                Ok(Ok(RunnerRemoval::Removed)) => removed += 1,
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    g.error.get_or_insert_with(|| e.to_string());
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        removed
     }
 
     /// Every pool's desired capacity and ledger counts.
@@ -603,6 +1382,26 @@ impl Service {
             }
         }
     }
+}
+
+/// Jobs in the account: what a completion lowers.
+fn load(account: &PoolLedger) -> u64 {
+    u64::from(account.queued) + u64::from(account.running)
+}
+
+/// A random lease holder id: 16 hex digits from the system's CSPRNG (falling back to the
+/// clock and process id, which still differ between processes).
+fn random_holder() -> String {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 8];
+    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        bytes = (nanos ^ u64::from(std::process::id()).rotate_left(32)).to_be_bytes();
+    }
+    format!("scalehook-{}", hex::encode(bytes))
 }
 
 fn unix_millis() -> u64 {

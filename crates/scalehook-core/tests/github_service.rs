@@ -1,0 +1,773 @@
+//! The service with a GitHub App (LocalGitHub): runner-safe scale-in (the assignment race),
+//! ephemeral pools, reconcile from GitHub (jobs API, redelivery, orphans), and convergence
+//! serialized across several `Service` instances by the ledger's lease (the burst test).
+
+use async_trait::async_trait;
+use http::{HeaderMap, HeaderValue, Method};
+use scalehook_core::github::{
+    Delivery, DeliveryPage, GitHubError, JitRunner, JobStatus, RateLimit,
+};
+use scalehook_core::ledger::{JobState, Ledger};
+use scalehook_core::signature::sign;
+use scalehook_core::{
+    Config, Fleet, FleetError, FleetState, GitHub, LocalFleet, LocalGitHub, LogFormat, ManualClock,
+    MemoryLedger, PoolConfig, Runner, RunnerRemoval, Service, WebhookSecrets,
+};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+const SECRET: &str = "github-service-secret";
+const NOW: u64 = 1_800_000_000;
+
+fn job(action: &str, id: u64, labels: &[&str], runner: Option<&str>) -> Vec<u8> {
+    serde_json::json!({
+        "action": action,
+        "workflow_job": {"id": id, "run_id": 7, "labels": labels, "runner_name": runner,
+                         "runner_id": runner.map(|_| 11)},
+        "repository": {"full_name": "octo-org/app", "owner": {"login": "octo-org"}}
+    })
+    .to_string()
+    .into_bytes()
+}
+
+fn headers(body: &[u8]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("content-type", HeaderValue::from_static("application/json"));
+    h.insert("x-github-event", HeaderValue::from_static("workflow_job"));
+    h.insert("x-github-delivery", HeaderValue::from_static("d-1"));
+    h.insert(
+        "x-hub-signature-256",
+        HeaderValue::from_str(&sign(SECRET.as_bytes(), body)).expect("sig"),
+    );
+    h
+}
+
+async fn deliver(service: &Service, body: Vec<u8>) -> (u16, serde_json::Value) {
+    let a = service.handle(&Method::POST, &headers(&body), &body).await;
+    (a.status, serde_json::from_str(&a.body).expect("json"))
+}
+
+const LINUX: &[&str] = &["self-hosted", "linux"];
+
+fn service(
+    toml: &str,
+    ledger: Arc<dyn Ledger>,
+    fleet: Arc<dyn Fleet>,
+    github: Arc<dyn GitHub>,
+    clock: Arc<ManualClock>,
+) -> Service {
+    Service::new(
+        Config::from_toml(toml).expect("config"),
+        WebhookSecrets::new([SECRET]).expect("secret"),
+        ledger,
+        fleet,
+    )
+    .with_github(github)
+    .with_clock(clock)
+    .with_log(LogFormat::Off)
+}
+
+/// Registers a runner `<pool>-<instance>` for every live instance that has none, as JIT
+/// provisioning does for each new instance.
+async fn provision(fleet: &LocalFleet, github: &LocalGitHub, pool: &PoolConfig) -> Vec<String> {
+    let state = fleet.describe(pool).await.expect("describe");
+    let registered = github.registered();
+    let mut names = Vec::new();
+    for i in &state.instances {
+        let name = format!("{}-{}", pool.name, i.runner_key);
+        if !registered.iter().any(|r| r.name == name) {
+            github.register(&name, &pool.labels);
+        }
+        names.push(name);
+    }
+    names
+}
+
+async fn instance_ids(fleet: &dyn Fleet, pool: &PoolConfig) -> Vec<String> {
+    fleet
+        .describe(pool)
+        .await
+        .expect("describe")
+        .instances
+        .into_iter()
+        .map(|i| i.id)
+        .collect()
+}
+
+/// GitHub assigns a job to `victim` at the worst moment: after scalehook listed it idle,
+/// just before scalehook asks to remove its registration.
+struct RacyGitHub {
+    inner: LocalGitHub,
+    victim: Mutex<Option<String>>,
+}
+
+#[async_trait]
+impl GitHub for RacyGitHub {
+    async fn runners(&self) -> Result<Vec<Runner>, GitHubError> {
+        self.inner.runners().await
+    }
+    async fn remove_runner(&self, runner_id: u64) -> Result<RunnerRemoval, GitHubError> {
+        let victim = self.victim.lock().expect("lock").clone();
+        if let Some(name) = victim {
+            if self
+                .inner
+                .registered()
+                .iter()
+                .any(|r| r.id == runner_id && r.name == name)
+            {
+                self.inner.set_busy(&name, true);
+            }
+        }
+        self.inner.remove_runner(runner_id).await
+    }
+    async fn job(&self, repo: &str, id: u64) -> Result<Option<JobStatus>, GitHubError> {
+        self.inner.job(repo, id).await
+    }
+    async fn deliveries(&self, cursor: Option<&str>) -> Result<DeliveryPage, GitHubError> {
+        self.inner.deliveries(cursor).await
+    }
+    async fn redeliver(&self, id: u64) -> Result<(), GitHubError> {
+        self.inner.redeliver(id).await
+    }
+    async fn jit_runner(&self, pool: &PoolConfig, name: &str) -> Result<JitRunner, GitHubError> {
+        self.inner.jit_runner(pool, name).await
+    }
+    fn rate_limit(&self) -> RateLimit {
+        self.inner.rate_limit()
+    }
+}
+
+const RACE: &str = r#"
+[[pools]]
+name = "linux"
+labels = ["self-hosted", "linux"]
+max = 3
+"#;
+
+async fn race(assign_during_removal: bool) -> (u16, Vec<String>, Vec<String>, Vec<String>) {
+    let clock = Arc::new(ManualClock::new(NOW));
+    let fleet = Arc::new(LocalFleet::new());
+    let github = Arc::new(RacyGitHub {
+        inner: LocalGitHub::new(),
+        victim: Mutex::new(None),
+    });
+    let svc = service(
+        RACE,
+        Arc::new(MemoryLedger::new()),
+        fleet.clone(),
+        github.clone(),
+        clock,
+    );
+    let pool = svc.config().pool("linux").expect("pool").clone();
+    deliver(&svc, job("queued", 1, LINUX, None)).await;
+    let runners = provision(&fleet, &github.inner, &pool).await;
+    assert_eq!(runners, vec!["linux-linux-0001".to_string()]);
+    if assign_during_removal {
+        *github.victim.lock().expect("lock") = Some(runners[0].clone());
+    }
+    // Job 1 is cancelled before it starts: the pool is above target, its instance idle.
+    let (status, _) = deliver(&svc, job("completed", 1, LINUX, None)).await;
+    (
+        status,
+        instance_ids(fleet.as_ref(), &pool).await,
+        github
+            .inner
+            .registered()
+            .into_iter()
+            .map(|r| r.name)
+            .collect(),
+        github.inner.removed(),
+    )
+}
+
+/// (i) The assignment race: the runner takes a job between the decision (GitHub listed it
+/// idle) and the removal. GitHub refuses to deregister it (422), so the instance survives
+/// and the delivery is still answered 2xx. Without the race the same delivery deregisters
+/// the runner and removes the instance.
+#[tokio::test]
+async fn a_runner_assigned_during_scale_in_keeps_its_instance() {
+    let (status, instances, registered, removed) = race(true).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        instances,
+        vec!["linux-0001".to_string()],
+        "the busy instance survives"
+    );
+    assert_eq!(registered, vec!["linux-linux-0001".to_string()]);
+    assert!(removed.is_empty());
+
+    let (status, instances, registered, removed) = race(false).await;
+    assert_eq!(status, 200);
+    assert!(instances.is_empty(), "idle instance removed: {instances:?}");
+    assert!(registered.is_empty());
+    assert_eq!(removed, vec!["linux-linux-0001".to_string()]);
+}
+
+/// GitHub's busy flag counts even when the ledger never saw the job start (a lost
+/// `in_progress`): that instance is not picked, another idle one is.
+#[tokio::test]
+async fn github_busy_runners_are_not_scaled_in() {
+    let clock = Arc::new(ManualClock::new(NOW));
+    let fleet = Arc::new(LocalFleet::new());
+    let github = Arc::new(LocalGitHub::new());
+    let svc = service(
+        RACE,
+        Arc::new(MemoryLedger::new()),
+        fleet.clone(),
+        github.clone(),
+        clock,
+    );
+    let pool = svc.config().pool("linux").expect("pool").clone();
+    deliver(&svc, job("queued", 1, LINUX, None)).await;
+    deliver(&svc, job("queued", 2, LINUX, None)).await;
+    let runners = provision(&fleet, &github, &pool).await;
+    // job 1 runs on the newest instance, but its in_progress is lost
+    github.set_busy(&runners[1], true);
+    deliver(&svc, job("completed", 2, LINUX, None)).await;
+    assert_eq!(
+        instance_ids(fleet.as_ref(), &pool).await,
+        vec!["linux-0002"]
+    );
+    assert_eq!(github.removed(), vec![runners[0].clone()]);
+}
+
+const EPHEMERAL: &str = r#"
+[[pools]]
+name = "eph"
+labels = ["self-hosted", "linux"]
+min = 2
+max = 4
+standby = 0
+ephemeral = true
+"#;
+
+/// (ii) The issue's sequence: min 2, standby 0, ephemeral runners. Three jobs one after the
+/// other all get a runner: each finished instance is replaced (not left behind with its
+/// runner gone), so the pool keeps two instances with live runners.
+async fn ephemeral_sequence(github: Option<Arc<LocalGitHub>>) {
+    let clock = Arc::new(ManualClock::new(NOW));
+    let fleet = Arc::new(LocalFleet::new());
+    let gh = github
+        .clone()
+        .unwrap_or_else(|| Arc::new(LocalGitHub::new()));
+    let mut svc = Service::new(
+        Config::from_toml(EPHEMERAL).expect("config"),
+        WebhookSecrets::new([SECRET]).expect("secret"),
+        Arc::new(MemoryLedger::new()),
+        fleet.clone(),
+    )
+    .with_clock(clock)
+    .with_log(LogFormat::Off);
+    if let Some(g) = &github {
+        svc = svc.with_github(g.clone());
+    }
+    let pool = svc.config().pool("eph").expect("pool").clone();
+    for id in 1..=3u64 {
+        let runners = provision(&fleet, &gh, &pool).await;
+        let (status, _) = deliver(&svc, job("queued", id, LINUX, None)).await;
+        assert_eq!(status, 200);
+        // GitHub hands the job to an idle runner whose instance is live.
+        let live = instance_ids(fleet.as_ref(), &pool).await;
+        assert_eq!(live.len(), 2, "job {id}: {live:?}");
+        let runner = runners
+            .iter()
+            .find(|r| {
+                gh.registered().iter().any(|g| &g.name == *r && !g.busy)
+                    && live.iter().any(|i| r.ends_with(i.as_str()))
+            })
+            .unwrap_or_else(|| panic!("job {id} finds no runner: {live:?}"))
+            .clone();
+        gh.set_busy(&runner, true);
+        deliver(&svc, job("in_progress", id, LINUX, Some(&runner))).await;
+        // The ephemeral runner finishes and exits; GitHub drops its registration.
+        gh.unregister(&runner);
+        let (status, body) = deliver(&svc, job("completed", id, LINUX, Some(&runner))).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["action"], "replace", "{body}");
+        let after = instance_ids(fleet.as_ref(), &pool).await;
+        assert_eq!(after.len(), 2, "replaced, not removed: {after:?}");
+        assert!(
+            !after.iter().any(|i| runner.ends_with(i.as_str())),
+            "the finished instance is gone: {after:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn ephemeral_pool_replaces_each_finished_instance() {
+    ephemeral_sequence(Some(Arc::new(LocalGitHub::new()))).await;
+}
+
+#[tokio::test]
+async fn ephemeral_pool_replaces_finished_instances_in_webhook_only_mode() {
+    ephemeral_sequence(None).await;
+}
+
+/// Above target after the release, the finished instance is removed (desired drops).
+#[tokio::test]
+async fn ephemeral_instance_above_target_is_removed() {
+    let clock = Arc::new(ManualClock::new(NOW));
+    let fleet = Arc::new(LocalFleet::new());
+    let github = Arc::new(LocalGitHub::new());
+    let svc = service(
+        EPHEMERAL,
+        Arc::new(MemoryLedger::new()),
+        fleet.clone(),
+        github.clone(),
+        clock,
+    );
+    let pool = svc.config().pool("eph").expect("pool").clone();
+    for id in 1..=3 {
+        deliver(&svc, job("queued", id, LINUX, None)).await;
+    }
+    assert_eq!(fleet.describe(&pool).await.expect("d").desired, 3);
+    let runners = provision(&fleet, &github, &pool).await;
+    for (id, r) in (1..=3).zip(&runners) {
+        github.set_busy(r, true);
+        deliver(&svc, job("in_progress", id, LINUX, Some(r))).await;
+    }
+    github.unregister(&runners[2]);
+    let (_, body) = deliver(&svc, job("completed", 3, LINUX, Some(&runners[2]))).await;
+    assert_eq!(body["action"], "remove_spent", "{body}");
+    assert_eq!(
+        instance_ids(fleet.as_ref(), &pool).await,
+        vec!["eph-0001", "eph-0002"]
+    );
+}
+
+const RECONCILE: &str = r#"
+[github]
+app_id = 1
+installation_id = 2
+organization = "octo-org"
+boot_grace_secs = 600
+recheck_after_secs = 300
+
+[[pools]]
+name = "linux"
+labels = ["self-hosted", "linux"]
+min = 0
+max = 5
+"#;
+
+fn delivery(id: u64, guid: &str, status: u16, at: u64, redelivery: bool) -> Delivery {
+    Delivery {
+        id,
+        guid: guid.into(),
+        delivered_at: at,
+        event: "workflow_job".into(),
+        action: Some("queued".into()),
+        status_code: status,
+        redelivery,
+    }
+}
+
+/// (iii) Lost deliveries are repaired by reconcile: stale records follow the jobs API
+/// (in_progress with its runner, completed, 404 -> completed), and a failed delivery is
+/// redelivered exactly once (not one that later succeeded, not a failed redelivery, not one
+/// older than the 3-day window).
+#[tokio::test]
+async fn reconcile_repairs_lost_events_from_github() {
+    let clock = Arc::new(ManualClock::new(NOW));
+    let fleet = Arc::new(LocalFleet::new().with_clock(clock.clone()));
+    let github = Arc::new(LocalGitHub::new());
+    let ledger = Arc::new(MemoryLedger::new());
+    let svc = service(
+        RECONCILE,
+        ledger.clone(),
+        fleet.clone(),
+        github.clone(),
+        clock.clone(),
+    );
+    let pool = svc.config().pool("linux").expect("pool").clone();
+    for id in [10, 11, 12, 13] {
+        deliver(&svc, job("queued", id, LINUX, None)).await;
+    }
+    let runners = provision(&fleet, &github, &pool).await;
+    github.set_busy(&runners[0], true);
+    github.set_job(10, "in_progress", Some(&runners[0]));
+    github.set_job(11, "completed", Some(&runners[1]));
+    // 12: GitHub has no such job (404); 13: still queued.
+    github.set_job(13, "queued", None);
+    // Deliveries: 100 ok; 101 failed (lost queued of job 14); 102 failed then 103 (same
+    // guid) succeeded; 104 a failed redelivery; 99 failed but 4 days old.
+    github.add_delivery(delivery(99, "g-old", 502, NOW - 4 * 86400, false));
+    github.add_delivery(delivery(100, "g0", 200, NOW - 60, false));
+    github.add_delivery(delivery(101, "g1", 504, NOW - 50, false));
+    github.add_delivery(delivery(102, "g2", 502, NOW - 40, false));
+    github.add_delivery(delivery(103, "g2", 200, NOW - 30, true));
+    github.add_delivery(delivery(104, "g3", 502, NOW - 20, true));
+
+    // Too early for the jobs API re-check.
+    let report = svc.reconcile().await;
+    let g = report.github.clone().expect("github steps");
+    assert_eq!((g.rechecked, g.advanced), (0, 0), "{report:?}");
+    assert_eq!(github.redelivered(), vec![101]);
+    clock.advance(301);
+    let report = svc.reconcile().await;
+    assert!(report.ok(), "{report:?}");
+    let g = report.github.clone().expect("github steps");
+    assert_eq!((g.rechecked, g.advanced), (4, 3), "{report:?}");
+    assert_eq!(github.redelivered(), vec![101], "redelivered once");
+    let rec = |id| ledger.job(id).expect("record");
+    assert_eq!(rec(10).state, JobState::InProgress);
+    assert_eq!(rec(10).runner.as_deref(), Some(runners[0].as_str()));
+    assert_eq!(rec(11).state, JobState::Completed);
+    assert_eq!(rec(12).state, JobState::Completed);
+    assert_eq!(rec(13).state, JobState::Queued);
+    let account = ledger.pool("linux").await.expect("pool");
+    assert_eq!((account.queued, account.running), (1, 1));
+    // Capacity follows: one queued, one running -> 2; the running one is kept.
+    let left = instance_ids(fleet.as_ref(), &pool).await;
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.contains(&"linux-0001".to_string()));
+    println!(
+        "reconcile with 4 re-checks and 6 deliveries: {} GitHub requests",
+        g.requests
+    );
+    // A new failed delivery is redelivered on the next pass; nothing else again.
+    github.add_delivery(delivery(105, "g5", 0, NOW + 250, false));
+    svc.reconcile().await;
+    assert_eq!(github.redelivered(), vec![101, 105]);
+}
+
+/// (iv) Orphans: an instance past boot grace with no registered runner is replaced (the
+/// pool is at its minimum); within grace it stays. An offline runner whose instance is gone
+/// is deregistered; an instance with a runner stays.
+#[tokio::test]
+async fn reconcile_replaces_orphans_after_boot_grace_and_drops_stranded_runners() {
+    let clock = Arc::new(ManualClock::new(NOW));
+    let fleet = Arc::new(LocalFleet::new().with_clock(clock.clone()));
+    let github = Arc::new(LocalGitHub::new());
+    let toml = RECONCILE.replace("min = 0", "min = 2");
+    let svc = service(
+        &toml,
+        Arc::new(MemoryLedger::new()),
+        fleet.clone(),
+        github.clone(),
+        clock.clone(),
+    );
+    let pool = svc.config().pool("linux").expect("pool").clone();
+    assert_eq!(instance_ids(fleet.as_ref(), &pool).await.len(), 2);
+    // linux-0001 got its runner; linux-0002's never came.
+    github.register("linux-linux-0001", &pool.labels);
+    let stranded = "linux-linux-0042";
+    github.register(stranded, &pool.labels);
+    github.set_online(stranded, false);
+    clock.advance(300);
+    let report = svc.reconcile().await;
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(
+        instance_ids(fleet.as_ref(), &pool).await,
+        vec!["linux-0001", "linux-0002"],
+        "within boot grace"
+    );
+    assert_eq!(github.removed(), vec![stranded.to_string()]);
+    clock.advance(301);
+    let report = svc.reconcile().await;
+    assert_eq!(report.pools[0].action, Some("replace"), "{report:?}");
+    assert_eq!(
+        instance_ids(fleet.as_ref(), &pool).await,
+        vec!["linux-0001", "linux-0003"]
+    );
+    assert_eq!(fleet.describe(&pool).await.expect("d").desired, 2);
+}
+
+/// A fleet that counts every call (shared by all the burst's services).
+struct CountingFleet {
+    inner: LocalFleet,
+    describe: AtomicU64,
+    changes: AtomicU64,
+}
+
+impl CountingFleet {
+    fn calls(&self) -> u64 {
+        self.describe.load(Ordering::SeqCst) + self.changes.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl Fleet for CountingFleet {
+    async fn describe(&self, pool: &PoolConfig) -> Result<FleetState, FleetError> {
+        self.describe.fetch_add(1, Ordering::SeqCst);
+        tokio::task::yield_now().await;
+        self.inner.describe(pool).await
+    }
+    async fn set_desired(&self, pool: &PoolConfig, desired: u32) -> Result<(), FleetError> {
+        self.changes.fetch_add(1, Ordering::SeqCst);
+        tokio::task::yield_now().await;
+        self.inner.set_desired(pool, desired).await
+    }
+    async fn remove_instance(&self, pool: &PoolConfig, id: &str) -> Result<(), FleetError> {
+        self.changes.fetch_add(1, Ordering::SeqCst);
+        tokio::task::yield_now().await;
+        self.inner.remove_instance(pool, id).await
+    }
+    async fn replace_instance(&self, pool: &PoolConfig, id: &str) -> Result<(), FleetError> {
+        self.changes.fetch_add(1, Ordering::SeqCst);
+        self.inner.replace_instance(pool, id).await
+    }
+    async fn set_protection(
+        &self,
+        pool: &PoolConfig,
+        ids: &[String],
+        protected: bool,
+    ) -> Result<(), FleetError> {
+        self.changes.fetch_add(1, Ordering::SeqCst);
+        tokio::task::yield_now().await;
+        self.inner.set_protection(pool, ids, protected).await
+    }
+}
+
+/// The shared ledger of the burst, slow where it matters: giving a lease back takes a
+/// moment (a network round trip), so deliveries land between a holder's last read and its
+/// release, find the lease taken, and leave their records to the holder.
+struct SlowLeaseLedger(MemoryLedger);
+
+#[async_trait]
+impl Ledger for SlowLeaseLedger {
+    async fn record(
+        &self,
+        t: &scalehook_core::Transition,
+    ) -> Result<scalehook_core::Recorded, scalehook_core::LedgerError> {
+        self.0.record(t).await
+    }
+    async fn pool(
+        &self,
+        pool: &str,
+    ) -> Result<scalehook_core::PoolLedger, scalehook_core::LedgerError> {
+        self.0.pool(pool).await
+    }
+    async fn expire(
+        &self,
+        now: u64,
+        ttl: &scalehook_core::config::LedgerTtl,
+    ) -> Result<scalehook_core::ledger::Expired, scalehook_core::LedgerError> {
+        self.0.expire(now, ttl).await
+    }
+    async fn acquire_lease(
+        &self,
+        pool: &str,
+        holder: &str,
+        now: u64,
+        until: u64,
+    ) -> Result<bool, scalehook_core::LedgerError> {
+        self.0.acquire_lease(pool, holder, now, until).await
+    }
+    async fn release_lease(
+        &self,
+        pool: &str,
+        holder: &str,
+    ) -> Result<(), scalehook_core::LedgerError> {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        self.0.release_lease(pool, holder).await
+    }
+}
+
+const BURST: &str = r#"
+[[pools]]
+name = "linux"
+labels = ["self-hosted", "linux"]
+min = 0
+max = 40
+standby = 0
+runners_per_instance = 10
+"#;
+
+/// (v) A burst over 8 independent `Service` instances (8 processes: no shared lock, one
+/// shared ledger with its lease, one fleet): 300 queued, then 300 in_progress, then 300
+/// completed, each with duplicates, spread over tokio tasks. After each phase capacity
+/// equals the target for all the deliveries, nothing was answered 5xx, and the fleet calls
+/// stay far below the number of deliveries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn burst_over_eight_services_converges_with_few_fleet_calls() {
+    const JOBS: u64 = 300;
+    let ledger = Arc::new(SlowLeaseLedger(MemoryLedger::new()));
+    let fleet = Arc::new(CountingFleet {
+        inner: LocalFleet::new(),
+        describe: AtomicU64::new(0),
+        changes: AtomicU64::new(0),
+    });
+    let clock = Arc::new(ManualClock::new(NOW));
+    let services: Vec<Arc<Service>> = (0..8)
+        .map(|_| {
+            Arc::new(
+                Service::new(
+                    Config::from_toml(BURST).expect("config"),
+                    WebhookSecrets::new([SECRET]).expect("secret"),
+                    ledger.clone(),
+                    fleet.clone(),
+                )
+                .with_clock(clock.clone())
+                .with_log(LogFormat::Off),
+            )
+        })
+        .collect();
+    let holders: std::collections::HashSet<&str> = services.iter().map(|s| s.holder()).collect();
+    assert_eq!(holders.len(), 8, "each service has its own lease holder id");
+    let pool = services[0].config().pool("linux").expect("pool").clone();
+    // in_progress: job i runs on runner k of instance linux-00NN (10 per instance).
+    let runner = |id: u64| format!("linux-linux-{:04}-{}", id / 10 + 1, id % 10);
+    let mut total_deliveries = 0u64;
+    let mut deferred_total = 0u64;
+    for (phase, action, want_queued, want_running) in [
+        (1, "queued", JOBS as u32, 0),
+        (2, "in_progress", 0, JOBS as u32),
+        (3, "completed", 0, 0),
+    ] {
+        let before = fleet.calls();
+        let mut tasks = Vec::new();
+        // Each job once, every fifth twice more (duplicates), over services round-robin.
+        let mut bodies: Vec<Vec<u8>> = Vec::new();
+        for id in 0..JOBS {
+            let r = (action != "queued").then(|| runner(id));
+            bodies.push(job(action, id, LINUX, r.as_deref()));
+            if id % 5 == 0 {
+                bodies.push(job(action, id, LINUX, r.as_deref()));
+                bodies.push(job(action, id, LINUX, r.as_deref()));
+            }
+        }
+        total_deliveries += bodies.len() as u64;
+        for (n, body) in bodies.into_iter().enumerate() {
+            // A burst, not a single instant: a few deliveries per millisecond.
+            if n % 8 == 0 {
+                tokio::time::sleep(std::time::Duration::from_micros(500)).await;
+            }
+            let svc = services[(n * 7 + phase) % services.len()].clone();
+            tasks.push(tokio::spawn(async move {
+                let a = svc.handle(&Method::POST, &headers(&body), &body).await;
+                (a.status, a.report.decision)
+            }));
+        }
+        let mut deferred = 0;
+        for t in tasks {
+            let (status, decision) = t.await.expect("task");
+            assert_eq!(status, 200, "phase {phase}: no 5xx");
+            deferred += u64::from(decision == Some("deferred"));
+        }
+        deferred_total += deferred;
+        let account = ledger.pool("linux").await.expect("pool");
+        assert_eq!(
+            (account.queued, account.running),
+            (want_queued, want_running)
+        );
+        let state = fleet.inner.describe(&pool).await.expect("describe");
+        let target = scalehook_core::policy::target(&pool, &account, &state);
+        assert_eq!(
+            state.desired, target,
+            "phase {phase} ({action}): capacity equals the target of all deliveries"
+        );
+        assert_eq!(state.instances.len() as u32, target);
+        let calls = fleet.calls() - before;
+        println!(
+            "burst phase {phase} ({action}): {} deliveries over 8 services, {calls} fleet calls, {deferred} deferred, desired {}",
+            JOBS + 2 * JOBS / 5,
+            state.desired
+        );
+        assert!(calls < 300, "phase {phase}: {calls} fleet calls");
+    }
+    let calls = fleet.calls();
+    println!(
+        "burst total: {total_deliveries} deliveries, {calls} fleet calls ({} describe), {deferred_total} deferred",
+        fleet.describe.load(Ordering::SeqCst)
+    );
+    assert!(calls < 300, "{calls} fleet calls in all");
+}
+
+/// A ledger that, the first time a holder gives a pool's lease back, first lets another
+/// process's delivery through: it lands after the holder's last read, while the lease is
+/// still taken (the window invariant 10 closes).
+struct WindowLedger {
+    inner: MemoryLedger,
+    other: Mutex<Option<(Arc<Service>, Vec<u8>)>>,
+    answers: Mutex<Vec<(u16, Option<&'static str>)>>,
+}
+
+#[async_trait]
+impl Ledger for WindowLedger {
+    async fn record(
+        &self,
+        t: &scalehook_core::Transition,
+    ) -> Result<scalehook_core::Recorded, scalehook_core::LedgerError> {
+        self.inner.record(t).await
+    }
+    async fn pool(
+        &self,
+        pool: &str,
+    ) -> Result<scalehook_core::PoolLedger, scalehook_core::LedgerError> {
+        self.inner.pool(pool).await
+    }
+    async fn expire(
+        &self,
+        now: u64,
+        ttl: &scalehook_core::config::LedgerTtl,
+    ) -> Result<scalehook_core::ledger::Expired, scalehook_core::LedgerError> {
+        self.inner.expire(now, ttl).await
+    }
+    async fn acquire_lease(
+        &self,
+        pool: &str,
+        holder: &str,
+        now: u64,
+        until: u64,
+    ) -> Result<bool, scalehook_core::LedgerError> {
+        self.inner.acquire_lease(pool, holder, now, until).await
+    }
+    async fn release_lease(
+        &self,
+        pool: &str,
+        holder: &str,
+    ) -> Result<(), scalehook_core::LedgerError> {
+        let other = self.other.lock().expect("lock").take();
+        if let Some((svc, body)) = other {
+            let a = svc.handle(&Method::POST, &headers(&body), &body).await;
+            self.answers
+                .lock()
+                .expect("lock")
+                .push((a.status, a.report.decision));
+        }
+        self.inner.release_lease(pool, holder).await
+    }
+}
+
+/// The window: process B's delivery is recorded after process A's last read and finds the
+/// lease taken, so B answers 2xx `deferred`; A, after giving the lease back, reads the
+/// account once more, takes the lease again and converges B's job too.
+#[tokio::test]
+async fn a_delivery_deferred_in_the_window_is_converged_by_the_holder() {
+    let clock = Arc::new(ManualClock::new(NOW));
+    let ledger = Arc::new(WindowLedger {
+        inner: MemoryLedger::new(),
+        other: Mutex::new(None),
+        answers: Mutex::new(Vec::new()),
+    });
+    let fleet = Arc::new(LocalFleet::new());
+    let make = || {
+        Arc::new(
+            Service::new(
+                Config::from_toml(RACE).expect("config"),
+                WebhookSecrets::new([SECRET]).expect("secret"),
+                ledger.clone(),
+                fleet.clone(),
+            )
+            .with_clock(clock.clone())
+            .with_log(LogFormat::Off),
+        )
+    };
+    let (a, b) = (make(), make());
+    *ledger.other.lock().expect("lock") = Some((b, job("queued", 2, LINUX, None)));
+    let (status, body) = deliver(&a, job("queued", 1, LINUX, None)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        ledger.answers.lock().expect("lock").clone(),
+        vec![(200, Some("deferred"))],
+        "B found the lease taken and answered once its record was durable"
+    );
+    let pool = a.config().pool("linux").expect("pool").clone();
+    assert_eq!(
+        fleet.describe(&pool).await.expect("describe").desired,
+        2,
+        "A's pass covered B's job"
+    );
+    assert_eq!(body["desired"], 2);
+}
