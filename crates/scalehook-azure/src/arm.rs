@@ -7,13 +7,14 @@
 //! (learn.microsoft.com/azure/azure-resource-manager/management/request-limits-and-throttling),
 //! async operations (…/azure-resource-manager/management/async-operations).
 
-use crate::http::{backoff, error_chain, header_url, retry_after, retryable};
+use crate::http::{backoff, error_chain, header_url, retry_after, retryable, unix_now};
 pub use crate::http::{error_text, snippet};
 use crate::identity::{ManagedIdentity, ARM_AUDIENCE};
 use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode, Url};
 use scalehook_core::FleetError;
 use serde_json::Value;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -72,11 +73,37 @@ impl ArmResponse {
     }
 }
 
+/// Below this many calls left in a Compute throttling policy, callers skip what they can
+/// (a fresh VM list is reused, broken VMs wait for a later pass).
+pub const RATE_LOW: u32 = 20;
+/// Below this many, every request is also spaced out (a short pause first).
+pub const RATE_CRITICAL: u32 = 5;
+/// Compute's shortest throttling window: a reading older than this says nothing.
+const RATE_WINDOW_SECS: u64 = 180;
+
 pub struct ArmClient {
     http: reqwest::Client,
     endpoint: Url,
     identity: Arc<ManagedIdentity>,
     pub budget: ArmBudget,
+    /// The lowest `x-ms-ratelimit-remaining-resource` count of the last answer that had one
+    /// (`u64::MAX`: none seen), and when (Unix seconds).
+    remaining: AtomicU64,
+    remaining_at: AtomicU64,
+}
+
+/// The lowest remaining count in `x-ms-ratelimit-remaining-resource` headers, whose values
+/// list policies as `Microsoft.Compute/GetVMScaleSet3Min;107,Microsoft.Compute/GetVMScaleSet30Min;587`
+/// (one header per policy, or several in one, comma-separated).
+pub fn remaining_calls(headers: &HeaderMap) -> Option<u32> {
+    headers
+        .get_all("x-ms-ratelimit-remaining-resource")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|entry| entry.rsplit_once(';'))
+        .filter_map(|(_, n)| n.trim().parse::<u32>().ok())
+        .min()
 }
 
 impl ArmClient {
@@ -96,7 +123,37 @@ impl ArmClient {
             endpoint,
             identity,
             budget,
+            remaining: AtomicU64::new(u64::MAX),
+            remaining_at: AtomicU64::new(0),
         })
+    }
+
+    /// Calls left in the tightest Compute throttling policy ARM last reported, if it
+    /// reported one within the last three minutes.
+    pub fn rate_remaining(&self) -> Option<u32> {
+        let n = self.remaining.load(Ordering::Relaxed);
+        let at = self.remaining_at.load(Ordering::Relaxed);
+        (n != u64::MAX && unix_now().saturating_sub(at) <= RATE_WINDOW_SECS)
+            .then(|| u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    /// True when calls that can wait should wait (see [`RATE_LOW`]).
+    pub fn rate_low(&self) -> bool {
+        self.rate_remaining().is_some_and(|n| n <= RATE_LOW)
+    }
+
+    fn note_rate(&self, headers: &HeaderMap) {
+        if let Some(n) = remaining_calls(headers) {
+            self.remaining.store(u64::from(n), Ordering::Relaxed);
+            self.remaining_at.store(unix_now(), Ordering::Relaxed);
+            if n <= RATE_LOW {
+                tracing::warn!(
+                    target: "scalehook::azure",
+                    remaining = n,
+                    "ARM Compute throttling budget is low; skipping what can wait"
+                );
+            }
+        }
     }
 
     /// The URL of `resource_path` (a resource id plus an optional suffix) with the pinned
@@ -123,6 +180,12 @@ impl ArmClient {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            // Nearly out of calls in a Compute policy: space requests out rather than run
+            // into 429s (bounded: never past half of what is left of the call budget).
+            if self.rate_remaining().is_some_and(|n| n <= RATE_CRITICAL) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                tokio::time::sleep(Duration::from_millis(500).min(left / 2)).await;
+            }
             let token = self
                 .identity
                 .token(ARM_AUDIENCE)
@@ -150,6 +213,7 @@ impl ArmClient {
                 Ok(Ok(res)) => {
                     let status = res.status();
                     let headers = res.headers().clone();
+                    self.note_rate(&headers);
                     match tokio::time::timeout(
                         deadline.saturating_duration_since(Instant::now()),
                         res.bytes(),
@@ -297,5 +361,35 @@ fn error_for(method: &Method, url: &Url, res: &ArmResponse) -> FleetError {
         // Another operation on the scale set is in progress: transient.
         409 => FleetError::Unavailable(what),
         _ => FleetError::Rejected(what),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn remaining_calls_takes_the_tightest_policy() {
+        let mut h = HeaderMap::new();
+        assert_eq!(remaining_calls(&h), None);
+        h.append(
+            "x-ms-ratelimit-remaining-resource",
+            HeaderValue::from_static(
+                "Microsoft.Compute/GetVMScaleSet3Min;107,Microsoft.Compute/GetVMScaleSet30Min;587",
+            ),
+        );
+        assert_eq!(remaining_calls(&h), Some(107));
+        h.append(
+            "x-ms-ratelimit-remaining-resource",
+            HeaderValue::from_static("Microsoft.Compute/VMScaleSetVMViews3Min;12"),
+        );
+        assert_eq!(remaining_calls(&h), Some(12));
+        let mut junk = HeaderMap::new();
+        junk.append(
+            "x-ms-ratelimit-remaining-resource",
+            HeaderValue::from_static("garbage"),
+        );
+        assert_eq!(remaining_calls(&junk), None);
     }
 }

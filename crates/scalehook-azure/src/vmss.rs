@@ -10,6 +10,19 @@
 //!   the chosen idle instance and lowers the capacity with it
 //!   (…/virtual-machine-scale-sets/delete-instances).
 //!
+//! - broken VMs: the list is read with `$expand=instanceView`; a VM whose provisioning
+//!   state is `Failed`, or whose power state is deallocated/deallocating/stopped/stopping
+//!   (a Spot eviction deallocates), is not live capacity. describe leaves it out and
+//!   replaces it: `POST {vmss}/delete` for those instances (which lowers the capacity), then
+//!   `PATCH` the capacity back, so the scale set creates fresh VMs in their place;
+//! - `replace_instance` (an ephemeral runner's VM) is the same delete-then-restore;
+//! - `launched_at` comes from the VM's `properties.timeCreated` (api-version 2021-11-01+);
+//! - throttling: every answer's `x-ms-ratelimit-remaining-resource` is read
+//!   ([`crate::arm::remaining_calls`]); when a Compute policy runs low, describe reuses the
+//!   VM list it read within the last [`LIST_REUSE`] and leaves broken VMs for a later pass,
+//!   and near the limit every request is spaced out. Writes in one pass (remove, replace)
+//!   reuse the capacity the pass's describe read instead of reading it again.
+//!
 //! A runner maps to its VM by the documented naming convention: the runner name contains
 //! the VM's computer name (`properties.osProfile.computerName`, e.g. `runnervmss000003`),
 //! which is the instance's `runner_key`.
@@ -22,30 +35,80 @@
 use crate::arm::ArmClient;
 use async_trait::async_trait;
 use reqwest::{Method, Url};
+use scalehook_core::trace::parse_rfc3339;
 use scalehook_core::{Fleet, FleetError, FleetState, FleetTarget, Instance, PoolConfig};
 use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
 use tokio::time::Instant;
 
 /// Upper bound on `nextLink` pages followed in one describe (a scale set has at most 1000
 /// instances, 1000 per page is far above that).
 const MAX_PAGES: usize = 50;
+/// How old a VM list may be and still be reused when the throttling budget is low.
+pub const LIST_REUSE: Duration = Duration::from_secs(30);
+/// How old the capacity a describe read may be and still serve a write in the same pass.
+const PASS_REUSE: Duration = Duration::from_secs(10);
 
 pub struct VmssFleet {
     arm: ArmClient,
+    /// Per scale set: the last describe (capacity, live instances) and when.
+    listed: Mutex<HashMap<String, Listed>>,
+}
+
+#[derive(Clone)]
+struct Listed {
+    at: Instant,
+    capacity: u32,
+    instances: Vec<Instance>,
+}
+
+/// What one VM of the list is to scalehook.
+#[derive(Debug, PartialEq, Eq)]
+enum Vm {
+    /// Launching or in service.
+    Live(Instance),
+    /// Failed to provision, or deallocated/stopped: not capacity; to be replaced.
+    Broken { id: String, why: String },
+    /// Being deleted: gone already as far as capacity goes.
+    Deleting,
 }
 
 impl VmssFleet {
     pub fn new(arm: ArmClient) -> Self {
-        Self { arm }
+        Self {
+            arm,
+            listed: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn arm(&self) -> &ArmClient {
+        &self.arm
     }
 
     fn deadline(&self) -> Instant {
         Instant::now() + self.arm.budget.call
     }
 
-    async fn instances(&self, vmss: &str, deadline: Instant) -> Result<Vec<Instance>, FleetError> {
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Listed>> {
+        self.listed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn cached(&self, vmss: &str, max_age: Duration) -> Option<Listed> {
+        self.cache()
+            .get(vmss)
+            .filter(|l| l.at.elapsed() <= max_age)
+            .cloned()
+    }
+
+    async fn vms(&self, vmss: &str, deadline: Instant) -> Result<Vec<Vm>, FleetError> {
         let mut out = Vec::new();
-        let mut next = Some(self.arm.url(&format!("{vmss}/virtualMachines"))?);
+        let mut first = self.arm.url(&format!("{vmss}/virtualMachines"))?;
+        first
+            .query_pairs_mut()
+            .append_pair("$expand", "instanceView");
+        let mut next = Some(first);
         let mut pages = 0;
         while let Some(url) = next.take() {
             pages += 1;
@@ -63,11 +126,7 @@ impl VmssFleet {
                 .get("value")
                 .and_then(Value::as_array)
                 .ok_or_else(|| bad_shape(vmss, "virtualMachines list without value[]"))?;
-            for vm in items {
-                if let Some(instance) = instance_of(vm) {
-                    out.push(instance);
-                }
-            }
+            out.extend(items.iter().filter_map(vm_of));
             next = match page.get("nextLink").and_then(Value::as_str) {
                 Some(link) if !link.is_empty() => {
                     Some(Url::parse(link).map_err(|_| bad_shape(vmss, "nextLink is not a URL"))?)
@@ -76,6 +135,58 @@ impl VmssFleet {
             };
         }
         Ok(out)
+    }
+
+    /// `POST {vmss}/delete` for `ids`, then the capacity back to `capacity`: the scale set
+    /// creates as many fresh VMs. Waits for neither operation beyond the poll budget.
+    async fn delete_and_restore(
+        &self,
+        vmss: &str,
+        ids: &[String],
+        capacity: u32,
+        deadline: Instant,
+    ) -> Result<(), FleetError> {
+        let res = self
+            .arm
+            .send(
+                Method::POST,
+                self.arm.url(&format!("{vmss}/delete"))?,
+                Some(&json!({ "instanceIds": ids })),
+                deadline,
+            )
+            .await?;
+        self.arm.wait(&res, deadline).await?;
+        let res = self
+            .arm
+            .send(
+                Method::PATCH,
+                self.arm.url(vmss)?,
+                Some(&json!({ "sku": { "capacity": capacity } })),
+                deadline,
+            )
+            .await?;
+        self.arm.wait(&res, deadline).await?;
+        Ok(())
+    }
+
+    /// The scale set's capacity: from this pass's describe when fresh, else read.
+    async fn capacity(&self, vmss: &str, deadline: Instant) -> Result<u32, FleetError> {
+        if let Some(l) = self.cached(vmss, PASS_REUSE) {
+            return Ok(l.capacity);
+        }
+        let set = self
+            .arm
+            .send(Method::GET, self.arm.url(vmss)?, None, deadline)
+            .await?
+            .json()?;
+        capacity_of(vmss, &set)
+    }
+
+    fn forget_instance(&self, vmss: &str, instance_id: &str, capacity_change: i64) {
+        if let Some(l) = self.cache().get_mut(vmss) {
+            l.instances.retain(|i| i.id != instance_id);
+            l.capacity = u32::try_from(i64::from(l.capacity) + capacity_change).unwrap_or(0);
+        }
     }
 }
 
@@ -95,9 +206,25 @@ fn bad_shape(vmss: &str, what: &str) -> FleetError {
     FleetError::Unavailable(format!("{vmss}: unexpected ARM answer: {what}"))
 }
 
-/// One VMSS VM as an instance; `None` for one being deleted (it no longer serves jobs
-/// and must not be counted or chosen again).
-fn instance_of(vm: &Value) -> Option<Instance> {
+fn capacity_of(vmss: &str, set: &Value) -> Result<u32, FleetError> {
+    set.pointer("/sku/capacity")
+        .and_then(Value::as_u64)
+        .map(|c| u32::try_from(c).unwrap_or(u32::MAX))
+        .ok_or_else(|| bad_shape(vmss, "no sku.capacity"))
+}
+
+fn valid_instance_id(instance_id: &str) -> Result<(), FleetError> {
+    // Uniform instance ids are decimal; anything else did not come from describe.
+    if instance_id.is_empty() || !instance_id.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(FleetError::Rejected(format!(
+            "{instance_id:?} is not a Uniform scale set instance id"
+        )));
+    }
+    Ok(())
+}
+
+/// One VMSS VM of the list (read with `$expand=instanceView`).
+fn vm_of(vm: &Value) -> Option<Vm> {
     let id = vm.get("instanceId").and_then(Value::as_str)?.to_string();
     let props = vm.get("properties");
     let state = props
@@ -105,7 +232,34 @@ fn instance_of(vm: &Value) -> Option<Instance> {
         .and_then(Value::as_str)
         .unwrap_or("");
     if state.eq_ignore_ascii_case("deleting") {
-        return None;
+        return Some(Vm::Deleting);
+    }
+    if state.eq_ignore_ascii_case("failed") {
+        return Some(Vm::Broken {
+            id,
+            why: "provisioning failed".into(),
+        });
+    }
+    // `PowerState/<state>` among the instance view's statuses.
+    let power = props
+        .and_then(|p| p.pointer("/instanceView/statuses"))
+        .and_then(Value::as_array)
+        .and_then(|statuses| {
+            statuses.iter().find_map(|s| {
+                s.get("code")
+                    .and_then(Value::as_str)
+                    .and_then(|c| c.strip_prefix("PowerState/"))
+            })
+        })
+        .unwrap_or("");
+    if matches!(
+        power.to_ascii_lowercase().as_str(),
+        "deallocated" | "deallocating" | "stopped" | "stopping"
+    ) {
+        return Some(Vm::Broken {
+            id,
+            why: format!("power state {power}"),
+        });
     }
     let computer_name = props
         .and_then(|p| p.pointer("/osProfile/computerName"))
@@ -119,13 +273,17 @@ fn instance_of(vm: &Value) -> Option<Instance> {
             .and_then(Value::as_bool)
             .unwrap_or(false)
     };
-    Some(Instance {
+    let launched_at = props
+        .and_then(|p| p.get("timeCreated"))
+        .and_then(Value::as_str)
+        .and_then(parse_rfc3339);
+    Some(Vm::Live(Instance {
         id,
         runner_key: computer_name,
         launching: state.eq_ignore_ascii_case("creating"),
         protected: flag("protectFromScaleIn") || flag("protectFromScaleSetActions"),
-        launched_at: None,
-    })
+        launched_at,
+    }))
 }
 
 #[async_trait]
@@ -147,13 +305,53 @@ impl Fleet for VmssFleet {
                 "{vmss} uses {mode} orchestration; scalehook supports Uniform scale sets only"
             )));
         }
-        let desired = set
-            .pointer("/sku/capacity")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| bad_shape(vmss, "no sku.capacity"))?;
-        let instances = self.instances(vmss, deadline).await?;
+        let capacity = capacity_of(vmss, &set)?;
+        // Low on calls: a recent list will do (the capacity above is always fresh).
+        let reuse = if self.arm.rate_low() {
+            self.cached(vmss, LIST_REUSE)
+        } else {
+            None
+        };
+        let instances = match reuse {
+            Some(l) => l.instances,
+            None => {
+                let vms = self.vms(vmss, deadline).await?;
+                let mut live = Vec::with_capacity(vms.len());
+                let mut broken = Vec::new();
+                for vm in vms {
+                    match vm {
+                        Vm::Live(i) => live.push(i),
+                        Vm::Broken { id, why } => {
+                            tracing::warn!(target: "scalehook::azure", vmss, instance = %id, why = %why, "VM is not capacity; replacing it");
+                            broken.push(id);
+                        }
+                        Vm::Deleting => {}
+                    }
+                }
+                if !broken.is_empty() {
+                    if self.arm.rate_low() {
+                        tracing::warn!(target: "scalehook::azure", vmss, count = broken.len(), "throttling budget low: broken VMs wait for a later pass");
+                    } else if let Err(e) = self
+                        .delete_and_restore(vmss, &broken, capacity, deadline)
+                        .await
+                    {
+                        // The pass goes on with the live VMs; the next one tries again.
+                        tracing::warn!(target: "scalehook::azure", vmss, problem = %e, "replacing broken VMs failed");
+                    }
+                }
+                live
+            }
+        };
+        self.cache().insert(
+            vmss.to_string(),
+            Listed {
+                at: Instant::now(),
+                capacity,
+                instances: instances.clone(),
+            },
+        );
         Ok(FleetState {
-            desired: u32::try_from(desired).unwrap_or(u32::MAX),
+            desired: capacity,
             // A scale set has no bounds of its own (Autoscale settings do; see docs).
             min: None,
             max: None,
@@ -170,6 +368,9 @@ impl Fleet for VmssFleet {
             .arm
             .send(Method::PATCH, self.arm.url(vmss)?, Some(&body), deadline)
             .await?;
+        if let Some(l) = self.cache().get_mut(vmss) {
+            l.capacity = desired;
+        }
         self.arm.wait(&res, deadline).await?;
         Ok(())
     }
@@ -180,12 +381,7 @@ impl Fleet for VmssFleet {
         instance_id: &str,
     ) -> Result<(), FleetError> {
         let vmss = vmss_id(pool)?;
-        // Uniform instance ids are decimal; anything else did not come from describe.
-        if instance_id.is_empty() || !instance_id.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(FleetError::Rejected(format!(
-                "{instance_id:?} is not a Uniform scale set instance id"
-            )));
-        }
+        valid_instance_id(instance_id)?;
         let deadline = self.deadline();
         let body = json!({ "instanceIds": [instance_id] });
         let res = self
@@ -197,7 +393,25 @@ impl Fleet for VmssFleet {
                 deadline,
             )
             .await?;
+        self.forget_instance(vmss, instance_id, -1);
         self.arm.wait(&res, deadline).await?;
+        Ok(())
+    }
+
+    async fn replace_instance(
+        &self,
+        pool: &PoolConfig,
+        instance_id: &str,
+    ) -> Result<(), FleetError> {
+        let vmss = vmss_id(pool)?;
+        valid_instance_id(instance_id)?;
+        let deadline = self.deadline();
+        // Deleting instances lowers the capacity with them; the capacity goes back up at
+        // once, so the scale set creates a fresh VM in its place.
+        let capacity = self.capacity(vmss, deadline).await?;
+        self.delete_and_restore(vmss, &[instance_id.to_string()], capacity, deadline)
+            .await?;
+        self.forget_instance(vmss, instance_id, 0);
         Ok(())
     }
 }
@@ -216,15 +430,45 @@ mod tests {
                 "protectionPolicy": {"protectFromScaleIn": true}
             }
         });
-        let i = instance_of(&vm).expect("instance");
+        let Some(Vm::Live(i)) = vm_of(&vm) else {
+            panic!("live")
+        };
         assert_eq!(i.id, "3");
         assert_eq!(i.runner_key, "runnervmss000003");
         assert!(i.launching && i.protected);
         assert!(i.runs("gh-runnervmss000003-1"));
         let deleting = json!({"instanceId": "4", "properties": {"provisioningState": "Deleting"}});
-        assert!(instance_of(&deleting).is_none());
+        assert_eq!(vm_of(&deleting), Some(Vm::Deleting));
         let bare = json!({"instanceId": "5"});
-        let i = instance_of(&bare).expect("instance");
-        assert!(!i.launching && i.runner_key.is_empty());
+        let Some(Vm::Live(i)) = vm_of(&bare) else {
+            panic!("live")
+        };
+        assert!(!i.launching && i.runner_key.is_empty() && i.launched_at.is_none());
+    }
+
+    #[test]
+    fn failed_and_deallocated_vms_are_not_capacity() {
+        let failed = json!({"instanceId": "1", "properties": {"provisioningState": "Failed"}});
+        assert!(matches!(vm_of(&failed), Some(Vm::Broken { .. })));
+        let evicted = json!({"instanceId": "2", "properties": {
+            "provisioningState": "Succeeded",
+            "timeCreated": "2026-11-29T12:00:00.1234567+00:00",
+            "instanceView": {"statuses": [
+                {"code": "ProvisioningState/succeeded"},
+                {"code": "PowerState/deallocated"}
+            ]}
+        }});
+        assert!(
+            matches!(vm_of(&evicted), Some(Vm::Broken { ref why, .. }) if why.contains("deallocated"))
+        );
+        let running = json!({"instanceId": "3", "properties": {
+            "provisioningState": "Succeeded",
+            "timeCreated": "2026-11-29T12:00:00.1234567+00:00",
+            "instanceView": {"statuses": [{"code": "PowerState/running"}]}
+        }});
+        let Some(Vm::Live(i)) = vm_of(&running) else {
+            panic!("live")
+        };
+        assert_eq!(i.launched_at, Some(1_795_953_600));
     }
 }

@@ -252,3 +252,120 @@ async fn an_unreadable_operation_does_not_fail_the_accepted_change() {
         .count();
     assert_eq!(polls, 1, "one 403 and no retry of it");
 }
+
+#[tokio::test]
+async fn failed_and_deallocated_vms_are_left_out_and_replaced() {
+    let double = ArmDouble::start(4).await;
+    {
+        let mut st = double.lock();
+        st.vms[1].state = "Failed";
+        // A Spot eviction (deallocate policy) leaves the VM deallocated.
+        st.vms[2].power = "deallocated";
+    }
+    let f = fleet(&double);
+    let s = f.describe(&pool()).await.expect("describe");
+    let ids: Vec<&str> = s.instances.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids, ["0", "3"], "only running VMs are capacity");
+    assert_eq!(s.desired, 4);
+    // timeCreated of instance 0: 2026-11-29T12:00:00.1234567+00:00
+    assert_eq!(s.instances[0].launched_at, Some(1_795_953_600));
+    assert_eq!(s.instances[1].launched_at, Some(1_795_953_600 + 3 * 60));
+    {
+        let st = double.lock();
+        assert!(st.violations.is_empty(), "{:?}", st.violations);
+        assert!(
+            st.log.iter().any(|l| l.contains("%24expand=instanceView")),
+            "{:?}",
+            st.log
+        );
+        // Deleted together, then the capacity put back: two fresh VMs in their place.
+        let writes: Vec<&String> = st
+            .log
+            .iter()
+            .filter(|l| l.starts_with("POST") || l.starts_with("PATCH"))
+            .collect();
+        assert_eq!(writes.len(), 2, "{writes:?}");
+        assert!(writes[0].starts_with("POST") && writes[0].contains("/delete"));
+        assert!(writes[1].starts_with("PATCH"));
+        assert_eq!(st.capacity, 4);
+        let left: Vec<u32> = st.vms.iter().map(|v| v.instance_id).collect();
+        assert_eq!(left, vec![0, 3, 4, 5]);
+    }
+    let s = f.describe(&pool()).await.expect("describe");
+    assert_eq!(s.instances.len(), 4);
+}
+
+#[tokio::test]
+async fn replace_instance_keeps_the_capacity_and_reuses_the_pass_describe() {
+    let double = ArmDouble::start(3).await;
+    let f = fleet(&double);
+    f.describe(&pool()).await.expect("describe");
+    let gets_before = double
+        .lock()
+        .log
+        .iter()
+        .filter(|l| l.starts_with("GET") && l.contains("runners?api-version"))
+        .count();
+    f.replace_instance(&pool(), "1").await.expect("replace");
+    {
+        let st = double.lock();
+        assert_eq!(st.capacity, 3, "capacity unchanged");
+        let left: Vec<u32> = st.vms.iter().map(|v| v.instance_id).collect();
+        assert_eq!(left, vec![0, 2, 3], "1 deleted, a fresh 3 launched");
+        let gets = st
+            .log
+            .iter()
+            .filter(|l| l.starts_with("GET") && l.contains("runners?api-version"))
+            .count();
+        assert_eq!(
+            gets, gets_before,
+            "the capacity came from the pass's describe"
+        );
+        assert!(st.violations.is_empty(), "{:?}", st.violations);
+    }
+    // Without a describe first it reads the capacity itself.
+    let g = fleet(&double);
+    g.replace_instance(&pool(), "0").await.expect("replace");
+    assert_eq!(double.capacity(), 3);
+    assert!(matches!(
+        g.replace_instance(&pool(), "../x").await,
+        Err(FleetError::Rejected(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_low_throttling_budget_skips_what_can_wait() {
+    let double = ArmDouble::start(3).await;
+    double.lock().rate_remaining = Some(100);
+    let f = fleet(&double);
+    f.describe(&pool()).await.expect("describe");
+    // GET vmss + 2 pages of VMs = 3 calls spent.
+    assert_eq!(f.arm().rate_remaining(), Some(97));
+    // Low: a broken VM waits, and the fresh list is reused.
+    {
+        let mut st = double.lock();
+        st.rate_remaining = Some(15);
+        st.vms[0].state = "Failed";
+    }
+    let before = double.lock().log.len();
+    f.describe(&pool()).await.expect("describe");
+    // Still low after the GET of the scale set: the list read a moment ago is reused.
+    let s = f.describe(&pool()).await.expect("describe");
+    assert_eq!(s.instances.len(), 3);
+    {
+        let st = double.lock();
+        let since: Vec<&String> = st.log[before..].iter().collect();
+        assert!(
+            since
+                .iter()
+                .all(|l| l.starts_with("GET") && !l.contains("virtualMachines")),
+            "{since:?}"
+        );
+        assert_eq!(st.capacity, 3, "nothing deleted");
+    }
+    // Out of calls: 429 with a Retry-After beyond what a delivery waits: unavailable.
+    double.lock().rate_remaining = Some(0);
+    let err = f.describe(&pool()).await.expect_err("throttled");
+    assert!(matches!(err, FleetError::Unavailable(_)), "{err}");
+    assert!(double.violations().is_empty(), "{:?}", double.violations());
+}

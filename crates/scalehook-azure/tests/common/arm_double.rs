@@ -6,8 +6,14 @@
 //!
 //! Documented shapes it checks (api-version pinned by scalehook, `ARM_API_VERSION`):
 //! - `GET {vmss}` — learn.microsoft.com/rest/api/compute/virtual-machine-scale-sets/get
-//! - `GET {vmss}/virtualMachines` (paged by `nextLink`) —
+//! - `GET {vmss}/virtualMachines` (paged by `nextLink`; `$expand=instanceView` adds each
+//!   VM's `instanceView.statuses`, among them `PowerState/<state>`; `timeCreated` is in the
+//!   properties from api-version 2021-11-01) —
 //!   learn.microsoft.com/rest/api/compute/virtual-machine-scale-set-vms/list
+//! - Compute throttling: each answer carries `x-ms-ratelimit-remaining-resource`
+//!   (`Microsoft.Compute/<policy>;<count>,...`) when `rate_remaining` is set, and a request
+//!   past the limit gets 429 —
+//!   learn.microsoft.com/troubleshoot/azure/virtual-machines/troubleshooting-throttling-errors
 //! - `PATCH {vmss}` with `{"sku":{"capacity":n}}` —
 //!   learn.microsoft.com/rest/api/compute/virtual-machine-scale-sets/update
 //! - `POST {vmss}/delete` with `{"instanceIds":[...]}` —
@@ -53,7 +59,12 @@ pub enum Fault {
 pub struct Vm {
     pub instance_id: u32,
     pub computer_name: String,
+    /// Provisioning state: Creating, Succeeded, Failed, Deleting.
     pub state: &'static str,
+    /// Power state (the `PowerState/<x>` status): running, deallocated, stopped, ...
+    pub power: &'static str,
+    /// `timeCreated`, RFC 3339 with 7 fraction digits and an offset, as ARM writes it.
+    pub time_created: String,
 }
 
 #[derive(Debug, Default)]
@@ -76,6 +87,9 @@ pub struct DoubleState {
     /// Accept writes with a `Location` header (202 until done, then 200) instead of
     /// `Azure-AsyncOperation`.
     pub location_ops: bool,
+    /// Calls left in the Compute throttling policy (`None`: no rate-limit headers). Each ARM
+    /// request spends one; at 0 the answer is 429.
+    pub rate_remaining: Option<u32>,
     /// Every request: (method, path with query).
     pub log: Vec<String>,
     /// Everything that did not match the documented API.
@@ -91,6 +105,9 @@ impl DoubleState {
             // Uniform computer names: prefix + 6 base-36 digits.
             computer_name: format!("runnervmss{id:06}"),
             state: "Creating",
+            power: "starting",
+            // 2026-11-29T12:00:00Z plus a minute per instance.
+            time_created: format!("2026-11-29T12:{:02}:00.1234567+00:00", id % 60),
         });
     }
 }
@@ -114,6 +131,7 @@ impl ArmDouble {
         }
         for vm in &mut st.vms {
             vm.state = "Succeeded";
+            vm.power = "running";
         }
         st.capacity = instances;
         let state = Arc::new(Mutex::new(st));
@@ -173,22 +191,71 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let path = uri.path().to_string();
-    let query: HashMap<String, String> = uri
-        .query()
+    if uri.path() == "/msi/token" {
+        let query = parse_query(&uri);
+        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+        st.log.push(format!("{method} {}", uri));
+        return identity(&mut st, &method, &headers, &query);
+    }
+    // Compute's throttling policy: every ARM request spends a call; past the limit, 429.
+    let left = {
+        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+        match st.rate_remaining {
+            Some(0) => {
+                st.log.push(format!("{method} {}", uri));
+                let mut res = arm_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "OperationNotAllowed",
+                    "The server rejected the request because too many requests have been received for this subscription.",
+                );
+                res.headers_mut()
+                    .insert("retry-after", axum::http::HeaderValue::from_static("30"));
+                return res;
+            }
+            Some(n) => {
+                st.rate_remaining = Some(n - 1);
+                Some(n - 1)
+            }
+            None => None,
+        }
+    };
+    let mut res = handle_arm(state, base, method, uri, headers, body).await;
+    if let Some(n) = left {
+        let value = format!(
+            "Microsoft.Compute/GetVMScaleSet3Min;{n},Microsoft.Compute/GetVMScaleSet30Min;{}",
+            n + 400
+        );
+        res.headers_mut().insert(
+            "x-ms-ratelimit-remaining-resource",
+            axum::http::HeaderValue::from_str(&value).expect("header"),
+        );
+    }
+    res
+}
+
+fn parse_query(uri: &Uri) -> HashMap<String, String> {
+    uri.query()
         .map(|q| {
             q.split('&')
                 .filter_map(|kv| kv.split_once('='))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .map(|(k, v)| (k.replace("%24", "$"), v.to_string()))
                 .collect()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+async fn handle_arm(
+    state: Arc<Mutex<DoubleState>>,
+    base: String,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_string();
+    let query = parse_query(&uri);
     let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
     st.log.push(format!("{method} {}", uri));
-
-    if path == "/msi/token" {
-        return identity(&mut st, &method, &headers, &query);
-    }
 
     // Every ARM request: the pinned api-version and the issued bearer token.
     if query.get("api-version").map(String::as_str) != Some(API_VERSION) {
@@ -261,6 +328,7 @@ async fn handle(
         for vm in &mut st.vms {
             if vm.state == "Creating" {
                 vm.state = "Succeeded";
+                vm.power = "running";
             }
         }
         if location {
@@ -299,28 +367,52 @@ async fn handle(
                 .get("$skiptoken")
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0);
+            // The documented `$expand` value is `instanceView`; anything else is refused.
+            let expand = match query.get("$expand").map(String::as_str) {
+                None => false,
+                Some("instanceView") => true,
+                Some(other) => {
+                    st.violations
+                        .push(format!("GET {uri}: $expand={other} is not instanceView"));
+                    return arm_error(StatusCode::BAD_REQUEST, "InvalidParameter", "bad $expand");
+                }
+            };
             let page: Vec<Value> = st
                 .vms
                 .iter()
                 .skip(skip)
                 .take(PAGE_SIZE)
                 .map(|vm| {
+                    let mut props = json!({
+                        "provisioningState": vm.state,
+                        "osProfile": {"computerName": vm.computer_name},
+                        "latestModelApplied": true,
+                        "timeCreated": vm.time_created
+                    });
+                    if expand {
+                        props["instanceView"] = json!({
+                            "computerName": vm.computer_name,
+                            "statuses": [
+                                {"code": format!("ProvisioningState/{}", vm.state.to_ascii_lowercase()),
+                                 "level": "Info"},
+                                {"code": format!("PowerState/{}", vm.power), "level": "Info"}
+                            ]
+                        });
+                    }
                     json!({
                         "id": format!("{VMSS_ID}/virtualMachines/{}", vm.instance_id),
                         "instanceId": vm.instance_id.to_string(),
                         "name": format!("runners_{}", vm.instance_id),
-                        "properties": {
-                            "provisioningState": vm.state,
-                            "osProfile": {"computerName": vm.computer_name},
-                            "latestModelApplied": true
-                        }
+                        "properties": props
                     })
                 })
                 .collect();
             let mut out = json!({ "value": page });
             if skip + PAGE_SIZE < st.vms.len() {
+                // ARM's nextLink keeps the request's own query.
+                let expand = if expand { "&$expand=instanceView" } else { "" };
                 out["nextLink"] = json!(format!(
-                    "{base}{VMSS_ID}/virtualMachines?api-version={API_VERSION}&$skiptoken={}",
+                    "{base}{VMSS_ID}/virtualMachines?api-version={API_VERSION}{expand}&$skiptoken={}",
                     skip + PAGE_SIZE
                 ));
             }
