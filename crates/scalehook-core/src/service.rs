@@ -1079,6 +1079,9 @@ impl Service {
             github,
         };
         self.metrics.reconciled(report.ok());
+        if let Some(g) = &report.github {
+            self.metrics.redelivered(u64::from(g.redelivered));
+        }
         self.observe_state(now).await;
         if self.log == LogFormat::Emf {
             let ms = unix_millis();

@@ -429,6 +429,12 @@ async fn reconcile_repairs_lost_events_from_github() {
     github.add_delivery(delivery(105, "g5", 0, NOW + 250, false));
     svc.reconcile().await;
     assert_eq!(github.redelivered(), vec![101, 105]);
+    // The redeliveries reach the metrics from the reconcile report.
+    let text = svc.metrics().render_prometheus();
+    assert!(
+        text.contains("scalehook_redelivered_deliveries_total 2"),
+        "{text}"
+    );
 }
 
 /// (iv) Orphans: an instance past boot grace with no registered runner is replaced (the
