@@ -329,9 +329,12 @@ async fn server_errors_are_retried_once_and_the_budget_holds() {
     assert!(started.elapsed() < budget.call + Duration::from_millis(200));
 }
 
+/// The requests a webhook receiver got: headers and body.
+type Seen = Arc<Mutex<Vec<(http::HeaderMap, Vec<u8>)>>>;
+
 /// A webhook receiver on loopback: the requests a redelivery makes.
-async fn webhook_receiver() -> (String, Arc<Mutex<Vec<(http::HeaderMap, Vec<u8>)>>>) {
-    let seen: Arc<Mutex<Vec<(http::HeaderMap, Vec<u8>)>>> = Arc::default();
+async fn webhook_receiver() -> (String, Seen) {
+    let seen: Seen = Arc::default();
     let store = seen.clone();
     let app = axum::Router::new().route(
         "/webhook",
