@@ -264,7 +264,6 @@ mod tests {
             .protected_from_scale_in(false)
             .set_weighted_capacity(weight.map(str::to_string))
             .build()
-            .expect("instance")
     }
 
     fn group_of(instances: Vec<AsgInstance>, kind: Option<&str>) -> AutoScalingGroup {
@@ -280,7 +279,6 @@ mod tests {
             .set_desired_capacity_type(kind.map(str::to_string))
             .set_instances(Some(instances))
             .build()
-            .expect("group")
     }
 
     #[test]

@@ -11,51 +11,18 @@
 mod common;
 
 use aws_config::SdkConfig;
-use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
-use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
-use aws_smithy_runtime_api::client::orchestrator::Metadata;
-use common::{create_table, ddb_client, sdk, Moto};
+use common::{create_table, ddb_client, sdk, Moto, RequestCounter as Counter};
 use scalehook_aws::ledger::{counter_shard, due_partition, COUNTER_SHARDS};
 use scalehook_aws::DynamoLedger;
 use scalehook_core::{JobState, Ledger, Transition};
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
 use std::time::Instant;
 
 const POOL: &str = "linux";
 const AT: u64 = 1_800_000_000;
 /// Job ids of one width, so item sizes compare like for like.
 const FIRST_JOB: u64 = 30_000_000_000;
-
-/// Counts every request (HTTP attempt) a client sends, by operation.
-#[derive(Debug, Default, Clone)]
-struct Counter(Arc<Mutex<BTreeMap<String, u32>>>);
-
-impl Counter {
-    fn take(&self) -> BTreeMap<String, u32> {
-        std::mem::take(&mut *self.0.lock().expect("counter"))
-    }
-}
-
-impl Intercept for Counter {
-    fn name(&self) -> &'static str {
-        "RequestCounter"
-    }
-
-    fn read_before_transmit(
-        &self,
-        _context: &BeforeTransmitInterceptorContextRef<'_>,
-        _components: &RuntimeComponents,
-        cfg: &mut ConfigBag,
-    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
-        let op = cfg
-            .load::<Metadata>()
-            .map_or("?".to_string(), |m| m.name().to_string());
-        *self.0.lock().expect("counter").entry(op).or_default() += 1;
-        Ok(())
-    }
-}
 
 fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())

@@ -4,19 +4,23 @@
 #![allow(dead_code)]
 
 use aws_config::{Region, SdkConfig};
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_dynamodb::config::Credentials;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
     ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
 };
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use http::{HeaderMap, HeaderValue, Method};
 use scalehook_aws::{AsgFleet, DynamoLedger};
 use scalehook_core::{Answer, Clock, Config, LogFormat, Service, WebhookSecrets};
+use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const SECRET: &str = "moto-test-webhook-secret";
@@ -373,4 +377,56 @@ pub async fn deliver(service: &Service, action: &str, job_id: u64, runner: Optio
 
 pub fn json(answer: &Answer) -> serde_json::Value {
     serde_json::from_str(&answer.body).expect("answer body is JSON")
+}
+
+/// Counts every request (HTTP attempt) a DynamoDB client sends, by operation.
+#[derive(Debug, Default, Clone)]
+pub struct RequestCounter(Arc<Mutex<BTreeMap<String, u32>>>);
+
+impl RequestCounter {
+    /// The counts so far, reset to none.
+    pub fn take(&self) -> BTreeMap<String, u32> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn total(&self) -> u32 {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .sum()
+    }
+}
+
+impl Intercept for RequestCounter {
+    fn name(&self) -> &'static str {
+        "RequestCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        let op = cfg
+            .load::<Metadata>()
+            .map_or("?".to_string(), |m| m.name().to_string());
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(op)
+            .or_default() += 1;
+        Ok(())
+    }
+}
+
+/// A DynamoDB client with scalehook's retries and timeouts whose requests `counter` counts.
+pub fn counted_ddb_client(sdk: &SdkConfig, counter: &RequestCounter) -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(sdk)
+            .interceptor(counter.clone())
+            .build(),
+    )
 }

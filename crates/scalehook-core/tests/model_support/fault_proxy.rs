@@ -92,7 +92,7 @@ impl Shared {
             return None;
         }
         let z = self.next();
-        (z % 1000 < rate).then_some((z / 1000) % 2 == 0)
+        (z % 1000 < rate).then_some((z / 1000).is_multiple_of(2))
     }
 
     fn cancellation(&self, conflict: bool) -> Vec<u8> {
