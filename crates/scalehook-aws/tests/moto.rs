@@ -422,3 +422,44 @@ async fn secrets_from_ssm_and_secrets_manager() {
         .expect_err("missing parameter");
     assert!(missing.to_string().contains("/nope"), "{missing}");
 }
+
+/// Standby instances are not the pool's capacity (an operator took them out of service), and
+/// replacing an instance terminates it without lowering the desired capacity, so the group
+/// launches a fresh one in its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standby_is_not_capacity_and_replace_keeps_desired() {
+    use scalehook_core::Fleet;
+    let env = setup((0, 5, 3)).await;
+    let fleet = AsgFleet::from_sdk(&env.sdk);
+    let config = config(&env.asg, 0, 5, 0);
+    let pool = &config.pools[0];
+    let before = fleet.describe(pool).await.expect("describe");
+    assert_eq!((before.desired, before.instances.len()), (3, 3));
+    let standby = before.instances[0].id.clone();
+    asg_client(&env.sdk)
+        .enter_standby()
+        .auto_scaling_group_name(&env.asg)
+        .instance_ids(&standby)
+        .should_decrement_desired_capacity(true)
+        .send()
+        .await
+        .expect("EnterStandby");
+    let state = fleet.describe(pool).await.expect("describe");
+    assert!(
+        state.instances.iter().all(|i| i.id != standby),
+        "a Standby instance is not live: {state:?}"
+    );
+    assert_eq!((state.desired, state.instances.len()), (2, 2), "{state:?}");
+
+    let old = state.instances[0].id.clone();
+    fleet.replace_instance(pool, &old).await.expect("replace");
+    let g = group(&env.sdk, &env.asg).await;
+    assert_eq!(g.desired, 2, "the desired capacity stays: {g:?}");
+    assert!(g.instances.iter().all(|(id, _)| *id != old), "{g:?}");
+    let after = fleet.describe(pool).await.expect("describe");
+    assert_eq!(
+        after.instances.len(),
+        2,
+        "a fresh instance took its place: {after:?}"
+    );
+}
