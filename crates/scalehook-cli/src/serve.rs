@@ -56,6 +56,14 @@ async fn serve(
         reconcile_every_secs = args.reconcile_every,
         "listening"
     );
+    if service.github_mode() == "webhook-only" {
+        tracing::warn!(
+            target: "scalehook::serve",
+            github = service.github_mode(),
+            "{}",
+            service.github_note()
+        );
+    }
     // The one plain line on stdout: scripts (and the end-to-end tests, with port 0) read
     // the address from it.
     {

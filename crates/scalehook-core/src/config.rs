@@ -29,6 +29,10 @@ pub struct Config {
     /// The GitHub App scalehook works with (`[github]`); `None` is webhook-only mode, where
     /// scale-in is not runner-safe and lost deliveries are not repaired.
     pub github: Option<GitHubConfig>,
+    /// `(repository, pool)`: label-less `queued`/`waiting` jobs of these repositories (lower
+    /// case `owner/name`) route to the pool, from its `label_less_queued_repositories`. GitHub
+    /// sends a `runs-on: group: X` job's queued event with no labels and no group.
+    pub label_less_queued: Vec<(String, String)>,
 }
 
 /// The `[github]` section: which App installation, where, and the reconcile timings. The
@@ -210,6 +214,8 @@ struct RawPool {
     runner_group_id: Option<u64>,
     #[serde(default)]
     runner_group: Option<String>,
+    #[serde(default)]
+    label_less_queued_repositories: Vec<String>,
 }
 
 fn one() -> u32 {
@@ -227,8 +233,31 @@ impl Config {
         let raw: RawConfig =
             toml::from_str(text).map_err(|e| ConfigError::Syntax(e.message().to_string()))?;
         let mut pools = Vec::with_capacity(raw.pools.len());
-        for p in raw.pools {
-            pools.push(validate_pool(p, &pools)?);
+        let mut label_less_queued = Vec::new();
+        for mut p in raw.pools {
+            let repos = std::mem::take(&mut p.label_less_queued_repositories);
+            let pool = validate_pool(p, &pools)?;
+            for r in repos {
+                let bad = |problem: &str| ConfigError::Pool {
+                    pool: pool.name.clone(),
+                    field: "label_less_queued_repositories",
+                    problem: problem.into(),
+                };
+                if pool.runner_group.is_none() {
+                    return Err(bad(
+                        "needs runner_group: only runs-on: group jobs are label-less",
+                    ));
+                }
+                if r.split('/').count() != 2 || r.split('/').any(|x| x.trim().is_empty()) {
+                    return Err(bad("each entry must be owner/name"));
+                }
+                let r = r.to_ascii_lowercase();
+                if let Some((_, other)) = label_less_queued.iter().find(|(x, _)| *x == r) {
+                    return Err(bad(&format!("{r} already routes to pool {other}")));
+                }
+                label_less_queued.push((r, pool.name.clone()));
+            }
+            pools.push(pool);
         }
         if pools.is_empty() {
             return Err(ConfigError::Field {
@@ -292,6 +321,7 @@ impl Config {
             allowed_repositories: lower_all(raw.allowed_repositories),
             allowed_organizations: lower_all(raw.allowed_organizations),
             github,
+            label_less_queued,
         })
     }
 
@@ -336,6 +366,35 @@ impl Config {
                 pool.labels.iter().any(|p| p.eq_ignore_ascii_case(l))
             })
         })
+    }
+
+    /// Where a job goes: by labels when it has any ([`Config::route`]); a label-less job by
+    /// its `runner_group_name` (set once a runner took it) to the pool with that
+    /// `runner_group`; a label-less `queued`/`waiting` job without a group (a
+    /// `runs-on: group:` job, as GitHub sends it) by its repository to the pool that lists
+    /// it in `label_less_queued_repositories`. Anything else label-less routes nowhere.
+    pub fn route_job<S: AsRef<str>>(
+        &self,
+        job_labels: &[S],
+        runner_group: Option<&str>,
+        repository: Option<&str>,
+        demand: bool,
+    ) -> Option<&PoolConfig> {
+        if !job_labels.is_empty() {
+            return self.route(job_labels);
+        }
+        if let Some(g) = runner_group.filter(|g| !g.is_empty()) {
+            return self.pools.iter().find(|p| {
+                p.runner_group
+                    .as_deref()
+                    .is_some_and(|x| x.eq_ignore_ascii_case(g))
+            });
+        }
+        let repository = repository.filter(|_| demand)?;
+        self.label_less_queued
+            .iter()
+            .find(|(r, _)| r.eq_ignore_ascii_case(repository))
+            .and_then(|(_, pool)| self.pool(pool))
     }
 
     /// Whether the allow-lists admit a job of this repository/owner.
@@ -607,6 +666,52 @@ mod tests {
         assert_eq!(name(&["ubuntu-latest"]), None);
         assert_eq!(name(&["self-hosted", "windows"]), None);
         assert_eq!(name(&[]), None);
+    }
+
+    #[test]
+    fn runner_group_jobs_route_by_group_or_allow_listed_repository() {
+        let c = Config::from_toml(
+            r#"
+            [[pools]]
+            name = "linux"
+            labels = ["self-hosted", "linux"]
+            max = 2
+            [[pools]]
+            name = "grp"
+            labels = ["self-hosted", "grp"]
+            max = 2
+            runner_group = "Frontend"
+            label_less_queued_repositories = ["Octo-Org/App"]
+            "#,
+        )
+        .expect("valid");
+        let none: &[&str] = &[];
+        let name = |g: Option<&str>, repo: Option<&str>, demand: bool| {
+            c.route_job(none, g, repo, demand).map(|p| p.name.clone())
+        };
+        assert_eq!(name(Some("frontend"), None, false), Some("grp".into()));
+        assert_eq!(name(Some("other"), Some("octo-org/app"), true), None);
+        assert_eq!(name(None, Some("octo-org/app"), true), Some("grp".into()));
+        // label-less completed events without a group (check runs) stay out
+        assert_eq!(name(None, Some("octo-org/app"), false), None);
+        assert_eq!(name(None, Some("octo-org/other"), true), None);
+        assert_eq!(
+            c.route_job(&["self-hosted", "linux"], Some("Frontend"), None, true)
+                .map(|p| p.name.as_str()),
+            Some("linux"),
+            "labels decide when there are any"
+        );
+        let no_group = Config::from_toml(&pool_toml("label_less_queued_repositories = [\"o/r\"]"));
+        assert!(
+            matches!(
+                no_group,
+                Err(ConfigError::Pool {
+                    field: "label_less_queued_repositories",
+                    ..
+                })
+            ),
+            "{no_group:?}"
+        );
     }
 
     #[test]

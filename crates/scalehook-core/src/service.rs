@@ -352,6 +352,15 @@ impl Service {
         }
     }
 
+    /// What `github_mode` means for an operator, in one sentence.
+    pub fn github_note(&self) -> &'static str {
+        if self.github.enabled() {
+            "runners are deregistered before their instances are removed; lost deliveries are redelivered and stale jobs re-checked with the jobs API"
+        } else {
+            "no GitHub App: scale-in is not runner-safe (a runner can take a job just before its instance is removed) and lost deliveries are not repaired (only expired by TTL)"
+        }
+    }
+
     /// This service's convergence lease holder id.
     pub fn holder(&self) -> &str {
         &self.holder
@@ -472,7 +481,24 @@ impl Service {
             report.reason = Some("repository or organization is not allowed".into());
             return report;
         }
-        let Some(pool) = self.config.route(&job.workflow_job.labels) else {
+        let routed = self.config.route_job(
+            &job.workflow_job.labels,
+            job.workflow_job.runner_group_name.as_deref(),
+            repository,
+            matches!(state, JobState::Queued | JobState::Waiting),
+        );
+        // A label-less event of a job already recorded (a `runs-on: group:` job cancelled
+        // before a runner took it) goes to the record's pool; check-run noise has no record.
+        let routed = match routed {
+            None if job.workflow_job.labels.is_empty() => {
+                match self.ledger.record_of(job.workflow_job.id).await {
+                    Ok(Some(r)) => self.config.pool(&r.pool),
+                    _ => None,
+                }
+            }
+            other => other,
+        };
+        let Some(pool) = routed else {
             self.metrics.unroutable_job();
             report.reason = Some("no pool has all of the job's labels".into());
             return report;

@@ -777,3 +777,44 @@ async fn a_delivery_deferred_in_the_window_is_converged_by_the_holder() {
     );
     assert_eq!(body["desired"], 2);
 }
+
+/// GitHub calls at 300 registered runners: one scale-in (a completion that removes one idle
+/// instance) lists the runners once and deregisters that instance's runner; a reconcile pass
+/// with nothing stale lists deliveries once and runners once. LocalGitHub counts a listing as
+/// one call; the REST client pages it at 100 per page (3 requests for 300 runners).
+#[tokio::test]
+async fn github_calls_per_scale_in_and_per_reconcile_at_300_runners() {
+    let clock = Arc::new(ManualClock::new(NOW));
+    let fleet = Arc::new(LocalFleet::new().with_clock(clock.clone()));
+    let github = Arc::new(LocalGitHub::new());
+    let toml = RECONCILE.replace("max = 5", "max = 400");
+    let svc = service(
+        &toml,
+        Arc::new(MemoryLedger::new()),
+        fleet.clone(),
+        github.clone(),
+        clock.clone(),
+    );
+    let pool = svc.config().pool("linux").expect("pool").clone();
+    for id in 0..300 {
+        deliver(&svc, job("queued", id, LINUX, None)).await;
+    }
+    let runners = provision(&fleet, &github, &pool).await;
+    assert_eq!(runners.len(), 300);
+    for (id, r) in (0..299).zip(&runners) {
+        github.set_busy(r, true);
+        deliver(&svc, job("in_progress", id, LINUX, Some(r))).await;
+    }
+    let before = github.rate_limit().requests;
+    let (_, body) = deliver(&svc, job("completed", 299, LINUX, None)).await;
+    assert_eq!(body["action"], "remove_idle", "{body}");
+    let per_scale_in = github.rate_limit().requests - before;
+    assert_eq!(per_scale_in, 2, "one listing, one deregistration");
+    clock.advance(60);
+    let report = svc.reconcile().await;
+    let per_reconcile = report.github.as_ref().expect("github").requests;
+    assert_eq!(per_reconcile, 2, "{report:?}");
+    println!(
+        "300 runners: {per_scale_in} GitHub calls per scale-in (REST: 3 list pages + 1 DELETE = 4 requests), {per_reconcile} per idle reconcile pass (REST: 1 deliveries page + 3 list pages = 4)"
+    );
+}

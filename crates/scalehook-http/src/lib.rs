@@ -73,12 +73,22 @@ async fn metrics(State(service): State<Arc<Service>>) -> impl IntoResponse {
     )
 }
 
-/// `{"pools": [{"name", "desired", "queued", "running"}]}` for every configured pool (the
-/// metrics' gauges only cover pools a delivery touched); 503 when the ledger or fleet fails.
+/// `{"github": "github-app"|"webhook-only", "github_note": …, "pools": [{"name", "desired",
+/// "queued", "running"}]}` for every configured pool (the metrics' gauges only cover pools a
+/// delivery touched); 503 when the ledger or fleet fails.
 async fn status(State(service): State<Arc<Service>>) -> Response {
     let json = [(http::header::CONTENT_TYPE, "application/json")];
     match service.summary().await {
-        Ok(pools) => (json, serde_json::json!({ "pools": pools }).to_string()).into_response(),
+        Ok(pools) => (
+            json,
+            serde_json::json!({
+                "github": service.github_mode(),
+                "github_note": service.github_note(),
+                "pools": pools,
+            })
+            .to_string(),
+        )
+            .into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
             json,
@@ -166,6 +176,10 @@ mod tests {
         assert_eq!(names, expected);
         assert_eq!(v["pools"][0]["queued"], 0);
         assert_eq!(v["pools"][0]["desired"], config.pools[0].min);
+        assert_eq!(v["github"], "webhook-only");
+        assert!(v["github_note"]
+            .as_str()
+            .is_some_and(|n| n.contains("not runner-safe") && n.contains("not repaired")));
     }
 
     #[tokio::test]
