@@ -78,7 +78,8 @@ data "aws_iam_policy_document" "function" {
   }
 
   dynamic "statement" {
-    for_each = var.webhook_secret_arn == null ? [] : [var.webhook_secret_arn]
+    # The list's length is known at plan time; the module's own secret's ARN may not be.
+    for_each = local.secret_in_secrets_manager ? [local.secret_arn] : []
     content {
       sid       = "WebhookSecretValue"
       actions   = ["secretsmanager:GetSecretValue"]

@@ -34,8 +34,13 @@ output "log_group_name" {
 }
 
 output "webhook_secret_parameter_name" {
-  description = "SSM parameter holding the webhook secret(s), or null when a Secrets Manager secret is used."
-  value       = var.webhook_secret_arn == null ? local.secret_ssm_parameter_name : null
+  description = "SSM parameter holding the webhook secret(s) (webhook_secret_ssm_parameter_name), or null when a Secrets Manager secret is used."
+  value       = local.secret_ssm_parameter_name
+}
+
+output "webhook_secret_arn" {
+  description = "Secrets Manager secret holding the webhook secret(s): the module's own (when webhook_secret is given) or webhook_secret_arn; null with an SSM parameter."
+  value       = local.secret_in_secrets_manager ? local.secret_arn : null
 }
 
 output "reconcile_rule_name" {

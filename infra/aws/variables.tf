@@ -202,7 +202,7 @@ variable "table_kms_key_arn" {
 # ---- Webhook secret: exactly one of the three sources -----------------------------------
 
 variable "webhook_secret" {
-  description = "The GitHub webhook secret. The module stores it in an SSM SecureString parameter through a write-only argument, so it is never in the Terraform state nor in the Lambda environment. Several secrets, one per line with the current first, allow rotation. Leave null when using webhook_secret_ssm_parameter_name or webhook_secret_arn."
+  description = "The GitHub webhook secret. The module stores it in a Secrets Manager secret through a write-only argument, so it is never in the Terraform state nor in the Lambda environment. Several secrets, one per line with the current first, allow rotation. Leave null when using webhook_secret_ssm_parameter_name or webhook_secret_arn."
   type        = string
   default     = null
   sensitive   = true

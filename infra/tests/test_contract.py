@@ -33,17 +33,19 @@ def test_lambda_runtime_and_environment(aws):
         "SCALEHOOK_WEBHOOK_SECRET_SSM_PARAMETER",
     }
     assert "var.webhook_secret " not in secret_env and "var.webhook_secret}" not in secret_env
-    # The only use of the secret's value is the write-only argument of the parameter;
-    # every other mention only tests it for null or validates its length.
-    param = aws.resource("aws_ssm_parameter", "webhook_secret")
-    assert param["type"] == "SecureString"
-    assert param["value_wo"] == "${var.webhook_secret}"
-    assert "value" not in param
+    # The only use of the secret's value is the write-only argument of the secret's version;
+    # every other mention only tests it for null or validates its length. The module stores
+    # it in Secrets Manager (10,000 reads per second, not SSM's shared 40: cold-start bursts).
+    assert "aws_ssm_parameter" not in aws.resources
+    version = aws.resource("aws_secretsmanager_secret_version", "webhook_secret")
+    assert version["secret_string_wo"] == "${var.webhook_secret}"
+    assert "secret_string" not in version
+    assert version["secret_id"] == "${aws_secretsmanager_secret.webhook_secret[0].id}"
     # (Any expression on a sensitive variable is sensitive, and count, for_each and
     # unmarked outputs refuse sensitive values: null checks go through nonsensitive().)
     harmless = re.sub(
         r"nonsensitive\(var\.webhook_secret != null\)"
-        r"|value_wo\s*= var\.webhook_secret\n"
+        r"|secret_string_wo\s*= var\.webhook_secret\n"
         r"|condition\s*= var\.webhook_secret == null \|\| try\(length\(trimspace\(var\.webhook_secret\)\)",
         "",
         aws.text,
@@ -256,8 +258,8 @@ def test_aws_secret_rotation_reaches_warm_instances(aws):
     the warm execution environments that read the old secret at start), for every source."""
     env = aws.locals["function_env"]
     assert re.search(r"SCALEHOOK_WEBHOOK_SECRET_VERSION\s*=\s*tostring\(var\.webhook_secret_version\)", env)
-    param = aws.resource("aws_ssm_parameter", "webhook_secret")
-    assert param["value_wo_version"] == "${var.webhook_secret_version}"
+    version = aws.resource("aws_secretsmanager_secret_version", "webhook_secret")
+    assert version["secret_string_wo_version"] == "${var.webhook_secret_version}"
     # In the map the function gets, not behind the secret source's conditional.
     assert "SCALEHOOK_WEBHOOK_SECRET_VERSION" not in aws.locals["secret_env"]
 
