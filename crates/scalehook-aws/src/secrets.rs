@@ -311,8 +311,7 @@ mod tests {
             "SSM parameter /gh/secret",
             "{{resolve:ssm-secure:/gh/real:1}}\nold-secret",
         )
-        .err()
-        .expect("refused");
+        .expect_err("refused");
         let msg = err.to_string();
         assert!(msg.contains("SSM parameter /gh/secret"), "{msg}");
         assert!(!msg.contains("/gh/real"), "{msg}");
