@@ -515,3 +515,54 @@ async fn expiry_is_bounded_and_resumable() {
     let cost = l.client().requests() - before;
     assert!(cost <= 8, "an idle expiry pass took {cost} requests");
 }
+
+/// A delivery that wrote its job entity and died before the pool batch leaves the marker
+/// behind: its redelivery repairs it, and without one, expiry visiting the job's old hint does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_that_died_between_its_writes_is_repaired() {
+    let az = Azurite::start();
+    let l = ledger(&az, "repair").await;
+    let c = l.client();
+    // What a completed delivery writes first, alone: the job entity.
+    let complete_job_entity_only = |job: u64| async move {
+        let (mut e, etag) = c
+            .get(&format!("job-{job}"), "job")
+            .await
+            .expect("get")
+            .expect("job");
+        e.insert("State".into(), "completed".into());
+        e.retain(|k, _| !k.starts_with("odata.") && k != "Timestamp");
+        assert!(c
+            .replace(
+                &format!("job-{job}"),
+                "job",
+                &etag,
+                &serde_json::Value::Object(e)
+            )
+            .await
+            .expect("replace"));
+    };
+    for job in [1, 2] {
+        l.record(&t(job, JobState::Queued, None, 100))
+            .await
+            .expect("ok");
+        complete_job_entity_only(job).await;
+    }
+    assert_eq!(counts(&l, "linux").await, (2, 0), "the markers lag");
+    // Job 1 is redelivered: stale, but it syncs the pool.
+    assert!(!l
+        .record(&t(1, JobState::Completed, None, 120))
+        .await
+        .expect("ok")
+        .is_applied());
+    assert_eq!(counts(&l, "linux").await, (1, 0));
+    // Job 2 is not: expiry reaches its queued hint, finds the job moved on, repairs.
+    let ttl = LedgerTtl {
+        queued: Duration::from_secs(10),
+        in_progress: Duration::from_secs(20),
+        retention: Duration::from_secs(3600),
+    };
+    let e = l.expire(200, &ttl).await.expect("expire");
+    assert_eq!((e.expired, e.forgotten), (0, 0), "nothing to expire, only repair");
+    assert_eq!(l.pool("linux").await.expect("pool"), PoolLedger::default());
+}
