@@ -563,6 +563,10 @@ async fn a_delivery_that_died_between_its_writes_is_repaired() {
         retention: Duration::from_secs(3600),
     };
     let e = l.expire(200, &ttl).await.expect("expire");
-    assert_eq!((e.expired, e.forgotten), (0, 0), "nothing to expire, only repair");
+    assert_eq!(
+        (e.expired, e.forgotten),
+        (0, 0),
+        "nothing to expire, only repair"
+    );
     assert_eq!(l.pool("linux").await.expect("pool"), PoolLedger::default());
 }
