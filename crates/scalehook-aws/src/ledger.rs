@@ -758,6 +758,10 @@ impl Ledger for DynamoLedger {
         result.map(|()| done)
     }
 
+    async fn record_of(&self, job_id: u64) -> Result<Option<JobRecord>, LedgerError> {
+        Ok(self.get_job(job_id).await?.map(StoredJob::record))
+    }
+
     async fn unfinished_before(
         &self,
         before: u64,

@@ -463,3 +463,97 @@ async fn standby_is_not_capacity_and_replace_keeps_desired() {
         "a fresh instance took its place: {after:?}"
     );
 }
+
+/// The ledger's hooks for convergence and reconcile on DynamoDB: the pool lease is exclusive
+/// until released or expired, cursors persist, `unfinished_before` reads the due index oldest
+/// first, and expiry reads only due records, resuming from its cursor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_cursor_unfinished_and_expiry_on_dynamodb() {
+    use scalehook_core::{JobState, Transition};
+    let env = setup((0, 1, 0)).await;
+    let l = ledger(&env.sdk, &env.table);
+    assert!(l.acquire_lease("p", "a", 100, 110).await.expect("lease"));
+    assert!(!l.acquire_lease("p", "b", 105, 115).await.expect("lease"));
+    assert!(l.acquire_lease("q", "b", 105, 115).await.expect("per pool"));
+    assert!(l.acquire_lease("p", "a", 105, 115).await.expect("renewal"));
+    l.release_lease("p", "b").await.expect("not b's: no-op");
+    assert!(!l.acquire_lease("p", "b", 106, 116).await.expect("lease"));
+    l.release_lease("p", "a").await.expect("release");
+    assert!(l.acquire_lease("p", "b", 106, 116).await.expect("free"));
+    assert!(l.acquire_lease("p", "a", 116, 126).await.expect("expired"));
+
+    assert_eq!(l.cursor("hooks").await.expect("cursor"), None);
+    l.set_cursor("hooks", "42").await.expect("set");
+    assert_eq!(
+        l.cursor("hooks").await.expect("cursor").as_deref(),
+        Some("42")
+    );
+
+    // Jobs over three days: 1 queued on day 0, 2 running on day 1, 3 queued on day 2,
+    // 4 completed on day 1 (never due).
+    let day = 86_400;
+    let t0 = 1_800_000_000 - 1_800_000_000 % day;
+    let tr = |job_id, to, at, runner: Option<&str>| Transition {
+        job_id,
+        pool: "linux".into(),
+        to,
+        runner: runner.map(String::from),
+        at,
+        repository: Some("octo-org/app".into()),
+    };
+    l.record(&tr(1, JobState::Queued, t0 + 10, None))
+        .await
+        .expect("1");
+    l.record(&tr(2, JobState::InProgress, t0 + day + 10, Some("r2")))
+        .await
+        .expect("2");
+    l.record(&tr(3, JobState::Queued, t0 + 2 * day + 10, None))
+        .await
+        .expect("3");
+    l.record(&tr(4, JobState::Queued, t0 + day, None))
+        .await
+        .expect("4");
+    l.record(&tr(4, JobState::Completed, t0 + day + 20, None))
+        .await
+        .expect("4");
+    let ids =
+        |v: Vec<scalehook_core::ledger::JobRecord>| v.iter().map(|r| r.job_id).collect::<Vec<_>>();
+    let before = t0 + 2 * day + 100;
+    assert_eq!(
+        ids(l.unfinished_before(before, 10).await.expect("due")),
+        vec![1, 2, 3]
+    );
+    assert_eq!(
+        ids(l.unfinished_before(before, 2).await.expect("due")),
+        vec![1, 2]
+    );
+    assert_eq!(
+        ids(l.unfinished_before(t0 + day + 10, 10).await.expect("due")),
+        vec![1, 2]
+    );
+    let rec = l.record_of(2).await.expect("read").expect("job 2");
+    assert_eq!(
+        (rec.state, rec.repository.as_deref()),
+        (JobState::InProgress, Some("octo-org/app"))
+    );
+
+    // Queued TTL 1 day, in progress 2 days: at t0 + 3 days + 20, jobs 1 and 2 are due.
+    let ttl = scalehook_core::config::LedgerTtl {
+        queued: std::time::Duration::from_secs(2 * day),
+        in_progress: std::time::Duration::from_secs(2 * day),
+        retention: std::time::Duration::from_secs(4 * day),
+    };
+    let now = t0 + 3 * day + 20;
+    let done = l.expire(now, &ttl).await.expect("expire");
+    assert_eq!(done.expired, 2, "{done:?}");
+    let p = l.pool("linux").await.expect("account");
+    assert_eq!((p.queued, p.running, p.busy_runners.len()), (1, 0, 0));
+    assert_eq!(
+        ids(l.unfinished_before(now, 10).await.expect("due")),
+        vec![3]
+    );
+    // The next pass finds nothing more to do, and job 3 expires in its turn.
+    assert_eq!(l.expire(now, &ttl).await.expect("expire").expired, 0);
+    assert_eq!(l.expire(now + day, &ttl).await.expect("expire").expired, 1);
+    assert_eq!(l.pool("linux").await.expect("account"), Default::default());
+}
