@@ -87,7 +87,9 @@ impl Settings {
         // without: webhook-only mode, warned about here.
         let github =
             scalehook_github::from_config(&self.config, key, scalehook_github::APP_KEY_ENV)?;
-        let ledger = DynamoLedger::from_sdk(sdk, self.table, self.config.ledger);
+        // Expiry stops at half the per-call budget and resumes on the next pass (its cursor).
+        let ledger = DynamoLedger::from_sdk(sdk, self.table, self.config.ledger)
+            .with_expiry_budget(self.config.cloud_timeout / 2);
         let fleet = AsgFleet::from_sdk(sdk);
         let service = Service::new(self.config, secrets, Arc::new(ledger), Arc::new(fleet))
             .with_log(LogFormat::Emf);
