@@ -613,4 +613,196 @@ mod tests {
             }
         );
     }
+
+    fn runner(name: &str, busy: bool) -> Runner {
+        Runner {
+            id: 1,
+            name: name.into(),
+            online: true,
+            busy,
+            labels: vec![],
+        }
+    }
+
+    fn seen<'a>(runners: Option<&'a [Runner]>, finished: &'a [String], now: u64) -> Seen<'a> {
+        Seen {
+            runners,
+            finished,
+            now,
+            boot_grace_secs: 600,
+        }
+    }
+
+    #[test]
+    fn github_busy_runners_count_as_busy() {
+        // 3 instances, target 0; GitHub says i-2's runner is busy (the ledger does not know)
+        let runners = [
+            runner("p-i-0", false),
+            runner("p-i-1", false),
+            runner("p-i-2", true),
+        ];
+        let d = decide(
+            Trigger::Reconcile,
+            &pool(0, 10, 0, 1),
+            &account(0, 0),
+            &fleet(3),
+            &seen(Some(&runners), &[], 0),
+        );
+        assert_eq!(
+            d.capacity,
+            CapacityAction::Remove {
+                instance_ids: vec!["i-1".into(), "i-0".into()]
+            }
+        );
+        assert_eq!(d.protect, vec!["i-2".to_string()]);
+        // runners of another pool do not count
+        let other = [runner("q-i-2", true)];
+        let d = decide(
+            Trigger::Reconcile,
+            &pool(0, 10, 0, 1),
+            &account(0, 0),
+            &fleet(3),
+            &seen(Some(&other), &[], 0),
+        );
+        assert_eq!(d.capacity.leaving().len(), 3, "{d:?}");
+    }
+
+    #[test]
+    fn ephemeral_finished_instance_is_replaced_at_target_and_removed_above() {
+        let mut p = pool(2, 10, 0, 1);
+        p.ephemeral = true;
+        let finished = ["p-i-1".to_string()];
+        // at target (min 2): replace
+        let d = decide(
+            Trigger::Release,
+            &p,
+            &account(0, 0),
+            &fleet(2),
+            &seen(None, &finished, 0),
+        );
+        assert_eq!(
+            d.capacity,
+            CapacityAction::Replace {
+                remove: vec![],
+                replace: vec!["i-1".into()]
+            }
+        );
+        assert_eq!(d.desired_after(), 2);
+        assert_eq!(d.capacity.name(), "replace");
+        // above target: removed
+        let d = decide(
+            Trigger::Release,
+            &p,
+            &account(0, 0),
+            &fleet(3),
+            &seen(None, &finished, 0),
+        );
+        assert_eq!(d.capacity.name(), "remove_spent");
+        assert_eq!(d.desired_after(), 2);
+        // another busy runner on the same instance (ledger or GitHub): it stays
+        let acc = PoolLedger {
+            queued: 0,
+            running: 1,
+            busy_runners: vec!["p-i-1-2".into()],
+        };
+        let d = decide(
+            Trigger::Release,
+            &p,
+            &acc,
+            &fleet(2),
+            &seen(None, &finished, 0),
+        );
+        assert!(d.capacity.leaving().is_empty(), "{d:?}");
+        let gh = [runner("p-i-1-2", true), runner("p-i-1", true)];
+        let d = decide(
+            Trigger::Release,
+            &p,
+            &account(0, 0),
+            &fleet(2),
+            &seen(Some(&gh), &finished, 0),
+        );
+        assert!(d.capacity.leaving().is_empty(), "{d:?}");
+        // the finished runner's own lagging busy flag does not keep it
+        let gh = [runner("p-i-1", true)];
+        let d = decide(
+            Trigger::Release,
+            &p,
+            &account(0, 0),
+            &fleet(2),
+            &seen(Some(&gh), &finished, 0),
+        );
+        assert_eq!(d.capacity.leaving(), vec!["i-1"]);
+        // a non-ephemeral pool ignores finished runners
+        p.ephemeral = false;
+        let d = decide(
+            Trigger::Release,
+            &p,
+            &account(0, 0),
+            &fleet(2),
+            &seen(None, &finished, 0),
+        );
+        assert_eq!(d.capacity, CapacityAction::Hold);
+    }
+
+    #[test]
+    fn orphans_go_after_boot_grace_on_reconcile_only() {
+        let p = pool(2, 10, 0, 1);
+        let mut f = fleet(2);
+        f.instances[0].launched_at = Some(1000);
+        f.instances[1].launched_at = Some(1000);
+        let runners = [runner("p-i-0", false)];
+        let at = |now| {
+            decide(
+                Trigger::Reconcile,
+                &p,
+                &account(0, 0),
+                &f,
+                &seen(Some(&runners), &[], now),
+            )
+        };
+        assert_eq!(at(1599).capacity, CapacityAction::Hold, "within grace");
+        assert_eq!(at(1600).capacity.leaving(), vec!["i-1"]);
+        // not on a delivery, not without GitHub's list, not while launching
+        let d = decide(
+            Trigger::Release,
+            &p,
+            &account(0, 0),
+            &f,
+            &seen(Some(&runners), &[], 5000),
+        );
+        assert!(d.capacity.leaving().is_empty());
+        let d = decide(
+            Trigger::Reconcile,
+            &p,
+            &account(0, 0),
+            &f,
+            &seen(None, &[], 5000),
+        );
+        assert!(d.capacity.leaving().is_empty());
+        f.instances[1].launching = true;
+        f.instances[1].launched_at = None;
+        let d = decide(
+            Trigger::Reconcile,
+            &p,
+            &account(0, 0),
+            &f,
+            &seen(Some(&runners), &[], 5000),
+        );
+        assert!(d.capacity.leaving().is_empty(), "{d:?}");
+        // an unmapped busy ledger runner withholds it
+        f.instances[1].launching = false;
+        let acc = PoolLedger {
+            queued: 0,
+            running: 1,
+            busy_runners: vec!["elsewhere".into()],
+        };
+        let d = decide(
+            Trigger::Reconcile,
+            &p,
+            &acc,
+            &f,
+            &seen(Some(&runners), &[], 5000),
+        );
+        assert!(d.capacity.leaving().is_empty(), "{d:?}");
+    }
 }

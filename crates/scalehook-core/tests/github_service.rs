@@ -818,3 +818,125 @@ async fn github_calls_per_scale_in_and_per_reconcile_at_300_runners() {
         "300 runners: {per_scale_in} GitHub calls per scale-in (REST: 3 list pages + 1 DELETE = 4 requests), {per_reconcile} per idle reconcile pass (REST: 1 deliveries page + 3 list pages = 4)"
     );
 }
+
+fn group_job(action: &str, id: u64, group: Option<&str>, runner: Option<&str>) -> Vec<u8> {
+    serde_json::json!({
+        "action": action,
+        "workflow_job": {"id": id, "run_id": 7, "labels": [], "runner_name": runner,
+                         "runner_id": runner.map(|_| 11), "runner_group_name": group,
+                         "runner_group_id": group.map(|_| 4)},
+        "repository": {"full_name": "octo-org/app", "owner": {"login": "octo-org"}}
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// `runs-on: group: frontend` jobs: queued label-less and group-less (as GitHub sends them)
+/// from an allow-listed repository, then in progress and completed with the group name.
+/// Label-less, group-less completions of unknown jobs (check runs) stay out.
+#[tokio::test]
+async fn runner_group_jobs_route_to_their_pool() {
+    let clock = Arc::new(ManualClock::new(NOW));
+    let fleet = Arc::new(LocalFleet::new());
+    let ledger = Arc::new(MemoryLedger::new());
+    let toml = r#"
+[[pools]]
+name = "linux"
+labels = ["self-hosted", "linux"]
+max = 3
+
+[[pools]]
+name = "frontend"
+labels = ["self-hosted", "frontend"]
+max = 3
+runner_group = "Frontend"
+label_less_queued_repositories = ["octo-org/app"]
+"#;
+    let svc = Service::new(
+        Config::from_toml(toml).expect("config"),
+        WebhookSecrets::new([SECRET]).expect("secret"),
+        ledger.clone(),
+        fleet.clone(),
+    )
+    .with_clock(clock)
+    .with_log(LogFormat::Off);
+    let (status, body) = deliver(&svc, group_job("queued", 1, None, None)).await;
+    assert_eq!(
+        (status, body["pool"].as_str()),
+        (200, Some("frontend")),
+        "{body}"
+    );
+    assert_eq!(body["desired"], 1);
+    let (status, body) = deliver(&svc, group_job("queued", 2, None, None)).await;
+    assert_eq!(status, 200, "{body}");
+    let r = "frontend-frontend-0001";
+    let (status, body) =
+        deliver(&svc, group_job("in_progress", 1, Some("frontend"), Some(r))).await;
+    assert_eq!(
+        (status, body["pool"].as_str()),
+        (200, Some("frontend")),
+        "{body}"
+    );
+    // job 2 is cancelled while queued: no group on its completion; its record routes it
+    let (status, body) = deliver(&svc, group_job("completed", 2, None, None)).await;
+    assert_eq!(
+        (status, body["pool"].as_str()),
+        (200, Some("frontend")),
+        "{body}"
+    );
+    // check-run noise: label-less, group-less completion of a job never seen
+    let (status, _) = deliver(&svc, group_job("completed", 99, None, None)).await;
+    assert_eq!(status, 202);
+    assert!(ledger.job(99).is_none());
+    let (status, _) = deliver(&svc, group_job("completed", 1, Some("FRONTEND"), Some(r))).await;
+    assert_eq!(status, 200);
+    let account = ledger.pool("frontend").await.expect("pool");
+    assert_eq!((account.queued, account.running), (0, 0));
+}
+
+/// An ephemeral completion names the instance to take out, which no other pass knows: it
+/// waits (bounded) for the lease another process holds instead of deferring, then replaces
+/// the instance. A queued delivery in the same situation is deferred at once.
+#[tokio::test]
+async fn ephemeral_completion_waits_for_the_lease() {
+    let clock = Arc::new(ManualClock::new(NOW));
+    let fleet = Arc::new(LocalFleet::new());
+    let ledger = Arc::new(MemoryLedger::new());
+    let toml = format!("cloud_timeout_ms = 2000\n{EPHEMERAL}");
+    let svc = Service::new(
+        Config::from_toml(&toml).expect("config"),
+        WebhookSecrets::new([SECRET]).expect("secret"),
+        ledger.clone(),
+        fleet.clone(),
+    )
+    .with_clock(clock)
+    .with_log(LogFormat::Off);
+    let pool = svc.config().pool("eph").expect("pool").clone();
+    let r = "eph-eph-0001";
+    deliver(&svc, job("queued", 1, LINUX, None)).await;
+    deliver(&svc, job("in_progress", 1, LINUX, Some(r))).await;
+    assert!(ledger
+        .acquire_lease("eph", "another-process", NOW, NOW + 60)
+        .await
+        .expect("lease"));
+    let (status, body) = deliver(&svc, job("queued", 2, LINUX, None)).await;
+    assert_eq!(
+        (status, body["action"].as_str()),
+        (200, Some("deferred")),
+        "{body}"
+    );
+    let l = ledger.clone();
+    let releaser = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        l.release_lease("eph", "another-process")
+            .await
+            .expect("release");
+    });
+    let (status, body) = deliver(&svc, job("completed", 1, LINUX, Some(r))).await;
+    releaser.await.expect("task");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["action"], "replace", "{body}");
+    let ids = instance_ids(fleet.as_ref(), &pool).await;
+    assert!(!ids.contains(&"eph-0001".to_string()), "{ids:?}");
+    assert_eq!(ids.len(), 2);
+}
