@@ -108,7 +108,8 @@ pub fn build(lookup: impl Fn(&str) -> Option<String>) -> Result<App, StartupErro
     };
     let table = TableClient::new(http.clone(), &table_endpoint, &table_name, table_auth)
         .map_err(|e| StartupError(format!("{TABLE_ENDPOINT_ENV}/{TABLE_NAME_ENV}: {e}")))?;
-    let ledger = Arc::new(TableLedger::new(table));
+    // Expiry gets half the pass's cloud budget; what does not fit resumes next pass.
+    let ledger = Arc::new(TableLedger::new(table).with_expiry_budget(config.cloud_timeout / 2));
 
     let identity = identity.ok_or_else(|| {
         StartupError(
