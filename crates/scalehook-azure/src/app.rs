@@ -117,9 +117,23 @@ pub fn build(lookup: impl Fn(&str) -> Option<String>) -> Result<App, StartupErro
         )
     })?;
     let arm_endpoint = var(ARM_ENDPOINT_ENV).unwrap_or_else(|| DEFAULT_ARM_ENDPOINT.to_string());
-    let arm = ArmClient::new(http, &arm_endpoint, identity, arm_budget(&config))
-        .map_err(|e| StartupError(format!("{ARM_ENDPOINT_ENV}: {e}")))?;
-    let fleet = Arc::new(VmssFleet::new(arm));
+    let arm = ArmClient::new(
+        http.clone(),
+        &arm_endpoint,
+        identity.clone(),
+        arm_budget(&config),
+    )
+    .map_err(|e| StartupError(format!("{ARM_ENDPOINT_ENV}: {e}")))?;
+    // With a GitHub App and the JIT container endpoint, every describe provisions new VMs.
+    let fleet = crate::blob::with_provisioning(
+        Arc::new(VmssFleet::new(arm)),
+        github.clone(),
+        &config,
+        http,
+        identity,
+        &lookup,
+    )
+    .map_err(StartupError)?;
 
     let service = Service::new(config, secrets, ledger.clone(), fleet);
     let service = match github {

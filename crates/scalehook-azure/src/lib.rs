@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod arm;
+pub mod blob;
 pub mod envelope;
 pub mod http;
 pub mod identity;

@@ -190,8 +190,13 @@ impl<T: RunnerConfigStore + 'static> RunnerConfigStores for Arc<T> {
 }
 
 /// What one look at a pool's instances did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NewRunners {
+    /// Runner keys of the instances provisioned by this look.
+    pub provisioned: Vec<String>,
+    /// Runner keys of new instances still without a runner (failed or deferred): the next
+    /// look tries again.
+    pub waiting: Vec<String>,
     /// Runners minted and stored for new instances.
     pub minted: u32,
     /// New instances whose provisioning failed (tried again on the next look).
@@ -300,6 +305,7 @@ impl Provisioner {
                 Ok(false) => pending.push(i),
                 Err(e) => {
                     out.failed += 1;
+                    out.waiting.push(i.runner_key.clone());
                     tracing::warn!(target: "scalehook::provision", pool = %pool.name, instance = %i.runner_key, error = %e, "runner configuration store unreadable");
                 }
             }
@@ -319,6 +325,8 @@ impl Provisioner {
                 }
                 Err(e) => {
                     out.deferred += pending.len() as u32;
+                    out.waiting
+                        .extend(pending.iter().map(|i| i.runner_key.clone()));
                     tracing::warn!(target: "scalehook::provision", pool = %pool.name, error = %e, "listing runners failed: new instances wait for the next pass");
                     return out;
                 }
@@ -327,11 +335,14 @@ impl Provisioner {
         for (n, i) in pending.iter().enumerate() {
             if n >= MAX_MINTS_PER_LOOK || started.elapsed() >= self.budget {
                 out.deferred += (pending.len() - n) as u32;
+                out.waiting
+                    .extend(pending[n..].iter().map(|i| i.runner_key.clone()));
                 break;
             }
             match mint_and_store(self.github.as_ref(), store.as_ref(), pool, &i.runner_key).await {
                 Ok(Provisioned::Stored { .. }) => {
                     out.minted += 1;
+                    out.provisioned.push(i.runner_key.clone());
                     self.remember(pool, [i.runner_key.as_str()]);
                 }
                 Ok(Provisioned::AlreadyStored { .. }) => {
@@ -339,11 +350,12 @@ impl Provisioner {
                 }
                 Err(e) => {
                     out.failed += 1;
+                    out.waiting.push(i.runner_key.clone());
                     tracing::warn!(target: "scalehook::provision", pool = %pool.name, instance = %i.runner_key, error = %e, "provisioning a new instance failed: retried on the next pass");
                 }
             }
         }
-        if out != NewRunners::default() {
+        if out.minted + out.failed + out.deferred > 0 {
             tracing::info!(target: "scalehook::provision", pool = %pool.name, minted = out.minted, failed = out.failed, deferred = out.deferred, "new instances provisioned");
         }
         out
@@ -377,9 +389,19 @@ impl ProvisioningFleet {
 
 #[async_trait]
 impl Fleet for ProvisioningFleet {
+    /// An instance provisioned by this describe, or new and still waiting for its runner, is
+    /// reported `launching`: its runner was registered after GitHub's runners were read (or
+    /// is not registered yet), so the pass must not take it for an orphan (an in-service
+    /// instance with no registered runner). The next look, with the runner listed, reports
+    /// it as the cloud does.
     async fn describe(&self, pool: &PoolConfig) -> Result<FleetState, FleetError> {
-        let state = self.inner.describe(pool).await?;
-        self.provisioner.provision_new(pool, &state, None).await;
+        let mut state = self.inner.describe(pool).await?;
+        let new = self.provisioner.provision_new(pool, &state, None).await;
+        for i in state.instances.iter_mut() {
+            if new.provisioned.contains(&i.runner_key) || new.waiting.contains(&i.runner_key) {
+                i.launching = true;
+            }
+        }
         Ok(state)
     }
     async fn set_desired(&self, pool: &PoolConfig, desired: u32) -> Result<(), FleetError> {
@@ -595,6 +617,10 @@ mod tests {
         }
     }
 
+    fn counts(n: &NewRunners) -> (u32, u32, u32) {
+        (n.minted, n.failed, n.deferred)
+    }
+
     fn state(keys: &[&str]) -> FleetState {
         FleetState {
             desired: keys.len() as u32,
@@ -612,14 +638,8 @@ mod tests {
         let p = Provisioner::new(gh.clone(), Arc::new(store.clone()), Duration::from_secs(5));
         let s = state(&["vm0", "vm1", ""]);
         let out = p.provision_new(pool, &s, None).await;
-        assert_eq!(
-            out,
-            NewRunners {
-                minted: 2,
-                failed: 0,
-                deferred: 0
-            }
-        );
+        assert_eq!(counts(&out), (2, 0, 0));
+        assert_eq!(out.provisioned, ["vm0", "vm1"]);
         let names: Vec<String> = gh.inner.registered().into_iter().map(|r| r.name).collect();
         assert_eq!(
             names,
@@ -669,14 +689,9 @@ mod tests {
         let store = Arc::new(MemoryConfigStore::new());
         let p = Provisioner::new(gh.clone(), Arc::new(store.clone()), Duration::from_secs(5));
         let s = state(&["vm1"]);
-        assert_eq!(
-            p.provision_new(pool, &s, None).await,
-            NewRunners {
-                minted: 0,
-                failed: 1,
-                deferred: 0
-            }
-        );
+        let failed = p.provision_new(pool, &s, None).await;
+        assert_eq!(counts(&failed), (0, 1, 0));
+        assert_eq!(failed.waiting, ["vm1"]);
         assert!(store.take("vm1").is_none());
         assert!(gh.inner.registered().is_empty());
         gh.fail_mint
@@ -756,10 +771,8 @@ mod tests {
             Arc::new(store.clone()),
             Duration::from_secs(5),
         ));
-        let fleet = Arc::new(ProvisioningFleet::new(
-            Arc::new(crate::fleet::LocalFleet::new()),
-            provisioner,
-        ));
+        let local = Arc::new(crate::fleet::LocalFleet::new());
+        let fleet = Arc::new(ProvisioningFleet::new(local.clone(), provisioner));
         let service = Service::new(
             config,
             WebhookSecrets::new(["s"]).expect("secret"),
@@ -779,6 +792,17 @@ mod tests {
         assert!(store.take("linux-x64-0001").is_some());
         service.reconcile().await;
         assert_eq!(gh.registered().len(), 2, "a second pass mints nothing");
+        // The new instances were reported launching to the pass that provisioned them, so
+        // it did not take them for orphans (no runner in the list it read before): kept.
+        let ids: Vec<String> = local
+            .describe(&service.config().pools[0])
+            .await
+            .expect("describe")
+            .instances
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
+        assert_eq!(ids, ["linux-x64-0001", "linux-x64-0002"]);
     }
 
     #[test]
