@@ -14,12 +14,18 @@ module "config" {
     standby              = p.standby
     runners_per_instance = p.runners_per_instance
     fleet                = p.aws_asg
+    ephemeral            = p.ephemeral
+    runner_group_id      = p.runner_group_id
+    runner_group         = p.runner_group
+    # Label-less queued events of these repositories route to the pool (needs runner_group).
+    label_less_queued_repositories = p.label_less_queued_repositories
   }]
   allowed_repositories  = var.allowed_repositories
   allowed_organizations = var.allowed_organizations
   max_body_bytes        = var.max_body_bytes
   cloud_timeout_ms      = var.cloud_timeout_ms
   ledger_ttl            = var.ledger_ttl
+  github                = var.github
 }
 
 locals {

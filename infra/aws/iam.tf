@@ -97,6 +97,33 @@ data "aws_iam_policy_document" "function" {
   }
 
   dynamic "statement" {
+    for_each = local.app_key_ssm_parameter_arn == null ? [] : [local.app_key_ssm_parameter_arn]
+    content {
+      sid       = "GitHubAppKeyParameter"
+      actions   = ["ssm:GetParameter"]
+      resources = [statement.value]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.github_app_key_secret_arn == null ? [] : [var.github_app_key_secret_arn]
+    content {
+      sid       = "GitHubAppKeyValue"
+      actions   = ["secretsmanager:GetSecretValue"]
+      resources = [statement.value]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.github_app_key_kms_key_arn == null ? [] : [var.github_app_key_kms_key_arn]
+    content {
+      sid       = "DecryptGitHubAppKey"
+      actions   = ["kms:Decrypt"]
+      resources = [statement.value]
+    }
+  }
+
+  dynamic "statement" {
     for_each = var.table_kms_key_arn == null ? [] : [var.table_kms_key_arn]
     content {
       sid       = "LedgerKey"

@@ -28,6 +28,7 @@ locals {
       SCALEHOOK_WEBHOOK_SECRET_VERSION = tostring(var.webhook_secret_version)
     },
     local.secret_env,
+    local.github_env,
   )
 
   function_name  = var.name
@@ -75,6 +76,10 @@ resource "aws_lambda_function" "scalehook" {
   tags = var.tags
 
   lifecycle {
+    precondition {
+      condition     = var.github == null ? local.app_key_sources == 0 : local.app_key_sources == 1
+      error_message = "With github set exactly one of github_app_key_ssm_parameter_name and github_app_key_secret_arn; without github, neither."
+    }
     precondition {
       condition     = local.secret_sources == 1
       error_message = "Set exactly one of webhook_secret, webhook_secret_ssm_parameter_name and webhook_secret_arn."

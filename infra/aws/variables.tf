@@ -133,7 +133,7 @@ variable "reconcile_interval_minutes" {
 # ---- scalehook configuration (rendered to SCALEHOOK_CONFIG_TOML) ----------------------------
 
 variable "pools" {
-  description = "Runner pools, as in the [[pools]] tables of scalehook's config file: name, labels, min, max, standby, runners_per_instance and the Auto Scaling Group name (aws_asg) serving the pool. A job goes to the first pool that has all its labels."
+  description = "Runner pools, as in the [[pools]] tables of scalehook's config file: name, labels, min, max, standby, runners_per_instance, ephemeral (one job per runner; needs github), runner_group_id / runner_group (the runner group JIT runners join, and its name for `runs-on: group:`) and the Auto Scaling Group name (aws_asg) serving the pool. A job goes to the first pool that has all its labels."
   type = list(object({
     name                 = string
     labels               = list(string)
@@ -142,6 +142,11 @@ variable "pools" {
     standby              = optional(number, 0)
     runners_per_instance = optional(number, 1)
     aws_asg              = string
+    ephemeral            = optional(bool, false)
+    runner_group_id      = optional(number, 1)
+    runner_group         = optional(string)
+    # Label-less queued events of these repositories (owner/name) route to the pool.
+    label_less_queued_repositories = optional(list(string), [])
   }))
 
   # Names, labels and bounds are validated in ../modules/pool-config; the fleet id here.
@@ -183,6 +188,20 @@ variable "ledger_ttl" {
     retention_secs       = optional(number)
   })
   default = {}
+}
+
+variable "github" {
+  description = "The GitHub App ([github] section): app_id, installation_id, organization or repository (where runners register), and optionally api_url (GHES: https://<host>/api/v3), boot_grace_secs, recheck_after_secs. null: webhook-only mode (scale-in is not runner-safe, lost deliveries are not repaired, no JIT runners). The App's private key is github_app_key_*, never here."
+  type = object({
+    app_id             = number
+    installation_id    = number
+    api_url            = optional(string)
+    organization       = optional(string)
+    repository         = optional(string)
+    boot_grace_secs    = optional(number)
+    recheck_after_secs = optional(number)
+  })
+  default = null
 }
 
 # ---- Ledger table -----------------------------------------------------------------------
@@ -245,6 +264,42 @@ variable "secret_kms_key_arn" {
   description = "Customer-managed KMS key ARN that encrypts the secret (the created or the existing parameter, or the Secrets Manager secret); the function is granted kms:Decrypt on it alone. null: the AWS managed key, which needs no grant."
   type        = string
   default     = null
+}
+
+# ---- GitHub App key and JIT provisioning ------------------------------------------------
+
+variable "github_app_key_ssm_parameter_name" {
+  description = "Name of an existing SSM SecureString parameter holding the GitHub App's private key (PEM). Needed with github; set this or github_app_key_secret_arn. The function may read only that parameter."
+  type        = string
+  default     = null
+}
+
+variable "github_app_key_secret_arn" {
+  description = "ARN of an existing Secrets Manager secret holding the GitHub App's private key (PEM). Needed with github; set this or github_app_key_ssm_parameter_name. The function may read only that secret."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.github_app_key_secret_arn == null || can(regex("^arn:[^:]+:secretsmanager:", var.github_app_key_secret_arn))
+    error_message = "github_app_key_secret_arn: a Secrets Manager secret ARN (arn:aws:secretsmanager:...)."
+  }
+}
+
+variable "github_app_key_kms_key_arn" {
+  description = "Customer-managed KMS key ARN that encrypts the App key's parameter or secret; the function is granted kms:Decrypt on it alone. null: the AWS managed key."
+  type        = string
+  default     = null
+}
+
+variable "jit_parameter_prefix" {
+  description = "SSM path of the JIT runner configurations (SCALEHOOK_JIT_PARAMETER_PREFIX): the same as the runner modules' jit_parameter_prefix (infra/aws/runners), which grant scalehook the writes under it."
+  type        = string
+  default     = "/scalehook/jit"
+
+  validation {
+    condition     = can(regex("^(/[A-Za-z0-9_.-]+)+$", var.jit_parameter_prefix))
+    error_message = "jit_parameter_prefix: an SSM path such as /scalehook/jit (no trailing slash)."
+  }
 }
 
 # ---- Alarms -----------------------------------------------------------------------------

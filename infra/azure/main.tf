@@ -172,6 +172,14 @@ resource "azapi_resource" "app" {
       error_message = "Set exactly one of webhook_secret and webhook_secret_key_vault_secret."
     }
     precondition {
+      condition     = (var.github == null) == (var.github_app_key_key_vault_secret == null)
+      error_message = "github and github_app_key_key_vault_secret go together: the App needs its key, and a key without github is unused."
+    }
+    precondition {
+      condition     = var.jit_blob_endpoint == null || var.github != null
+      error_message = "jit_blob_endpoint needs github: minting JIT runners needs the GitHub App."
+    }
+    precondition {
       condition     = nonsensitive(var.webhook_secret_previous == null || var.webhook_secret != null)
       error_message = "webhook_secret_previous goes with webhook_secret; with Key Vault use webhook_secret_key_vault_secret.previous_secret_name."
     }
@@ -181,6 +189,7 @@ resource "azapi_resource" "app" {
     azurerm_role_assignment.host_storage,
     azurerm_role_assignment.ledger_table,
     azurerm_role_assignment.webhook_secret,
+    azurerm_role_assignment.github_app_key,
   ]
 }
 
@@ -203,6 +212,7 @@ locals {
       SCALEHOOK_RECONCILE_SCHEDULE                                                     = var.reconcile_schedule
     },
     local.secret_settings,
+    local.github_settings,
   )
 }
 

@@ -122,7 +122,7 @@ variable "log_retention_days" {
 # ---- scalehook configuration (rendered to SCALEHOOK_CONFIG_TOML) ----------------------------
 
 variable "pools" {
-  description = "Runner pools, as in the [[pools]] tables of scalehook's config file: name, labels, min, max, standby, runners_per_instance and the resource id of the VM Scale Set (azure_vmss) serving the pool. A job goes to the first pool that has all its labels."
+  description = "Runner pools, as in the [[pools]] tables of scalehook's config file: name, labels, min, max, standby, runners_per_instance, ephemeral (one job per runner; needs github), runner_group_id / runner_group (the runner group JIT runners join, and its name for `runs-on: group:`) and the resource id of the VM Scale Set (azure_vmss) serving the pool. A job goes to the first pool that has all its labels."
   type = list(object({
     name                 = string
     labels               = list(string)
@@ -131,6 +131,11 @@ variable "pools" {
     standby              = optional(number, 0)
     runners_per_instance = optional(number, 1)
     azure_vmss           = string
+    ephemeral            = optional(bool, false)
+    runner_group_id      = optional(number, 1)
+    runner_group         = optional(string)
+    # Label-less queued events of these repositories (owner/name) route to the pool.
+    label_less_queued_repositories = optional(list(string), [])
   }))
 
   # Names, labels and bounds are validated in ../modules/pool-config; the fleet id here.
@@ -172,6 +177,42 @@ variable "ledger_ttl" {
     retention_secs       = optional(number)
   })
   default = {}
+}
+
+variable "github" {
+  description = "The GitHub App ([github] section): app_id, installation_id, organization or repository (where runners register), and optionally api_url (GHES: https://<host>/api/v3), boot_grace_secs, recheck_after_secs. null: webhook-only mode (scale-in is not runner-safe, lost deliveries are not repaired, no JIT runners). The App's private key is github_app_key_*, never here."
+  type = object({
+    app_id             = number
+    installation_id    = number
+    api_url            = optional(string)
+    organization       = optional(string)
+    repository         = optional(string)
+    boot_grace_secs    = optional(number)
+    recheck_after_secs = optional(number)
+  })
+  default = null
+}
+
+# ---- GitHub App key and JIT provisioning ------------------------------------------------
+
+variable "github_app_key_key_vault_secret" {
+  description = "Key Vault secret holding the GitHub App's private key (PEM), read by the app through a Key Vault reference (SCALEHOOK_GITHUB_APP_KEY) with its identity, which gets Key Vault Secrets User on that secret only (the vault must use Azure RBAC). Needed with github."
+  type = object({
+    key_vault_id = string
+    secret_name  = string
+  })
+  default = null
+}
+
+variable "jit_blob_endpoint" {
+  description = "Blob endpoint of the storage account holding the pools' JIT containers (infra/azure/runners' storage_blob_endpoint, e.g. https://<account>.blob.core.windows.net/): scalehook writes each new VM's runner configuration to jit-<pool>/<computer name> there. null: scalehook provisions no VM."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.jit_blob_endpoint == null || can(regex("^https://[a-z0-9]+\\.blob\\.", var.jit_blob_endpoint))
+    error_message = "jit_blob_endpoint: the account's https blob endpoint, e.g. https://<account>.blob.core.windows.net/."
+  }
 }
 
 # ---- Webhook secret: a Key Vault reference (preferred) or a sensitive variable ----------

@@ -103,6 +103,7 @@ def test_one_shared_config_module():
         "max_body_bytes",
         "cloud_timeout_ms",
         "ledger_ttl",
+        "github",
     }
     assert not shared.resources and not shared.data, "the shared module renders text only"
     assert "required_providers" not in shared.text
@@ -140,6 +141,8 @@ def test_minimal_pool_gets_the_cores_defaults(cloud):
                 "standby": 0,
                 "runners_per_instance": 1,
                 FLEET[cloud]: fleet_value(cloud, "linux-x64"),
+                "ephemeral": False,
+                "runner_group_id": 1,
             }
         ]
     }
@@ -181,22 +184,79 @@ def test_rendered_keys_are_the_cores_config_keys():
     top = rust_struct_fields(src, "RawConfig")
     pool_fields = rust_struct_fields(src, "RawPool")
     ledger = rust_struct_fields(src, "RawLedger")
+    github = rust_struct_fields(src, "RawGitHub")
     doc = render(
         "aws",
-        pools=[pool("aws")],
+        pools=[pool("aws", runner_group="gpu", label_less_queued_repositories=["a/b"])],
         max_body_bytes=1,
         cloud_timeout_ms=1,
         allowed_repositories=["a/b"],
         allowed_organizations=["a"],
         ledger_ttl={"queued_ttl_secs": 1, "in_progress_ttl_secs": 1, "retention_secs": 259200},
+        github=GITHUB,
     )
-    # `github` (the GitHub App section) is configured outside these modules.
-    assert set(doc) == top - {"github"}
+    assert set(doc) == top
     assert set(doc["ledger"]) == ledger
+    # organization and repository are exclusive: one document shows each.
+    repo = render("azure", pools=[pool("azure")], github={**GITHUB, "organization": None, "repository": "o/r"})
+    assert set(doc["github"]) | set(repo["github"]) == github
     azure = render("azure", pools=[pool("azure")])
-    # The GitHub App runner fields (being added with the `github` section) are not rendered yet.
-    github_fields = {"runner_group", "runner_group_id", "ephemeral"}
-    assert set(doc["pools"][0]) | set(azure["pools"][0]) == pool_fields - github_fields
+    assert set(doc["pools"][0]) | set(azure["pools"][0]) == pool_fields
+
+
+GITHUB = {
+    "app_id": 4242,
+    "installation_id": 77,
+    "api_url": "https://ghe.example.com/api/v3",
+    "organization": "acme",
+    "boot_grace_secs": 900,
+    "recheck_after_secs": 120,
+}
+
+
+@pytest.mark.parametrize("cloud", ["aws", "azure"])
+def test_github_section_and_pool_options(cloud):
+    doc = render(
+        cloud,
+        pools=[
+            pool(
+                cloud,
+                "eph",
+                ephemeral=True,
+                runner_group_id=5,
+                runner_group="Build farm",
+                label_less_queued_repositories=["acme/app"],
+            ),
+            pool(cloud, "plain"),
+        ],
+        github={"app_id": 1, "installation_id": 2, "repository": "acme/app"},
+    )
+    # Unset options are left to the core's defaults (api.github.com, its grace and recheck).
+    assert doc["github"] == {"app_id": 1, "installation_id": 2, "repository": "acme/app"}
+    eph, plain = doc["pools"]
+    assert (eph["ephemeral"], eph["runner_group_id"], eph["runner_group"]) == (True, 5, "Build farm")
+    assert eph["label_less_queued_repositories"] == ["acme/app"]
+    assert (plain["ephemeral"], plain["runner_group_id"]) == (False, 1)
+    assert "runner_group" not in plain and "label_less_queued_repositories" not in plain
+    full = render(cloud, pools=[pool(cloud)], github=GITHUB)
+    assert full["github"] == GITHUB
+    assert "github" not in render(cloud, pools=[pool(cloud)]), "webhook-only without it"
+
+
+BAD_GITHUB = [
+    ("both scopes", {"repository": "a/b"}, "exactly one of organization or repository"),
+    ("no scope", {"organization": None}, "exactly one of organization or repository"),
+    ("bad repository", {"organization": None, "repository": "just-a-name"}, "owner/name"),
+    ("zero app", {"app_id": 0}, "numeric ids"),
+    ("api url", {"api_url": "ghe.example.com"}, "http(s) URL"),
+    ("grace", {"boot_grace_secs": 0}, "seconds, at least 1"),
+]
+
+
+@pytest.mark.parametrize("case,over,message", BAD_GITHUB, ids=[c[0] for c in BAD_GITHUB])
+def test_bad_github_sections_are_refused_at_plan_time(case, over, message):
+    value, error = console("aws", {"pools": [pool("aws")], "github": {**GITHUB, **over}}, "local.config_toml")
+    assert value is None and message in error, error
 
 
 BAD_POOLS = [
@@ -207,6 +267,9 @@ BAD_POOLS = [
     ("no labels", {"labels": []}, "at least one non-empty label"),
     ("blank label", {"labels": ["self-hosted", " "]}, "at least one non-empty label"),
     ("fraction", {"max": 2.5}, "whole numbers"),
+    ("runner group id", {"runner_group_id": 0}, "runner group's numeric id"),
+    ("blank runner group", {"runner_group": " "}, "a runner group name"),
+    ("label-less without group", {"label_less_queued_repositories": ["a/b"]}, "owner/name repositories"),
 ]
 
 

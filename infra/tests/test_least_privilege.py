@@ -23,6 +23,10 @@ AWS_STATEMENTS = {
     "WebhookSecretParameter": {"ssm:GetParameter"},
     "WebhookSecretValue": {"secretsmanager:GetSecretValue"},
     "DecryptWebhookSecret": {"kms:Decrypt"},
+    # The GitHub App key, by reference (an SSM parameter or a Secrets Manager secret).
+    "GitHubAppKeyParameter": {"ssm:GetParameter"},
+    "GitHubAppKeyValue": {"secretsmanager:GetSecretValue"},
+    "DecryptGitHubAppKey": {"kms:Decrypt"},
     "LedgerKey": {"kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"},
 }
 
@@ -145,6 +149,7 @@ def test_azure_data_roles_are_narrow(azure):
         "host_storage",
         "ledger_table",
         "webhook_secret",
+        "github_app_key",
         "scale_set",
         "operation_status",
     }
@@ -156,6 +161,43 @@ def test_azure_data_roles_are_narrow(azure):
     assert assignments["webhook_secret"]["role_definition_name"] == "Key Vault Secrets User"
     # On the secret itself, not on the vault.
     assert assignments["webhook_secret"]["scope"].endswith("/secrets/${each.value}")
+    # The App key: read through a Key Vault reference, on that one secret.
+    key = assignments["github_app_key"]
+    assert key["role_definition_name"] == "Key Vault Secrets User"
+    assert key["scope"] == "${local.app_key.key_vault_id}/secrets/${local.app_key.secret_name}"
+    assert key["count"] == "${local.app_key == null ? 0 : 1}"
+    # The only blob role here is the host storage's (deployment package); each runner
+    # module grants the JIT writes on its pool's container only.
+    blob = [n for n, a in assignments.items() if "Blob" in a.get("role_definition_name", "")]
+    assert blob == ["host_storage"]
+
+
+def test_azure_github_settings_are_references(azure):
+    settings = azure.locals["github_settings"]
+    assert "SCALEHOOK_GITHUB_APP_KEY" in settings and "@Microsoft.KeyVault(SecretUri=" in settings
+    assert "SCALEHOOK_JIT_BLOB_ENDPOINT = var.jit_blob_endpoint" in settings
+    assert "local.github_settings" in azure.locals["app_settings"]
+    app = azure.resource("azapi_resource", "app")
+    conditions = [p["condition"] for p in app["lifecycle"][0]["precondition"]]
+    assert any("var.github_app_key_key_vault_secret == null" in c for c in conditions)
+    assert any("var.jit_blob_endpoint == null || var.github != null" in c for c in conditions)
+
+
+def test_aws_github_app_key_is_read_by_reference_only(aws):
+    s = function_statements(aws)
+    for sid in ("GitHubAppKeyParameter", "GitHubAppKeyValue", "DecryptGitHubAppKey"):
+        assert s[sid]["resources"] == ["${statement.value}"], sid
+    env = aws.locals["github_env"]
+    assert set(re.findall(r"SCALEHOOK_\w+", env)) == {
+        "SCALEHOOK_GITHUB_APP_KEY_SSM_PARAMETER",
+        "SCALEHOOK_GITHUB_APP_KEY_ARN",
+        "SCALEHOOK_JIT_PARAMETER_PREFIX",
+    }
+    assert "local.github_env" in aws.locals["function_env"]
+    assert aws.variables["jit_parameter_prefix"]["default"] == "/scalehook/jit"
+    fn = aws.resource("aws_lambda_function", "scalehook")
+    conditions = [p["condition"] for p in fn["lifecycle"][0]["precondition"]]
+    assert any("local.app_key_sources == 1" in c for c in conditions)
 
 
 def test_azure_storage_has_no_shared_keys(azure):

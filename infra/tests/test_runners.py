@@ -331,3 +331,41 @@ def test_azure_runner_scale_set_is_uniform_with_custom_data_and_identity():
         ra = m.resource("azurerm_role_assignment", name)
         assert ra["scope"] == "${azurerm_storage_container.jit.id}"
         assert ra["role_definition_name"] == "Storage Blob Data Contributor"
+
+
+def test_example_wires_the_github_app_and_jit_prefix_on_aws():
+    ex, pools = example_pools()
+    call = ex.modules["scalehook"]
+    assert set(call["github"]) >= {"app_id", "installation_id", "organization"}
+    assert call["github_app_key_ssm_parameter_name"].startswith("/")
+    # scalehook writes where the runner modules' boot scripts read.
+    runners = [c for c in ex.modules.values() if c["source"] == "../../aws/runners"]
+    prefixes = {c.get("jit_parameter_prefix", "/scalehook/jit") for c in runners}
+    assert prefixes == {call["jit_parameter_prefix"]}
+    assert all(p.get("ephemeral") for p in pools), "JIT runners are ephemeral"
+
+
+def test_azure_example_runs_its_pool_on_the_runner_module():
+    ex = Module(EXAMPLES["azure"])
+    # No scale set of its own any more: the runner module's, with the boot script.
+    assert "azurerm_linux_virtual_machine_scale_set" not in ex.resources
+    runners = {n: c for n, c in ex.modules.items() if c["source"] == "../../azure/runners"}
+    call = ex.modules["scalehook"]
+    by_pool = {c["pool"]: n for n, c in runners.items()}
+    for p in call["pools"]:
+        assert p["azure_vmss"] == f"${{module.{by_pool[p['name']]}.scale_set_id}}"
+        assert p.get("ephemeral") is True
+    for c in runners.values():
+        # scalehook may write the pool's container; the account is the JIT one.
+        assert c["scalehook_principal_id"] == "${module.scalehook.identity_principal_id}"
+        assert c["storage_account_id"] == "${azurerm_storage_account.jit.id}"
+        assert c["storage_blob_endpoint"] == "${azurerm_storage_account.jit.primary_blob_endpoint}"
+    assert call["jit_blob_endpoint"] == "${azurerm_storage_account.jit.primary_blob_endpoint}"
+    assert call["github_app_key_key_vault_secret"]["secret_name"] == (
+        "${azurerm_key_vault_secret.github_app_key.name}"
+    )
+    # The JIT account: identity only, and leftovers expire under each pool's container.
+    sa = ex.resource("azurerm_storage_account", "jit")
+    assert sa["shared_access_key_enabled"] is False
+    rule = ex.resource("azurerm_storage_management_policy", "jit")["rule"][0]
+    assert rule["filters"][0]["prefix_match"] == [f"jit-{c['pool']}/" for c in runners.values()]

@@ -4,7 +4,10 @@
 #
 #   make lambda-zip                              # builds target/lambda/scalehook-arm64.zip
 #   export TF_VAR_webhook_secret=$(openssl rand -hex 32)
-#   terraform init && terraform apply -var runner_version=<v> -var runner_sha256=<sha256> ...
+#   aws ssm put-parameter --name /scalehook/github-app-key --type SecureString \
+#     --value "$(cat my-app.private-key.pem)"   # the App's private key, never in Terraform
+#   terraform init && terraform apply -var runner_version=<v> -var runner_sha256=<sha256> \
+#     -var github_app_id=<App id> -var github_installation_id=<installation id>
 #   terraform output webhook_url                 # paste into GitHub with the same secret
 #
 # Nothing registers runners by hand: for each instance a group launches, scalehook mints an
@@ -35,6 +38,16 @@ variable "webhook_secret" {
   description = "GitHub webhook secret (set TF_VAR_webhook_secret); never written to the state."
   type        = string
   sensitive   = true
+}
+
+variable "github_app_id" {
+  description = "The GitHub App's id."
+  type        = number
+}
+
+variable "github_installation_id" {
+  description = "The App's installation id on the organization."
+  type        = number
 }
 
 variable "runner_subnet_ids" {
@@ -131,6 +144,8 @@ module "scalehook" {
       standby              = 1
       runners_per_instance = 1
       aws_asg              = "github-runners-linux-x64"
+      # One job per instance: the runner exits after it and the instance powers off.
+      ephemeral = true
     },
     {
       name                 = "linux-gpu"
@@ -140,12 +155,24 @@ module "scalehook" {
       standby              = 0
       runners_per_instance = 1
       aws_asg              = "github-runners-linux-gpu"
+      ephemeral            = true
     },
   ]
   allowed_organizations = ["my-org"]
 
   webhook_secret         = var.webhook_secret
   webhook_secret_version = 1
+
+  # The GitHub App: JIT runners for new instances, runner-safe scale-in, lost deliveries
+  # repaired. Its key stays in SSM; the function may read that one parameter.
+  github = {
+    app_id          = var.github_app_id
+    installation_id = var.github_installation_id
+    organization    = "my-org"
+  }
+  github_app_key_ssm_parameter_name = "/scalehook/github-app-key"
+  # The runner modules' jit_parameter_prefix (their default).
+  jit_parameter_prefix = "/scalehook/jit"
 
   reconcile_interval_minutes = 5
   create_sns_topic           = true

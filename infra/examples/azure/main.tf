@@ -1,13 +1,19 @@
-# A complete scalehook deployment on Azure: a runner scale set, the webhook secret in Key
-# Vault, and the module.
+# A complete scalehook deployment on Azure: the webhook secret and the GitHub App's private
+# key in Key Vault, a storage account for the runners' JIT configurations, one pool of
+# runners on infra/azure/runners, and the module. README.md, "From zero to a job running on
+# Azure", walks through it.
 #
+#   export TF_VAR_webhook_secret=$(openssl rand -hex 32)
+#   export TF_VAR_github_app_key="$(cat my-app.private-key.pem)"
 #   terraform init && terraform apply \
 #     -var package_url=https://github.com/<owner>/scalehook/releases/download/v<version>/scalehook-<version>-azure.zip \
-#     -var package_sha256=<its line in the release's SHA256SUMS>
-#   terraform output webhook_url                 # paste into GitHub with the secret
+#     -var package_sha256=<its line in the release's SHA256SUMS> \
+#     -var github_app_id=<App id> -var github_installation_id=<installation id>
+#   terraform output webhook_url                 # paste into the App's webhook with the secret
 #
-# Runner VMs must register with a runner name that contains the VM's computer name
-# (e.g. `--name "$(hostname)"`) so scalehook can tell busy instances from idle ones.
+# scalehook finds each new VM in its describe of the scale set, mints the JIT runner
+# `<pool>-<computer name>` and writes it to jit-<pool>/<computer name>; the VM's boot script
+# (runner/azure/boot.sh, the module's custom data) reads and deletes it and runs the runner.
 
 terraform {
   required_version = ">= 1.11"
@@ -45,6 +51,33 @@ variable "webhook_secret" {
   description = "GitHub webhook secret (set TF_VAR_webhook_secret); stored in Key Vault through a write-only argument."
   type        = string
   sensitive   = true
+}
+
+variable "github_app_key" {
+  description = "The GitHub App's private key, PEM (set TF_VAR_github_app_key); stored in Key Vault through a write-only argument."
+  type        = string
+  sensitive   = true
+}
+
+variable "github_app_id" {
+  description = "The GitHub App's id."
+  type        = number
+}
+
+variable "github_installation_id" {
+  description = "The App's installation id on the organization."
+  type        = number
+}
+
+variable "runner_version" {
+  description = "GitHub Actions runner version downloaded at boot (pinned)."
+  type        = string
+  default     = "2.329.0"
+}
+
+variable "runner_sha256" {
+  description = "SHA-256 of actions-runner-linux-x64-<runner_version>.tar.gz, from the runner release notes."
+  type        = string
 }
 
 variable "runner_subnet_id" {
@@ -105,58 +138,91 @@ resource "azurerm_key_vault_secret" "webhook" {
   depends_on = [azurerm_role_assignment.deployer_secrets]
 }
 
-# ---- The runner scale set -----------------------------------------------------------------
-#
-# WARNING: do not create a Microsoft.Insights/autoscalesettings (CPU autoscale) for this
-# scale set. It would fight the webhook's capacity, and Azure Autoscale overrides manual
-# capacity: scalehook and autoscale would undo each other.
-#
-# WARNING: ignore `instances` drift. scalehook changes the capacity all day; without
-# ignore_changes every `terraform apply` would reset it and could delete VMs running jobs.
-resource "azurerm_linux_virtual_machine_scale_set" "linux_x64" {
-  name                = "vmss-github-runners-linux-x64"
-  resource_group_name = azurerm_resource_group.ci.name
-  location            = azurerm_resource_group.ci.location
-  sku                 = "Standard_D4s_v5"
-  instances           = 1
-  admin_username      = "runner"
-  upgrade_mode        = "Manual"
+resource "azurerm_key_vault_secret" "github_app_key" {
+  name         = "scalehook-github-app-key"
+  key_vault_id = azurerm_key_vault.ci.id
+  content_type = "application/x-pem-file"
+  # Write-only: never stored in the state. Bump the version after generating a new key.
+  value_wo         = var.github_app_key
+  value_wo_version = 1
+  expiration_date  = "2027-12-31T00:00:00Z"
 
-  disable_password_authentication = true
-  # Needs the EncryptionAtHost feature registered on the subscription.
-  encryption_at_host_enabled = true
+  depends_on = [azurerm_role_assignment.deployer_secrets]
+}
 
-  admin_ssh_key {
-    username   = "runner"
-    public_key = var.runner_ssh_public_key
-  }
+# ---- The runners' JIT configurations -----------------------------------------------------
+# One private container per pool (created by infra/azure/runners); identity access only.
 
-  source_image_reference {
-    publisher = "Canonical"
-    offer     = "ubuntu-24_04-lts"
-    sku       = "server"
-    version   = "latest"
-  }
+resource "azurerm_storage_account" "jit" {
+  #checkov:skip=CKV_AZURE_206:LRS is enough: a JIT configuration lives minutes and is minted again for a new VM if lost.
+  #checkov:skip=CKV2_AZURE_1:Microsoft-managed keys: each blob is a single-use runner configuration deleted on read.
+  #checkov:skip=CKV2_AZURE_33:Private endpoints need VNet integration of the function app and a private DNS zone; shared keys are disabled and only the app's and the pools' identities are authorized, each on its containers.
+  #checkov:skip=CKV_AZURE_59:The function app (no VNet integration) writes over the public endpoint; shared keys are off and access is by Entra ID only.
+  #checkov:skip=CKV_AZURE_33:Queue service logging does not apply: no queues.
+  #checkov:skip=CKV2_AZURE_38:Soft delete would keep read-and-deleted runner configurations around: the opposite of what is wanted.
+  #checkov:skip=CKV2_AZURE_41:No SAS is issued (shared keys disabled).
+  #checkov:skip=CKV_AZURE_244:Local users (SFTP) are not enabled on this account.
+  name                            = "stscalehookjitexample"
+  resource_group_name             = azurerm_resource_group.ci.name
+  location                        = azurerm_resource_group.ci.location
+  account_kind                    = "StorageV2"
+  account_tier                    = "Standard"
+  account_replication_type        = "LRS"
+  min_tls_version                 = "TLS1_2"
+  https_traffic_only_enabled      = true
+  allow_nested_items_to_be_public = false
+  shared_access_key_enabled       = false
+  default_to_oauth_authentication = true
+}
 
-  os_disk {
-    storage_account_type = "Premium_LRS"
-    caching              = "ReadWrite"
-  }
+# A VM deleted before it booted leaves its configuration, and every VM leaves the record
+# scalehook keeps (jit-<pool>/minted/<computer name>): both go after a day.
+resource "azurerm_storage_management_policy" "jit" {
+  storage_account_id = azurerm_storage_account.jit.id
 
-  network_interface {
-    name    = "runner"
-    primary = true
-
-    ip_configuration {
-      name      = "internal"
-      primary   = true
-      subnet_id = var.runner_subnet_id
+  rule {
+    name    = "expire-jit-configurations"
+    enabled = true
+    filters {
+      blob_types   = ["blockBlob"]
+      prefix_match = ["jit-linux-x64/"]
+    }
+    actions {
+      base_blob {
+        delete_after_days_since_modification_greater_than = 1
+      }
     }
   }
+}
 
-  lifecycle {
-    ignore_changes = [instances]
+# ---- The runners ----------------------------------------------------------------------------
+# infra/azure/runners: a Uniform scale set, the boot script as custom data, the pool's
+# identity and its JIT container, and scalehook's write role on that container only.
+#
+# WARNING: do not create a Microsoft.Insights/autoscalesettings (CPU autoscale) for these
+# scale sets. It would fight the webhook's capacity, and Azure Autoscale overrides manual
+# capacity: scalehook and autoscale would undo each other.
+#
+# WARNING: ignore `instances` drift (the module does: lifecycle { ignore_changes =
+# [instances] }); scalehook changes the capacity all day, and a reset by `terraform apply`
+# could delete VMs running jobs.
+module "runners_linux_x64" {
+  source = "../../azure/runners"
+
+  pool                   = "linux-x64"
+  resource_group_name    = azurerm_resource_group.ci.name
+  location               = azurerm_resource_group.ci.location
+  sku                    = "Standard_D4s_v5"
+  subnet_id              = var.runner_subnet_id
+  admin_ssh_public_key   = var.runner_ssh_public_key
+  storage_account_id     = azurerm_storage_account.jit.id
+  storage_blob_endpoint  = azurerm_storage_account.jit.primary_blob_endpoint
+  scalehook_principal_id = module.scalehook.identity_principal_id
+  runner_package = {
+    url    = "https://github.com/actions/runner/releases/download/v${var.runner_version}/actions-runner-linux-x64-${var.runner_version}.tar.gz"
+    sha256 = var.runner_sha256
   }
+  tags = { service = "scalehook" }
 }
 
 module "scalehook" {
@@ -178,10 +244,23 @@ module "scalehook" {
       max                  = 20
       standby              = 1
       runners_per_instance = 1
-      azure_vmss           = azurerm_linux_virtual_machine_scale_set.linux_x64.id
+      azure_vmss           = module.runners_linux_x64.scale_set_id
+      # One job per VM: the runner exits after it and scalehook replaces the VM.
+      ephemeral = true
     },
   ]
   allowed_organizations = ["my-org"]
+
+  github = {
+    app_id          = var.github_app_id
+    installation_id = var.github_installation_id
+    organization    = "my-org"
+  }
+  github_app_key_key_vault_secret = {
+    key_vault_id = azurerm_key_vault.ci.id
+    secret_name  = azurerm_key_vault_secret.github_app_key.name
+  }
+  jit_blob_endpoint = azurerm_storage_account.jit.primary_blob_endpoint
 
   webhook_secret_key_vault_secret = {
     key_vault_id = azurerm_key_vault.ci.id

@@ -11,5 +11,6 @@ locals {
     ledger                = { for k, v in var.ledger_ttl : k => v if v != null }
     fleet_key             = var.fleet_key
     pools                 = var.pools
+    github                = var.github == null ? null : { for k, v in var.github : k => v if v != null }
   })
 }

@@ -22,6 +22,12 @@ variable "pools" {
     standby              = optional(number, 0)
     runners_per_instance = optional(number, 1)
     fleet                = string
+    ephemeral            = optional(bool, false)
+    runner_group_id      = optional(number, 1)
+    runner_group         = optional(string)
+    # Label-less queued events of these repositories (owner/name) route here: GitHub sends
+    # a `runs-on: group:` job's queued event with no labels and no group. Needs runner_group.
+    label_less_queued_repositories = optional(list(string), [])
   }))
 
   validation {
@@ -47,6 +53,53 @@ variable "pools" {
   validation {
     condition     = alltrue([for p in var.pools : alltrue([for n in [p.min, p.max, p.standby, p.runners_per_instance] : floor(n) == n])])
     error_message = "pools[*]: min, max, standby and runners_per_instance are whole numbers."
+  }
+  validation {
+    condition     = alltrue([for p in var.pools : p.runner_group_id >= 1 && floor(p.runner_group_id) == p.runner_group_id])
+    error_message = "pools[*].runner_group_id: the runner group's numeric id (GitHub's default group is 1)."
+  }
+  validation {
+    condition     = alltrue([for p in var.pools : p.runner_group == null || try(trimspace(p.runner_group) != "", false)])
+    error_message = "pools[*].runner_group: a runner group name (jobs with `runs-on: group: <name>` route to the pool), or null."
+  }
+  validation {
+    condition     = alltrue([for p in var.pools : length(p.label_less_queued_repositories) == 0 || (p.runner_group != null && alltrue([for r in p.label_less_queued_repositories : can(regex("^[^/\\s]+/[^/\\s]+$", r))]))])
+    error_message = "pools[*].label_less_queued_repositories: owner/name repositories, on a pool with a runner_group."
+  }
+}
+
+variable "github" {
+  description = "The GitHub App scalehook works with (the [github] section: runner-safe scale-in, JIT runners, repair of lost deliveries), or null for webhook-only mode. The App's private key is not here: each cloud module takes a reference to it."
+  type = object({
+    app_id             = number
+    installation_id    = number
+    api_url            = optional(string)
+    organization       = optional(string)
+    repository         = optional(string)
+    boot_grace_secs    = optional(number)
+    recheck_after_secs = optional(number)
+  })
+  default = null
+
+  validation {
+    condition     = var.github == null || try(var.github.app_id >= 1 && var.github.installation_id >= 1 && floor(var.github.app_id) == var.github.app_id && floor(var.github.installation_id) == var.github.installation_id, false)
+    error_message = "github.app_id and github.installation_id: the App's and the installation's numeric ids."
+  }
+  validation {
+    condition     = var.github == null || try((var.github.organization == null) != (var.github.repository == null), false)
+    error_message = "github: set exactly one of organization or repository (where the runners register)."
+  }
+  validation {
+    condition     = var.github == null || try(var.github.repository == null || can(regex("^[^/\\s]+/[^/\\s]+$", var.github.repository)), false)
+    error_message = "github.repository: owner/name."
+  }
+  validation {
+    condition     = var.github == null || try(var.github.api_url == null || can(regex("^https?://", var.github.api_url)), false)
+    error_message = "github.api_url: an http(s) URL such as https://api.github.com or https://ghe.example.com/api/v3."
+  }
+  validation {
+    condition     = var.github == null || try(alltrue([for n in [var.github.boot_grace_secs, var.github.recheck_after_secs] : n == null ? true : (n >= 1 && floor(n) == n)]), false)
+    error_message = "github.boot_grace_secs and github.recheck_after_secs: whole numbers of seconds, at least 1."
   }
 }
 
