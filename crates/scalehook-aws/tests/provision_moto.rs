@@ -1,7 +1,9 @@
 //! The launch lifecycle hook end to end: an "EC2 Instance-launch Lifecycle Action" event, as
 //! EventBridge delivers it, through the Lambda's dispatch -> the core mints a JIT runner
 //! (LocalGitHub) -> the SecureString parameter on moto, tagged with the instance's ARN ->
-//! CompleteLifecycleAction CONTINUE; the failure paths ABANDON.
+//! CompleteLifecycleAction CONTINUE; the failure paths ABANDON. One test mints through the
+//! real client (`scalehook_github::GitHubApp`) against the GitHub API double, which checks
+//! the generate-jitconfig request against GitHub's OpenAPI description.
 //!
 //! moto 5.2.5 stores lifecycle hooks (PutLifecycleHook / DescribeLifecycleHooks, used below)
 //! but does not implement CompleteLifecycleAction and never holds instances in Pending:Wait
@@ -33,11 +35,14 @@ const HOOK: &str = "scalehook-provision";
 const PREFIX: &str = "/scalehook/jit";
 const ACCOUNT: &str = "123456789012";
 
+/// token -> (group, hook, instance).
+type PendingActions = Arc<Mutex<HashMap<String, (String, String, String)>>>;
+
 /// CompleteLifecycleAction, as Auto Scaling answers it.
 #[derive(Clone, Default)]
 struct Completions {
     /// token -> (group, hook, instance) of the actions still waiting.
-    pending: Arc<Mutex<HashMap<String, (String, String, String)>>>,
+    pending: PendingActions,
     /// (instance, result) of every accepted completion, in order.
     done: Arc<Mutex<Vec<(String, String)>>>,
 }
@@ -178,8 +183,12 @@ fn config() -> Config {
 }
 
 fn service(github: Arc<dyn GitHub>) -> Service {
+    service_with(config(), github)
+}
+
+fn service_with(config: Config, github: Arc<dyn GitHub>) -> Service {
     Service::new(
-        config(),
+        config,
         WebhookSecrets::new([SECRET]).unwrap(),
         Arc::new(MemoryLedger::new()),
         Arc::new(LocalFleet::new()),
@@ -401,4 +410,68 @@ async fn unknown_group_and_webhook_only_mode_abandon() {
     .unwrap_err();
     assert!(matches!(c, InvocationError::LaunchFailed(_)), "{c}");
     assert!(w.parameter(&instances[1]).await.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn launch_event_mints_through_the_github_app_against_the_openapi_double() {
+    use scalehook_github::{AppKey, Budget, GitHubApp, APP_KEY_ENV};
+    use scalehook_github_double::{GitHubDouble, TEST_APP_KEY};
+
+    let w = world().await;
+    let instance = w.instances().await.remove(0);
+    let double = tokio::task::spawn_blocking(GitHubDouble::start)
+        .await
+        .expect("the double starts");
+    let config = Config::from_toml(&format!(
+        "[[pools]]\nname = \"linux-x64\"\nlabels = [\"self-hosted\", \"linux\", \"x64\"]\nmax = 4\naws_asg = \"{GROUP}\"\nephemeral = true\nrunner_group_id = 3\n\n{}",
+        double.config_toml("acme")
+    ))
+    .expect("config");
+    let app = GitHubApp::new(
+        config.github.as_ref().expect("[github]"),
+        AppKey::from_pem(TEST_APP_KEY, APP_KEY_ENV).expect("test key"),
+        Budget::default(),
+    );
+    let service = service_with(config, Arc::new(app));
+
+    let answer = lambda::invoke_with(
+        &service,
+        Some(&w.hook),
+        w.launch_event(&instance, "token-1").await,
+    )
+    .await
+    .expect("provisioned");
+    assert_eq!(answer["status"], "provisioned", "{answer}");
+    assert_eq!(answer["result"], "CONTINUE");
+    let name = format!("linux-x64-{instance}");
+
+    // GitHub registered it in the organization, in the pool's group, with its labels.
+    let runners = double.runners();
+    assert_eq!(runners.len(), 1, "{runners:?}");
+    let r = &runners[0];
+    assert_eq!(r.name, name);
+    assert_eq!(r.scope, "org:acme");
+    assert_eq!(r.runner_group_id, 3);
+    let labels: Vec<&str> = r.labels.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(labels, ["self-hosted", "linux", "x64"]);
+    // The request was GitHub's generate-jitconfig, valid against the OpenAPI description
+    // (the double answers 400 and records a violation otherwise; dropping it checks).
+    let jit: Vec<_> = double
+        .requests()
+        .into_iter()
+        .filter(|q| q.operation.as_deref() == Some("actions/generate-runner-jitconfig-for-org"))
+        .collect();
+    assert_eq!(jit.len(), 1, "one generate-jitconfig call");
+    assert_eq!(jit[0].status, 201);
+    assert!(jit[0].violations.is_empty(), "{:?}", jit[0].violations);
+    // The configuration GitHub returned is what the instance will read.
+    let (value, _) = w.parameter(&instance).await.expect("parameter written");
+    assert!(
+        !value.is_empty() && !value.starts_with("local-jit"),
+        "GitHub's encoded config"
+    );
+    assert_eq!(
+        *w.completions.done.lock().unwrap(),
+        vec![(instance.clone(), "CONTINUE".to_string())]
+    );
 }
