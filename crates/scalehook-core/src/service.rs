@@ -249,7 +249,7 @@ struct LastPass {
 /// many seconds ago makes no fleet call (the decision would be the same).
 pub const DEBOUNCE_SECS: u64 = 5;
 /// At most this many decide-and-apply iterations per pass (re-reads included).
-pub const MAX_PASS_ITERATIONS: u32 = 8;
+pub const MAX_PASS_ITERATIONS: u32 = 32;
 /// The ledger cursor of the newest hook delivery reconcile has examined.
 pub const DELIVERIES_CURSOR: &str = "hook-deliveries";
 /// Pages of hook deliveries reconcile reads per pass, at most.
@@ -470,7 +470,10 @@ impl Service {
             JobAction::Waiting => (JobState::Waiting, Trigger::Demand),
             JobAction::Queued => (JobState::Queued, Trigger::Demand),
             JobAction::InProgress => (JobState::InProgress, Trigger::Demand),
-            JobAction::Completed => (JobState::Completed, Trigger::Release),
+            // A completion converges down like reconcile (idle instances only, standby kept):
+            // its pass may cover completions other processes recorded and deferred to it, so
+            // "one instance per completion" would leave their share of capacity behind.
+            JobAction::Completed => (JobState::Completed, Trigger::Reconcile),
             JobAction::Other(ref a) => {
                 report.reason = Some(format!("workflow_job action {a} is not handled"));
                 return report;
