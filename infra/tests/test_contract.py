@@ -284,9 +284,13 @@ def test_aws_group_alarms(aws):
         assert m["dimensions"] == {"AutoScalingGroupName": "${each.key}"}
     assert below["evaluation_periods"] == "${var.below_desired_alarm_minutes}"
     assert (below["comparison_operator"], below["threshold"]) == ("GreaterThanThreshold", 0)
-    # AtMaxWithQueue: the core compares with the effective max (the group's own when lower).
+    # AtMaxWithQueue: the core compares with the effective max (the group's own when lower);
+    # the behaviour itself is asserted by the core test named here.
     service = core_source("service.rs")
-    assert re.search(r"fleet\s*\.max\s*\.map_or\(pool\.max", service)
+    assert re.search(r"\.max\s*\.map_or\(pool\.max,", service)
+    assert "fn at_max_with_queue_uses_the_groups_own_max_when_lower" in (
+        ROOT / "crates/scalehook-core/tests/service.rs"
+    ).read_text()
     assert "effective max" in alarms["pool_at_max"]["alarm_description"]
 
 

@@ -300,6 +300,48 @@ fn spent_instances(
     out
 }
 
+/// The pool's fleet census for metrics: live, launching, busy and idle instances, and (when
+/// GitHub's runners are known) instances with no registered runner of the pool. Busy uses the
+/// same mapping as [`decide`] (ledger busy ∪ GitHub busy).
+pub fn census(
+    pool: &PoolConfig,
+    ledger: &PoolLedger,
+    fleet: &FleetState,
+    runners: Option<&[Runner]>,
+) -> crate::metrics::Census {
+    let pool_runners: Vec<&Runner> = runners
+        .unwrap_or(&[])
+        .iter()
+        .filter(|r| r.in_pool(&pool.name))
+        .collect();
+    let github_busy: Vec<String> = pool_runners
+        .iter()
+        .filter(|r| r.busy)
+        .map(|r| r.name.clone())
+        .collect();
+    let busy = BusyMap::new(&fleet.instances, &ledger.busy_runners, &github_busy);
+    let launching = fleet.instances.iter().filter(|i| i.launching).count() as u32;
+    let busy_count = fleet
+        .instances
+        .iter()
+        .filter(|i| busy.is_busy(&i.id))
+        .count() as u32;
+    let live = fleet.instances.len() as u32;
+    crate::metrics::Census {
+        live,
+        launching,
+        busy: busy_count,
+        idle: live.saturating_sub(launching).saturating_sub(busy_count),
+        unregistered: runners.map(|_| {
+            fleet
+                .instances
+                .iter()
+                .filter(|i| !pool_runners.iter().any(|r| i.runs(&r.name)))
+                .count() as u32
+        }),
+    }
+}
+
 /// Which instances busy runners map to.
 struct BusyMap {
     busy_ids: Vec<String>,
@@ -631,6 +673,28 @@ mod tests {
             now,
             boot_grace_secs: 600,
         }
+    }
+
+    #[test]
+    fn census_counts_busy_idle_launching_and_unregistered() {
+        // i-0 busy by the ledger, i-1 busy by GitHub, i-2 idle, i-3 launching with no runner
+        let mut f = fleet(4);
+        f.instances[3].launching = true;
+        let mut acct = account(0, 1);
+        acct.busy_runners = vec!["p-i-0".into()];
+        let runners = [
+            runner("p-i-0", false),
+            runner("p-i-1", true),
+            runner("p-i-2", false),
+        ];
+        let c = census(&pool(0, 10, 0, 1), &acct, &f, Some(&runners));
+        assert_eq!(
+            (c.live, c.launching, c.busy, c.idle, c.unregistered),
+            (4, 1, 2, 1, Some(1))
+        );
+        // webhook-only: no runner list, so no unregistered figure, and only the ledger's busy
+        let c = census(&pool(0, 10, 0, 1), &acct, &f, None);
+        assert_eq!((c.busy, c.idle, c.unregistered), (1, 2, None));
     }
 
     #[test]

@@ -833,6 +833,10 @@ impl Service {
                 at_max_with_queue: u32::from(desired >= max && account.queued > 0),
             },
         );
+        self.metrics.census(
+            &pool.name,
+            crate::policy::census(pool, &account, &state, runners.as_deref()),
+        );
         let mut first = first;
         first.target = target;
         let account = last_applied.unwrap_or(account);
