@@ -837,6 +837,10 @@ impl Ledger for TableLedger {
         Ok(done)
     }
 
+    async fn record_of(&self, job_id: u64) -> Result<Option<JobRecord>, LedgerError> {
+        Ok(self.read_job(job_id).await?.map(|s| s.record))
+    }
+
     async fn unfinished_before(
         &self,
         before: u64,

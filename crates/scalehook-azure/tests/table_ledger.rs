@@ -134,6 +134,22 @@ async fn transitions_duplicates_and_late_events() {
     l.record(&moved).await.expect("ok");
     assert_eq!(counts(&l, "linux").await, (0, 1));
     assert_eq!(counts(&l, "gpu").await, (0, 0));
+    // the record as stored: first pool, the runner it started on, the time of the move
+    let rec = l
+        .record_of(3)
+        .await
+        .expect("ok")
+        .expect("job 3 is recorded");
+    assert_eq!(
+        (
+            rec.pool.as_str(),
+            rec.state,
+            rec.runner.as_deref(),
+            rec.updated_at
+        ),
+        ("linux", JobState::InProgress, Some("r"), 160)
+    );
+    assert_eq!(l.record_of(424242).await.expect("ok"), None);
 
     // job ids beyond 32 bits
     let big = u64::MAX - 7;
