@@ -973,6 +973,7 @@ impl Service {
                 Ok(Ok(RunnerRemoval::Gone)) => {}
                 Ok(Ok(RunnerRemoval::Busy)) => {
                     // GitHub assigned it a job after we listed it idle: the instance stays.
+                    tracing::info!(target: "scalehook::github", runner = %r.name, instance = %id, "runner is busy (422): its instance stays");
                     r.busy = true;
                     safe = false;
                 }
