@@ -100,4 +100,5 @@ def test_missing_blob_gives_up_within_its_bound(fake_root, azure):
     assert out.returncode != 0
     assert fake_root.runner_args() is None
     assert fake_root.called("shutdown") == ["-h now"]
-    assert 3 <= elapsed < 15, elapsed
+    # bash's SECONDS counts whole seconds, so the wait ends up to 1 s before the bound.
+    assert 3 - 1 <= elapsed < 15, elapsed
