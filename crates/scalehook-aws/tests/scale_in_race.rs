@@ -3,13 +3,10 @@
 //! (422), so its EC2 instance stays InService; without the race it is terminated.
 
 mod common;
-#[path = "common/racy_github.rs"]
-mod racy_github;
 
 use common::*;
-use racy_github::RacyGitHub;
 use scalehook_aws::AsgFleet;
-use scalehook_core::{Fleet, LogFormat, MemoryLedger, Service, WebhookSecrets};
+use scalehook_core::{Fleet, LocalGitHub, LogFormat, MemoryLedger, Service, WebhookSecrets};
 use std::sync::Arc;
 
 struct Outcome {
@@ -51,7 +48,7 @@ async fn race(moto: &Moto, asg: &str, assign_during_removal: bool) -> Outcome {
     let config = config(asg, 0, 3, 0);
     let pool = config.pool("linux").expect("pool").clone();
     let fleet = Arc::new(AsgFleet::from_sdk(&sdk));
-    let github = Arc::new(RacyGitHub::default());
+    let github = Arc::new(LocalGitHub::new());
     let svc = Service::new(
         config,
         WebhookSecrets::new([SECRET]).expect("secret"),
@@ -68,10 +65,13 @@ async fn race(moto: &Moto, asg: &str, assign_during_removal: bool) -> Outcome {
     assert_eq!(g.instances.len(), 1, "{g:?}");
     let instance = g.instances[0].0.clone();
     // The instance's runner registers, named by the convention `<pool>-<instance id>`.
-    let runners = github.provision(fleet.as_ref() as &dyn Fleet, &pool).await;
+    let runners = github.register_instances(
+        &pool,
+        &fleet.describe(&pool).await.expect("describe").instances,
+    );
     assert_eq!(runners, vec![format!("linux-{instance}")]);
     if assign_during_removal {
-        github.race(&runners[0]);
+        github.assign_on_removal(&runners[0]);
     }
 
     // Job 1 is cancelled before it starts: the pool is above target, its instance idle.
@@ -82,8 +82,8 @@ async fn race(moto: &Moto, asg: &str, assign_during_removal: bool) -> Outcome {
         instance,
         group: group(&sdk, asg).await,
         states: states(&sdk, asg).await,
-        registered: github.registered(),
-        removed: github.inner.removed(),
+        registered: github.registered().into_iter().map(|r| r.name).collect(),
+        removed: github.removed(),
     }
 }
 

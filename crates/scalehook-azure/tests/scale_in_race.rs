@@ -3,16 +3,13 @@
 //! deregister it (422), so its VM stays in the scale set; without the race it is deleted.
 
 mod common;
-#[path = "common/racy_github.rs"]
-mod racy_github;
 
 use common::arm_double::{ArmDouble, VMSS_ID};
 use http::{HeaderMap, HeaderValue, Method};
-use racy_github::RacyGitHub;
 use scalehook_azure::{ArmBudget, ArmClient, ManagedIdentity, VmssFleet};
 use scalehook_core::signature::sign;
 use scalehook_core::{
-    Config, Fleet, LogFormat, ManualClock, MemoryLedger, Service, WebhookSecrets,
+    Config, Fleet, LocalGitHub, LogFormat, ManualClock, MemoryLedger, Service, WebhookSecrets,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -81,7 +78,7 @@ async fn race(assign_during_removal: bool) -> Outcome {
     .expect("config");
     let pool = config.pool("linux").expect("pool").clone();
     let fleet = Arc::new(fleet(&double));
-    let github = Arc::new(RacyGitHub::default());
+    let github = Arc::new(LocalGitHub::new());
     let svc = Service::new(
         config,
         WebhookSecrets::new([SECRET]).expect("secret"),
@@ -97,10 +94,13 @@ async fn race(assign_during_removal: bool) -> Outcome {
     assert_eq!(double.capacity(), 1);
     let computer = double.lock().vms[0].computer_name.clone();
     // The VM's runner registers, named by the convention `<pool>-<computer name>`.
-    let runners = github.provision(fleet.as_ref() as &dyn Fleet, &pool).await;
+    let runners = github.register_instances(
+        &pool,
+        &fleet.describe(&pool).await.expect("describe").instances,
+    );
     assert_eq!(runners, vec![format!("linux-{computer}")]);
     if assign_during_removal {
-        github.race(&runners[0]);
+        github.assign_on_removal(&runners[0]);
     }
 
     // Job 1 is cancelled before it starts: the pool is above target, its VM idle.
@@ -117,8 +117,8 @@ async fn race(assign_during_removal: bool) -> Outcome {
         computer,
         vms,
         capacity: double.capacity(),
-        registered: github.registered(),
-        removed: github.inner.removed(),
+        registered: github.registered().into_iter().map(|r| r.name).collect(),
+        removed: github.removed(),
         violations: double.violations(),
     }
 }

@@ -204,6 +204,9 @@ struct LocalInner {
     deliveries: Vec<Delivery>,
     /// Ids of deliveries scalehook asked to redeliver, in order.
     redelivered: Vec<u64>,
+    /// Runners GitHub assigns a job at the moment their removal is asked (the race between
+    /// listing a runner idle and deregistering it).
+    assigned_on_removal: Vec<String>,
 }
 
 /// Deliveries per page of [`LocalGitHub::deliveries`] (GitHub's `per_page` maximum).
@@ -239,6 +242,30 @@ impl LocalGitHub {
         for r in g.runners.iter_mut().filter(|r| r.name == name) {
             r.busy = busy;
         }
+    }
+
+    /// GitHub will assign a job to runner `name` just as its removal is asked, after it was
+    /// listed idle: the removal is then refused as busy (422), as GitHub refuses it.
+    pub fn assign_on_removal(&self, name: &str) {
+        self.lock().assigned_on_removal.push(name.to_string());
+    }
+
+    /// Registers an idle runner `<pool>-<instance key>` for each instance that has none (the
+    /// naming convention JIT provisioning follows); returns the names, one per instance.
+    pub fn register_instances(
+        &self,
+        pool: &PoolConfig,
+        instances: &[crate::fleet::Instance],
+    ) -> Vec<String> {
+        let mut names = Vec::with_capacity(instances.len());
+        for i in instances {
+            let name = format!("{}-{}", pool.name, i.runner_key);
+            if !self.lock().runners.iter().any(|r| r.name == name) {
+                self.register(&name, &pool.labels);
+            }
+            names.push(name);
+        }
+        names
     }
 
     /// Marks a runner offline (its instance stopped) without removing it.
@@ -303,6 +330,14 @@ impl GitHub for LocalGitHub {
         let Some(i) = g.runners.iter().position(|r| r.id == runner_id) else {
             return Ok(RunnerRemoval::Gone);
         };
+        if let Some(k) = g
+            .assigned_on_removal
+            .iter()
+            .position(|n| *n == g.runners[i].name)
+        {
+            g.assigned_on_removal.remove(k);
+            g.runners[i].busy = true;
+        }
         if g.runners[i].busy {
             return Ok(RunnerRemoval::Busy);
         }
@@ -412,6 +447,13 @@ mod tests {
         let id = g.register("p-1", &[]);
         g.set_busy("p-1", true);
         assert_eq!(g.remove_runner(id).await, Ok(RunnerRemoval::Busy));
+        g.set_busy("p-1", false);
+        g.assign_on_removal("p-1");
+        assert_eq!(
+            g.remove_runner(id).await,
+            Ok(RunnerRemoval::Busy),
+            "assigned just now"
+        );
         g.set_busy("p-1", false);
         assert_eq!(g.remove_runner(id).await, Ok(RunnerRemoval::Removed));
         assert_eq!(g.remove_runner(id).await, Ok(RunnerRemoval::Gone));

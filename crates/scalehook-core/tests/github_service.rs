@@ -4,14 +4,12 @@
 
 use async_trait::async_trait;
 use http::{HeaderMap, HeaderValue, Method};
-use scalehook_core::github::{
-    Delivery, DeliveryPage, GitHubError, JitRunner, JobStatus, RateLimit,
-};
+use scalehook_core::github::Delivery;
 use scalehook_core::ledger::{JobState, Ledger};
 use scalehook_core::signature::sign;
 use scalehook_core::{
     Config, Fleet, FleetError, FleetState, GitHub, LocalFleet, LocalGitHub, LogFormat, ManualClock,
-    MemoryLedger, PoolConfig, Runner, RunnerRemoval, Service, WebhookSecrets,
+    MemoryLedger, PoolConfig, Service, WebhookSecrets,
 };
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -94,49 +92,6 @@ async fn instance_ids(fleet: &dyn Fleet, pool: &PoolConfig) -> Vec<String> {
         .collect()
 }
 
-/// GitHub assigns a job to `victim` at the worst moment: after scalehook listed it idle,
-/// just before scalehook asks to remove its registration.
-struct RacyGitHub {
-    inner: LocalGitHub,
-    victim: Mutex<Option<String>>,
-}
-
-#[async_trait]
-impl GitHub for RacyGitHub {
-    async fn runners(&self) -> Result<Vec<Runner>, GitHubError> {
-        self.inner.runners().await
-    }
-    async fn remove_runner(&self, runner_id: u64) -> Result<RunnerRemoval, GitHubError> {
-        let victim = self.victim.lock().expect("lock").clone();
-        if let Some(name) = victim {
-            if self
-                .inner
-                .registered()
-                .iter()
-                .any(|r| r.id == runner_id && r.name == name)
-            {
-                self.inner.set_busy(&name, true);
-            }
-        }
-        self.inner.remove_runner(runner_id).await
-    }
-    async fn job(&self, repo: &str, id: u64) -> Result<Option<JobStatus>, GitHubError> {
-        self.inner.job(repo, id).await
-    }
-    async fn deliveries(&self, cursor: Option<&str>) -> Result<DeliveryPage, GitHubError> {
-        self.inner.deliveries(cursor).await
-    }
-    async fn redeliver(&self, id: u64) -> Result<(), GitHubError> {
-        self.inner.redeliver(id).await
-    }
-    async fn jit_runner(&self, pool: &PoolConfig, name: &str) -> Result<JitRunner, GitHubError> {
-        self.inner.jit_runner(pool, name).await
-    }
-    fn rate_limit(&self) -> RateLimit {
-        self.inner.rate_limit()
-    }
-}
-
 const RACE: &str = r#"
 [[pools]]
 name = "linux"
@@ -147,10 +102,7 @@ max = 3
 async fn race(assign_during_removal: bool) -> (u16, Vec<String>, Vec<String>, Vec<String>) {
     let clock = Arc::new(ManualClock::new(NOW));
     let fleet = Arc::new(LocalFleet::new());
-    let github = Arc::new(RacyGitHub {
-        inner: LocalGitHub::new(),
-        victim: Mutex::new(None),
-    });
+    let github = Arc::new(LocalGitHub::new());
     let svc = service(
         RACE,
         Arc::new(MemoryLedger::new()),
@@ -160,23 +112,18 @@ async fn race(assign_during_removal: bool) -> (u16, Vec<String>, Vec<String>, Ve
     );
     let pool = svc.config().pool("linux").expect("pool").clone();
     deliver(&svc, job("queued", 1, LINUX, None)).await;
-    let runners = provision(&fleet, &github.inner, &pool).await;
+    let runners = provision(&fleet, &github, &pool).await;
     assert_eq!(runners, vec!["linux-linux-0001".to_string()]);
     if assign_during_removal {
-        *github.victim.lock().expect("lock") = Some(runners[0].clone());
+        github.assign_on_removal(&runners[0]);
     }
     // Job 1 is cancelled before it starts: the pool is above target, its instance idle.
     let (status, _) = deliver(&svc, job("completed", 1, LINUX, None)).await;
     (
         status,
         instance_ids(fleet.as_ref(), &pool).await,
-        github
-            .inner
-            .registered()
-            .into_iter()
-            .map(|r| r.name)
-            .collect(),
-        github.inner.removed(),
+        github.registered().into_iter().map(|r| r.name).collect(),
+        github.removed(),
     )
 }
 
