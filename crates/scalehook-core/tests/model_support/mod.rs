@@ -922,10 +922,19 @@ async fn run_case(seed: u64, ledger: Arc<dyn Ledger>, opts: &Options) -> Result<
     }
     *safe.known_busy.lock().unwrap_or_else(|p| p.into_inner()) = world.known_busy();
     safe.removals_allowed.store(true, Ordering::SeqCst);
-    let report = service.reconcile().await;
+    // The schedule runs reconcile again a few minutes later: a pass that met a network fault
+    // (a faulty-network case keeps its proxy on) is followed by the next one, up to three.
+    let mut report = service.reconcile().await;
     totals.reconciles += 1;
+    for _ in 1..3 {
+        if report.ok() {
+            break;
+        }
+        report = service.reconcile().await;
+        totals.reconciles += 1;
+    }
     if !report.ok() {
-        return Err(format!("final reconcile failed: {report:?}"));
+        return Err(format!("three scheduled reconciles failed: {report:?}"));
     }
 
     // Checks.
