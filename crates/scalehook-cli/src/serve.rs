@@ -56,14 +56,7 @@ async fn serve(
         reconcile_every_secs = args.reconcile_every,
         "listening"
     );
-    if service.github_mode() == "webhook-only" {
-        tracing::warn!(
-            target: "scalehook::serve",
-            github = service.github_mode(),
-            "{}",
-            service.github_note()
-        );
-    }
+    // Webhook-only mode was already logged by the GitHub setup (one warning, one text).
     // The one plain line on stdout: scripts (and the end-to-end tests, with port 0) read
     // the address from it.
     {

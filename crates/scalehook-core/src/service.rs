@@ -22,6 +22,9 @@ pub const EVENT_HEADER: &str = "x-github-event";
 /// The delivery GUID header.
 pub const DELIVERY_HEADER: &str = "x-github-delivery";
 
+/// What webhook-only mode gives up: in `/status` and in every adapter's start-up warning.
+pub const WEBHOOK_ONLY_NOTE: &str = "no GitHub App: scale-in is not runner-safe (a runner can take a job just before its instance is removed) and lost deliveries are not repaired (only expired by TTL); configure [github] and the App key to get both";
+
 /// Where "now" comes from: the system clock, or a virtual one (tests, `simulate`).
 pub trait Clock: Send + Sync {
     /// Unix seconds.
@@ -357,7 +360,7 @@ impl Service {
         if self.github.enabled() {
             "runners are deregistered before their instances are removed; lost deliveries are redelivered and stale jobs re-checked with the jobs API"
         } else {
-            "no GitHub App: scale-in is not runner-safe (a runner can take a job just before its instance is removed) and lost deliveries are not repaired (only expired by TTL)"
+            WEBHOOK_ONLY_NOTE
         }
     }
 

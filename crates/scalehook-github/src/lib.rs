@@ -27,12 +27,6 @@ pub enum SetupError {
     Unresolved(#[from] scalehook_core::UnresolvedReference),
 }
 
-/// What webhook-only mode gives up, logged once at start by every adapter.
-pub const WEBHOOK_ONLY_WARNING: &str =
-    "no [github] section: webhook-only mode. scale-in is NOT runner-safe \
-(scalehook cannot see which runner is busy) and lost webhook deliveries are NOT repaired \
-(no redelivery, no job re-check); configure a GitHub App ([github] and the App key) to get both";
-
 /// The App key from a setting's text (an environment variable or a platform's app
 /// setting). `None` when it is unset or empty; an unresolved platform reference
 /// (`@Microsoft.KeyVault(...)`, ...) or a value that is not a key refuses, naming
@@ -80,7 +74,7 @@ pub fn from_config(
             setting: key_setting.to_string(),
         }),
         (None, key) => {
-            tracing::warn!(target: "scalehook::github", "{WEBHOOK_ONLY_WARNING}");
+            tracing::warn!(target: "scalehook::github", "{}", scalehook_core::service::WEBHOOK_ONLY_NOTE);
             if key.is_some() {
                 tracing::warn!(target: "scalehook::github", "{key_setting} is set but the configuration has no [github] section: the key is not used");
             }
