@@ -9,7 +9,11 @@ Azure custom `handler`:
 the zip sizes; and the sustained throughput of `scalehook serve` under `wrk` on loopback,
 with pre-signed real deliveries (see bench/wrk/deliveries.lua), reporting p50/p99 latency.
 It then writes bench/RESULTS.md with the machine, the commands, the criterion figures
-(target/criterion) and each budget as met or missed.
+(target/criterion), the burst and round-trip figures the Rust benches and tests printed as
+`SCALEHOOK-BENCH {json}` lines into target/bench/*.log (`make bench-burst`,
+`make bench-round-trips`), and each budget as met or missed. `--render-only` measures
+nothing: it replaces only the burst and round-trip sections of the existing RESULTS.md with
+what the logs hold, so each `make bench-...` target updates its own sections alone.
 
 Only loopback addresses are used; every loop is bounded in count and time. Standard library
 only (Python 3.9+).
@@ -501,7 +505,7 @@ def verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("met" if ok else "**missed**")
 
 
-def render(args, info, crit, starts, zips, load, missing, notes) -> str:
+def render(args, info, crit, starts, zips, load, missing, notes, figures=None) -> str:
     out = []
     w = out.append
     w("# scalehook benchmark results\n")
@@ -583,13 +587,198 @@ def render(args, info, crit, starts, zips, load, missing, notes) -> str:
         w(f"\nThe server's own count of outcomes: {outcomes}.")
     else:
         w("_not measured_")
-    w("\n## Budgets\n")
+    w("")
+    render_burst(w, figures or {})
+    render_round_trips(w, figures or {})
+    w("## Budgets\n")
     w("| budget | figure | verdict |\n|---|---|---|")
     for b in budgets(crit, starts, zips, load):
         w(f"| {b[0]} | {b[1]} | {verdict(b[2])} |")
     if notes:
         w("\n" + notes.strip() + "\n")
     return "\n".join(out) + "\n"
+
+
+BENCH_TAG = "SCALEHOOK-BENCH "
+
+
+def read_figures(directory: Path) -> dict:
+    """The `SCALEHOOK-BENCH {json}` lines of every log under `directory`, by log name, with
+    the commands (`SCALEHOOK-BENCH-COMMAND <cmd>`) and load averages
+    (`SCALEHOOK-BENCH-LOAD <1 5 15>`) the make targets wrote around them."""
+    logs = {}
+    for log in sorted(directory.glob("*.log")) if directory.is_dir() else []:
+        entry = {"rows": [], "commands": [], "load": [], "date": None}
+        entry["date"] = datetime.datetime.fromtimestamp(log.stat().st_mtime, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        for line in log.read_text(errors="replace").splitlines():
+            if line.startswith(BENCH_TAG):
+                try:
+                    entry["rows"].append(json.loads(line[len(BENCH_TAG):]))
+                except json.JSONDecodeError:
+                    pass
+            elif line.startswith("SCALEHOOK-BENCH-COMMAND "):
+                entry["commands"].append(line.split(" ", 1)[1])
+            elif line.startswith("SCALEHOOK-BENCH-LOAD "):
+                entry["load"].append(line.split(" ", 1)[1])
+        logs[log.stem] = entry
+    return logs
+
+
+def longest_chain(calls: list[dict]) -> int:
+    """The most calls of which no two overlap in time: the round trips a delivery waits for
+    one after the other (greedy by end time; a call's interval is [start, end])."""
+    spans = sorted(((c["start_us"], c["end_us"] if c.get("end_us") is not None else c["start_us"]) for c in calls), key=lambda s: s[1])
+    chain, last_end = 0, -1
+    for start, end in spans:
+        if start >= last_end:
+            chain += 1
+            last_end = end
+    return chain
+
+
+def log_provenance(w, entries: list[dict]) -> None:
+    cmds = [c for e in entries for c in e["commands"]]
+    loads = [l for e in entries for l in e["load"]]
+    dates = sorted({e["date"] for e in entries if e["rows"]})
+    if cmds:
+        w("```")
+        for c in cmds:
+            w(c)
+        w("```\n")
+    if dates or loads:
+        w(f"Run {', '.join(dates)}; load average (1/5/15 min) before / after: {' / '.join(loads) or '?'}.\n")
+
+
+def fmt_calls(calls: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(calls.items()) if v) or "none"
+
+
+def render_burst(w, figures: dict) -> None:
+    w("## Burst through 8 services (memory ledger)\n")
+    e = figures.get("burst-memory")
+    rows = e["rows"] if e else []
+    if not rows:
+        w("_not measured: run `make bench-burst-memory`_\n")
+    else:
+        r0 = rows[0]
+        w(f"`crates/scalehook-core/benches/burst.rs`: {r0['services']} independent `Service`s (no shared lock or")
+        w("cache) over one `MemoryLedger` and one recorded `LocalFleet`, on a multi-threaded tokio runtime")
+        w(f"({r0.get('workers', '?')} worker threads); each service takes one delivery at a time from a shared queue. {r0['jobs']} jobs queued,")
+        w("then in progress, then completed, every fifth delivered twice more, as real signed payloads")
+        w(f"(`fixtures/github/`, ~10 KB each): {r0['deliveries']} deliveries through `Service::handle` per run. The second")
+        w("row delays every fleet call by the given latency (a cloud API's), so per-pool serialization")
+        w("(the lease) and deferral show: deliveries that find the lease taken answer `deferred` once their")
+        w("record is durable, and the holder's pass converges them.\n")
+        w("| fleet latency | runs | deliveries/s median | range | fleet calls per delivery | deferred (median) | 5xx | capacity = target after each phase |")
+        w("|---:|---:|---:|---|---:|---:|---:|---|")
+        for latency in sorted({r["fleet_latency_ms"] for r in rows}):
+            rs = [r for r in rows if r["fleet_latency_ms"] == latency]
+            rates = [r["per_second"] for r in rs]
+            per = statistics.median(sum(r["fleet_calls"].values()) / r["deliveries"] for r in rs)
+            deferred = statistics.median(r["deferred"] for r in rs)
+            fivexx = sum(v for r in rs for k, v in r["statuses"].items() if int(k) >= 500)
+            ok = all(p["capacity"] == p["target"] for r in rs for p in r["phases"])
+            w(f"| {latency} ms | {len(rs)} | {statistics.median(rates):,.0f} | {min(rates):,.0f} – {max(rates):,.0f} | {per:.3f} | {deferred:.0f} | {fivexx} | {'yes' if ok else '**no**'} |")
+        w("")
+        log_provenance(w, [e])
+
+    w("## Fleet calls per delivery in a 300-job burst, per ledger\n")
+    w("Three phases of 300 jobs (queued, in_progress, completed, with duplicates) through 8")
+    w("independent services. Memory: the bench above (its first run without latency). DynamoDB on")
+    w("moto and Table Storage on Azurite: the burst tests (`crates/scalehook-aws/tests/burst.rs`,")
+    w("`crates/scalehook-azure/tests/burst.rs`), which print the same figures as one")
+    w("`SCALEHOOK-BENCH` line; their fleet is an in-process stand-in that records every `Fleet` call")
+    w("(an `AsgFleet`/`VmssFleet` call is one such call; moto's group and the ARM double are not")
+    w("used there, so a describe that pages VMs counts once). Ledger requests are the HTTP")
+    w("requests (attempts) the ledgers sent. Capacity is the stand-in's after the phase; target is")
+    w("the policy's for the ledger's exact counts.\n")
+    sources = [("memory", "burst-memory"), ("DynamoDB on moto", "burst-aws"), ("Table Storage on Azurite", "burst-azure")]
+    w("| ledger | phase | deliveries | seconds | fleet calls | fleet calls per delivery | ledger requests per delivery | capacity / target | 5xx |")
+    w("|---|---|---:|---:|---|---:|---:|---:|---:|")
+    used = []
+    for label, name in sources:
+        e = figures.get(name)
+        rs = [r for r in (e["rows"] if e else []) if r.get("bench") == "burst" and not r.get("fleet_latency_ms")]
+        if not rs:
+            w(f"| {label} | _not measured_ | | | | | | | |")
+            continue
+        used.append(e)
+        r = rs[0]
+        total_d = total_c = 0
+        for p in r["phases"]:
+            calls = sum(p["fleet_calls"].values())
+            total_d += p["deliveries"]
+            total_c += calls
+            ledger = f"{p['ledger_requests'] / p['deliveries']:.1f}" if p.get("ledger_requests") is not None else "–"
+            w(f"| {label} | {p['phase']} | {p['deliveries']} | {p['seconds']:.2f} | {fmt_calls(p['fleet_calls'])} | {calls / p['deliveries']:.3f} | {ledger} | {p['capacity']} / {p['target']} | {p['fivexx']} |")
+        w(f"| {label} | **all** | {total_d} | {sum(p['seconds'] for p in r['phases']):.2f} | {total_c} | **{total_c / total_d:.3f}** | | | {sum(p['fivexx'] for p in r['phases'])} |")
+    w("")
+    log_provenance(w, [e for e in used if e and e is not figures.get("burst-memory")])
+
+
+def render_round_trips(w, figures: dict) -> None:
+    w("## Cloud round trips on the path of one delivery\n")
+    rows = [r for name in ("round-trips-aws", "round-trips-azure") if figures.get(name) for r in figures[name]["rows"] if r.get("bench") == "round-trips"]
+    if not rows:
+        w("_not measured: run `make bench-round-trips`_\n")
+        return
+    w("Every HTTP request one delivery makes, in order of start, recorded with its start and end:")
+    w("AWS by an interceptor on the DynamoDB and Auto Scaling SDK clients (`DynamoLedger` and")
+    w("`AsgFleet` on moto, `crates/scalehook-aws/tests/round_trips.rs`), Azure by a recording reverse")
+    w("proxy in front of Azurite and the ARM double (`TableLedger` and `VmssFleet` with the handler's")
+    w("HTTP client, `crates/scalehook-azure/tests/round_trips.rs`). Per job: a new queued job (the")
+    w("pool scales out), the same queued delivery again, in_progress on the new instance, completed")
+    w("(the instance is removed). *own process*: each delivery by a new `Service` (as on another")
+    w("Lambda environment or Functions host: no in-process memory of earlier passes); *one warm")
+    w("process*: all four by one `Service`. **Sequential** is the longest chain of requests no two")
+    w("of which overlap: the round trips the delivery waits for one after another (today every")
+    w("request is sequential; overlapping requests would lower it below the count). Time is the")
+    w("whole `Service::handle` on loopback against the emulators (median over the jobs); a cloud")
+    w("round trip is ~5–30 ms instead, so sequential × that is what a user waits and pays for.")
+    w("DynamoDB items in parentheses are the `pk` kinds the request names; Table requests name the")
+    w("partition (`pool counters`: the counter shards, `pool markers`: the busy-job markers).\n")
+    w("| cloud | mode | delivery | answer | requests, in order | requests | sequential | time (median) |")
+    w("|---|---|---|---|---|---:|---:|---:|")
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["cloud"], r["mode"], r["kind"]), []).append(r)
+    for (cloud, mode, kind), rs in groups.items():
+        seqs = [" → ".join(c["name"] for c in sorted(r["calls"], key=lambda c: c["start_us"])) for r in rs]
+        common = max(set(seqs), key=seqs.count)
+        example = rs[seqs.index(common)]
+        counts = sorted(len(r["calls"]) for r in rs)
+        chains = sorted(longest_chain(r["calls"]) for r in rs)
+        span = lambda v: f"{v[0]}" if v[0] == v[-1] else f"{v[0]}–{v[-1]}"
+        other = f" ({len(rs) - seqs.count(common)} of {len(rs)} differ)" if seqs.count(common) < len(rs) else ""
+        answer = f"{example['status']} {example.get('decision') or ''}".strip()
+        ms = statistics.median(r["total_us"] for r in rs) / 1000
+        w(f"| {cloud} | {mode} | {kind} | {answer} | {common or '(none)'}{other} | {span(counts)} | {span(chains)} | {ms:.1f} ms |")
+    w("")
+    log_provenance(w, [figures[n] for n in ("round-trips-aws", "round-trips-azure") if figures.get(n)])
+
+
+FIGURE_SECTIONS = ("## Burst through 8 services", "## Budgets")
+
+
+def splice(out: Path, figures: dict) -> int:
+    """Replaces the burst and round-trip sections of `out` (everything from the first of
+    them up to `## Budgets`) with freshly rendered ones, keeping the rest as it is."""
+    lines = []
+    render_burst(lines.append, figures)
+    render_round_trips(lines.append, figures)
+    block = "\n".join(lines) + "\n"
+    text = out.read_text() if out.is_file() else ""
+    head, end = FIGURE_SECTIONS
+    if end not in text:
+        print(f"measure.py: {os.path.relpath(out, ROOT)} has no '{end}' section: run `make bench-measure` first", file=sys.stderr)
+        return 1
+    start = text.find(head)
+    if start < 0:
+        start = text.index(end)
+    text = text[:start] + block + text[text.index(end):]
+    out.write_text(text)
+    print(f"wrote the burst and round-trip sections of {os.path.relpath(out, ROOT)}", file=sys.stderr)
+    return 0
 
 
 def cpu_bound_rate(load: dict, info: dict) -> float:
@@ -659,9 +848,14 @@ def main() -> int:
     p.add_argument("--mode", default="full")
     p.add_argument("--command", action="append", default=[], help="a command line to list in RESULTS.md")
     p.add_argument("--out", type=Path, default=ROOT / "bench/RESULTS.md")
+    p.add_argument("--figures", type=Path, default=ROOT / "target/bench", help="the make targets' logs, and measure.json")
+    p.add_argument("--render-only", action="store_true", help="measure nothing: re-render from the last run's measure.json and the logs")
     args = p.parse_args()
     if args.runs < 1 or args.duration < 1:
         p.error("--runs and --duration must be positive")
+    notes_file = ROOT / "bench/NOTES.md"
+    if args.render_only:
+        return splice(args.out, read_figures(args.figures))
 
     # The binaries measured are the ones that ship: taken out of the zips unless given.
     unpacked = Path(tempfile.mkdtemp(prefix="scalehook-bench-"))
@@ -705,9 +899,8 @@ def main() -> int:
         print(f"  {load['rps']:.0f}/s, p99 {load['p99_us'] / 1000:.2f} ms", file=sys.stderr)
     info["load_after"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     crit = criterion_rows(args.criterion) if args.criterion.is_dir() else []
-    notes_file = ROOT / "bench/NOTES.md"
     notes = notes_file.read_text() if notes_file.is_file() else ""
-    args.out.write_text(render(args, info, crit, starts, zips, load, missing, notes))
+    args.out.write_text(render(args, info, crit, starts, zips, load, missing, notes, read_figures(args.figures)))
     for b in budgets(crit, starts, zips, load):
         print(f"{verdict(b[2]).strip('*'):7} {b[0]}: {b[1]}", file=sys.stderr)
     print(f"wrote {os.path.relpath(args.out, ROOT)}", file=sys.stderr)
