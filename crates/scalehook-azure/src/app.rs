@@ -5,10 +5,9 @@
 use crate::arm::{ArmBudget, ArmClient, DEFAULT_ARM_ENDPOINT};
 use crate::envelope;
 use crate::identity::ManagedIdentity;
-use crate::table::{account_of, TableAuth, TableClient, TableLedger};
+use crate::table::{TableAuth, TableClient, TableLedger};
 use crate::vmss::VmssFleet;
 use axum::Router;
-use base64::Engine;
 use scalehook_core::config::{CONFIG_PATH_ENV, CONFIG_TOML_ENV};
 use scalehook_core::{Config, FleetTarget, Service, WebhookSecrets};
 use std::sync::Arc;
@@ -90,15 +89,8 @@ pub fn build(lookup: impl Fn(&str) -> Option<String>) -> Result<App, StartupErro
     let table_name = var(TABLE_NAME_ENV).unwrap_or_else(|| DEFAULT_TABLE_NAME.to_string());
     let table_auth = match var(TABLE_KEY_ENV) {
         Some(key) => {
-            let url = reqwest::Url::parse(table_endpoint.trim_end_matches('/'))
-                .map_err(|_| StartupError(format!("{TABLE_ENDPOINT_ENV} is not a URL")))?;
-            let account = account_of(&url).ok_or_else(|| {
-                StartupError(format!("{TABLE_ENDPOINT_ENV}: no account name in it"))
-            })?;
-            let key = base64::engine::general_purpose::STANDARD
-                .decode(key.trim())
-                .map_err(|_| StartupError(format!("{TABLE_KEY_ENV} is not base64")))?;
-            TableAuth::SharedKey { account, key }
+            TableAuth::shared_key_from_settings(TABLE_ENDPOINT_ENV, &table_endpoint, TABLE_KEY_ENV, &key)
+                .map_err(StartupError)?
         }
         None => TableAuth::Identity(identity.clone().ok_or_else(|| {
             StartupError(format!(

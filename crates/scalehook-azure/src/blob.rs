@@ -17,18 +17,13 @@
 //! learn.microsoft.com/rest/api/storageservices/put-blob, get-blob-properties,
 //! specifying-conditional-headers-for-blob-service-operations.
 
-use crate::http::{backoff, error_chain, retryable, snippet};
-use crate::identity::{ManagedIdentity, STORAGE_AUDIENCE};
-use crate::table::account_of;
+use crate::http::{account_of, backoff, retryable, send_authorized, snippet, StorageAuth};
+use crate::identity::ManagedIdentity;
 use async_trait::async_trait;
-use base64::Engine;
-use hmac::{Hmac, Mac};
-use reqwest::header::HeaderValue;
 use reqwest::{Method, StatusCode, Url};
 use scalehook_core::github::JitRunner;
 use scalehook_core::provision::{RunnerConfigStore, RunnerConfigStores, StoreError};
 use scalehook_core::{Config, PoolConfig};
-use sha2::Sha256;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -41,22 +36,9 @@ pub const MINTED_PREFIX: &str = "minted/";
 const ATTEMPTS: u32 = 3;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// How Blob requests are authorized.
-pub enum BlobAuth {
-    /// SharedKey with the storage account's key (base64-decoded).
-    SharedKey { account: String, key: Vec<u8> },
-    /// Entra ID bearer tokens from the managed identity.
-    Identity(Arc<ManagedIdentity>),
-}
-
-impl std::fmt::Debug for BlobAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            BlobAuth::SharedKey { account, .. } => write!(f, "SharedKey({account})"),
-            BlobAuth::Identity(_) => write!(f, "ManagedIdentity"),
-        }
-    }
-}
+/// How Blob requests are authorized: SharedKey with the account key, or the managed
+/// identity's bearer tokens (the same credential the Table client takes).
+pub type BlobAuth = StorageAuth;
 
 /// The container of a pool's JIT configurations: `jit-<pool>` (what `infra/azure/runners`
 /// creates), or an error when that is not a valid container name.
@@ -262,35 +244,20 @@ impl BlobClient {
             // An empty PUT still states its length (the service answers 411 otherwise).
             req = req.header("content-length", "0");
         }
-        let authorization = match &self.auth {
-            BlobAuth::SharedKey { account, key } => {
+        let authorization = self
+            .auth
+            .authorization(|account| {
                 let mut signed: Vec<(&str, &str)> = headers.to_vec();
                 signed.push(("x-ms-date", &date));
                 signed.push(("x-ms-version", BLOB_API_VERSION));
-                shared_key(account, key, method, length, &signed, url)
-            }
-            BlobAuth::Identity(identity) => {
-                let token = identity
-                    .token(STORAGE_AUDIENCE)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                format!("Bearer {token}")
-            }
-        };
-        let mut value = HeaderValue::from_str(&authorization)
-            .map_err(|_| "authorization is not a header value".to_string())?;
-        value.set_sensitive(true);
-        let res = req
-            .header("authorization", value)
-            .send()
-            .await
-            .map_err(|e| error_chain(&e.without_url()))?;
-        let status = res.status();
-        let body = res
-            .bytes()
-            .await
-            .map_err(|e| format!("response unreadable: {}", error_chain(&e.without_url())))?;
-        Ok(BlobResponse { status, body })
+                string_to_sign(account, method, length, &signed, url)
+            })
+            .await?;
+        let res = send_authorized(req, authorization).await?;
+        Ok(BlobResponse {
+            status: res.status,
+            body: res.body,
+        })
     }
 }
 
@@ -304,11 +271,10 @@ fn status_text(res: &BlobResponse) -> String {
     }
 }
 
-/// The SharedKey authorization of a Blob request (version 2015-02-21 and later: an empty
+/// The Blob service's SharedKey string to sign (version 2015-02-21 and later: an empty
 /// Content-Length line when there is no body).
-fn shared_key(
+fn string_to_sign(
     account: &str,
-    key: &[u8],
     method: &Method,
     content_length: usize,
     headers: &[(&str, &str)],
@@ -341,7 +307,7 @@ fn shared_key(
     for (k, v) in query {
         resource.push_str(&format!("\n{k}:{v}"));
     }
-    let to_sign = format!(
+    format!(
         "{method}\n{}\n{}\n{length}\n{}\n{}\n\n{}\n{}\n{}\n{}\n{}\n{canonical_headers}{resource}",
         header("content-encoding"),
         header("content-language"),
@@ -352,15 +318,7 @@ fn shared_key(
         header("if-none-match"),
         header("if-unmodified-since"),
         header("range"),
-    );
-    let mut mac = match Hmac::<Sha256>::new_from_slice(key) {
-        Ok(m) => m,
-        // HMAC takes keys of any length; this arm is never taken.
-        Err(_) => return String::new(),
-    };
-    mac.update(to_sign.as_bytes());
-    let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-    format!("SharedKey {account}:{sig}")
+    )
 }
 
 /// One pool's JIT configurations: `<container>/<computer name>` and the record
@@ -489,17 +447,13 @@ pub fn with_provisioning(
         (None, None) => return Ok(fleet),
     };
     let auth = match var(JIT_BLOB_KEY_ENV) {
-        Some(key) => {
-            let url = Url::parse(endpoint.trim_end_matches('/'))
-                .map_err(|_| format!("{JIT_BLOB_ENDPOINT_ENV} is not a URL"))?;
-            let account = account_of(&url)
-                .ok_or_else(|| format!("{JIT_BLOB_ENDPOINT_ENV}: no account name in it"))?;
-            let key = base64::engine::general_purpose::STANDARD
-                .decode(key.trim())
-                .map_err(|_| format!("{JIT_BLOB_KEY_ENV} is not base64"))?;
-            BlobAuth::SharedKey { account, key }
-        }
-        None => BlobAuth::Identity(identity),
+        Some(key) => StorageAuth::shared_key_from_settings(
+            JIT_BLOB_ENDPOINT_ENV,
+            &endpoint,
+            JIT_BLOB_KEY_ENV,
+            &key,
+        )?,
+        None => StorageAuth::Identity(identity),
     };
     let client = BlobClient::new(http, &endpoint, auth)
         .map_err(|e| format!("{JIT_BLOB_ENDPOINT_ENV}: {e}"))?;
@@ -546,15 +500,12 @@ mod tests {
             ("x-ms-date", "Sun, 22 Nov 2026 00:00:00 GMT"),
             ("content-type", "application/octet-stream"),
         ];
-        let got = shared_key("devstoreaccount1", b"key", &Method::PUT, 5, &headers, &url);
-        let mut mac = Hmac::<Sha256>::new_from_slice(b"key").expect("key");
-        mac.update(
-            b"PUT\n\n\n5\n\napplication/octet-stream\n\n\n\n*\n\n\n\
+        assert_eq!(
+            string_to_sign("devstoreaccount1", &Method::PUT, 5, &headers, &url),
+            "PUT\n\n\n5\n\napplication/octet-stream\n\n\n\n*\n\n\n\
 x-ms-date:Sun, 22 Nov 2026 00:00:00 GMT\nx-ms-version:2021-08-06\n\
-/devstoreaccount1/devstoreaccount1/jit-p/vm1\nrestype:container",
+/devstoreaccount1/devstoreaccount1/jit-p/vm1\nrestype:container"
         );
-        let want = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-        assert_eq!(got, format!("SharedKey devstoreaccount1:{want}"));
     }
 
     #[test]

@@ -1,11 +1,17 @@
 //! The HTTP pieces every Azure client here shares: the one `reqwest` client, retry rules
 //! (which statuses, backoff, `Retry-After`), and turning error answers and transport errors
-//! into short messages. `arm`, `identity` and `table` depend on this module and never on
-//! each other for these.
+//! into short messages; and how Storage (Table, Blob) requests are authorized: SharedKey
+//! signing or a bearer token ([`StorageAuth`]). `arm`, `identity`, `table` and `blob` depend on
+//! this module and never on each other for these; it depends on none of them.
 
-use reqwest::header::{HeaderMap, RETRY_AFTER};
-use reqwest::StatusCode;
+use async_trait::async_trait;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::{StatusCode, Url};
 use serde_json::Value;
+use sha2::Sha256;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The one HTTP client (rustls, bundled web PKI roots), with connect and request limits.
@@ -103,9 +109,178 @@ pub(crate) fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Where Storage bearer tokens come from: the managed identity (implemented in `identity`,
+/// for the audience `https://storage.azure.com/`).
+#[async_trait]
+pub trait StorageTokens: Send + Sync {
+    async fn storage_token(&self) -> Result<String, String>;
+}
+
+/// How Storage requests (Table, Blob) are authorized.
+pub enum StorageAuth {
+    /// SharedKey with the storage account's key (base64-decoded). Doc:
+    /// learn.microsoft.com/rest/api/storageservices/authorize-with-shared-key.
+    SharedKey { account: String, key: Vec<u8> },
+    /// Entra ID bearer tokens from the managed identity.
+    Identity(Arc<dyn StorageTokens>),
+}
+
+impl std::fmt::Debug for StorageAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StorageAuth::SharedKey { account, .. } => write!(f, "SharedKey({account})"),
+            StorageAuth::Identity(_) => write!(f, "ManagedIdentity"),
+        }
+    }
+}
+
+impl StorageAuth {
+    /// SharedKey from two settings: the service endpoint (the account is named in it) and
+    /// the account key (base64). Errors name the setting at fault, never the key.
+    pub fn shared_key_from_settings(
+        endpoint_setting: &str,
+        endpoint: &str,
+        key_setting: &str,
+        key: &str,
+    ) -> Result<Self, String> {
+        let url = Url::parse(endpoint.trim_end_matches('/'))
+            .map_err(|_| format!("{endpoint_setting} is not a URL"))?;
+        let account =
+            account_of(&url).ok_or_else(|| format!("{endpoint_setting}: no account name in it"))?;
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(key.trim())
+            .map_err(|_| format!("{key_setting} is not base64"))?;
+        Ok(StorageAuth::SharedKey { account, key })
+    }
+
+    /// The `Authorization` header of one request, marked sensitive. `string_to_sign` gives
+    /// the service's string to sign for the account named (called for SharedKey only).
+    pub(crate) async fn authorization(
+        &self,
+        string_to_sign: impl FnOnce(&str) -> String,
+    ) -> Result<HeaderValue, String> {
+        let value = match self {
+            StorageAuth::SharedKey { account, key } => {
+                shared_key(account, key, &string_to_sign(account))
+            }
+            StorageAuth::Identity(tokens) => format!("Bearer {}", tokens.storage_token().await?),
+        };
+        let mut value = HeaderValue::from_str(&value)
+            .map_err(|_| "authorization is not a header value".to_string())?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+}
+
+/// `SharedKey <account>:<base64 HMAC-SHA256 of string_to_sign with the key>`.
+pub(crate) fn shared_key(account: &str, key: &[u8], string_to_sign: &str) -> String {
+    let mut mac = match Hmac::<Sha256>::new_from_slice(key) {
+        Ok(m) => m,
+        // HMAC takes keys of any length; this arm is never taken.
+        Err(_) => return String::new(),
+    };
+    mac.update(string_to_sign.as_bytes());
+    let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    format!("SharedKey {account}:{sig}")
+}
+
+/// The account name in a Storage endpoint: the first path segment for path-style URLs
+/// (Azurite: `http://127.0.0.1:10002/devstoreaccount1`), else the host's first label.
+pub fn account_of(endpoint: &Url) -> Option<String> {
+    let first_segment = endpoint
+        .path_segments()
+        .and_then(|mut s| s.next())
+        .filter(|s| !s.is_empty());
+    let name = match first_segment {
+        Some(s) => s.to_string(),
+        None => endpoint.host_str()?.split('.').next()?.to_string(),
+    };
+    (!name.is_empty()).then_some(name)
+}
+
+/// A response read in full.
+pub(crate) struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+/// Sends `req` with `authorization` and reads the whole answer; transport failures become
+/// short messages (never the URL).
+pub(crate) async fn send_authorized(
+    req: reqwest::RequestBuilder,
+    authorization: HeaderValue,
+) -> Result<Response, String> {
+    let res = req
+        .header("authorization", authorization)
+        .send()
+        .await
+        .map_err(|e| error_chain(&e.without_url()))?;
+    let status = res.status();
+    let headers = res.headers().clone();
+    let body = res
+        .bytes()
+        .await
+        .map_err(|e| format!("response unreadable: {}", error_chain(&e.without_url())))?;
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_key_is_the_hmac_of_the_string_to_sign() {
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"key").expect("key");
+        mac.update(b"GET\n\n\nSun, 22 Nov 2026 00:00:00 GMT\n/acct/acct/t1");
+        let want = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        assert_eq!(
+            shared_key(
+                "acct",
+                b"key",
+                "GET\n\n\nSun, 22 Nov 2026 00:00:00 GMT\n/acct/acct/t1"
+            ),
+            format!("SharedKey acct:{want}")
+        );
+    }
+
+    #[test]
+    fn account_names_from_endpoints() {
+        let u = |s: &str| Url::parse(s).expect("url");
+        assert_eq!(
+            account_of(&u("http://127.0.0.1:10002/devstoreaccount1")).as_deref(),
+            Some("devstoreaccount1")
+        );
+        assert_eq!(
+            account_of(&u("https://acct.table.core.windows.net")).as_deref(),
+            Some("acct")
+        );
+    }
+
+    #[test]
+    fn shared_key_settings_name_the_setting_at_fault() {
+        let auth = StorageAuth::shared_key_from_settings(
+            "E",
+            "https://acct.blob.core.windows.net/",
+            "K",
+            "a2V5",
+        )
+        .expect("valid");
+        assert!(
+            matches!(auth, StorageAuth::SharedKey { ref account, ref key } if account == "acct" && key == b"key")
+        );
+        let err =
+            |e: &str, k: &str| StorageAuth::shared_key_from_settings("E", e, "K", k).unwrap_err();
+        assert_eq!(err("not a url", "a2V5"), "E is not a URL");
+        assert_eq!(
+            err("https://acct.blob.core.windows.net", "%%"),
+            "K is not base64"
+        );
+    }
 
     #[test]
     fn error_text_reads_arm_errors() {

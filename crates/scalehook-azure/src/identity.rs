@@ -8,7 +8,7 @@
 //! delivery normally spends no round trip on them. Token values and the identity header are
 //! never logged nor put into errors.
 
-use crate::http::unix_now;
+use crate::http::{unix_now, StorageTokens};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -170,5 +170,14 @@ fn number(v: Option<&serde_json::Value>) -> Option<u64> {
         serde_json::Value::Number(n) => n.as_u64(),
         serde_json::Value::String(s) => s.trim().parse().ok(),
         _ => None,
+    }
+}
+
+#[async_trait::async_trait]
+impl StorageTokens for ManagedIdentity {
+    async fn storage_token(&self) -> Result<String, String> {
+        self.token(STORAGE_AUDIENCE)
+            .await
+            .map_err(|e| e.to_string())
     }
 }

@@ -6,8 +6,7 @@
 mod common;
 
 use common::arm_double::{ArmDouble, VMSS_ID};
-use common::azurite::{ACCOUNT, KEY};
-use common::azurite_blob::AzuriteBlob;
+use common::azurite::{self, Azurite, ACCOUNT, KEY};
 use scalehook_azure::blob::{
     with_provisioning, BlobAuth, BlobClient, JIT_BLOB_ENDPOINT_ENV, JIT_BLOB_KEY_ENV, MINTED_PREFIX,
 };
@@ -64,7 +63,7 @@ impl GitHub for GitHubStandIn {
 
 struct World {
     double: ArmDouble,
-    _blob: AzuriteBlob,
+    _blob: Azurite,
     env: HashMap<String, String>,
     client: BlobClient,
     github: Arc<GitHubStandIn>,
@@ -73,7 +72,7 @@ struct World {
 impl World {
     async fn start(vms: u32) -> World {
         let double = ArmDouble::start(vms).await;
-        let blob = AzuriteBlob::start();
+        let blob = Azurite::start_service(azurite::Service::Blob);
         let mut env: HashMap<String, String> = double.env().into_iter().collect();
         env.insert(JIT_BLOB_ENDPOINT_ENV.into(), blob.endpoint());
         env.insert(JIT_BLOB_KEY_ENV.into(), KEY.into());

@@ -1,5 +1,6 @@
-//! Azurite's Table service (the real emulator, from npm) on a free loopback port, one per
-//! test, stopped when dropped.
+//! Azurite (the real Storage emulator, from npm): its Table or Blob service on a free
+//! loopback port, one per test, stopped when dropped.
+#![allow(dead_code)] // each test binary uses one service or the other
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -11,37 +12,59 @@ pub const ACCOUNT: &str = "devstoreaccount1";
 pub const KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
+/// Which Azurite service: each is its own binary (`azurite-table`, `azurite-blob`) with its
+/// own `--<service>Host`/`--<service>Port` flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Table,
+    Blob,
+}
+
+impl Service {
+    fn name(self) -> &'static str {
+        match self {
+            Service::Table => "table",
+            Service::Blob => "blob",
+        }
+    }
+
+    /// `azurite-<service>`: next to `$SCALEHOOK_AZURITE_TABLE` (exported by mk/azure.mk),
+    /// else under `.tools/azurite/node_modules/.bin/` in the workspace root.
+    pub fn binary(self) -> PathBuf {
+        let table = match std::env::var("SCALEHOOK_AZURITE_TABLE") {
+            Ok(p) if !p.is_empty() => PathBuf::from(p),
+            _ => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../.tools/azurite/node_modules/.bin/azurite-table"),
+        };
+        table.with_file_name(format!("azurite-{}", self.name()))
+    }
+}
+
 pub struct Azurite {
     child: Child,
     pub port: u16,
 }
 
 impl Azurite {
-    /// The `azurite-table` binary: `$SCALEHOOK_AZURITE_TABLE` (exported by mk/azure.mk),
-    /// else `.tools/azurite/node_modules/.bin/azurite-table` under the workspace root.
-    pub fn binary() -> PathBuf {
-        if let Ok(p) = std::env::var("SCALEHOOK_AZURITE_TABLE") {
-            if !p.is_empty() {
-                return PathBuf::from(p);
-            }
-        }
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../.tools/azurite/node_modules/.bin/azurite-table")
+    /// The Table service.
+    pub fn start() -> Azurite {
+        Self::start_service(Service::Table)
     }
 
-    pub fn start() -> Azurite {
-        let bin = Self::binary();
+    pub fn start_service(service: Service) -> Azurite {
+        let bin = service.binary();
         assert!(
             bin.exists(),
-            "azurite-table not found at {}: run `make test-deps` (or `make azure-deps`) first",
+            "{} not found: run `make test-deps` (or `make azure-deps`) first",
             bin.display()
         );
+        let name = service.name();
         let mut last = String::new();
         for _ in 0..3 {
             let port = free_port();
             let mut child = Command::new(&bin)
-                .args(["--tableHost", "127.0.0.1", "--tablePort"])
-                .arg(port.to_string())
+                .args([format!("--{name}Host"), "127.0.0.1".into()])
+                .args([format!("--{name}Port"), port.to_string()])
                 .args(["--inMemoryPersistence", "--disableTelemetry", "--silent"])
                 .current_dir(std::env::temp_dir())
                 .stdin(Stdio::null())
@@ -53,7 +76,8 @@ impl Azurite {
             let mut started = false;
             let mut lines = BufReader::new(stdout).lines();
             while let Some(Ok(line)) = lines.next() {
-                if line.contains("successfully started") {
+                // Table: "... successfully started"; Blob: "... successfully listens".
+                if line.contains("successfully started") || line.contains("successfully listens") {
                     started = true;
                     break;
                 }
@@ -67,10 +91,10 @@ impl Azurite {
             let _ = child.kill();
             let _ = child.wait();
         }
-        panic!("azurite-table did not start: {last}");
+        panic!("azurite-{name} did not start: {last}");
     }
 
-    /// The account's table endpoint (path-style, as Azurite serves it).
+    /// The account's endpoint (path-style, as Azurite serves it).
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}/{ACCOUNT}", self.port)
     }
@@ -90,6 +114,7 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// Whether the port accepts connections within 20 s (a bound against a hung start-up only).
 fn wait_listening(port: u16) -> bool {
     let until = Instant::now() + Duration::from_secs(20);
     while Instant::now() < until {

@@ -1,6 +1,5 @@
-//! Shared test fixtures: Azurite (real Table Storage emulator) and the ARM test double.
+//! Shared test fixtures: Azurite (the real Storage emulator: Table, Blob) and the ARM test double.
 #![allow(dead_code)]
 
 pub mod arm_double;
 pub mod azurite;
-pub mod azurite_blob;
