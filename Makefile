@@ -11,6 +11,11 @@ CARGO ?= cargo
 TEST_DEPS :=
 TEST_STEPS :=
 
+# CI builds once from a clean clone: incremental caches would only take disk.
+ifdef CI
+export CARGO_INCREMENTAL := 0
+endif
+
 include $(sort $(wildcard mk/*.mk))
 
 .PHONY: help test test-rust lint fmt run build clean
