@@ -18,6 +18,7 @@ pub mod provision;
 pub mod report;
 pub mod service;
 pub mod signature;
+pub mod sleep;
 pub mod trace;
 
 pub use config::{Config, FleetTarget, GitHubConfig, PoolConfig, RunnerScope};
@@ -30,3 +31,4 @@ pub use signature::{
     looks_like_unresolved_reference, refuse_unresolved_reference, SecretsError, SignatureError,
     UnresolvedReference, WebhookSecrets,
 };
+pub use sleep::{RecordingSleeper, Sleeper, TokioSleeper};

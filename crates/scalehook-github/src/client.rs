@@ -25,9 +25,10 @@ use scalehook_core::github::{
     Delivery, DeliveryPage, GitHub, GitHubError, JitRunner, JobStatus, RateLimit, Runner,
     RunnerRemoval,
 };
+use scalehook_core::sleep::{Sleeper, TokioSleeper};
 use serde::Deserialize;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::Mutex;
 
@@ -141,6 +142,8 @@ pub struct GitHubApp {
     scope: RunnerScope,
     key: AppKey,
     budget: Budget,
+    /// Every wait (retry pause, rate limit, reset) goes through this.
+    sleeper: Arc<dyn Sleeper>,
     http: OnceLock<reqwest::Client>,
     token: Mutex<Option<CachedToken>>,
     requests: AtomicU64,
@@ -257,12 +260,19 @@ impl GitHubApp {
             scope: config.scope.clone(),
             key,
             budget,
+            sleeper: Arc::new(TokioSleeper),
             http: OnceLock::new(),
             token: Mutex::new(None),
             requests: AtomicU64::new(0),
             remaining: AtomicU64::new(u64::MAX),
             reset_at: AtomicU64::new(0),
         }
+    }
+
+    /// Waits with `sleeper` instead of tokio's timer (tests record the waits asked for).
+    pub fn with_sleeper(mut self, sleeper: Arc<dyn Sleeper>) -> Self {
+        self.sleeper = sleeper;
+        self
     }
 
     pub fn budget(&self) -> Budget {
@@ -445,7 +455,7 @@ impl GitHubApp {
                     if !retried && deadline > Instant::now() + Duration::from_millis(100) {
                         retried = true;
                         tracing::info!(target: "scalehook::github", %problem, "retrying once");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        self.sleeper.sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                     return Err(GitHubError::Unavailable(problem));
@@ -464,7 +474,7 @@ impl GitHubApp {
                 if waits < 2 && Instant::now() + wait < deadline {
                     waits += 1;
                     tracing::info!(target: "scalehook::github", wait_ms = wait.as_millis() as u64, "rate limited: waiting");
-                    tokio::time::sleep(wait).await;
+                    self.sleeper.sleep(wait).await;
                     continue;
                 }
                 return Err(GitHubError::RateLimited {
@@ -474,7 +484,7 @@ impl GitHubApp {
             if answer.status >= 500 {
                 if !retried && deadline > Instant::now() + Duration::from_millis(100) {
                     retried = true;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    self.sleeper.sleep(Duration::from_millis(50)).await;
                     continue;
                 }
                 return Err(status_error(
@@ -514,7 +524,7 @@ impl GitHubApp {
         }
         let wait = Duration::from_secs(reset - now);
         if Instant::now() + wait < deadline {
-            tokio::time::sleep(wait).await;
+            self.sleeper.sleep(wait).await;
             self.remaining.store(u64::MAX, Ordering::Relaxed);
             return Ok(());
         }

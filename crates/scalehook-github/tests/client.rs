@@ -5,13 +5,13 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use scalehook_core::github::{GitHub, GitHubError, RunnerRemoval};
-use scalehook_core::{Config, WebhookSecrets};
+use scalehook_core::{Config, RecordingSleeper, WebhookSecrets};
 use scalehook_github::{AppKey, Budget, GitHubApp, SetupError, APP_KEY_ENV};
 use scalehook_github_double::{
     DoubleOptions, GitHubDouble, RunnerState, OTHER_KEY, TEST_APP_KEY, TEST_APP_KEY_PKCS8,
 };
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const POOL: &str = "[[pools]]\nname = \"linux\"\nlabels = [\"self-hosted\", \"linux\", \"x64\"]\nmax = 5\nrunner_group_id = 3\n";
 
@@ -243,32 +243,47 @@ async fn job_status_and_missing_job() {
     ));
 }
 
+/// A call budget far above the waits these tests ask for, so whether a wait "fits" never
+/// depends on how fast the machine answers; the waits themselves are recorded, not slept.
+const ROOMY: Budget = Budget {
+    request: Duration::from_secs(10),
+    call: Duration::from_secs(20),
+    connect: Duration::from_secs(5),
+};
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_are_waited_out_within_the_budget_or_reported() {
     let double = GitHubDouble::start();
     double.add_runner("acme", "linux-1", RunnerState::Idle);
-    let gh = client(&double, "acme");
+    let waits = RecordingSleeper::new();
+    let gh = client_with(&double, "acme", TEST_APP_KEY, ROOMY).with_sleeper(waits.clone());
     gh.runners().await.expect("token cached");
+    assert!(waits.take().is_empty());
 
-    // 429 with retry-after: 1 fits in the 3.5 s budget: waited out.
+    // 429 with retry-after: 1 fits in the budget: waited out for exactly GitHub's figure,
+    // then the request is sent again.
     double.throttle_next(1, 429, Some(1), None);
-    let started = Instant::now();
+    let before = double.requests().len();
     assert_eq!(gh.runners().await.expect("after the wait").len(), 1);
-    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert_eq!(waits.take(), vec![Duration::from_secs(1)]);
+    assert_eq!(
+        double.requests().len() - before,
+        2,
+        "the 429, then the retry"
+    );
 
-    // retry-after beyond the budget: reported at once, with GitHub's figure.
+    // retry-after beyond the budget: reported at once (no wait), with GitHub's figure.
     double.throttle_next(1, 403, Some(30), None);
-    let started = Instant::now();
     assert_eq!(
         gh.runners().await,
         Err(GitHubError::RateLimited {
             retry_after_secs: 30
         })
     );
-    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(waits.take().is_empty(), "30 s does not fit: no wait");
 
     // Primary limit spent (remaining 0, reset in 2 min): reported, and the next call
-    // fails fast without spending a request.
+    // fails fast without spending a request or waiting.
     double.throttle_next(1, 403, None, Some(120));
     match gh.runners().await {
         Err(GitHubError::RateLimited { retry_after_secs }) => {
@@ -290,23 +305,28 @@ async fn rate_limits_are_waited_out_within_the_budget_or_reported() {
         before,
         "no request while exhausted"
     );
+    assert!(waits.take().is_empty(), "the reset does not fit: no wait");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_errors_are_retried_once_and_the_budget_holds() {
     let double = GitHubDouble::start();
     double.add_runner("acme", "linux-1", RunnerState::Idle);
-    let gh = client(&double, "acme");
+    let waits = RecordingSleeper::new();
+    let gh = client_with(&double, "acme", TEST_APP_KEY, ROOMY).with_sleeper(waits.clone());
     gh.runners().await.expect("token cached");
+    let pause = Duration::from_millis(50);
     double.fail_next(1, 502);
     assert_eq!(gh.runners().await.expect("retried").len(), 1);
+    assert_eq!(waits.take(), vec![pause], "one short pause, then the retry");
     double.fail_next(2, 503);
     assert!(matches!(
         gh.runners().await,
         Err(GitHubError::Unavailable(_))
     ));
+    assert_eq!(waits.take(), vec![pause], "one retry only");
 
-    // Nothing listening: a bounded failure, well inside the budget.
+    // Nothing listening: one retry after the same pause, then unavailable; never more.
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr").port()
@@ -315,18 +335,22 @@ async fn server_errors_are_retried_once_and_the_budget_holds() {
         "{POOL}[github]\napp_id = 1\ninstallation_id = 2\norganization = \"acme\"\napi_url = \"http://127.0.0.1:{closed}\"\n"
     ))
     .expect("config");
-    let budget = Budget::for_delivery(Duration::from_millis(1000));
     let gh = GitHubApp::new(
         config.github.as_ref().expect("gh"),
         AppKey::from_pem(TEST_APP_KEY, APP_KEY_ENV).expect("key"),
-        budget,
-    );
-    let started = Instant::now();
+        ROOMY,
+    )
+    .with_sleeper(waits.clone());
     assert!(matches!(
         gh.runners().await,
         Err(GitHubError::Unavailable(_))
     ));
-    assert!(started.elapsed() < budget.call + Duration::from_millis(200));
+    assert_eq!(waits.take(), vec![pause]);
+    assert_eq!(
+        gh.rate_limit().requests,
+        2,
+        "the token request and its one retry"
+    );
 }
 
 /// The requests a webhook receiver got: headers and body.
