@@ -202,8 +202,12 @@ struct LocalInner {
     removed: Vec<String>,
     /// The hook's deliveries, any order (listed newest first by id).
     deliveries: Vec<Delivery>,
-    /// Ids of deliveries scalehook asked to redeliver, in order.
+    /// Ids of deliveries scalehook asked to redeliver, in order (accepted requests only).
     redelivered: Vec<u64>,
+    /// Delivery id -> how many more redelivery requests for it fail (GitHub answering 5xx).
+    failing_redeliveries: HashMap<u64, u32>,
+    /// Job ids asked of the jobs API, in order.
+    jobs_asked: Vec<u64>,
     /// Runners GitHub assigns a job at the moment their removal is asked (the race between
     /// listing a runner idle and deregistering it).
     assigned_on_removal: Vec<String>,
@@ -297,9 +301,21 @@ impl LocalGitHub {
         self.lock().deliveries.push(delivery);
     }
 
-    /// Ids of the deliveries scalehook asked GitHub to redeliver, in order.
+    /// Ids of the deliveries scalehook asked GitHub to redeliver, in order (requests GitHub
+    /// accepted; see [`LocalGitHub::fail_redelivery`]).
     pub fn redelivered(&self) -> Vec<u64> {
         self.lock().redelivered.clone()
+    }
+
+    /// The next `times` requests to redeliver delivery `id` fail as a 5xx does
+    /// ([`GitHubError::Unavailable`]); `u32::MAX`: every request.
+    pub fn fail_redelivery(&self, id: u64, times: u32) {
+        self.lock().failing_redeliveries.insert(id, times);
+    }
+
+    /// Job ids scalehook asked the jobs API about, in order.
+    pub fn jobs_asked(&self) -> Vec<u64> {
+        self.lock().jobs_asked.clone()
     }
 
     /// Names of runners whose registration scalehook removed, in order.
@@ -348,7 +364,9 @@ impl GitHub for LocalGitHub {
 
     async fn job(&self, _repo: &str, job_id: u64) -> Result<Option<JobStatus>, GitHubError> {
         self.count();
-        Ok(self.lock().jobs.get(&job_id).cloned())
+        let mut g = self.lock();
+        g.jobs_asked.push(job_id);
+        Ok(g.jobs.get(&job_id).cloned())
     }
 
     async fn deliveries(&self, cursor: Option<&str>) -> Result<DeliveryPage, GitHubError> {
@@ -376,6 +394,12 @@ impl GitHub for LocalGitHub {
         let mut g = self.lock();
         if !g.deliveries.iter().any(|d| d.id == delivery_id) {
             return Err(GitHubError::Rejected("no such delivery".into()));
+        }
+        if let Some(left) = g.failing_redeliveries.get_mut(&delivery_id) {
+            if *left > 0 {
+                *left = left.saturating_sub(u32::from(*left != u32::MAX));
+                return Err(GitHubError::Unavailable("502 Bad Gateway".into()));
+            }
         }
         g.redelivered.push(delivery_id);
         Ok(())

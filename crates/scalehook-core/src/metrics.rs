@@ -179,6 +179,21 @@ struct Inner {
     redelivered: u64,
     /// Redeliveries not yet written as an EMF line.
     redelivered_unreported: u64,
+    /// Redelivery requests GitHub failed or refused (each retried on a later pass, bounded).
+    redelivery_failures: u64,
+    redelivery_failures_unreported: u64,
+    /// Failed deliveries reconcile gave up on (attempts or GitHub's 3-day window spent).
+    redeliveries_abandoned: u64,
+    redeliveries_abandoned_unreported: u64,
+    /// Stale records re-checked with the jobs API.
+    rechecked_jobs: u64,
+    rechecked_jobs_unreported: u64,
+    /// (pool, reason) -> runner deregistrations GitHub refused (reason `busy`: its 422).
+    runner_removals_refused: BTreeMap<(String, &'static str), u64>,
+    /// pool -> refusals not yet written as an EMF/state line.
+    runner_removals_refused_unreported: BTreeMap<String, u64>,
+    /// The GitHub client's request count at the last EMF/state line.
+    github_requests_reported: u64,
 }
 
 /// The latest known figures of one pool.
@@ -301,6 +316,45 @@ impl Metrics {
         let mut m = self.lock();
         m.redelivered += n;
         m.redelivered_unreported += n;
+    }
+
+    /// What a reconcile pass's GitHub steps did: redeliveries asked, failed and abandoned,
+    /// and jobs re-checked.
+    pub fn github_reconcile(&self, g: &crate::service::GitHubReconcile) {
+        let mut m = self.lock();
+        let n = u64::from(g.redelivered);
+        m.redelivered += n;
+        m.redelivered_unreported += n;
+        let n = u64::from(g.redelivery_failures);
+        m.redelivery_failures += n;
+        m.redelivery_failures_unreported += n;
+        let n = u64::from(g.redeliveries_abandoned);
+        m.redeliveries_abandoned += n;
+        m.redeliveries_abandoned_unreported += n;
+        let n = u64::from(g.rechecked);
+        m.rechecked_jobs += n;
+        m.rechecked_jobs_unreported += n;
+    }
+
+    /// GitHub refused to deregister a runner of `pool` (`reason`: `busy` for its 422, the
+    /// runner took a job): its instance stays.
+    pub fn runner_removal_refused(&self, pool: &str, reason: &'static str) {
+        let mut m = self.lock();
+        *m.runner_removals_refused
+            .entry((pool.to_string(), reason))
+            .or_default() += 1;
+        *m.runner_removals_refused_unreported
+            .entry(pool.to_string())
+            .or_default() += 1;
+    }
+
+    /// Refusals of `pool`'s runner deregistrations for `reason` so far.
+    pub fn runner_removals_refused(&self, pool: &str, reason: &'static str) -> u64 {
+        self.lock()
+            .runner_removals_refused
+            .get(&(pool.to_string(), reason))
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn unroutable_job(&self) {
@@ -561,6 +615,40 @@ fn render_slis(m: &Inner, out: &mut String) {
         "scalehook_redelivered_deliveries_total {}",
         m.redelivered
     );
+    let counters: [(&str, &str, u64); 3] = [
+        (
+            "scalehook_redelivery_failures_total",
+            "Redelivery requests GitHub failed or refused (retried on a later pass, bounded).",
+            m.redelivery_failures,
+        ),
+        (
+            "scalehook_redeliveries_abandoned_total",
+            "Failed deliveries reconcile gave up redelivering (attempts or GitHub's 3-day window spent).",
+            m.redeliveries_abandoned,
+        ),
+        (
+            "scalehook_rechecked_jobs_total",
+            "Stale queued/in-progress records reconcile re-checked with the jobs API.",
+            m.rechecked_jobs,
+        ),
+    ];
+    for (name, help, n) in counters {
+        header(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {n}");
+    }
+    header(
+        out,
+        "scalehook_runner_removals_refused_total",
+        "counter",
+        "Runner deregistrations GitHub refused, by pool and reason (busy: 422, the runner took a job); the instance stays.",
+    );
+    for ((pool, reason), n) in &m.runner_removals_refused {
+        let _ = writeln!(
+            out,
+            "scalehook_runner_removals_refused_total{{pool=\"{}\",reason=\"{reason}\"}} {n}",
+            escape(pool)
+        );
+    }
 }
 
 fn pool_label(pool: &str) -> String {
@@ -677,21 +765,23 @@ pub fn emf_pool_line(pool: &str, g: &PoolGauges, timestamp_ms: u64) -> String {
     .to_string()
 }
 
-/// The EMF lines of what a reconcile pass measured besides the pools' gauges: per pool, the
-/// jobs waiting past the threshold and the fleet census; without dimensions, the GitHub rate
-/// limit and the deliveries redelivered since the last such lines (so a sum over time is
-/// the count). One value per metric per line, far inside EMF's limits.
-pub fn emf_state_lines(metrics: &Metrics, timestamp_ms: u64) -> Vec<String> {
-    let mut m = metrics.lock();
-    let mut lines = Vec::new();
+/// One metric value of a state line: (name, unit, value).
+type StateValue = (&'static str, &'static str, u64);
+
+/// What a reconcile pass measured besides the pools' gauges, as (pool, values) per pool and
+/// the values without a pool; counters are the increase since the last such call (so a sum
+/// over time is the count). Shared by the EMF lines and the JSON state log line.
+fn state_values(m: &mut Inner) -> (Vec<(String, Vec<StateValue>)>, Vec<StateValue>) {
     let pools: std::collections::BTreeSet<String> = m
         .waiting_over
         .keys()
         .chain(m.census.keys())
+        .chain(m.runner_removals_refused_unreported.keys())
         .cloned()
         .collect();
+    let mut per_pool = Vec::new();
     for pool in pools {
-        let mut values: Vec<(&str, &str, u64)> = Vec::new();
+        let mut values: Vec<StateValue> = Vec::new();
         if let Some(n) = m.waiting_over.get(&pool) {
             values.push(("JobsWaitingOverThreshold", "Count", u64::from(*n)));
         }
@@ -704,16 +794,82 @@ pub fn emf_state_lines(metrics: &Metrics, timestamp_ms: u64) -> Vec<String> {
                 values.push(("UnregisteredInstances", "Count", u64::from(u)));
             }
         }
-        lines.push(emf_values_line(&[("Pool", &pool)], &values, timestamp_ms));
+        let refused = m
+            .runner_removals_refused_unreported
+            .remove(&pool)
+            .unwrap_or(0);
+        values.push(("RunnerRemovalsRefused", "Count", refused));
+        per_pool.push((pool, values));
     }
-    let mut values: Vec<(&str, &str, u64)> =
-        vec![("RedeliveredDeliveries", "Count", m.redelivered_unreported)];
+    let mut values: Vec<StateValue> = vec![
+        ("RedeliveredDeliveries", "Count", m.redelivered_unreported),
+        (
+            "RedeliveryFailures",
+            "Count",
+            m.redelivery_failures_unreported,
+        ),
+        (
+            "RedeliveriesAbandoned",
+            "Count",
+            m.redeliveries_abandoned_unreported,
+        ),
+        ("RecheckedJobs", "Count", m.rechecked_jobs_unreported),
+    ];
     m.redelivered_unreported = 0;
-    if let Some((Some(remaining), _)) = m.github {
-        values.push(("GitHubRateLimitRemaining", "Count", remaining));
+    m.redelivery_failures_unreported = 0;
+    m.redeliveries_abandoned_unreported = 0;
+    m.rechecked_jobs_unreported = 0;
+    if let Some((remaining, requests)) = m.github {
+        values.push((
+            "GitHubRequests",
+            "Count",
+            requests.saturating_sub(m.github_requests_reported),
+        ));
+        m.github_requests_reported = requests;
+        if let Some(remaining) = remaining {
+            values.push(("GitHubRateLimitRemaining", "Count", remaining));
+        }
     }
+    (per_pool, values)
+}
+
+/// The EMF lines of what a reconcile pass measured besides the pools' gauges: per pool, the
+/// jobs waiting past the threshold, the fleet census and the runner deregistrations GitHub
+/// refused; without dimensions, the GitHub figures (rate limit, requests, redeliveries asked,
+/// failed and abandoned, jobs re-checked) since the last such lines (so a sum over time is
+/// the count). One value per metric per line, far inside EMF's limits.
+pub fn emf_state_lines(metrics: &Metrics, timestamp_ms: u64) -> Vec<String> {
+    let (per_pool, values) = state_values(&mut metrics.lock());
+    let mut lines: Vec<String> = per_pool
+        .iter()
+        .map(|(pool, v)| emf_values_line(&[("Pool", pool)], v, timestamp_ms))
+        .collect();
     lines.push(emf_values_line(&[], &values, timestamp_ms));
     lines
+}
+
+/// The same figures as [`emf_state_lines`], under the same metric names, as one JSON object
+/// for the `scalehook::state` log line (Azure's workbook reads it from `traces`):
+/// `{"pools": [{"Pool": name, "LiveInstances": n, ...}], "RedeliveredDeliveries": n, ...}`.
+pub fn state_json(metrics: &Metrics) -> serde_json::Value {
+    let (per_pool, values) = state_values(&mut metrics.lock());
+    let mut root = serde_json::Map::new();
+    let pools: Vec<serde_json::Value> = per_pool
+        .into_iter()
+        .map(|(pool, v)| {
+            let mut o = serde_json::Map::new();
+            o.insert("Pool".into(), pool.into());
+            for (name, _, n) in v {
+                o.insert(name.into(), n.into());
+            }
+            serde_json::Value::Object(o)
+        })
+        .collect();
+    root.insert("pools".into(), pools.into());
+    for (name, _, n) in values {
+        root.insert(name.into(), n.into());
+    }
+    serde_json::Value::Object(root)
 }
 
 /// One EMF line: `dimensions` (name, value) as one dimension set, each (name, unit, value)

@@ -146,6 +146,14 @@ pub struct GitHubReconcile {
     pub requests: u64,
     /// Failed `workflow_job` deliveries asked to be redelivered.
     pub redelivered: u32,
+    /// Redelivery requests that failed (5xx, timeout, rate limit, refusal): retried on a
+    /// later pass, at most [`MAX_REDELIVERY_ATTEMPTS`] requests per delivery.
+    pub redelivery_failures: u32,
+    /// Failed deliveries given up on (attempts spent, or older than GitHub's 3-day window).
+    pub redeliveries_abandoned: u32,
+    /// Failed deliveries still tracked after the pass (to retry, or redelivered and waiting
+    /// for the outcome).
+    pub redeliveries_pending: u32,
     /// Queued/in-progress records re-checked with the jobs API, and how many moved.
     pub rechecked: u32,
     pub advanced: u32,
@@ -261,8 +269,38 @@ pub const MAX_DELIVERY_PAGES: usize = 3;
 pub const MAX_REDELIVERIES: usize = 25;
 /// Queued/in-progress records reconcile re-checks with the jobs API per pass, at most.
 pub const MAX_JOB_RECHECKS: usize = 20;
+/// The ledger cursor of the failed deliveries reconcile tracks until they are repaired
+/// (JSON, see [`TrackedDelivery`]).
+pub const REDELIVERIES_CURSOR: &str = "hook-redeliveries";
+/// Redelivery requests per failed delivery (its first and the retries), at most.
+pub const MAX_REDELIVERY_ATTEMPTS: u32 = 5;
+/// Failed deliveries tracked at once, at most (the oldest beyond are given up on).
+pub const MAX_TRACKED_REDELIVERIES: usize = 100;
+/// The ledger cursor of the stale-record re-check: the last record checked
+/// (`<updated_at>:<job_id>`), so each pass goes on where the last one stopped.
+pub const RECHECK_CURSOR: &str = "job-recheck";
+/// Stale records the re-check rotates over, at most (oldest first).
+pub const MAX_RECHECK_SCAN: usize = 1000;
+/// The re-check stops while GitHub's `x-ratelimit-remaining` is below this, leaving the
+/// rest of the hour's budget to scale-in (runner listing, deregistration) and JIT runners.
+pub const RECHECK_RATE_RESERVE: u64 = 500;
 /// GitHub keeps hook deliveries (and redelivers them) for 3 days.
 const DELIVERY_WINDOW_SECS: u64 = 3 * 24 * 3600;
+
+/// A failed `workflow_job` delivery reconcile redelivers until it is repaired.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+struct TrackedDelivery {
+    /// The delivery's GUID: its redeliveries share it, so a 2xx one repairs it.
+    guid: String,
+    /// The delivery to redeliver (the newest failed one of the GUID).
+    id: u64,
+    /// When the original was delivered (GitHub redelivers for 3 days after).
+    since: u64,
+    /// Redelivery requests made so far.
+    attempts: u32,
+    /// The last request was accepted: waiting for the redelivery's outcome.
+    sent: bool,
+}
 
 /// How a convergence pass ended.
 #[derive(Debug)]
@@ -977,6 +1015,7 @@ impl Service {
                 Ok(Ok(RunnerRemoval::Busy)) => {
                     // GitHub assigned it a job after we listed it idle: the instance stays.
                     tracing::info!(target: "scalehook::github", runner = %r.name, instance = %id, "runner is busy (422): its instance stays");
+                    self.metrics.runner_removal_refused(&pool.name, "busy");
                     r.busy = true;
                     safe = false;
                 }
@@ -1117,7 +1156,7 @@ impl Service {
         };
         self.metrics.reconciled(report.ok());
         if let Some(g) = &report.github {
-            self.metrics.redelivered(u64::from(g.redelivered));
+            self.metrics.github_reconcile(g);
         }
         self.observe_state(now).await;
         if self.log == LogFormat::Emf {
@@ -1141,15 +1180,27 @@ impl Service {
 
     /// Re-checks queued/in-progress records older than `recheck_after` with the jobs API and
     /// records GitHub's state (completed, or in progress on its runner; 404: completed).
+    /// Up to [`MAX_JOB_RECHECKS`] records per pass, rotating over the oldest
+    /// [`MAX_RECHECK_SCAN`] stale ones: each pass goes on after the last record the previous
+    /// one checked (ledger cursor [`RECHECK_CURSOR`]) and wraps around, so a backlog of `n`
+    /// is covered within `ceil(n / MAX_JOB_RECHECKS)` passes even while older records stay
+    /// queued on GitHub. A pass stops early at half the cloud timeout, when GitHub's
+    /// remaining rate limit is below [`RECHECK_RATE_RESERVE`], or when GitHub or the ledger
+    /// fails (that record is then the next pass's first; a job GitHub refuses is skipped).
     async fn recheck_jobs(&self, g: &mut GitHubReconcile) {
         let now = self.clock.now();
+        let started = Instant::now();
+        let limit = self.config.cloud_timeout;
         let before = now.saturating_sub(self.recheck_after_secs());
-        let records = match tokio::time::timeout(
-            self.config.cloud_timeout,
-            self.ledger.unfinished_before(before, MAX_JOB_RECHECKS),
-        )
-        .await
-        {
+        let read = async {
+            let records = self
+                .ledger
+                .unfinished_before(before, MAX_RECHECK_SCAN)
+                .await?;
+            let cursor = self.ledger.cursor(RECHECK_CURSOR).await?;
+            Ok::<_, LedgerError>((records, cursor))
+        };
+        let (mut records, cursor) = match tokio::time::timeout(limit, read).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 g.error.get_or_insert_with(|| e.to_string());
@@ -1161,27 +1212,53 @@ impl Service {
                 return;
             }
         };
-        for record in records {
+        let key = |r: &crate::ledger::JobRecord| (r.updated_at, r.job_id);
+        records.sort_by_key(key);
+        let after: Option<(u64, u64)> = cursor.as_deref().and_then(|c| {
+            let (at, id) = c.split_once(':')?;
+            Some((at.parse().ok()?, id.parse().ok()?))
+        });
+        let start = after.map_or(0, |a| records.partition_point(|r| key(r) <= a));
+        let mut last: Option<(u64, u64)> = None;
+        for i in 0..records.len().min(MAX_JOB_RECHECKS) {
+            let record = &records[(start + i) % records.len()];
+            if started.elapsed() >= self.pass_budget() {
+                break;
+            }
+            if self
+                .github
+                .rate_limit()
+                .remaining
+                .is_some_and(|r| r < RECHECK_RATE_RESERVE)
+            {
+                g.error
+                    .get_or_insert_with(|| "GitHub rate limit low: job re-checks deferred".into());
+                break;
+            }
             let Some(repository) = record.repository.as_deref() else {
+                last = Some(key(record));
                 continue;
             };
             g.rechecked += 1;
-            let answer = tokio::time::timeout(
-                self.config.cloud_timeout,
-                self.github.job(repository, record.job_id),
-            )
-            .await;
+            let answer =
+                tokio::time::timeout(limit, self.github.job(repository, record.job_id)).await;
             let status = match answer {
                 Ok(Ok(s)) => s,
+                Ok(Err(e @ crate::github::GitHubError::Rejected(_))) => {
+                    // This job only (e.g. a repository the App cannot read): go on.
+                    g.error.get_or_insert_with(|| e.to_string());
+                    last = Some(key(record));
+                    continue;
+                }
                 Ok(Err(e)) => {
                     // GitHub unreachable: TTL expiry stays the fallback.
                     g.error.get_or_insert_with(|| e.to_string());
-                    return;
+                    break;
                 }
                 Err(_) => {
                     g.error
                         .get_or_insert_with(|| "the jobs API timed out".to_string());
-                    return;
+                    break;
                 }
             };
             let (to, runner) = match status {
@@ -1189,56 +1266,89 @@ impl Service {
                 Some(s) => match s.status.as_str() {
                     "completed" => (JobState::Completed, s.runner_name),
                     "in_progress" => (JobState::InProgress, s.runner_name),
-                    _ => continue,
+                    _ => (record.state, None),
                 },
             };
-            if to <= record.state {
-                continue;
+            if to > record.state {
+                let transition = Transition {
+                    job_id: record.job_id,
+                    pool: record.pool.clone(),
+                    to,
+                    runner,
+                    at: now,
+                    repository: None,
+                };
+                match tokio::time::timeout(limit, self.ledger.record(&transition)).await {
+                    Ok(Ok(r)) if r.is_applied() => g.advanced += 1,
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        g.error.get_or_insert_with(|| e.to_string());
+                        break;
+                    }
+                    Err(_) => {
+                        g.error
+                            .get_or_insert_with(|| CloudFailure::Timeout.message());
+                        break;
+                    }
+                }
             }
-            let transition = Transition {
-                job_id: record.job_id,
-                pool: record.pool.clone(),
-                to,
-                runner,
-                at: now,
-                repository: None,
-            };
-            match self.ledger.record(&transition).await {
-                Ok(r) if r.is_applied() => g.advanced += 1,
-                Ok(_) => {}
-                Err(e) => {
+            last = Some(key(record));
+        }
+        if let Some((at, id)) = last {
+            let value = format!("{at}:{id}");
+            let write = self.ledger.set_cursor(RECHECK_CURSOR, &value);
+            match tokio::time::timeout(limit, write).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
                     g.error.get_or_insert_with(|| e.to_string());
-                    return;
+                }
+                Err(_) => {
+                    g.error
+                        .get_or_insert_with(|| CloudFailure::Timeout.message());
                 }
             }
         }
     }
 
-    /// Redelivers the App hook's failed `workflow_job` deliveries newer than the ledger's
-    /// cursor (each once): a delivery failed when its status was not 2xx and no later
-    /// delivery with the same GUID succeeded. Reads newest first and stops at the cursor, at
-    /// GitHub's 3-day window or after [`MAX_DELIVERY_PAGES`] pages; only original deliveries
-    /// are redelivered (a failed redelivery is left to the jobs API re-check).
+    /// Redelivers the App hook's failed `workflow_job` deliveries until each is repaired.
+    /// Deliveries newer than the ledger's cursor are read newest first (stopping at the
+    /// cursor, at GitHub's 3-day window or after [`MAX_DELIVERY_PAGES`] pages); a delivery
+    /// failed when its status was not 2xx and no delivery with the same GUID succeeded. Each
+    /// failed original is tracked (ledger cursor [`REDELIVERIES_CURSOR`]) until a 2xx
+    /// delivery of its GUID is seen: a failed request, or a redelivery that failed again, is
+    /// retried on a later pass, up to [`MAX_REDELIVERY_ATTEMPTS`] requests and while GitHub
+    /// still redelivers it (3 days); then it is given up on (counted; TTL expiry and the
+    /// jobs API re-check stay the fallback). At most [`MAX_REDELIVERIES`] requests per pass,
+    /// fewest attempts first, then oldest; a failure other than a refusal of that one
+    /// delivery (GitHub unavailable, rate limited, timed out) ends the pass's requests.
     async fn redeliver_failed(&self, g: &mut GitHubReconcile) {
         let now = self.clock.now();
         let limit = self.config.cloud_timeout;
-        let stored: Option<u64> =
-            match tokio::time::timeout(limit, self.ledger.cursor(DELIVERIES_CURSOR)).await {
-                Ok(Ok(c)) => c.and_then(|c| c.parse().ok()),
-                Ok(Err(e)) => {
-                    g.error.get_or_insert_with(|| e.to_string());
-                    return;
-                }
-                Err(_) => {
-                    g.error
-                        .get_or_insert_with(|| CloudFailure::Timeout.message());
-                    return;
-                }
-            };
+        let read = async {
+            let cursor = self.ledger.cursor(DELIVERIES_CURSOR).await?;
+            let tracked = self.ledger.cursor(REDELIVERIES_CURSOR).await?;
+            Ok::<_, LedgerError>((cursor, tracked))
+        };
+        let (stored, tracked_text) = match tokio::time::timeout(limit, read).await {
+            Ok(Ok((c, t))) => (c.and_then(|c| c.parse::<u64>().ok()), t),
+            Ok(Err(e)) => {
+                g.error.get_or_insert_with(|| e.to_string());
+                return;
+            }
+            Err(_) => {
+                g.error
+                    .get_or_insert_with(|| CloudFailure::Timeout.message());
+                return;
+            }
+        };
+        let mut tracked: Vec<TrackedDelivery> = tracked_text
+            .as_deref()
+            .and_then(|t| serde_json::from_str(t).ok())
+            .unwrap_or_default();
         let mut newest: Option<u64> = None;
         let mut succeeded: std::collections::HashSet<String> = Default::default();
-        let mut chosen: std::collections::HashSet<String> = Default::default();
-        let mut failed: Vec<u64> = Vec::new();
+        // GUID -> (its newest failed delivery, the oldest one's time, an original among them).
+        let mut failed: std::collections::HashMap<String, (u64, u64, bool)> = Default::default();
         let mut page_cursor: Option<String> = None;
         'pages: for _ in 0..MAX_DELIVERY_PAGES {
             let page =
@@ -1268,11 +1378,13 @@ impl Service {
                 }
                 if (200..300).contains(&d.status_code) {
                     succeeded.insert(d.guid.clone());
-                } else if !d.redelivery
-                    && !succeeded.contains(&d.guid)
-                    && chosen.insert(d.guid.clone())
-                {
-                    failed.push(d.id);
+                } else if !succeeded.contains(&d.guid) {
+                    // Newest first: the first failure seen of a GUID is its newest.
+                    let f = failed
+                        .entry(d.guid.clone())
+                        .or_insert((d.id, d.delivered_at, false));
+                    f.1 = f.1.min(d.delivered_at);
+                    f.2 |= !d.redelivery;
                 }
             }
             match page.next {
@@ -1280,36 +1392,102 @@ impl Service {
                 None => break,
             }
         }
-        // Oldest first: if a call fails (or the bound is reached), the cursor stops just
-        // below it, so the next pass takes it up and nothing older is redelivered twice.
-        failed.reverse();
-        let mut cursor = newest;
-        for (n, id) in failed.iter().enumerate() {
-            let ok = n < MAX_REDELIVERIES
-                && match tokio::time::timeout(limit, self.github.redeliver(*id)).await {
-                    Ok(Ok(())) => true,
-                    Ok(Err(e)) => {
-                        g.error.get_or_insert_with(|| e.to_string());
-                        false
-                    }
-                    Err(_) => {
-                        g.error.get_or_insert_with(|| "redelivery timed out".into());
-                        false
-                    }
-                };
-            if !ok {
-                cursor = Some(id.saturating_sub(1)).filter(|c| stored.is_none_or(|s| *c > s));
+        // What the new deliveries say about the tracked ones: repaired (a 2xx of the GUID),
+        // or failed again (retry the newest failure).
+        tracked.retain(|t| !succeeded.contains(&t.guid));
+        for t in &mut tracked {
+            if let Some((id, _, _)) = failed.remove(&t.guid) {
+                t.id = t.id.max(id);
+                t.sent = false;
+            }
+        }
+        // New failed originals (a failed redelivery of an untracked GUID is not ours, or
+        // one given up on: it is left to the jobs API re-check).
+        let mut new: Vec<TrackedDelivery> = failed
+            .into_iter()
+            .filter(|(guid, (_, _, original))| *original && !succeeded.contains(guid))
+            .map(|(guid, (id, since, _))| TrackedDelivery {
+                guid,
+                id,
+                since,
+                attempts: 0,
+                sent: false,
+            })
+            .collect();
+        tracked.append(&mut new);
+        tracked.sort_by_key(|t| (t.since, t.id));
+        // Given up on: past GitHub's window, attempts spent (and the last one failed, or
+        // never heard of), or beyond the tracking bound (the oldest go first).
+        let before = tracked.len();
+        tracked.retain(|t| {
+            t.since.saturating_add(DELIVERY_WINDOW_SECS) >= now
+                && (t.sent || t.attempts < MAX_REDELIVERY_ATTEMPTS)
+        });
+        let excess = tracked.len().saturating_sub(MAX_TRACKED_REDELIVERIES);
+        tracked.drain(..excess);
+        let mut abandoned = before - tracked.len();
+        // Fewest attempts first, then oldest: a delivery that keeps failing goes behind the
+        // ones not tried yet, so it cannot hold them up.
+        let mut order: Vec<usize> = (0..tracked.len()).filter(|i| !tracked[*i].sent).collect();
+        order.sort_by_key(|i| (tracked[*i].attempts, tracked[*i].since, tracked[*i].id));
+        order.truncate(MAX_REDELIVERIES);
+        let mut keep = vec![true; tracked.len()];
+        for i in order {
+            let t = &mut tracked[i];
+            t.attempts += 1;
+            let stop = match tokio::time::timeout(limit, self.github.redeliver(t.id)).await {
+                Ok(Ok(())) => {
+                    t.sent = true;
+                    g.redelivered += 1;
+                    false
+                }
+                Ok(Err(e)) => {
+                    g.redelivery_failures += 1;
+                    let refused = matches!(e, crate::github::GitHubError::Rejected(_));
+                    g.error.get_or_insert_with(|| e.to_string());
+                    !refused
+                }
+                Err(_) => {
+                    g.redelivery_failures += 1;
+                    g.error.get_or_insert_with(|| "redelivery timed out".into());
+                    true
+                }
+            };
+            if !t.sent && t.attempts >= MAX_REDELIVERY_ATTEMPTS {
+                tracing::warn!(target: "scalehook::github", delivery = t.id, guid = %t.guid, attempts = t.attempts, "redelivery failed every attempt: given up (the jobs API re-check and TTL expiry remain)");
+                keep[i] = false;
+                abandoned += 1;
+            }
+            if stop {
                 break;
             }
-            g.redelivered += 1;
         }
-        if let Some(c) = cursor {
-            if let Err(e) = self
-                .ledger
-                .set_cursor(DELIVERIES_CURSOR, &c.to_string())
-                .await
-            {
+        let mut keep = keep.into_iter();
+        tracked.retain(|_| keep.next().unwrap_or(true));
+        g.redeliveries_abandoned += u32::try_from(abandoned).unwrap_or(u32::MAX);
+        g.redeliveries_pending = u32::try_from(tracked.len()).unwrap_or(u32::MAX);
+        // Every failed delivery up to `newest` is tracked now: the cursor may pass them.
+        let text = serde_json::to_string(&tracked).unwrap_or_default();
+        let changed = tracked_text.as_deref().unwrap_or("[]") != text;
+        let write = async {
+            if changed {
+                self.ledger.set_cursor(REDELIVERIES_CURSOR, &text).await?;
+            }
+            if let Some(c) = newest.filter(|c| stored.is_none_or(|s| *c > s)) {
+                self.ledger
+                    .set_cursor(DELIVERIES_CURSOR, &c.to_string())
+                    .await?;
+            }
+            Ok::<_, LedgerError>(())
+        };
+        match tokio::time::timeout(limit, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
                 g.error.get_or_insert_with(|| e.to_string());
+            }
+            Err(_) => {
+                g.error
+                    .get_or_insert_with(|| CloudFailure::Timeout.message());
             }
         }
     }
@@ -1334,7 +1512,10 @@ impl Service {
                 .await
             {
                 Ok(Ok(RunnerRemoval::Removed)) => removed += 1,
-                Ok(Ok(_)) => {}
+                Ok(Ok(RunnerRemoval::Busy)) => {
+                    self.metrics.runner_removal_refused(&pool.name, "busy");
+                }
+                Ok(Ok(RunnerRemoval::Gone)) => {}
                 Ok(Err(e)) => {
                     g.error.get_or_insert_with(|| e.to_string());
                     break;
@@ -1389,6 +1570,13 @@ impl Service {
             for line in crate::metrics::emf_state_lines(&self.metrics, unix_millis()) {
                 println!("{line}");
             }
+        } else if self.log == LogFormat::Tracing {
+            // The same figures under the same names, for log-based dashboards (Azure).
+            tracing::info!(
+                target: "scalehook::state",
+                state = %crate::metrics::state_json(&self.metrics),
+                "state"
+            );
         }
     }
 

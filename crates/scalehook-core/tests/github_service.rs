@@ -384,6 +384,216 @@ async fn reconcile_repairs_lost_events_from_github() {
     );
 }
 
+/// A service over RECONCILE with a GitHub double, for the reconcile-gap tests.
+fn reconcile_service() -> (
+    Service,
+    Arc<LocalGitHub>,
+    Arc<MemoryLedger>,
+    Arc<ManualClock>,
+) {
+    let clock = Arc::new(ManualClock::new(NOW));
+    let fleet = Arc::new(LocalFleet::new().with_clock(clock.clone()));
+    let github = Arc::new(LocalGitHub::new());
+    let ledger = Arc::new(MemoryLedger::new());
+    let svc = service(
+        RECONCILE,
+        ledger.clone(),
+        fleet,
+        github.clone(),
+        clock.clone(),
+    );
+    (svc, github, ledger, clock)
+}
+
+/// A redelivery request that fails (GitHub 5xx) is retried on the next pass and then
+/// succeeds; the delivery stays tracked until a 2xx delivery of its GUID shows up, and a
+/// redelivery that itself fails again is redelivered again. Before: the cursor stopped
+/// below the failed one (retried), but one that kept failing held up every newer failed
+/// delivery for GitHub's whole 3-day window, and a failed redelivery was never retried.
+#[tokio::test]
+async fn a_failed_redelivery_is_retried_on_the_next_pass() {
+    let (svc, github, _ledger, clock) = reconcile_service();
+    github.add_delivery(delivery(201, "g-a", 502, NOW - 30, false));
+    github.fail_redelivery(201, 1);
+    let g = svc.reconcile().await.github.expect("github steps");
+    assert_eq!(
+        (g.redelivered, g.redelivery_failures, g.redeliveries_pending),
+        (0, 1, 1),
+        "{g:?}"
+    );
+    assert!(github.redelivered().is_empty());
+    clock.advance(60);
+    let g = svc.reconcile().await.github.expect("github steps");
+    assert_eq!((g.redelivered, g.redelivery_failures), (1, 0), "{g:?}");
+    assert_eq!(github.redelivered(), vec![201], "retried on the next pass");
+    // GitHub redelivers it, and scalehook fails that one too: it is redelivered again.
+    github.add_delivery(delivery(202, "g-a", 503, NOW + 61, true));
+    clock.advance(60);
+    let g = svc.reconcile().await.github.expect("github steps");
+    assert_eq!(g.redelivered, 1, "{g:?}");
+    assert_eq!(github.redelivered(), vec![201, 202]);
+    // This time it is answered 2xx: repaired, no longer tracked, nothing asked again.
+    github.add_delivery(delivery(203, "g-a", 200, NOW + 121, true));
+    clock.advance(60);
+    let g = svc.reconcile().await.github.expect("github steps");
+    assert_eq!((g.redelivered, g.redeliveries_pending), (0, 0), "{g:?}");
+    svc.reconcile().await;
+    assert_eq!(github.redelivered(), vec![201, 202]);
+    let text = svc.metrics().render_prometheus();
+    assert!(
+        text.contains("scalehook_redelivered_deliveries_total 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("scalehook_redelivery_failures_total 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("scalehook_redeliveries_abandoned_total 0"),
+        "{text}"
+    );
+}
+
+/// A delivery whose redelivery keeps failing is asked at most MAX_REDELIVERY_ATTEMPTS
+/// times (one per pass), then given up on and counted; it never holds up a newer failed
+/// delivery (those not tried yet go first).
+#[tokio::test]
+async fn a_redelivery_that_keeps_failing_stops_after_the_bound() {
+    use scalehook_core::service::MAX_REDELIVERY_ATTEMPTS;
+    let (svc, github, _ledger, clock) = reconcile_service();
+    github.add_delivery(delivery(301, "g-x", 502, NOW - 30, false));
+    github.fail_redelivery(301, u32::MAX);
+    let mut failures = 0;
+    let mut abandoned = 0;
+    for pass in 0..MAX_REDELIVERY_ATTEMPTS + 3 {
+        if pass == 1 {
+            // A newer failed delivery while 301 is still failing: redelivered at once.
+            github.add_delivery(delivery(302, "g-y", 0, NOW + 50, false));
+        }
+        let g = svc.reconcile().await.github.expect("github steps");
+        failures += g.redelivery_failures;
+        abandoned += g.redeliveries_abandoned;
+        if pass == 1 {
+            assert_eq!(github.redelivered(), vec![302], "not held up: {g:?}");
+        }
+        if pass + 1 >= MAX_REDELIVERY_ATTEMPTS {
+            assert_eq!(
+                g.redeliveries_pending, 1,
+                "only 302, awaiting its outcome: {g:?}"
+            );
+        }
+        clock.advance(60);
+    }
+    assert_eq!(
+        failures, MAX_REDELIVERY_ATTEMPTS,
+        "one request per pass, bounded"
+    );
+    assert_eq!(abandoned, 1);
+    assert_eq!(github.redelivered(), vec![302]);
+    let text = svc.metrics().render_prometheus();
+    assert!(
+        text.contains(&format!(
+            "scalehook_redelivery_failures_total {MAX_REDELIVERY_ATTEMPTS}"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("scalehook_redeliveries_abandoned_total 1"),
+        "{text}"
+    );
+}
+
+/// A backlog of 50 stale records that GitHub still lists as queued: before, every pass
+/// re-checked the same oldest 20 (MAX_JOB_RECHECKS); now the re-check goes on where the
+/// last pass stopped and wraps around, so all 50 are re-checked within 3 passes.
+#[tokio::test]
+async fn a_stale_backlog_is_fully_rechecked_within_three_passes() {
+    use scalehook_core::service::MAX_JOB_RECHECKS;
+    let (svc, github, ledger, clock) = reconcile_service();
+    for id in 1..=50 {
+        deliver(&svc, job("queued", id, LINUX, None)).await;
+        github.set_job(id, "queued", None);
+        clock.advance(1);
+    }
+    clock.advance(301);
+    let mut seen = std::collections::BTreeSet::new();
+    for pass in 0..3 {
+        let report = svc.reconcile().await;
+        let g = report.github.clone().expect("github steps");
+        assert_eq!(
+            g.rechecked as usize, MAX_JOB_RECHECKS,
+            "pass {pass}: {report:?}"
+        );
+        assert_eq!(g.advanced, 0);
+        seen.extend(github.jobs_asked());
+        clock.advance(60);
+    }
+    assert_eq!(seen, (1..=50).collect(), "every stale record re-checked");
+    let asked = github.jobs_asked();
+    assert_eq!(asked.len(), 3 * MAX_JOB_RECHECKS);
+    assert_eq!(&asked[..3], &[1, 2, 3], "oldest first");
+    assert_eq!(
+        &asked[40..52],
+        &[41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 1, 2],
+        "then wraps"
+    );
+    // One moves on GitHub: the next pass that reaches it records it.
+    github.set_job(15, "completed", None);
+    let g = svc.reconcile().await.github.expect("github steps");
+    assert_eq!(g.advanced, 1, "{g:?}");
+    assert_eq!(ledger.job(15).expect("record").state, JobState::Completed);
+    let text = svc.metrics().render_prometheus();
+    assert!(text.contains("scalehook_rechecked_jobs_total 80"), "{text}");
+}
+
+/// GitHub's 422 (it will not deregister a runner that took a job) is counted per pool with
+/// reason `busy`: on /metrics and in the pool's EMF state line (as the increase since the
+/// last line).
+#[tokio::test]
+async fn a_busy_refusal_is_counted_per_pool() {
+    let clock = Arc::new(ManualClock::new(NOW));
+    let fleet = Arc::new(LocalFleet::new());
+    let github = Arc::new(LocalGitHub::new());
+    let svc = service(
+        RACE,
+        Arc::new(MemoryLedger::new()),
+        fleet.clone(),
+        github.clone(),
+        clock,
+    );
+    let pool = svc.config().pool("linux").expect("pool").clone();
+    deliver(&svc, job("queued", 1, LINUX, None)).await;
+    let runners = provision(&fleet, &github, &pool).await;
+    github.assign_on_removal(&runners[0]);
+    let (status, _) = deliver(&svc, job("completed", 1, LINUX, None)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        instance_ids(fleet.as_ref(), &pool).await,
+        vec!["linux-0001"]
+    );
+    assert_eq!(svc.metrics().runner_removals_refused("linux", "busy"), 1);
+    let text = svc.metrics().render_prometheus();
+    assert!(
+        text.contains("scalehook_runner_removals_refused_total{pool=\"linux\",reason=\"busy\"} 1"),
+        "{text}"
+    );
+    let refused = |lines: Vec<String>| -> Vec<u64> {
+        lines
+            .iter()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+            .filter(|v| v["Pool"] == "linux")
+            .map(|v| v["RunnerRemovalsRefused"].as_u64().expect("a count"))
+            .collect()
+    };
+    let emf = scalehook_core::metrics::emf_state_lines;
+    assert_eq!(refused(emf(svc.metrics(), 0)), vec![1]);
+    assert_eq!(
+        refused(emf(svc.metrics(), 0)),
+        vec![0],
+        "an increase per line"
+    );
+}
+
 /// (iv) Orphans: an instance past boot grace with no registered runner is replaced (the
 /// pool is at its minimum); within grace it stays. An offline runner whose instance is gone
 /// is deregistered; an instance with a runner stays.
