@@ -237,26 +237,34 @@ locals {
     {
       type = "metric", x = 0, y = 24, width = 12, height = 6
       properties = {
-        title  = "Reconcile passes, failures, expired jobs, redeliveries"
+        title  = "Reconcile passes, failures, expired jobs, redeliveries, re-checks, refused removals"
         region = local.dashboard_region
         view   = "timeSeries"
         period = 3600
-        metrics = [
+        metrics = concat([
           [local.emf_namespace, "ReconcileRuns", { stat = "Sum", label = "passes" }],
           [local.emf_namespace, "ReconcileFailures", { stat = "Sum", label = "failed passes" }],
           [local.emf_namespace, "ExpiredJobs", { stat = "Sum", label = "expired jobs" }],
           [local.emf_namespace, "RedeliveredDeliveries", { stat = "Sum", label = "redelivered" }],
-        ]
+          [local.emf_namespace, "RedeliveryFailures", { stat = "Sum", label = "redeliveries failed (retried)" }],
+          [local.emf_namespace, "RedeliveriesAbandoned", { stat = "Sum", label = "redeliveries given up" }],
+          [local.emf_namespace, "RecheckedJobs", { stat = "Sum", label = "jobs re-checked" }],
+          ], [for p in local.pool_names :
+          [local.emf_namespace, "RunnerRemovalsRefused", "Pool", p, { stat = "Sum", label = "${p} removals refused (busy)" }]
+        ])
       }
     },
     {
       type = "metric", x = 12, y = 24, width = 12, height = 6
       properties = {
-        title   = "GitHub API rate limit remaining"
-        region  = local.dashboard_region
-        view    = "timeSeries"
-        period  = local.reconcile_period
-        metrics = [[local.emf_namespace, "GitHubRateLimitRemaining", { stat = "Minimum", label = "remaining" }]]
+        title  = "GitHub API rate limit remaining and requests"
+        region = local.dashboard_region
+        view   = "timeSeries"
+        period = local.reconcile_period
+        metrics = [
+          [local.emf_namespace, "GitHubRateLimitRemaining", { stat = "Minimum", label = "remaining" }],
+          [local.emf_namespace, "GitHubRequests", { stat = "Sum", label = "requests", yAxis = "right" }],
+        ]
       }
     },
     {

@@ -1,7 +1,9 @@
 # SLO alerts and the Application Insights workbook, over the handler's JSON log lines
 # (`traces`: target scalehook::delivery carries outcome, pool, latency_us, and on the one
 # delivery that moved a job, queue_wait_secs or run_secs; target scalehook::reconcile the
-# pass's report). Runbook sections: #job-queue-wait-above-slo, #delivery-5xx-error-budget-burn.
+# pass's report; target scalehook::state, once per reconcile pass, the census and GitHub
+# figures under the EMF metric names, as the AWS dashboard shows them). Runbook sections:
+# #job-queue-wait-above-slo, #delivery-5xx-error-budget-burn.
 
 variable "runner_boot_seconds" {
   description = "Typical seconds from a scale-out to a runner taking a job (VM creation, boot, runner registration). The queue wait SLO defaults to this plus 60 s."
@@ -166,6 +168,23 @@ resource "azurerm_monitor_scheduled_query_rules_alert_v2" "delivery_5xx_budget_s
 # ---- Workbook -------------------------------------------------------------------------------
 
 locals {
+  # The core's state line (metrics::state_json, once per reconcile pass): `state` is a JSON
+  # string {"pools": [{"Pool", "LiveInstances", ...}], "GitHubRequests", ...}; counters are
+  # the increase since the previous line, so a sum over time is the count.
+  state_kql = <<-KQL
+    traces
+    | where message has "scalehook::state"
+    | extend line = parse_json(message)
+    | extend fields = iff(isnull(line.fields), line, line.fields)
+    | extend state = parse_json(tostring(fields.state))
+  KQL
+
+  # The state line's per-pool figures, one row per pool.
+  state_pools_kql = "${local.state_kql}| mv-expand p = state.pools | extend pool = tostring(p.Pool)\n"
+
+  # The reconcile report's GitHub steps (`github` is null in webhook-only mode).
+  reconcile_github_kql = "${local.reconcile_kql}| extend github = parse_json(tostring(fields.report)).github | where isnotnull(github)\n"
+
   # The workbook's KQL query items, one per panel.
   workbook_items = [
     for i, item in [
@@ -209,6 +228,41 @@ locals {
         viz   = "columnchart"
         query = "${local.reconcile_kql}| summarize passes = count() by ok, bin(timestamp, 1h)"
       },
+      {
+        title = "Fleet census by pool: live, launching, busy, idle, unregistered instances (reconcile)"
+        viz   = "timechart"
+        query = "${local.state_pools_kql}| summarize LiveInstances = max(tolong(p.LiveInstances)), LaunchingInstances = max(tolong(p.LaunchingInstances)), BusyInstances = max(tolong(p.BusyInstances)), IdleInstances = max(tolong(p.IdleInstances)), UnregisteredInstances = max(tolong(p.UnregisteredInstances)) by pool, bin(timestamp, 5m)"
+      },
+      {
+        title = "GitHub API rate limit remaining"
+        viz   = "timechart"
+        query = "${local.state_kql}| summarize GitHubRateLimitRemaining = min(tolong(state.GitHubRateLimitRemaining)) by bin(timestamp, 5m)"
+      },
+      {
+        title = "GitHub API requests per hour"
+        viz   = "columnchart"
+        query = "${local.state_kql}| summarize GitHubRequests = sum(tolong(state.GitHubRequests)) by bin(timestamp, 1h)"
+      },
+      {
+        title = "GitHub errors: reconcile passes with a GitHub failure, failed GitHub calls (warnings)"
+        viz   = "columnchart"
+        query = "union (${local.reconcile_github_kql}| where isnotempty(tostring(github.error)) | extend series = \"reconcile passes with a GitHub error\"), (traces | where message has \"scalehook::github\" | extend line = parse_json(message) | where tostring(line.level) == \"WARN\" | extend series = \"failed GitHub calls\") | summarize n = count() by series, bin(timestamp, 1h)"
+      },
+      {
+        title = "Redeliveries: asked, failed (retried), given up"
+        viz   = "columnchart"
+        query = "${local.state_kql}| summarize RedeliveredDeliveries = sum(tolong(state.RedeliveredDeliveries)), RedeliveryFailures = sum(tolong(state.RedeliveryFailures)), RedeliveriesAbandoned = sum(tolong(state.RedeliveriesAbandoned)) by bin(timestamp, 1h)"
+      },
+      {
+        title = "Stale jobs re-checked with the jobs API, and moved"
+        viz   = "columnchart"
+        query = "union (${local.state_kql}| summarize n = sum(tolong(state.RecheckedJobs)) by bin(timestamp, 1h) | extend series = \"RecheckedJobs\"), (${local.reconcile_github_kql}| summarize n = sum(tolong(github.advanced)) by bin(timestamp, 1h) | extend series = \"moved (advanced)\")"
+      },
+      {
+        title = "Runner registrations removed (reconcile) and removals GitHub refused (busy, 422) by pool"
+        viz   = "columnchart"
+        query = "union (${local.state_pools_kql}| summarize n = sum(tolong(p.RunnerRemovalsRefused)) by pool, bin(timestamp, 1h) | extend series = strcat(pool, \" RunnerRemovalsRefused\")), (${local.reconcile_github_kql}| summarize n = sum(tolong(github.runners_removed)) by bin(timestamp, 1h) | extend series = \"removed (reconcile)\")"
+      },
       ] : {
       type = 3
       name = "query-${i}"
@@ -239,7 +293,7 @@ resource "azurerm_application_insights_workbook" "scalehook" {
       type = 1
       name = "intro"
       content = {
-        json = "## scalehook\nJob SLIs (queue wait, run time), deliveries (outcomes, latency, 5xx budget), capacity and reconcile, from the handler's log lines. Queue wait SLO: p95 under ${local.queue_wait_bound} s. Runbook: ${local.runbook}"
+        json = "## scalehook\nJob SLIs (queue wait, run time), deliveries (outcomes, latency, 5xx budget), capacity and reconcile, the fleet census and the GitHub App (API requests, errors and rate limit, redeliveries, job re-checks, runner removals and refusals), from the handler's log lines. Queue wait SLO: p95 under ${local.queue_wait_bound} s. Runbook: ${local.runbook}"
       }
     }], local.workbook_items)
   })

@@ -138,7 +138,9 @@ def test_azure_slo_alerts_read_logged_fields(azure):
     service = core_source("service.rs")
     report_fields = set(re.findall(r"pub (\w+):", core_source("report.rs")))
     text = (azure.path / "observability.tf").read_text()
-    for field in set(re.findall(r"fields\.(\w+)", text)):
+    # The state line's `state` and the reconcile line's `report`: the workbook test below.
+    assert re.search(r"\breport = %serde_json::to_string\(&report\)", service)
+    for field in set(re.findall(r"fields\.(\w+)", text)) - {"state", "report"}:
         assert field in report_fields, field
         assert re.search(rf"\b{field} = report\.{field}\b", service), f"{field} is not in the delivery log line"
     wait = rules["queue_wait_p95"]["criteria"][0]
@@ -155,6 +157,49 @@ def test_azure_slo_alerts_read_logged_fields(azure):
     wb = azure.resource("azurerm_application_insights_workbook", "scalehook")
     assert wb["source_id"] == "${lower(azurerm_application_insights.app.id)}"
     assert "local.workbook_items" in wb["data_json"]
+
+
+def test_azure_workbook_panels_name_emitted_metrics(azure):
+    """The workbook's census and GitHub App panels read the core's state line (target
+    scalehook::state, `state` = metrics::state_json) by the EMF metric names: each name is in
+    the catalog with the dimensions it is read with (per pool under `state.pools`, else none),
+    and the reconcile report fields it reads are GitHubReconcile's. Every census and GitHub
+    metric the AWS dashboard shows is on the workbook too."""
+    service = core_source("service.rs")
+    assert 'target: "scalehook::state"' in service
+    assert re.search(r"state = %crate::metrics::state_json\(&self\.metrics\)", service)
+    assert "state_values(&mut metrics.lock())" in core_source("metrics.rs"), "EMF and state line share the figures"
+    text = (azure.path / "observability.tf").read_text()
+    assert 'message has "scalehook::state"' in text
+    items = text[text.index("workbook_items = [") :]
+    pooled = set(re.findall(r"\bp\.([A-Z]\w+)", items)) - {"Pool"}
+    unpooled = set(re.findall(r"\bstate\.([A-Z]\w+)", items))
+    for name in pooled:
+        assert ["Pool"] in emf(name)["dimensions"], f"{name} is not written per pool"
+    for name in unpooled:
+        assert [] in emf(name)["dimensions"], f"{name} is not written without dimensions"
+    struct = re.search(r"pub struct GitHubReconcile \{(.*?)\n\}", service, re.S).group(1)
+    github_fields = set(re.findall(r"^\s+pub (\w+):", struct, re.M))
+    for field in set(re.findall(r"\bgithub\.(\w+)", items)):
+        assert field in github_fields, f"{field} is not in the reconcile report's github steps"
+    census = {"LiveInstances", "LaunchingInstances", "BusyInstances", "IdleInstances", "UnregisteredInstances"}
+    github = {
+        "GitHubRateLimitRemaining",
+        "GitHubRequests",
+        "RedeliveredDeliveries",
+        "RedeliveryFailures",
+        "RedeliveriesAbandoned",
+        "RecheckedJobs",
+    }
+    assert census | {"RunnerRemovalsRefused"} <= pooled, pooled
+    assert github <= unpooled, unpooled
+    assert {"error", "advanced", "runners_removed"} <= set(re.findall(r"\bgithub\.(\w+)", items))
+    titles = " ".join(re.findall(r'title = "([^"]*)"', items)).lower()
+    for needed in ("census", "rate limit", "requests", "errors", "redeliveries", "re-checked", "refused"):
+        assert needed in titles, needed
+    aws_text = (ROOT / "infra" / "aws" / "observability.tf").read_text()
+    aws_named = set(re.findall(r'"((?:\w+Instances)|GitHub\w+|Redeliver\w+|RecheckedJobs|RunnerRemovalsRefused)"', aws_text))
+    assert aws_named <= pooled | unpooled, aws_named - (pooled | unpooled)
 
 
 def prometheus_series():
