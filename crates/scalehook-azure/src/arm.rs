@@ -12,6 +12,7 @@ pub use crate::http::{error_text, snippet};
 use crate::identity::{ManagedIdentity, ARM_AUDIENCE};
 use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode, Url};
+use scalehook_core::sleep::{Sleeper, TokioSleeper};
 use scalehook_core::FleetError;
 use serde_json::Value;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -86,6 +87,8 @@ pub struct ArmClient {
     endpoint: Url,
     identity: Arc<ManagedIdentity>,
     pub budget: ArmBudget,
+    /// Every wait (Retry-After, backoff, spacing, polling) goes through this.
+    sleeper: Arc<dyn Sleeper>,
     /// The lowest `x-ms-ratelimit-remaining-resource` count of the last answer that had one
     /// (`u64::MAX`: none seen), and when (Unix seconds).
     remaining: AtomicU64,
@@ -123,9 +126,16 @@ impl ArmClient {
             endpoint,
             identity,
             budget,
+            sleeper: Arc::new(TokioSleeper),
             remaining: AtomicU64::new(u64::MAX),
             remaining_at: AtomicU64::new(0),
         })
+    }
+
+    /// Waits with `sleeper` instead of tokio's timer (tests record the waits asked for).
+    pub fn with_sleeper(mut self, sleeper: Arc<dyn Sleeper>) -> Self {
+        self.sleeper = sleeper;
+        self
     }
 
     /// Calls left in the tightest Compute throttling policy ARM last reported, if it
@@ -184,7 +194,9 @@ impl ArmClient {
             // into 429s (bounded: never past half of what is left of the call budget).
             if self.rate_remaining().is_some_and(|n| n <= RATE_CRITICAL) {
                 let left = deadline.saturating_duration_since(Instant::now());
-                tokio::time::sleep(Duration::from_millis(500).min(left / 2)).await;
+                self.sleeper
+                    .sleep(Duration::from_millis(500).min(left / 2))
+                    .await;
             }
             let token = self
                 .identity
@@ -256,7 +268,7 @@ impl ArmClient {
                     url.path()
                 )));
             }
-            tokio::time::sleep(wait).await;
+            self.sleeper.sleep(wait).await;
         }
     }
 
@@ -293,7 +305,7 @@ impl ArmClient {
                 );
                 return Ok(false);
             }
-            tokio::time::sleep(wait).await;
+            self.sleeper.sleep(wait).await;
             let res = match self.send(Method::GET, url.clone(), None, deadline).await {
                 Ok(res) => res,
                 // The change itself was accepted; not knowing how it goes is no reason to

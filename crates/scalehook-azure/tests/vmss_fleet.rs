@@ -5,7 +5,7 @@ mod common;
 
 use common::arm_double::{ArmDouble, Fault, VMSS_ID};
 use scalehook_azure::{ArmBudget, ArmClient, ManagedIdentity, VmssFleet};
-use scalehook_core::{Config, Fleet, FleetError, PoolConfig};
+use scalehook_core::{Config, Fleet, FleetError, PoolConfig, RecordingSleeper};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,19 +17,22 @@ fn pool() -> PoolConfig {
     Config::from_toml(&toml).expect("config").pools.remove(0)
 }
 
-fn fleet_with(double: &ArmDouble, budget: ArmBudget) -> VmssFleet {
+fn arm_client(double: &ArmDouble, budget: ArmBudget) -> ArmClient {
     let env: HashMap<String, String> = double.env().into_iter().collect();
     let http = scalehook_azure::app::http_client().expect("client");
     let identity =
         ManagedIdentity::from_lookup(http.clone(), |k| env.get(k).cloned()).expect("identity");
-    let arm = ArmClient::new(
+    ArmClient::new(
         http,
         &env["SCALEHOOK_ARM_ENDPOINT"],
         Arc::new(identity),
         budget,
     )
-    .expect("arm client");
-    VmssFleet::new(arm)
+    .expect("arm client")
+}
+
+fn fleet_with(double: &ArmDouble, budget: ArmBudget) -> VmssFleet {
+    VmssFleet::new(arm_client(double, budget))
 }
 
 fn fleet(double: &ArmDouble) -> VmssFleet {
@@ -109,13 +112,20 @@ async fn throttling_is_retried_after_retry_after() {
         .lock()
         .faults
         .extend([Fault::Throttle(1), Fault::Server(503)]);
-    let f = fleet(&double);
-    let started = std::time::Instant::now();
+    // A call budget far above the waits, so whether a wait fits never depends on how fast
+    // the double answers; the waits are recorded, not slept.
+    let budget = ArmBudget {
+        call: Duration::from_secs(20),
+        ..ArmBudget::default()
+    };
+    let waits = RecordingSleeper::new();
+    let f = VmssFleet::new(arm_client(&double, budget).with_sleeper(waits.clone()));
     let s = f.describe(&pool()).await.expect("describe after retries");
     assert_eq!(s.desired, 2);
-    assert!(
-        started.elapsed() >= Duration::from_secs(1),
-        "Retry-After: 1 was honoured"
+    assert_eq!(
+        waits.take(),
+        vec![Duration::from_secs(1), Duration::from_millis(400)],
+        "Retry-After: 1 honoured after the 429, then the second attempt's backoff after the 503"
     );
     let st = double.lock();
     // GET vmss three times (429, 503, 200), then the VM list.
