@@ -6,9 +6,18 @@
 #   make bench                 everything, then bench/RESULTS.md
 #   make bench-criterion       only the criterion benches (target/criterion/)
 #   make bench-measure         only the process-level figures (binaries already built)
+#   make bench-burst           8 services in a 300-job burst: deliveries/s (memory ledger),
+#                              fleet calls per delivery (memory, DynamoDB/moto, Table/Azurite)
+#   make bench-round-trips     each cloud request on one delivery's path, AWS and Azure
 #   BENCH_RUNS=20 BENCH_DURATION=10 BENCH_CONNECTIONS=32   knobs of bench-measure
+#   BENCH_BURST_RUNS=10 BENCH_BURST_SLOW_RUNS=3 BENCH_BURST_FLEET_MS=50   knobs of bench-burst-memory
+#
+# The burst and round-trip targets write the `SCALEHOOK-BENCH {json}` lines their bench or
+# test prints into target/bench/*.log, then re-render bench/RESULTS.md from those logs and
+# the last bench-measure run (`measure.py --render-only`).
 
-.PHONY: bench bench-deps bench-build bench-criterion bench-measure
+.PHONY: bench bench-deps bench-build bench-criterion bench-measure bench-burst \
+	bench-burst-memory bench-burst-cloud bench-round-trips
 
 BENCH_RUNS ?= 20
 BENCH_DURATION ?= 10
@@ -16,7 +25,7 @@ BENCH_CONNECTIONS ?= 32
 BENCH_CRITERION_ARGS ?= --warm-up-time 2 --measurement-time 5
 BENCH_SERVE := target/release/scalehook
 
-bench: bench-deps bench-build bench-criterion bench-measure ## criterion + cold start/RSS/zip/throughput -> bench/RESULTS.md
+bench: bench-deps bench-build bench-criterion bench-burst bench-round-trips bench-measure ## criterion, bursts, round trips, cold start/RSS/zip/throughput -> bench/RESULTS.md
 
 bench-deps: ## install wrk (Debian) if it is missing
 	@command -v wrk >/dev/null || { \
@@ -39,3 +48,30 @@ bench-measure: bench-deps ## cold start, RSS, zip sizes and serve throughput of 
 	  --command "make bench   # = make lambda-zip azure-zip, then:" \
 	  --command "$(CARGO) build --release --locked -p scalehook-cli --bin scalehook" \
 	  --command "$(CARGO) bench --locked -p scalehook-core --bench delivery -- $(BENCH_CRITERION_ARGS)"
+
+BENCH_LOGS := target/bench
+BENCH_BURST_RUNS ?= 10
+BENCH_BURST_SLOW_RUNS ?= 3
+BENCH_BURST_FLEET_MS ?= 50
+BENCH_RENDER := python3 bench/measure.py --render-only
+# `{ header; load; command; load; } | tee log`: the command's output with what ran and the
+# load average before and after (measure.py prints both under the figures).
+bench_log = set -o pipefail; mkdir -p $(BENCH_LOGS); { echo "SCALEHOOK-BENCH-COMMAND $(1)"; \
+	echo "SCALEHOOK-BENCH-LOAD $$(cut -d' ' -f1-3 /proc/loadavg)"; $(1); \
+	echo "SCALEHOOK-BENCH-LOAD $$(cut -d' ' -f1-3 /proc/loadavg)"; } 2>&1 | tee $(BENCH_LOGS)/$(2).log
+
+bench-burst: bench-burst-memory bench-burst-cloud ## 300-job burst over 8 services: deliveries/s and fleet calls per delivery -> bench/RESULTS.md
+
+bench-burst-memory: ## the burst on the memory ledger: deliveries/s (median, range), with and without fleet latency
+	@$(call bench_log,BENCH_BURST_RUNS=$(BENCH_BURST_RUNS) BENCH_BURST_SLOW_RUNS=$(BENCH_BURST_SLOW_RUNS) BENCH_BURST_FLEET_MS=$(BENCH_BURST_FLEET_MS) $(CARGO) bench --locked -p scalehook-core --bench burst,burst-memory)
+	$(BENCH_RENDER)
+
+bench-burst-cloud: aws-test-deps azure-deps ## the burst tests on moto (DynamoDB) and Azurite (Table): fleet calls per delivery
+	@$(call bench_log,$(CARGO) test --locked -p scalehook-aws --test burst -- --nocapture,burst-aws)
+	@$(call bench_log,$(CARGO) test --locked -p scalehook-azure --test burst -- --nocapture,burst-azure)
+	$(BENCH_RENDER)
+
+bench-round-trips: aws-test-deps azure-deps ## cloud requests per delivery kind, in order, and how many are sequential (AWS, Azure)
+	@$(call bench_log,$(CARGO) test --locked -p scalehook-aws --test round_trips -- --ignored --nocapture,round-trips-aws)
+	@$(call bench_log,$(CARGO) test --locked -p scalehook-azure --test round_trips -- --ignored --nocapture,round-trips-azure)
+	$(BENCH_RENDER)

@@ -283,6 +283,8 @@ async fn burst_of_300_jobs_through_8_services() {
     let jobs: Vec<u64> = (0..JOBS).map(|k| FIRST_JOB + k).collect();
     let mut failures = Vec::new();
     let mut total_5xx = 0;
+    // One machine-readable line at the end, collected by `make bench-burst` (bench/measure.py).
+    let mut bench_phases = Vec::new();
 
     let mut started: Vec<(u64, Option<String>)> = Vec::new();
     for action in ["queued", "in_progress", "completed"] {
@@ -333,6 +335,17 @@ async fn burst_of_300_jobs_through_8_services() {
             f64::from(ddb_requests) / p.deliveries as f64,
             calls,
         );
+        bench_phases.push(serde_json::json!({
+            "phase": action,
+            "deliveries": p.deliveries,
+            "seconds": p.seconds,
+            "capacity": g.instances.len(),
+            "desired": g.desired,
+            "target": target,
+            "fivexx": fivexx,
+            "fleet_calls": calls,
+            "ledger_requests": ddb_requests,
+        }));
         let expected = match action {
             "queued" => (JOBS as u32, 0),
             "in_progress" => (0, JOBS as u32),
@@ -373,5 +386,16 @@ async fn burst_of_300_jobs_through_8_services() {
         failures.extend(violations.iter().map(|v| format!("{action}: {v}")));
     }
     println!("answered 5xx in all: {total_5xx}");
+    println!(
+        "SCALEHOOK-BENCH {}",
+        serde_json::json!({
+            "bench": "burst",
+            "ledger": "DynamoDB on moto",
+            "fleet": "Auto Scaling group stand-in (in process, recorded)",
+            "services": SERVICES,
+            "jobs": JOBS,
+            "phases": bench_phases,
+        })
+    );
     assert!(failures.is_empty(), "{failures:#?}");
 }

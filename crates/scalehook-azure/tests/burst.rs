@@ -272,6 +272,8 @@ async fn eight_services_absorb_a_burst_of_three_hundred_jobs() {
         ("completed", 0, 0, 0),
     ];
     let mut calls_before = fleet.calls();
+    // One machine-readable line at the end, collected by `make bench-burst` (bench/measure.py).
+    let mut bench_phases = Vec::new();
     for (i, (action, queued, running, target)) in plan.into_iter().enumerate() {
         let table_before = requests(&ledgers);
         let r = phase(&services, jobs, action, 7 + i as u64).await;
@@ -302,6 +304,21 @@ async fn eight_services_absorb_a_burst_of_three_hundred_jobs() {
             .filter(|(s, _)| **s >= 500)
             .map(|(_, n)| n)
             .sum();
+        bench_phases.push(serde_json::json!({
+            "phase": action,
+            "deliveries": r.deliveries,
+            "seconds": r.elapsed_ms as f64 / 1000.0,
+            "capacity": capacity,
+            "target": target,
+            "fivexx": fivexx,
+            "fleet_calls": {
+                "describe": delta.describe,
+                "set_desired": delta.set_desired,
+                "remove_instance": delta.remove,
+                "replace_instance": delta.replace,
+            },
+            "ledger_requests": table_requests,
+        }));
         assert_eq!(fivexx, 0, "{action}: {:?}", r.statuses);
         assert_eq!(
             (account.queued, account.running),
@@ -321,6 +338,17 @@ async fn eight_services_absorb_a_burst_of_three_hundred_jobs() {
             "{action}: {delta:?}"
         );
     }
+    println!(
+        "SCALEHOOK-BENCH {}",
+        serde_json::json!({
+            "bench": "burst",
+            "ledger": "Table Storage on Azurite",
+            "fleet": "VM Scale Set stand-in (in process, recorded)",
+            "services": SERVICES,
+            "jobs": jobs,
+            "phases": bench_phases,
+        })
+    );
     assert_eq!(
         fleet.calls().remove,
         jobs,

@@ -123,7 +123,7 @@ fn headers(body: &[u8], n: usize) -> HeaderMap {
 
 /// Every delivery of the three phases, signed: each job once, every fifth twice more, in
 /// the core test's order (job order, duplicates next to their job).
-fn phases() -> Vec<(&'static str, Vec<(HeaderMap, Vec<u8>)>)> {
+fn phases() -> Vec<Phase> {
     let queued = fixture(QUEUED);
     let self_hosted = |text: String| text.replace(r#""ubuntu-latest""#, r#""self-hosted""#);
     let started = self_hosted(fixture(IN_PROGRESS));
@@ -157,7 +157,9 @@ fn phases() -> Vec<(&'static str, Vec<(HeaderMap, Vec<u8>)>)> {
         .collect()
 }
 
-type Phases = [(&'static str, Vec<(HeaderMap, Vec<u8>)>)];
+/// A phase's action and its signed deliveries (headers, body).
+type Phase = (&'static str, Vec<(HeaderMap, Vec<u8>)>);
+type Phases = [Phase];
 
 async fn burst(phases: &'static Phases, latency: Duration) -> serde_json::Value {
     let ledger = Arc::new(MemoryLedger::new());

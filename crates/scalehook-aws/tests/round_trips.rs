@@ -1,0 +1,231 @@
+//! Round trips on the path of one delivery (`make bench-round-trips`; ignored by `make test`):
+//! the real service over `DynamoLedger` on moto and `AsgFleet` on moto's Auto Scaling, each
+//! SDK client with an interceptor that records every HTTP attempt's start and end. Per job,
+//! four deliveries in turn: a new queued job, the same queued delivery again (a duplicate),
+//! in_progress on the instance it scaled out, completed. Each delivery is handled by a new
+//! `Service` (another process: no in-process memory of earlier passes, as a delivery landing
+//! on another Lambda execution environment) and, in a second round, all by one `Service` (a
+//! warm environment). Each delivery prints one `SCALEHOOK-BENCH {json}` line with its calls
+//! in order (name, start and end in µs from the delivery's start); `bench/measure.py` orders
+//! them, finds the longest chain of non-overlapping calls and renders bench/RESULTS.md.
+
+mod common;
+
+use aws_sdk_dynamodb::config::interceptors::{
+    BeforeDeserializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
+};
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_types::config_bag::{Storable, StoreReplace};
+use common::{create_asg, create_table, deliver, group, sdk, Moto, SECRET};
+use scalehook_aws::{AsgFleet, DynamoLedger};
+use scalehook_core::{Config, LogFormat, Service, WebhookSecrets};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const TABLE: &str = "round-trips";
+const ASG: &str = "round-trips";
+const JOBS: u64 = 3;
+
+/// One HTTP attempt: its name and when it started and ended.
+#[derive(Debug, Clone)]
+struct Call {
+    name: String,
+    start: Instant,
+    end: Option<Instant>,
+}
+
+/// Records every attempt of every client it is installed on.
+#[derive(Debug, Default, Clone)]
+struct Recorder(Arc<Mutex<Vec<Call>>>);
+
+/// The index of this attempt's `Call`, kept in the attempt's config bag until it ends.
+#[derive(Debug, Clone, Copy)]
+struct Slot(usize);
+
+impl Storable for Slot {
+    type Storer = StoreReplace<Self>;
+}
+
+impl Recorder {
+    fn take(&self) -> Vec<Call> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// `ddb:Query(pool)`: the service, the operation and, for DynamoDB, the kinds of item the
+/// request names (the `<kind>#` prefix of every `pk`-like string value: job, pool, lease,
+/// cursor), so a lease take and a job write tell apart.
+fn call_name(meta: Option<&Metadata>, body: Option<&[u8]>) -> String {
+    let (service, op) = meta.map_or(("?", "?"), |m| (m.service(), m.name()));
+    let service = match service {
+        "DynamoDB" => "ddb",
+        "AutoScaling" | "Auto Scaling" => "asg",
+        other => other,
+    };
+    let mut kinds: Vec<String> = Vec::new();
+    if service == "ddb" {
+        let text = body.map(String::from_utf8_lossy).unwrap_or_default();
+        for part in text.split(r#""S":""#).skip(1) {
+            let value = part.split('"').next().unwrap_or_default();
+            if let Some((kind, _)) = value.split_once('#') {
+                if !kind.is_empty()
+                    && kind.chars().all(|c| c.is_ascii_lowercase())
+                    && !kinds.iter().any(|k| k == kind)
+                {
+                    kinds.push(kind.to_string());
+                }
+            }
+        }
+    }
+    // A transaction's items come in no fixed order.
+    kinds.sort();
+    if kinds.is_empty() {
+        format!("{service}:{op}")
+    } else {
+        format!("{service}:{op}({})", kinds.join(","))
+    }
+}
+
+impl Intercept for Recorder {
+    fn name(&self) -> &'static str {
+        "RoundTripRecorder"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        let name = call_name(cfg.load::<Metadata>(), context.request().body().bytes());
+        let mut calls = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        calls.push(Call {
+            name,
+            start: Instant::now(),
+            end: None,
+        });
+        cfg.interceptor_state().store_put(Slot(calls.len() - 1));
+        Ok(())
+    }
+
+    fn read_after_transmit(
+        &self,
+        _context: &BeforeDeserializationInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        let end = Instant::now();
+        if let Some(Slot(i)) = cfg.load::<Slot>().copied() {
+            if let Some(c) = self.0.lock().unwrap_or_else(|p| p.into_inner()).get_mut(i) {
+                c.end = Some(end);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn config() -> Config {
+    let mut c = common::config(ASG, 0, 10, 0);
+    // moto answers in milliseconds, but its first request of a service loads it.
+    c.cloud_timeout = Duration::from_secs(30);
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a test: make bench-round-trips"]
+async fn round_trips_per_delivery_on_moto() {
+    let moto = Moto::start();
+    let base = sdk(&moto.endpoint).await;
+    create_table(&base, TABLE).await;
+    create_asg(&base, ASG, 0, 10, 0).await;
+    let recorder = Recorder::default();
+    let ddb = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&base)
+            .interceptor(recorder.clone())
+            .build(),
+    );
+    let asg = aws_sdk_autoscaling::Client::from_conf(
+        aws_sdk_autoscaling::config::Builder::from(&base)
+            .interceptor(recorder.clone())
+            .build(),
+    );
+    let new_service = || {
+        let config = config();
+        Service::new(
+            config.clone(),
+            WebhookSecrets::new([SECRET]).expect("secret"),
+            Arc::new(DynamoLedger::new(ddb.clone(), TABLE, config.ledger)),
+            Arc::new(AsgFleet::new(asg.clone())),
+        )
+        .with_log(LogFormat::Off)
+    };
+    // Warm up: moto loads each service's backend on its first request.
+    let warm = new_service();
+    let a = deliver(&warm, "queued", 1, None).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = deliver(&warm, "completed", 1, None).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    recorder.take();
+
+    let shared = new_service();
+    let mut next_job = 1_000;
+    for mode in ["own process", "one warm process"] {
+        for _ in 0..JOBS {
+            next_job += 1;
+            let job = next_job;
+            let mut runner = None;
+            for (kind, action) in [
+                ("queued (new job)", "queued"),
+                ("queued (duplicate)", "queued"),
+                ("in_progress", "in_progress"),
+                ("completed", "completed"),
+            ] {
+                if action == "in_progress" {
+                    // The job runs on the instance its queued delivery scaled out.
+                    let g = group(&base, ASG).await;
+                    let id = g.instances.last().map(|(id, _)| id.clone());
+                    runner = id.map(|id| format!("runner-{id}"));
+                }
+                let fresh;
+                let service = if mode == "own process" {
+                    fresh = new_service();
+                    &fresh
+                } else {
+                    &shared
+                };
+                recorder.take();
+                let started = Instant::now();
+                let a = deliver(service, action, job, runner.as_deref()).await;
+                let total = started.elapsed();
+                assert!(a.status < 500, "{kind}: {} {}", a.status, a.body);
+                let calls: Vec<serde_json::Value> = recorder
+                    .take()
+                    .into_iter()
+                    .map(|c| {
+                        serde_json::json!({
+                            "name": c.name,
+                            "start_us": c.start.saturating_duration_since(started).as_micros() as u64,
+                            "end_us": c.end.map(|e| e.saturating_duration_since(started).as_micros() as u64),
+                        })
+                    })
+                    .collect();
+                println!(
+                    "SCALEHOOK-BENCH {}",
+                    serde_json::json!({
+                        "bench": "round-trips",
+                        "cloud": "aws",
+                        "backends": "DynamoDB and Auto Scaling on moto",
+                        "mode": mode,
+                        "kind": kind,
+                        "job": job,
+                        "status": a.status,
+                        "decision": a.report.decision,
+                        "total_us": total.as_micros() as u64,
+                        "calls": calls,
+                    })
+                );
+            }
+        }
+    }
+}
