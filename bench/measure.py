@@ -637,16 +637,18 @@ def longest_chain(calls: list[dict]) -> int:
 
 
 def log_provenance(w, entries: list[dict]) -> None:
+    """The commands that printed these figures, when, and the load average around each."""
     cmds = [c for e in entries for c in e["commands"]]
-    loads = [l for e in entries for l in e["load"]]
-    dates = sorted({e["date"] for e in entries if e["rows"]})
     if cmds:
         w("```")
         for c in cmds:
             w(c)
         w("```\n")
-    if dates or loads:
-        w(f"Run {', '.join(dates)}; load average (1/5/15 min) before / after: {' / '.join(loads) or '?'}.\n")
+    for e in entries:
+        if e["rows"]:
+            what = e["commands"][0].split(" -- ")[0] if e["commands"] else "?"
+            w(f"- `{what}`: finished {e['date']}; load average (1/5/15 min) before / after: {' / '.join(e['load']) or '?'}")
+    w("")
 
 
 def fmt_calls(calls: dict) -> str:
@@ -731,8 +733,9 @@ def render_round_trips(w, figures: dict) -> None:
     w("(the instance is removed). *own process*: each delivery by a new `Service` (as on another")
     w("Lambda environment or Functions host: no in-process memory of earlier passes); *one warm")
     w("process*: all four by one `Service`. **Sequential** is the longest chain of requests no two")
-    w("of which overlap: the round trips the delivery waits for one after another (today every")
-    w("request is sequential; overlapping requests would lower it below the count). Time is the")
+    w("of which overlap: the round trips the delivery waits for one after another (requests that")
+    w("overlap lower it below the count; the Azure proxy sees a request when it arrives, so two")
+    w("the client starts together may show as one after the other when one is quick). Time is the")
     w("whole `Service::handle` on loopback against the emulators (median over the jobs); a cloud")
     w("round trip is ~5–30 ms instead, so sequential × that is what a user waits and pays for.")
     w("DynamoDB items in parentheses are the `pk` kinds the request names; Table requests name the")
@@ -776,6 +779,11 @@ def splice(out: Path, figures: dict) -> int:
     if start < 0:
         start = text.index(end)
     text = text[:start] + block + text[text.index(end):]
+    # The analysis at the end is bench/NOTES.md as it is now.
+    notes_file = ROOT / "bench/NOTES.md"
+    notes = notes_file.read_text().strip() if notes_file.is_file() else ""
+    if notes and notes.splitlines()[0] in text:
+        text = text[: text.index(notes.splitlines()[0])] + notes + "\n"
     out.write_text(text)
     print(f"wrote the burst and round-trip sections of {os.path.relpath(out, ROOT)}", file=sys.stderr)
     return 0
