@@ -8,7 +8,9 @@ RUNNER_SHELLCHECK_VERSION := 0.11.0.1
 RUNNER_AWSCLI_VERSION := 1.46.3
 RUNNER_PYTEST_VERSION := 9.2.0
 RUNNER_STAMP := $(RUNNER_VENV)/.installed-sc$(RUNNER_SHELLCHECK_VERSION)-awscli$(RUNNER_AWSCLI_VERSION)-pytest$(RUNNER_PYTEST_VERSION)
-RUNNER_SCRIPTS := $(wildcard runner/*/*.sh)
+# The boot scripts as instances get them: runner/render.sh joins runner/lib.sh and each
+# cloud's boot.sh (infra/*/runners render the same after their settings lines).
+RUNNER_CLOUDS := aws azure
 export SCALEHOOK_RUNNER_PYTHON := $(RUNNER_VENV)/bin/python
 
 TEST_DEPS += runner-deps
@@ -27,9 +29,13 @@ $(RUNNER_STAMP):
 
 runner-test: runner-shellcheck runner-pytest ## the boot scripts: shellcheck, then run for real against stand-ins
 
-runner-shellcheck: runner-deps ## shellcheck every boot script (warnings are errors)
-	$(RUNNER_VENV)/bin/shellcheck --severity=style --shell=bash $(RUNNER_SCRIPTS)
+runner-shellcheck: runner-deps ## shellcheck render.sh and every rendered boot script (warnings are errors)
+	$(RUNNER_VENV)/bin/shellcheck --severity=style --shell=bash runner/render.sh
+	set -e; for cloud in $(RUNNER_CLOUDS); do \
+	  echo "shellcheck: rendered $$cloud boot script"; \
+	  bash runner/render.sh $$cloud | $(RUNNER_VENV)/bin/shellcheck --severity=style --shell=bash -; \
+	done
 
-runner-pytest: runner-deps aws-test-deps ## run the boot scripts under a temporary root (moto SSM, IMDS and Blob stand-ins)
+runner-pytest: runner-deps aws-test-deps ## run the rendered boot scripts under a temporary root (moto SSM, IMDS and Blob stand-ins, virtual clock)
 	PYTHONDONTWRITEBYTECODE=1 PATH="$(RUNNER_VENV)/bin:$$PATH" \
 	  $(RUNNER_VENV)/bin/python -m pytest -q -p no:cacheprovider runner/tests

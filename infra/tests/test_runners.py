@@ -228,6 +228,7 @@ def test_user_data_renders_to_settings_then_the_boot_script():
         for f in ("variables.tf", "userdata.tf"):
             shutil.copy(RUNNERS / f, mod)
         os.makedirs(os.path.join(work, "runner/aws"))
+        shutil.copy(ROOT / "runner/lib.sh", os.path.join(work, "runner"))
         shutil.copy(ROOT / "runner/aws/boot.sh", os.path.join(work, "runner/aws"))
         tfvars = {
             "pool": "linux-x64",
@@ -257,7 +258,13 @@ def test_user_data_renders_to_settings_then_the_boot_script():
     assert user_data.startswith("#!/bin/bash\n")
     assert "export SCALEHOOK_RUNNER_SHA256='" + "a" * 64 + "'\n" in user_data
     assert "export SCALEHOOK_RUNNER_DIR='/opt/it'\\''s runner'\n" in user_data
-    assert user_data.endswith((ROOT / "runner/aws/boot.sh").read_text())
+    # One self-contained script: the settings, then exactly what runner/render.sh prints (the
+    # script the runner tests run).
+    rendered = subprocess.run(
+        ["bash", str(ROOT / "runner/render.sh"), "aws"], capture_output=True, text=True, check=True
+    ).stdout
+    assert user_data.endswith("\n" + rendered)
+    assert user_data.count("\nset -euo pipefail\n") == 2, "lib.sh and boot.sh, nothing else"
     # The rendered settings parse in bash to exactly the values given.
     check = subprocess.run(
         ["bash", "-c", user_data.split("#!/bin/bash\n", 2)[1] + 'printf "%s" "$SCALEHOOK_RUNNER_DIR"'],
@@ -325,7 +332,10 @@ def test_azure_runner_scale_set_is_uniform_with_custom_data_and_identity():
     assert vmss["custom_data"] == "${base64encode(local.custom_data)}"
     assert vmss["identity"][0]["type"] == "UserAssigned"
     assert vmss["lifecycle"][0]["ignore_changes"] == ["instances"]
-    assert "runner/azure/boot.sh" in m.locals["custom_data"]
+    # One self-contained script, in runner/render.sh's order: the shared lib, then the boot script.
+    custom = m.locals["custom_data"]
+    lib, boot = (f'file("${{path.module}}/../../../runner/{f}")' for f in ("lib.sh", "azure/boot.sh"))
+    assert custom.index(lib) < custom.index(boot), custom
     # Blob access for the VMs and scalehook: on the pool's container only.
     for name in ("runners_read_delete", "scalehook_write"):
         ra = m.resource("azurerm_role_assignment", name)

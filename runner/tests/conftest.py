@@ -1,11 +1,15 @@
-"""Shared by the boot-script tests: a temporary root with stand-ins for the commands a boot
-script must not really run here (shutdown, runuser, useradd, chown, iptables), a stand-in
-`run.sh` that records its arguments, and moto's server."""
+"""Shared by the boot-script tests: the rendered boot scripts (runner/render.sh: runner/lib.sh
+then runner/<cloud>/boot.sh, as infra/*/runners deliver them), a temporary root with stand-ins
+for the commands a boot script must not really run here (shutdown, runuser, useradd, chown,
+iptables), a virtual clock (`sleep` records its argument and advances it, `date +%s` reads it:
+waits are checked by what was asked for, never by wall-clock time), a stand-in `run.sh` that
+records its arguments, and moto's server."""
 
 from __future__ import annotations
 
 import os
 import pathlib
+import shutil
 import socket
 import subprocess
 import sys
@@ -36,6 +40,34 @@ exit "${{FAKE_RUNNER_EXIT:-0}}"
 """
 
 
+# sleep N: records N, advances the virtual clock by N, then runs $FAKE_SLEEP_HOOK (an
+# executable) if this is sleep number $FAKE_SLEEP_HOOK_AT: "something appears while waiting".
+SLEEP = """#!/bin/bash
+printf '%s\\n' "$*" >> "{calls}/sleep"
+echo $(( $(cat "{clock}") + $1 )) > "{clock}"
+if [ -n "${{FAKE_SLEEP_HOOK:-}}" ] && [ "$(wc -l < "{calls}/sleep")" -eq "${{FAKE_SLEEP_HOOK_AT:-1}}" ]; then
+  "$FAKE_SLEEP_HOOK"
+fi
+"""
+# date +%s: the virtual clock; any other use (log timestamps) is the real date.
+DATE = """#!/bin/bash
+if [ "$*" = "+%s" ]; then cat "{clock}"; else exec {date} "$@"; fi
+"""
+# Where the virtual clock starts (Unix seconds).
+CLOCK_START = 1_700_000_000
+
+
+def rendered(cloud: str, into: pathlib.Path) -> pathlib.Path:
+    """The boot script an instance of `cloud` runs (without the settings lines), as
+    runner/render.sh prints it."""
+    out = into / f"{cloud}-boot.sh"
+    text = subprocess.run(
+        ["bash", str(RUNNER / "render.sh"), cloud], capture_output=True, text=True, check=True
+    ).stdout
+    out.write_text(text)
+    return out
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -52,6 +84,10 @@ class FakeRoot:
         for name in ("shutdown", "poweroff", "useradd", "chown", "iptables"):
             self._script(self.bin / name, RECORD.format(calls=self.calls, name=name))
         self._script(self.bin / "runuser", RUNUSER.format(calls=self.calls))
+        self.clock = path / "clock"
+        self.clock.write_text(f"{CLOCK_START}\n")
+        self._script(self.bin / "sleep", SLEEP.format(calls=self.calls, clock=self.clock))
+        self._script(self.bin / "date", DATE.format(clock=self.clock, date=shutil.which("date")))
 
     @staticmethod
     def _script(path: pathlib.Path, text: str):
@@ -77,6 +113,16 @@ class FakeRoot:
         f = self.calls / name
         return f.read_text().splitlines() if f.exists() else []
 
+    def sleeps(self) -> list[int]:
+        """The pauses the script asked for, in seconds, in order."""
+        return [int(s) for s in self.called("sleep")]
+
+    def hook(self, text: str) -> pathlib.Path:
+        """An executable for FAKE_SLEEP_HOOK."""
+        path = self.path / "sleep-hook"
+        self._script(path, "#!/bin/bash\nset -euo pipefail\n" + text + "\n")
+        return path
+
     def runner_args(self) -> list[str] | None:
         f = self.calls / "run.sh.args"
         return f.read_text().splitlines() if f.exists() else None
@@ -98,15 +144,14 @@ class FakeRoot:
         return env
 
     def run(self, script: pathlib.Path, timeout: float = 60, **extra):
-        started = time.monotonic()
-        out = subprocess.run(
+        # `timeout` only stops a hung script; it is no claim about speed.
+        return subprocess.run(
             ["bash", str(script)],
             env=self.env(**extra),
             capture_output=True,
             text=True,
             timeout=timeout,
         )
-        return out, time.monotonic() - started
 
 
 @pytest.fixture

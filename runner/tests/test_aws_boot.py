@@ -1,19 +1,18 @@
-"""runner/aws/boot.sh, run for real: bash under a temporary root, the AWS CLI against moto's
-SSM, and a loopback stand-in for IMDSv2 (token PUT, then GETs that must carry the token)."""
+"""runner/aws/boot.sh as an instance runs it (rendered after runner/lib.sh), run for real: bash
+under a temporary root, the AWS CLI against moto's SSM, and a loopback stand-in for IMDSv2
+(token PUT, then GETs that must carry the token)."""
 
 from __future__ import annotations
 
 import hashlib
 import http.server
 import threading
-import time
 
 from awscli.botocore import session as botocore_session  # the AWS CLI vendors botocore
 import pytest
 
-from conftest import RUNNER
+from conftest import rendered
 
-SCRIPT = RUNNER / "aws" / "boot.sh"
 INSTANCE = "i-0123456789abcdef0"
 OTHER = "i-0fedcba9876543210"
 PREFIX = "/scalehook/jit"
@@ -68,6 +67,11 @@ def imds():
     server.shutdown()
 
 
+@pytest.fixture(scope="module")
+def script(tmp_path_factory):
+    return rendered("aws", tmp_path_factory.mktemp("rendered"))
+
+
 @pytest.fixture
 def ssm(moto_endpoint):
     client = botocore_session.get_session().create_client(
@@ -94,7 +98,7 @@ def exists(ssm, instance) -> bool:
         return False
 
 
-def boot(fake_root, imds, moto_endpoint, timeout=60, **extra):
+def boot(fake_root, script, imds, moto_endpoint, timeout=60, **extra):
     settings = dict(
         SCALEHOOK_IMDS_URL=imds,
         SCALEHOOK_JIT_PARAMETER_PREFIX=PREFIX,
@@ -105,15 +109,15 @@ def boot(fake_root, imds, moto_endpoint, timeout=60, **extra):
         AWS_SECRET_ACCESS_KEY="testing",
     )
     settings.update(extra)
-    return fake_root.run(SCRIPT, timeout=timeout, **settings)
+    return fake_root.run(script, timeout=timeout, **settings)
 
 
-def test_reads_and_deletes_its_own_parameter_runs_the_runner_and_powers_off(fake_root, imds, moto_endpoint, ssm):
+def test_reads_and_deletes_its_own_parameter_runs_the_runner_and_powers_off(fake_root, script, imds, moto_endpoint, ssm):
     runner_dir = fake_root.install_runner()
     put(ssm, INSTANCE)
     put(ssm, OTHER, "another-instance-config")
 
-    out, _ = boot(fake_root, imds, moto_endpoint)
+    out = boot(fake_root, script, imds, moto_endpoint)
 
     assert out.returncode == 0, out.stderr
     assert fake_root.runner_args() == ["--jitconfig", CONFIG]
@@ -138,65 +142,64 @@ def test_reads_and_deletes_its_own_parameter_runs_the_runner_and_powers_off(fake
     assert f"read and deleted {PREFIX}/{INSTANCE}" in fake_root.log()
 
 
-def test_waits_for_a_parameter_written_after_boot(fake_root, imds, moto_endpoint, ssm):
+def test_waits_for_a_parameter_written_after_boot(fake_root, script, imds, moto_endpoint, ssm):
     fake_root.install_runner()
-    timer = threading.Timer(3, put, args=(ssm, INSTANCE))
-    timer.start()
-    try:
-        out, elapsed = boot(fake_root, imds, moto_endpoint)
-    finally:
-        timer.cancel()
+    # The parameter is written during the second pause: the script reads it on its third try.
+    hook = fake_root.hook(
+        f"aws ssm put-parameter --name {PREFIX}/{INSTANCE} --value {CONFIG} --type SecureString"
+        " --overwrite >/dev/null"
+    )
+    out = boot(fake_root, script, imds, moto_endpoint, FAKE_SLEEP_HOOK=hook, FAKE_SLEEP_HOOK_AT=2)
     assert out.returncode == 0, out.stderr
+    assert fake_root.sleeps() == [1, 1], "polled every SCALEHOOK_JIT_POLL_SECONDS until it came"
     assert fake_root.runner_args() == ["--jitconfig", CONFIG]
-    assert elapsed >= 3
     assert not exists(ssm, INSTANCE)
     assert fake_root.called("shutdown") == ["-h now"]
 
 
-def test_missing_parameter_gives_up_within_its_bound_and_powers_off(fake_root, imds, moto_endpoint, ssm):
+def test_missing_parameter_gives_up_after_its_bound_and_powers_off(fake_root, script, imds, moto_endpoint, ssm):
     fake_root.install_runner()
     put(ssm, OTHER, "another-instance-config")
-    bound = 4
-    out, elapsed = boot(fake_root, imds, moto_endpoint, SCALEHOOK_JIT_WAIT_SECONDS=bound)
+    out = boot(fake_root, script, imds, moto_endpoint, SCALEHOOK_JIT_WAIT_SECONDS=4, SCALEHOOK_JIT_POLL_SECONDS=1)
     assert out.returncode != 0
     assert fake_root.runner_args() is None, "no runner without a configuration"
     assert fake_root.called("shutdown") == ["-h now"]
-    assert "giving up" in fake_root.log()
-    # Bounded: the wait, plus one poll and one AWS CLI call (about 1 s each here).
-    # bash's SECONDS counts whole seconds, so the wait may end up to 1 s before the bound.
-    assert bound - 1 <= elapsed < bound + 15, elapsed
+    assert "no runner configuration after 4s: giving up" in fake_root.log()
+    # It waited the bound, a pause at a time, then stopped: 4 pauses of 1 s (5 tries).
+    assert fake_root.sleeps() == [1, 1, 1, 1]
     # It never took another instance's configuration.
     assert exists(ssm, OTHER)
 
 
-def test_powers_off_when_the_runner_fails(fake_root, imds, moto_endpoint, ssm):
+def test_powers_off_when_the_runner_fails(fake_root, script, imds, moto_endpoint, ssm):
     fake_root.install_runner()
     put(ssm, INSTANCE)
-    out, _ = boot(fake_root, imds, moto_endpoint, FAKE_RUNNER_EXIT=3)
+    out = boot(fake_root, script, imds, moto_endpoint, FAKE_RUNNER_EXIT=3)
     assert out.returncode == 0
     assert fake_root.runner_args() == ["--jitconfig", CONFIG]
     assert "runner exited with status 3" in fake_root.log()
     assert fake_root.called("shutdown") == ["-h now"]
 
 
-def test_no_metadata_service_powers_off(fake_root, moto_endpoint, ssm):
+def test_no_metadata_service_powers_off(fake_root, script, moto_endpoint, ssm):
     fake_root.install_runner()
     put(ssm, INSTANCE)
     from conftest import free_port
 
-    out, _ = boot(fake_root, f"http://127.0.0.1:{free_port()}", moto_endpoint)
+    out = boot(fake_root, script, f"http://127.0.0.1:{free_port()}", moto_endpoint)
     assert out.returncode != 0
     assert fake_root.runner_args() is None
     assert fake_root.called("shutdown") == ["-h now"]
     assert exists(ssm, INSTANCE)
 
 
-def test_downloads_the_pinned_runner_and_checks_its_sha256(fake_root, imds, moto_endpoint, ssm):
+def test_downloads_the_pinned_runner_and_checks_its_sha256(fake_root, script, imds, moto_endpoint, ssm):
     tarball = fake_root.runner_tarball()
     digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
     put(ssm, INSTANCE)
-    out, _ = boot(
+    out = boot(
         fake_root,
+        script,
         imds,
         moto_endpoint,
         SCALEHOOK_RUNNER_URL=f"file://{tarball}",
@@ -207,11 +210,12 @@ def test_downloads_the_pinned_runner_and_checks_its_sha256(fake_root, imds, moto
     assert (fake_root.path / "opt/actions-runner/run.sh").exists()
 
 
-def test_refuses_a_runner_package_with_the_wrong_sha256(fake_root, imds, moto_endpoint, ssm):
+def test_refuses_a_runner_package_with_the_wrong_sha256(fake_root, script, imds, moto_endpoint, ssm):
     tarball = fake_root.runner_tarball()
     put(ssm, INSTANCE)
-    out, _ = boot(
+    out = boot(
         fake_root,
+        script,
         imds,
         moto_endpoint,
         SCALEHOOK_RUNNER_URL=f"file://{tarball}",
@@ -224,15 +228,14 @@ def test_refuses_a_runner_package_with_the_wrong_sha256(fake_root, imds, moto_en
     assert fake_root.called("shutdown") == ["-h now"]
 
 
-def test_runner_keeps_imds_when_asked(fake_root, imds, moto_endpoint, ssm):
+def test_runner_keeps_imds_when_asked(fake_root, script, imds, moto_endpoint, ssm):
     fake_root.install_runner()
     put(ssm, INSTANCE)
-    out, _ = boot(fake_root, imds, moto_endpoint, SCALEHOOK_BLOCK_IMDS_FOR_RUNNER=0)
+    out = boot(fake_root, script, imds, moto_endpoint, SCALEHOOK_BLOCK_IMDS_FOR_RUNNER=0)
     assert out.returncode == 0, out.stderr
     assert fake_root.called("iptables") == []
 
 
-def test_user_data_is_small_enough():
+def test_user_data_is_small_enough(script):
     # EC2 user data is limited to 16 KB before base64; the module adds a few settings lines.
-    assert len(SCRIPT.read_bytes()) < 12 * 1024
-    assert time.time() > 0
+    assert len(script.read_bytes()) < 12 * 1024

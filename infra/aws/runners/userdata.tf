@@ -1,6 +1,7 @@
-# The instance's user data: the settings below, then runner/aws/boot.sh unchanged (shipped in
-# this repository and tested there). Kept apart from the resources so the tests can render it
-# with `terraform console`, without providers.
+# The instance's user data, one self-contained script: the settings below, then runner/lib.sh
+# and runner/aws/boot.sh unchanged (what runner/render.sh aws prints; shipped in this
+# repository and tested there as rendered). Kept apart from the resources so the tests can
+# render it with `terraform console`, without providers.
 
 locals {
   boot_settings = {
@@ -15,8 +16,9 @@ locals {
 
   # Single-quoted for bash: a quote inside a value becomes '\''.
   user_data = join("\n", concat(
-    ["#!/bin/bash", "# scalehook runner settings (infra/aws/runners); runner/aws/boot.sh follows."],
+    ["#!/bin/bash", "# scalehook runner settings (infra/aws/runners); runner/lib.sh and runner/aws/boot.sh follow."],
     [for k in sort(keys(local.boot_settings)) : "export ${k}='${replace(local.boot_settings[k], "'", "'\\''")}'"],
+    [file("${path.module}/../../../runner/lib.sh")],
     [file("${path.module}/../../../runner/aws/boot.sh")],
   ))
 }

@@ -1,4 +1,5 @@
-# One pool's runners on Azure: a Uniform scale set whose custom data is runner/azure/boot.sh,
+# One pool's runners on Azure: a Uniform scale set whose custom data is runner/azure/boot.sh
+# (after runner/lib.sh, one self-contained script as runner/render.sh azure prints it),
 # a user-assigned identity, and the pool's private blob container for JIT configurations.
 # scalehook finds new VMs in its describe of the scale set, mints `<pool>-<computer name>` and
 # writes the blob `<container>/<computer name>`; the VM reads and deletes it at boot. Why a
@@ -16,8 +17,9 @@ locals {
     SCALEHOOK_RUNNER_SHA256      = try(var.runner_package.sha256, "")
   }
   custom_data = join("\n", concat(
-    ["#!/bin/bash", "# scalehook runner settings (infra/azure/runners); runner/azure/boot.sh follows."],
+    ["#!/bin/bash", "# scalehook runner settings (infra/azure/runners); runner/lib.sh and runner/azure/boot.sh follow."],
     [for k in sort(keys(local.settings)) : "export ${k}='${replace(local.settings[k], "'", "'\\''")}'"],
+    [file("${path.module}/../../../runner/lib.sh")],
     [file("${path.module}/../../../runner/azure/boot.sh")],
   ))
 }
