@@ -5,7 +5,7 @@
 mod common;
 
 use common::arm_double::{ArmDouble, Fault, VMSS_ID};
-use common::azurite::{Azurite, KEY};
+use common::azurite::{free_port, Azurite, KEY};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -28,13 +28,6 @@ impl Drop for Handler {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
 }
 
 fn config_toml() -> String {

@@ -107,7 +107,8 @@ impl Drop for Azurite {
     }
 }
 
-fn free_port() -> u16 {
+/// A free loopback port (for any local server a test starts).
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
