@@ -162,7 +162,7 @@ pub fn config(data: &[u8]) {
             PoolLedger {
                 queued: u32::MAX,
                 running: u32::MAX,
-                busy_runners: Vec::new(),
+                changes: u64::MAX,
             },
         ] {
             let t = scalehook_core::policy::target(p, &account, &FleetState::default());
@@ -363,10 +363,9 @@ impl CheckedFleet {
         let before = self.inner.describe(pool).await?;
         let busy = self
             .ledger
-            .pool(&pool.name)
+            .busy_runners(&pool.name)
             .await
-            .expect("memory ledger")
-            .busy_runners;
+            .expect("memory ledger");
         change.await?;
         let after = self.inner.describe(pool).await?;
         for gone in before

@@ -8,7 +8,7 @@
 //! | pk | sk | attributes |
 //! |---|---|---|
 //! | `job#<job id>` | `job` | `pool`, `state`, `runner`, `repository`, `updated_at`; `due` while unfinished; `expires_at` once completed |
-//! | `pool#<pool>` | `count#<shard>` | `queued`, `running`: the counts of the pool's jobs whose id hashes to the shard |
+//! | `pool#<pool>` | `count#<shard>` | `queued`, `running`: the counts of the pool's jobs whose id hashes to the shard; `changes`: how many transitions changed them (the shard's share of the change stamp) |
 //! | `pool#<pool>` | `busy#<job id>` | `runner`: one item per in-progress job that names its runner |
 //! | `lease#<pool>` | `lease` | `holder`, `expires_at`: the pool's convergence lease |
 //! | `cursor#<name>` | `cursor` | `value`: a named cursor |
@@ -21,8 +21,18 @@
 //! (to `in_progress`) or the `Delete` of it (from `in_progress`). A job always lands on the
 //! same shard, so each shard is itself an exact, non-negative count, and concurrent
 //! deliveries of different jobs touch different items (16 shards per pool), so they seldom
-//! conflict. [`Ledger::pool`] is one strongly consistent `Query` of the pool's partition:
-//! the shards and the busy items, summed.
+//! conflict. [`Ledger::pool`] is one strongly consistent `Query` of the 16 counter shards
+//! (`begins_with(sk, "count#")`), summed: the account and its change stamp (`changes`, added
+//! by 1 in the same `ADD` as the counts), the same size whatever the number of jobs.
+//! [`Ledger::busy_runners`] is a separate strongly consistent `Query` of the `busy#` items,
+//! page by page (1 MB, about 16,000 runners, per page), read only by passes that may take
+//! instances out (reconcile, completions).
+//!
+//! Migration: shards written before the change stamp lack `changes`, which reads as 0; the
+//! first transition on a shard creates it (`ADD`). While old and new code both write (a
+//! deployment's few seconds), the old code's transitions do not move the stamp: a pass could
+//! then take an account with equal counts for unchanged; the next delivery that changes the
+//! account, or reconcile (every minute, deciding from the complete busy list), converges it.
 //!
 //! The `due` index holds only unfinished job items, under `due#q#<yyyymmdd>` (waiting or
 //! queued) and `due#r#<yyyymmdd>` (in progress), the day of `updated_at`: expiry and
@@ -72,6 +82,7 @@ pub struct DynamoLedger {
     table: String,
     ttl: LedgerTtl,
     expiry_budget: Duration,
+    busy_page: Option<i32>,
 }
 
 /// A job item as stored.
@@ -176,6 +187,9 @@ fn pool_key(pool: &str) -> String {
 const JOB_SK: &str = "job";
 const COUNT_PREFIX: &str = "count#";
 const BUSY_PREFIX: &str = "busy#";
+/// Busy items per page of [`Ledger::busy_runners`] by default: as many as fit in DynamoDB's
+/// 1 MB page.
+pub const DEFAULT_BUSY_PAGE: Option<i32> = None;
 const EXPIRY_CURSOR_PK: &str = "meta#expiry";
 
 /// Which half of the due index a state lives in: each has its own time-to-live.
@@ -314,18 +328,31 @@ fn counter(item: &Item, key: &str, attr: &str) -> Result<u32, LedgerError> {
     }
 }
 
-/// Sums one page of a pool partition into `into`.
-fn add_pool_items(pool_pk: &str, items: &[Item], into: &mut PoolLedger) -> Result<(), LedgerError> {
+/// Sums counter shards into `into` (a missing `changes`, written before the change stamp,
+/// reads as 0).
+fn add_shards(pool_pk: &str, items: &[Item], into: &mut PoolLedger) -> Result<(), LedgerError> {
     for item in items {
         let sk = text(item, "sk").unwrap_or("");
-        if sk.starts_with(COUNT_PREFIX) {
-            let key = format!("{pool_pk}/{sk}");
-            into.queued = into.queued.saturating_add(counter(item, &key, "queued")?);
-            into.running = into.running.saturating_add(counter(item, &key, "running")?);
-        } else if sk.starts_with(BUSY_PREFIX) {
-            let runner = text(item, "runner").ok_or_else(|| corrupt(pool_pk, sk))?;
-            into.busy_runners.push(runner.to_string());
+        if !sk.starts_with(COUNT_PREFIX) {
+            continue;
         }
+        let key = format!("{pool_pk}/{sk}");
+        into.queued = into.queued.saturating_add(counter(item, &key, "queued")?);
+        into.running = into.running.saturating_add(counter(item, &key, "running")?);
+        into.changes = into.changes.saturating_add(number(item, &key, "changes")?);
+    }
+    Ok(())
+}
+
+/// Adds the runners of one page of busy items to `into`.
+fn add_busy(pool_pk: &str, items: &[Item], into: &mut Vec<String>) -> Result<(), LedgerError> {
+    for item in items {
+        let sk = text(item, "sk").unwrap_or("");
+        if !sk.starts_with(BUSY_PREFIX) {
+            continue;
+        }
+        let runner = text(item, "runner").ok_or_else(|| corrupt(pool_pk, sk))?;
+        into.push(runner.to_string());
     }
     Ok(())
 }
@@ -350,11 +377,64 @@ impl DynamoLedger {
             table: table.into(),
             ttl,
             expiry_budget: DEFAULT_EXPIRY_BUDGET,
+            busy_page: DEFAULT_BUSY_PAGE,
         }
     }
 
     pub fn from_sdk(sdk: &aws_config::SdkConfig, table: impl Into<String>, ttl: LedgerTtl) -> Self {
         Self::new(Client::new(sdk), table, ttl)
+    }
+
+    /// At most this many busy items per page of [`Ledger::busy_runners`] (default: a 1 MB
+    /// page); tests use it to read the list across several pages without 16,000 jobs.
+    pub fn with_busy_page(mut self, items: Option<i32>) -> Self {
+        self.busy_page = items;
+        self
+    }
+
+    /// Queries one partition's items whose sort key starts with `prefix`, every page,
+    /// strongly consistent, handing each page to `f`.
+    async fn query_prefix(
+        &self,
+        pk: &str,
+        prefix: &str,
+        attributes: &[&str],
+        limit: Option<i32>,
+        mut f: impl FnMut(&[Item]) -> Result<(), LedgerError>,
+    ) -> Result<(), LedgerError> {
+        // Every projected name through a placeholder: none can clash with a reserved word.
+        let projection = (0..attributes.len())
+            .map(|i| format!("#a{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let names: HashMap<String, String> = attributes
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (format!("#a{i}"), a.to_string()))
+            .collect();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":pk", s(pk))
+                .expression_attribute_values(":prefix", s(prefix))
+                .projection_expression(&projection)
+                .set_expression_attribute_names(Some(names.clone()))
+                .consistent_read(true)
+                .set_limit(limit)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| unavailable("Query", e))?;
+            f(page.items())?;
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(()),
+            }
+        }
     }
 
     /// How long one expiry pass may work; the rest waits for the next pass.
@@ -428,11 +508,15 @@ impl DynamoLedger {
                     "sk",
                     s(format!("{COUNT_PREFIX}{:02}", counter_shard(w.job_id))),
                 )
-                .update_expression("ADD #queued :dq, #running :dr")
+                // The change stamp moves with the counts: every transition that changes the
+                // account (its counts, and with them its busy items) adds one.
+                .update_expression("ADD #queued :dq, #running :dr, #changes :one")
                 .expression_attribute_names("#queued", "queued")
                 .expression_attribute_names("#running", "running")
+                .expression_attribute_names("#changes", "changes")
                 .expression_attribute_values(":dq", n(dq))
                 .expression_attribute_values(":dr", n(dr))
+                .expression_attribute_values(":one", n(1))
                 .build()
                 .map_err(build)?;
             items.push(TransactWriteItem::builder().update(update).build());
@@ -693,27 +777,30 @@ impl Ledger for DynamoLedger {
     async fn pool(&self, pool: &str) -> Result<PoolLedger, LedgerError> {
         let pk = pool_key(pool);
         let mut account = PoolLedger::default();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(&pk))
-                .projection_expression("sk, queued, running, runner")
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| unavailable("Query", e))?;
-            add_pool_items(&pk, page.items(), &mut account)?;
-            match page.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => break,
-            }
-        }
+        // At most 16 small items: always one page.
+        self.query_prefix(
+            &pk,
+            COUNT_PREFIX,
+            &["sk", "queued", "running", "changes"],
+            None,
+            |items| add_shards(&pk, items, &mut account),
+        )
+        .await?;
         Ok(account)
+    }
+
+    async fn busy_runners(&self, pool: &str) -> Result<Vec<String>, LedgerError> {
+        let pk = pool_key(pool);
+        let mut busy = Vec::new();
+        self.query_prefix(
+            &pk,
+            BUSY_PREFIX,
+            &["sk", "runner"],
+            self.busy_page,
+            |items| add_busy(&pk, items, &mut busy),
+        )
+        .await?;
+        Ok(busy)
     }
 
     async fn expire(&self, now: u64, ttl: &LedgerTtl) -> Result<Expired, LedgerError> {
@@ -982,23 +1069,34 @@ mod tests {
             ("queued".to_string(), n(-1)),
         ]);
         let mut account = PoolLedger::default();
-        assert!(add_pool_items("pool#p", &[item], &mut account).is_err());
-        let item = HashMap::from([
+        assert!(add_shards("pool#p", &[item], &mut account).is_err());
+        // A shard written before the change stamp has no `changes`: 0.
+        let old = HashMap::from([
             ("sk".to_string(), s("count#04")),
             ("queued".to_string(), n(2)),
         ]);
-        let busy = HashMap::from([
-            ("sk".to_string(), s("busy#7")),
-            ("runner".to_string(), s("gh-i-1")),
+        let new = HashMap::from([
+            ("sk".to_string(), s("count#05")),
+            ("running".to_string(), n(1)),
+            ("changes".to_string(), n(7)),
         ]);
-        add_pool_items("pool#p", &[item, busy], &mut account).expect("valid");
+        add_shards("pool#p", &[old, new], &mut account).expect("valid");
         assert_eq!(
             account,
             PoolLedger {
                 queued: 2,
-                running: 0,
-                busy_runners: vec!["gh-i-1".into()]
+                running: 1,
+                changes: 7,
             }
         );
+        let busy = HashMap::from([
+            ("sk".to_string(), s("busy#7")),
+            ("runner".to_string(), s("gh-i-1")),
+        ]);
+        let mut runners = Vec::new();
+        add_busy("pool#p", &[busy], &mut runners).expect("valid");
+        assert_eq!(runners, vec!["gh-i-1".to_string()]);
+        let nameless = HashMap::from([("sk".to_string(), s("busy#8"))]);
+        assert!(add_busy("pool#p", &[nameless], &mut runners).is_err());
     }
 }

@@ -44,11 +44,10 @@ fn ledger(sdk: &SdkConfig, table: &str) -> DynamoLedger {
 }
 
 async fn counts(sdk: &SdkConfig, table: &str) -> (u32, u32, usize) {
-    let p = ledger(sdk, table)
-        .pool("linux")
-        .await
-        .expect("pool account");
-    (p.queued, p.running, p.busy_runners.len())
+    let l = ledger(sdk, table);
+    let p = l.pool("linux").await.expect("pool account");
+    let busy = l.busy_runners("linux").await.expect("busy runners");
+    (p.queued, p.running, busy.len())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,11 +273,10 @@ async fn concurrent_deliveries_leave_exact_counts() {
     );
     // Queued: 11..=20; running: 6..=10, each with its runner in the busy set.
     assert_eq!(counts(&env.sdk, &env.table).await, (10, 5, 5));
-    let p = ledger(&env.sdk, &env.table)
-        .pool("linux")
+    let mut busy = ledger(&env.sdk, &env.table)
+        .busy_runners("linux")
         .await
-        .expect("account");
-    let mut busy = p.busy_runners.clone();
+        .expect("busy runners");
     busy.sort();
     let mut expected: Vec<String> = (6..=10).map(|j| format!("gh-runner-job{j}")).collect();
     expected.sort();
@@ -547,7 +545,8 @@ async fn lease_cursor_unfinished_and_expiry_on_dynamodb() {
     let done = l.expire(now, &ttl).await.expect("expire");
     assert_eq!(done.expired, 2, "{done:?}");
     let p = l.pool("linux").await.expect("account");
-    assert_eq!((p.queued, p.running, p.busy_runners.len()), (1, 0, 0));
+    assert_eq!((p.queued, p.running), (1, 0));
+    assert!(l.busy_runners("linux").await.expect("busy").is_empty());
     assert_eq!(
         ids(l.unfinished_before(now, 10).await.expect("due")),
         vec![3]

@@ -9,8 +9,10 @@
 //!   it exists; replace with `If-Match`: 412 if another writer got there first), retried
 //!   after a re-read, and applies the core's forward-only rule.
 //! - **pool partition** `pool-<pool>`:
-//!   - counter shards `c-00`..`c-15` (`Queued`, `Running`); a job always uses shard
-//!     `id % 16`, so concurrent deliveries of different jobs rarely meet on one ETag;
+//!   - counter shards `c-00`..`c-15` (`Queued`, `Running`, and `Changes`: how many
+//!     transitions changed the shard, its share of the account's change stamp; absent on
+//!     shards written before it, read as 0); a job always uses shard `id % 16`, so
+//!     concurrent deliveries of different jobs rarely meet on one ETag;
 //!   - one marker `m-<id>` per *unfinished* (queued or in-progress) job, with its state and
 //!     runner. A marker and its shard change together in one **entity group transaction**
 //!     (`$batch`, same partition, all or nothing, each operation `If-Match`), by the core's
@@ -36,8 +38,10 @@
 //!
 //! Per delivery (a new transition): read job, write hint, write job, read marker and shard
 //! (in parallel), one batch, re-read job = 7 requests, each on one entity of bounded size.
-//! `pool()` is one range read of the 16 shards plus, when something runs, one query of the
-//! in-progress markers (one page per 1000 busy runners: the core needs every busy name).
+//! `pool()` is one range read of the 16 shards (counts and change stamp): one request of 16
+//! entities however many jobs run. `busy_runners()` queries the in-progress markers (one
+//! page per 1000 busy runners); the core reads it only in passes that may take instances
+//! out (reconcile, completions), never for a queued or in-progress delivery.
 
 use crate::table::{BatchOp, BatchOutcome, Page, TableClient, BATCH_LIMIT};
 use async_trait::async_trait;
@@ -182,15 +186,35 @@ fn marker_entity(r: &JobRecord) -> Value {
     })
 }
 
-fn shard_entity(pool: &str, row: &str, queued: u64, running: u64) -> Value {
+/// A counter shard: counts and its share of the change stamp.
+struct Shard {
+    queued: u64,
+    running: u64,
+    changes: u64,
+}
+
+impl Shard {
+    fn read(e: &Map<String, Value>) -> Shard {
+        Shard {
+            queued: int64(e.get("Queued")).unwrap_or(0),
+            running: int64(e.get("Running")).unwrap_or(0),
+            // Written before the change stamp: 0.
+            changes: int64(e.get("Changes")).unwrap_or(0),
+        }
+    }
+}
+
+fn shard_entity(pool: &str, row: &str, shard: &Shard) -> Value {
     json!({
         "PartitionKey": pool_pk(pool),
         "RowKey": row,
         "Kind": "counter",
-        "Queued": queued.to_string(),
+        "Queued": shard.queued.to_string(),
         "Queued@odata.type": "Edm.Int64",
-        "Running": running.to_string(),
+        "Running": shard.running.to_string(),
         "Running@odata.type": "Edm.Int64",
+        "Changes": shard.changes.to_string(),
+        "Changes@odata.type": "Edm.Int64",
     })
 }
 
@@ -362,15 +386,21 @@ impl TableLedger {
             });
             let (dq, dr) = count_delta(from, job.state);
             if (dq, dr) != (0, 0) {
-                let (q, r) = shard
-                    .as_ref()
-                    .map(|(s, _)| (int64(s.get("Queued")), int64(s.get("Running"))))
-                    .map_or((0, 0), |(q, r)| (q.unwrap_or(0), r.unwrap_or(0)));
-                let (q, r) = (
-                    q.saturating_add_signed(dq.into()),
-                    r.saturating_add_signed(dr.into()),
+                let old = shard.as_ref().map_or(
+                    Shard {
+                        queued: 0,
+                        running: 0,
+                        changes: 0,
+                    },
+                    |(s, _)| Shard::read(s),
                 );
-                let entity = shard_entity(&job.pool, &srk, q, r);
+                // The change stamp moves with the counts (and so with the busy markers).
+                let new = Shard {
+                    queued: old.queued.saturating_add_signed(dq.into()),
+                    running: old.running.saturating_add_signed(dr.into()),
+                    changes: old.changes.saturating_add(1),
+                };
+                let entity = shard_entity(&job.pool, &srk, &new);
                 ops.push(match &shard {
                     Some((_, etag)) => BatchOp::Replace {
                         row: srk.clone(),
@@ -540,13 +570,23 @@ impl TableLedger {
                 let shard = self.client.get(&pk, &row).await?;
                 let ok = match shard {
                     Some((s, etag)) => {
-                        let q = int64(s.get("Queued")).unwrap_or(0);
-                        let r = int64(s.get("Running")).unwrap_or(0) + n;
+                        let mut shard = Shard::read(&s);
+                        shard.running += n;
+                        shard.changes += n;
                         self.client
-                            .replace(&pk, &row, &etag, &shard_entity(pool, &row, q, r))
+                            .replace(&pk, &row, &etag, &shard_entity(pool, &row, &shard))
                             .await?
                     }
-                    None => self.client.insert(&shard_entity(pool, &row, 0, *n)).await?,
+                    None => {
+                        let shard = Shard {
+                            queued: 0,
+                            running: *n,
+                            changes: *n,
+                        };
+                        self.client
+                            .insert(&shard_entity(pool, &row, &shard))
+                            .await?
+                    }
                 };
                 if ok {
                     break;
@@ -733,35 +773,38 @@ impl Ledger for TableLedger {
             .client
             .query(
                 &format!("PartitionKey eq '{pk}' and RowKey ge 'c-' and RowKey lt 'c.'"),
-                Some("Queued,Running"),
+                Some("Queued,Running,Changes"),
             )
             .await?;
-        let (mut queued, mut running) = (0u64, 0u64);
-        for s in &shards {
-            queued += int64(s.get("Queued")).unwrap_or(0);
-            running += int64(s.get("Running")).unwrap_or(0);
+        let (mut queued, mut running, mut changes) = (0u64, 0u64, 0u64);
+        for s in shards.iter().map(Shard::read) {
+            queued += s.queued;
+            running += s.running;
+            changes = changes.saturating_add(s.changes);
         }
-        let mut account = PoolLedger {
+        Ok(PoolLedger {
             queued: u32::try_from(queued).unwrap_or(u32::MAX),
             running: u32::try_from(running).unwrap_or(u32::MAX),
-            busy_runners: Vec::new(),
-        };
-        if running > 0 {
-            let markers = self
-                .client
-                .query(
-                    &format!(
-                        "PartitionKey eq '{pk}' and RowKey ge 'm-' and RowKey lt 'm.' and State eq 'in_progress'"
-                    ),
-                    Some("Runner"),
-                )
-                .await?;
-            account.busy_runners = markers
-                .iter()
-                .filter_map(|m| text(m, "Runner").map(str::to_string))
-                .collect();
-        }
-        Ok(account)
+            changes,
+        })
+    }
+
+    async fn busy_runners(&self, pool: &str) -> Result<Vec<String>, LedgerError> {
+        let pk = pool_pk(pool);
+        // Every page (1000 markers each): the policy takes instances out only with all of them.
+        let markers = self
+            .client
+            .query(
+                &format!(
+                    "PartitionKey eq '{pk}' and RowKey ge 'm-' and RowKey lt 'm.' and State eq 'in_progress'"
+                ),
+                Some("Runner"),
+            )
+            .await?;
+        Ok(markers
+            .iter()
+            .filter_map(|m| text(m, "Runner").map(str::to_string))
+            .collect())
     }
 
     async fn expire(&self, now: u64, ttl: &LedgerTtl) -> Result<Expired, LedgerError> {

@@ -18,7 +18,7 @@ use http::{HeaderMap, HeaderValue, Method};
 use scalehook_core::event::Event;
 use scalehook_core::fleet::Fleet;
 use scalehook_core::ledger::Ledger;
-use scalehook_core::policy::{decide, Seen, Trigger};
+use scalehook_core::policy::{decide, Busy, Seen, Trigger};
 use scalehook_core::signature::sign;
 use scalehook_core::{
     Config, JobState, LocalFleet, LogFormat, MemoryLedger, PoolLedger, Service, Transition,
@@ -242,11 +242,12 @@ fn policy(c: &mut Criterion) {
     let account = PoolLedger {
         queued: 2,
         running: 6,
-        busy_runners: state.instances[..6]
-            .iter()
-            .map(|i| i.runner_key.clone())
-            .collect(),
+        changes: 0,
     };
+    let busy: Vec<String> = state.instances[..6]
+        .iter()
+        .map(|i| i.runner_key.clone())
+        .collect();
     let mut g = c.benchmark_group("policy");
     for (label, trigger) in [
         ("demand", Trigger::Demand),
@@ -259,6 +260,7 @@ fn policy(c: &mut Criterion) {
                     black_box(trigger),
                     black_box(pool),
                     black_box(&account),
+                    black_box(Busy::Complete(&busy)),
                     black_box(&state),
                     black_box(&Seen::NOTHING),
                 )

@@ -88,14 +88,18 @@ impl Recorded {
     }
 }
 
-/// One pool's account: the figures the policy needs, and the runners it must not remove.
+/// One pool's account: the figures the policy needs, read in O(1) whatever the number of
+/// jobs. The busy runners (one per running job) are not part of it: they are read with
+/// [`Ledger::busy_runners`], only by a pass whose decision needs the complete list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PoolLedger {
     pub queued: u32,
     pub running: u32,
-    /// Runner names of the pool's in-progress jobs (one entry per job; a name may repeat
-    /// when a runner's old job has not been seen to complete yet).
-    pub busy_runners: Vec<String>,
+    /// The change stamp: moved by every transition that changes the account (its counts or
+    /// its busy runners; only a waiting job's transitions change neither), never moved back.
+    /// Two reads with the same stamp saw the same counts *and* the same busy runners, even
+    /// when concurrent transitions left `queued`/`running` where they were.
+    pub changes: u64,
 }
 
 /// How a transition changes a pool's counters: (queued delta, running delta).
@@ -185,8 +189,15 @@ pub enum LedgerError {
 pub trait Ledger: Send + Sync {
     /// Applies the forward-only rule to the job's record and the pool's counters.
     async fn record(&self, transition: &Transition) -> Result<Recorded, LedgerError>;
-    /// The pool's current account.
+    /// The pool's current account: counts and change stamp, the same size and cost however
+    /// many jobs run (every delivery reads it, at least twice).
     async fn pool(&self, pool: &str) -> Result<PoolLedger, LedgerError>;
+    /// Runner names of the pool's in-progress jobs, complete (one entry per job; a name may
+    /// repeat when a runner's old job has not been seen to complete yet), read page by page.
+    /// It grows with the running jobs, so only passes that may take instances out or clear
+    /// their protection read it (see [`crate::policy::Busy`]). Read after [`Ledger::pool`], it
+    /// holds at least the runners of that account's jobs that are still running.
+    async fn busy_runners(&self, pool: &str) -> Result<Vec<String>, LedgerError>;
     /// Expires stale records and forgets old completed ones (see [`expiry`]).
     async fn expire(&self, now: u64, ttl: &LedgerTtl) -> Result<Expired, LedgerError>;
 
@@ -245,6 +256,8 @@ pub struct MemoryLedger {
 struct MemoryInner {
     jobs: HashMap<u64, JobRecord>,
     pools: HashMap<String, PoolLedger>,
+    /// Busy runners per pool (one entry per in-progress job that names its runner).
+    busy: HashMap<String, Vec<String>>,
     /// Convergence leases: pool -> (holder, until).
     leases: HashMap<String, (String, u64)>,
     cursors: HashMap<String, String>,
@@ -279,19 +292,25 @@ impl MemoryLedger {
 impl MemoryInner {
     fn apply(&mut self, pool: &str, from: Option<JobState>, to: JobState, runner: Option<&str>) {
         let (dq, dr) = count_delta(from, to);
+        if (dq, dr) == (0, 0) {
+            // A waiting job's transitions: neither counts nor busy runners change.
+            return;
+        }
         let counts = self.pools.entry(pool.to_string()).or_default();
         counts.queued = counts.queued.saturating_add_signed(dq);
         counts.running = counts.running.saturating_add_signed(dr);
+        counts.changes += 1;
+        let busy = self.busy.entry(pool.to_string()).or_default();
         if from == Some(JobState::InProgress) {
             if let Some(r) = runner {
-                if let Some(i) = counts.busy_runners.iter().position(|b| b == r) {
-                    counts.busy_runners.swap_remove(i);
+                if let Some(i) = busy.iter().position(|b| b == r) {
+                    busy.swap_remove(i);
                 }
             }
         }
         if to == JobState::InProgress {
             if let Some(r) = runner {
-                counts.busy_runners.push(r.to_string());
+                busy.push(r.to_string());
             }
         }
     }
@@ -342,6 +361,10 @@ impl Ledger for MemoryLedger {
 
     async fn pool(&self, pool: &str) -> Result<PoolLedger, LedgerError> {
         Ok(self.lock().pools.get(pool).cloned().unwrap_or_default())
+    }
+
+    async fn busy_runners(&self, pool: &str) -> Result<Vec<String>, LedgerError> {
+        Ok(self.lock().busy.get(pool).cloned().unwrap_or_default())
     }
 
     async fn record_of(&self, job_id: u64) -> Result<Option<JobRecord>, LedgerError> {
@@ -485,12 +508,16 @@ mod tests {
             .expect("ok");
         let p = l.pool("p").await.expect("ok");
         assert_eq!((p.queued, p.running), (0, 1));
-        assert_eq!(p.busy_runners, vec!["r1".to_string()]);
+        assert_eq!(
+            l.busy_runners("p").await.expect("ok"),
+            vec!["r1".to_string()]
+        );
         l.record(&t(1, JobState::Completed, None))
             .await
             .expect("ok");
         let p = l.pool("p").await.expect("ok");
-        assert_eq!((p.queued, p.running, p.busy_runners.len()), (0, 0, 0));
+        assert_eq!((p.queued, p.running), (0, 0));
+        assert!(l.busy_runners("p").await.expect("ok").is_empty());
         // late queued after completed: no-op
         assert_eq!(
             l.record(&t(1, JobState::Queued, None)).await.expect("ok"),
@@ -569,6 +596,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_change_stamp_moves_with_every_change_of_the_account() {
+        let l = MemoryLedger::new();
+        l.record(&t(1, JobState::Queued, None)).await.expect("ok");
+        l.record(&t(2, JobState::InProgress, Some("r2")))
+            .await
+            .expect("ok");
+        let before = l.pool("p").await.expect("ok");
+        // Job 1 starts on r1, job 2 completes, job 3 is queued: the same counts, other
+        // busy runners; only the stamp tells the accounts apart.
+        l.record(&t(1, JobState::InProgress, Some("r1")))
+            .await
+            .expect("ok");
+        l.record(&t(2, JobState::Completed, None))
+            .await
+            .expect("ok");
+        l.record(&t(3, JobState::Queued, None)).await.expect("ok");
+        let after = l.pool("p").await.expect("ok");
+        assert_eq!(
+            (before.queued, before.running),
+            (after.queued, after.running)
+        );
+        assert_ne!(before, after);
+        assert_eq!(after.changes, before.changes + 3);
+        assert_eq!(
+            l.busy_runners("p").await.expect("ok"),
+            vec!["r1".to_string()]
+        );
+        // Stale events and a waiting job change nothing: the stamp stays.
+        l.record(&t(3, JobState::Queued, None)).await.expect("ok");
+        l.record(&t(4, JobState::Waiting, None)).await.expect("ok");
+        assert_eq!(l.pool("p").await.expect("ok"), after);
+    }
+
+    #[tokio::test]
     async fn record_keeps_first_pool() {
         let l = MemoryLedger::new();
         l.record(&t(1, JobState::Queued, None)).await.expect("ok");
@@ -597,7 +658,9 @@ mod tests {
         assert_eq!(l.pool("p").await.expect("ok").queued, 0);
         assert_eq!(l.pool("p").await.expect("ok").running, 1);
         assert_eq!(l.expire(120, &ttl).await.expect("ok").expired, 1);
-        assert_eq!(l.pool("p").await.expect("ok"), PoolLedger::default());
+        let p = l.pool("p").await.expect("ok");
+        assert_eq!((p.queued, p.running), (0, 0));
+        assert!(l.busy_runners("p").await.expect("ok").is_empty());
         // completed at 110 and 120; forgotten 30 s later
         assert_eq!(l.expire(150, &ttl).await.expect("ok").forgotten, 2);
         assert!(l.is_empty());

@@ -9,12 +9,41 @@
 //! - reconcile: converge to `target` (out in one step, in by idle instances only).
 //!
 //! Scale-in never picks an instance that a busy runner maps to, and is withheld entirely
-//! while a busy runner maps to no instance (it could be on any of them).
+//! while a busy runner maps to no instance (it could be on any of them). Taking an instance
+//! out, cancelling launches or clearing protection needs the *complete* busy list
+//! ([`Busy::Complete`]); with only the runners a delivery knows ([`Busy::Known`]) the policy
+//! may raise capacity and protect, nothing else.
 
 use crate::config::PoolConfig;
 use crate::fleet::{FleetState, Instance};
 use crate::github::Runner;
 use crate::ledger::PoolLedger;
+
+/// The busy runners (of in-progress jobs) the ledger gives a decision, and whether that is
+/// all of them. The list grows with the running jobs, so a demand pass does not read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Busy<'a> {
+    /// Every busy runner of the pool ([`crate::Ledger::busy_runners`], read after the
+    /// account). Required to remove, replace or cancel launches, and to unprotect.
+    Complete(&'a [String]),
+    /// Only the runners this pass knows (a demand pass: the one its own `in_progress`
+    /// names). Their instances may be protected; with a partial list the policy never lowers
+    /// capacity, takes an instance out or clears a protection, whatever the trigger.
+    Known(&'a [String]),
+}
+
+impl<'a> Busy<'a> {
+    /// The runners given (all of them or some).
+    pub fn runners(&self) -> &'a [String] {
+        match *self {
+            Busy::Complete(r) | Busy::Known(r) => r,
+        }
+    }
+
+    pub fn is_complete(&self) -> bool {
+        matches!(self, Busy::Complete(_))
+    }
+}
 
 /// What caused the decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,14 +178,20 @@ pub fn target(pool: &PoolConfig, ledger: &PoolLedger, fleet: &FleetState) -> u32
 
 /// The scaling rule. Pure: the same inputs always give the same decision. `seen` adds
 /// GitHub's busy flags to the ledger's (busy = ledger busy ∪ GitHub busy), the spent
-/// instances of ephemeral pools, and (on reconcile) orphans.
+/// instances of ephemeral pools, and (on reconcile) orphans. With [`Busy::Known`] the
+/// decision is made as for demand (whatever `trigger` says) and clears no protection.
 pub fn decide(
     trigger: Trigger,
     pool: &PoolConfig,
     ledger: &PoolLedger,
+    busy: Busy<'_>,
     fleet: &FleetState,
     seen: &Seen<'_>,
 ) -> Decision {
+    let complete = busy.is_complete();
+    // Without every busy runner, any instance may be busy: nothing may be taken out.
+    let asked = trigger;
+    let trigger = if complete { trigger } else { Trigger::Demand };
     let current = fleet.desired;
     let target = target(pool, ledger, fleet);
     let pool_runners: Vec<&Runner> = seen
@@ -177,8 +212,8 @@ pub fn decide(
         })
         .map(|r| r.name.clone())
         .collect();
-    let busy = BusyMap::new(&fleet.instances, &ledger.busy_runners, &github_busy);
-    let (protect, unprotect) = protection_changes(fleet, &busy);
+    let busy = BusyMap::new(&fleet.instances, busy.runners(), &github_busy);
+    let (protect, unprotect) = protection_changes(fleet, &busy, complete);
     let decision = |capacity, reason| Decision {
         current,
         target,
@@ -212,6 +247,12 @@ pub fn decide(
         return decision(CapacityAction::Hold, "at target");
     }
     if trigger == Trigger::Demand {
+        if asked != Trigger::Demand {
+            return decision(
+                CapacityAction::Hold,
+                "busy runners not all read: capacity never lowered",
+            );
+        }
         return decision(CapacityAction::Hold, "demand never lowers capacity");
     }
     let step = match trigger {
@@ -302,13 +343,18 @@ fn spent_instances(
 
 /// The pool's fleet census for metrics: live, launching, busy and idle instances, and (when
 /// GitHub's runners are known) instances with no registered runner of the pool. Busy uses the
-/// same mapping as [`decide`] (ledger busy ∪ GitHub busy).
+/// same mapping as [`decide`] (ledger busy ∪ GitHub busy), so it needs the complete busy
+/// list: `None` with [`Busy::Known`] (a demand pass); reconcile (every minute) and
+/// completions give it.
 pub fn census(
     pool: &PoolConfig,
-    ledger: &PoolLedger,
+    busy: Busy<'_>,
     fleet: &FleetState,
     runners: Option<&[Runner]>,
-) -> crate::metrics::Census {
+) -> Option<crate::metrics::Census> {
+    let Busy::Complete(ledger_busy) = busy else {
+        return None;
+    };
     let pool_runners: Vec<&Runner> = runners
         .unwrap_or(&[])
         .iter()
@@ -319,7 +365,7 @@ pub fn census(
         .filter(|r| r.busy)
         .map(|r| r.name.clone())
         .collect();
-    let busy = BusyMap::new(&fleet.instances, &ledger.busy_runners, &github_busy);
+    let busy = BusyMap::new(&fleet.instances, ledger_busy, &github_busy);
     let launching = fleet.instances.iter().filter(|i| i.launching).count() as u32;
     let busy_count = fleet
         .instances
@@ -327,7 +373,7 @@ pub fn census(
         .filter(|i| busy.is_busy(&i.id))
         .count() as u32;
     let live = fleet.instances.len() as u32;
-    crate::metrics::Census {
+    Some(crate::metrics::Census {
         live,
         launching,
         busy: busy_count,
@@ -339,7 +385,7 @@ pub fn census(
                 .filter(|i| !pool_runners.iter().any(|r| i.runs(&r.name)))
                 .count() as u32
         }),
-    }
+    })
 }
 
 /// Which instances busy runners map to.
@@ -376,7 +422,13 @@ impl BusyMap {
     }
 }
 
-fn protection_changes(fleet: &FleetState, busy: &BusyMap) -> (Vec<String>, Vec<String>) {
+/// Busy instances to protect; idle protected ones to unprotect, only when `complete` (every
+/// busy runner is known) and every busy runner maps to an instance.
+fn protection_changes(
+    fleet: &FleetState,
+    busy: &BusyMap,
+    complete: bool,
+) -> (Vec<String>, Vec<String>) {
     if !fleet.supports_protection {
         return (Vec::new(), Vec::new());
     }
@@ -386,8 +438,9 @@ fn protection_changes(fleet: &FleetState, busy: &BusyMap) -> (Vec<String>, Vec<S
         .filter(|i| busy.is_busy(&i.id) && !i.protected)
         .map(|i| i.id.clone())
         .collect();
-    // With an unmapped busy runner any protected instance may be its host: keep them.
-    let unprotect = if busy.unmapped > 0 {
+    // With an unmapped busy runner any protected instance may be its host, and with a
+    // partial busy list any may run a job not in it: keep them.
+    let unprotect = if !complete || busy.unmapped > 0 {
         Vec::new()
     } else {
         fleet
@@ -437,12 +490,48 @@ mod tests {
         }
     }
 
-    fn account(queued: u32, running: u32) -> PoolLedger {
-        PoolLedger {
+    /// An account with its complete busy list.
+    #[derive(Debug, Clone)]
+    struct Acct {
+        queued: u32,
+        running: u32,
+        busy: Vec<String>,
+    }
+
+    impl Acct {
+        fn ledger(&self) -> PoolLedger {
+            PoolLedger {
+                queued: self.queued,
+                running: self.running,
+                changes: 0,
+            }
+        }
+    }
+
+    fn account(queued: u32, running: u32) -> Acct {
+        Acct {
             queued,
             running,
-            busy_runners: (0..running).map(|i| format!("runner-i-{i}")).collect(),
+            busy: (0..running).map(|i| format!("runner-i-{i}")).collect(),
         }
+    }
+
+    /// `decide` with the complete busy list.
+    fn decide_all(
+        trigger: Trigger,
+        pool: &PoolConfig,
+        acct: &Acct,
+        fleet: &FleetState,
+        seen: &Seen<'_>,
+    ) -> Decision {
+        decide(
+            trigger,
+            pool,
+            &acct.ledger(),
+            Busy::Complete(&acct.busy),
+            fleet,
+            seen,
+        )
     }
 
     /// Seed rule, scale out: desired = min(running + queued + standby, max).
@@ -458,7 +547,7 @@ mod tests {
             (2, 0, 1, 10, 5, 5), // above target: queued never lowers
         ];
         for (running, queued, standby, max, current, want) in cases {
-            let d = decide(
+            let d = decide_all(
                 Trigger::Demand,
                 &pool(0, max, standby, 1),
                 &account(queued, running),
@@ -487,7 +576,7 @@ mod tests {
             (0, 0, 2, 5, 4), // one step at a time
         ];
         for (running, standby, min, current, want) in cases {
-            let d = decide(
+            let d = decide_all(
                 Trigger::Release,
                 &pool(min, 10, standby, 1),
                 &account(0, running),
@@ -505,16 +594,16 @@ mod tests {
     #[test]
     fn runners_per_instance_counts_instances() {
         let p = pool(0, 10, 1, 4);
-        assert_eq!(target(&p, &account(6, 0), &fleet(0)), 2); // ceil(7/4)
-        assert_eq!(target(&p, &account(7, 0), &fleet(0)), 2); // ceil(8/4)
-        assert_eq!(target(&p, &account(8, 0), &fleet(0)), 3);
+        assert_eq!(target(&p, &account(6, 0).ledger(), &fleet(0)), 2); // ceil(7/4)
+        assert_eq!(target(&p, &account(7, 0).ledger(), &fleet(0)), 2); // ceil(8/4)
+        assert_eq!(target(&p, &account(8, 0).ledger(), &fleet(0)), 3);
         // 2 instances = 8 slots, 3 running: idle 5 >= standby 1 + 4: remove one
-        let on_first = |n: usize| PoolLedger {
+        let on_first = |n: usize| Acct {
             queued: 0,
             running: n as u32,
-            busy_runners: (0..n).map(|k| format!("i-0-runner-{k}")).collect(),
+            busy: (0..n).map(|k| format!("i-0-runner-{k}")).collect(),
         };
-        let d = decide(
+        let d = decide_all(
             Trigger::Release,
             &p,
             &on_first(3),
@@ -528,7 +617,7 @@ mod tests {
             }
         );
         // 4 running: idle 4 < 5: keep
-        let d = decide(
+        let d = decide_all(
             Trigger::Release,
             &p,
             &on_first(4),
@@ -543,20 +632,20 @@ mod tests {
         let mut f = fleet(0);
         f.max = Some(3);
         f.min = Some(1);
-        assert_eq!(target(&pool(0, 10, 0, 1), &account(9, 0), &f), 3);
-        assert_eq!(target(&pool(0, 10, 0, 1), &account(0, 0), &f), 1);
+        assert_eq!(target(&pool(0, 10, 0, 1), &account(9, 0).ledger(), &f), 3);
+        assert_eq!(target(&pool(0, 10, 0, 1), &account(0, 0).ledger(), &f), 1);
     }
 
     #[test]
     fn scale_in_never_picks_busy_instance() {
         let p = pool(0, 10, 0, 1);
         // 3 instances, runner on i-1 busy
-        let acc = PoolLedger {
+        let acc = Acct {
             queued: 0,
             running: 1,
-            busy_runners: vec!["gh-i-1".into()],
+            busy: vec!["gh-i-1".into()],
         };
-        let d = decide(Trigger::Reconcile, &p, &acc, &fleet(3), &Seen::NOTHING);
+        let d = decide_all(Trigger::Reconcile, &p, &acc, &fleet(3), &Seen::NOTHING);
         let CapacityAction::Remove { instance_ids } = &d.capacity else {
             panic!("{d:?}")
         };
@@ -568,14 +657,14 @@ mod tests {
     #[test]
     fn unmapped_busy_runner_withholds_scale_in() {
         let p = pool(0, 10, 0, 1);
-        let acc = PoolLedger {
+        let acc = Acct {
             queued: 0,
             running: 1,
-            busy_runners: vec!["somewhere-else".into()],
+            busy: vec!["somewhere-else".into()],
         };
         let mut f = fleet(3);
         f.instances[0].protected = true;
-        let d = decide(Trigger::Reconcile, &p, &acc, &f, &Seen::NOTHING);
+        let d = decide_all(Trigger::Reconcile, &p, &acc, &f, &Seen::NOTHING);
         assert_eq!(d.capacity, CapacityAction::Hold);
         assert!(d.unprotect.is_empty());
     }
@@ -584,7 +673,7 @@ mod tests {
     fn idle_protected_instances_are_unprotected() {
         let mut f = fleet(2);
         f.instances[1].protected = true;
-        let d = decide(
+        let d = decide_all(
             Trigger::Demand,
             &pool(2, 10, 0, 1),
             &account(0, 0),
@@ -599,7 +688,7 @@ mod tests {
     fn a_removed_instance_is_not_also_unprotected() {
         let mut f = fleet(2);
         f.instances[1].protected = true;
-        let d = decide(
+        let d = decide_all(
             Trigger::Release,
             &pool(0, 10, 0, 1),
             &account(0, 0),
@@ -619,7 +708,7 @@ mod tests {
     fn pending_launches_are_cancelled_first() {
         let mut f = fleet(2);
         f.desired = 5;
-        let d = decide(
+        let d = decide_all(
             Trigger::Reconcile,
             &pool(0, 10, 0, 1),
             &account(0, 0),
@@ -627,7 +716,7 @@ mod tests {
             &Seen::NOTHING,
         );
         assert_eq!(d.capacity, CapacityAction::CancelLaunches { to: 2 });
-        let d = decide(
+        let d = decide_all(
             Trigger::Release,
             &pool(0, 10, 0, 1),
             &account(0, 0),
@@ -641,7 +730,7 @@ mod tests {
     fn launching_instances_are_removed_first() {
         let mut f = fleet(3);
         f.instances[0].launching = true;
-        let d = decide(
+        let d = decide_all(
             Trigger::Release,
             &pool(0, 10, 0, 1),
             &account(0, 0),
@@ -681,19 +770,25 @@ mod tests {
         let mut f = fleet(4);
         f.instances[3].launching = true;
         let mut acct = account(0, 1);
-        acct.busy_runners = vec!["p-i-0".into()];
+        acct.busy = vec!["p-i-0".into()];
         let runners = [
             runner("p-i-0", false),
             runner("p-i-1", true),
             runner("p-i-2", false),
         ];
-        let c = census(&pool(0, 10, 0, 1), &acct, &f, Some(&runners));
+        let c = census(
+            &pool(0, 10, 0, 1),
+            Busy::Complete(&acct.busy),
+            &f,
+            Some(&runners),
+        )
+        .expect("complete");
         assert_eq!(
             (c.live, c.launching, c.busy, c.idle, c.unregistered),
             (4, 1, 2, 1, Some(1))
         );
         // webhook-only: no runner list, so no unregistered figure, and only the ledger's busy
-        let c = census(&pool(0, 10, 0, 1), &acct, &f, None);
+        let c = census(&pool(0, 10, 0, 1), Busy::Complete(&acct.busy), &f, None).expect("complete");
         assert_eq!((c.busy, c.idle, c.unregistered), (1, 2, None));
     }
 
@@ -705,7 +800,7 @@ mod tests {
             runner("p-i-1", false),
             runner("p-i-2", true),
         ];
-        let d = decide(
+        let d = decide_all(
             Trigger::Reconcile,
             &pool(0, 10, 0, 1),
             &account(0, 0),
@@ -721,7 +816,7 @@ mod tests {
         assert_eq!(d.protect, vec!["i-2".to_string()]);
         // runners of another pool do not count
         let other = [runner("q-i-2", true)];
-        let d = decide(
+        let d = decide_all(
             Trigger::Reconcile,
             &pool(0, 10, 0, 1),
             &account(0, 0),
@@ -737,7 +832,7 @@ mod tests {
         p.ephemeral = true;
         let finished = ["p-i-1".to_string()];
         // at target (min 2): replace
-        let d = decide(
+        let d = decide_all(
             Trigger::Release,
             &p,
             &account(0, 0),
@@ -754,7 +849,7 @@ mod tests {
         assert_eq!(d.desired_after(), 2);
         assert_eq!(d.capacity.name(), "replace");
         // above target: removed
-        let d = decide(
+        let d = decide_all(
             Trigger::Release,
             &p,
             &account(0, 0),
@@ -764,12 +859,12 @@ mod tests {
         assert_eq!(d.capacity.name(), "remove_spent");
         assert_eq!(d.desired_after(), 2);
         // another busy runner on the same instance (ledger or GitHub): it stays
-        let acc = PoolLedger {
+        let acc = Acct {
             queued: 0,
             running: 1,
-            busy_runners: vec!["p-i-1-2".into()],
+            busy: vec!["p-i-1-2".into()],
         };
-        let d = decide(
+        let d = decide_all(
             Trigger::Release,
             &p,
             &acc,
@@ -778,7 +873,7 @@ mod tests {
         );
         assert!(d.capacity.leaving().is_empty(), "{d:?}");
         let gh = [runner("p-i-1-2", true), runner("p-i-1", true)];
-        let d = decide(
+        let d = decide_all(
             Trigger::Release,
             &p,
             &account(0, 0),
@@ -788,7 +883,7 @@ mod tests {
         assert!(d.capacity.leaving().is_empty(), "{d:?}");
         // the finished runner's own lagging busy flag does not keep it
         let gh = [runner("p-i-1", true)];
-        let d = decide(
+        let d = decide_all(
             Trigger::Release,
             &p,
             &account(0, 0),
@@ -798,7 +893,7 @@ mod tests {
         assert_eq!(d.capacity.leaving(), vec!["i-1"]);
         // a non-ephemeral pool ignores finished runners
         p.ephemeral = false;
-        let d = decide(
+        let d = decide_all(
             Trigger::Release,
             &p,
             &account(0, 0),
@@ -816,7 +911,7 @@ mod tests {
         f.instances[1].launched_at = Some(1000);
         let runners = [runner("p-i-0", false)];
         let at = |now| {
-            decide(
+            decide_all(
                 Trigger::Reconcile,
                 &p,
                 &account(0, 0),
@@ -827,7 +922,7 @@ mod tests {
         assert_eq!(at(1599).capacity, CapacityAction::Hold, "within grace");
         assert_eq!(at(1600).capacity.leaving(), vec!["i-1"]);
         // not on a delivery, not without GitHub's list, not while launching
-        let d = decide(
+        let d = decide_all(
             Trigger::Release,
             &p,
             &account(0, 0),
@@ -835,7 +930,7 @@ mod tests {
             &seen(Some(&runners), &[], 5000),
         );
         assert!(d.capacity.leaving().is_empty());
-        let d = decide(
+        let d = decide_all(
             Trigger::Reconcile,
             &p,
             &account(0, 0),
@@ -845,7 +940,7 @@ mod tests {
         assert!(d.capacity.leaving().is_empty());
         f.instances[1].launching = true;
         f.instances[1].launched_at = None;
-        let d = decide(
+        let d = decide_all(
             Trigger::Reconcile,
             &p,
             &account(0, 0),
@@ -855,12 +950,12 @@ mod tests {
         assert!(d.capacity.leaving().is_empty(), "{d:?}");
         // an unmapped busy ledger runner withholds it
         f.instances[1].launching = false;
-        let acc = PoolLedger {
+        let acc = Acct {
             queued: 0,
             running: 1,
-            busy_runners: vec!["elsewhere".into()],
+            busy: vec!["elsewhere".into()],
         };
-        let d = decide(
+        let d = decide_all(
             Trigger::Reconcile,
             &p,
             &acc,
@@ -868,5 +963,173 @@ mod tests {
             &seen(Some(&runners), &[], 5000),
         );
         assert!(d.capacity.leaving().is_empty(), "{d:?}");
+    }
+
+    #[test]
+    fn a_partial_busy_list_protects_and_never_takes_out_or_unprotects() {
+        // Target 0, three instances, i-0 protected and idle by the complete list; the pass
+        // only knows its own runner on i-2.
+        let mut f = fleet(3);
+        f.instances[0].protected = true;
+        let known = ["p-i-2".to_string()];
+        let mut p = pool(0, 10, 0, 1);
+        p.ephemeral = true;
+        let finished = ["p-i-1".to_string()];
+        let runners = [runner("p-i-0", false), runner("p-i-1", false)];
+        for trigger in [Trigger::Demand, Trigger::Release, Trigger::Reconcile] {
+            let d = decide(
+                trigger,
+                &p,
+                &account(0, 1).ledger(),
+                Busy::Known(&known),
+                &f,
+                &seen(Some(&runners), &finished, 5000),
+            );
+            assert_eq!(d.capacity, CapacityAction::Hold, "{trigger:?}: {d:?}");
+            assert_eq!(d.protect, vec!["i-2".to_string()], "{trigger:?}");
+            assert!(d.unprotect.is_empty(), "{trigger:?}: {d:?}");
+        }
+        // Pending launches are not cancelled either (desired above live instances).
+        f.desired = 5;
+        let d = decide(
+            Trigger::Reconcile,
+            &p,
+            &account(0, 1).ledger(),
+            Busy::Known(&known),
+            &f,
+            &Seen::NOTHING,
+        );
+        assert_eq!(d.capacity, CapacityAction::Hold, "{d:?}");
+        // It still scales out.
+        let d = decide(
+            Trigger::Reconcile,
+            &p,
+            &account(9, 1).ledger(),
+            Busy::Known(&known),
+            &f,
+            &Seen::NOTHING,
+        );
+        assert_eq!(d.capacity, CapacityAction::ScaleOut { to: 10 });
+        // The same inputs with the complete list do take out and unprotect.
+        f.desired = 3;
+        let d = decide(
+            Trigger::Reconcile,
+            &p,
+            &account(0, 1).ledger(),
+            Busy::Complete(&known),
+            &f,
+            &seen(Some(&runners), &finished, 5000),
+        );
+        assert!(!d.capacity.leaving().is_empty(), "{d:?}");
+        // The census needs the complete list.
+        assert!(census(&p, Busy::Known(&known), &f, None).is_none());
+        assert!(census(&p, Busy::Complete(&known), &f, None).is_some());
+    }
+
+    mod partial_busy_list {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn trigger() -> impl Strategy<Value = Trigger> {
+            prop_oneof![
+                Just(Trigger::Demand),
+                Just(Trigger::Release),
+                Just(Trigger::Reconcile)
+            ]
+        }
+
+        /// (fleet size, desired above live, per-instance (protected, launching, launched_at,
+        /// runner busy on GitHub / registered), queued, running, known runners, finished).
+        #[allow(clippy::type_complexity)]
+        fn inputs() -> impl Strategy<
+            Value = (
+                u32,
+                u32,
+                Vec<(bool, bool, Option<u64>, Option<bool>)>,
+                (u32, u32, u32, u32, bool),
+                Vec<usize>,
+                Vec<usize>,
+                bool,
+            ),
+        > {
+            (0u32..8).prop_flat_map(|n| {
+                (
+                    Just(n),
+                    0u32..3,
+                    proptest::collection::vec(
+                        (
+                            any::<bool>(),
+                            any::<bool>(),
+                            proptest::option::of(0u64..2000),
+                            proptest::option::of(any::<bool>()),
+                        ),
+                        n as usize,
+                    ),
+                    (0u32..12, 0u32..12, 0u32..3, 1u32..4, any::<bool>()),
+                    proptest::collection::vec(0usize..10, 0..4),
+                    proptest::collection::vec(0usize..10, 0..3),
+                    any::<bool>(),
+                )
+            })
+        }
+
+        proptest! {
+            /// With a partial busy list, whatever the trigger, fleet, GitHub's runners and
+            /// finished runners: no removal, replacement, cancelled launch or unprotection,
+            /// and desired capacity never goes down.
+            #[test]
+            fn never_takes_out_or_unprotects(
+                trigger in trigger(),
+                (n, extra, per, (queued, running, min, rpi, ephemeral), known, finished, github) in inputs(),
+            ) {
+                let mut f = fleet(n);
+                f.desired = n + extra;
+                for (i, (protected, launching, launched_at, _)) in f.instances.iter_mut().zip(&per) {
+                    i.protected = *protected;
+                    i.launching = *launching;
+                    i.launched_at = *launched_at;
+                }
+                let runners: Vec<Runner> = per
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(k, (_, _, _, r))| r.map(|busy| runner(&format!("p-i-{k}"), busy)))
+                    .collect();
+                let known: Vec<String> = known.iter().map(|k| format!("p-i-{k}")).collect();
+                let finished: Vec<String> = finished.iter().map(|k| format!("p-i-{k}")).collect();
+                let mut p = pool(min, 20, 0, rpi);
+                p.ephemeral = ephemeral;
+                let acct = Acct { queued, running, busy: known.clone() };
+                let d = decide(
+                    trigger,
+                    &p,
+                    &acct.ledger(),
+                    Busy::Known(&known),
+                    &f,
+                    &seen(github.then_some(runners.as_slice()), &finished, 5000),
+                );
+                prop_assert!(
+                    matches!(d.capacity, CapacityAction::Hold | CapacityAction::ScaleOut { .. }),
+                    "{:?}", d
+                );
+                prop_assert!(d.capacity.leaving().is_empty());
+                prop_assert!(d.unprotect.is_empty(), "{:?}", d);
+                prop_assert!(d.desired_after() >= f.desired, "{:?}", d);
+                // Protection only ever goes on instances a known or GitHub-busy runner maps to.
+                for id in &d.protect {
+                    let i = f.instances.iter().find(|i| &i.id == id).expect("instance");
+                    prop_assert!(
+                        known.iter().any(|r| i.runs(r))
+                            || runners.iter().any(|r| r.busy && i.runs(&r.name)),
+                        "{} protected", id
+                    );
+                }
+                // The same decision with the complete list never protects less.
+                let full = decide(trigger, &p, &acct.ledger(), Busy::Complete(&known), &f,
+                    &seen(github.then_some(runners.as_slice()), &finished, 5000));
+                for id in &d.protect {
+                    prop_assert!(full.protect.contains(id));
+                }
+            }
+        }
     }
 }

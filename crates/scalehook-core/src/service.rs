@@ -7,7 +7,7 @@ use crate::fleet::{Fleet, FleetError, FleetState};
 use crate::github::{GitHub, NoGitHub, Runner, RunnerRemoval};
 use crate::ledger::{Expired, JobState, Ledger, LedgerError, PoolLedger, Transition};
 use crate::metrics::{Metrics, PoolGauges};
-use crate::policy::{decide, CapacityAction, Decision, Seen, Trigger};
+use crate::policy::{decide, Busy, CapacityAction, Decision, Seen, Trigger};
 use crate::report::{DeliveryReport, Outcome};
 use crate::signature::{WebhookSecrets, SIGNATURE_HEADER};
 use http::{HeaderMap, Method};
@@ -330,6 +330,9 @@ struct PassInput {
     recorded: Option<(u64, bool)>,
     /// The runner whose ephemeral job completed (ephemeral pools only).
     finished: Option<String>,
+    /// The runner the delivery's own `in_progress` names: the busy runner a demand pass
+    /// knows without reading the ledger's busy list ([`Busy::Known`]).
+    started_on: Option<String>,
     /// GitHub's runners, when the caller read them already (reconcile reads them once for
     /// every pool, before any fleet is described).
     runners: Option<Vec<Runner>>,
@@ -591,6 +594,9 @@ impl Service {
                     trigger,
                     recorded: Some((reads, !recorded.is_applied())),
                     finished,
+                    started_on: (state == JobState::InProgress)
+                        .then(|| transition.runner.clone())
+                        .flatten(),
                     runners: None,
                     started,
                 },
@@ -760,10 +766,17 @@ impl Service {
             recorded: _,
             trigger,
             finished,
+            started_on,
             runners: given_runners,
             started,
         } = input;
         let mut finished: Vec<String> = finished.into_iter().collect();
+        let known: Vec<String> = started_on.into_iter().collect();
+        // The ledger's complete busy list and the account it was read after; read only when
+        // a decision may take instances out or clear protection, again once the account moves.
+        let mut busy_read: Option<(PoolLedger, Vec<String>)> = None;
+        // Whether the last decision had the complete list (the census needs it).
+        let mut last_complete = false;
         let mut runners: Option<Vec<Runner>> = given_runners;
         let mut runners_read = runners.is_some();
         let mut fleet: Option<FleetState> = None;
@@ -800,8 +813,15 @@ impl Service {
                                 };
                         }
                     }
-                    let needs_runners = self.github.enabled()
-                        && (iter_trigger != Trigger::Demand || !finished.is_empty());
+                    // Only a decision that may take instances out (or clear protection) needs
+                    // every busy runner and GitHub's list; a demand decision protects the
+                    // runner its own delivery names and never lowers anything.
+                    let takes_out = iter_trigger != Trigger::Demand || !finished.is_empty();
+                    if takes_out && busy_read.as_ref().is_none_or(|(at, _)| *at != account) {
+                        let list = self.ledger.busy_runners(&pool.name).await?;
+                        busy_read = Some((account.clone(), list));
+                    }
+                    let needs_runners = self.github.enabled() && takes_out;
                     if needs_runners && !runners_read {
                         runners_read = true;
                         runners = self.read_runners().await;
@@ -818,7 +838,12 @@ impl Service {
                         now: self.clock.now(),
                         boot_grace_secs: self.boot_grace_secs(),
                     };
-                    let d = decide(iter_trigger, pool, &account, state, &seen);
+                    let busy = match &busy_read {
+                        Some((_, list)) if takes_out => Busy::Complete(list),
+                        _ => Busy::Known(&known),
+                    };
+                    last_complete = busy.is_complete();
+                    let d = decide(iter_trigger, pool, &account, busy, state, &seen);
                     let applied = self.apply(pool, &d, state, runners.as_mut()).await?;
                     runners_removed += applied.runners_removed;
                     follow_up = matches!(d.capacity, CapacityAction::Replace { .. })
@@ -874,10 +899,15 @@ impl Service {
                 at_max_with_queue: u32::from(desired >= max && account.queued > 0),
             },
         );
-        self.metrics.census(
-            &pool.name,
-            crate::policy::census(pool, &account, &state, runners.as_deref()),
-        );
+        // The census maps every busy runner: only a pass whose last decision read the
+        // complete list gives it (reconcile, every minute; completions), not a demand pass.
+        if let (true, Some((_, busy))) = (last_complete, &busy_read) {
+            if let Some(census) =
+                crate::policy::census(pool, Busy::Complete(busy), &state, runners.as_deref())
+            {
+                self.metrics.census(&pool.name, census);
+            }
+        }
         let mut first = first;
         first.target = target;
         let account = last_applied.unwrap_or(account);
@@ -1082,6 +1112,7 @@ impl Service {
                         trigger: Trigger::Reconcile,
                         recorded: None,
                         finished: None,
+                        started_on: None,
                         runners: runners.clone(),
                         started: Instant::now(),
                     },

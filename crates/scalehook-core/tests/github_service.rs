@@ -701,6 +701,9 @@ impl Ledger for SlowLeaseLedger {
     ) -> Result<scalehook_core::PoolLedger, scalehook_core::LedgerError> {
         self.0.pool(pool).await
     }
+    async fn busy_runners(&self, pool: &str) -> Result<Vec<String>, scalehook_core::LedgerError> {
+        self.0.busy_runners(pool).await
+    }
     async fn expire(
         &self,
         now: u64,
@@ -859,6 +862,9 @@ impl Ledger for WindowLedger {
         pool: &str,
     ) -> Result<scalehook_core::PoolLedger, scalehook_core::LedgerError> {
         self.inner.pool(pool).await
+    }
+    async fn busy_runners(&self, pool: &str) -> Result<Vec<String>, scalehook_core::LedgerError> {
+        self.inner.busy_runners(pool).await
     }
     async fn expire(
         &self,

@@ -144,7 +144,7 @@ proptest! {
                     let want_q = jobs.iter().filter(|j| j.pool == p && max_state.get(&j.id) == Some(&JobState::Queued)).count() as u32;
                     let want_r = jobs.iter().filter(|j| j.pool == p && max_state.get(&j.id) == Some(&JobState::InProgress)).count() as u32;
                     prop_assert_eq!((acc.queued, acc.running), (want_q, want_r));
-                    prop_assert_eq!(acc.busy_runners.len() as u32, acc.running);
+                    prop_assert_eq!(ledger.busy_runners(name).await.expect("busy").len() as u32, acc.running);
                 }
             }
             let want = expected_counts(&jobs);

@@ -620,3 +620,98 @@ async fn at_max_with_queue_uses_the_groups_own_max_when_lower() {
         "at the effective max with a queue"
     );
 }
+
+/// Counts reads of the busy list (the one ledger read that grows with running jobs).
+#[derive(Default)]
+struct CountingLedger {
+    inner: MemoryLedger,
+    busy_reads: std::sync::atomic::AtomicU64,
+}
+
+#[async_trait]
+impl scalehook_core::Ledger for CountingLedger {
+    async fn record(
+        &self,
+        t: &scalehook_core::Transition,
+    ) -> Result<scalehook_core::Recorded, scalehook_core::LedgerError> {
+        self.inner.record(t).await
+    }
+    async fn pool(
+        &self,
+        pool: &str,
+    ) -> Result<scalehook_core::PoolLedger, scalehook_core::LedgerError> {
+        self.inner.pool(pool).await
+    }
+    async fn busy_runners(&self, pool: &str) -> Result<Vec<String>, scalehook_core::LedgerError> {
+        self.busy_reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.busy_runners(pool).await
+    }
+    async fn expire(
+        &self,
+        now: u64,
+        ttl: &scalehook_core::config::LedgerTtl,
+    ) -> Result<scalehook_core::ledger::Expired, scalehook_core::LedgerError> {
+        self.inner.expire(now, ttl).await
+    }
+}
+
+/// A demand delivery (queued, in_progress) reads the account only, never the busy list,
+/// and still protects the instance its own runner is on; a completion and reconcile read
+/// the complete list, and only such passes give the fleet census.
+#[tokio::test]
+async fn demand_never_reads_the_busy_list_completion_and_reconcile_do() {
+    let ledger = Arc::new(CountingLedger::default());
+    let fleet = Arc::new(FlakyFleet::default());
+    let service = Service::new(
+        Config::from_toml(CONFIG).expect("config"),
+        WebhookSecrets::new([SECRET]).expect("secret"),
+        ledger.clone(),
+        fleet.clone(),
+    )
+    .with_log(scalehook_core::LogFormat::Off);
+    let deliver = |body: Vec<u8>| {
+        let service = &service;
+        async move {
+            let a = service
+                .handle(&Method::POST, &headers("workflow_job", &body), &body)
+                .await;
+            assert_eq!(a.status, 200, "{}", a.body);
+        }
+    };
+    let census = |service: &Service| {
+        service
+            .metrics()
+            .render_prometheus()
+            .lines()
+            .filter(|l| l.starts_with("scalehook_pool_instances{"))
+            .count()
+    };
+    for id in 1..=3 {
+        deliver(job("queued", id, LINUX, None)).await;
+    }
+    deliver(job("in_progress", 1, LINUX, Some("linux-0001"))).await;
+    deliver(job("in_progress", 2, LINUX, Some("linux-0002"))).await;
+    assert_eq!(ledger.busy_reads.load(Ordering::SeqCst), 0);
+    assert_eq!(census(&service), 0, "no census from demand passes");
+    let p = service.config().pool("linux").expect("pool").clone();
+    let state = fleet.inner.describe(&p).await.expect("describe");
+    let protected: Vec<&str> = state
+        .instances
+        .iter()
+        .filter(|i| i.protected)
+        .map(|i| i.id.as_str())
+        .collect();
+    assert_eq!(protected, vec!["linux-0001", "linux-0002"]);
+
+    deliver(job("completed", 3, LINUX, None)).await;
+    assert!(ledger.busy_reads.load(Ordering::SeqCst) >= 1);
+    assert!(census(&service) > 0, "a completion's pass gives the census");
+    // The idle instance went, the busy ones stayed.
+    let state = fleet.inner.describe(&p).await.expect("describe");
+    let ids: Vec<&str> = state.instances.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids, vec!["linux-0001", "linux-0002"]);
+
+    let before = ledger.busy_reads.load(Ordering::SeqCst);
+    assert!(service.reconcile().await.ok());
+    assert!(ledger.busy_reads.load(Ordering::SeqCst) > before);
+}

@@ -99,6 +99,9 @@ impl Ledger for SeeingLedger {
     async fn pool(&self, pool: &str) -> Result<PoolLedger, LedgerError> {
         self.inner.pool(pool).await
     }
+    async fn busy_runners(&self, pool: &str) -> Result<Vec<String>, LedgerError> {
+        self.inner.busy_runners(pool).await
+    }
     async fn expire(&self, now: u64, ttl: &LedgerTtl) -> Result<Expired, LedgerError> {
         self.inner.expire(now, ttl).await
     }

@@ -337,6 +337,17 @@ impl Ledger for FaultyLedger {
             }
         }
     }
+    async fn busy_runners(&self, pool: &str) -> Result<Vec<String>, LedgerError> {
+        tokio::task::yield_now().await;
+        match self.roll(true) {
+            Fault::None | Fault::After => self.inner.busy_runners(pool).await,
+            Fault::Before => Err(Self::error(false)),
+            Fault::Stall => {
+                stall().await;
+                Err(Self::error(false))
+            }
+        }
+    }
     async fn expire(&self, now: u64, ttl: &LedgerTtl) -> Result<Expired, LedgerError> {
         // No stall here: reconcile's expiry pass is not under cloud_timeout_ms (it runs on a
         // timer with its own function timeout).
@@ -382,17 +393,14 @@ impl SafeFleet {
             ));
         }
         let state = self.local.describe(pool).await.unwrap_or_default();
-        match self.ledger.pool(&pool.name).await {
-            Ok(account) => {
+        match self.ledger.busy_runners(&pool.name).await {
+            Ok(busy_runners) => {
                 for id in ids {
                     let Some(instance) = state.instances.iter().find(|i| &i.id == id) else {
                         continue;
                     };
-                    let busy: Vec<&String> = account
-                        .busy_runners
-                        .iter()
-                        .filter(|r| instance.runs(r))
-                        .collect();
+                    let busy: Vec<&String> =
+                        busy_runners.iter().filter(|r| instance.runs(r)).collect();
                     if !busy.is_empty() {
                         problems.push(format!(
                             "{how} {id} while the ledger has runners {busy:?} busy on it"
@@ -973,19 +981,23 @@ async fn run_case(seed: u64, ledger: Arc<dyn Ledger>, opts: &Options) -> Result<
                 pool.name, account.queued, account.running
             );
         }
-        let recorded: BTreeSet<String> = account.busy_runners.iter().cloned().collect();
-        if recorded != runners || account.busy_runners.len() != runners.len() {
+        let busy_runners = ledger
+            .busy_runners(&pool.name)
+            .await
+            .map_err(|e| format!("reading the busy runners: {e}"))?;
+        let recorded: BTreeSet<String> = busy_runners.iter().cloned().collect();
+        if recorded != runners || busy_runners.len() != runners.len() {
             let _ = writeln!(
                 problems,
-                "pool {}: ledger busy runners {:?}, truth {runners:?}",
-                pool.name, account.busy_runners
+                "pool {}: ledger busy runners {busy_runners:?}, truth {runners:?}",
+                pool.name
             );
         }
         let state = local.describe(pool).await.unwrap_or_default();
         let truth = PoolLedger {
             queued,
             running,
-            busy_runners: Vec::new(),
+            changes: 0,
         };
         let target = scalehook_core::policy::target(pool, &truth, &state);
         let idle = state
