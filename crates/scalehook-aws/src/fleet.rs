@@ -39,6 +39,23 @@ impl AsgFleet {
     pub fn from_sdk(sdk: &aws_config::SdkConfig) -> Self {
         Self::new(Client::new(sdk))
     }
+
+    async fn terminate(
+        &self,
+        pool: &PoolConfig,
+        instance_id: &str,
+        decrement: bool,
+    ) -> Result<(), FleetError> {
+        let name = group(pool)?;
+        self.client
+            .terminate_instance_in_auto_scaling_group()
+            .instance_id(instance_id)
+            .should_decrement_desired_capacity(decrement)
+            .send()
+            .await
+            .map_err(|e| fleet_error("TerminateInstanceInAutoScalingGroup", name, e))?;
+        Ok(())
+    }
 }
 
 /// The ASG name of a pool; any other fleet target is a configuration error here (the
@@ -200,16 +217,8 @@ impl scalehook_core::Fleet for AsgFleet {
         pool: &PoolConfig,
         instance_id: &str,
     ) -> Result<(), FleetError> {
-        let name = group(pool)?;
-        self.client
-            .terminate_instance_in_auto_scaling_group()
-            .instance_id(instance_id)
-            // Without the decrement the group would launch a replacement.
-            .should_decrement_desired_capacity(true)
-            .send()
-            .await
-            .map_err(|e| fleet_error("TerminateInstanceInAutoScalingGroup", name, e))?;
-        Ok(())
+        // Without the decrement the group would launch a replacement.
+        self.terminate(pool, instance_id, true).await
     }
 
     async fn replace_instance(
@@ -217,16 +226,8 @@ impl scalehook_core::Fleet for AsgFleet {
         pool: &PoolConfig,
         instance_id: &str,
     ) -> Result<(), FleetError> {
-        let name = group(pool)?;
-        self.client
-            .terminate_instance_in_auto_scaling_group()
-            .instance_id(instance_id)
-            // The desired capacity stays, so the group launches a fresh instance in its place.
-            .should_decrement_desired_capacity(false)
-            .send()
-            .await
-            .map_err(|e| fleet_error("TerminateInstanceInAutoScalingGroup", name, e))?;
-        Ok(())
+        // The desired capacity stays, so the group launches a fresh instance in its place.
+        self.terminate(pool, instance_id, false).await
     }
 
     async fn set_protection(
