@@ -707,7 +707,16 @@ impl Ledger for DynamoLedger {
         let started = Instant::now();
         let mut slept = Duration::ZERO;
         for attempt in 0..MAX_TRANSITION_ATTEMPTS {
-            let existing = self.get_job(t.job_id).await?;
+            // A queued (or waiting) job is nearly always new: write first, as its first
+            // sighting (the write is conditional on no record), and read only if that
+            // fails. One round trip fewer on the path of every new job.
+            let first_sighting =
+                attempt == 0 && matches!(t.to, JobState::Queued | JobState::Waiting);
+            let existing = if first_sighting {
+                None
+            } else {
+                self.get_job(t.job_id).await?
+            };
             let current = existing.as_ref().map(|j| j.state);
             let Some(to) = JobState::advance(current, t.to) else {
                 return Ok(Recorded::Stale {

@@ -702,7 +702,15 @@ fn unix_nanos() -> u64 {
 impl Ledger for TableLedger {
     async fn record(&self, t: &Transition) -> Result<Recorded, LedgerError> {
         for round in 0..MAX_ROUNDS {
-            let stored = self.read_job(t.job_id).await?;
+            // A queued (or waiting) job is nearly always new: the first round writes it as
+            // its first sighting (an insert, refused if the job exists) without reading it;
+            // a refusal reads and decides again. One round trip fewer for every new job.
+            let optimistic = round == 0 && matches!(t.to, JobState::Queued | JobState::Waiting);
+            let stored = if optimistic {
+                None
+            } else {
+                self.read_job(t.job_id).await?
+            };
             let current = stored.as_ref().map(|s| s.record.state);
             let Some(to) = JobState::advance(current, t.to) else {
                 // Stale: still make sure the pool matches the job (repairs a delivery that
@@ -758,8 +766,11 @@ impl Ledger for TableLedger {
                     since: existing.map(|r| r.updated_at),
                 });
             }
-            // Another delivery of this job wrote first: read again and re-decide.
-            jitter(round).await;
+            // Another delivery of this job wrote first (or the job was not new after all):
+            // read again and re-decide.
+            if !optimistic {
+                jitter(round).await;
+            }
         }
         Err(LedgerError::Contention(format!(
             "job {} kept changing under concurrent deliveries",

@@ -291,26 +291,11 @@ impl Fleet for VmssFleet {
     async fn describe(&self, pool: &PoolConfig) -> Result<FleetState, FleetError> {
         let vmss = vmss_id(pool)?;
         let deadline = self.deadline();
-        // Low on calls: a recent list will do (the capacity is always read fresh).
-        let reuse = if self.arm.rate_low() {
-            self.cached(vmss, LIST_REUSE)
-        } else {
-            None
-        };
-        let read_set = async {
-            self.arm
-                .send(Method::GET, self.arm.url(vmss)?, None, deadline)
-                .await?
-                .json()
-        };
-        // The scale set and its VMs are two independent reads: one round trip, not two.
-        let (set, vms) = match reuse {
-            Some(_) => (read_set.await?, None),
-            None => {
-                let (set, vms) = tokio::try_join!(read_set, self.vms(vmss, deadline))?;
-                (set, Some(vms))
-            }
-        };
+        let set = self
+            .arm
+            .send(Method::GET, self.arm.url(vmss)?, None, deadline)
+            .await?
+            .json()?;
         let mode = set
             .pointer("/properties/orchestrationMode")
             .and_then(Value::as_str)
@@ -321,9 +306,18 @@ impl Fleet for VmssFleet {
             )));
         }
         let capacity = capacity_of(vmss, &set)?;
-        let instances = match vms {
-            None => reuse.map(|l| l.instances).unwrap_or_default(),
-            Some(vms) => {
+        // Low on calls: a recent list will do (the capacity above is always fresh). The
+        // list waits for the scale set's answer on purpose: that answer's remaining-calls
+        // header decides whether the list is worth a call.
+        let reuse = if self.arm.rate_low() {
+            self.cached(vmss, LIST_REUSE)
+        } else {
+            None
+        };
+        let instances = match reuse {
+            Some(l) => l.instances,
+            None => {
+                let vms = self.vms(vmss, deadline).await?;
                 let mut live = Vec::with_capacity(vms.len());
                 let mut broken = Vec::new();
                 for vm in vms {

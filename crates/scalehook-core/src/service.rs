@@ -683,25 +683,48 @@ impl Service {
         };
         let now = self.clock.now();
         let read = pool_slot.map_or(0, PoolSlot::next_read);
-        let account = self.ledger.pool(&pool.name).await?;
-        if let (Some(Some(last)), Some((reads, duplicate))) = (slot.as_deref(), input.recorded) {
-            let settled = last.desired == last.target
-                || (input.trigger == Trigger::Demand && last.desired >= last.target);
+        // The last pass of this process, when a delivery may skip its own (debounce).
+        let recent = match (slot.as_deref(), input.recorded) {
+            (Some(Some(last)), Some(recorded))
+                if input.finished.is_none()
+                    && now.saturating_sub(last.at) <= DEBOUNCE_SECS
+                    && (last.desired == last.target
+                        || (input.trigger == Trigger::Demand && last.desired >= last.target)) =>
+            {
+                Some((last, recorded))
+            }
+            _ => None,
+        };
+        let (account, lease) = if recent.is_some() {
+            (self.ledger.pool(&pool.name).await?, None)
+        } else {
+            // No pass to lean on: the account read and the lease attempt both only need to
+            // follow the record, so they go together (one round trip, not two). A pass
+            // that holds the lease re-reads after giving it back (invariant 10), so an
+            // account read a moment before the lease was won misses nothing.
+            match tokio::join!(self.ledger.pool(&pool.name), self.take_lease(pool)) {
+                (Ok(account), Ok(acquired)) => (account, Some(acquired)),
+                (Err(e), Ok(true)) => {
+                    let _ = self.ledger.release_lease(&pool.name, &self.holder).await;
+                    return Err(e.into());
+                }
+                (Err(e), _) | (_, Err(e)) => return Err(e.into()),
+            }
+        };
+        if let Some((last, (reads, duplicate))) = recent {
             // Seen by the last pass: it read after this record was durable; or a duplicate
             // whose pool account is the one that pass converged to.
-            let covered = last.read > reads || (duplicate && last.account == account);
-            if input.finished.is_none()
-                && settled
-                && covered
-                && now.saturating_sub(last.at) <= DEBOUNCE_SECS
-            {
+            if last.read > reads || (duplicate && last.account == account) {
                 return Ok(Pass::Unchanged {
                     account,
                     last: last.clone(),
                 });
             }
         }
-        let mut acquired = self.take_lease(pool).await?;
+        let mut acquired = match lease {
+            Some(acquired) => acquired,
+            None => self.take_lease(pool).await?,
+        };
         if !acquired && input.finished.is_some() {
             // An ephemeral completion names the instance to take out, which no other pass
             // can know: wait (bounded) for the holder to finish rather than defer.
@@ -817,17 +840,40 @@ impl Service {
                     // every busy runner and GitHub's list; a demand decision protects the
                     // runner its own delivery names and never lowers anything.
                     let takes_out = iter_trigger != Trigger::Demand || !finished.is_empty();
-                    if takes_out && busy_read.as_ref().is_none_or(|(at, _)| *at != account) {
-                        let list = self.ledger.busy_runners(&pool.name).await?;
-                        busy_read = Some((account.clone(), list));
+                    let read_busy =
+                        takes_out && busy_read.as_ref().is_none_or(|(at, _)| *at != account);
+                    let read_github = self.github.enabled() && takes_out && !runners_read;
+                    // Three independent reads, one round trip: the ledger's busy list,
+                    // GitHub's runners and the fleet.
+                    let (busy_list, github_runners, described) = tokio::join!(
+                        async {
+                            match read_busy {
+                                true => Some(self.ledger.busy_runners(&pool.name).await),
+                                false => None,
+                            }
+                        },
+                        async {
+                            match read_github {
+                                true => Some(self.read_runners().await),
+                                false => None,
+                            }
+                        },
+                        async {
+                            match fleet.is_none() {
+                                true => Some(self.fleet.describe(pool).await),
+                                false => None,
+                            }
+                        },
+                    );
+                    if let Some(list) = busy_list {
+                        busy_read = Some((account.clone(), list?));
                     }
-                    let needs_runners = self.github.enabled() && takes_out;
-                    if needs_runners && !runners_read {
+                    if let Some(listed) = github_runners {
                         runners_read = true;
-                        runners = self.read_runners().await;
+                        runners = listed;
                     }
-                    if fleet.is_none() {
-                        fleet = Some(self.fleet.describe(pool).await?);
+                    if let Some(described) = described {
+                        fleet = Some(described?);
                     }
                     let Some(state) = fleet.as_mut() else {
                         break;
