@@ -163,6 +163,29 @@ pub struct GitHubReconcile {
     pub error: Option<String>,
 }
 
+impl GitHubReconcile {
+    /// A ledger step of reconcile within `limit`: its value, or `None` with the first
+    /// failure kept for the report.
+    async fn within<T>(
+        &mut self,
+        limit: Duration,
+        step: impl std::future::Future<Output = Result<T, LedgerError>>,
+    ) -> Option<T> {
+        match tokio::time::timeout(limit, step).await {
+            Ok(Ok(v)) => Some(v),
+            Ok(Err(e)) => {
+                self.error.get_or_insert_with(|| e.to_string());
+                None
+            }
+            Err(_) => {
+                self.error
+                    .get_or_insert_with(|| CloudFailure::Timeout.message());
+                None
+            }
+        }
+    }
+}
+
 impl ReconcileReport {
     /// True when every step succeeded.
     pub fn ok(&self) -> bool {
@@ -1277,17 +1300,8 @@ impl Service {
             let cursor = self.ledger.cursor(RECHECK_CURSOR).await?;
             Ok::<_, LedgerError>((records, cursor))
         };
-        let (mut records, cursor) = match tokio::time::timeout(limit, read).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                g.error.get_or_insert_with(|| e.to_string());
-                return;
-            }
-            Err(_) => {
-                g.error
-                    .get_or_insert_with(|| CloudFailure::Timeout.message());
-                return;
-            }
+        let Some((mut records, cursor)) = g.within(limit, read).await else {
+            return;
         };
         let key = |r: &crate::ledger::JobRecord| (r.updated_at, r.job_id);
         records.sort_by_key(key);
@@ -1355,18 +1369,10 @@ impl Service {
                     at: now,
                     repository: None,
                 };
-                match tokio::time::timeout(limit, self.ledger.record(&transition)).await {
-                    Ok(Ok(r)) if r.is_applied() => g.advanced += 1,
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => {
-                        g.error.get_or_insert_with(|| e.to_string());
-                        break;
-                    }
-                    Err(_) => {
-                        g.error
-                            .get_or_insert_with(|| CloudFailure::Timeout.message());
-                        break;
-                    }
+                match g.within(limit, self.ledger.record(&transition)).await {
+                    Some(r) if r.is_applied() => g.advanced += 1,
+                    Some(_) => {}
+                    None => break,
                 }
             }
             last = Some(key(record));
@@ -1374,16 +1380,7 @@ impl Service {
         if let Some((at, id)) = last {
             let value = format!("{at}:{id}");
             let write = self.ledger.set_cursor(RECHECK_CURSOR, &value);
-            match tokio::time::timeout(limit, write).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    g.error.get_or_insert_with(|| e.to_string());
-                }
-                Err(_) => {
-                    g.error
-                        .get_or_insert_with(|| CloudFailure::Timeout.message());
-                }
-            }
+            g.within(limit, write).await;
         }
     }
 
@@ -1406,18 +1403,10 @@ impl Service {
             let tracked = self.ledger.cursor(REDELIVERIES_CURSOR).await?;
             Ok::<_, LedgerError>((cursor, tracked))
         };
-        let (stored, tracked_text) = match tokio::time::timeout(limit, read).await {
-            Ok(Ok((c, t))) => (c.and_then(|c| c.parse::<u64>().ok()), t),
-            Ok(Err(e)) => {
-                g.error.get_or_insert_with(|| e.to_string());
-                return;
-            }
-            Err(_) => {
-                g.error
-                    .get_or_insert_with(|| CloudFailure::Timeout.message());
-                return;
-            }
+        let Some((stored, tracked_text)) = g.within(limit, read).await else {
+            return;
         };
+        let stored = stored.and_then(|c| c.parse::<u64>().ok());
         let mut tracked: Vec<TrackedDelivery> = tracked_text
             .as_deref()
             .and_then(|t| serde_json::from_str(t).ok())
@@ -1557,16 +1546,7 @@ impl Service {
             }
             Ok::<_, LedgerError>(())
         };
-        match tokio::time::timeout(limit, write).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                g.error.get_or_insert_with(|| e.to_string());
-            }
-            Err(_) => {
-                g.error
-                    .get_or_insert_with(|| CloudFailure::Timeout.message());
-            }
-        }
+        g.within(limit, write).await;
     }
 
     /// Deregisters the pool's offline, idle runners whose instance is gone (in `fleet`, the
