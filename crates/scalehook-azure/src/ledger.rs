@@ -68,6 +68,9 @@ pub const DEFAULT_EXPIRY_BUDGET: Duration = Duration::from_secs(4);
 pub struct TableLedger {
     client: TableClient,
     expiry_budget: Duration,
+    /// (pool, holder) -> the ETag of the lease version that holder wrote: its release is
+    /// then one conditional delete.
+    held: std::sync::Mutex<std::collections::HashMap<(String, String), String>>,
 }
 
 /// A job entity as read.
@@ -306,7 +309,14 @@ impl TableLedger {
         Self {
             client,
             expiry_budget: DEFAULT_EXPIRY_BUDGET,
+            held: Default::default(),
         }
+    }
+
+    fn held_leases(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, String), String>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// How long one expiry pass may run before it saves its cursor and stops.
@@ -482,6 +492,7 @@ impl TableLedger {
                         &job_entity(&expired),
                     )
                     .await?
+                    .is_some()
                 {
                     done.expired += 1;
                     self.sync_pool(&expired).await?;
@@ -557,8 +568,8 @@ impl TableLedger {
         for chunk in records.chunks(32).filter(|_| job_entities) {
             let entities: Vec<Value> = chunk.iter().map(job_entity).collect();
             let writes = entities.iter().map(|e| self.client.insert(e));
-            for ok in futures_join_all(writes).await {
-                ok?;
+            for written in futures_join_all(writes).await {
+                written?;
             }
         }
         for (i, n) in added.iter().enumerate() {
@@ -576,6 +587,7 @@ impl TableLedger {
                         self.client
                             .replace(&pk, &row, &etag, &shard_entity(pool, &row, &shard))
                             .await?
+                            .is_some()
                     }
                     None => {
                         let shard = Shard {
@@ -586,6 +598,7 @@ impl TableLedger {
                         self.client
                             .insert(&shard_entity(pool, &row, &shard))
                             .await?
+                            .is_some()
                     }
                 };
                 if ok {
@@ -758,7 +771,8 @@ impl Ledger for TableLedger {
                         .replace(&job_pk(t.job_id), JOB_RK, &s.etag, &job_entity(&record))
                         .await?
                 }
-            };
+            }
+            .is_some();
             if written {
                 self.sync_pool(&record).await?;
                 return Ok(Recorded::Applied {
@@ -943,36 +957,46 @@ impl Ledger for TableLedger {
             "Until": until.to_string(),
             "Until@odata.type": "Edm.Int64",
         });
+        // A released lease is deleted, so a free pool has no lease entity: try the insert
+        // first (one round trip); read only when it exists.
+        let mut written = self.client.insert(&entity).await?;
         for _ in 0..4 {
-            match self.client.get(LEASE_PK, pool).await? {
-                None => {
-                    if self.client.insert(&entity).await? {
-                        return Ok(true);
-                    }
-                }
+            if let Some(etag) = written {
+                self.held_leases()
+                    .insert((pool.to_string(), holder.to_string()), etag);
+                return Ok(true);
+            }
+            written = match self.client.get(LEASE_PK, pool).await? {
+                None => self.client.insert(&entity).await?,
                 Some((e, etag)) => {
                     let mine = text(&e, "Holder") == Some(holder);
                     let expired = int64(e.get("Until")).unwrap_or(0) <= now;
                     if !mine && !expired {
                         return Ok(false);
                     }
-                    if self.client.replace(LEASE_PK, pool, &etag, &entity).await? {
-                        return Ok(true);
-                    }
+                    self.client.replace(LEASE_PK, pool, &etag, &entity).await?
                 }
-            }
-            // Someone else wrote the lease between our read and write: look again.
+            };
+            // None: someone else wrote the lease between our read and write: look again.
         }
         Ok(false)
     }
 
     async fn release_lease(&self, pool: &str, holder: &str) -> Result<(), LedgerError> {
-        if let Some((e, etag)) = self.client.get(LEASE_PK, pool).await? {
-            if text(&e, "Holder") == Some(holder) {
-                // 412: someone took it over after it expired; theirs now.
-                self.client.delete(LEASE_PK, pool, &etag).await?;
-            }
-        }
+        // The version this holder wrote, when it took the lease through this ledger: a
+        // delete conditional on it needs no read first.
+        let held = self
+            .held_leases()
+            .remove(&(pool.to_string(), holder.to_string()));
+        let etag = match held {
+            Some(etag) if !etag.is_empty() => etag,
+            _ => match self.client.get(LEASE_PK, pool).await? {
+                Some((e, etag)) if text(&e, "Holder") == Some(holder) => etag,
+                _ => return Ok(()),
+            },
+        };
+        // 412: someone took it over after it expired; theirs now.
+        self.client.delete(LEASE_PK, pool, &etag).await?;
         Ok(())
     }
 

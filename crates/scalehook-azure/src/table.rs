@@ -277,8 +277,8 @@ impl TableClient {
         }
     }
 
-    /// Inserts; `Ok(false)` if the entity already exists.
-    pub async fn insert(&self, entity: &Value) -> Result<bool, LedgerError> {
+    /// Inserts: `Some(etag)` of the new entity, `None` if it already exists.
+    pub async fn insert(&self, entity: &Value) -> Result<Option<String>, LedgerError> {
         let res = self
             .send(
                 Method::POST,
@@ -288,8 +288,8 @@ impl TableClient {
             )
             .await?;
         match res.status.as_u16() {
-            200..=299 => Ok(true),
-            409 => Ok(false),
+            200..=299 => Ok(Some(res.etag().unwrap_or_default())),
+            409 => Ok(None),
             _ => Err(self.failure("insert", &res)),
         }
     }
@@ -311,15 +311,15 @@ impl TableClient {
         }
     }
 
-    /// Replaces if the ETag still matches; `Ok(false)` if someone else wrote (412) or
-    /// deleted (404) it first.
+    /// Replaces if the ETag still matches: `Some(etag)` of the new version, `None` if
+    /// someone else wrote (412) or deleted (404) it first.
     pub async fn replace(
         &self,
         pk: &str,
         rk: &str,
         etag: &str,
         entity: &Value,
-    ) -> Result<bool, LedgerError> {
+    ) -> Result<Option<String>, LedgerError> {
         let res = self
             .send(
                 Method::PUT,
@@ -329,8 +329,8 @@ impl TableClient {
             )
             .await?;
         match res.status.as_u16() {
-            200..=299 => Ok(true),
-            404 | 412 => Ok(false),
+            200..=299 => Ok(Some(res.etag().unwrap_or_default())),
+            404 | 412 => Ok(None),
             _ => Err(self.failure("replace", &res)),
         }
     }

@@ -333,7 +333,7 @@ async fn batches_are_all_or_nothing() {
     let l = ledger(&az, "batches").await;
     let c = l.client();
     let a = json!({"PartitionKey": "p", "RowKey": "a", "N": 1});
-    assert!(c.insert(&a).await.expect("insert"));
+    assert!(c.insert(&a).await.expect("insert").is_some());
     let (_, etag) = c.get("p", "a").await.expect("get").expect("a");
     let b = json!({"PartitionKey": "p", "RowKey": "b", "N": 2});
     let stale = BatchOp::Replace {
@@ -561,7 +561,8 @@ async fn a_delivery_that_died_between_its_writes_is_repaired() {
                 &serde_json::Value::Object(e)
             )
             .await
-            .expect("replace"));
+            .expect("replace")
+            .is_some());
     };
     for job in [1, 2] {
         l.record(&t(job, JobState::Queued, None, 100))
