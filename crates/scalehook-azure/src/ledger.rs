@@ -960,11 +960,14 @@ impl Ledger for TableLedger {
         // A released lease is deleted, so a free pool has no lease entity: try the insert
         // first (one round trip); read only when it exists.
         let mut written = self.client.insert(&entity).await?;
-        for _ in 0..4 {
+        for round in 0..=4 {
             if let Some(etag) = written {
                 self.held_leases()
                     .insert((pool.to_string(), holder.to_string()), etag);
                 return Ok(true);
+            }
+            if round == 4 {
+                break;
             }
             written = match self.client.get(LEASE_PK, pool).await? {
                 None => self.client.insert(&entity).await?,

@@ -302,8 +302,10 @@ pub const MAX_TRACKED_REDELIVERIES: usize = 100;
 /// The ledger cursor of the stale-record re-check: the last record checked
 /// (`<updated_at>:<job_id>`), so each pass goes on where the last one stopped.
 pub const RECHECK_CURSOR: &str = "job-recheck";
-/// Stale records the re-check rotates over, at most (oldest first).
-pub const MAX_RECHECK_SCAN: usize = 1000;
+/// Stale records the re-check rotates over, at most (oldest first). The scan reads each
+/// candidate record (on Table Storage one request each, within the expiry budget), so it
+/// stays small: a backlog beyond it is re-checked as the oldest leave it.
+pub const MAX_RECHECK_SCAN: usize = 100;
 /// The re-check stops while GitHub's `x-ratelimit-remaining` is below this, leaving the
 /// rest of the hour's budget to scale-in (runner listing, deregistration) and JIT runners.
 pub const RECHECK_RATE_RESERVE: u64 = 500;
@@ -821,6 +823,7 @@ impl Service {
         // The ledger's complete busy list and the account it was read after; read only when
         // a decision may take instances out or clear protection, again once the account moves.
         let mut busy_read: Option<(PoolLedger, Vec<String>)> = None;
+        let mut account_in_lease = false;
         // Whether the last decision had the complete list (the census needs it).
         let mut last_complete = false;
         let mut runners: Option<Vec<Runner>> = given_runners;
@@ -836,12 +839,16 @@ impl Service {
         let budget = self.pass_budget();
         let outcome: Result<(), CloudFailure> = async {
             loop {
+                // At least one account read after the lease was won, whatever the budget:
+                // the first account came before it (read together with the attempt), and
+                // records deferred to the previous holder may be missing from it.
                 while iterations < MAX_PASS_ITERATIONS
-                    && (iterations == 0 || started.elapsed() < budget)
+                    && (iterations == 0 || !account_in_lease || started.elapsed() < budget)
                 {
                     if iterations > 0 {
                         read = next_read();
                         account = self.ledger.pool(&pool.name).await?;
+                        account_in_lease = true;
                     }
                     if let Some(prev) = &last_applied {
                         if *prev == account && !follow_up {
@@ -863,15 +870,18 @@ impl Service {
                     // every busy runner and GitHub's list; a demand decision protects the
                     // runner its own delivery names and never lowers anything.
                     let takes_out = iter_trigger != Trigger::Demand || !finished.is_empty();
-                    let read_busy =
-                        takes_out && busy_read.as_ref().is_none_or(|(at, _)| *at != account);
+                    // A decision that may take instances out decides on an account read
+                    // inside the lease (the pre-lease one may predate what the previous
+                    // holder applied), read together with GitHub's runners and the fleet.
+                    let refresh = takes_out && !account_in_lease;
+                    if refresh {
+                        read = next_read();
+                    }
                     let read_github = self.github.enabled() && takes_out && !runners_read;
-                    // Three independent reads, one round trip: the ledger's busy list,
-                    // GitHub's runners and the fleet.
-                    let (busy_list, github_runners, described) = tokio::join!(
+                    let (fresh_account, github_runners, described) = tokio::join!(
                         async {
-                            match read_busy {
-                                true => Some(self.ledger.busy_runners(&pool.name).await),
+                            match refresh {
+                                true => Some(self.ledger.pool(&pool.name).await),
                                 false => None,
                             }
                         },
@@ -888,8 +898,15 @@ impl Service {
                             }
                         },
                     );
-                    if let Some(list) = busy_list {
-                        busy_read = Some((account.clone(), list?));
+                    if let Some(fresh) = fresh_account {
+                        account = fresh?;
+                        account_in_lease = true;
+                    }
+                    // The busy list follows the account it is used with: a list older than
+                    // the account could miss a job the account counts as running.
+                    if takes_out && busy_read.as_ref().is_none_or(|(at, _)| *at != account) {
+                        let list = self.ledger.busy_runners(&pool.name).await?;
+                        busy_read = Some((account.clone(), list));
                     }
                     if let Some(listed) = github_runners {
                         runners_read = true;
@@ -1397,6 +1414,7 @@ impl Service {
     /// delivery (GitHub unavailable, rate limited, timed out) ends the pass's requests.
     async fn redeliver_failed(&self, g: &mut GitHubReconcile) {
         let now = self.clock.now();
+        let started = Instant::now();
         let limit = self.config.cloud_timeout;
         let read = async {
             let cursor = self.ledger.cursor(DELIVERIES_CURSOR).await?;
@@ -1499,6 +1517,11 @@ impl Service {
         order.truncate(MAX_REDELIVERIES);
         let mut keep = vec![true; tracked.len()];
         for i in order {
+            // Slow answers must not hold up the rest of reconcile: what is left waits for
+            // the next pass (the tracked list below is saved either way).
+            if started.elapsed() >= self.pass_budget() {
+                break;
+            }
             let t = &mut tracked[i];
             t.attempts += 1;
             let stop = match tokio::time::timeout(limit, self.github.redeliver(t.id)).await {

@@ -1103,3 +1103,122 @@ async fn ephemeral_completion_waits_for_the_lease() {
     assert!(!ids.contains(&"eph-0001".to_string()), "{ids:?}");
     assert_eq!(ids.len(), 2);
 }
+
+/// A ledger that records another job while this process's lease attempt is in flight:
+/// the account this process read together with the attempt misses it (as one read just
+/// before a previous holder's release would), and that job's delivery, finding the lease
+/// taken, left it to the holder.
+struct LateRecordLedger {
+    inner: MemoryLedger,
+    late: Mutex<Option<scalehook_core::Transition>>,
+}
+
+#[async_trait]
+impl Ledger for LateRecordLedger {
+    async fn record(
+        &self,
+        t: &scalehook_core::Transition,
+    ) -> Result<scalehook_core::Recorded, scalehook_core::LedgerError> {
+        self.inner.record(t).await
+    }
+    async fn pool(
+        &self,
+        pool: &str,
+    ) -> Result<scalehook_core::PoolLedger, scalehook_core::LedgerError> {
+        self.inner.pool(pool).await
+    }
+    async fn busy_runners(&self, pool: &str) -> Result<Vec<String>, scalehook_core::LedgerError> {
+        self.inner.busy_runners(pool).await
+    }
+    async fn expire(
+        &self,
+        now: u64,
+        ttl: &scalehook_core::config::LedgerTtl,
+    ) -> Result<scalehook_core::ledger::Expired, scalehook_core::LedgerError> {
+        self.inner.expire(now, ttl).await
+    }
+    async fn acquire_lease(
+        &self,
+        pool: &str,
+        holder: &str,
+        now: u64,
+        until: u64,
+    ) -> Result<bool, scalehook_core::LedgerError> {
+        let late = self.late.lock().expect("lock").take();
+        if let Some(t) = late {
+            self.inner.record(&t).await?;
+        }
+        self.inner.acquire_lease(pool, holder, now, until).await
+    }
+    async fn release_lease(
+        &self,
+        pool: &str,
+        holder: &str,
+    ) -> Result<(), scalehook_core::LedgerError> {
+        self.inner.release_lease(pool, holder).await
+    }
+}
+
+/// A fleet whose describe takes longer than a pass's budget (half of `cloud_timeout`).
+struct SlowDescribeFleet(LocalFleet);
+
+#[async_trait]
+impl Fleet for SlowDescribeFleet {
+    async fn describe(&self, pool: &PoolConfig) -> Result<FleetState, FleetError> {
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        self.0.describe(pool).await
+    }
+    async fn set_desired(&self, pool: &PoolConfig, desired: u32) -> Result<(), FleetError> {
+        self.0.set_desired(pool, desired).await
+    }
+    async fn remove_instance(&self, pool: &PoolConfig, id: &str) -> Result<(), FleetError> {
+        self.0.remove_instance(pool, id).await
+    }
+    async fn replace_instance(&self, pool: &PoolConfig, id: &str) -> Result<(), FleetError> {
+        self.0.replace_instance(pool, id).await
+    }
+    async fn set_protection(
+        &self,
+        pool: &PoolConfig,
+        ids: &[String],
+        protected: bool,
+    ) -> Result<(), FleetError> {
+        self.0.set_protection(pool, ids, protected).await
+    }
+}
+
+/// Invariant 10 with the account read beside the lease attempt: the pass that wins the
+/// lease reads the account again inside it before it ends, even when its first iteration
+/// used up the time budget, so a record deferred to a previous holder is converged.
+#[tokio::test]
+async fn a_pass_over_budget_still_reads_the_account_inside_its_lease() {
+    let clock = Arc::new(ManualClock::new(NOW));
+    let ledger = Arc::new(LateRecordLedger {
+        inner: MemoryLedger::new(),
+        late: Mutex::new(Some(scalehook_core::Transition {
+            job_id: 2,
+            pool: "linux".into(),
+            to: JobState::Queued,
+            runner: None,
+            at: NOW,
+            repository: Some("octo-org/app".into()),
+        })),
+    });
+    let fleet = Arc::new(SlowDescribeFleet(LocalFleet::new()));
+    let svc = Service::new(
+        Config::from_toml(&format!("cloud_timeout_ms = 2000\n{RACE}")).expect("config"),
+        WebhookSecrets::new([SECRET]).expect("secret"),
+        ledger.clone(),
+        fleet.clone(),
+    )
+    .with_clock(clock.clone())
+    .with_log(LogFormat::Off);
+    let (status, body) = deliver(&svc, job("queued", 1, LINUX, None)).await;
+    assert_eq!(status, 200, "{body}");
+    let pool = svc.config().pool("linux").expect("pool").clone();
+    assert_eq!(
+        fleet.0.describe(&pool).await.expect("describe").desired,
+        2,
+        "the job recorded while the lease was being won is converged too: {body}"
+    );
+}
