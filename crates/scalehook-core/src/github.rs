@@ -371,21 +371,29 @@ impl GitHub for LocalGitHub {
 
     async fn deliveries(&self, cursor: Option<&str>) -> Result<DeliveryPage, GitHubError> {
         self.count();
-        let start: usize = match cursor {
-            None => 0,
-            Some(c) => c
-                .parse()
-                .map_err(|_| GitHubError::Rejected(format!("bad cursor {c:?}")))?,
+        // Like GitHub's, the cursor names a place in the list (the last delivery of the page
+        // before), so it stays valid while newer deliveries arrive.
+        let below: Option<u64> = match cursor {
+            None => None,
+            Some(c) => Some(
+                c.parse()
+                    .map_err(|_| GitHubError::Rejected(format!("bad cursor {c:?}")))?,
+            ),
         };
-        let mut all = self.lock().deliveries.clone();
+        let mut all: Vec<Delivery> = self
+            .lock()
+            .deliveries
+            .iter()
+            .filter(|d| below.is_none_or(|b| d.id < b))
+            .cloned()
+            .collect();
         all.sort_by_key(|d| std::cmp::Reverse(d.id));
-        let end = (start + LOCAL_DELIVERIES_PER_PAGE).min(all.len());
+        let more = all.len() > LOCAL_DELIVERIES_PER_PAGE;
+        all.truncate(LOCAL_DELIVERIES_PER_PAGE);
+        let next = all.last().filter(|_| more).map(|d| d.id.to_string());
         Ok(DeliveryPage {
-            deliveries: all
-                .get(start..end)
-                .map(<[Delivery]>::to_vec)
-                .unwrap_or_default(),
-            next: (end < all.len()).then(|| end.to_string()),
+            deliveries: all,
+            next,
         })
     }
 

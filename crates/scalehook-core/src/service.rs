@@ -295,6 +295,10 @@ pub const MAX_JOB_RECHECKS: usize = 20;
 /// The ledger cursor of the failed deliveries reconcile tracks until they are repaired
 /// (JSON, see [`TrackedDelivery`]).
 pub const REDELIVERIES_CURSOR: &str = "hook-redeliveries";
+/// Where a walk of the deliveries cut short by [`MAX_DELIVERY_PAGES`] goes on next pass
+/// (`<page cursor> <newest id seen>`), so no delivery between it and the stored cursor
+/// goes unread; empty when the walk reached the cursor.
+pub const DELIVERIES_RESUME_CURSOR: &str = "hook-deliveries-resume";
 /// Redelivery requests per failed delivery (its first and the retries), at most.
 pub const MAX_REDELIVERY_ATTEMPTS: u32 = 5;
 /// Failed deliveries tracked at once, at most (the oldest beyond are given up on).
@@ -1419,22 +1423,31 @@ impl Service {
         let read = async {
             let cursor = self.ledger.cursor(DELIVERIES_CURSOR).await?;
             let tracked = self.ledger.cursor(REDELIVERIES_CURSOR).await?;
-            Ok::<_, LedgerError>((cursor, tracked))
+            let resume = self.ledger.cursor(DELIVERIES_RESUME_CURSOR).await?;
+            Ok::<_, LedgerError>((cursor, tracked, resume))
         };
-        let Some((stored, tracked_text)) = g.within(limit, read).await else {
+        let Some((stored, tracked_text, resume)) = g.within(limit, read).await else {
             return;
         };
         let stored = stored.and_then(|c| c.parse::<u64>().ok());
+        // A walk cut short last pass goes on from its page, down to the stored cursor.
+        let had_resume = resume.as_deref().is_some_and(|r| !r.is_empty());
+        let resume: Option<(String, u64)> = resume.as_deref().and_then(|r| {
+            let (page, newest) = r.split_once(' ')?;
+            Some((page.to_string(), newest.parse().ok()?))
+        });
         let mut tracked: Vec<TrackedDelivery> = tracked_text
             .as_deref()
             .and_then(|t| serde_json::from_str(t).ok())
             .unwrap_or_default();
-        let mut newest: Option<u64> = None;
+        let mut newest: Option<u64> = resume.as_ref().map(|(_, n)| *n);
         let mut succeeded: std::collections::HashSet<String> = Default::default();
         // GUID -> (its newest failed delivery, the oldest one's time, an original among them).
         let mut failed: std::collections::HashMap<String, (u64, u64, bool)> = Default::default();
-        let mut page_cursor: Option<String> = None;
-        'pages: for _ in 0..MAX_DELIVERY_PAGES {
+        let mut page_cursor: Option<String> = resume.map(|(page, _)| page);
+        // Set when the page bound cut the walk short: where the next pass goes on.
+        let mut cut_short: Option<String> = None;
+        'pages: for n in 0..MAX_DELIVERY_PAGES {
             let page =
                 match tokio::time::timeout(limit, self.github.deliveries(page_cursor.as_deref()))
                     .await
@@ -1472,6 +1485,7 @@ impl Service {
                 }
             }
             match page.next {
+                Some(next) if n + 1 == MAX_DELIVERY_PAGES => cut_short = Some(next),
                 Some(next) => page_cursor = Some(next),
                 None => break,
             }
@@ -1555,17 +1569,28 @@ impl Service {
         tracked.retain(|_| keep.next().unwrap_or(true));
         g.redeliveries_abandoned += u32::try_from(abandoned).unwrap_or(u32::MAX);
         g.redeliveries_pending = u32::try_from(tracked.len()).unwrap_or(u32::MAX);
-        // Every failed delivery up to `newest` is tracked now: the cursor may pass them.
+        // Every failed delivery read is tracked now. When the walk reached the stored
+        // cursor, the cursor may pass all of them; when the page bound cut it short, the
+        // cursor stays and the next pass goes on from where this one stopped.
         let text = serde_json::to_string(&tracked).unwrap_or_default();
         let changed = tracked_text.as_deref().unwrap_or("[]") != text;
+        let resuming = resume_text_of(&cut_short, newest);
         let write = async {
             if changed {
                 self.ledger.set_cursor(REDELIVERIES_CURSOR, &text).await?;
             }
-            if let Some(c) = newest.filter(|c| stored.is_none_or(|s| *c > s)) {
-                self.ledger
-                    .set_cursor(DELIVERIES_CURSOR, &c.to_string())
-                    .await?;
+            match &resuming {
+                Some(r) => self.ledger.set_cursor(DELIVERIES_RESUME_CURSOR, r).await?,
+                None => {
+                    if let Some(c) = newest.filter(|c| stored.is_none_or(|s| *c > s)) {
+                        self.ledger
+                            .set_cursor(DELIVERIES_CURSOR, &c.to_string())
+                            .await?;
+                    }
+                    if had_resume {
+                        self.ledger.set_cursor(DELIVERIES_RESUME_CURSOR, "").await?;
+                    }
+                }
             }
             Ok::<_, LedgerError>(())
         };
@@ -1740,4 +1765,12 @@ fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
             .take(100)
             .collect(),
     )
+}
+
+/// The resume point of a deliveries walk cut short: its next page and the newest delivery
+/// seen since the stored cursor.
+fn resume_text_of(cut_short: &Option<String>, newest: Option<u64>) -> Option<String> {
+    let page = cut_short.as_ref()?;
+    // A page cursor with a space would not read back; GitHub's are opaque tokens without.
+    (!page.contains(' ')).then(|| format!("{page} {}", newest.unwrap_or(0)))
 }

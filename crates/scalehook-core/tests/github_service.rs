@@ -1222,3 +1222,48 @@ async fn a_pass_over_budget_still_reads_the_account_inside_its_lease() {
         "the job recorded while the lease was being won is converged too: {body}"
     );
 }
+
+/// More deliveries between two passes than the pages a pass reads: the walk stops at the
+/// page bound, and the next pass goes on from there down to the stored cursor instead of
+/// jumping the cursor past deliveries it never read. Before, a failed delivery in that gap
+/// was never redelivered.
+#[tokio::test]
+async fn a_deliveries_walk_cut_short_goes_on_next_pass() {
+    use scalehook_core::service::{DELIVERIES_CURSOR, MAX_DELIVERY_PAGES};
+    let (svc, github, ledger, clock) = reconcile_service();
+    github.add_delivery(delivery(900, "g-old", 200, NOW - 60, false));
+    svc.reconcile().await;
+    assert_eq!(
+        ledger.cursor(DELIVERIES_CURSOR).await.expect("cursor"),
+        Some("900".into())
+    );
+    // One failed delivery, then more successful ones than a pass reads.
+    let newer =
+        (MAX_DELIVERY_PAGES * scalehook_core::github::LOCAL_DELIVERIES_PER_PAGE) as u64 + 20;
+    github.add_delivery(delivery(1000, "g-lost", 502, NOW - 30, false));
+    for k in 1..=newer {
+        github.add_delivery(delivery(1000 + k, &format!("g-{k}"), 200, NOW - 20, false));
+    }
+    clock.advance(60);
+    svc.reconcile().await;
+    assert!(
+        github.redelivered().is_empty(),
+        "the failed one is below this pass's pages"
+    );
+    assert_eq!(
+        ledger.cursor(DELIVERIES_CURSOR).await.expect("cursor"),
+        Some("900".into()),
+        "the cursor does not jump past deliveries not read"
+    );
+    clock.advance(60);
+    svc.reconcile().await;
+    assert_eq!(github.redelivered(), vec![1000], "the next pass reached it");
+    assert_eq!(
+        ledger.cursor(DELIVERIES_CURSOR).await.expect("cursor"),
+        Some((1000 + newer).to_string()),
+        "having reached the old cursor, the walk moves it to the newest seen"
+    );
+    clock.advance(60);
+    svc.reconcile().await;
+    assert_eq!(github.redelivered(), vec![1000], "nothing asked twice");
+}
