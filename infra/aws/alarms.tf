@@ -263,3 +263,77 @@ resource "aws_cloudwatch_metric_alarm" "below_desired" {
     }
   }
 }
+
+# ---- The GitHub App (only with var.github: in webhook-only mode there are no figures) ----
+# Written once per reconcile pass (the state lines); a gap means reconcile is not running,
+# which has its own alarm, so gaps keep these alarms' state (treat_missing_data "ignore").
+
+locals {
+  github_alarms = var.github == null ? toset([]) : toset(["app"])
+  # 10 minutes of passes, at least two (one low reading just before the hourly reset is not
+  # a trend).
+  rate_limit_alarm_periods = max(2, ceil(10 / var.reconcile_interval_minutes))
+  # An hour of passes (12 at the default 5 minutes), at least three.
+  removals_refused_alarm_periods = max(3, ceil(60 / var.reconcile_interval_minutes))
+}
+
+resource "aws_cloudwatch_metric_alarm" "github_rate_limit_low" {
+  for_each          = local.github_alarms
+  alarm_name        = "${var.name}-github-rate-limit-low"
+  alarm_description = "The GitHub App installation's x-ratelimit-remaining has been below ${var.github_rate_limit_alarm_threshold} for ${local.rate_limit_alarm_periods} reconcile passes: once spent, scale-in, redelivery, job re-checks and JIT runner minting stop until the hourly reset. Runbook: ${local.runbook}#github-rate-limit-low"
+  namespace         = local.emf_namespace
+  metric_name       = "GitHubRateLimitRemaining"
+  # Maximum: every reading of the period was below the threshold.
+  statistic           = "Maximum"
+  period              = local.reconcile_period
+  evaluation_periods  = local.rate_limit_alarm_periods
+  datapoints_to_alarm = local.rate_limit_alarm_periods
+  comparison_operator = "LessThanThreshold"
+  threshold           = var.github_rate_limit_alarm_threshold
+  treat_missing_data  = "ignore"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+  tags                = var.tags
+}
+
+# GitHub's 422 on a runner listed idle is a race a job wins now and then; refused on every
+# pass for an hour is a runner GitHub holds as busy while listing it idle (hung, or offline
+# with a stale job), which keeps its instance or registration indefinitely.
+resource "aws_cloudwatch_metric_alarm" "runner_removals_refused" {
+  for_each            = var.github == null ? toset([]) : toset(local.pool_names)
+  alarm_name          = "${var.name}-pool-${each.key}-runner-removals-refused"
+  alarm_description   = "GitHub refused (422, runner busy) deregistrations of pool ${each.key} on every reconcile pass for an hour: a runner stuck busy holds an instance. Runbook: ${local.runbook}#runner-deregistration-refused-repeatedly"
+  namespace           = local.emf_namespace
+  metric_name         = "RunnerRemovalsRefused"
+  dimensions          = { Pool = each.key }
+  statistic           = "Sum"
+  period              = local.reconcile_period
+  evaluation_periods  = local.removals_refused_alarm_periods
+  datapoints_to_alarm = local.removals_refused_alarm_periods
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  treat_missing_data  = "ignore"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+  tags                = var.tags
+}
+
+# Any: each is a failed delivery reconcile stopped redelivering (5 attempts or GitHub's
+# 3-day window spent), whose job's events stay missing until redelivered by hand.
+resource "aws_cloudwatch_metric_alarm" "redeliveries_abandoned" {
+  for_each            = local.github_alarms
+  alarm_name          = "${var.name}-redeliveries-abandoned"
+  alarm_description   = "Reconcile gave up redelivering failed deliveries (attempts or GitHub's 3-day window spent): redeliver them by hand while GitHub keeps them. Runbook: ${local.runbook}#redeliveries-abandoned"
+  namespace           = local.emf_namespace
+  metric_name         = "RedeliveriesAbandoned"
+  statistic           = "Sum"
+  period              = local.reconcile_period
+  evaluation_periods  = 1
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  # Written 0 on every pass; a gap is reconcile not running (its own alarm).
+  treat_missing_data = "notBreaching"
+  alarm_actions      = local.alarm_actions
+  ok_actions         = local.alarm_actions
+  tags               = var.tags
+}

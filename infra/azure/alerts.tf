@@ -273,3 +273,123 @@ resource "azurerm_monitor_scheduled_query_rules_alert_v2" "pool_at_max" {
     }
   }
 }
+
+# ---- The GitHub App (only with var.github: in webhook-only mode there are no figures) ----
+# Over the core's state line (local.state_kql, target scalehook::state, once per reconcile
+# pass), read by the EMF metric names the AWS alarms use. A GitHub step that fails fails
+# the pass, so GitHub App failures raise reconcile_failures above.
+
+resource "azurerm_monitor_scheduled_query_rules_alert_v2" "github_rate_limit_low" {
+  count                = var.github == null ? 0 : 1
+  name                 = "${var.name}-github-rate-limit-low"
+  display_name         = "scalehook: GitHub App rate limit low"
+  description          = "The GitHub App installation's x-ratelimit-remaining has been below ${var.github_rate_limit_alarm_threshold} for 10 minutes: once spent, scale-in, redelivery, job re-checks and JIT runner minting stop until the hourly reset. Runbook: ${local.runbook}#github-rate-limit-low"
+  resource_group_name  = var.resource_group_name
+  location             = var.location
+  scopes               = [azurerm_application_insights.app.id]
+  severity             = 2
+  evaluation_frequency = "PT5M"
+  window_duration      = "PT5M"
+  tags                 = var.tags
+
+  criteria {
+    query                   = "${local.state_kql}| extend remaining = tolong(state.GitHubRateLimitRemaining) | where isnotnull(remaining)"
+    time_aggregation_method = "Maximum"
+    metric_measure_column   = "remaining"
+    operator                = "LessThan"
+    threshold               = var.github_rate_limit_alarm_threshold
+
+    # Two 5-minute windows (two passes) in a row: a single low reading just before the
+    # hourly reset does not page.
+    failing_periods {
+      minimum_failing_periods_to_trigger_alert = 2
+      number_of_evaluation_periods             = 2
+    }
+  }
+
+  auto_mitigation_enabled = true
+  dynamic "action" {
+    for_each = length(local.action_group_ids) > 0 ? [1] : []
+    content {
+      action_groups = local.action_group_ids
+    }
+  }
+}
+
+resource "azurerm_monitor_scheduled_query_rules_alert_v2" "runner_removals_refused" {
+  count                = var.github == null ? 0 : 1
+  name                 = "${var.name}-runner-removals-refused"
+  display_name         = "scalehook: runner deregistrations refused for an hour"
+  description          = "GitHub refused (422, runner busy) deregistrations of a pool on every reconcile pass for an hour: a runner stuck busy holds an instance. Runbook: ${local.runbook}#runner-deregistration-refused-repeatedly"
+  resource_group_name  = var.resource_group_name
+  location             = var.location
+  scopes               = [azurerm_application_insights.app.id]
+  severity             = 3
+  evaluation_frequency = "PT15M"
+  window_duration      = "PT1H"
+  tags                 = var.tags
+
+  criteria {
+    # The race (a job lands on the runner between the list and the delete) refuses one pass
+    # now and then; every pass of the hour (at least 3 of them) refusing is a stuck runner.
+    query                   = "${local.state_pools_kql}| summarize refused = min(tolong(p.RunnerRemovalsRefused)), passes = count() by pool | where passes >= 3"
+    time_aggregation_method = "Minimum"
+    metric_measure_column   = "refused"
+    operator                = "GreaterThan"
+    threshold               = 0
+
+    dimension {
+      name     = "pool"
+      operator = "Include"
+      values   = ["*"]
+    }
+
+    failing_periods {
+      minimum_failing_periods_to_trigger_alert = 1
+      number_of_evaluation_periods             = 1
+    }
+  }
+
+  auto_mitigation_enabled = true
+  dynamic "action" {
+    for_each = length(local.action_group_ids) > 0 ? [1] : []
+    content {
+      action_groups = local.action_group_ids
+    }
+  }
+}
+
+resource "azurerm_monitor_scheduled_query_rules_alert_v2" "redeliveries_abandoned" {
+  count                = var.github == null ? 0 : 1
+  name                 = "${var.name}-redeliveries-abandoned"
+  display_name         = "scalehook: redeliveries abandoned"
+  description          = "Reconcile gave up redelivering failed deliveries (attempts or GitHub's 3-day window spent): redeliver them by hand while GitHub keeps them. Runbook: ${local.runbook}#redeliveries-abandoned"
+  resource_group_name  = var.resource_group_name
+  location             = var.location
+  scopes               = [azurerm_application_insights.app.id]
+  severity             = 3
+  evaluation_frequency = "PT5M"
+  window_duration      = "PT15M"
+  tags                 = var.tags
+
+  criteria {
+    # Any: the state line's counters are the increase since the previous line.
+    query                   = "${local.state_kql}| where tolong(state.RedeliveriesAbandoned) > 0"
+    time_aggregation_method = "Count"
+    operator                = "GreaterThan"
+    threshold               = 0
+
+    failing_periods {
+      minimum_failing_periods_to_trigger_alert = 1
+      number_of_evaluation_periods             = 1
+    }
+  }
+
+  auto_mitigation_enabled = true
+  dynamic "action" {
+    for_each = length(local.action_group_ids) > 0 ? [1] : []
+    content {
+      action_groups = local.action_group_ids
+    }
+  }
+}

@@ -277,3 +277,14 @@ variable "grant_operation_status_read" {
   type        = bool
   default     = false
 }
+
+variable "github_rate_limit_alarm_threshold" {
+  description = "With github: alert when the App installation's x-ratelimit-remaining stays below this for 10 minutes of reconcile passes. Default 500, 10 % of an installation's hourly budget on github.com (5000); scale it with a larger budget (e.g. 1500 for Enterprise Cloud's 15000)."
+  type        = number
+  default     = 500
+
+  validation {
+    condition     = var.github_rate_limit_alarm_threshold > 0
+    error_message = "github_rate_limit_alarm_threshold: a positive number of requests."
+  }
+}

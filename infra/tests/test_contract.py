@@ -13,7 +13,9 @@ def core_outcomes():
 
 def core_emf_metrics():
     src = core_source("metrics.rs")
-    return set(re.findall(r'\{"Name": "(\w+)"', src)) | set(re.findall(r'put\("(\w+)"', src))
+    # The reconcile state lines' figures are (name, unit, value) tuples (state_values).
+    state = set(re.findall(r'\(\s*"([A-Z]\w+)",\s*"Count",', src))
+    return set(re.findall(r'\{"Name": "(\w+)"', src)) | set(re.findall(r'put\("(\w+)"', src)) | state
 
 
 def test_lambda_runtime_and_environment(aws):
@@ -107,6 +109,9 @@ def test_aws_alarms_watch_emitted_metrics(aws):
         "pool_at_max": ("${local.emf_namespace}", "AtMaxWithQueue", "ignore"),
         "launch_failures": ("AWS/Events", "MatchedEvents", "notBreaching"),
         "below_desired": (None, None, "missing"),
+        "github_rate_limit_low": ("${local.emf_namespace}", "GitHubRateLimitRemaining", "ignore"),
+        "runner_removals_refused": ("${local.emf_namespace}", "RunnerRemovalsRefused", "ignore"),
+        "redeliveries_abandoned": ("${local.emf_namespace}", "RedeliveriesAbandoned", "notBreaching"),
     }
     # The SLO alarms (observability.tf) are checked by test_observability.
     assert set(alarms) - SLO_ALARMS == set(expected)
@@ -212,6 +217,9 @@ def test_azure_alerts_query_real_outcomes(azure):
         "reconcile_failures",
         "reconcile_not_running",
         "pool_at_max",
+        "github_rate_limit_low",
+        "runner_removals_refused",
+        "redeliveries_abandoned",
     }
     queried = set()
     for r in rules.values():
@@ -308,3 +316,60 @@ def test_aws_edge_protection_is_cloudfront_with_waf(aws):
 
     for doc in (ROOT / "README.md", ROOT / "docs" / "runbook.md", MODULES["aws"] / "README.md"):
         assert "WAF-able" not in doc.read_text(), doc
+
+
+def test_github_app_alarms(aws, azure):
+    """The GitHub App alarms (rate limit low, removals refused, redeliveries abandoned) exist
+    only with an App, read catalog metrics with the dimensions the core writes them with,
+    and the Azure ones read the same names from the state line."""
+    import json
+
+    catalog = json.loads((ROOT / "infra" / "tests" / "emf-catalog.json").read_text())["metrics"]
+    alarms = aws.resources["aws_cloudwatch_metric_alarm"]
+    assert aws.locals["github_alarms"] == '${var.github == null ? toset([]) : toset(["app"])}'
+    rate = alarms["github_rate_limit_low"]
+    assert rate["for_each"] == "${local.github_alarms}"
+    assert "dimensions" not in rate and [] in catalog["GitHubRateLimitRemaining"]["dimensions"]
+    assert (rate["statistic"], rate["comparison_operator"], rate["threshold"]) == (
+        "Maximum",
+        "LessThanThreshold",
+        "${var.github_rate_limit_alarm_threshold}",
+    )
+    assert aws.variables["github_rate_limit_alarm_threshold"]["default"] == 500
+    assert aws.locals["rate_limit_alarm_periods"] == "${max(2, ceil(10 / var.reconcile_interval_minutes))}"
+    assert rate["evaluation_periods"] == rate["datapoints_to_alarm"] == "${local.rate_limit_alarm_periods}"
+    refused = alarms["runner_removals_refused"]
+    assert refused["for_each"] == "${var.github == null ? toset([]) : toset(local.pool_names)}"
+    assert refused["dimensions"] == {"Pool": "${each.key}"} and ["Pool"] in catalog["RunnerRemovalsRefused"]["dimensions"]
+    assert aws.locals["removals_refused_alarm_periods"] == "${max(3, ceil(60 / var.reconcile_interval_minutes))}"
+    assert refused["evaluation_periods"] == refused["datapoints_to_alarm"] == "${local.removals_refused_alarm_periods}"
+    assert (refused["statistic"], refused["comparison_operator"], refused["threshold"]) == ("Sum", "GreaterThanThreshold", 0)
+    abandoned = alarms["redeliveries_abandoned"]
+    assert "dimensions" not in abandoned and [] in catalog["RedeliveriesAbandoned"]["dimensions"]
+    assert (abandoned["statistic"], abandoned["threshold"], abandoned["evaluation_periods"]) == ("Sum", 0, 1)
+    for a in (rate, refused, abandoned):
+        assert a["period"] == "${local.reconcile_period}"
+
+    rules = azure.resources["azurerm_monitor_scheduled_query_rules_alert_v2"]
+    assert azure.variables["github_rate_limit_alarm_threshold"]["default"] == 500
+    for name, metric, scope in (
+        ("github_rate_limit_low", "GitHubRateLimitRemaining", "state"),
+        ("runner_removals_refused", "RunnerRemovalsRefused", "p"),
+        ("redeliveries_abandoned", "RedeliveriesAbandoned", "state"),
+    ):
+        r = rules[name]
+        assert r["count"] == "${var.github == null ? 0 : 1}", name
+        query = r["criteria"][0]["query"]
+        assert f"{scope}.{metric}" in query, name
+        assert (["Pool"] if scope == "p" else []) in catalog[metric]["dimensions"], name
+        assert query.startswith("${local.state_pools_kql}" if scope == "p" else "${local.state_kql}"), name
+    rate = rules["github_rate_limit_low"]["criteria"][0]
+    assert (rate["operator"], rate["threshold"], rate["time_aggregation_method"]) == (
+        "LessThan",
+        "${var.github_rate_limit_alarm_threshold}",
+        "Maximum",
+    )
+    assert rate["failing_periods"][0]["minimum_failing_periods_to_trigger_alert"] == 2
+    refused = rules["runner_removals_refused"]
+    assert refused["window_duration"] == "PT1H" and "passes >= 3" in refused["criteria"][0]["query"]
+    assert refused["criteria"][0]["dimension"][0]["name"] == "pool"

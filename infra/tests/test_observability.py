@@ -232,9 +232,16 @@ def test_prometheus_rules_and_grafana_use_rendered_series():
     # Each alert links to an existing runbook section.
     anchors = runbook_anchors()
     links = set(re.findall(r"runbook\.md#([a-z0-9-]+)", rules))
-    assert links == {"job-queue-wait-above-slo", "delivery-5xx-error-budget-burn"}
+    assert links == {
+        "job-queue-wait-above-slo",
+        "delivery-5xx-error-budget-burn",
+        "github-rate-limit-low",
+        "reconcile-failing",
+        "runner-deregistration-refused-repeatedly",
+        "redeliveries-abandoned",
+    }
     assert links <= anchors
-    assert len(re.findall(r"^\s+- alert: ", rules, re.M)) == 3
+    assert len(re.findall(r"^\s+- alert: ", rules, re.M)) == 7
 
 
 def test_slo_bound_defaults_agree():
