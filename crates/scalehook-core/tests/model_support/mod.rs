@@ -380,6 +380,25 @@ pub struct SafeFleet {
     pub checked: AtomicU64,
 }
 
+/// A read the model's checks make through the ledger under test: with the fault proxy on,
+/// it meets the same injected throttling as the service, which is no finding about the
+/// service, so the check retries (a wrong answer, not an error, is what would be one).
+async fn checker_read<T, F, Fut>(read: F) -> Result<T, LedgerError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, LedgerError>>,
+{
+    let mut last = None;
+    for _ in 0..20 {
+        match read().await {
+            Ok(v) => return Ok(v),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Err(last.unwrap_or_else(|| LedgerError::Unavailable("no attempt".into())))
+}
+
 impl SafeFleet {
     async fn check_removal(&self, pool: &PoolConfig, ids: &[String], how: &str) {
         if ids.is_empty() {
@@ -393,7 +412,7 @@ impl SafeFleet {
             ));
         }
         let state = self.local.describe(pool).await.unwrap_or_default();
-        match self.ledger.busy_runners(&pool.name).await {
+        match checker_read(|| self.ledger.busy_runners(&pool.name)).await {
             Ok(busy_runners) => {
                 for id in ids {
                     let Some(instance) = state.instances.iter().find(|i| &i.id == id) else {
@@ -970,8 +989,7 @@ async fn run_case(seed: u64, ledger: Arc<dyn Ledger>, opts: &Options) -> Result<
                 Truth::Waiting | Truth::Done => {}
             }
         }
-        let account = ledger
-            .pool(&pool.name)
+        let account = checker_read(|| ledger.pool(&pool.name))
             .await
             .map_err(|e| format!("reading the ledger: {e}"))?;
         if (account.queued, account.running) != (queued, running) {
@@ -981,8 +999,7 @@ async fn run_case(seed: u64, ledger: Arc<dyn Ledger>, opts: &Options) -> Result<
                 pool.name, account.queued, account.running
             );
         }
-        let busy_runners = ledger
-            .busy_runners(&pool.name)
+        let busy_runners = checker_read(|| ledger.busy_runners(&pool.name))
             .await
             .map_err(|e| format!("reading the busy runners: {e}"))?;
         let recorded: BTreeSet<String> = busy_runners.iter().cloned().collect();
