@@ -828,6 +828,8 @@ impl Service {
         // a decision may take instances out or clear protection, again once the account moves.
         let mut busy_read: Option<(PoolLedger, Vec<String>)> = None;
         let mut account_in_lease = false;
+        // Set when the lease was given back and taken again: the copy may be out of date.
+        let mut fleet_stale = false;
         // Whether the last decision had the complete list (the census needs it).
         let mut last_complete = false;
         let mut runners: Option<Vec<Runner>> = given_runners;
@@ -896,7 +898,7 @@ impl Service {
                             }
                         },
                         async {
-                            match fleet.is_none() {
+                            match fleet.is_none() || fleet_stale {
                                 true => Some(self.fleet.describe(pool).await),
                                 false => None,
                             }
@@ -918,6 +920,7 @@ impl Service {
                     }
                     if let Some(described) = described {
                         fleet = Some(described?);
+                        fleet_stale = false;
                     }
                     let Some(state) = fleet.as_mut() else {
                         break;
@@ -961,8 +964,11 @@ impl Service {
                     // Another process holds it now: its pass reads after our records.
                     return Ok(());
                 }
-                // The next iteration re-reads the account (it moved) and goes on.
+                // The next iteration re-reads the account (it moved) and goes on. The
+                // fleet is described again: while the lease was free another process may
+                // have taken it and removed instances this copy still lists.
                 follow_up = false;
+                fleet_stale = true;
             }
         }
         .await;

@@ -1267,3 +1267,116 @@ async fn a_deliveries_walk_cut_short_goes_on_next_pass() {
     svc.reconcile().await;
     assert_eq!(github.redelivered(), vec![1000], "nothing asked twice");
 }
+
+/// A ledger that, the first time a holder gives a pool's lease back, lets another process's
+/// delivery run to the end right after the release: that process takes the free lease,
+/// converges (removing an instance) and gives it back before the first holder, whose
+/// account moved, takes the lease again.
+struct HandOverLedger {
+    inner: MemoryLedger,
+    other: Mutex<Option<(Arc<Service>, Vec<u8>)>>,
+    answers: Mutex<Vec<u16>>,
+}
+
+#[async_trait]
+impl Ledger for HandOverLedger {
+    async fn record(
+        &self,
+        t: &scalehook_core::Transition,
+    ) -> Result<scalehook_core::Recorded, scalehook_core::LedgerError> {
+        self.inner.record(t).await
+    }
+    async fn pool(
+        &self,
+        pool: &str,
+    ) -> Result<scalehook_core::PoolLedger, scalehook_core::LedgerError> {
+        self.inner.pool(pool).await
+    }
+    async fn busy_runners(&self, pool: &str) -> Result<Vec<String>, scalehook_core::LedgerError> {
+        self.inner.busy_runners(pool).await
+    }
+    async fn expire(
+        &self,
+        now: u64,
+        ttl: &scalehook_core::config::LedgerTtl,
+    ) -> Result<scalehook_core::ledger::Expired, scalehook_core::LedgerError> {
+        self.inner.expire(now, ttl).await
+    }
+    async fn acquire_lease(
+        &self,
+        pool: &str,
+        holder: &str,
+        now: u64,
+        until: u64,
+    ) -> Result<bool, scalehook_core::LedgerError> {
+        self.inner.acquire_lease(pool, holder, now, until).await
+    }
+    async fn release_lease(
+        &self,
+        pool: &str,
+        holder: &str,
+    ) -> Result<(), scalehook_core::LedgerError> {
+        self.inner.release_lease(pool, holder).await?;
+        let other = self.other.lock().expect("lock").take();
+        if let Some((svc, body)) = other {
+            let a = svc.handle(&Method::POST, &headers(&body), &body).await;
+            self.answers.lock().expect("lock").push(a.status);
+        }
+        Ok(())
+    }
+}
+
+/// A pass that gives the lease back, finds the account moved and takes the lease again
+/// describes the fleet again: in between another process took the lease and removed an
+/// instance, and deciding on the old copy would remove it twice (the cloud answers
+/// "not found", a 502 for the delivery). Seen once in the Azure burst test.
+#[tokio::test]
+async fn a_pass_that_takes_the_lease_again_reads_the_fleet_again() {
+    let clock = Arc::new(ManualClock::new(NOW));
+    let ledger = Arc::new(HandOverLedger {
+        inner: MemoryLedger::new(),
+        other: Mutex::new(None),
+        answers: Mutex::new(Vec::new()),
+    });
+    let fleet = Arc::new(LocalFleet::new());
+    let make = || {
+        Arc::new(
+            Service::new(
+                Config::from_toml(RACE).expect("config"),
+                WebhookSecrets::new([SECRET]).expect("secret"),
+                ledger.clone(),
+                fleet.clone(),
+            )
+            .with_clock(clock.clone())
+            .with_log(LogFormat::Off),
+        )
+    };
+    let (a, b) = (make(), make());
+    let pool = a.config().pool("linux").expect("pool").clone();
+    for id in 1..=3 {
+        let (status, body) = deliver(&a, job("queued", id, LINUX, None)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let state = fleet.describe(&pool).await.expect("describe");
+    assert_eq!(state.instances.len(), 3);
+    let ids: Vec<String> = state.instances.iter().map(|i| i.id.clone()).collect();
+    for (k, id) in ids.iter().enumerate() {
+        let runner = format!("gh-{id}");
+        let (status, body) =
+            deliver(&a, job("in_progress", k as u64 + 1, LINUX, Some(&runner))).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    clock.advance(60);
+    // A's completion of job 1 takes out one idle instance; right after A gives the lease
+    // back, B's completion of job 2 takes the lease, takes out the next one and gives it
+    // back; A finds the account moved and goes on with the lease taken again.
+    let runner2 = format!("gh-{}", ids[1]);
+    *ledger.other.lock().expect("lock") = Some((b, job("completed", 2, LINUX, Some(&runner2))));
+    let runner1 = format!("gh-{}", ids[0]);
+    let (status, body) = deliver(&a, job("completed", 1, LINUX, Some(&runner1))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(ledger.answers.lock().expect("lock").clone(), vec![200]);
+    let after = fleet.describe(&pool).await.expect("describe");
+    assert_eq!(after.instances.len(), 1, "{after:?}");
+    assert_eq!(after.desired, 1);
+}
