@@ -32,7 +32,7 @@
 //! scalehook only ever deletes instances it chose as idle. Flexible orchestration has no
 //! VMSS-VM API and is refused with a clear error (see docs/azure.md).
 
-use crate::arm::ArmClient;
+use crate::arm::{ArmClient, ArmResponse};
 use async_trait::async_trait;
 use reqwest::{Method, Url};
 use scalehook_core::trace::parse_rfc3339;
@@ -146,15 +146,7 @@ impl VmssFleet {
         capacity: u32,
         deadline: Instant,
     ) -> Result<(), FleetError> {
-        let res = self
-            .arm
-            .send(
-                Method::POST,
-                self.arm.url(&format!("{vmss}/delete"))?,
-                Some(&json!({ "instanceIds": ids })),
-                deadline,
-            )
-            .await?;
+        let res = self.post_delete(vmss, ids, deadline).await?;
         self.arm.wait(&res, deadline).await?;
         let res = self
             .arm
@@ -167,6 +159,24 @@ impl VmssFleet {
             .await?;
         self.arm.wait(&res, deadline).await?;
         Ok(())
+    }
+
+    /// `POST {vmss}/delete` for `ids` (the scale set's capacity goes down with them): the
+    /// accepted answer, for the caller to follow.
+    async fn post_delete(
+        &self,
+        vmss: &str,
+        ids: &[String],
+        deadline: Instant,
+    ) -> Result<ArmResponse, FleetError> {
+        self.arm
+            .send(
+                Method::POST,
+                self.arm.url(&format!("{vmss}/delete"))?,
+                Some(&json!({ "instanceIds": ids })),
+                deadline,
+            )
+            .await
     }
 
     /// The scale set's capacity: from this pass's describe when fresh, else read.
@@ -385,15 +395,8 @@ impl Fleet for VmssFleet {
         let vmss = vmss_id(pool)?;
         valid_instance_id(instance_id)?;
         let deadline = self.deadline();
-        let body = json!({ "instanceIds": [instance_id] });
         let res = self
-            .arm
-            .send(
-                Method::POST,
-                self.arm.url(&format!("{vmss}/delete"))?,
-                Some(&body),
-                deadline,
-            )
+            .post_delete(vmss, &[instance_id.to_string()], deadline)
             .await?;
         self.forget_instance(vmss, instance_id, -1);
         self.arm.wait(&res, deadline).await?;
