@@ -682,34 +682,75 @@ impl Fleet for CountingFleet {
     }
 }
 
-/// The shared ledger of the burst, slow where it matters: giving a lease back takes a
-/// moment (a network round trip), so deliveries land between a holder's last read and its
-/// release, find the lease taken, and leave their records to the holder.
-struct SlowLeaseLedger(MemoryLedger);
+/// When another process's delivery runs, relative to a holder giving the lease back.
+#[derive(Clone, Copy, PartialEq)]
+enum Moment {
+    /// Before the release: it finds the lease taken (the window invariant 10 closes).
+    BeforeRelease,
+    /// Right after it: it takes the free lease, converges and gives it back before the
+    /// first holder takes the lease again.
+    AfterRelease,
+}
+
+/// Another process's service, the delivery it handles, and when.
+type OtherDelivery = (Arc<Service>, Vec<u8>, Moment);
+
+/// The shared in-memory ledger with the interleavings the lease tests need, each at most
+/// once: a job recorded by someone else while a lease attempt is in flight (`late`), and
+/// another process's delivery run at a `Moment` of a release (`other`, answers kept);
+/// every release can also take a moment (`release_pause`: a network round trip), so in a
+/// burst deliveries land between a holder's last read and its release.
+#[derive(Default)]
+struct HookLedger {
+    inner: MemoryLedger,
+    release_pause: Option<std::time::Duration>,
+    late: Mutex<Option<scalehook_core::Transition>>,
+    other: Mutex<Option<OtherDelivery>>,
+    answers: Mutex<Vec<(u16, Option<&'static str>)>>,
+}
+
+impl HookLedger {
+    async fn run_other(&self, now: Moment) {
+        let due = {
+            let mut other = self.other.lock().expect("lock");
+            match other.as_ref() {
+                Some((_, _, at)) if *at == now => other.take(),
+                _ => None,
+            }
+        };
+        if let Some((svc, body, _)) = due {
+            let a = svc.handle(&Method::POST, &headers(&body), &body).await;
+            self.answers
+                .lock()
+                .expect("lock")
+                .push((a.status, a.report.decision));
+        }
+    }
+}
 
 #[async_trait]
-impl Ledger for SlowLeaseLedger {
+impl Ledger for HookLedger {
     async fn record(
         &self,
         t: &scalehook_core::Transition,
     ) -> Result<scalehook_core::Recorded, scalehook_core::LedgerError> {
-        self.0.record(t).await
+        self.inner.record(t).await
     }
     async fn pool(
         &self,
         pool: &str,
     ) -> Result<scalehook_core::PoolLedger, scalehook_core::LedgerError> {
-        self.0.pool(pool).await
+        self.inner.pool(pool).await
     }
     async fn busy_runners(&self, pool: &str) -> Result<Vec<String>, scalehook_core::LedgerError> {
-        self.0.busy_runners(pool).await
+        self.inner.busy_runners(pool).await
     }
     async fn expire(
         &self,
         now: u64,
         ttl: &scalehook_core::config::LedgerTtl,
     ) -> Result<scalehook_core::ledger::Expired, scalehook_core::LedgerError> {
-        self.0.expire(now, ttl).await
+        self.inner.expire(now, ttl).await
     }
     async fn acquire_lease(
         &self,
@@ -718,15 +759,24 @@ impl Ledger for SlowLeaseLedger {
         now: u64,
         until: u64,
     ) -> Result<bool, scalehook_core::LedgerError> {
-        self.0.acquire_lease(pool, holder, now, until).await
+        let late = self.late.lock().expect("lock").take();
+        if let Some(t) = late {
+            self.inner.record(&t).await?;
+        }
+        self.inner.acquire_lease(pool, holder, now, until).await
     }
     async fn release_lease(
         &self,
         pool: &str,
         holder: &str,
     ) -> Result<(), scalehook_core::LedgerError> {
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-        self.0.release_lease(pool, holder).await
+        if let Some(pause) = self.release_pause {
+            tokio::time::sleep(pause).await;
+        }
+        self.run_other(Moment::BeforeRelease).await;
+        self.inner.release_lease(pool, holder).await?;
+        self.run_other(Moment::AfterRelease).await;
+        Ok(())
     }
 }
 
@@ -748,7 +798,10 @@ runners_per_instance = 10
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn burst_over_eight_services_converges_with_few_fleet_calls() {
     const JOBS: u64 = 300;
-    let ledger = Arc::new(SlowLeaseLedger(MemoryLedger::new()));
+    let ledger = Arc::new(HookLedger {
+        release_pause: Some(std::time::Duration::from_millis(2)),
+        ..HookLedger::default()
+    });
     let fleet = Arc::new(CountingFleet {
         inner: LocalFleet::new(),
         describe: AtomicU64::new(0),
@@ -840,76 +893,13 @@ async fn burst_over_eight_services_converges_with_few_fleet_calls() {
     assert!(calls < 300, "{calls} fleet calls in all");
 }
 
-/// A ledger that, the first time a holder gives a pool's lease back, first lets another
-/// process's delivery through: it lands after the holder's last read, while the lease is
-/// still taken (the window invariant 10 closes).
-struct WindowLedger {
-    inner: MemoryLedger,
-    other: Mutex<Option<(Arc<Service>, Vec<u8>)>>,
-    answers: Mutex<Vec<(u16, Option<&'static str>)>>,
-}
-
-#[async_trait]
-impl Ledger for WindowLedger {
-    async fn record(
-        &self,
-        t: &scalehook_core::Transition,
-    ) -> Result<scalehook_core::Recorded, scalehook_core::LedgerError> {
-        self.inner.record(t).await
-    }
-    async fn pool(
-        &self,
-        pool: &str,
-    ) -> Result<scalehook_core::PoolLedger, scalehook_core::LedgerError> {
-        self.inner.pool(pool).await
-    }
-    async fn busy_runners(&self, pool: &str) -> Result<Vec<String>, scalehook_core::LedgerError> {
-        self.inner.busy_runners(pool).await
-    }
-    async fn expire(
-        &self,
-        now: u64,
-        ttl: &scalehook_core::config::LedgerTtl,
-    ) -> Result<scalehook_core::ledger::Expired, scalehook_core::LedgerError> {
-        self.inner.expire(now, ttl).await
-    }
-    async fn acquire_lease(
-        &self,
-        pool: &str,
-        holder: &str,
-        now: u64,
-        until: u64,
-    ) -> Result<bool, scalehook_core::LedgerError> {
-        self.inner.acquire_lease(pool, holder, now, until).await
-    }
-    async fn release_lease(
-        &self,
-        pool: &str,
-        holder: &str,
-    ) -> Result<(), scalehook_core::LedgerError> {
-        let other = self.other.lock().expect("lock").take();
-        if let Some((svc, body)) = other {
-            let a = svc.handle(&Method::POST, &headers(&body), &body).await;
-            self.answers
-                .lock()
-                .expect("lock")
-                .push((a.status, a.report.decision));
-        }
-        self.inner.release_lease(pool, holder).await
-    }
-}
-
 /// The window: process B's delivery is recorded after process A's last read and finds the
 /// lease taken, so B answers 2xx `deferred`; A, after giving the lease back, reads the
 /// account once more, takes the lease again and converges B's job too.
 #[tokio::test]
 async fn a_delivery_deferred_in_the_window_is_converged_by_the_holder() {
     let clock = Arc::new(ManualClock::new(NOW));
-    let ledger = Arc::new(WindowLedger {
-        inner: MemoryLedger::new(),
-        other: Mutex::new(None),
-        answers: Mutex::new(Vec::new()),
-    });
+    let ledger = Arc::new(HookLedger::default());
     let fleet = Arc::new(LocalFleet::new());
     let make = || {
         Arc::new(
@@ -924,7 +914,8 @@ async fn a_delivery_deferred_in_the_window_is_converged_by_the_holder() {
         )
     };
     let (a, b) = (make(), make());
-    *ledger.other.lock().expect("lock") = Some((b, job("queued", 2, LINUX, None)));
+    *ledger.other.lock().expect("lock") =
+        Some((b, job("queued", 2, LINUX, None), Moment::BeforeRelease));
     let (status, body) = deliver(&a, job("queued", 1, LINUX, None)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
@@ -1104,61 +1095,6 @@ async fn ephemeral_completion_waits_for_the_lease() {
     assert_eq!(ids.len(), 2);
 }
 
-/// A ledger that records another job while this process's lease attempt is in flight:
-/// the account this process read together with the attempt misses it (as one read just
-/// before a previous holder's release would), and that job's delivery, finding the lease
-/// taken, left it to the holder.
-struct LateRecordLedger {
-    inner: MemoryLedger,
-    late: Mutex<Option<scalehook_core::Transition>>,
-}
-
-#[async_trait]
-impl Ledger for LateRecordLedger {
-    async fn record(
-        &self,
-        t: &scalehook_core::Transition,
-    ) -> Result<scalehook_core::Recorded, scalehook_core::LedgerError> {
-        self.inner.record(t).await
-    }
-    async fn pool(
-        &self,
-        pool: &str,
-    ) -> Result<scalehook_core::PoolLedger, scalehook_core::LedgerError> {
-        self.inner.pool(pool).await
-    }
-    async fn busy_runners(&self, pool: &str) -> Result<Vec<String>, scalehook_core::LedgerError> {
-        self.inner.busy_runners(pool).await
-    }
-    async fn expire(
-        &self,
-        now: u64,
-        ttl: &scalehook_core::config::LedgerTtl,
-    ) -> Result<scalehook_core::ledger::Expired, scalehook_core::LedgerError> {
-        self.inner.expire(now, ttl).await
-    }
-    async fn acquire_lease(
-        &self,
-        pool: &str,
-        holder: &str,
-        now: u64,
-        until: u64,
-    ) -> Result<bool, scalehook_core::LedgerError> {
-        let late = self.late.lock().expect("lock").take();
-        if let Some(t) = late {
-            self.inner.record(&t).await?;
-        }
-        self.inner.acquire_lease(pool, holder, now, until).await
-    }
-    async fn release_lease(
-        &self,
-        pool: &str,
-        holder: &str,
-    ) -> Result<(), scalehook_core::LedgerError> {
-        self.inner.release_lease(pool, holder).await
-    }
-}
-
 /// A fleet whose describe takes longer than a pass's budget (half of `cloud_timeout`).
 struct SlowDescribeFleet(LocalFleet);
 
@@ -1193,8 +1129,7 @@ impl Fleet for SlowDescribeFleet {
 #[tokio::test]
 async fn a_pass_over_budget_still_reads_the_account_inside_its_lease() {
     let clock = Arc::new(ManualClock::new(NOW));
-    let ledger = Arc::new(LateRecordLedger {
-        inner: MemoryLedger::new(),
+    let ledger = Arc::new(HookLedger {
         late: Mutex::new(Some(scalehook_core::Transition {
             job_id: 2,
             pool: "linux".into(),
@@ -1203,6 +1138,7 @@ async fn a_pass_over_budget_still_reads_the_account_inside_its_lease() {
             at: NOW,
             repository: Some("octo-org/app".into()),
         })),
+        ..HookLedger::default()
     });
     let fleet = Arc::new(SlowDescribeFleet(LocalFleet::new()));
     let svc = Service::new(
@@ -1268,64 +1204,6 @@ async fn a_deliveries_walk_cut_short_goes_on_next_pass() {
     assert_eq!(github.redelivered(), vec![1000], "nothing asked twice");
 }
 
-/// A ledger that, the first time a holder gives a pool's lease back, lets another process's
-/// delivery run to the end right after the release: that process takes the free lease,
-/// converges (removing an instance) and gives it back before the first holder, whose
-/// account moved, takes the lease again.
-struct HandOverLedger {
-    inner: MemoryLedger,
-    other: Mutex<Option<(Arc<Service>, Vec<u8>)>>,
-    answers: Mutex<Vec<u16>>,
-}
-
-#[async_trait]
-impl Ledger for HandOverLedger {
-    async fn record(
-        &self,
-        t: &scalehook_core::Transition,
-    ) -> Result<scalehook_core::Recorded, scalehook_core::LedgerError> {
-        self.inner.record(t).await
-    }
-    async fn pool(
-        &self,
-        pool: &str,
-    ) -> Result<scalehook_core::PoolLedger, scalehook_core::LedgerError> {
-        self.inner.pool(pool).await
-    }
-    async fn busy_runners(&self, pool: &str) -> Result<Vec<String>, scalehook_core::LedgerError> {
-        self.inner.busy_runners(pool).await
-    }
-    async fn expire(
-        &self,
-        now: u64,
-        ttl: &scalehook_core::config::LedgerTtl,
-    ) -> Result<scalehook_core::ledger::Expired, scalehook_core::LedgerError> {
-        self.inner.expire(now, ttl).await
-    }
-    async fn acquire_lease(
-        &self,
-        pool: &str,
-        holder: &str,
-        now: u64,
-        until: u64,
-    ) -> Result<bool, scalehook_core::LedgerError> {
-        self.inner.acquire_lease(pool, holder, now, until).await
-    }
-    async fn release_lease(
-        &self,
-        pool: &str,
-        holder: &str,
-    ) -> Result<(), scalehook_core::LedgerError> {
-        self.inner.release_lease(pool, holder).await?;
-        let other = self.other.lock().expect("lock").take();
-        if let Some((svc, body)) = other {
-            let a = svc.handle(&Method::POST, &headers(&body), &body).await;
-            self.answers.lock().expect("lock").push(a.status);
-        }
-        Ok(())
-    }
-}
-
 /// A pass that gives the lease back, finds the account moved and takes the lease again
 /// describes the fleet again: in between another process took the lease and removed an
 /// instance, and deciding on the old copy would remove it twice (the cloud answers
@@ -1333,11 +1211,7 @@ impl Ledger for HandOverLedger {
 #[tokio::test]
 async fn a_pass_that_takes_the_lease_again_reads_the_fleet_again() {
     let clock = Arc::new(ManualClock::new(NOW));
-    let ledger = Arc::new(HandOverLedger {
-        inner: MemoryLedger::new(),
-        other: Mutex::new(None),
-        answers: Mutex::new(Vec::new()),
-    });
+    let ledger = Arc::new(HookLedger::default());
     let fleet = Arc::new(LocalFleet::new());
     let make = || {
         Arc::new(
@@ -1371,11 +1245,22 @@ async fn a_pass_that_takes_the_lease_again_reads_the_fleet_again() {
     // back, B's completion of job 2 takes the lease, takes out the next one and gives it
     // back; A finds the account moved and goes on with the lease taken again.
     let runner2 = format!("gh-{}", ids[1]);
-    *ledger.other.lock().expect("lock") = Some((b, job("completed", 2, LINUX, Some(&runner2))));
+    *ledger.other.lock().expect("lock") = Some((
+        b,
+        job("completed", 2, LINUX, Some(&runner2)),
+        Moment::AfterRelease,
+    ));
     let runner1 = format!("gh-{}", ids[0]);
     let (status, body) = deliver(&a, job("completed", 1, LINUX, Some(&runner1))).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(ledger.answers.lock().expect("lock").clone(), vec![200]);
+    let statuses: Vec<u16> = ledger
+        .answers
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|a| a.0)
+        .collect();
+    assert_eq!(statuses, vec![200]);
     let after = fleet.describe(&pool).await.expect("describe");
     assert_eq!(after.instances.len(), 1, "{after:?}");
     assert_eq!(after.desired, 1);
