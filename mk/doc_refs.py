@@ -15,7 +15,8 @@ Reads README.md, docs/*.md and infra/**/README.md and checks, against the reposi
 - configuration keys: keys of ```toml blocks that hold scalehook's tables, and the key
   tables of docs/configuration.md: fields of the serde structs in
   crates/scalehook-core/src/config.rs;
-- make targets: `make TARGET` in code: a target of the Makefile or mk/*.mk.
+- make targets: `make TARGET` in code: a target of the Makefile or mk/*.mk;
+- relative links: to a file of the repository, and to one of its headings.
 
 Prints one line per broken reference (file:line: what) and exits 1 if there is any.
 Python 3 standard library only. `python3 mk/doc_refs.py [--root DIR]`.
@@ -52,6 +53,7 @@ class Truth:
     config: dict[str, set[str]] = field(default_factory=dict)  # table ("" top) -> keys
     make_targets: set[str] = field(default_factory=set)
     tf_names: set[str] = field(default_factory=set)  # resource types and arguments the .tf files use
+    root: Path = Path(".")
 
     def all_vars(self) -> set[str]:
         return set().union(*self.tf_vars.values()) if self.tf_vars else set()
@@ -78,7 +80,7 @@ def _walk(root: Path, sub: str, suffixes: set[str] | None = None):
 
 
 def read_truth(root: Path) -> Truth:
-    t = Truth()
+    t = Truth(root=root)
     # Terraform: every directory under infra/ with .tf files is a module (or an example).
     for tf in _walk(root, "infra", {".tf"}):
         mod = str(tf.parent.relative_to(root))
@@ -266,11 +268,51 @@ def check_doc(rel: str, text: str, t: Truth) -> list[Finding]:
             if not code.startswith("test_") and code not in all_vars | all_outputs | config_keys | t.tf_names:
                 out.append(Finding(rel, i, f"`{code}`: not a Terraform variable or output, nor a configuration key"))
 
+    out += _check_links(rel, text, t)
     out += _check_toml_blocks(rel, text, t)
     if rel == "docs/configuration.md":
         out += _check_config_tables(rel, text, t)
     if rel.startswith("infra/"):
         out += _check_io_tables(rel, text, t)
+    return out
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to dashes."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _anchors(text: str) -> set[str]:
+    found: set[str] = set()
+    fence = False
+    for line in text.split("\n"):
+        if line.startswith("```"):
+            fence = not fence
+        elif not fence and re.match(r"#+ ", line):
+            base = _slug(re.sub(r"^#+ ", "", line))
+            name, n = base, 1
+            while name in found:
+                name, n = f"{base}-{n}", n + 1
+            found.add(name)
+    return found
+
+
+def _check_links(rel: str, text: str, t: Truth) -> list[Finding]:
+    """Relative links point at a file of the repository, and at one of its headings."""
+    out = []
+    for m in re.finditer(r"\]\(([^)\s]+)\)", text):
+        url = m.group(1)
+        if re.match(r"[a-z][a-z0-9+.-]*:", url):
+            continue
+        path, _, frag = url.partition("#")
+        target = (t.root / rel).parent / path if path else t.root / rel
+        line = text[: m.start()].count("\n") + 1
+        if path and not target.exists():
+            out.append(Finding(rel, line, f"link {url}: no such file"))
+        elif frag and target.suffix == ".md":
+            body = text if not path else target.read_text(encoding="utf-8")
+            if frag not in _anchors(body):
+                out.append(Finding(rel, line, f"link {url}: no such heading"))
     return out
 
 
@@ -364,7 +406,7 @@ def main() -> int:
     if findings:
         print(f"doc-refs: {len(findings)} broken reference(s) in {n} documents")
         return 1
-    print(f"doc-refs: every variable, output, environment variable, flag, configuration key and make target named in {n} documents exists")
+    print(f"doc-refs: every variable, output, environment variable, flag, configuration key, make target and link named in {n} documents exists")
     return 0
 
 

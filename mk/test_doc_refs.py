@@ -32,6 +32,9 @@ PLANTED = [
      "```toml\nmax_body_bytes = 1\n[[pools]]\nname = \"a\"\n```\n", "max_body_bytes"),
     ("docs/configuration.md", "## `[github]`\n\n| `hook_id` | 1 |\n", "## `[github]`\n\n| `app_id` | 1 |\n", "hook_id"),
     ("docs/x.md", "Then `make lambda-zips`.", "Then `make lambda-zip`.", "lambda-zips"),
+    ("docs/x.md", "See [the runbook](runbook.md#roll-back-a-zip).", "See [the runbook](runbook.md#roll-back-the-zip).", "roll-back-a-zip"),
+    ("docs/x.md", "See [Azure](../docs/azur.md).", "See [Azure](../docs/azure.md).", "azur.md"),
+    ("docs/x.md", "# Title\n\nSee [below](#the-end).\n", "# Title\n\nSee [below](#title).\n", "the-end"),
     ("infra/aws/README.md", "## Inputs and outputs\n\n| `function_zip_path` | string |\n",
      "## Inputs and outputs\n\n| `lambda_zip_path` | string |\n", "function_zip_path"),
 ]
