@@ -1,8 +1,8 @@
-# The documentation names only what exists: Terraform variables and outputs, SCALEHOOK_*
-# environment variables, CLI commands and flags, configuration keys and make targets named in
-# README.md, docs/*.md and infra/**/README.md, and their relative links, are checked against the
-# code and the tree (mk/doc_refs.py,
-# Python 3 standard library), and its test plants a broken reference of each kind.
+# The documentation names only what exists. Terraform variables and outputs, SCALEHOOK_*
+# environment variables, CLI commands and flags, configuration keys, make targets and relative
+# links named in README.md, docs/*.md and infra/**/README.md are checked against the code and
+# the tree by mk/doc_refs.py (Python 3 standard library); its test plants a broken reference
+# of each kind and checks that it is found.
 
 TEST_STEPS += doc-refs
 
