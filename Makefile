@@ -1,6 +1,6 @@
 # scalehook's entry points. `make test` is what CI runs (.ci/run, and .github/workflows/ci.yml);
 # it installs what it needs itself, idempotently: each mk/*.mk fragment lists its own tools
-# (the README's Development section has the table).
+# (docs/development.md has the table).
 #
 # Each part of the project owns a fragment in mk/*.mk that adds to TEST_DEPS (things to
 # install before the tests) and TEST_STEPS (checks to run after cargo's tests).
