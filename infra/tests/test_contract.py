@@ -87,6 +87,21 @@ def test_reconcile_schedule_targets_the_function(aws):
     assert "aws_scheduler_schedule" not in aws.resources
     retry = aws.resource("aws_lambda_function_event_invoke_config", "reconcile")
     assert retry["maximum_retry_attempts"] == 0
+    assert "qualifier" not in retry, "the schedule invokes the unqualified function"
+
+
+def test_launch_events_are_retried_and_reconcile_is_not(aws):
+    """Lifecycle launch events reach the `launch` alias, whose asynchronous invocations
+    Lambda retries; the function-wide config (0 retries) stays the schedule's."""
+    fn = aws.resource("aws_lambda_function", "scalehook")
+    assert fn["publish"] is True, "an alias needs a published version"
+    alias = aws.resource("aws_lambda_alias", "launch")
+    assert alias["function_version"] == "${aws_lambda_function.scalehook.version}"
+    launch = aws.resource("aws_lambda_function_event_invoke_config", "launch")
+    assert launch["qualifier"] == "${aws_lambda_alias.launch.name}"
+    assert launch["maximum_retry_attempts"] == 2
+    assert launch["maximum_event_age_in_seconds"] == "${var.launch_event_max_age_seconds}"
+    assert aws.outputs["launch_alias_name"]["value"] == "${aws_lambda_alias.launch.name}"
 
 
 def test_function_url_has_no_aws_auth(aws):
