@@ -205,6 +205,9 @@ def test_azure_custom_role_has_exactly_the_scale_set_actions(azure):
 def test_azure_scale_set_role_is_assigned_on_each_scale_set_only(azure):
     a = azure.resource("azurerm_role_assignment", "scale_set")
     assert a["for_each"] == "${local.scale_sets}"
+    # Keyed by pool name, known at plan time: a scale set id from a runner module in the same
+    # apply is not, and for_each keys must be ("Invalid for_each argument").
+    assert azure.locals["scale_sets"] == "${{for p in var.pools : p.name => p.azure_vmss}}"
     assert a["scope"] == "${each.value}"
     assert a["role_definition_id"] == (
         "${azurerm_role_definition.scale_set_scaler.role_definition_resource_id}"
@@ -228,7 +231,7 @@ def test_azure_data_roles_are_narrow(azure):
         assert a.get("role_definition_name") not in ("Owner", "Contributor", "Virtual Machine Contributor"), name
         assert a["principal_id"] == "${azurerm_user_assigned_identity.app.principal_id}", name
     assert assignments["ledger_table"]["role_definition_name"] == "Storage Table Data Contributor"
-    assert assignments["ledger_table"]["scope"] == "${azurerm_storage_table.ledger.resource_manager_id}"
+    assert assignments["ledger_table"]["scope"] == "${azapi_resource.ledger_table.id}"
     assert assignments["webhook_secret"]["role_definition_name"] == "Key Vault Secrets User"
     # On the secret itself, not on the vault.
     assert assignments["webhook_secret"]["scope"].endswith("/secrets/${each.value}")
@@ -300,7 +303,12 @@ def test_azure_operation_status_read_is_opt_in_and_read_only(azure):
     assert role["permissions"][0]["actions"] == ["Microsoft.Compute/locations/operations/read"]
     assert azure.variables["grant_operation_status_read"]["default"] is False
     a = azure.resource("azurerm_role_assignment", "operation_status")
-    assert "var.grant_operation_status_read" in a["for_each"]
+    # One, on the deployment's subscription (known at plan time), not keyed by scale set ids.
+    assert a["count"] == "${var.grant_operation_status_read ? 1 : 0}"
+    assert a["scope"] == "${local.deployment_subscription}"
+    assert "data.azurerm_client_config.current.subscription_id" in azure.locals["deployment_subscription"]
+    (pre,) = a["lifecycle"][0]["precondition"]
+    assert "local.scale_sets" in pre["condition"]
     # Only custom roles are these two; the scale set role never gains the subscription.
     assert set(azure.resources["azurerm_role_definition"]) == {"scale_set_scaler", "operation_status_reader"}
 
@@ -377,3 +385,15 @@ def test_aws_role_policy_fits_iams_inline_budget_at_40_pools(aws):
     per_pool = len(render_function_policy(aws, 41)) - size
     assert per_pool == len(render_function_policy(aws, 2)) - len(render_function_policy(aws, 1)), per_pool
     assert per_pool < 150, per_pool
+
+
+def test_azure_for_each_keys_are_known_at_plan_time(azure):
+    """No for_each of the module is keyed by anything the example creates in the same apply
+    (scale set ids, storage ids): only pool names, variables and fixed settings."""
+    for rtype, named in azure.resources.items():
+        for name, r in named.items():
+            fe = r.get("for_each")
+            if fe is None:
+                continue
+            assert fe in ("${local.scale_sets}", "${local.kv_secret}"), f"{rtype}.{name}: {fe}"
+    assert "azure_vmss =>" not in azure.locals["scale_sets"]

@@ -374,7 +374,25 @@ def test_azure_runner_scale_set_is_uniform_with_custom_data_and_identity():
     for name in ("runners_read_delete", "scalehook_write"):
         ra = m.resource("azurerm_role_assignment", name)
         assert ra["scope"] == "${azurerm_storage_container.jit.id}"
-        assert ra["role_definition_name"] == "Storage Blob Data Contributor"
+    assert m.resource("azurerm_role_assignment", "scalehook_write")["role_definition_name"] == "Storage Blob Data Contributor"
+    # The VMs read and delete, never write: root on one VM cannot plant the configuration of
+    # the pool's next VMs. A custom role with exactly the two data actions.
+    vms = m.resource("azurerm_role_assignment", "runners_read_delete")
+    assert "role_definition_name" not in vms
+    assert vms["role_definition_id"] == "${azurerm_role_definition.jit_reader.role_definition_resource_id}"
+    assert vms["principal_id"] == "${azurerm_user_assigned_identity.runners.principal_id}"
+    role = m.resource("azurerm_role_definition", "jit_reader")
+    (perms,) = role["permissions"]
+    assert perms["actions"] == []
+    assert perms["data_actions"] == "${local.jit_reader_data_actions}"
+    assert m.locals["jit_reader_data_actions"] == [
+        "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read",
+        "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/delete",
+    ]
+    assert not any("write" in a or "*" in a for a in m.locals["jit_reader_data_actions"])
+    # And the boot script uses nothing else: a GET and a DELETE of its blob.
+    boot = (ROOT / "runner/azure/boot.sh").read_text()
+    assert re.findall(r"curl [^\n]*-X (\w+)", boot) == ["DELETE"]
 
 
 def test_example_wires_the_github_app_and_jit_prefix_on_aws():
@@ -402,14 +420,35 @@ def test_azure_example_runs_its_pool_on_the_runner_module():
     for c in runners.values():
         # scalehook may write the pool's container; the account is the JIT one.
         assert c["scalehook_principal_id"] == "${module.scalehook.identity_principal_id}"
-        assert c["storage_account_id"] == "${azurerm_storage_account.jit.id}"
-        assert c["storage_blob_endpoint"] == "${azurerm_storage_account.jit.primary_blob_endpoint}"
-    assert call["jit_blob_endpoint"] == "${azurerm_storage_account.jit.primary_blob_endpoint}"
+        assert c["storage_account_id"] == "${module.jit_storage.storage_account_id}"
+        assert c["storage_blob_endpoint"] == "${module.jit_storage.storage_blob_endpoint}"
+    assert call["jit_blob_endpoint"] == "${module.jit_storage.storage_blob_endpoint}"
     assert call["github_app_key_key_vault_secret"]["secret_name"] == (
         "${azurerm_key_vault_secret.github_app_key.name}"
     )
-    # The JIT account: identity only, and leftovers expire under each pool's container.
-    sa = ex.resource("azurerm_storage_account", "jit")
+    # The JIT account comes from the jit-storage module, with a rule for every pool.
+    jit = ex.modules["jit_storage"]
+    assert jit["source"] == "../../azure/jit-storage"
+    assert jit["pools"] == [c["pool"] for c in runners.values()]
+    assert "azurerm_storage_management_policy" not in ex.resources
+    # The example's own account and policy moved into the module, state included.
+    moved = re.findall(r"moved \{\s*from = ([\w.]+)\s*to\s*= ([\w.]+)", ex.text)
+    assert ("azurerm_storage_account.jit", "module.jit_storage.azurerm_storage_account.jit") in moved
+    assert ("azurerm_storage_management_policy.jit", "module.jit_storage.azurerm_storage_management_policy.jit") in moved
+    # The example applies as shipped: no package needed (a local build is published after).
+    assert ex.variables["package_url"]["default"] is None
+
+
+def test_jit_storage_expires_leftovers_under_each_pool():
+    m = Module(INFRA / "azure" / "jit-storage")
+    sa = m.resource("azurerm_storage_account", "jit")
     assert sa["shared_access_key_enabled"] is False
-    rule = ex.resource("azurerm_storage_management_policy", "jit")["rule"][0]
-    assert rule["filters"][0]["prefix_match"] == [f"jit-{c['pool']}/" for c in runners.values()]
+    assert sa["allow_nested_items_to_be_public"] is False
+    policy = m.resource("azurerm_storage_management_policy", "jit")
+    (rule,) = policy["dynamic"]
+    assert rule["rule"]["for_each"] == "${var.pools}"
+    (content,) = rule["rule"]["content"]
+    assert content["filters"][0]["prefix_match"] == ["jit-${rule.value}/"]
+    assert content["actions"][0]["base_blob"][0]["delete_after_days_since_modification_greater_than"] == 1
+    # The container names match the runner module's.
+    assert Module(INFRA / "azure" / "runners").locals["container"] == "jit-${var.pool}"

@@ -183,7 +183,7 @@ module "scalehook" {
 }
 
 output "webhook_url" {
-  description = "Payload URL for the GitHub webhook."
+  description = "Payload URL of the GitHub App's webhook (App settings > Webhook)."
   value       = module.scalehook.webhook_url
 }
 
