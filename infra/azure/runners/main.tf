@@ -81,7 +81,6 @@ resource "azurerm_role_assignment" "scalehook_write" {
   scope                = azurerm_storage_container.jit.id
   role_definition_name = "Storage Blob Data Contributor"
   principal_id         = var.scalehook_principal_id
-  principal_type       = "ServicePrincipal"
 }
 
 # WARNING: no Microsoft.Insights/autoscalesettings on this scale set: scalehook owns capacity.
