@@ -32,11 +32,15 @@ azure-test: azure-deps ## the Azure crate's tests (Azurite ledger, ARM double, h
 	$(CARGO) test -p scalehook-azure --locked
 
 # A static musl build needs a musl C compiler for ring (reqwest's rustls): Debian's musl-tools.
+# Installed as root, or through password-less sudo (GitHub's hosted runners run as a user
+# with it); otherwise the target says what to install.
 azure-zip: ## build the static x86_64 musl handler and zip the function app under target/azure/
 	@rustup target list --installed | grep -qx $(AZURE_MUSL_TARGET) || rustup target add $(AZURE_MUSL_TARGET)
 	@command -v musl-gcc >/dev/null || { \
-	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then apt-get install -y -qq musl-tools >/dev/null; \
-	  else echo "musl-gcc is needed: apt-get install musl-tools"; exit 1; fi; }
+	  if ! command -v apt-get >/dev/null; then echo "musl-gcc is needed: install musl-tools (Debian/Ubuntu) or your system's musl-gcc"; exit 1; \
+	  elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq musl-tools >/dev/null; \
+	  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq musl-tools >/dev/null; \
+	  else echo "musl-gcc is needed: sudo apt-get install musl-tools"; exit 1; fi; }
 	CC_x86_64_unknown_linux_musl=musl-gcc $(CARGO) build --locked --release -p scalehook-azure \
 	  --bin handler --target $(AZURE_MUSL_TARGET) --target-dir $(AZURE_TARGET_DIR)
 	python3 crates/scalehook-azure/package.py \

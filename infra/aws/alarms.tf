@@ -217,8 +217,9 @@ resource "aws_cloudwatch_metric_alarm" "launch_failures" {
   tags               = var.tags
 }
 
-# Desired minus in service, per group, from the group metrics (enable group metrics
-# collection on the groups: GroupDesiredCapacity and GroupInServiceInstances at 1Minute).
+# Desired minus in service, per group, from the group metrics GroupDesiredCapacity and
+# GroupInServiceInstances at 1Minute: infra/aws/runners enables them on its groups; a group
+# of your own needs them too (enabled_metrics, metrics_granularity = "1Minute").
 resource "aws_cloudwatch_metric_alarm" "below_desired" {
   for_each            = local.pool_groups
   alarm_name          = "${var.name}-group-${each.key}-below-desired"
@@ -227,8 +228,8 @@ resource "aws_cloudwatch_metric_alarm" "below_desired" {
   datapoints_to_alarm = var.below_desired_alarm_minutes
   comparison_operator = "GreaterThanThreshold"
   threshold           = 0
-  # Without group metrics there is no data: the alarm stays in INSUFFICIENT_DATA, which the
-  # README's deployment checklist tells you to look for.
+  # Without group metrics there is no data: the alarm stays in INSUFFICIENT_DATA (never
+  # fires). infra/aws/README.md ("After the first apply") says to check it left that state.
   treat_missing_data = "missing"
   alarm_actions      = local.alarm_actions
   ok_actions         = local.alarm_actions

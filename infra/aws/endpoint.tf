@@ -11,25 +11,10 @@ resource "aws_lambda_function_url" "webhook" {
   invoke_mode        = "BUFFERED"
 }
 
-resource "aws_lambda_permission" "url_invoke_url" {
-  #checkov:skip=CKV_AWS_301:A webhook receiver must be public; the grant is limited to function-URL calls (FunctionUrlAuthType NONE) and each delivery is authenticated by its HMAC signature.
-  count                  = var.endpoint == "function_url" ? 1 : 0
-  statement_id           = "AllowPublicFunctionUrl"
-  action                 = "lambda:InvokeFunctionUrl"
-  function_name          = aws_lambda_function.scalehook.function_name
-  principal              = "*"
-  function_url_auth_type = "NONE"
-}
-
-resource "aws_lambda_permission" "url_invoke_function" {
-  #checkov:skip=CKV_AWS_301:Required since October 2025 for public function URLs; invoked_via_function_url limits it to calls through the URL, where the HMAC signature is checked.
-  count                    = var.endpoint == "function_url" ? 1 : 0
-  statement_id             = "AllowPublicInvokeThroughFunctionUrl"
-  action                   = "lambda:InvokeFunction"
-  function_name            = aws_lambda_function.scalehook.function_name
-  principal                = "*"
-  invoked_via_function_url = true
-}
+# No aws_lambda_permission here: with authorization_type NONE the provider (6.28.0 and
+# later) adds both statements a public URL needs when it creates the URL,
+# FunctionURLAllowPublicAccess (lambda:InvokeFunctionUrl, lambda:FunctionUrlAuthType NONE)
+# and FunctionURLAllowInvokeAction (lambda:InvokeFunction, lambda:InvokedViaFunctionUrl).
 
 # ---- API Gateway HTTP API (endpoint = "api_gateway") ------------------------------------
 # Adds stage throttling and access logs in front of the same function and payload (2.0).

@@ -1,5 +1,10 @@
 # The function's role: exactly the calls scalehook makes, each on the narrowest resource
 # AWS allows. No EC2 permissions: instances are only ever removed through their group.
+#
+# One inline policy holds everything, the runner groups' provisioning included: it grows by
+# one group ARN per pool (~110 characters), so the role's 10,240-character budget for inline
+# policies is far from the Lambda environment's own bound (the rendered configuration of
+# ~25 pools fills its 4 KB). infra/tests measures the rendered policy at 40 pools.
 
 locals {
   # Mutating Auto Scaling calls are allowed on these groups only (any group id, exact name).
@@ -7,6 +12,34 @@ locals {
     for p in var.pools :
     "arn:${local.partition}:autoscaling:${local.region}:${local.account_id}:autoScalingGroup:*:autoScalingGroupName/${p.aws_asg}"
   ]
+  # With the GitHub App, scalehook also answers the groups' launch lifecycle hooks (the launch
+  # event, and reconcile for instances whose event never came).
+  pool_group_actions = concat(
+    [
+      "autoscaling:SetDesiredCapacity",
+      "autoscaling:SetInstanceProtection",
+      "autoscaling:TerminateInstanceInAutoScalingGroup",
+    ],
+    var.github == null ? [] : ["autoscaling:CompleteLifecycleAction"],
+  )
+  # The JIT runner parameters, `<jit_parameter_prefix>/<instance id>`.
+  jit_parameters = "arn:${local.partition}:ssm:${local.region}:${local.account_id}:parameter${var.jit_parameter_prefix}/*"
+
+  # KMS is used through the service that holds the value, on that value only: each service
+  # puts what it encrypts in the encryption context (Secrets Manager: SecretARN; Parameter
+  # Store: PARAMETER_ARN).
+  secret_kms_via = local.secret_in_secrets_manager ? "secretsmanager.${local.region}.amazonaws.com" : "ssm.${local.region}.amazonaws.com"
+  secret_kms_context = (
+    local.secret_in_secrets_manager
+    ? { key = "kms:EncryptionContext:SecretARN", value = local.secret_arn }
+    : { key = "kms:EncryptionContext:PARAMETER_ARN", value = local.secret_ssm_parameter_arn }
+  )
+  app_key_kms_via = var.github_app_key_secret_arn != null ? "secretsmanager.${local.region}.amazonaws.com" : "ssm.${local.region}.amazonaws.com"
+  app_key_kms_context = (
+    var.github_app_key_secret_arn != null
+    ? { key = "kms:EncryptionContext:SecretARN", value = var.github_app_key_secret_arn }
+    : { key = "kms:EncryptionContext:PARAMETER_ARN", value = local.app_key_ssm_parameter_arn }
+  )
 }
 
 data "aws_iam_policy_document" "assume" {
@@ -36,12 +69,8 @@ data "aws_iam_policy_document" "function" {
   }
 
   statement {
-    sid = "ScalePoolGroups"
-    actions = [
-      "autoscaling:SetDesiredCapacity",
-      "autoscaling:SetInstanceProtection",
-      "autoscaling:TerminateInstanceInAutoScalingGroup",
-    ]
+    sid       = "ScalePoolGroups"
+    actions   = local.pool_group_actions
     resources = local.asg_arns
   }
 
@@ -93,6 +122,16 @@ data "aws_iam_policy_document" "function" {
       sid       = "DecryptWebhookSecret"
       actions   = ["kms:Decrypt"]
       resources = [statement.value]
+      condition {
+        test     = "StringEquals"
+        variable = "kms:ViaService"
+        values   = [local.secret_kms_via]
+      }
+      condition {
+        test     = "StringEquals"
+        variable = local.secret_kms_context.key
+        values   = [local.secret_kms_context.value]
+      }
     }
   }
 
@@ -120,6 +159,16 @@ data "aws_iam_policy_document" "function" {
       sid       = "DecryptGitHubAppKey"
       actions   = ["kms:Decrypt"]
       resources = [statement.value]
+      condition {
+        test     = "StringEquals"
+        variable = "kms:ViaService"
+        values   = [local.app_key_kms_via]
+      }
+      condition {
+        test     = "StringEquals"
+        variable = local.app_key_kms_context.key
+        values   = [local.app_key_kms_context.value]
+      }
     }
   }
 
@@ -129,6 +178,63 @@ data "aws_iam_policy_document" "function" {
       sid       = "LedgerKey"
       actions   = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"]
       resources = [statement.value]
+      # DynamoDB's own pattern for a table's customer managed key: through DynamoDB, from
+      # this account.
+      condition {
+        test     = "StringEquals"
+        variable = "kms:ViaService"
+        values   = ["dynamodb.${local.region}.amazonaws.com"]
+      }
+      condition {
+        test     = "StringEquals"
+        variable = "kms:CallerAccount"
+        values   = [local.account_id]
+      }
+    }
+  }
+
+  # ---- JIT runners (with the GitHub App): the runner groups' launch path -----------------
+
+  dynamic "statement" {
+    # Write (and tag) each new instance's configuration; delete the ones no instance read
+    # (housekeeping of abandoned launches). Never read: scalehook does not read them back.
+    for_each = var.github == null ? [] : [local.jit_parameters]
+    content {
+      sid = "JitParameters"
+      # Tags on PutParameter need ssm:AddTagsToResource as well.
+      actions   = ["ssm:AddTagsToResource", "ssm:DeleteParameter", "ssm:PutParameter"]
+      resources = [statement.value]
+    }
+  }
+
+  dynamic "statement" {
+    # Metadata only (no values): a redelivered launch event finds the stored parameter and
+    # mints nothing, and housekeeping lists what is left. No resource-level permissions.
+    for_each = var.github == null ? [] : ["github"]
+    content {
+      sid       = "FindJitParameters"
+      actions   = ["ssm:DescribeParameters"]
+      resources = ["*"]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.github == null || var.jit_kms_key_arn == null ? [] : [var.jit_kms_key_arn]
+    content {
+      sid = "EncryptJitParameters"
+      # Standard SecureStrings are encrypted with Encrypt, advanced ones with a data key.
+      actions   = ["kms:Encrypt", "kms:GenerateDataKey"]
+      resources = [statement.value]
+      condition {
+        test     = "StringEquals"
+        variable = "kms:ViaService"
+        values   = ["ssm.${local.region}.amazonaws.com"]
+      }
+      condition {
+        test     = "StringLike"
+        variable = "kms:EncryptionContext:PARAMETER_ARN"
+        values   = [local.jit_parameters]
+      }
     }
   }
 }

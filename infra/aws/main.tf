@@ -62,6 +62,8 @@ resource "aws_lambda_function" "scalehook" {
   timeout          = var.timeout_seconds
 
   reserved_concurrent_executions = var.reserved_concurrency == null ? -1 : var.reserved_concurrency
+  # Each change publishes a version, which the `launch` alias follows (see below).
+  publish = true
 
   environment {
     variables = local.function_env
@@ -85,7 +87,8 @@ resource "aws_lambda_function" "scalehook" {
       error_message = "Set exactly one of webhook_secret, webhook_secret_ssm_parameter_name and webhook_secret_arn."
     }
     precondition {
-      # Lambda limits the environment to 4 KB in all; about 25 pools fit.
+      # Lambda limits the environment to 4 KB in all; about 25 pools fit (infra/tests renders
+      # it, and the role's policy, for many pools).
       condition     = sum([for k, v in local.function_env : length(k) + length(v)]) <= 4096
       error_message = "The rendered configuration makes the Lambda environment larger than 4 KB: shorten labels or split pools across deployments."
     }
@@ -124,11 +127,32 @@ resource "aws_cloudwatch_event_target" "reconcile" {
 }
 
 # Scheduled events are asynchronous invocations, which Lambda would retry twice on failure;
-# the next scheduled pass does the same work, so a failed pass is not retried.
+# the next scheduled pass does the same work, so a failed pass is not retried. This setting
+# is the unqualified function's: the schedule invokes that, the launch events do not.
 resource "aws_lambda_function_event_invoke_config" "reconcile" {
   function_name                = aws_lambda_function.scalehook.function_name
   maximum_retry_attempts       = 0
   maximum_event_age_in_seconds = var.reconcile_interval_minutes * 60
+}
+
+# ---- Launch lifecycle events (infra/aws/runners) ----------------------------------------
+# The runner groups' launch events go to this alias, whose asynchronous invocations Lambda
+# retries (twice, about one and three minutes later) when a mint fails or the function
+# crashes, within the instance's wait in Pending:Wait. A retried event is safe: scalehook
+# finds the stored parameter and mints nothing. Instances whose event never arrived (AWS
+# delivers them best effort) are finished by reconcile.
+resource "aws_lambda_alias" "launch" {
+  name             = "launch"
+  description      = "Launch lifecycle events of the runner groups: retried asynchronous invocations"
+  function_name    = aws_lambda_function.scalehook.function_name
+  function_version = aws_lambda_function.scalehook.version
+}
+
+resource "aws_lambda_function_event_invoke_config" "launch" {
+  function_name                = aws_lambda_function.scalehook.function_name
+  qualifier                    = aws_lambda_alias.launch.name
+  maximum_retry_attempts       = 2
+  maximum_event_age_in_seconds = var.launch_event_max_age_seconds
 }
 
 resource "aws_lambda_permission" "reconcile" {

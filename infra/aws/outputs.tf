@@ -1,5 +1,5 @@
 output "webhook_url" {
-  description = "Paste into GitHub: Settings > Webhooks > Payload URL (content type application/json, event \"Workflow jobs\"). With cloudfront_web_acl_arn, the CloudFront address."
+  description = "The webhook's Payload URL (content type application/json, event \"Workflow jobs\", the same secret). With github: the GitHub App's webhook (App settings > Webhook), the one redelivery and reconcile read; without github (webhook-only mode): an organization or repository webhook (Settings > Webhooks), with no redelivery of lost deliveries. With cloudfront_web_acl_arn, the CloudFront address."
   value       = local.webhook_url
 }
 
@@ -16,6 +16,11 @@ output "function_name" {
 output "function_arn" {
   description = "ARN of the Lambda function."
   value       = aws_lambda_function.scalehook.arn
+}
+
+output "launch_alias_name" {
+  description = "Name of the function's alias that receives the runner groups' launch lifecycle events with retries: infra/aws/runners' scalehook_launch_alias."
+  value       = aws_lambda_alias.launch.name
 }
 
 output "role_arn" {

@@ -181,7 +181,7 @@ variable "cloud_timeout_ms" {
 }
 
 variable "ledger_ttl" {
-  description = "Ledger time-to-lives in seconds; null fields keep scalehook's defaults (queued 48 h, in_progress 24 h, retention 4 days). retention must cover GitHub's 3-day redelivery window."
+  description = "Ledger time-to-lives in seconds; null fields keep scalehook's defaults (queued_ttl_secs 172800 = 48 h, in_progress_ttl_secs 518400 = 6 days, retention_secs 345600 = 4 days). in_progress must outlast the longest job (GitHub stops self-hosted jobs after 5 days): an expired running record lets scale-in take a busy runner for idle. retention must cover GitHub's 3-day redelivery window."
   type = object({
     queued_ttl_secs      = optional(number)
     in_progress_ttl_secs = optional(number)
@@ -292,13 +292,35 @@ variable "github_app_key_kms_key_arn" {
 }
 
 variable "jit_parameter_prefix" {
-  description = "SSM path of the JIT runner configurations (SCALEHOOK_JIT_PARAMETER_PREFIX): the same as the runner modules' jit_parameter_prefix (infra/aws/runners), which grant scalehook the writes under it."
+  description = "SSM path of the JIT runner configurations (SCALEHOOK_JIT_PARAMETER_PREFIX): the same as the runner modules' jit_parameter_prefix (infra/aws/runners). With github, the function may write, tag and delete parameters under it (iam.tf)."
   type        = string
   default     = "/scalehook/jit"
 
   validation {
     condition     = can(regex("^(/[A-Za-z0-9_.-]+)+$", var.jit_parameter_prefix))
     error_message = "jit_parameter_prefix: an SSM path such as /scalehook/jit (no trailing slash)."
+  }
+}
+
+variable "launch_event_max_age_seconds" {
+  description = "How long Lambda keeps retrying a failed launch lifecycle event (the `launch` alias's asynchronous invocations, two retries at most). Keep it at most the runner modules' lifecycle_heartbeat_seconds: past the heartbeat the instance is abandoned and a retry has nothing to finish."
+  type        = number
+  default     = 300
+
+  validation {
+    condition     = var.launch_event_max_age_seconds >= 60 && var.launch_event_max_age_seconds <= 21600
+    error_message = "launch_event_max_age_seconds: between 60 and 21600 (Lambda's bounds)."
+  }
+}
+
+variable "jit_kms_key_arn" {
+  description = "Customer managed KMS key scalehook encrypts the JIT runner parameters with (SCALEHOOK_JIT_KMS_KEY_ID); the function may use it for SSM encryptions of parameters under jit_parameter_prefix only. Give the runner modules the same key as kms_key_arn, so their instances may decrypt. null: the account's AWS managed key alias/aws/ssm."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.jit_kms_key_arn == null || can(regex("^arn:[a-z-]+:kms:[a-z0-9-]+:[0-9]{12}:key/", var.jit_kms_key_arn))
+    error_message = "jit_kms_key_arn: a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>); an alias does not work in the key policy conditions."
   }
 }
 

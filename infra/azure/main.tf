@@ -1,7 +1,8 @@
 locals {
-  # Each scale set once, keyed by its lower-cased id (ARM ids are case-insensitive), with
-  # the id as first written.
-  scale_sets = { for key, ids in { for p in var.pools : lower(p.azure_vmss) => p.azure_vmss... } : key => ids[0] }
+  # Each pool's scale set, keyed by the pool's name: known at plan time, while a scale set id
+  # from a runner module in the same apply is not (for_each keys must be known). One scale
+  # set per pool (variables.tf).
+  scale_sets = { for p in var.pools : p.name => p.azure_vmss }
   # The resource groups of the scale sets: where the custom role may be assigned.
   scale_set_resource_groups = distinct([
     for id in values(local.scale_sets) : join("/", slice(split("/", id), 0, 5))
@@ -22,6 +23,10 @@ resource "azurerm_user_assigned_identity" "app" {
 }
 
 # ---- Storage: host state, the deployment package, the ledger table ------------------------
+# The account takes Entra ID only (no shared key). Everything in it is created through the
+# management plane (ARM), which needs no data-plane role: the containers (azurerm with
+# storage_account_id) and the ledger table (azapi: azurerm_storage_table always uses Shared
+# Key, for its access policies on create and on every refresh, and would get 403 here).
 
 resource "azurerm_storage_account" "app" {
   #checkov:skip=CKV_AZURE_206:LRS is enough: the ledger is rebuilt by deliveries and reconcile, and the package is rebuilt from the zip.
@@ -54,10 +59,11 @@ resource "azurerm_storage_container" "package" {
   container_access_type = "private"
 }
 
-resource "azurerm_storage_table" "ledger" {
-  #checkov:skip=CKV2_AZURE_20:Every delivery reads the ledger; logging each read costs more than it tells. The delivery log line in Application Insights records each job's ledger outcome.
-  name               = var.table_name
-  storage_account_id = azurerm_storage_account.app.id
+resource "azapi_resource" "ledger_table" {
+  type      = "Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01"
+  name      = var.table_name
+  parent_id = "${azurerm_storage_account.app.id}/tableServices/default"
+  body      = {}
 }
 
 # The Functions host keeps its state (timer locks, keys) in blobs of the account.
@@ -70,7 +76,7 @@ resource "azurerm_role_assignment" "host_storage" {
 
 # The ledger: entity reads and conditional writes on that one table.
 resource "azurerm_role_assignment" "ledger_table" {
-  scope                = azurerm_storage_table.ledger.resource_manager_id
+  scope                = azapi_resource.ledger_table.id
   role_definition_name = "Storage Table Data Contributor"
   principal_id         = azurerm_user_assigned_identity.app.principal_id
   principal_type       = "ServicePrincipal"
@@ -168,20 +174,12 @@ resource "azapi_resource" "app" {
 
   lifecycle {
     precondition {
-      condition     = nonsensitive(var.webhook_secret == null) != (var.webhook_secret_key_vault_secret == null)
-      error_message = "Set exactly one of webhook_secret and webhook_secret_key_vault_secret."
-    }
-    precondition {
       condition     = (var.github == null) == (var.github_app_key_key_vault_secret == null)
       error_message = "github and github_app_key_key_vault_secret go together: the App needs its key, and a key without github is unused."
     }
     precondition {
       condition     = var.jit_blob_endpoint == null || var.github != null
       error_message = "jit_blob_endpoint needs github: minting JIT runners needs the GitHub App."
-    }
-    precondition {
-      condition     = nonsensitive(var.webhook_secret_previous == null || var.webhook_secret != null)
-      error_message = "webhook_secret_previous goes with webhook_secret; with Key Vault use webhook_secret_key_vault_secret.previous_secret_name."
     }
   }
 
@@ -208,7 +206,7 @@ locals {
       AZURE_CLIENT_ID                                                                  = azurerm_user_assigned_identity.app.client_id
       SCALEHOOK_CONFIG_TOML                                                            = local.config_toml
       SCALEHOOK_TABLE_ENDPOINT                                                         = azurerm_storage_account.app.primary_table_endpoint
-      SCALEHOOK_TABLE_NAME                                                             = azurerm_storage_table.ledger.name
+      SCALEHOOK_TABLE_NAME                                                             = azapi_resource.ledger_table.name
       SCALEHOOK_RECONCILE_SCHEDULE                                                     = var.reconcile_schedule
     },
     local.secret_settings,
@@ -219,8 +217,11 @@ locals {
 # ---- Publishing: One Deploy -------------------------------------------------------------
 # Flex Consumption takes packages through One Deploy only (not zip deploy, not
 # WEBSITE_RUN_FROM_PACKAGE). The onedeploy extension fetches package_url (a release asset)
-# into the deployment container and restarts the app on it. A new URL or checksum
-# publishes again.
+# into the deployment container and restarts the app on it. A new URL or checksum publishes
+# again; nothing here compares the download with package_sha256 (One Deploy takes no
+# checksum, and Terraform cannot hash a remote binary): check the asset against the release's
+# SHA256SUMS before passing its URL. A local build is published after apply instead
+# (README.md, "Publish the package").
 resource "azapi_resource" "package" {
   count     = var.package_url == null ? 0 : 1
   type      = "Microsoft.Web/sites/extensions@2024-04-01"

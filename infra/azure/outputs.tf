@@ -1,5 +1,5 @@
 output "webhook_url" {
-  description = "Paste into GitHub: Settings > Webhooks > Payload URL (content type application/json, event \"Workflow jobs\")."
+  description = "The webhook's Payload URL (content type application/json, event \"Workflow jobs\", the secret in Key Vault). With github: the GitHub App's webhook (App settings > Webhook), the one redelivery and reconcile read; without github (webhook-only mode): an organization or repository webhook (Settings > Webhooks), with no redelivery of lost deliveries."
   value       = local.webhook_url
 }
 
@@ -30,7 +30,7 @@ output "storage_account_name" {
 
 output "ledger_table_name" {
   description = "Name of the ledger table."
-  value       = azurerm_storage_table.ledger.name
+  value       = azapi_resource.ledger_table.name
 }
 
 output "application_insights_name" {

@@ -1,30 +1,27 @@
 # The webhook secret reaches the handler as SCALEHOOK_WEBHOOK_SECRET (and, during a rotation,
-# SCALEHOOK_WEBHOOK_SECRET_PREVIOUS). With Key Vault the settings are references the
-# platform resolves with the app's identity, which may read those secrets and nothing else.
+# SCALEHOOK_WEBHOOK_SECRET_PREVIOUS): Key Vault references the platform resolves with the
+# app's identity, which may read those secrets and nothing else. No plain app setting: its
+# value would be in the Terraform state and readable by anyone who may list the app's
+# settings (Microsoft.Web/sites/config/list/action, e.g. Website Contributor), while a
+# reference shows only the secret's URI.
 
 locals {
   kv    = var.webhook_secret_key_vault_secret
-  kv_id = local.kv == null ? [] : split("/", local.kv.key_vault_id)
-  kv_secret = local.kv == null ? {} : merge(
+  kv_id = split("/", local.kv.key_vault_id)
+  kv_secret = merge(
     { SCALEHOOK_WEBHOOK_SECRET = local.kv.secret_name },
     local.kv.previous_secret_name == null ? {} : { SCALEHOOK_WEBHOOK_SECRET_PREVIOUS = local.kv.previous_secret_name },
   )
 
-  secret_settings = local.kv == null ? merge(
-    { SCALEHOOK_WEBHOOK_SECRET = var.webhook_secret },
-    # nonsensitive: whether a previous secret is set is not secret, and keeps the settings'
-    # names visible in plans (their values stay sensitive).
-    nonsensitive(var.webhook_secret_previous == null) ? {} : { SCALEHOOK_WEBHOOK_SECRET_PREVIOUS = var.webhook_secret_previous },
-    ) : {
-    # Versionless references follow the latest version of each secret (picked up within 24 h,
-    # or at once on restart).
+  # Versionless references follow the latest version of each secret (picked up within 24 h,
+  # or at once on restart).
+  secret_settings = {
     for setting, secret in local.kv_secret :
-    setting => "@Microsoft.KeyVault(SecretUri=${data.azurerm_key_vault.webhook_secret[0].vault_uri}secrets/${secret})"
+    setting => "@Microsoft.KeyVault(SecretUri=${data.azurerm_key_vault.webhook_secret.vault_uri}secrets/${secret})"
   }
 }
 
 data "azurerm_key_vault" "webhook_secret" {
-  count = local.kv == null ? 0 : 1
   # .../resourceGroups/<rg>/providers/Microsoft.KeyVault/vaults/<name>
   name                = local.kv_id[8]
   resource_group_name = local.kv_id[4]

@@ -39,7 +39,7 @@ variable "tags" {
 # ---- The function app -------------------------------------------------------------------
 
 variable "package_url" {
-  description = "HTTPS URL of the function app package the app runs: a release asset (scalehook-<version>-azure.zip from the project's GitHub release), published with One Deploy. null: publish yourself after apply (`az functionapp deploy --src-path target/azure/scalehook-azure.zip --type zip`, which uses One Deploy on Flex Consumption)."
+  description = "HTTPS URL of the function app package the app runs, which the platform downloads: a release asset (scalehook-<version>-azure.zip from the project's GitHub release), published with One Deploy. null: publish the package yourself after apply, e.g. a local `make azure-zip` build: `az functionapp deployment source config-zip -g <resource group> -n <name> --src target/azure/scalehook-azure.zip` (One Deploy on Flex Consumption; README.md, \"Publish the package\")."
   type        = string
   default     = null
 
@@ -50,7 +50,7 @@ variable "package_url" {
 }
 
 variable "package_sha256" {
-  description = "SHA-256 (hex) of the package at package_url, from the release's SHA256SUMS: check the download against it, and a new value publishes again. Required with package_url."
+  description = "SHA-256 (hex) of the package at package_url, from the release's SHA256SUMS. A new value publishes again (a replace trigger of the One Deploy extension); it is not compared with the download (One Deploy takes no checksum): check the asset against SHA256SUMS (and its attestation) before passing its URL. Required with package_url."
   type        = string
   default     = null
 
@@ -138,10 +138,14 @@ variable "pools" {
     label_less_queued_repositories = optional(list(string), [])
   }))
 
-  # Names, labels and bounds are validated in ../modules/pool-config; the fleet id here.
+  # Names, labels and bounds are validated in ../modules/pool-config; the fleet ids here.
   validation {
     condition     = alltrue([for p in var.pools : can(regex("(?i)^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\\.Compute/virtualMachineScaleSets/[^/]+$", p.azure_vmss))])
     error_message = "pools[*].azure_vmss: a scale set resource id, /subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.Compute/virtualMachineScaleSets/<name>."
+  }
+  validation {
+    condition     = length(distinct([for p in var.pools : lower(p.azure_vmss)])) == length(var.pools)
+    error_message = "pools[*].azure_vmss: one scale set per pool (scalehook sets each pool's capacity on its scale set; two pools on one would undo each other)."
   }
 }
 
@@ -170,7 +174,7 @@ variable "cloud_timeout_ms" {
 }
 
 variable "ledger_ttl" {
-  description = "Ledger time-to-lives in seconds; null fields keep scalehook's defaults (queued 48 h, in_progress 24 h, retention 4 days). retention must cover GitHub's 3-day redelivery window."
+  description = "Ledger time-to-lives in seconds; null fields keep scalehook's defaults (queued_ttl_secs 172800 = 48 h, in_progress_ttl_secs 518400 = 6 days, retention_secs 345600 = 4 days). in_progress must outlast the longest job (GitHub stops self-hosted jobs after 5 days): an expired running record lets scale-in take a busy runner for idle. retention must cover GitHub's 3-day redelivery window."
   type = object({
     queued_ttl_secs      = optional(number)
     in_progress_ttl_secs = optional(number)
@@ -215,35 +219,20 @@ variable "jit_blob_endpoint" {
   }
 }
 
-# ---- Webhook secret: a Key Vault reference (preferred) or a sensitive variable ----------
+# ---- Webhook secret: a Key Vault reference ------------------------------------------------
 
 variable "webhook_secret_key_vault_secret" {
-  description = "Key Vault secret(s) holding the webhook secret, read by the app through a Key Vault reference with its identity (the vault must use Azure RBAC). secret_name is the current secret; previous_secret_name, during a rotation, the one being replaced. Nothing secret enters the Terraform state. Set this or webhook_secret."
+  description = "Key Vault secret(s) holding the webhook secret, read by the app through Key Vault references with its identity (the vault must use Azure RBAC; the identity gets Key Vault Secrets User on these secrets only). secret_name is the current secret; previous_secret_name, during a rotation, the one being replaced. Nothing secret enters the Terraform state or the app's settings."
   type = object({
     key_vault_id         = string
     secret_name          = string
     previous_secret_name = optional(string)
   })
-  default = null
-}
-
-variable "webhook_secret" {
-  description = "The GitHub webhook secret as a sensitive value, set as the app setting SCALEHOOK_WEBHOOK_SECRET. Simpler than Key Vault, but the value is kept in the Terraform state and visible to readers of the app's settings. Set this or webhook_secret_key_vault_secret."
-  type        = string
-  default     = null
-  sensitive   = true
 
   validation {
-    condition     = var.webhook_secret == null || try(length(trimspace(var.webhook_secret)) >= 16, false)
-    error_message = "webhook_secret: use a random secret of at least 16 characters (e.g. `openssl rand -hex 32`)."
+    condition     = can(regex("(?i)^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\\.KeyVault/vaults/[^/]+$", var.webhook_secret_key_vault_secret.key_vault_id))
+    error_message = "webhook_secret_key_vault_secret.key_vault_id: a Key Vault resource id, /subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.KeyVault/vaults/<name>."
   }
-}
-
-variable "webhook_secret_previous" {
-  description = "During a rotation with webhook_secret: the secret being replaced, still accepted (SCALEHOOK_WEBHOOK_SECRET_PREVIOUS). null otherwise."
-  type        = string
-  default     = null
-  sensitive   = true
 }
 
 # ---- Alerts -----------------------------------------------------------------------------
@@ -273,7 +262,7 @@ variable "runbook_url" {
 }
 
 variable "grant_operation_status_read" {
-  description = "Also grant Microsoft.Compute/locations/operations/read on the scale sets' subscription, so the handler can follow a scale operation to its end and report one that failed. Without it (the default) the grant stays on the scale sets alone and an accepted change is logged as in progress."
+  description = "Also grant Microsoft.Compute/locations/operations/read on the subscription the provider deploys to (the scale sets must be in it), so the handler can follow a scale operation to its end and report one that failed. Without it (the default) the grant stays on the scale sets alone and an accepted change is logged as in progress."
   type        = bool
   default     = false
 }

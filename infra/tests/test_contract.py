@@ -87,6 +87,21 @@ def test_reconcile_schedule_targets_the_function(aws):
     assert "aws_scheduler_schedule" not in aws.resources
     retry = aws.resource("aws_lambda_function_event_invoke_config", "reconcile")
     assert retry["maximum_retry_attempts"] == 0
+    assert "qualifier" not in retry, "the schedule invokes the unqualified function"
+
+
+def test_launch_events_are_retried_and_reconcile_is_not(aws):
+    """Lifecycle launch events reach the `launch` alias, whose asynchronous invocations
+    Lambda retries; the function-wide config (0 retries) stays the schedule's."""
+    fn = aws.resource("aws_lambda_function", "scalehook")
+    assert fn["publish"] is True, "an alias needs a published version"
+    alias = aws.resource("aws_lambda_alias", "launch")
+    assert alias["function_version"] == "${aws_lambda_function.scalehook.version}"
+    launch = aws.resource("aws_lambda_function_event_invoke_config", "launch")
+    assert launch["qualifier"] == "${aws_lambda_alias.launch.name}"
+    assert launch["maximum_retry_attempts"] == 2
+    assert launch["maximum_event_age_in_seconds"] == "${var.launch_event_max_age_seconds}"
+    assert aws.outputs["launch_alias_name"]["value"] == "${aws_lambda_alias.launch.name}"
 
 
 def test_function_url_has_no_aws_auth(aws):
@@ -130,17 +145,20 @@ def test_aws_alarms_watch_emitted_metrics(aws):
     assert alarms["signature_failures"]["threshold"] == "${var.signature_failure_threshold}"
 
 
-def test_azure_secret_values_only_reach_app_settings(azure):
-    """The sensitive variables are only tested for null through nonsensitive() and copied
-    into the app settings; nothing else (count, for_each, outputs) sees them."""
-    harmless = re.sub(
-        r"nonsensitive\(var\.webhook_secret(_previous)? [=!]= null( \|\| var\.webhook_secret != null)?\)"
-        r"|SCALEHOOK_WEBHOOK_SECRET(_PREVIOUS)? = var\.webhook_secret(_previous)?\b"
-        r"|condition\s*= var\.webhook_secret == null \|\| try\(length\(trimspace\(var\.webhook_secret\)\)",
-        "",
-        azure.text,
-    )
-    assert not re.findall(r"var\.webhook_secret(_previous)?\b(?!_)", harmless)
+def test_azure_webhook_secret_is_a_key_vault_reference_only(azure):
+    """No plain app setting for the webhook secret: its value would sit in the Terraform state
+    and be readable by anyone allowed to list the app's settings. Only Key Vault references,
+    resolved with the app's identity, which may read those secrets alone."""
+    assert not {"webhook_secret", "webhook_secret_previous"} & set(azure.variables)
+    assert "default" not in azure.variables["webhook_secret_key_vault_secret"]
+    settings = azure.locals["secret_settings"]
+    assert "@Microsoft.KeyVault(SecretUri=${data.azurerm_key_vault.webhook_secret.vault_uri}secrets/${secret})" in settings
+    assert re.search(r"for setting, secret in local\.kv_secret", settings)
+    kv = azure.locals["kv_secret"]
+    assert "SCALEHOOK_WEBHOOK_SECRET = local.kv.secret_name" in kv
+    assert "SCALEHOOK_WEBHOOK_SECRET_PREVIOUS = local.kv.previous_secret_name" in kv
+    # Nothing secret is an input of the module at all.
+    assert not [n for n, v in azure.variables.items() if v.get("sensitive")]
 
 
 def test_azure_app_settings(azure):
@@ -181,8 +199,15 @@ def test_azure_app_settings(azure):
         code = "\n".join(l for l in azure.text.splitlines() if not l.strip().startswith("#"))
         assert absent not in code, absent
     secret = azure.locals["secret_settings"]
-    assert "SCALEHOOK_WEBHOOK_SECRET" in secret
-    assert "@Microsoft.KeyVault(SecretUri=" in secret
+    assert "local.kv_secret" in secret and "@Microsoft.KeyVault(SecretUri=" in secret
+    # The ledger table through the management plane (azapi): azurerm_storage_table always
+    # uses Shared Key, which the account refuses.
+    assert "azurerm_storage_table" not in azure.resources
+    table = azure.resource("azapi_resource", "ledger_table")
+    assert table["type"].startswith("Microsoft.Storage/storageAccounts/tableServices/tables@")
+    assert table["parent_id"] == "${azurerm_storage_account.app.id}/tableServices/default"
+    assert table["name"] == "${var.table_name}"
+    assert re.search(r"SCALEHOOK_TABLE_NAME\s*=\s*azapi_resource\.ledger_table\.name", settings)
     assert azure.variables["table_name"]["default"] == "scalehookledger"
     assert azure.variables["reconcile_schedule"]["default"] == "0 */5 * * * *"
     assert azure.locals["webhook_url"].endswith("/api/webhook")

@@ -3,14 +3,13 @@ resources each cloud allows."""
 
 import re
 
+from conftest import ROOT
+
 # What the Lambda calls (crates/scalehook-aws, the contract in docs and the module README).
 AWS_STATEMENTS = {
     "DescribeGroups": {"autoscaling:DescribeAutoScalingGroups"},
-    "ScalePoolGroups": {
-        "autoscaling:SetDesiredCapacity",
-        "autoscaling:SetInstanceProtection",
-        "autoscaling:TerminateInstanceInAutoScalingGroup",
-    },
+    # Actions from local.pool_group_actions (CompleteLifecycleAction only with github).
+    "ScalePoolGroups": {"${local.pool_group_actions}"},
     # No Scan: the ledger reads only a pool's partition and the due index.
     "Ledger": {
         "dynamodb:DeleteItem",
@@ -28,7 +27,16 @@ AWS_STATEMENTS = {
     "GitHubAppKeyValue": {"secretsmanager:GetSecretValue"},
     "DecryptGitHubAppKey": {"kms:Decrypt"},
     "LedgerKey": {"kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"},
+    # With github: the runner groups' launch path (JIT parameters and the launch hooks).
+    "JitParameters": {"ssm:AddTagsToResource", "ssm:DeleteParameter", "ssm:PutParameter"},
+    "FindJitParameters": {"ssm:DescribeParameters"},
+    "EncryptJitParameters": {"kms:Encrypt", "kms:GenerateDataKey"},
 }
+POOL_GROUP_ACTIONS = [
+    "autoscaling:SetDesiredCapacity",
+    "autoscaling:SetInstanceProtection",
+    "autoscaling:TerminateInstanceInAutoScalingGroup",
+]
 
 AZURE_SCALE_SET_ACTIONS = [
     "Microsoft.Compute/virtualMachineScaleSets/read",
@@ -56,15 +64,18 @@ def test_aws_policy_has_exactly_the_expected_statements(aws):
     statements = function_statements(aws)
     assert set(statements) == set(AWS_STATEMENTS)
     for sid, actions in AWS_STATEMENTS.items():
-        assert set(statements[sid]["actions"]) == actions, sid
-        assert len(statements[sid]["actions"]) == len(actions), f"{sid}: duplicate action"
+        got = statements[sid]["actions"]
+        got = [got] if isinstance(got, str) else got
+        assert set(got) == actions, sid
+        assert len(got) == len(actions), f"{sid}: duplicate action"
 
 
 def test_aws_only_describe_is_on_star(aws):
     for sid, s in function_statements(aws).items():
         resources = s["resources"]
         on_star = resources == ["*"]
-        assert on_star == (sid == "DescribeGroups"), f"{sid}: resources {resources}"
+        # Neither action has resource-level permissions.
+        assert on_star == (sid in ("DescribeGroups", "FindJitParameters")), f"{sid}: resources {resources}"
         for action in s["actions"]:
             assert "*" not in action, f"{sid}: wildcard action {action}"
 
@@ -72,6 +83,12 @@ def test_aws_only_describe_is_on_star(aws):
 def test_aws_mutating_autoscaling_actions_are_on_the_pool_groups(aws):
     s = function_statements(aws)["ScalePoolGroups"]
     assert s["resources"] == "${local.asg_arns}"
+    actions = aws.locals["pool_group_actions"]
+    for a in POOL_GROUP_ACTIONS:
+        assert f'"{a}"' in actions, a
+    # Completing launch hooks (launch events, and reconcile finishing instances stuck in
+    # Pending:Wait) only with the GitHub App, on the same groups.
+    assert 'var.github == null ? [] : ["autoscaling:CompleteLifecycleAction"]' in actions
     arns = aws.locals["asg_arns"]
     # One ARN per configured pool, by exact group name: the group id is the only wildcard.
     assert re.fullmatch(
@@ -97,6 +114,58 @@ def test_aws_ledger_secret_and_logs_are_scoped(aws):
     assert ":parameter/${trimprefix(local.secret_ssm_parameter_name" in arn
 
 
+def test_aws_jit_permissions_are_on_the_jit_path_with_github_only(aws):
+    s = function_statements(aws)
+    assert aws.locals["jit_parameters"] == (
+        "arn:${local.partition}:ssm:${local.region}:${local.account_id}:parameter${var.jit_parameter_prefix}/*"
+    )
+    dynamic = {
+        d["statement"]["content"][0]["sid"]: d["statement"]["for_each"]
+        for d in aws.data["aws_iam_policy_document"]["function"]["dynamic"]
+    }
+    assert dynamic["JitParameters"] == "${var.github == null ? [] : [local.jit_parameters]}"
+    assert s["JitParameters"]["resources"] == ["${statement.value}"]
+    assert "var.github == null" in dynamic["FindJitParameters"]
+    assert dynamic["EncryptJitParameters"] == "${var.github == null || var.jit_kms_key_arn == null ? [] : [var.jit_kms_key_arn]}"
+    # Read never: scalehook does not read configurations back.
+    for sid in ("JitParameters", "FindJitParameters"):
+        assert not any(a.startswith("ssm:GetParameter") for a in s[sid]["actions"]), sid
+
+
+def conditions(statement) -> dict:
+    return {c["variable"]: (c["test"], c["values"]) for c in statement.get("condition", [])}
+
+
+def test_aws_kms_grants_go_through_their_service_and_value(aws):
+    """Every KMS statement names the service it is used through (kms:ViaService) and, where
+    the service puts it in the encryption context, the one secret or parameter."""
+    s = function_statements(aws)
+    kms = {sid: st for sid, st in s.items() if any(a.startswith("kms:") for a in st["actions"])}
+    assert set(kms) == {"DecryptWebhookSecret", "DecryptGitHubAppKey", "LedgerKey", "EncryptJitParameters"}
+    for sid, st in kms.items():
+        assert "kms:ViaService" in conditions(st) or any(
+            c["variable"] == "kms:ViaService" for c in st.get("condition", [])
+        ), f"{sid}: no kms:ViaService"
+    assert conditions(s["LedgerKey"])["kms:ViaService"] == ("StringEquals", ["dynamodb.${local.region}.amazonaws.com"])
+    assert conditions(s["LedgerKey"])["kms:CallerAccount"] == ("StringEquals", ["${local.account_id}"])
+    assert conditions(s["EncryptJitParameters"]) == {
+        "kms:ViaService": ("StringEquals", ["ssm.${local.region}.amazonaws.com"]),
+        "kms:EncryptionContext:PARAMETER_ARN": ("StringLike", ["${local.jit_parameters}"]),
+    }
+    for sid, via, ctx in (
+        ("DecryptWebhookSecret", "secret_kms_via", "secret_kms_context"),
+        ("DecryptGitHubAppKey", "app_key_kms_via", "app_key_kms_context"),
+    ):
+        c = conditions(s[sid])
+        assert c["kms:ViaService"] == ("StringEquals", [f"${{local.{via}}}"]), sid
+        assert c[f"${{local.{ctx}.key}}"] == ("StringEquals", [f"${{local.{ctx}.value}}"]), sid
+        # Secrets Manager names the secret (SecretARN), Parameter Store the parameter.
+        text = aws.locals[ctx]
+        assert '"kms:EncryptionContext:SecretARN"' in text and '"kms:EncryptionContext:PARAMETER_ARN"' in text
+        assert "secretsmanager.${local.region}.amazonaws.com" in aws.locals[via]
+        assert "ssm.${local.region}.amazonaws.com" in aws.locals[via]
+
+
 def test_aws_no_ec2_and_no_managed_policies(aws):
     assert "ec2:" not in aws.text
     assert "aws_iam_role_policy_attachment" not in aws.resources
@@ -110,12 +179,14 @@ def test_aws_no_ec2_and_no_managed_policies(aws):
 
 def test_aws_public_invoke_is_limited_to_the_function_url(aws):
     perms = aws.resources["aws_lambda_permission"]
-    public = {name: p for name, p in perms.items() if p["principal"] == "*"}
-    assert set(public) == {"url_invoke_url", "url_invoke_function"}
-    assert public["url_invoke_url"]["action"] == "lambda:InvokeFunctionUrl"
-    assert public["url_invoke_url"]["function_url_auth_type"] == "NONE"
-    assert public["url_invoke_function"]["action"] == "lambda:InvokeFunction"
-    assert public["url_invoke_function"]["invoked_via_function_url"] is True
+    # The function URL's two public statements are the provider's own (added on create since
+    # aws 6.28.0, FunctionURLAllowPublicAccess and FunctionURLAllowInvokeAction): the module
+    # adds no public permission of its own, which would only duplicate them.
+    assert not [name for name, p in perms.items() if p["principal"] == "*"]
+    url = aws.resource("aws_lambda_function_url", "webhook")
+    assert url["authorization_type"] == "NONE"
+    versions = (aws.path / "versions.tf").read_text()
+    assert re.search(r'version\s*=\s*">= 6\.28, < 7\.0"', versions)
     # The schedule and API Gateway may invoke only from their own rule or API.
     assert perms["reconcile"]["source_arn"] == "${aws_cloudwatch_event_rule.reconcile.arn}"
     assert perms["api_gateway"]["source_arn"].endswith("/*/*/webhook")
@@ -134,6 +205,9 @@ def test_azure_custom_role_has_exactly_the_scale_set_actions(azure):
 def test_azure_scale_set_role_is_assigned_on_each_scale_set_only(azure):
     a = azure.resource("azurerm_role_assignment", "scale_set")
     assert a["for_each"] == "${local.scale_sets}"
+    # Keyed by pool name, known at plan time: a scale set id from a runner module in the same
+    # apply is not, and for_each keys must be ("Invalid for_each argument").
+    assert azure.locals["scale_sets"] == "${{for p in var.pools : p.name => p.azure_vmss}}"
     assert a["scope"] == "${each.value}"
     assert a["role_definition_id"] == (
         "${azurerm_role_definition.scale_set_scaler.role_definition_resource_id}"
@@ -157,7 +231,7 @@ def test_azure_data_roles_are_narrow(azure):
         assert a.get("role_definition_name") not in ("Owner", "Contributor", "Virtual Machine Contributor"), name
         assert a["principal_id"] == "${azurerm_user_assigned_identity.app.principal_id}", name
     assert assignments["ledger_table"]["role_definition_name"] == "Storage Table Data Contributor"
-    assert assignments["ledger_table"]["scope"] == "${azurerm_storage_table.ledger.resource_manager_id}"
+    assert assignments["ledger_table"]["scope"] == "${azapi_resource.ledger_table.id}"
     assert assignments["webhook_secret"]["role_definition_name"] == "Key Vault Secrets User"
     # On the secret itself, not on the vault.
     assert assignments["webhook_secret"]["scope"].endswith("/secrets/${each.value}")
@@ -192,7 +266,12 @@ def test_aws_github_app_key_is_read_by_reference_only(aws):
         "SCALEHOOK_GITHUB_APP_KEY_SSM_PARAMETER",
         "SCALEHOOK_GITHUB_APP_KEY_ARN",
         "SCALEHOOK_JIT_PARAMETER_PREFIX",
+        "SCALEHOOK_JIT_KMS_KEY_ID",
     }
+    # jit_kms_key_arn reaches the variable the AWS crate reads.
+    provision = (ROOT / "crates/scalehook-aws/src/provision.rs").read_text()
+    assert 'JIT_KMS_KEY_ENV: &str = "SCALEHOOK_JIT_KMS_KEY_ID"' in provision
+    assert "SCALEHOOK_JIT_KMS_KEY_ID = var.jit_kms_key_arn" in env
     assert "local.github_env" in aws.locals["function_env"]
     assert aws.variables["jit_parameter_prefix"]["default"] == "/scalehook/jit"
     fn = aws.resource("aws_lambda_function", "scalehook")
@@ -224,6 +303,97 @@ def test_azure_operation_status_read_is_opt_in_and_read_only(azure):
     assert role["permissions"][0]["actions"] == ["Microsoft.Compute/locations/operations/read"]
     assert azure.variables["grant_operation_status_read"]["default"] is False
     a = azure.resource("azurerm_role_assignment", "operation_status")
-    assert "var.grant_operation_status_read" in a["for_each"]
+    # One, on the deployment's subscription (known at plan time), not keyed by scale set ids.
+    assert a["count"] == "${var.grant_operation_status_read ? 1 : 0}"
+    assert a["scope"] == "${local.deployment_subscription}"
+    assert "data.azurerm_client_config.current.subscription_id" in azure.locals["deployment_subscription"]
+    (pre,) = a["lifecycle"][0]["precondition"]
+    assert "local.scale_sets" in pre["condition"]
     # Only custom roles are these two; the scale set role never gains the subscription.
     assert set(azure.resources["azurerm_role_definition"]) == {"scale_set_scaler", "operation_status_reader"}
+
+
+# ---- The role's inline policy at many pools --------------------------------------------------
+# IAM caps the inline policies of a role at 10,240 characters in all, white space not counted
+# (IAM and STS quotas). The module's one policy is rendered here from its own statements with
+# every optional statement on and long names, the way aws_iam_policy_document writes it.
+
+INLINE_POLICY_BUDGET = 10240
+
+
+def render_function_policy(aws, pools: int) -> str:
+    import json
+
+    account, region, partition = "123456789012", "ap-southeast-2", "aws"
+    name = "scalehook-production-eu"
+    values = {
+        "${local.asg_arns}": [
+            f"arn:{partition}:autoscaling:{region}:{account}:autoScalingGroup:*:autoScalingGroupName/"
+            f"github-runners-pool-{i:02d}-with-a-long-descriptive-name"
+            for i in range(pools)
+        ],
+        "${local.pool_group_actions}": POOL_GROUP_ACTIONS + ["autoscaling:CompleteLifecycleAction"],
+        "${aws_dynamodb_table.ledger.arn}": f"arn:{partition}:dynamodb:{region}:{account}:table/{name}-ledger",
+        "${aws_cloudwatch_log_group.function.arn}": f"arn:{partition}:logs:{region}:{account}:log-group:/aws/lambda/{name}",
+        "${statement.value}": f"arn:{partition}:secretsmanager:{region}:{account}:secret:{name}/webhook-secret-AbCdEf",
+        "${local.jit_parameters}": f"arn:{partition}:ssm:{region}:{account}:parameter/scalehook/jit/*",
+        "${local.secret_kms_via}": f"secretsmanager.{region}.amazonaws.com",
+        "${local.app_key_kms_via}": f"secretsmanager.{region}.amazonaws.com",
+        "${local.secret_kms_context.key}": "kms:EncryptionContext:SecretARN",
+        "${local.app_key_kms_context.key}": "kms:EncryptionContext:SecretARN",
+        "${local.secret_kms_context.value}": f"arn:{partition}:secretsmanager:{region}:{account}:secret:{name}/webhook-secret-AbCdEf",
+        "${local.app_key_kms_context.value}": f"arn:{partition}:secretsmanager:{region}:{account}:secret:{name}/github-app-key-AbCdEf",
+        "${local.region}": region,
+        "${local.account_id}": account,
+    }
+
+    def sub(v):
+        if isinstance(v, list):
+            out = []
+            for x in v:
+                r = sub(x)
+                out.extend(r if isinstance(r, list) else [r])
+            return out
+        if v in values:
+            return values[v]
+        text = v
+        for key, value in values.items():
+            if isinstance(value, str):
+                text = text.replace(key, value)
+        assert "${" not in text, f"unmodelled expression {v}"
+        return text
+
+    rendered = []
+    for sid, st in function_statements(aws).items():
+        as_list = lambda v: v if isinstance(v, list) else [v]  # noqa: E731
+        out = {"Sid": sid, "Effect": "Allow", "Action": sub(as_list(st["actions"])), "Resource": sub(as_list(st["resources"]))}
+        cond = {}
+        for c in st.get("condition", []):
+            cond.setdefault(c["test"], {})[sub(c["variable"])] = sub(c["values"])
+        if cond:
+            out["Condition"] = cond
+        rendered.append(out)
+    return json.dumps({"Version": "2012-10-17", "Statement": rendered}, separators=(",", ":"))
+
+
+def test_aws_role_policy_fits_iams_inline_budget_at_40_pools(aws):
+    """40 pools (group names of 50 characters) is past what the Lambda environment holds (its
+    4 KB precondition: about 25 pools of rendered configuration); the policy still fits."""
+    size = len(render_function_policy(aws, 40))
+    assert size < INLINE_POLICY_BUDGET, size
+    # It grows by one group ARN per pool (plus quotes and a comma), nothing else.
+    per_pool = len(render_function_policy(aws, 41)) - size
+    assert per_pool == len(render_function_policy(aws, 2)) - len(render_function_policy(aws, 1)), per_pool
+    assert per_pool < 150, per_pool
+
+
+def test_azure_for_each_keys_are_known_at_plan_time(azure):
+    """No for_each of the module is keyed by anything the example creates in the same apply
+    (scale set ids, storage ids): only pool names, variables and fixed settings."""
+    for rtype, named in azure.resources.items():
+        for name, r in named.items():
+            fe = r.get("for_each")
+            if fe is None:
+                continue
+            assert fe in ("${local.scale_sets}", "${local.kv_secret}"), f"{rtype}.{name}: {fe}"
+    assert "azure_vmss =>" not in azure.locals["scale_sets"]

@@ -43,7 +43,7 @@ def resolve(text: str, module: Module) -> str:
         "var.jit_parameter_prefix": module.variables["jit_parameter_prefix"]["default"],
         "local.name": "github-runners-linux-x64",
     }
-    for name in ("jit_parameters", "jit_path", "group_arn", "instance_tag_key"):
+    for name in ("jit_parameters", "jit_path", "instance_tag_key"):
         values[f"local.{name}"] = None
     text = text.replace("$${", "\0{")
 
@@ -62,17 +62,27 @@ def resolve(text: str, module: Module) -> str:
 
 class Policy:
     """IAM evaluation for the statement shapes these policies use: Allow/Deny, actions,
-    ARN wildcards, StringEquals / StringNotEqualsIfExists / StringLike on request keys,
-    policy variables from the request context. Explicit deny wins; no allow is a deny."""
+    ARN wildcards, Null / StringEquals / StringNotEqualsIfExists / StringLike on request
+    keys, policy variables from the request context (a statement whose variable does not
+    resolve is left out). Explicit deny wins; no allow is a deny."""
 
     def __init__(self, stmts: list[dict]):
         self.stmts = stmts
 
     @staticmethod
     def _sub(value: str, ctx: dict) -> str:
+        # A variable the request context lacks raises KeyError: IAM then leaves the
+        # statement out ("If AWS cannot resolve a variable this might cause the entire
+        # statement to be invalid"), which is what _matches does.
         return re.sub(r"\$\{([^}]+)\}", lambda m: ctx[m.group(1)], value)
 
     def _matches(self, s: dict, action: str, resource: str, ctx: dict) -> bool:
+        try:
+            return self._matches_resolved(s, action, resource, ctx)
+        except KeyError:
+            return False
+
+    def _matches_resolved(self, s: dict, action: str, resource: str, ctx: dict) -> bool:
         if not any(fnmatch.fnmatchcase(action, a) for a in s["actions"]):
             return False
         if not any(fnmatch.fnmatchcase(resource, self._sub(r, ctx)) for r in s["resources"]):
@@ -80,7 +90,9 @@ class Policy:
         for c in s.get("condition", []):
             key, values = c["variable"], [self._sub(v, ctx) for v in c["values"]]
             have = ctx.get(key)
-            if c["test"] == "StringEquals":
+            if c["test"] == "Null":
+                ok = (have is None) == (values == ["true"])
+            elif c["test"] == "StringEquals":
                 ok = have is not None and have in values
             elif c["test"] == "StringNotEqualsIfExists":
                 ok = have is None or have not in values
@@ -114,26 +126,38 @@ def instance_policy(runners: Module) -> list[dict]:
 
 def test_instance_role_has_exactly_its_own_parameter(runners):
     stmts = statements(runners.data["aws_iam_policy_document"]["instance"])
-    assert set(stmts) == {"ReadAndDeleteOwnJitParameter", "DenyOtherInstancesJitParameters", "DecryptOwnJitParameter"}
+    assert set(stmts) == {
+        "ReadAndDeleteOwnJitParameter",
+        "DenyOtherInstancesJitParameters",
+        "DenyUntaggedJitParameters",
+        "DecryptOwnJitParameter",
+    }
     allow = stmts["ReadAndDeleteOwnJitParameter"]
     assert sorted(allow["actions"]) == ["ssm:DeleteParameter", "ssm:GetParameter"]
     assert allow["resources"] == ["${local.jit_parameters}"]
     # The only wildcard is the parameter name under the JIT path, and the condition binds it
-    # to the caller: the tag must equal the instance's own ARN (IAM has no instance-id-only
-    # policy variable; ec2:SourceInstanceARN is what instance-profile credentials carry).
+    # to the caller: its ec2:SourceInstanceARN (a condition key, what instance-profile
+    # credentials carry) must equal the parameter's tag, read through the global key
+    # aws:ResourceTag as the policy variable (global keys are documented as variables).
     assert resolve(runners.locals["jit_parameters"], runners) == (
         f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/scalehook/jit/*"
     )
     (cond,) = allow["condition"]
     assert cond["test"] == "StringEquals"
-    assert resolve(cond["variable"], runners) == "ssm:resourceTag/scalehook-instance-arn"
-    assert cond["values"] == ["$${ec2:SourceInstanceARN}"]
+    assert cond["variable"] == "ec2:SourceInstanceARN"
+    assert [resolve(v, runners) for v in cond["values"]] == ["${aws:ResourceTag/scalehook-instance-arn}"]
+    # No service-specific key is used as a policy variable anywhere in the module.
+    text = (RUNNERS / "iam.tf").read_text()
+    assert "$${ec2:" not in text and "$${ssm:" not in text
+    # The tag is the one the AWS crate writes.
+    provision = (ROOT / "crates/scalehook-aws/src/provision.rs").read_text()
+    assert 'INSTANCE_TAG_KEY: &str = "scalehook-instance-arn"' in provision
+    assert runners.locals["instance_tag_key"] == "scalehook-instance-arn"
     kms = stmts["DecryptOwnJitParameter"]
     assert kms["actions"] == ["kms:Decrypt"] and kms["resources"] == ["${statement.value}"]
     # No statement anywhere in the module grants ssm:* or any action on "*".
-    text = (RUNNERS / "iam.tf").read_text()
     assert '"ssm:*"' not in text
-    assert text.count('resources = ["*"]') == 1, "only ssm:DescribeParameters, which has no resource ARN"
+    assert 'resources = ["*"]' not in text
 
 
 def test_instance_cannot_read_another_instances_parameter(runners):
@@ -141,7 +165,7 @@ def test_instance_cannot_read_another_instances_parameter(runners):
     me = f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/i-0aaaaaaaaaaaaaaaa"
     other = f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/i-0bbbbbbbbbbbbbbbb"
     param = lambda i: f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/scalehook/jit/{i}"  # noqa: E731
-    tag = "ssm:resourceTag/scalehook-instance-arn"
+    tag = "aws:ResourceTag/scalehook-instance-arn"
 
     def ctx(resource_tag):
         c = {"ec2:SourceInstanceARN": me}
@@ -159,29 +183,31 @@ def test_instance_cannot_read_another_instances_parameter(runners):
     # A parameter named after this instance but tagged for another (or untagged): refused.
     assert not policy.allows("ssm:GetParameter", own, ctx(other))
     assert not policy.allows("ssm:GetParameter", own, ctx(None))
+    # Credentials that are not an instance's (no ec2:SourceInstanceARN): refused.
+    assert not policy.allows("ssm:GetParameter", own, {tag: me})
     # No listing, no history, no writes, nothing outside the path.
     path = f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/scalehook/jit"
     assert not policy.allows("ssm:GetParametersByPath", path, ctx(None))
     assert not policy.allows("ssm:PutParameter", own, ctx(me))
     assert not policy.allows("ssm:GetParameter", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/scalehook/webhook-secret", ctx(None))
-    # The Deny holds even if someone attaches a broad read policy to the role later.
+    # The Denies hold even if someone attaches a broad read policy to the role later,
+    # untagged parameters (where the Deny's variable cannot resolve) included.
     broad = Policy(policy.stmts + [{"effect": "Allow", "actions": ["ssm:Get*"], "resources": ["*"]}])
     assert broad.allows("ssm:GetParameter", own, ctx(me))
     assert not broad.allows("ssm:GetParameter", theirs, ctx(other))
     assert not broad.allows("ssm:GetParameterHistory", theirs, ctx(other))
     assert not broad.allows("ssm:GetParametersByPath", path, ctx(None))
+    assert not broad.allows("ssm:GetParameter", theirs, ctx(None))
 
 
-def test_scalehook_role_gets_write_and_complete_for_this_group_only(runners):
-    stmts = statements(runners.data["aws_iam_policy_document"]["provision"])
-    assert set(stmts) == {"WriteJitParameters", "FindJitParameters", "CompleteLaunchHooks", "EncryptJitParameters"}
-    assert stmts["FindJitParameters"]["actions"] == ["ssm:DescribeParameters"]
-    assert sorted(stmts["WriteJitParameters"]["actions"]) == ["ssm:AddTagsToResource", "ssm:PutParameter"]
-    assert stmts["WriteJitParameters"]["resources"] == ["${local.jit_parameters}"]
-    assert stmts["CompleteLaunchHooks"]["actions"] == ["autoscaling:CompleteLifecycleAction"]
-    assert resolve(stmts["CompleteLaunchHooks"]["resources"][0], runners) == (
-        f"arn:aws:autoscaling:{REGION}:{ACCOUNT}:autoScalingGroup:*:autoScalingGroupName/github-runners-linux-x64"
-    )
+def test_runner_module_adds_nothing_to_scalehooks_role(runners):
+    """scalehook's JIT and launch-hook permissions are one statement set in its own module's
+    policy (infra/aws/iam.tf), not one inline policy per pool: 10 pools of those exhausted
+    the role's 10,240-character inline budget."""
+    assert list(runners.resources["aws_iam_role_policy"]) == ["instance"]
+    assert runners.resources["aws_iam_role_policy"]["instance"]["role"] == "${aws_iam_role.instance.id}"
+    assert "scalehook_role_arn" not in runners.variables
+    assert "aws_iam_role_policy_attachment" not in runners.resources
 
 
 def test_group_has_the_launch_hook_and_scalehooks_settings(runners):
@@ -194,6 +220,9 @@ def test_group_has_the_launch_hook_and_scalehooks_settings(runners):
     assert 30 <= v["default"] <= 7200
     assert group["suspended_processes"] == ["AZRebalance"]
     assert group["lifecycle"][0]["ignore_changes"] == ["desired_capacity"]
+    # The scalehook module's below-desired alarm reads these, at one-minute periods.
+    assert set(group["enabled_metrics"]) >= {"GroupDesiredCapacity", "GroupInServiceInstances"}
+    assert group["metrics_granularity"] == "1Minute"
     assert "protect_from_scale_in" not in group, "no group-level scale-in protection"
     assert "aws_autoscaling_policy" not in runners.resources
 
@@ -213,8 +242,13 @@ def test_launch_events_go_to_scalehook(runners):
     assert "EC2 Instance-launch Lifecycle Action" in rule["event_pattern"]
     assert "aws.autoscaling" in rule["event_pattern"]
     target = runners.resource("aws_cloudwatch_event_target", "launch")
-    assert target["arn"] == "${var.scalehook_function_arn}"
+    # The launch alias (retried invocations), not the unqualified function (0 retries).
+    assert target["arn"] == "${var.scalehook_function_arn}:${var.scalehook_launch_alias}"
     perm = runners.resource("aws_lambda_permission", "launch")
+    # function_name unqualified with qualifier: a qualified ARN in function_name reads back
+    # without it and would replace the permission on every plan.
+    assert perm["function_name"] == "${var.scalehook_function_arn}"
+    assert perm["qualifier"] == "${var.scalehook_launch_alias}"
     assert perm["principal"] == "events.amazonaws.com"
     assert perm["source_arn"] == "${aws_cloudwatch_event_rule.launch.arn}"
 
@@ -237,7 +271,7 @@ def test_user_data_renders_to_settings_then_the_boot_script():
             "subnet_ids": ["subnet-1"],
             "max_size": 2,
             "scalehook_function_arn": "arn:aws:lambda:eu-west-1:111122223333:function:scalehook",
-            "scalehook_role_arn": "arn:aws:iam::111122223333:role/scalehook-function",
+            "scalehook_launch_alias": "launch",
             "runner_package": {"url": "https://example.com/r.tar.gz", "sha256": "a" * 64},
             "runner_dir": "/opt/it's runner",
         }
@@ -340,7 +374,25 @@ def test_azure_runner_scale_set_is_uniform_with_custom_data_and_identity():
     for name in ("runners_read_delete", "scalehook_write"):
         ra = m.resource("azurerm_role_assignment", name)
         assert ra["scope"] == "${azurerm_storage_container.jit.id}"
-        assert ra["role_definition_name"] == "Storage Blob Data Contributor"
+    assert m.resource("azurerm_role_assignment", "scalehook_write")["role_definition_name"] == "Storage Blob Data Contributor"
+    # The VMs read and delete, never write: root on one VM cannot plant the configuration of
+    # the pool's next VMs. A custom role with exactly the two data actions.
+    vms = m.resource("azurerm_role_assignment", "runners_read_delete")
+    assert "role_definition_name" not in vms
+    assert vms["role_definition_id"] == "${azurerm_role_definition.jit_reader.role_definition_resource_id}"
+    assert vms["principal_id"] == "${azurerm_user_assigned_identity.runners.principal_id}"
+    role = m.resource("azurerm_role_definition", "jit_reader")
+    (perms,) = role["permissions"]
+    assert perms["actions"] == []
+    assert perms["data_actions"] == "${local.jit_reader_data_actions}"
+    assert m.locals["jit_reader_data_actions"] == [
+        "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read",
+        "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/delete",
+    ]
+    assert not any("write" in a or "*" in a for a in m.locals["jit_reader_data_actions"])
+    # And the boot script uses nothing else: a GET and a DELETE of its blob.
+    boot = (ROOT / "runner/azure/boot.sh").read_text()
+    assert re.findall(r"curl [^\n]*-X (\w+)", boot) == ["DELETE"]
 
 
 def test_example_wires_the_github_app_and_jit_prefix_on_aws():
@@ -368,14 +420,35 @@ def test_azure_example_runs_its_pool_on_the_runner_module():
     for c in runners.values():
         # scalehook may write the pool's container; the account is the JIT one.
         assert c["scalehook_principal_id"] == "${module.scalehook.identity_principal_id}"
-        assert c["storage_account_id"] == "${azurerm_storage_account.jit.id}"
-        assert c["storage_blob_endpoint"] == "${azurerm_storage_account.jit.primary_blob_endpoint}"
-    assert call["jit_blob_endpoint"] == "${azurerm_storage_account.jit.primary_blob_endpoint}"
+        assert c["storage_account_id"] == "${module.jit_storage.storage_account_id}"
+        assert c["storage_blob_endpoint"] == "${module.jit_storage.storage_blob_endpoint}"
+    assert call["jit_blob_endpoint"] == "${module.jit_storage.storage_blob_endpoint}"
     assert call["github_app_key_key_vault_secret"]["secret_name"] == (
         "${azurerm_key_vault_secret.github_app_key.name}"
     )
-    # The JIT account: identity only, and leftovers expire under each pool's container.
-    sa = ex.resource("azurerm_storage_account", "jit")
+    # The JIT account comes from the jit-storage module, with a rule for every pool.
+    jit = ex.modules["jit_storage"]
+    assert jit["source"] == "../../azure/jit-storage"
+    assert jit["pools"] == [c["pool"] for c in runners.values()]
+    assert "azurerm_storage_management_policy" not in ex.resources
+    # The example's own account and policy moved into the module, state included.
+    moved = re.findall(r"moved \{\s*from = ([\w.]+)\s*to\s*= ([\w.]+)", ex.text)
+    assert ("azurerm_storage_account.jit", "module.jit_storage.azurerm_storage_account.jit") in moved
+    assert ("azurerm_storage_management_policy.jit", "module.jit_storage.azurerm_storage_management_policy.jit") in moved
+    # The example applies as shipped: no package needed (a local build is published after).
+    assert ex.variables["package_url"]["default"] is None
+
+
+def test_jit_storage_expires_leftovers_under_each_pool():
+    m = Module(INFRA / "azure" / "jit-storage")
+    sa = m.resource("azurerm_storage_account", "jit")
     assert sa["shared_access_key_enabled"] is False
-    rule = ex.resource("azurerm_storage_management_policy", "jit")["rule"][0]
-    assert rule["filters"][0]["prefix_match"] == [f"jit-{c['pool']}/" for c in runners.values()]
+    assert sa["allow_nested_items_to_be_public"] is False
+    policy = m.resource("azurerm_storage_management_policy", "jit")
+    (rule,) = policy["dynamic"]
+    assert rule["rule"]["for_each"] == "${var.pools}"
+    (content,) = rule["rule"]["content"]
+    assert content["filters"][0]["prefix_match"] == ["jit-${rule.value}/"]
+    assert content["actions"][0]["base_blob"][0]["delete_after_days_since_modification_greater_than"] == 1
+    # The container names match the runner module's.
+    assert Module(INFRA / "azure" / "runners").locals["container"] == "jit-${var.pool}"

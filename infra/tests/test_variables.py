@@ -31,7 +31,12 @@ def test_every_output_has_a_description(where):
 def test_secret_variables_are_sensitive(cloud):
     module = Module(MODULES[cloud])
     secrets = [n for n in module.variables if re.fullmatch(r"webhook_secret(_previous)?", n)]
-    assert "webhook_secret" in secrets
+    if cloud == "azure":
+        # Azure takes the webhook secret as Key Vault references only: no value variable.
+        assert secrets == []
+        assert "default" not in module.variables["webhook_secret_key_vault_secret"]
+    else:
+        assert "webhook_secret" in secrets
     for name in secrets:
         assert module.variables[name].get("sensitive") is True, name
     # Nothing else looks like a secret and goes unmarked.
@@ -140,3 +145,22 @@ def test_readme_snippets_parse_and_use_real_inputs(cloud):
                 required = {n for n, v in module.variables.items() if "default" not in v}
                 assert required <= args, required - args
     assert calls == 1
+
+
+def test_ledger_ttl_descriptions_state_the_cores_defaults():
+    """Every ledger_ttl description names the core's defaults in seconds: a user who copies
+    the figure "to keep the default" gets the default (in_progress is 6 days, not 24 h)."""
+    from conftest import core_source
+
+    src = core_source("config.rs")
+    default = src[src.index("impl Default for LedgerTtl"):]
+    secs = {}
+    for field in ("queued", "in_progress", "retention"):
+        expr = re.search(field + r": Duration::from_secs\(([0-9* ]+)\)", default).group(1)
+        secs[field] = eval(expr)  # a product of integer literals, e.g. 6 * 24 * 3600
+    assert secs["in_progress"] == 518400
+    for where in (MODULES["aws"], MODULES["azure"], INFRA / "modules" / "pool-config"):
+        desc = Module(where).variables["ledger_ttl"]["description"]
+        for field, value in secs.items():
+            assert f"{field}_{'secs' if field == 'retention' else 'ttl_secs'} {value}" in desc, (where.name, field)
+        assert "24 h" not in desc.replace("48 h", ""), where.name

@@ -1,15 +1,18 @@
-# Two roles get permissions here, each for this pool only.
-#
 # The instance role: read and delete the instance's own JIT parameter, nothing else. IAM has no
-# policy variable holding just the instance id; what it has for requests signed with an
-# instance profile's credentials is `ec2:SourceInstanceARN` (the instance's ARN). scalehook tags
-# each parameter with the ARN of the instance it is for, and the instance role may only touch
-# parameters under the JIT path whose tag equals its own `${ec2:SourceInstanceARN}`. A Deny
-# repeats the rule for every read and delete action, so a broader policy attached to the role
-# later (ReadOnlyAccess, say) still cannot read another instance's configuration.
+# policy variable holding just the instance id. Requests signed with an instance profile's
+# credentials carry the condition key `ec2:SourceInstanceARN` (the instance's ARN; a
+# cross-service global key, "AWS global condition context keys" in the IAM User Guide).
+# scalehook tags each parameter with the ARN of the instance it is for, and a parameter under
+# the JIT path may be read or deleted only when the caller's `ec2:SourceInstanceARN` equals
+# that tag, `${aws:ResourceTag/scalehook-instance-arn}`: the tag is the policy variable, a
+# global key, which the IAM User Guide ("IAM policy elements: Variables and tags") documents
+# as usable as a variable. Deny statements repeat the rule for every read and delete action,
+# and deny untagged parameters outright, so a broader policy attached to the role later
+# (ReadOnlyAccess, say) still cannot read another instance's configuration.
 #
-# scalehook's role: write (and tag) parameters under the JIT path, and complete this group's
-# lifecycle actions.
+# scalehook's own permissions for this path and this group (write, tag, delete parameters,
+# complete the launch hooks) are in the scalehook module's policy (infra/aws/iam.tf), one
+# statement for all pools: a policy per pool would exhaust the role's inline policy budget.
 
 data "aws_partition" "current" {}
 data "aws_region" "current" {}
@@ -23,7 +26,6 @@ locals {
   instance_tag_key = "scalehook-instance-arn"
   jit_parameters   = "arn:${local.partition}:ssm:${local.region}:${local.account_id}:parameter${var.jit_parameter_prefix}/*"
   jit_path         = "arn:${local.partition}:ssm:${local.region}:${local.account_id}:parameter${var.jit_parameter_prefix}"
-  group_arn        = "arn:${local.partition}:autoscaling:${local.region}:${local.account_id}:autoScalingGroup:*:autoScalingGroupName/${local.name}"
 }
 
 # ---- The instance role --------------------------------------------------------------------
@@ -59,8 +61,8 @@ data "aws_iam_policy_document" "instance" {
     resources = [local.jit_parameters]
     condition {
       test     = "StringEquals"
-      variable = "ssm:resourceTag/${local.instance_tag_key}"
-      values   = ["$${ec2:SourceInstanceARN}"]
+      variable = "ec2:SourceInstanceARN"
+      values   = ["$${aws:ResourceTag/${local.instance_tag_key}}"]
     }
   }
 
@@ -78,8 +80,29 @@ data "aws_iam_policy_document" "instance" {
     resources = [local.jit_path, local.jit_parameters]
     condition {
       test     = "StringNotEqualsIfExists"
-      variable = "ssm:resourceTag/${local.instance_tag_key}"
-      values   = ["$${ec2:SourceInstanceARN}"]
+      variable = "ec2:SourceInstanceARN"
+      values   = ["$${aws:ResourceTag/${local.instance_tag_key}}"]
+    }
+  }
+
+  statement {
+    # A variable that does not resolve (no such tag) leaves its statement out; this Deny
+    # needs none, so untagged parameters and the path itself stay refused.
+    sid    = "DenyUntaggedJitParameters"
+    effect = "Deny"
+    actions = [
+      "ssm:DeleteParameter",
+      "ssm:DeleteParameters",
+      "ssm:GetParameter",
+      "ssm:GetParameterHistory",
+      "ssm:GetParameters",
+      "ssm:GetParametersByPath",
+    ]
+    resources = [local.jit_path, local.jit_parameters]
+    condition {
+      test     = "Null"
+      variable = "aws:ResourceTag/${local.instance_tag_key}"
+      values   = ["true"]
     }
   }
 
@@ -107,49 +130,4 @@ resource "aws_iam_role_policy" "instance" {
   name   = "own-jit-parameter"
   role   = aws_iam_role.instance.id
   policy = data.aws_iam_policy_document.instance.json
-}
-
-# ---- scalehook's role: provisioning this pool ------------------------------------------------
-
-data "aws_iam_policy_document" "provision" {
-  statement {
-    sid = "WriteJitParameters"
-    # Tags on PutParameter need ssm:AddTagsToResource as well.
-    actions   = ["ssm:PutParameter", "ssm:AddTagsToResource"]
-    resources = [local.jit_parameters]
-  }
-
-  statement {
-    sid = "FindJitParameters"
-    # Metadata only (no values): a redelivered launch event finds the stored parameter and
-    # mints nothing. DescribeParameters has no resource-level permissions.
-    actions   = ["ssm:DescribeParameters"]
-    resources = ["*"]
-  }
-
-  statement {
-    sid       = "CompleteLaunchHooks"
-    actions   = ["autoscaling:CompleteLifecycleAction"]
-    resources = [local.group_arn]
-  }
-
-  dynamic "statement" {
-    for_each = var.kms_key_arn == null ? [] : [var.kms_key_arn]
-    content {
-      sid       = "EncryptJitParameters"
-      actions   = ["kms:Encrypt", "kms:GenerateDataKey"]
-      resources = [statement.value]
-      condition {
-        test     = "StringEquals"
-        variable = "kms:ViaService"
-        values   = ["ssm.${local.region}.amazonaws.com"]
-      }
-    }
-  }
-}
-
-resource "aws_iam_role_policy" "provision" {
-  name   = "provision-${var.pool}"
-  role   = element(split("/", var.scalehook_role_arn), length(split("/", var.scalehook_role_arn)) - 1)
-  policy = data.aws_iam_policy_document.provision.json
 }

@@ -4,7 +4,8 @@
 #
 # The path of a new instance: scalehook raises desired capacity -> the group launches an
 # instance, which waits in Pending:Wait -> EventBridge delivers "EC2 Instance-launch Lifecycle
-# Action" to scalehook's Lambda -> scalehook mints a JIT runner `<pool>-<instance id>`, writes it
+# Action" to scalehook's Lambda (its launch alias, retried on failure; reconcile finishes
+# instances whose event never came) -> scalehook mints a JIT runner `<pool>-<instance id>`, writes it
 # to the SSM SecureString <jit_parameter_prefix>/<instance id> (tagged with the instance's ARN)
 # and completes the action with CONTINUE (ABANDON when minting fails) -> the boot script reads
 # and deletes the parameter and runs the ephemeral runner -> after its one job the instance
@@ -81,6 +82,10 @@ resource "aws_autoscaling_group" "runners" {
   wait_for_capacity_timeout = "0"
   # Rebalancing across zones would terminate instances, maybe busy ones.
   suspended_processes = ["AZRebalance"]
+  # The scalehook module's below-desired alarm reads these two, per minute (group metrics
+  # at 1-minute granularity are free).
+  enabled_metrics     = ["GroupDesiredCapacity", "GroupInServiceInstances"]
+  metrics_granularity = "1Minute"
 
   launch_template {
     id      = aws_launch_template.runner.id
@@ -133,9 +138,11 @@ resource "aws_cloudwatch_event_rule" "launch" {
   tags = var.tags
 }
 
+# To the function's launch alias, whose asynchronous invocations Lambda retries when a mint
+# fails (the unqualified function keeps 0 retries, for the scheduled reconcile).
 resource "aws_cloudwatch_event_target" "launch" {
   rule = aws_cloudwatch_event_rule.launch.name
-  arn  = var.scalehook_function_arn
+  arn  = "${var.scalehook_function_arn}:${var.scalehook_launch_alias}"
 
   # The instance waits at most the heartbeat: an older event is of no use.
   retry_policy {
@@ -148,6 +155,7 @@ resource "aws_lambda_permission" "launch" {
   statement_id  = "scalehook-launch-${var.pool}"
   action        = "lambda:InvokeFunction"
   function_name = var.scalehook_function_arn
+  qualifier     = var.scalehook_launch_alias
   principal     = "events.amazonaws.com"
   source_arn    = aws_cloudwatch_event_rule.launch.arn
 }

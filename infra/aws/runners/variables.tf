@@ -97,7 +97,7 @@ variable "jit_parameter_prefix" {
 }
 
 variable "kms_key_arn" {
-  description = "Customer managed KMS key scalehook encrypts the JIT parameters with, or null for the account's AWS managed key alias/aws/ssm (whose key policy already lets SSM use it for principals allowed to read the parameter)."
+  description = "The customer managed KMS key the JIT parameters are encrypted with: the scalehook module's jit_kms_key_arn (which makes scalehook encrypt with it, SCALEHOOK_JIT_KMS_KEY_ID); this module lets the instances decrypt their own parameter with it. null (and jit_kms_key_arn null): the account's AWS managed key alias/aws/ssm, whose key policy already lets SSM use it for principals allowed to read the parameter."
   type        = string
   default     = null
 }
@@ -148,17 +148,22 @@ variable "block_imds_for_runner" {
 # ---- Provisioning through scalehook ---------------------------------------------------------
 
 variable "scalehook_function_arn" {
-  description = "ARN of scalehook's Lambda function (module output function_arn): the launch lifecycle events of this group are delivered to it."
-  type        = string
-}
-
-variable "scalehook_role_arn" {
-  description = "ARN of scalehook's Lambda role (module output role_arn): this module adds what provisioning needs to it, for this group and this parameter path only."
+  description = "ARN of scalehook's Lambda function, unqualified (module output function_arn): the launch lifecycle events of this group are delivered to its scalehook_launch_alias."
   type        = string
 
   validation {
-    condition     = can(regex("^arn:[a-z-]+:iam::[0-9]{12}:role/", var.scalehook_role_arn))
-    error_message = "scalehook_role_arn: an IAM role ARN (arn:aws:iam::<account>:role/<name>)."
+    condition     = can(regex("^arn:[a-z-]+:lambda:[a-z0-9-]+:[0-9]{12}:function:[A-Za-z0-9_-]+$", var.scalehook_function_arn))
+    error_message = "scalehook_function_arn: the function's unqualified ARN (arn:aws:lambda:<region>:<account>:function:<name>), the scalehook module's function_arn."
+  }
+}
+
+variable "scalehook_launch_alias" {
+  description = "The function's alias for launch events (module output launch_alias_name), whose asynchronous invocations are retried. Pass the output, not the literal: it orders this module after the alias."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[A-Za-z][A-Za-z0-9_-]{0,127}$", var.scalehook_launch_alias))
+    error_message = "scalehook_launch_alias: an alias name, the scalehook module's launch_alias_name."
   }
 }
 

@@ -38,12 +38,43 @@ resource "azurerm_storage_container" "jit" {
   container_access_type = "private"
 }
 
-# The VMs read and delete blobs of this container only (jobs cannot: the boot script blocks
-# the runner user from IMDS, so they never get this identity's token).
+# The VMs read and delete blobs of this container only, and never write: root on one VM
+# must not be able to plant a configuration for the next VMs of the pool (scale set computer
+# names are predictable). No built-in role has read and delete without write (Storage Blob
+# Data Reader reads only, Contributor writes), so a custom role with exactly those two data
+# actions, defined where custom roles may be (the account's resource group) and assigned on
+# the container. Jobs cannot use it at all: the boot script blocks the runner user from IMDS,
+# so they never get this identity's token.
+locals {
+  storage_account_path = split("/", var.storage_account_id)
+  # /subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.Storage/storageAccounts/<name>
+  storage_resource_group = join("/", slice(local.storage_account_path, 0, 5))
+  storage_account_name   = element(local.storage_account_path, length(local.storage_account_path) - 1)
+  jit_reader_data_actions = [
+    "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read",
+    "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/delete",
+  ]
+}
+
+resource "azurerm_role_definition" "jit_reader" {
+  # Custom role names are unique in the tenant: the account's name is globally unique.
+  name        = "scalehook JIT reader ${local.storage_account_name} ${local.container}"
+  scope       = local.storage_resource_group
+  description = "scalehook runner VMs of pool ${var.pool}: read and delete their JIT runner configuration blob; no write."
+
+  permissions {
+    actions      = []
+    data_actions = local.jit_reader_data_actions
+  }
+
+  assignable_scopes = [local.storage_resource_group]
+}
+
 resource "azurerm_role_assignment" "runners_read_delete" {
-  scope                = azurerm_storage_container.jit.id
-  role_definition_name = "Storage Blob Data Contributor"
-  principal_id         = azurerm_user_assigned_identity.runners.principal_id
+  scope              = azurerm_storage_container.jit.id
+  role_definition_id = azurerm_role_definition.jit_reader.role_definition_resource_id
+  principal_id       = azurerm_user_assigned_identity.runners.principal_id
+  principal_type     = "ServicePrincipal"
 }
 
 resource "azurerm_role_assignment" "scalehook_write" {

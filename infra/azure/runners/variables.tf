@@ -50,7 +50,7 @@ variable "source_image" {
 }
 
 variable "storage_account_id" {
-  description = "Storage account (shared keys disabled) holding one private container per pool for the JIT configurations."
+  description = "Storage account (shared keys disabled) holding one private container per pool for the JIT configurations: infra/azure/jit-storage's storage_account_id, which also expires what is left after a day. The module defines a custom role (read and delete blobs) in the account's resource group: the deployer needs Microsoft.Authorization/roleDefinitions/write there."
   type        = string
 }
 

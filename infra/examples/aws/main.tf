@@ -7,8 +7,9 @@
 #   aws ssm put-parameter --name /scalehook/github-app-key --type SecureString \
 #     --value "$(cat my-app.private-key.pem)"   # the App's private key, never in Terraform
 #   terraform init && terraform apply -var runner_version=<v> -var runner_sha256=<sha256> \
-#     -var github_app_id=<App id> -var github_installation_id=<installation id>
-#   terraform output webhook_url                 # paste into GitHub with the same secret
+#     -var github_app_id=<App id> -var github_installation_id=<installation id> \
+#     -var 'runner_subnet_ids=["subnet-<a>","subnet-<b>"]'
+#   terraform output webhook_url                 # the App's webhook URL, with the same secret
 #
 # Nothing registers runners by hand: for each instance a group launches, scalehook mints an
 # ephemeral just-in-time runner named `<pool>-<instance id>` with the pool's labels, and the
@@ -104,7 +105,7 @@ module "runners_linux_x64" {
   runner_package = local.runner_package
 
   scalehook_function_arn = module.scalehook.function_arn
-  scalehook_role_arn     = module.scalehook.role_arn
+  scalehook_launch_alias = module.scalehook.launch_alias_name
   tags                   = { service = "scalehook" }
 }
 
@@ -120,7 +121,7 @@ module "runners_linux_gpu" {
   runner_package = local.runner_package
 
   scalehook_function_arn = module.scalehook.function_arn
-  scalehook_role_arn     = module.scalehook.role_arn
+  scalehook_launch_alias = module.scalehook.launch_alias_name
   tags                   = { service = "scalehook" }
 }
 
@@ -182,7 +183,7 @@ module "scalehook" {
 }
 
 output "webhook_url" {
-  description = "Payload URL for the GitHub webhook."
+  description = "Payload URL of the GitHub App's webhook (App settings > Webhook)."
   value       = module.scalehook.webhook_url
 }
 

@@ -1,15 +1,20 @@
 # A complete scalehook deployment on Azure: the webhook secret and the GitHub App's private
-# key in Key Vault, a storage account for the runners' JIT configurations, one pool of
-# runners on infra/azure/runners, and the module. README.md, "From zero to a job running on
-# Azure", walks through it.
+# key in Key Vault, the runners' JIT storage (infra/azure/jit-storage), one pool of runners on
+# infra/azure/runners, and the module. infra/azure/README.md walks through it, with the
+# permissions the deployer needs.
 #
 #   export TF_VAR_webhook_secret=$(openssl rand -hex 32)
 #   export TF_VAR_github_app_key="$(cat my-app.private-key.pem)"
 #   terraform init && terraform apply \
-#     -var package_url=https://github.com/<owner>/scalehook/releases/download/v<version>/scalehook-<version>-azure.zip \
-#     -var package_sha256=<its line in the release's SHA256SUMS> \
-#     -var github_app_id=<App id> -var github_installation_id=<installation id>
-#   terraform output webhook_url                 # paste into the App's webhook with the secret
+#     -var github_app_id=<App id> -var github_installation_id=<installation id> \
+#     -var runner_sha256=<sha256> -var runner_subnet_id=<subnet id> \
+#     -var runner_ssh_public_key="$(cat ~/.ssh/id_ed25519.pub)"
+#   # The package: a release asset (add -var package_url=<its https URL> -var
+#   # package_sha256=<its SHA256SUMS line> above), or a local `make azure-zip` build published
+#   # after the apply:
+#   az functionapp deployment source config-zip -g rg-github-runners -n scalehook-example-ci \
+#     --src target/azure/scalehook-azure.zip
+#   terraform output webhook_url                 # the App's webhook URL, with the secret
 #
 # scalehook finds each new VM in its describe of the scale set, mints the JIT runner
 # `<pool>-<computer name>` and writes it to jit-<pool>/<computer name>; the VM's boot script
@@ -18,18 +23,32 @@
 terraform {
   required_version = ">= 1.11"
   required_providers {
+    # The module's pins (infra/azure/versions.tf).
     azurerm = {
       source  = "hashicorp/azurerm"
-      version = ">= 4.40, < 5.0"
+      version = "4.81.0"
+    }
+    azapi = {
+      source  = "Azure/azapi"
+      version = "~> 2.4"
     }
   }
 }
 
 provider "azurerm" {
-  features {}
-  # The module's storage account disables shared keys: data-plane calls use Entra ID.
+  features {
+    # The storage accounts disable shared keys and everything in them is created through
+    # ARM: no storage data-plane call at all (azurerm_storage_account would otherwise read
+    # queue and static-website properties through it on every refresh, which needs the
+    # deployer to hold data-plane roles).
+    storage {
+      data_plane_available = false
+    }
+  }
   storage_use_azuread = true
 }
+
+provider "azapi" {}
 
 variable "location" {
   description = "Azure region."
@@ -38,13 +57,15 @@ variable "location" {
 }
 
 variable "package_url" {
-  description = "URL of the released function app package (scalehook-<version>-azure.zip), published with One Deploy."
+  description = "HTTPS URL of a released function app package (scalehook-<version>-azure.zip), published with One Deploy; null: publish a local build after apply (the header's az command)."
   type        = string
+  default     = null
 }
 
 variable "package_sha256" {
-  description = "SHA-256 of the package, from the release's SHA256SUMS."
+  description = "SHA-256 of the package at package_url, from the release's SHA256SUMS (check the download against it yourself); null with no package_url."
   type        = string
+  default     = null
 }
 
 variable "webhook_secret" {
@@ -151,48 +172,27 @@ resource "azurerm_key_vault_secret" "github_app_key" {
 }
 
 # ---- The runners' JIT configurations -----------------------------------------------------
-# One private container per pool (created by infra/azure/runners); identity access only.
+# infra/azure/jit-storage: the account (identity access only) and the rules that delete what
+# is left under each pool's container after a day. The containers are the runner modules'.
 
-resource "azurerm_storage_account" "jit" {
-  #checkov:skip=CKV_AZURE_206:LRS is enough: a JIT configuration lives minutes and is minted again for a new VM if lost.
-  #checkov:skip=CKV2_AZURE_1:Microsoft-managed keys: each blob is a single-use runner configuration deleted on read.
-  #checkov:skip=CKV2_AZURE_33:Private endpoints need VNet integration of the function app and a private DNS zone; shared keys are disabled and only the app's and the pools' identities are authorized, each on its containers.
-  #checkov:skip=CKV_AZURE_59:The function app (no VNet integration) writes over the public endpoint; shared keys are off and access is by Entra ID only.
-  #checkov:skip=CKV_AZURE_33:Queue service logging does not apply: no queues.
-  #checkov:skip=CKV2_AZURE_38:Soft delete would keep read-and-deleted runner configurations around: the opposite of what is wanted.
-  #checkov:skip=CKV2_AZURE_41:No SAS is issued (shared keys disabled).
-  #checkov:skip=CKV_AZURE_244:Local users (SFTP) are not enabled on this account.
-  name                            = "stscalehookjitexample"
-  resource_group_name             = azurerm_resource_group.ci.name
-  location                        = azurerm_resource_group.ci.location
-  account_kind                    = "StorageV2"
-  account_tier                    = "Standard"
-  account_replication_type        = "LRS"
-  min_tls_version                 = "TLS1_2"
-  https_traffic_only_enabled      = true
-  allow_nested_items_to_be_public = false
-  shared_access_key_enabled       = false
-  default_to_oauth_authentication = true
+module "jit_storage" {
+  source = "../../azure/jit-storage"
+
+  storage_account_name = "stscalehookjitexample"
+  resource_group_name  = azurerm_resource_group.ci.name
+  location             = azurerm_resource_group.ci.location
+  pools                = ["linux-x64"]
 }
 
-# A VM deleted before it booted leaves its configuration, and every VM leaves the record
-# scalehook keeps (jit-<pool>/minted/<computer name>): both go after a day.
-resource "azurerm_storage_management_policy" "jit" {
-  storage_account_id = azurerm_storage_account.jit.id
+# The account and its policy were this file's own resources before jit-storage existed.
+moved {
+  from = azurerm_storage_account.jit
+  to   = module.jit_storage.azurerm_storage_account.jit
+}
 
-  rule {
-    name    = "expire-jit-configurations"
-    enabled = true
-    filters {
-      blob_types   = ["blockBlob"]
-      prefix_match = ["jit-linux-x64/"]
-    }
-    actions {
-      base_blob {
-        delete_after_days_since_modification_greater_than = 1
-      }
-    }
-  }
+moved {
+  from = azurerm_storage_management_policy.jit
+  to   = module.jit_storage.azurerm_storage_management_policy.jit
 }
 
 # ---- The runners ----------------------------------------------------------------------------
@@ -215,8 +215,8 @@ module "runners_linux_x64" {
   sku                    = "Standard_D4s_v5"
   subnet_id              = var.runner_subnet_id
   admin_ssh_public_key   = var.runner_ssh_public_key
-  storage_account_id     = azurerm_storage_account.jit.id
-  storage_blob_endpoint  = azurerm_storage_account.jit.primary_blob_endpoint
+  storage_account_id     = module.jit_storage.storage_account_id
+  storage_blob_endpoint  = module.jit_storage.storage_blob_endpoint
   scalehook_principal_id = module.scalehook.identity_principal_id
   runner_package = {
     url    = "https://github.com/actions/runner/releases/download/v${var.runner_version}/actions-runner-linux-x64-${var.runner_version}.tar.gz"
@@ -260,7 +260,7 @@ module "scalehook" {
     key_vault_id = azurerm_key_vault.ci.id
     secret_name  = azurerm_key_vault_secret.github_app_key.name
   }
-  jit_blob_endpoint = azurerm_storage_account.jit.primary_blob_endpoint
+  jit_blob_endpoint = module.jit_storage.storage_blob_endpoint
 
   webhook_secret_key_vault_secret = {
     key_vault_id = azurerm_key_vault.ci.id
@@ -274,6 +274,6 @@ module "scalehook" {
 }
 
 output "webhook_url" {
-  description = "Payload URL for the GitHub webhook."
+  description = "Payload URL of the GitHub App's webhook (App settings > Webhook)."
   value       = module.scalehook.webhook_url
 }
