@@ -1,6 +1,7 @@
 //! The service: the whole flow of one delivery (verify, parse, route, record, decide, act,
 //! answer) and of a reconcile pass. Every adapter calls this; none repeats any of it.
 
+use crate::clock::{unix_millis, Clock, SystemClock};
 use crate::config::{Config, PoolConfig};
 use crate::event::{Event, JobAction, WorkflowJobEvent};
 use crate::fleet::{Fleet, FleetError, FleetState};
@@ -24,46 +25,6 @@ pub const DELIVERY_HEADER: &str = "x-github-delivery";
 
 /// What webhook-only mode gives up: in `/status` and in every adapter's start-up warning.
 pub const WEBHOOK_ONLY_NOTE: &str = "no GitHub App: scale-in is not runner-safe (a runner can take a job just before its instance is removed) and lost deliveries are not repaired (only expired by TTL); configure [github] and the App key to get both";
-
-/// Where "now" comes from: the system clock, or a virtual one (tests, `simulate`).
-pub trait Clock: Send + Sync {
-    /// Unix seconds.
-    fn now(&self) -> u64;
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-    }
-}
-
-/// A clock that only moves when told to.
-#[derive(Debug, Default)]
-pub struct ManualClock(AtomicU64);
-
-impl ManualClock {
-    pub fn new(now: u64) -> Self {
-        Self(AtomicU64::new(now))
-    }
-    pub fn set(&self, now: u64) {
-        self.0.store(now, Ordering::SeqCst);
-    }
-    pub fn advance(&self, secs: u64) {
-        self.0.fetch_add(secs, Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
 
 /// How the per-delivery log line is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -1741,13 +1702,6 @@ fn random_holder() -> String {
         bytes = (nanos ^ u64::from(std::process::id()).rotate_left(32)).to_be_bytes();
     }
     format!("scalehook-{}", hex::encode(bytes))
-}
-
-fn unix_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// `application/json`, with or without parameters, any case.
