@@ -27,8 +27,8 @@ pub use config::{Config, FleetTarget, GitHubConfig, PoolConfig, RunnerScope};
 pub use fleet::{Fleet, FleetError, FleetState, Instance, LocalFleet};
 pub use github::{GitHub, GitHubError, LocalGitHub, NoGitHub, Runner, RunnerRemoval};
 pub use ledger::{JobState, Ledger, LedgerError, MemoryLedger, PoolLedger, Recorded, Transition};
-pub use report::{DeliveryReport, Outcome};
-pub use service::{Answer, LogFormat, Service};
+pub use report::{Answer, DeliveryReport, Outcome, ReconcileReport};
+pub use service::{LogFormat, Service};
 pub use signature::{
     looks_like_unresolved_reference, refuse_unresolved_reference, SecretsError, SignatureError,
     UnresolvedReference, WebhookSecrets,

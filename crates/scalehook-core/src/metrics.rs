@@ -7,7 +7,7 @@
 //! `Recorded::Stale`), so each job is counted once however GitHub delivers its events.
 
 use crate::ledger::{JobState, Recorded};
-use crate::report::{DeliveryReport, Outcome};
+use crate::report::{DeliveryReport, GitHubReconcile, Outcome, ReconcileReport};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
@@ -320,7 +320,7 @@ impl Metrics {
 
     /// What a reconcile pass's GitHub steps did: redeliveries asked, failed and abandoned,
     /// and jobs re-checked.
-    pub fn github_reconcile(&self, g: &crate::service::GitHubReconcile) {
+    pub fn github_reconcile(&self, g: &GitHubReconcile) {
         let mut m = self.lock();
         let n = u64::from(g.redelivered);
         m.redelivered += n;
@@ -900,7 +900,7 @@ fn emf_values_line(dimensions: &[(&str, &str)], values: &[(&str, &str, u64)], ts
 
 /// One EMF line for a reconcile pass: `ReconcileRuns` and `ReconcileFailures` (the
 /// "reconcile failing" alarm), with the report as log fields.
-pub fn emf_reconcile_line(report: &crate::service::ReconcileReport, timestamp_ms: u64) -> String {
+pub fn emf_reconcile_line(report: &ReconcileReport, timestamp_ms: u64) -> String {
     serde_json::json!({
         "_aws": {"Timestamp": timestamp_ms, "CloudWatchMetrics": [{
             "Namespace": EMF_NAMESPACE,
