@@ -7,6 +7,7 @@
 //! `Recorded::Stale`), so each job is counted once however GitHub delivers its events.
 
 use crate::ledger::{JobState, Recorded};
+use crate::policy::Census;
 use crate::report::{DeliveryReport, GitHubReconcile, Outcome, ReconcileReport};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -130,21 +131,6 @@ pub fn queued_records_by_pool(records: &[crate::ledger::JobRecord]) -> BTreeMap<
         *out.entry(r.pool.clone()).or_default() += 1;
     }
     out
-}
-
-/// A pool's fleet census from a reconcile pass.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Census {
-    /// Instances the cloud lists (launching or in service).
-    pub live: u32,
-    /// Instances not yet in service.
-    pub launching: u32,
-    /// Instances running a job.
-    pub busy: u32,
-    /// Instances in service without a job.
-    pub idle: u32,
-    /// Instances without a registered runner (only known with a GitHub App).
-    pub unregistered: Option<u32>,
 }
 
 #[derive(Debug, Default)]
