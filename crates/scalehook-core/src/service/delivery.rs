@@ -2,7 +2,8 @@
 //! event, route the job to a pool, record its transition in the ledger, then run (or defer)
 //! the pool's convergence pass and answer.
 
-use super::{Pass, PassInput, Service};
+use super::converge::{Pass, PassInput};
+use super::Service;
 use crate::event::{Event, JobAction, WorkflowJobEvent};
 use crate::ledger::{JobState, Transition};
 use crate::policy::{CapacityAction, Trigger};
