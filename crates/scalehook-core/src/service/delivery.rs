@@ -3,7 +3,8 @@
 //! the pool's convergence pass and answer.
 
 use super::converge::{Pass, PassInput};
-use super::Service;
+use super::{LogFormat, Service};
+use crate::clock::unix_millis;
 use crate::event::{Event, JobAction, WorkflowJobEvent};
 use crate::ledger::{JobState, Transition};
 use crate::policy::{CapacityAction, Trigger};
@@ -235,6 +236,38 @@ impl Service {
             }
         }
         report
+    }
+
+    /// The delivery's log line: a `tracing` event, or an EMF line (log and metrics in one).
+    fn write_log(&self, report: &DeliveryReport) {
+        match self.log {
+            LogFormat::Off => {}
+            LogFormat::Emf => {
+                println!("{}", crate::metrics::emf_line(report, unix_millis()));
+            }
+            LogFormat::Tracing => {
+                tracing::info!(
+                    target: "scalehook::delivery",
+                    delivery = report.delivery.as_deref(),
+                    event = report.event.as_deref(),
+                    action = report.action.as_deref(),
+                    job_id = report.job_id,
+                    pool = report.pool.as_deref(),
+                    outcome = report.outcome.as_str(),
+                    reason = report.reason.as_deref(),
+                    decision = report.decision,
+                    duplicate = report.duplicate,
+                    capacity_before = report.capacity_before,
+                    capacity_after = report.capacity_after,
+                    queued = report.queued,
+                    running = report.running,
+                    queue_wait_secs = report.queue_wait_secs,
+                    run_secs = report.run_secs,
+                    latency_us = report.latency_us,
+                    "delivery"
+                );
+            }
+        }
     }
 }
 

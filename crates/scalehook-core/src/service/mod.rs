@@ -1,5 +1,24 @@
 //! The service: the whole flow of one delivery (verify, parse, route, record, decide, act,
 //! answer) and of a reconcile pass. Every adapter calls this; none repeats any of it.
+//!
+//! [`Service`] is the one entry point; each stage of its work is a child module holding an
+//! `impl Service` block:
+//!
+//! - `delivery`: [`Service::handle`]: verify the request and its signature, parse the
+//!   event, route the job to a pool, record its transition in the ledger, run the pool's
+//!   pass, answer and write the delivery's log line ([`Service::too_large`] for a body the
+//!   transport refused).
+//! - `converge`: the pool's convergence pass, shared by deliveries and reconcile: the
+//!   debounce, the ledger lease, read, decide (the pure [`crate::policy::decide`]), apply
+//!   (deregister runners, then remove or replace instances), release and read again.
+//! - `reconcile`: [`Service::reconcile`]: the jobs API re-check, redelivery of failed
+//!   deliveries, expiry, a pass over every pool, stranded runners, the state the metrics
+//!   observe.
+//!
+//! Their results are plain data in [`crate::report`]; this module keeps the service's
+//! parts, its constructor and accessors, the time bounds every stage derives from the
+//! configuration, and [`Service::summary`]. Children may use this module's items; they
+//! never use each other's except downwards (`delivery` and `reconcile` use `converge`).
 
 mod converge;
 mod delivery;
@@ -15,13 +34,13 @@ pub use reconcile::{
 
 use converge::PoolSlot;
 
-use crate::clock::{unix_millis, Clock, SystemClock};
+use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::fleet::Fleet;
 use crate::github::{GitHub, NoGitHub};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
-use crate::report::{DeliveryReport, PoolSummary};
+use crate::report::PoolSummary;
 use crate::signature::WebhookSecrets;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -189,37 +208,6 @@ impl Service {
             });
         }
         Ok(out)
-    }
-
-    fn write_log(&self, report: &DeliveryReport) {
-        match self.log {
-            LogFormat::Off => {}
-            LogFormat::Emf => {
-                println!("{}", crate::metrics::emf_line(report, unix_millis()));
-            }
-            LogFormat::Tracing => {
-                tracing::info!(
-                    target: "scalehook::delivery",
-                    delivery = report.delivery.as_deref(),
-                    event = report.event.as_deref(),
-                    action = report.action.as_deref(),
-                    job_id = report.job_id,
-                    pool = report.pool.as_deref(),
-                    outcome = report.outcome.as_str(),
-                    reason = report.reason.as_deref(),
-                    decision = report.decision,
-                    duplicate = report.duplicate,
-                    capacity_before = report.capacity_before,
-                    capacity_after = report.capacity_after,
-                    queued = report.queued,
-                    running = report.running,
-                    queue_wait_secs = report.queue_wait_secs,
-                    run_secs = report.run_secs,
-                    latency_us = report.latency_us,
-                    "delivery"
-                );
-            }
-        }
     }
 }
 
