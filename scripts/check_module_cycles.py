@@ -27,7 +27,7 @@ import os
 import re
 import sys
 
-SKIP_DIRS = {"target", ".git", ".tools", ".venv", "node_modules", "fuzz"}
+SKIP_DIRS = {"target", ".git", ".tools", ".venv", "node_modules"}
 ITEM_KINDS = {"fn", "struct", "enum", "trait", "const", "static", "type", "union", "mod"}
 TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|::|\S")
 
