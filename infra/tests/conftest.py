@@ -96,6 +96,15 @@ def core_source(name: str) -> str:
     return (CORE / name).read_text()
 
 
+def core_module(name: str) -> str:
+    """The text of a core module: `<name>.rs`, or every file of `<name>/` (a module split
+    into child modules, e.g. service/ and metrics/)."""
+    single = CORE / f"{name}.rs"
+    if single.exists():
+        return single.read_text()
+    return "\n".join(p.read_text() for p in sorted((CORE / name).glob("*.rs")))
+
+
 def terraform_binary() -> str:
     """The terraform binary: $SCALEHOOK_TERRAFORM (set by mk/infra.mk), else PATH."""
     candidate = os.environ.get("SCALEHOOK_TERRAFORM", "terraform")

@@ -3,7 +3,7 @@ watch metrics and outcomes the core actually emits."""
 
 import re
 
-from conftest import MODULES, ROOT, core_source, plain
+from conftest import MODULES, ROOT, core_module, core_source, plain
 from test_observability import SLO_ALARMS, SLO_RULES
 
 
@@ -12,7 +12,7 @@ def core_outcomes():
 
 
 def core_emf_metrics():
-    src = core_source("metrics.rs")
+    src = core_module("metrics")
     # The reconcile state lines' figures are (name, unit, value) tuples (state_values).
     state = set(re.findall(r'\(\s*"([A-Z]\w+)",\s*"Count",', src))
     return set(re.findall(r'\{"Name": "(\w+)"', src)) | set(re.findall(r'put\("(\w+)"', src)) | state
@@ -111,7 +111,7 @@ def test_function_url_has_no_aws_auth(aws):
 
 def test_aws_alarms_watch_emitted_metrics(aws):
     emitted = core_emf_metrics()
-    namespace = re.search(r'EMF_NAMESPACE: &str = "(\w+)"', core_source("metrics.rs")).group(1)
+    namespace = re.search(r'EMF_NAMESPACE: &str = "(\w+)"', core_module("metrics")).group(1)
     assert aws.locals["emf_namespace"] == namespace
     alarms = aws.resources["aws_cloudwatch_metric_alarm"]
     expected = {
@@ -253,7 +253,7 @@ def test_azure_alerts_query_real_outcomes(azure):
         assert "Runbook: ${local.runbook}#" in r["description"]
     assert queried == {"unauthorized", "ledger_error", "fleet_error", "timeout"}
     # The lines are found by the core's log targets, and read by its field names.
-    service = core_source("service.rs")
+    service = core_module("service")
     for target in ("scalehook::delivery", "scalehook::reconcile"):
         assert f'target: "{target}"' in service
     assert "scalehook::delivery" in azure.locals["deliveries_kql"]
@@ -319,7 +319,7 @@ def test_aws_group_alarms(aws):
     assert (below["comparison_operator"], below["threshold"]) == ("GreaterThanThreshold", 0)
     # AtMaxWithQueue: the core compares with the effective max (the group's own when lower);
     # the behaviour itself is asserted by the core test named here.
-    service = core_source("service.rs")
+    service = core_module("service")
     assert re.search(r"\.max\s*\.map_or\(pool\.max,", service)
     assert "fn at_max_with_queue_uses_the_groups_own_max_when_lower" in (
         ROOT / "crates/scalehook-core/tests/service.rs"

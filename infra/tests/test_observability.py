@@ -7,7 +7,7 @@ series the core renders on /metrics."""
 import json
 import re
 
-from conftest import CORE, ROOT, core_source
+from conftest import CORE, ROOT, core_module, core_source
 
 # Alarms and rules of this file; test_contract leaves them to it.
 SLO_ALARMS = {"queue_wait_p95", "delivery_5xx_burn"}
@@ -32,7 +32,7 @@ def runbook_anchors():
 
 
 def test_catalog_namespace_is_the_cores(aws):
-    ns = re.search(r'EMF_NAMESPACE: &str = "(\w+)"', core_source("metrics.rs")).group(1)
+    ns = re.search(r'EMF_NAMESPACE: &str = "(\w+)"', core_module("metrics")).group(1)
     assert CATALOG["namespace"] == ns == aws.locals["emf_namespace"]
     assert emf("QueueWaitSeconds")["unit"] == "Seconds"
     assert emf("LatencyMs")["unit"] == "Milliseconds"
@@ -46,7 +46,7 @@ def test_cloud_api_errors_are_exactly_the_5xx_outcomes():
     fivexx = {o for o, s in statuses.items() if s.startswith("5")}
     m = re.search(r"fn is_cloud_error\(self\) -> bool \{\s*matches!\(\s*self,([^)]*)\)", report, re.S)
     assert set(re.findall(r"Outcome::(\w+)", m.group(1))) == fivexx == {"LedgerError", "FleetError", "Timeout"}
-    src = core_source("metrics.rs")
+    src = core_module("metrics")
     assert re.search(r'"CloudApiErrors".into\(\),\s*u32::from\(report\.outcome\.is_cloud_error\(\)\)', src)
 
 
@@ -135,7 +135,7 @@ def test_dashboard_widgets_name_emitted_metrics(aws):
 def test_azure_slo_alerts_read_logged_fields(azure):
     rules = azure.resources["azurerm_monitor_scheduled_query_rules_alert_v2"]
     assert SLO_RULES <= set(rules)
-    service = core_source("service.rs")
+    service = core_module("service")
     report_fields = set(re.findall(r"pub (\w+):", core_source("report.rs")))
     text = (azure.path / "observability.tf").read_text()
     # The state line's `state` and the reconcile line's `report`: the workbook test below.
@@ -165,10 +165,10 @@ def test_azure_workbook_panels_name_emitted_metrics(azure):
     the catalog with the dimensions it is read with (per pool under `state.pools`, else none),
     and the reconcile report fields it reads are GitHubReconcile's. Every census and GitHub
     metric the AWS dashboard shows is on the workbook too."""
-    service = core_source("service.rs")
+    service = core_module("service")
     assert 'target: "scalehook::state"' in service
     assert re.search(r"state = %crate::metrics::state_json\(&self\.metrics\)", service)
-    assert "state_values(&mut metrics.lock())" in core_source("metrics.rs"), "EMF and state line share the figures"
+    assert "state_values(&mut metrics.lock())" in core_module("metrics"), "EMF and state line share the figures"
     text = (azure.path / "observability.tf").read_text()
     assert 'message has "scalehook::state"' in text
     items = text[text.index("workbook_items = [") :]
@@ -178,7 +178,7 @@ def test_azure_workbook_panels_name_emitted_metrics(azure):
         assert ["Pool"] in emf(name)["dimensions"], f"{name} is not written per pool"
     for name in unpooled:
         assert [] in emf(name)["dimensions"], f"{name} is not written without dimensions"
-    struct = re.search(r"pub struct GitHubReconcile \{(.*?)\n\}", service, re.S).group(1)
+    struct = re.search(r"pub struct GitHubReconcile \{(.*?)\n\}", core_source("report.rs"), re.S).group(1)
     github_fields = set(re.findall(r"^\s+pub (\w+):", struct, re.M))
     for field in set(re.findall(r"\bgithub\.(\w+)", items)):
         assert field in github_fields, f"{field} is not in the reconcile report's github steps"
@@ -204,7 +204,7 @@ def test_azure_workbook_panels_name_emitted_metrics(azure):
 
 def prometheus_series():
     """Series names the core renders on /metrics (histograms as _bucket/_sum/_count)."""
-    src = core_source("metrics.rs")
+    src = core_module("metrics")
     names = set(re.findall(r'"(scalehook_[a-z0-9_]+)"', src))
     histograms = set(re.findall(r'"(scalehook_[a-z0-9_]+)",\s*"histogram"', src))
     for h in histograms:
@@ -246,7 +246,7 @@ def test_prometheus_rules_and_grafana_use_rendered_series():
 
 def test_slo_bound_defaults_agree():
     """boot time (120 s) + 60 s everywhere: the core's gauge, the rules, both modules."""
-    src = core_source("metrics.rs")
+    src = core_module("metrics")
     assert "DEFAULT_WAIT_THRESHOLD_SECS: u64 = 180" in src
     assert "p95_5m > 180" in (PROMETHEUS / "scalehook.rules.yml").read_text()
     from conftest import MODULES, Module

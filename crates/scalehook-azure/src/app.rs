@@ -5,7 +5,8 @@
 use crate::arm::{ArmBudget, ArmClient, DEFAULT_ARM_ENDPOINT};
 use crate::envelope;
 use crate::identity::ManagedIdentity;
-use crate::table::{TableAuth, TableClient, TableLedger};
+use crate::ledger::TableLedger;
+use crate::table::{TableAuth, TableClient};
 use crate::vmss::VmssFleet;
 use axum::Router;
 use scalehook_core::config::{CONFIG_PATH_ENV, CONFIG_TOML_ENV};

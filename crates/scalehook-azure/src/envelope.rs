@@ -21,7 +21,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use scalehook_core::service::ReconcileReport;
+use scalehook_core::report::ReconcileReport;
 use scalehook_core::Service;
 use serde_json::{json, Value};
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! scalehook on Azure Functions: a custom handler (binary `handler`) that serves the
 //! forwarded webhook and the reconcile timer, a VM Scale Set [`vmss::VmssFleet`] over ARM
-//! REST with the managed identity, and a Table Storage [`table::TableLedger`].
+//! REST with the managed identity, and a Table Storage [`ledger::TableLedger`].
 //!
 //! Adapters translate transport and nothing else: every decision is the core's.
 

@@ -21,9 +21,6 @@ use std::time::Duration;
 
 pub use crate::http::account_of;
 
-/// Re-exported from its own module: the ledger used to live here.
-pub use crate::ledger::TableLedger;
-
 /// The Table service version sent (needed ≥ 2019-02-02 for Entra ID tokens).
 pub const TABLE_API_VERSION: &str = "2019-02-02";
 /// Attempts per Table request.

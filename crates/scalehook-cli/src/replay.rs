@@ -250,7 +250,7 @@ impl Target {
         }
     }
 
-    fn reconcile(&mut self) -> anyhow::Result<scalehook_core::service::ReconcileReport> {
+    fn reconcile(&mut self) -> anyhow::Result<scalehook_core::report::ReconcileReport> {
         match self {
             Target::InProcess { runtime, service } => Ok(runtime.block_on(service.reconcile())),
             // clap already refuses --reconcile with --url; kept for a clear message anyway.
@@ -440,7 +440,7 @@ fn summary_table(pools: &[PoolFigures]) -> String {
     s
 }
 
-fn reconcile_text(r: &scalehook_core::service::ReconcileReport) -> String {
+fn reconcile_text(r: &scalehook_core::report::ReconcileReport) -> String {
     let pools: Vec<String> = r
         .pools
         .iter()

@@ -106,7 +106,7 @@ pub trait Fleet: Send + Sync {
 #[derive(Default)]
 pub struct LocalFleet {
     groups: Mutex<HashMap<String, LocalGroup>>,
-    clock: Option<std::sync::Arc<dyn crate::service::Clock>>,
+    clock: Option<std::sync::Arc<dyn crate::clock::Clock>>,
 }
 
 impl std::fmt::Debug for LocalFleet {
@@ -144,7 +144,7 @@ impl LocalFleet {
     }
 
     /// Stamps new instances with this clock's time (`launched_at`), for boot grace.
-    pub fn with_clock(mut self, clock: std::sync::Arc<dyn crate::service::Clock>) -> Self {
+    pub fn with_clock(mut self, clock: std::sync::Arc<dyn crate::clock::Clock>) -> Self {
         self.clock = Some(clock);
         self
     }

@@ -7,6 +7,7 @@
 //! Adapters (Lambda, Azure Functions, the local server) build a `Service` and translate
 //! their transport to [`service::Service::handle`] and [`service::Service::reconcile`].
 
+pub mod clock;
 pub mod config;
 pub mod event;
 pub mod fleet;
@@ -21,12 +22,13 @@ pub mod signature;
 pub mod sleep;
 pub mod trace;
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, FleetTarget, GitHubConfig, PoolConfig, RunnerScope};
 pub use fleet::{Fleet, FleetError, FleetState, Instance, LocalFleet};
 pub use github::{GitHub, GitHubError, LocalGitHub, NoGitHub, Runner, RunnerRemoval};
 pub use ledger::{JobState, Ledger, LedgerError, MemoryLedger, PoolLedger, Recorded, Transition};
-pub use report::{DeliveryReport, Outcome};
-pub use service::{Answer, Clock, LogFormat, ManualClock, Service, SystemClock};
+pub use report::{Answer, DeliveryReport, Outcome, ReconcileReport};
+pub use service::{LogFormat, Service};
 pub use signature::{
     looks_like_unresolved_reference, refuse_unresolved_reference, SecretsError, SignatureError,
     UnresolvedReference, WebhookSecrets,

@@ -341,6 +341,21 @@ fn spent_instances(
     out
 }
 
+/// A pool's fleet census from a reconcile pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Census {
+    /// Instances the cloud lists (launching or in service).
+    pub live: u32,
+    /// Instances not yet in service.
+    pub launching: u32,
+    /// Instances running a job.
+    pub busy: u32,
+    /// Instances in service without a job.
+    pub idle: u32,
+    /// Instances without a registered runner (only known with a GitHub App).
+    pub unregistered: Option<u32>,
+}
+
 /// The pool's fleet census for metrics: live, launching, busy and idle instances, and (when
 /// GitHub's runners are known) instances with no registered runner of the pool. Busy uses the
 /// same mapping as [`decide`] (ledger busy ∪ GitHub busy), so it needs the complete busy
@@ -351,7 +366,7 @@ pub fn census(
     busy: Busy<'_>,
     fleet: &FleetState,
     runners: Option<&[Runner]>,
-) -> Option<crate::metrics::Census> {
+) -> Option<Census> {
     let Busy::Complete(ledger_busy) = busy else {
         return None;
     };
@@ -373,7 +388,7 @@ pub fn census(
         .filter(|i| busy.is_busy(&i.id))
         .count() as u32;
     let live = fleet.instances.len() as u32;
-    Some(crate::metrics::Census {
+    Some(Census {
         live,
         launching,
         busy: busy_count,

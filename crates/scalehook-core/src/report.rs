@@ -1,5 +1,9 @@
-//! What one delivery did, for the log line, the metrics and the answer.
+//! What a delivery and a reconcile pass did: the outcome (one HTTP status each), the
+//! per-delivery report behind the answer, the log line and the metrics, the answer itself,
+//! and the reconcile report. Plain data: every stage writes these, and the metrics read them.
 
+use crate::fleet::FleetError;
+use crate::ledger::LedgerError;
 use serde::Serialize;
 
 /// How a delivery ended. Each outcome has one HTTP status (see [`Outcome::status`]).
@@ -162,5 +166,137 @@ impl DeliveryReport {
             }
         }
         serde_json::Value::Object(body).to_string()
+    }
+}
+
+/// The answer to one delivery: status, small JSON body, and the report behind them.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+    pub report: DeliveryReport,
+}
+
+impl Answer {
+    pub(crate) fn from_report(report: DeliveryReport) -> Self {
+        Self {
+            status: report.outcome.status(),
+            body: report.answer_body(),
+            report,
+        }
+    }
+
+    /// As an `http` response with `content-type: application/json` (and `allow: POST`
+    /// on a 405), for adapters built on the `http` types.
+    pub fn into_http(self) -> http::Response<String> {
+        let mut builder = http::Response::builder()
+            .status(self.status)
+            .header(http::header::CONTENT_TYPE, "application/json");
+        if self.status == 405 {
+            builder = builder.header(http::header::ALLOW, "POST");
+        }
+        builder
+            .body(self.body)
+            .unwrap_or_else(|_| http::Response::new(String::new()))
+    }
+}
+
+/// One pool's figures, for `replay --json` summaries and diagnostics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PoolSummary {
+    pub name: String,
+    pub desired: u32,
+    pub queued: u32,
+    pub running: u32,
+}
+
+/// What a reconcile pass did for one pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PoolReconcile {
+    pub pool: String,
+    pub action: Option<&'static str>,
+    pub before: Option<u32>,
+    pub after: Option<u32>,
+    pub error: Option<String>,
+}
+
+/// What a reconcile pass did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReconcileReport {
+    pub expired: u32,
+    pub forgotten: u32,
+    pub ledger_error: Option<String>,
+    pub pools: Vec<PoolReconcile>,
+    /// What the pass did with GitHub; `None` in webhook-only mode.
+    pub github: Option<GitHubReconcile>,
+}
+
+/// The GitHub steps of a reconcile pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct GitHubReconcile {
+    /// GitHub API requests the pass made (from [`crate::github::GitHub::rate_limit`]`.requests`).
+    pub requests: u64,
+    /// Failed `workflow_job` deliveries asked to be redelivered.
+    pub redelivered: u32,
+    /// Redelivery requests that failed (5xx, timeout, rate limit, refusal): retried on a
+    /// later pass, at most [`crate::service::MAX_REDELIVERY_ATTEMPTS`] requests per delivery.
+    pub redelivery_failures: u32,
+    /// Failed deliveries given up on (attempts spent, or older than GitHub's 3-day window).
+    pub redeliveries_abandoned: u32,
+    /// Failed deliveries still tracked after the pass (to retry, or redelivered and waiting
+    /// for the outcome).
+    pub redeliveries_pending: u32,
+    /// Queued/in-progress records re-checked with the jobs API, and how many moved.
+    pub rechecked: u32,
+    pub advanced: u32,
+    /// Runner registrations removed (before scale-in, and offline runners of gone instances).
+    pub runners_removed: u32,
+    /// The first GitHub failure, if any (the pass goes on; TTL expiry stays the fallback).
+    pub error: Option<String>,
+}
+
+impl ReconcileReport {
+    /// True when every step succeeded.
+    pub fn ok(&self) -> bool {
+        self.ledger_error.is_none()
+            && self.pools.iter().all(|p| p.error.is_none())
+            && self.github.as_ref().is_none_or(|g| g.error.is_none())
+    }
+}
+
+/// A failure of a cloud dependency while handling a delivery or a pool.
+#[derive(Debug)]
+pub(crate) enum CloudFailure {
+    Ledger(LedgerError),
+    Fleet(FleetError),
+    Timeout,
+}
+
+impl CloudFailure {
+    pub(crate) fn outcome(&self) -> Outcome {
+        match self {
+            CloudFailure::Ledger(_) => Outcome::LedgerError,
+            CloudFailure::Fleet(_) => Outcome::FleetError,
+            CloudFailure::Timeout => Outcome::Timeout,
+        }
+    }
+    pub(crate) fn message(&self) -> String {
+        match self {
+            CloudFailure::Ledger(e) => e.to_string(),
+            CloudFailure::Fleet(e) => e.to_string(),
+            CloudFailure::Timeout => "cloud calls did not finish within cloud_timeout_ms".into(),
+        }
+    }
+}
+
+impl From<LedgerError> for CloudFailure {
+    fn from(e: LedgerError) -> Self {
+        CloudFailure::Ledger(e)
+    }
+}
+
+impl From<FleetError> for CloudFailure {
+    fn from(e: FleetError) -> Self {
+        CloudFailure::Fleet(e)
     }
 }

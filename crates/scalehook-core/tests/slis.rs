@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use http::{HeaderMap, HeaderValue, Method};
 use scalehook_core::config::LedgerTtl;
 use scalehook_core::ledger::{Expired, JobRecord};
-use scalehook_core::metrics::{self, Census, Metrics};
+use scalehook_core::metrics::{self, Metrics};
+use scalehook_core::policy::Census;
 use scalehook_core::signature::sign;
 use scalehook_core::{
     Answer, Config, Fleet, FleetError, FleetState, JobState, Ledger, LedgerError, LocalFleet,

@@ -1,12 +1,12 @@
 //! The discrete-event loop: a virtual clock that jumps from one event to the next (a job
 //! arrives, finishes or is cancelled; an instance finishes booting; a tick), with the world
 //! accounted exactly in between. What changes capacity is the [`Controller`]: the real
-//! scalehook service, or a baseline.
+//! scalehook service, or a baseline (both in [`crate::policy`]).
 
+use crate::policy::Controller;
 use crate::workload::{Work, Workload};
-use crate::world::{Started, World};
+use crate::world::{Ending, World};
 use crate::SimError;
-use async_trait::async_trait;
 use scalehook_core::ManualClock;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -27,57 +27,6 @@ pub const OVERRUN_LIMIT_SECS: u64 = 24 * 3600;
 /// have waited longer than this anyway); jobs still queued then are reported as never
 /// started.
 pub const STRANDED_SECS: u64 = 30 * 60;
-
-/// The conclusion a simulated `completed` delivery carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Ending {
-    Success,
-    Cancelled,
-    /// The job's instance was removed while it ran.
-    Failure,
-}
-
-impl Ending {
-    pub fn conclusion(self) -> &'static str {
-        match self {
-            Ending::Success => "success",
-            Ending::Cancelled => "cancelled",
-            Ending::Failure => "failure",
-        }
-    }
-}
-
-/// What decides capacity, told about everything that happens to jobs.
-#[async_trait]
-pub(crate) trait Controller: Send {
-    /// The pools' resting capacity at the window's start (booted at once by the engine:
-    /// the autoscaler has been running long before the trace begins).
-    async fn warm_up(&mut self) -> Result<(), SimError>;
-    /// A job arrives; GitHub queues it for `pool`'s runners (`None`: no pool has its labels).
-    async fn queued(&mut self, job: usize, pool: Option<usize>) -> Result<(), SimError>;
-    async fn started(&mut self, started: &Started) -> Result<(), SimError>;
-    async fn finished(
-        &mut self,
-        job: usize,
-        runner: Option<&str>,
-        ending: Ending,
-    ) -> Result<(), SimError>;
-    /// Every [`TICK_SECS`].
-    async fn tick(&mut self) -> Result<(), SimError>;
-    /// When the controller next has something to do between job events (a delivery on its
-    /// way, a redelivery).
-    fn next_wake(&self) -> Option<u64> {
-        None
-    }
-    /// Does what is due now.
-    async fn wake(&mut self) -> Result<(), SimError> {
-        Ok(())
-    }
-    /// What the webhook and GitHub saw (the scalehook runs).
-    fn service_figures(&self) -> Option<crate::policy::ServiceFigures> {
-        None
-    }
-}
 
 const FINISH: u8 = 0;
 const CANCEL: u8 = 1;

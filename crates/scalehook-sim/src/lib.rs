@@ -41,8 +41,8 @@ pub use report::{PolicyFigures, PoolReport, ServiceReport, SimReport, WaitStats,
 pub use workload::{Job, Work, Workload};
 pub use world::Sample;
 
-use engine::{Controller, Engine};
-use policy::{CpuController, Delivering, FixedController, ScalehookController};
+use engine::Engine;
+use policy::{Controller, CpuController, Delivering, FixedController, ScalehookController};
 use scalehook_core::{Config, ManualClock};
 use std::sync::{Arc, Mutex};
 use world::World;

@@ -2,17 +2,48 @@
 //! simulated GitHub sends, with and without a GitHub App) and two baselines that act on the
 //! world directly.
 
-use crate::engine::{Controller, Ending};
 use crate::fleet::SimFleet;
 use crate::github::{GitHubCalls, SimGitHub};
 use crate::rng;
 use crate::workload::Workload;
-use crate::world::{Action, HookAttempt, Message, Started, World};
+use crate::world::{Action, Ending, HookAttempt, Message, Started, World};
 use crate::SimError;
 use async_trait::async_trait;
 use http::{HeaderMap, HeaderValue, Method};
 use scalehook_core::{Config, LogFormat, ManualClock, MemoryLedger, Service, WebhookSecrets};
 use serde::Serialize;
+
+/// What decides capacity, told about everything that happens to jobs.
+#[async_trait]
+pub(crate) trait Controller: Send {
+    /// The pools' resting capacity at the window's start (booted at once by the engine:
+    /// the autoscaler has been running long before the trace begins).
+    async fn warm_up(&mut self) -> Result<(), SimError>;
+    /// A job arrives; GitHub queues it for `pool`'s runners (`None`: no pool has its labels).
+    async fn queued(&mut self, job: usize, pool: Option<usize>) -> Result<(), SimError>;
+    async fn started(&mut self, started: &Started) -> Result<(), SimError>;
+    async fn finished(
+        &mut self,
+        job: usize,
+        runner: Option<&str>,
+        ending: Ending,
+    ) -> Result<(), SimError>;
+    /// Every [`crate::TICK_SECS`].
+    async fn tick(&mut self) -> Result<(), SimError>;
+    /// When the controller next has something to do between job events (a delivery on its
+    /// way, a redelivery).
+    fn next_wake(&self) -> Option<u64> {
+        None
+    }
+    /// Does what is due now.
+    async fn wake(&mut self) -> Result<(), SimError> {
+        Ok(())
+    }
+    /// What the webhook and GitHub saw (the scalehook runs).
+    fn service_figures(&self) -> Option<ServiceFigures> {
+        None
+    }
+}
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::{Arc, Mutex, MutexGuard};

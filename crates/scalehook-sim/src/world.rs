@@ -5,10 +5,28 @@
 //! through [`crate::fleet::SimFleet`] and [`crate::github::SimGitHub`], the baselines
 //! directly.
 
-use crate::engine::Ending;
 use crate::rng;
 use scalehook_core::PoolConfig;
 use std::collections::VecDeque;
+
+/// The conclusion a simulated `completed` delivery carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ending {
+    Success,
+    Cancelled,
+    /// The job's instance was removed while it ran.
+    Failure,
+}
+
+impl Ending {
+    pub fn conclusion(self) -> &'static str {
+        match self {
+            Ending::Success => "success",
+            Ending::Cancelled => "cancelled",
+            Ending::Failure => "failure",
+        }
+    }
+}
 
 /// A runner slot of an instance, as GitHub sees its registration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
