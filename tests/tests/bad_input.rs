@@ -1,5 +1,5 @@
 //! Every kind of bad input to `scalehook serve`'s webhook gets the status and JSON body of
-//! DESIGN.md section 3, and changes no state.
+//! the answers in README.md ("HTTP answers"), and changes no state.
 
 use scalehook_core::signature::sign;
 use scalehook_e2e::{request, Server, SECRET};
