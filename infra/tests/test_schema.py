@@ -1,0 +1,225 @@
+"""infra/ against the providers' schemas (schema_check.py, extracts in schemas/), and broken
+copies of infra/ that the check must reject: each mutation is one mistake `terraform validate`
+(or azapi's body validation) would report, so a check that lets one through is itself broken.
+
+The mutations find their place by resource type and block name, not by line, so they keep
+working while the modules change; a mutation that finds nothing to change fails its test.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import re
+import shutil
+
+import pytest
+import schema_check
+from conftest import INFRA
+
+
+def test_infra_matches_the_provider_schemas():
+    findings = schema_check.check(INFRA)
+    assert not findings, "infra/ does not match the providers' schemas:\n" + "\n".join(findings)
+
+
+def test_every_provider_infra_uses_has_a_schema():
+    versions = {p: [d["version"] for d in docs] for p, docs in schema_check.provider_schemas().items()}
+    # aws: both ends of the pinned range; azurerm: the pin; azapi: both ends of ~> 2.4.
+    assert versions == {"aws": ["6.40.0", "6.66.0"], "azurerm": ["4.81.0"], "azapi": ["2.4.0", "2.13.0"]}
+
+
+# ---- broken copies ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def copy(tmp_path) -> pathlib.Path:
+    root = tmp_path / "infra"
+    shutil.copytree(INFRA, root, ignore=shutil.ignore_patterns("tests", ".terraform*"))
+    return root
+
+
+def block_of(root: pathlib.Path, header: str, under: str = "") -> tuple[pathlib.Path, re.Match]:
+    """The first `header ... {` line (a regex) in a .tf file under root (or root/under)."""
+    for tf in sorted((root / under).rglob("*.tf")):
+        m = re.search(r"^[ \t]*" + header + r'[^\n]*\{[ \t]*\n', tf.read_text(), re.M)
+        if m:
+            return tf, m
+    pytest.fail(f"no block matching {header!r} to break")
+
+
+def insert_into(root: pathlib.Path, header: str, lines: str, under: str = "") -> str:
+    """Insert lines at the top of the first block matching header; returns its module dir."""
+    tf, m = block_of(root, header, under)
+    text = tf.read_text()
+    tf.write_text(text[: m.end()] + lines + "\n" + text[m.end() :])
+    return str(tf.parent.relative_to(root))
+
+
+def delete_in(root: pathlib.Path, header: str, line: str) -> str:
+    """Delete the first line matching `line` (a regex) inside the block matching header."""
+    tf, m = block_of(root, header)
+    text = tf.read_text()
+    body = text[m.end() :]
+    hit = re.search(r"^[ \t]*" + line + r"[^\n]*\n", body, re.M)
+    assert hit, f"no line {line!r} in {header!r} to delete"
+    tf.write_text(text[: m.end()] + body[: hit.start()] + body[hit.end() :])
+    return str(tf.parent.relative_to(root))
+
+
+def findings(root: pathlib.Path, module: str) -> str:
+    return "\n".join(schema_check.check(root / module))
+
+
+def test_an_unknown_argument_fails(copy):
+    module = insert_into(copy, r'resource "aws_lambda_function"', "  memory_sizee = 256")
+    assert "unknown argument `memory_sizee` (did you mean `memory_size`?) [aws 6.40.0]" in findings(copy, module)
+
+
+def test_an_unknown_argument_in_a_nested_block_fails(copy):
+    module = insert_into(copy, r"  os_disk", '    caching_mode = "ReadOnly"')
+    assert "unknown argument `os_disk.caching_mode`" in findings(copy, module)
+
+
+def delete_block(root: pathlib.Path, header: str) -> str:
+    """Delete the first whole block matching header (to its closing brace)."""
+    tf, m = block_of(root, header)
+    text = tf.read_text()
+    depth, i = 1, m.end()
+    while depth:
+        depth += {"{": 1, "}": -1}.get(text[i], 0)
+        i += 1
+    tf.write_text(text[: m.start()] + text[i:].lstrip("\n"))
+    return str(tf.parent.relative_to(root))
+
+
+def test_a_missing_required_argument_fails(copy):
+    module = delete_in(copy, r'resource "aws_sns_topic_subscription"', r"protocol\s*=")
+    assert "missing required argument `protocol`" in findings(copy, module)
+
+
+def test_a_missing_required_block_fails(copy):
+    module = delete_block(copy, r"os_disk")
+    assert "missing required block `os_disk`" in findings(copy, module)
+
+
+def test_a_block_the_type_does_not_have_fails(copy):
+    module = insert_into(copy, r'resource "aws_launch_template"', "  metadata {\n    http_tokens = \"required\"\n  }")
+    assert "unknown block `metadata` (did you mean `metadata_options`?)" in findings(copy, module)
+
+
+def test_an_argument_written_as_a_block_fails(copy):
+    module = insert_into(copy, r'resource "aws_sns_topic"', "  display_name {\n  }")
+    assert "`display_name` is an argument, not a block" in findings(copy, module)
+
+
+def test_a_block_written_as_an_argument_fails(copy):
+    module = insert_into(copy, r'resource "aws_autoscaling_group"', '  instance_refresh = { strategy = "Rolling" }')
+    assert "`instance_refresh` is a block, not an argument" in findings(copy, module)
+
+
+def test_a_single_block_given_twice_fails(copy):
+    module = insert_into(copy, r'resource "aws_lambda_function_url"', "  cors {\n  }\n  cors {\n  }")
+    assert "block `cors` may appear once, given 2 times" in findings(copy, module)
+
+
+def test_a_dynamic_block_the_type_does_not_have_fails(copy):
+    tf, m = block_of(copy, r'dynamic "tag"')
+    tf.write_text(tf.read_text().replace('dynamic "tag"', 'dynamic "tags"', 1))
+    assert "dynamic `tags`: no such block (did you mean `tag`?)" in findings(copy, str(tf.parent.relative_to(copy)))
+
+
+def test_a_dynamic_blocks_content_is_checked(copy):
+    module = insert_into(copy, r"    content", "      not_an_argument = true")
+    assert "unknown argument `statement.not_an_argument`" in findings(copy, module) or (
+        "not_an_argument" in findings(copy, module)
+    )
+
+
+def test_a_reference_to_an_attribute_the_type_does_not_have_fails(copy):
+    tf, m = block_of(copy, r'resource "aws_lambda_function" "')
+    name = re.search(r'"aws_lambda_function" "([^"]+)"', m.group(0)).group(1)
+    (tf.parent / "broken.tf").write_text(f'output "broken" {{\n  value = aws_lambda_function.{name}.invoke_url\n}}\n')
+    out = findings(copy, str(tf.parent.relative_to(copy)))
+    assert f"`aws_lambda_function.{name}`: no attribute `invoke_url` (did you mean `invoke_arn`?)" in out
+
+
+def test_a_reference_into_a_nested_block_is_checked(copy):
+    tf, m = block_of(copy, r'resource "azurerm_linux_virtual_machine_scale_set" "')
+    name = re.search(r'scale_set" "([^"]+)"', m.group(0)).group(1)
+    (tf.parent / "broken.tf").write_text(
+        f'output "broken" {{\n  value = azurerm_linux_virtual_machine_scale_set.{name}.identity[0].object_id\n}}\n'
+    )
+    out = findings(copy, str(tf.parent.relative_to(copy)))
+    assert "no attribute `identity.object_id`" in out
+
+
+def test_a_reference_to_an_undeclared_resource_or_variable_fails(copy):
+    (copy / "aws" / "broken.tf").write_text(
+        'output "broken" {\n  value = [aws_iam_role.nobody.arn, var.not_declared, local.nothing]\n}\n'
+    )
+    out = findings(copy, "aws")
+    assert "`aws_iam_role.nobody` is not declared in this module" in out
+    assert "`var.not_declared` is not declared" in out
+    assert "`local.nothing` is not declared" in out
+
+
+def test_a_module_argument_the_module_does_not_declare_fails(copy):
+    module = insert_into(copy, r'module "scalehook"', "  not_a_variable = 1")
+    assert "has no variable `not_a_variable`" in findings(copy, module)
+
+
+def test_a_module_call_without_a_required_variable_fails(copy):
+    tf, _ = block_of(copy, r'module "scalehook"')
+    text = tf.read_text()
+    head, call = text.split('module "scalehook"', 1)
+    assert re.search(r"^\s+pools\s*=", call, re.M), "no `pools = ` in the module call to break"
+    tf.write_text(head + 'module "scalehook"' + re.sub(r"^(\s+)pools(\s*=)", r"\1poolz\2", call, count=1, flags=re.M))
+    out = findings(copy, str(tf.parent.relative_to(copy)))
+    assert "missing argument `pools`" in out
+    assert "has no variable `poolz` (did you mean `pools`?)" in out
+
+
+def test_a_module_output_the_module_does_not_have_fails(copy):
+    (copy / "examples" / "aws" / "broken.tf").write_text('output "broken" {\n  value = module.scalehook.no_such_output\n}\n')
+    assert "has no output `no_such_output`" in findings(copy, "examples/aws")
+
+
+def test_a_type_missing_from_the_extract_says_to_extract_it(copy):
+    (copy / "aws" / "broken.tf").write_text('resource "aws_sqs_queue" "broken" {\n  name = "x"\n}\n')
+    assert "`aws_sqs_queue` is not in the aws 6.40.0 extract: run `make infra-schema-extract`" in findings(copy, "aws")
+
+
+def test_an_azapi_body_property_the_api_version_does_not_have_fails(copy):
+    module = insert_into(copy, r"siteConfig =", '        minimumTlsVersion = "1.2"', under="azure")
+    out = findings(copy, module)
+    assert "`.properties.siteConfig.minimumTlsVersion` is not a property of SiteConfig (did you mean `minTlsVersion`?)" in out
+
+
+def test_an_azapi_read_only_property_fails(copy):
+    module = insert_into(copy, r"properties =", '      defaultHostName = "x.azurewebsites.net"', under="azure")
+    assert "`.properties.defaultHostName` is read-only" in findings(copy, module)
+
+
+def test_an_azapi_value_of_the_wrong_type_fails(copy):
+    # (Azure's enums are open, string literals or any string, so a wrong type it is.)
+    tf, _ = block_of(copy, r"siteConfig =", under="azure")
+    text = tf.read_text()
+    old = re.search(r"http20Enabled\s*=\s*true", text)
+    assert old, "no `http20Enabled = true` to break"
+    tf.write_text(text.replace(old.group(0), 'http20Enabled = "yes"', 1))
+    assert "`.properties.siteConfig.http20Enabled` must be a boolean" in findings(copy, "azure")
+
+
+def test_an_azapi_type_missing_from_the_extract_says_to_extract_it(copy):
+    (copy / "azure" / "broken.tf").write_text(
+        'resource "azapi_resource" "broken" {\n  type      = "Microsoft.Web/sites@2099-01-01"\n'
+        '  name      = "x"\n  parent_id = "y"\n  body      = {}\n}\n'
+    )
+    assert "`Microsoft.Web/sites@2099-01-01` is not in the azapi type extract" in findings(copy, "azure")
+
+
+def test_an_azapi_argument_newer_than_the_pinned_floor_fails(copy):
+    module = insert_into(copy, r'resource "azapi_resource" "app"', "  ignore_null_property = true")
+    out = findings(copy, module)
+    assert "unknown argument `ignore_null_property`" in out and "[azapi 2.4.0]" in out
+    assert "[azapi 2.13.0]" not in out
