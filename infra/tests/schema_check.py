@@ -228,6 +228,10 @@ def check_module(mod: Module) -> list[str]:
     for name, (f, body) in mod.modules.items():
         out += [f"{f}: module.{name}: {m}" for m in check_module_call(mod, body)]
     for f, kind, entry in mod.blocks:
+        if kind == "provider":
+            for name, body in body_items(entry):
+                out += [f"{f}: provider.{name}: {m}" for m in check_provider(name, body)]
+    for f, kind, entry in mod.blocks:
         for root, steps in traversals(entry):
             problem = check_reference(mod, root, steps)
             if problem:
@@ -250,6 +254,18 @@ def check_typed(kind: str, tf_type: str, body: dict) -> list[str]:
             out.append(f"{kind} type `{tf_type}` is not in the {label} extract: {EXTRACT_HINT}")
             continue
         out += [f"{m} [{label}]" for m in check_body(node, body, top=True)]
+    return out
+
+
+def check_provider(name: str, body: dict) -> list[str]:
+    out = []
+    for doc in provider_schemas().get(name, []):
+        node = doc.get("provider_config")
+        if node is None:
+            out.append(f"no provider configuration schema for `{name}` in its extract: {EXTRACT_HINT}")
+            continue
+        meta = {k: v for k, v in body.items() if unquote(k) not in ("alias",)}
+        out += [f"{m} [{name} {doc['version']}]" for m in check_body(node, meta)]
     return out
 
 

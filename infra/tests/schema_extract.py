@@ -133,7 +133,10 @@ class Jsii:
         self.types: dict = json.loads(path.read_text())["types"]
         # Terraform type name -> class fqn, from each class's "Represents a {@link ... name}".
         self.by_tf: dict[tuple[str, str], str] = {}
+        self.provider: str | None = None
         for fqn, t in self.types.items():
+            if t.get("kind") == "class" and t.get("base", "").endswith(".TerraformProvider"):
+                self.provider = fqn
             base = t.get("base", "").split(".")[-1]
             if t.get("kind") != "class" or base not in ("TerraformResource", "TerraformDataSource"):
                 continue
@@ -221,6 +224,8 @@ def extract_providers() -> None:
                 "version": provider_version,
                 "resource": {},
                 "data": {},
+                # The provider block's own arguments.
+                "provider_config": jsii.config(jsii.provider + "Config") if jsii.provider else None,
             }
             for kind in ("resource", "data"):
                 for tf_type in sorted(wanted[kind]):

@@ -223,3 +223,10 @@ def test_an_azapi_argument_newer_than_the_pinned_floor_fails(copy):
     out = findings(copy, module)
     assert "unknown argument `ignore_null_property`" in out and "[azapi 2.4.0]" in out
     assert "[azapi 2.13.0]" not in out
+
+
+def test_a_provider_argument_the_provider_does_not_have_fails(copy):
+    module = insert_into(copy, r'provider "azurerm"', "  storage_use_azure_ad = true")
+    assert "provider.azurerm: unknown argument `storage_use_azure_ad` (did you mean `storage_use_azuread`?)" in findings(
+        copy, module
+    )
