@@ -232,6 +232,14 @@ def check_module(mod: Module) -> list[str]:
             for name, body in body_items(entry):
                 out += [f"{f}: provider.{name}: {m}" for m in check_provider(name, body)]
     for f, kind, entry in mod.blocks:
+        if kind in ("moved", "removed", "import"):
+            # Addresses, not expressions: `to` must name something this configuration declares.
+            target = entry.get("to")
+            if kind == "moved" and isinstance(target, str):
+                problem = check_address(mod, interpolations(target)[0] if "${" in target else target)
+                if problem:
+                    out.append(f"{f}: moved: {problem}")
+            continue
         for root, steps in traversals(entry):
             problem = check_reference(mod, root, steps)
             if problem:
@@ -388,6 +396,25 @@ def check_attr_path(attrs: dict, steps: list) -> str | None:
         if shape is None:  # a scalar, map or dynamic value: what follows is not schema
             return None
         i += 1
+    return None
+
+
+def check_address(mod: Module, address: str) -> str | None:
+    """A resource address (module.a.module.b.type.name) declared in the configuration."""
+    parts = re.sub(r"\[[^\]]*\]", "", address).split(".")
+    here = mod
+    while parts and parts[0] == "module" and len(parts) >= 2:
+        call = here.modules.get(parts[1])
+        if call is None:
+            return f"`{address}`: no module `{parts[1]}` in {here.path.name}"
+        called = called_module(here, call[1])
+        if called is None:
+            return None  # not a local module: nothing to read
+        here, parts = called, parts[2:]
+    if len(parts) == 2 and (parts[0], parts[1]) not in here.resources:
+        return f"`{address}`: {here.path.name} declares no resource `{parts[0]}.{parts[1]}`"
+    if len(parts) == 3 and parts[0] == "data" and (parts[1], parts[2]) not in here.data:
+        return f"`{address}`: {here.path.name} declares no data source `{parts[1]}.{parts[2]}`"
     return None
 
 

@@ -206,9 +206,13 @@ class Jsii:
         return node
 
 
-def extract_providers() -> None:
+def extract_providers(extra: list[str]) -> None:
     for provider, bindings in BINDINGS.items():
         used = used_types((PREFIX[provider],))
+        for item in extra:  # "resource:aws_x" or "data:aws_x"
+            kind, _, tf_type = item.partition(":")
+            if tf_type.startswith(PREFIX[provider]):
+                used[kind].add(tf_type)
         for package, version, provider_version in bindings:
             out = SCHEMAS / f"{provider}-{provider_version}.json"
             wanted = {k: set(v) for k, v in used.items()}
@@ -312,9 +316,11 @@ def extract_azapi(repo: pathlib.Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--azapi-repo", type=pathlib.Path, help="a clone of Azure/terraform-provider-azapi (with tags)")
+    ap.add_argument("--type", action="append", default=[], metavar="KIND:TYPE",
+                    help="also extract this type (resource:aws_x or data:aws_x) before infra/ uses it")
     args = ap.parse_args()
     SCHEMAS.mkdir(exist_ok=True)
-    extract_providers()
+    extract_providers(args.type)
     if args.azapi_repo:
         extract_azapi(args.azapi_repo)
     else:

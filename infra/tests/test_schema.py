@@ -230,3 +230,8 @@ def test_a_provider_argument_the_provider_does_not_have_fails(copy):
     assert "provider.azurerm: unknown argument `storage_use_azure_ad` (did you mean `storage_use_azuread`?)" in findings(
         copy, module
     )
+
+
+def test_a_moved_block_to_an_address_nothing_declares_fails(copy):
+    (copy / "aws" / "broken.tf").write_text("moved {\n  from = aws_iam_role.old\n  to   = aws_iam_role.nobody\n}\n")
+    assert "moved: `aws_iam_role.nobody`: aws declares no resource `aws_iam_role.nobody`" in findings(copy, "aws")
