@@ -51,7 +51,8 @@ infra-pytest: infra-deps ## the HCL tests under infra/tests
 
 # Not part of `make test`: rewrites the committed extracts under infra/tests/schemas/ (see its
 # README.md) from the provider bindings (npm, PyPI), cached under .tools/provider-schemas.
-# AZAPI_REPO=<clone of Azure/terraform-provider-azapi, with tags> rewrites the azapi type data too.
+# AZAPI_REPO=<clone of Azure/terraform-provider-azapi, with tags> rewrites the azapi type data too;
+# TYPES="resource:aws_x data:aws_y" extracts types infra/ does not use yet.
 .PHONY: infra-schema-extract
 infra-schema-extract: $(INFRA_PYTEST_STAMP) ## rewrite infra/tests/schemas from the provider bindings (npm, PyPI)
-	PYTHONDONTWRITEBYTECODE=1 $(SCALEHOOK_INFRA_PYTHON) infra/tests/schema_extract.py $(if $(AZAPI_REPO),--azapi-repo $(AZAPI_REPO))
+	PYTHONDONTWRITEBYTECODE=1 $(SCALEHOOK_INFRA_PYTHON) infra/tests/schema_extract.py $(if $(AZAPI_REPO),--azapi-repo $(AZAPI_REPO)) $(foreach t,$(TYPES),--type $(t))
