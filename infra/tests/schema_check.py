@@ -4,7 +4,8 @@ What a `terraform validate` with the providers would reject, found without them:
 - a resource or data source type the provider does not have;
 - an argument it does not have, a block written as an argument or the reverse, a block
   given twice where the schema allows one, a `dynamic` block of an unknown block;
-- a required argument or block missing;
+- a required argument or block missing; a literal value Terraform cannot convert to the
+  argument's type (a string for a list, a list for a map, "five" for a number);
 - a reference `type.name.attr` (or `data.type.name.attr`, nested `...[0].x`) to a resource
   the module does not declare or to an attribute the type does not have; `var.x`, `local.x`
   and `module.x` of undeclared names;
@@ -317,6 +318,9 @@ def check_body(node: dict, body: dict, top: bool = False, path: str = "") -> lis
             continue
         if key in node["args"]:
             seen.add(key)
+            problem = literal_type_problem(node.get("types", {}).get(key, "any"), value)
+            if problem:
+                out.append(f"`{where}`: {problem}")
         elif key in node["blocks"]:
             out.append(f"`{where}` is a block, not an argument: write `{key} {{ ... }}`")
         else:
@@ -328,6 +332,31 @@ def check_body(node: dict, body: dict, top: bool = False, path: str = "") -> lis
         if block["required"] and name not in seen:
             out.append(f"missing required block `{path}{name}`")
     return out
+
+
+def literal_type_problem(expected: str, value) -> str | None:
+    """What Terraform's conversion of a literal to the argument's type would reject."""
+    if isinstance(value, str) and (not value.startswith('"') or "${" in value):
+        return None  # an expression or a template: known at plan at best
+    if isinstance(value, list) and value and all(isinstance(x, dict) and x.get("__is_block__") for x in value):
+        return None
+    got = "list" if isinstance(value, list) else "object" if isinstance(value, dict) else "scalar"
+    if expected in ("list",) and got != "list":
+        return f"a list is expected, not {'an object' if got == 'object' else 'a single value'}"
+    if expected in ("map", "object") and got != "object":
+        return f"{'a map' if expected == 'map' else 'an object'} is expected, not {'a list' if got == 'list' else 'a single value'}"
+    if expected in ("string", "number", "bool") and got != "scalar":
+        return f"a {expected} is expected, not {'a list' if got == 'list' else 'an object'}"
+    if got == "scalar" and isinstance(value, str):
+        text = value[1:-1]
+        if expected == "number":
+            try:
+                float(text)
+            except ValueError:
+                return f"a number is expected, not {value}"
+        if expected == "bool" and text not in ("true", "false"):
+            return f"a bool is expected, not {value}"
+    return None
 
 
 # ---- references -------------------------------------------------------------------------

@@ -15,7 +15,8 @@ Sources:
   github.com/Azure/terraform-provider-azapi at a release tag (pass a clone with --azapi-repo).
 
 Extract format (one JSON file per provider version), per type a node:
-  {"args": {name: required}, "blocks": {name: {"required": bool, "single": bool, "node": node}},
+  {"args": {name: required}, "types": {name: "string"|"number"|"bool"|"list"|"map"|"object"|"any"},
+   "blocks": {name: {"required": bool, "single": bool, "node": node}},
    "attrs": {name: node-or-null}}
 `args` are the attributes one may set, `blocks` the nested blocks, `attrs` every readable
 attribute (settable or computed), with the readable shape of nested objects for references.
@@ -159,9 +160,23 @@ class Jsii:
             return fqn, False
         return None, True
 
+    @staticmethod
+    def value_type(typ: dict) -> str:
+        """The Terraform kind of an argument: string, number, bool, list, map, object or any."""
+        if "primitive" in typ:
+            return {"string": "string", "number": "number", "boolean": "bool"}.get(typ["primitive"], "any")
+        if "collection" in typ:
+            if typ["collection"]["elementtype"] == {"primitive": "any"}:
+                return "any"  # a dynamic attribute (cdktn's map of any): list, map or scalar
+            return "list" if typ["collection"]["kind"] == "array" else "map"
+        if "fqn" in typ:
+            return "any" if typ["fqn"].startswith(RUNTIME) else "object"
+        kinds = {Jsii.value_type(t) for t in typ.get("union", {}).get("types", [])} - {"any"}
+        return kinds.pop() if len(kinds) == 1 else "any"
+
     def config(self, fqn: str) -> dict:
-        """args and blocks of a config/block struct."""
-        node: dict = {"args": {}, "blocks": {}}
+        """args (with their types) and blocks of a config/block struct."""
+        node: dict = {"args": {}, "blocks": {}, "types": {}}
         for p in self.types[fqn].get("properties", []):
             docs = p.get("docs", {})
             text = docs.get("summary", "") + " " + docs.get("remarks", "")
@@ -173,6 +188,7 @@ class Jsii:
                 node["blocks"][name] = {"required": required, "single": single, "node": self.config(struct)}
             else:
                 node["args"][name] = required
+                node["types"][name] = self.value_type(p["type"])
         return node
 
     def readable(self, fqn: str, seen: frozenset = frozenset()) -> dict:

@@ -235,3 +235,14 @@ def test_a_provider_argument_the_provider_does_not_have_fails(copy):
 def test_a_moved_block_to_an_address_nothing_declares_fails(copy):
     (copy / "aws" / "broken.tf").write_text("moved {\n  from = aws_iam_role.old\n  to   = aws_iam_role.nobody\n}\n")
     assert "moved: `aws_iam_role.nobody`: aws declares no resource `aws_iam_role.nobody`" in findings(copy, "aws")
+
+
+def test_a_literal_of_the_wrong_type_fails(copy):
+    module = insert_into(
+        copy,
+        r'resource "aws_autoscaling_group"',
+        '  termination_policies = "OldestInstance"\n  default_cooldown     = "five minutes"',
+    )
+    out = findings(copy, module)
+    assert "`termination_policies`: a list is expected, not a single value" in out
+    assert '`default_cooldown`: a number is expected, not "five minutes"' in out
