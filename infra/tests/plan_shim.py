@@ -15,7 +15,8 @@ How (`shim(tree, out)` writes the copy; `plan(root)` runs terraform in it):
   and of any type, the way a computed attribute is. Nested blocks come back as a one-element
   list of such objects.
 - `data "T" "N"` becomes `module "shimdata__T__N"`: its attributes are known at plan when its
-  arguments are (a data source is read during plan), unknown when any is not.
+  arguments are (a data source is read during plan), unknown when any is not or when it
+  refers to a managed resource or has depends_on (then Terraform reads it during apply).
 - References `T.N...` / `data.T.N...` are rewritten to the modules; nested blocks, `dynamic`,
   `lifecycle`, `depends_on`, `provider`, provisioners, `required_providers`, `provider`
   blocks and `moved`/`import`/`removed`/`check` blocks are dropped (nothing in them decides
@@ -53,6 +54,9 @@ def schema_node(kind: str, tf_type: str) -> dict:
 
 def module_name(kind: str, tf_type: str, name: str) -> str:
     return f"{'shimdata' if kind == 'data' else 'shim'}__{tf_type}__{name}"
+
+
+MANAGED_REF = re.compile(r"(?<![\w.\"'/-])" + PROVIDER_TYPE + r"\.[A-Za-z_]")
 
 
 def rewrite_refs(text: str) -> str:
@@ -201,8 +205,10 @@ def shim_module(kind: str, tf_type: str) -> str:
         unknown = "jsondecode(terraform_data.this.id)"
     else:
         known = ", ".join(f"{a} = var.{a}" for a in args if not a.endswith("_wo"))
+        out.append('variable "shim_deferred_read" {\n  type    = bool\n  default = false\n}\n')
+        out.append('resource "terraform_data" "this" {}\n')
         out.append(f"locals {{\n  arguments = jsonencode({{ {known} }})\n}}\n")
-        unknown = 'local.arguments == "" ? null : "shim"'
+        unknown = 'var.shim_deferred_read ? jsondecode(terraform_data.this.id) : (local.arguments == "" ? null : "shim")'
     for name, shape in sorted(node["attrs"].items()):
         if isinstance(shape, dict):
             value = f"[{leaf_attrs(shape, unknown)}]"
@@ -230,6 +236,10 @@ def shim_text(t: str, module_dir: pathlib.Path, shims: pathlib.Path, used: set) 
             for k, key, _, s0, _, s1 in items(t, body, stop - 1):
                 if k == "attr" and (key in ("count", "for_each") or key in node["args"] and key not in RESERVED_VARIABLES):
                     lines.append("  " + t[s0:s1])
+            if name == "data" and (MANAGED_REF.search(t[body:stop]) or re.search(r"^\s*depends_on\s*=", t[body:stop], re.M)):
+                # Terraform reads a data source that depends on a managed resource with changes
+                # pending (all of them, before the first apply) only during apply.
+                lines.append("  shim_deferred_read = true")
             out.append("\n".join(lines) + "\n}")
             continue
         if kind == "block" and name in ("terraform", "module"):

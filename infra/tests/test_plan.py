@@ -125,3 +125,40 @@ def test_a_sensitive_for_each_fails(tmp_path):
         "type      = list(object({ name = string, azure_vmss = string }))\n      sensitive = true",
     ).replace("lower(p.azure_vmss) => p.azure_vmss", "p.name => p.name")
     assert "Invalid for_each argument" in plan_fixture(tmp_path, sensitive)
+
+
+DATA_AFTER_A_RESOURCE = """\
+    resource "azurerm_resource_group" "ci" {
+      name     = "ci"
+      location = "westeurope"
+    }
+
+    data "azurerm_key_vault" "ci" {
+      name                = "kv-ci"
+      resource_group_name = azurerm_resource_group.ci.name
+    }
+
+    resource "azurerm_role_assignment" "reader" {
+      count                = data.azurerm_key_vault.ci.tenant_id == "" ? 0 : 1
+      scope                = data.azurerm_key_vault.ci.id
+      role_definition_name = "Reader"
+      principal_id         = "00000000-0000-0000-0000-000000000000"
+    }
+"""
+
+
+def plan_root(tmp_path: pathlib.Path, main: str) -> str:
+    write_tree(tmp_path / "infra", {"root/main.tf": main})
+    plan_shim.shim(tmp_path / "infra", tmp_path / "shimmed")
+    result = plan_shim.plan(tmp_path / "shimmed" / "infra" / "root", terraform_binary())
+    return result.stderr if result.returncode else ""
+
+
+def test_a_data_source_that_refers_to_a_new_resource_is_read_at_apply(tmp_path):
+    # Its name is known, but Terraform defers the read until the resource group exists.
+    assert "Invalid count argument" in plan_root(tmp_path, DATA_AFTER_A_RESOURCE)
+
+
+def test_a_data_source_of_known_arguments_is_read_at_plan(tmp_path):
+    known = DATA_AFTER_A_RESOURCE.replace("azurerm_resource_group.ci.name", '"ci"')
+    assert plan_root(tmp_path, known) == ""
