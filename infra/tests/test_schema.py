@@ -245,3 +245,68 @@ def test_a_literal_of_the_wrong_type_fails(copy):
     out = findings(copy, module)
     assert "`termination_policies`: a list is expected, not a single value" in out
     assert '`default_cooldown`: a number is expected, not "five minutes"' in out
+
+
+# ---- the extracts' versions against the pins --------------------------------------------
+
+
+def version(text: str) -> tuple[int, ...]:
+    parts = [int(p) for p in text.strip().split(".")]
+    return tuple(parts + [0] * (3 - len(parts)))
+
+
+def allows(constraint: str, v: tuple[int, ...]) -> bool:
+    """Terraform's version constraint syntax: `>= 6.28, < 7.0`, `~> 2.4`, `4.81.0`."""
+    for part in constraint.split(","):
+        m = re.fullmatch(r"\s*(=|!=|>=|<=|>|<|~>)?\s*([0-9.]+)\s*", part)
+        assert m, f"cannot read the version constraint {constraint!r}"
+        op, bound = m.group(1) or "=", m.group(2)
+        b = version(bound)
+        if op == "~>":
+            n = len(bound.split("."))
+            upper = (b[0] + 1, 0, 0) if n <= 2 else (b[0], b[1] + 1, 0)
+            ok = b <= v < upper
+        else:
+            ok = {"=": v == b, "!=": v != b, ">=": v >= b, "<=": v <= b, ">": v > b, "<": v < b}[op]
+        if not ok:
+            return False
+    return True
+
+
+def constraints() -> dict[str, list[tuple[str, str]]]:
+    """provider -> (module, version constraint) from every required_providers in infra/."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for d in schema_check.module_dirs(INFRA):
+        for f in d.glob("*.tf"):
+            for block in schema_check.parse(f.read_text()).get("terraform", []):
+                for req in block.get("required_providers", []):
+                    for name, spec in schema_check.body_items(req):
+                        if isinstance(spec, dict) and "version" in spec:
+                            out.setdefault(name, []).append((str(d.relative_to(INFRA)), schema_check.unquote(spec["version"])))
+    return out
+
+
+# The oldest version each provider's constraints allow, below the oldest schema checked: what
+# changed in between is in schemas/README.md. Moving a floor means reading that again.
+FLOORS = {"aws": (6, 28, 0), "azapi": (2, 4, 0), "azurerm": (4, 81, 0)}
+
+
+def test_the_schemas_checked_are_versions_every_pin_allows():
+    pins = constraints()
+    assert set(pins) == set(schema_check.provider_schemas()), "a provider without a schema extract, or the reverse"
+    for provider, docs in schema_check.provider_schemas().items():
+        for doc in docs:
+            for module, constraint in pins[provider]:
+                assert allows(constraint, version(doc["version"])), (
+                    f"{module} requires {provider} {constraint}: the {doc['version']} schema is not a version it allows"
+                )
+
+
+def test_the_oldest_version_allowed_is_the_one_the_schemas_readme_covers():
+    for provider, pins in constraints().items():
+        candidates = [version(m.group(1)) for _, c in pins for m in re.finditer(r"(?:>=|~>|^=?)\s*([0-9][0-9.]*)", c)]
+        floor = min(v for v in candidates if all(allows(c, v) for _, c in pins))
+        assert floor == FLOORS[provider], (
+            f"{provider}: the pins now allow {'.'.join(map(str, floor))} and up; check what changed from there to "
+            "the oldest schema checked (schemas/README.md) and update FLOORS"
+        )
