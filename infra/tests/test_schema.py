@@ -305,7 +305,9 @@ def test_the_schemas_checked_are_versions_every_pin_allows():
 def test_the_oldest_version_allowed_is_the_one_the_schemas_readme_covers():
     for provider, pins in constraints().items():
         candidates = [version(m.group(1)) for _, c in pins for m in re.finditer(r"(?:>=|~>|^=?)\s*([0-9][0-9.]*)", c)]
-        floor = min(v for v in candidates if all(allows(c, v) for _, c in pins))
+        allowed = [v for v in candidates if all(allows(c, v) for _, c in pins)]
+        assert allowed, f"{provider}: the modules' constraints allow no version in common: {pins}"
+        floor = min(allowed)
         assert floor == FLOORS[provider], (
             f"{provider}: the pins now allow {'.'.join(map(str, floor))} and up; check what changed from there to "
             "the oldest schema checked (schemas/README.md) and update FLOORS"
