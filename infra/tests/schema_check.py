@@ -286,6 +286,8 @@ def check_body(node: dict, body: dict, top: bool = False, path: str = "") -> lis
         if top and key in META_ARGS and not is_block_list(value):
             continue
         if top and key in META_BLOCKS and is_block_list(value):
+            if key == "lifecycle":
+                out += [m for b in value for m in check_ignore_changes(node, b.get("ignore_changes"))]
             continue
         if key == "dynamic" and isinstance(value, list):
             for dyn in value:
@@ -331,6 +333,20 @@ def check_body(node: dict, body: dict, top: bool = False, path: str = "") -> lis
     for name, block in node["blocks"].items():
         if block["required"] and name not in seen:
             out.append(f"missing required block `{path}{name}`")
+    return out
+
+
+def check_ignore_changes(node: dict, value) -> list[str]:
+    """lifecycle.ignore_changes names arguments or blocks of the type (terraform validate checks)."""
+    if not isinstance(value, list):
+        return []  # `all`, or nothing
+    out = []
+    for item in value:
+        text = item[2:-1] if isinstance(item, str) and item.startswith("${") else str(item)
+        m = re.match(r"[a-z0-9_]+", text)
+        name = m.group(0) if m else text
+        if name != "all" and name not in node["args"] and name not in node["blocks"]:
+            out.append(f"lifecycle.ignore_changes: no argument `{name}`{suggest(name, list(node['args']) + list(node['blocks']))}")
     return out
 
 

@@ -106,6 +106,11 @@ INSERTED = {
         "  cors {\n  }\n  cors {\n  }",
         "block `cors` may appear once, given 2 times",
     ),
+    "an_ignore_changes_of_no_argument": (
+        r'resource "aws_lambda_function"',
+        "  lifecycle {\n    ignore_changes = [memory_sizes]\n  }",
+        "lifecycle.ignore_changes: no argument `memory_sizes` (did you mean `memory_size`?)",
+    ),
     "a_module_argument_the_module_does_not_declare": (r'module "scalehook"', "  not_a_variable = 1", "has no variable `not_a_variable`"),
 }
 
