@@ -1,5 +1,6 @@
 # Infrastructure checks: terraform fmt, a checkov security scan, and the pytest suite that
-# parses the Terraform modules (least privilege, variables, rendered config, alarms).
+# parses the Terraform modules (least privilege, variables, rendered config, alarms, the
+# providers' schemas: infra/tests/schemas/README.md).
 # Tools live in two venvs under .tools/infra-venv/ (checkov pins dependencies that pytest's
 # cannot share). Terraform itself comes from PATH (1.11+; providers are never downloaded).
 
@@ -47,3 +48,11 @@ infra-checkov: infra-deps ## checkov static security scan of infra/ (fails on an
 # No .pytest_cache or __pycache__ left in the tree.
 infra-pytest: infra-deps ## the HCL tests under infra/tests
 	PYTHONDONTWRITEBYTECODE=1 $(SCALEHOOK_INFRA_PYTHON) -m pytest -q -p no:cacheprovider infra/tests
+
+# Not part of `make test`: rewrites the committed extracts under infra/tests/schemas/ (see its
+# README.md) from the provider bindings (npm, PyPI), cached under .tools/provider-schemas.
+# AZAPI_REPO=<clone of Azure/terraform-provider-azapi, with tags> rewrites the azapi type data too;
+# TYPES="resource:aws_x data:aws_y" extracts types infra/ does not use yet.
+.PHONY: infra-schema-extract
+infra-schema-extract: $(INFRA_PYTEST_STAMP) ## rewrite infra/tests/schemas from the provider bindings (npm, PyPI)
+	PYTHONDONTWRITEBYTECODE=1 $(SCALEHOOK_INFRA_PYTHON) infra/tests/schema_extract.py $(if $(AZAPI_REPO),--azapi-repo $(AZAPI_REPO)) $(foreach t,$(TYPES),--type $(t))
