@@ -235,7 +235,9 @@ resource "azapi_resource" "package" {
     }
   }
 
-  # The extension is an action more than a resource: the embedded schema does not list it.
+  # The extension is an action more than a resource: azapi's type data lists
+  # Microsoft.Web/sites/extensions, but its onedeploy variant has no `properties`, so validation
+  # would refuse the body.
   schema_validation_enabled        = false
   replace_triggers_external_values = [var.package_url, var.package_sha256]
 }
