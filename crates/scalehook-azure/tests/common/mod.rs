@@ -3,3 +3,4 @@
 
 pub mod arm_double;
 pub mod azurite;
+pub mod swagger;
