@@ -298,7 +298,6 @@ impl ArmClient {
                                 status,
                                 &headers,
                                 &body,
-                                retry_after(&headers),
                                 Instant::now(),
                                 unix_now(),
                             );

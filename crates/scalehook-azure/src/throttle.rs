@@ -166,10 +166,10 @@ impl Throttle {
         status: StatusCode,
         headers: &HeaderMap,
         body: &[u8],
-        retry_after: Option<Duration>,
         now: Instant,
         now_unix: u64,
     ) {
+        let retry_after = crate::http::retry_after(headers);
         let counts = policy_counts(headers);
         let mut st = self.lock();
         for (name, n) in &counts {
@@ -265,7 +265,7 @@ mod tests {
         )));
         assert!(c.contains(&(SUBSCRIPTION_READS.into(), 11999)));
         let t = Throttle::default();
-        t.observe("GET", StatusCode::OK, &h, b"", None, Instant::now(), 1000);
+        t.observe("GET", StatusCode::OK, &h, b"", Instant::now(), 1000);
         assert_eq!(t.remaining(1000), Some(12));
         assert_eq!(
             t.remaining(1000 + RATE_WINDOW_SECS + 1),
@@ -283,25 +283,25 @@ mod tests {
             "x-ms-ratelimit-remaining-resource",
             HeaderValue::from_static("Microsoft.Compute/GetVMScaleSet3Min;3"),
         );
-        t.observe("GET", StatusCode::OK, &ok, b"", None, now, 1000);
+        t.observe("GET", StatusCode::OK, &ok, b"", now, 1000);
         let mut other = HeaderMap::new();
         other.append(
             "x-ms-ratelimit-remaining-resource",
             HeaderValue::from_static("Microsoft.Compute/VMScaleSetBatchedVMRequests5Min;50"),
         );
-        t.observe("POST delete", StatusCode::OK, &other, b"", None, now, 1000);
+        t.observe("POST delete", StatusCode::OK, &other, b"", now, 1000);
         let mut throttled = HeaderMap::new();
         throttled.append(
             "x-ms-ratelimit-remaining-resource",
             HeaderValue::from_static("Microsoft.Compute/GetVMScaleSet3Min;0"),
         );
+        throttled.append("retry-after", HeaderValue::from_static("1200"));
         let body = br#"{"error":{"code":"OperationNotAllowed","message":"too many","details":[{"code":"TooManyRequests","target":"GetVMScaleSet30Min","message":"{}"}]}}"#;
         t.observe(
             "GET",
             StatusCode::TOO_MANY_REQUESTS,
             &throttled,
             body,
-            Some(Duration::from_secs(1200)),
             now,
             1000,
         );
@@ -321,12 +321,13 @@ mod tests {
             }
         );
         // A 429 that names nothing closes its own kind of request.
+        let mut bare = HeaderMap::new();
+        bare.append("retry-after", HeaderValue::from_static("5"));
         t.observe(
             "PATCH",
             StatusCode::TOO_MANY_REQUESTS,
-            &HeaderMap::new(),
+            &bare,
             b"",
-            Some(Duration::from_secs(5)),
             now,
             1000,
         );
