@@ -1,15 +1,20 @@
 //! The VM Scale Set fleet over ARM REST (Uniform orchestration).
 //!
-//! - describe: `GET {vmss}` (`sku.capacity`, `properties.orchestrationMode`) and
-//!   `GET {vmss}/virtualMachines` (paged by `nextLink`) for the instances
-//!   (learn.microsoft.com/rest/api/compute/virtual-machine-scale-sets/get,
-//!   …/virtual-machine-scale-set-vms/list);
+//! - describe: `GET {vmss}` (`sku.capacity`, `properties.orchestrationMode`,
+//!   `properties.overprovision`) and `GET {vmss}/virtualMachines` (paged by `nextLink`) for
+//!   the instances (learn.microsoft.com/rest/api/compute/virtual-machine-scale-sets/get,
+//!   …/virtual-machine-scale-set-vms/list); a scale set that overprovisions is refused;
 //! - scale out: `PATCH {vmss}` with `{"sku":{"capacity":n}}`
 //!   (…/virtual-machine-scale-sets/update);
 //! - scale in: `POST {vmss}/delete` with `{"instanceIds":["<id>"]}`, which deletes exactly
 //!   the chosen idle instance and lowers the capacity with it
-//!   (…/virtual-machine-scale-sets/delete-instances).
-//!
+//!   (…/virtual-machine-scale-sets/delete-instances). Capacity is never lowered by PATCH:
+//!   that lets Azure choose the VMs (balance zones, then fault domains, then the highest
+//!   instance id), which can be a running one. `set_desired` below the capacity deletes the
+//!   VMs that serve no runner instead (broken ones left in place, then launching ones).
+//! - operations: writes are never waited for. The accepted operation is remembered and read
+//!   by a later describe once its `Retry-After` has passed (a few per describe); a failed one
+//!   is logged and counted, and its VMs show as `Failed` in the list.
 //! - broken VMs: the list is read with `$expand=instanceView`; a VM whose provisioning
 //!   state is `Failed`, or whose power state is deallocated/deallocating/stopped/stopping
 //!   (a Spot eviction deallocates), is not live capacity. describe leaves it out and
@@ -17,11 +22,10 @@
 //!   `PATCH` the capacity back, so the scale set creates fresh VMs in their place;
 //! - `replace_instance` (an ephemeral runner's VM) is the same delete-then-restore;
 //! - `launched_at` comes from the VM's `properties.timeCreated` (api-version 2021-11-01+);
-//! - throttling: every answer's `x-ms-ratelimit-remaining-resource` is read
-//!   ([`crate::arm::remaining_calls`]); when a Compute policy runs low, describe reuses the
-//!   VM list it read within the last [`LIST_REUSE`] and leaves broken VMs for a later pass,
-//!   and near the limit every request is spaced out. Writes in one pass (remove, replace)
-//!   reuse the capacity the pass's describe read instead of reading it again.
+//! - throttling: see [`crate::throttle`]; when a Compute policy runs low, describe reuses the
+//!   VM list it read within the last [`LIST_REUSE`], leaves broken VMs and operations for a
+//!   later pass, and near the limit every request is spaced out. Writes in one pass (remove,
+//!   replace, lower) reuse what the pass's describe read instead of reading it again.
 //!
 //! A runner maps to its VM by the documented naming convention: the runner name contains
 //! the VM's computer name (`properties.osProfile.computerName`, e.g. `runnervmss000003`),

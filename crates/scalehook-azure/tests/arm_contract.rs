@@ -349,6 +349,10 @@ async fn the_double_fails_bodies_the_description_does_not_allow() {
         json!({"sku": {"capacity": "3"}}),
         json!({"capacity": 3}),
         json!({"sku": {"capacity": 3}, "id": "x"}),
+        // Shapes an allow-list of `sku.capacity` let through: a sku name that is not a
+        // string, and a sku property the description does not have.
+        json!({"sku": {"capacity": 3, "name": 5}}),
+        json!({"sku": {"capacity": 3, "size": "Standard_D2s_v5"}}),
     ] {
         let res = patch(body.clone()).await.expect("patch");
         assert_eq!(res.status(), 400, "{body}");
@@ -366,6 +370,6 @@ async fn the_double_fails_bodies_the_description_does_not_allow() {
         .await
         .expect("post");
     assert_eq!(res.status(), 400);
-    assert_eq!(double.violations().len(), 4, "{:?}", double.violations());
+    assert_eq!(double.violations().len(), 6, "{:?}", double.violations());
     assert_eq!(double.capacity(), 2, "nothing changed");
 }
