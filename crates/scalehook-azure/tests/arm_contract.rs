@@ -7,46 +7,11 @@
 mod common;
 
 use common::arm_double::{ArmDouble, Fault, API_VERSION, VMSS_ID};
-use scalehook_azure::{ArmBudget, ArmClient, ManagedIdentity, VmssFleet};
-use scalehook_core::{Config, Fleet, FleetError, PoolConfig};
+use common::fleet::{count, fleet_with, pool, raw_patch, settle_at_once};
+use scalehook_azure::ArmBudget;
+use scalehook_core::{Fleet, FleetError};
 use serde_json::json;
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
-
-fn pool() -> PoolConfig {
-    let toml = format!(
-        "[[pools]]\nname = \"linux\"\nlabels = [\"self-hosted\"]\nmax = 10\nazure_vmss = \"{VMSS_ID}\"\n"
-    );
-    Config::from_toml(&toml).expect("config").pools.remove(0)
-}
-
-fn fleet_with(double: &ArmDouble, budget: ArmBudget) -> VmssFleet {
-    let env: HashMap<String, String> = double.env().into_iter().collect();
-    let http = scalehook_azure::app::http_client().expect("client");
-    let identity =
-        ManagedIdentity::from_lookup(http.clone(), |k| env.get(k).cloned()).expect("identity");
-    VmssFleet::new(
-        ArmClient::new(http, &double.base, Arc::new(identity), budget).expect("arm client"),
-    )
-}
-
-fn settle_at_once() -> ArmBudget {
-    ArmBudget {
-        min_poll: Duration::ZERO,
-        default_poll: Duration::ZERO,
-        ..ArmBudget::default()
-    }
-}
-
-fn count(double: &ArmDouble, what: &str) -> usize {
-    double
-        .lock()
-        .log
-        .iter()
-        .filter(|l| l.contains(what))
-        .count()
-}
 
 fn arm_requests(double: &ArmDouble) -> usize {
     double
@@ -334,17 +299,6 @@ async fn an_overprovisioning_scale_set_is_refused() {
 #[tokio::test]
 async fn the_double_fails_bodies_the_description_does_not_allow() {
     let double = ArmDouble::start(2).await;
-    let http = reqwest::Client::new();
-    let token = double.issue_token();
-    let patch = |body: serde_json::Value| {
-        http.patch(format!(
-            "{}{VMSS_ID}?api-version={API_VERSION}",
-            double.base
-        ))
-        .bearer_auth(&token)
-        .json(&body)
-        .send()
-    };
     for body in [
         json!({"sku": {"capacity": "3"}}),
         json!({"capacity": 3}),
@@ -354,17 +308,17 @@ async fn the_double_fails_bodies_the_description_does_not_allow() {
         json!({"sku": {"capacity": 3, "name": 5}}),
         json!({"sku": {"capacity": 3, "size": "Standard_D2s_v5"}}),
     ] {
-        let res = patch(body.clone()).await.expect("patch");
+        let res = raw_patch(&double, &body).await;
         assert_eq!(res.status(), 400, "{body}");
         let err: serde_json::Value = res.json().await.expect("CloudError");
         assert_eq!(err["error"]["code"], "InvalidRequestContent", "{body}");
     }
-    let res = http
+    let res = reqwest::Client::new()
         .post(format!(
             "{}{VMSS_ID}/delete?api-version={API_VERSION}",
             double.base
         ))
-        .bearer_auth(&token)
+        .bearer_auth(double.issue_token())
         .json(&json!({"instanceIds": [1]}))
         .send()
         .await

@@ -4,57 +4,19 @@
 mod common;
 
 use common::arm_double::{ArmDouble, Fault, VMSS_ID};
+use common::fleet::{arm_client, count, fleet_with, pool, settle_at_once};
 use scalehook_azure::{ArmBudget, ArmClient, ManagedIdentity, VmssFleet};
-use scalehook_core::{Config, Fleet, FleetError, PoolConfig, RecordingSleeper};
+use scalehook_core::{Fleet, FleetError, RecordingSleeper};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-
-fn pool() -> PoolConfig {
-    let toml = format!(
-        "[[pools]]\nname = \"linux\"\nlabels = [\"self-hosted\"]\nmax = 10\nazure_vmss = \"{VMSS_ID}\"\n"
-    );
-    Config::from_toml(&toml).expect("config").pools.remove(0)
-}
-
-fn arm_client(double: &ArmDouble, budget: ArmBudget) -> ArmClient {
-    let env: HashMap<String, String> = double.env().into_iter().collect();
-    let http = scalehook_azure::app::http_client().expect("client");
-    let identity =
-        ManagedIdentity::from_lookup(http.clone(), |k| env.get(k).cloned()).expect("identity");
-    ArmClient::new(
-        http,
-        &env["SCALEHOOK_ARM_ENDPOINT"],
-        Arc::new(identity),
-        budget,
-    )
-    .expect("arm client")
-}
-
-fn fleet_with(double: &ArmDouble, budget: ArmBudget) -> VmssFleet {
-    VmssFleet::new(arm_client(double, budget))
-}
 
 fn fleet(double: &ArmDouble) -> VmssFleet {
     fleet_with(double, ArmBudget::default())
 }
 
-/// Operations are read as soon as a describe comes (no minimum interval, no default wait).
-fn settle_at_once() -> ArmBudget {
-    ArmBudget {
-        min_poll: Duration::ZERO,
-        default_poll: Duration::ZERO,
-        ..ArmBudget::default()
-    }
-}
-
 fn operation_reads(double: &ArmDouble) -> usize {
-    double
-        .lock()
-        .log
-        .iter()
-        .filter(|l| l.contains("/operations/"))
-        .count()
+    count(double, "/operations/")
 }
 
 #[tokio::test]
