@@ -135,16 +135,22 @@ impl VmssFleet {
     /// one is forgotten, a running one is kept for a later describe.
     async fn settle_due(&self, vmss: &str, deadline: Instant) {
         let ops = self.operations().remove(vmss).unwrap_or_default();
+        // Reading operations may spend a quarter of the call, never what describe needs.
+        let settle_by = deadline.min(Instant::now() + self.arm.budget.call / 4);
         let mut keep = Vec::with_capacity(ops.len());
         let mut read = 0;
         for op in ops {
-            if read >= SETTLE_PER_DESCRIBE || self.arm.rate_low() || Instant::now() < op.not_before
+            let now = Instant::now();
+            if read >= SETTLE_PER_DESCRIBE
+                || self.arm.rate_low()
+                || now < op.not_before
+                || now >= settle_by
             {
                 keep.push(op);
                 continue;
             }
             read += 1;
-            match self.arm.settle(op, deadline).await {
+            match self.arm.settle(op, settle_by).await {
                 Settled::Running(op) if op.unreadable < MAX_UNREADABLE => keep.push(op),
                 Settled::Running(op) => {
                     tracing::warn!(target: "scalehook::azure", vmss, operation = %op.what, "ARM operation status stayed unreadable; forgetting it");

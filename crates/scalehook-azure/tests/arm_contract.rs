@@ -166,6 +166,30 @@ async fn operations_are_read_no_sooner_than_allowed() {
     assert_eq!(count(&double, "/operations/"), 0);
 }
 
+/// Finding 4: reading an operation never takes the call's whole budget: a describe whose
+/// operation read hangs still describes.
+#[tokio::test]
+async fn a_hanging_operation_read_leaves_describe_its_budget() {
+    let double = ArmDouble::start(1).await;
+    let budget = ArmBudget {
+        call: Duration::from_secs(1),
+        ..settle_at_once()
+    };
+    let f = fleet_with(&double, budget);
+    f.set_desired(&pool(), 2).await.expect("accepted");
+    double.lock().op_delay = Duration::from_secs(5);
+    let s = f
+        .describe(&pool())
+        .await
+        .expect("describe within its budget");
+    assert_eq!(s.desired, 2);
+    assert_eq!(
+        f.pending_operations(VMSS_ID),
+        1,
+        "kept for a later describe"
+    );
+}
+
 /// Finding 4: the status is compared without regard to case.
 #[tokio::test]
 async fn operation_status_is_read_in_any_case() {

@@ -116,6 +116,8 @@ pub struct DoubleState {
     pub lowercase_status: bool,
     /// How long the identity endpoint takes to answer.
     pub identity_delay: std::time::Duration,
+    /// How long operation reads take to answer.
+    pub op_delay: std::time::Duration,
     /// Answer operation reads with 403 (an identity without
     /// `Microsoft.Compute/locations/operations/read`).
     pub forbid_ops: bool,
@@ -378,6 +380,12 @@ async fn handle(
         return identity(&mut st, &method, &headers, &query);
     }
     let path = uri.path().to_string();
+    if path.starts_with(OPERATIONS) {
+        let delay = state.lock().unwrap_or_else(|p| p.into_inner()).op_delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+    }
     // Compute's throttling: every ARM request spends a call; past the limit, 429.
     let left = {
         let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
