@@ -145,7 +145,6 @@ fn arm_budget(config: &Config) -> ArmBudget {
     let mut budget = ArmBudget::default();
     let half = config.cloud_timeout / 2;
     budget.call = budget.call.min(half);
-    budget.poll = budget.poll.min(budget.call);
     budget.max_wait = budget.max_wait.min(budget.call);
     budget
 }

@@ -1,15 +1,21 @@
-//! A small Azure Resource Manager REST client: bearer token from the managed identity,
-//! bounded retries that honour `Retry-After`, and long-running-operation polling
-//! (`Azure-AsyncOperation`, else `Location`), all inside a time budget so a delivery still
-//! answers within the core's `cloud_timeout_ms`.
+//! A small Azure Resource Manager REST client: bearer token from the managed identity (within
+//! the call's deadline), bounded retries that honour `Retry-After`, Compute throttling kept
+//! per policy ([`crate::throttle`]), and long-running operations that are never waited for
+//! inside a call: an accepted write yields an [`Operation`], settled later by one GET
+//! ([`ArmClient::settle`]) once its `Retry-After` has passed.
 //!
 //! Docs: ARM throttling and `Retry-After`
 //! (learn.microsoft.com/azure/azure-resource-manager/management/request-limits-and-throttling),
-//! async operations (…/azure-resource-manager/management/async-operations).
+//! async operations (Azure/azure-resource-manager-rpc, `v1.0/async-api-reference.md`):
+//! `Azure-AsyncOperation` answers `{"status": ...}` (terminal: Succeeded, Failed, Canceled);
+//! `Location` answers 202 while running and, once done, the operation's final response, an
+//! error status when it failed.
 
 use crate::http::{backoff, error_chain, header_url, retry_after, retryable, unix_now};
 pub use crate::http::{error_text, snippet};
 use crate::identity::{ManagedIdentity, ARM_AUDIENCE};
+pub use crate::throttle::ThrottleStats;
+use crate::throttle::{request_kind, Throttle};
 use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode, Url};
 use scalehook_core::sleep::{Sleeper, TokioSleeper};
@@ -25,32 +31,34 @@ pub const ARM_API_VERSION: &str = "2024-11-01";
 /// Public-cloud ARM.
 pub const DEFAULT_ARM_ENDPOINT: &str = "https://management.azure.com";
 
-/// How long one fleet call may take, and how retries and polling spend it.
+/// How long one fleet call may take, and how retries and operation reads are spaced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ArmBudget {
-    /// Everything one fleet call does (requests, retries, polling) ends within this.
+    /// Everything one fleet call does (token, requests, retries) ends within this.
     pub call: Duration,
     /// Attempts per request (1 = no retry).
     pub attempts: u32,
     /// Longest single wait between attempts; a longer `Retry-After` ends the call as
     /// unavailable (a redelivery or the next reconcile repairs capacity).
     pub max_wait: Duration,
-    /// Polling of an accepted long-running operation stops after this; the operation
-    /// goes on in Azure and the next describe sees its result.
-    pub poll: Duration,
+    /// An operation is never read sooner than this after the last answer about it, whatever
+    /// `Retry-After` says (the Azure SDKs keep at least 1 s too).
+    pub min_poll: Duration,
+    /// When an accepted operation comes without `Retry-After`, the first read waits this long.
+    pub default_poll: Duration,
 }
 
 impl Default for ArmBudget {
     fn default() -> Self {
         // The core gives a delivery 7 s for the ledger and the fleet together; a scale
-        // action is describe + one write, so each call gets at most 3 s. Scale operations
-        // take minutes, so polling is short: it catches an operation that fails at once,
-        // and a reconcile pass that removes several instances still fits its budget.
+        // action is describe + one write, so each call gets at most 3 s. Operations are
+        // settled by a later describe, never waited for inside a call.
         Self {
             call: Duration::from_secs(3),
             attempts: 4,
             max_wait: Duration::from_secs(2),
-            poll: Duration::from_secs(1),
+            min_poll: Duration::from_secs(1),
+            default_poll: Duration::from_secs(10),
         }
     }
 }
@@ -74,38 +82,63 @@ impl ArmResponse {
     }
 }
 
+/// An accepted long-running operation, to be read later.
+#[derive(Debug, Clone)]
+pub struct Operation {
+    /// What it does, for logs (`PATCH capacity 4`, `POST delete 3`).
+    pub what: String,
+    url: Url,
+    /// Followed by `Location` (status codes) rather than `Azure-AsyncOperation` (a body).
+    by_location: bool,
+    /// Not read before this (`Retry-After`, at least [`ArmBudget::min_poll`]).
+    pub not_before: Instant,
+    /// Reads that could not tell how it went (bounded by the caller).
+    pub unreadable: u32,
+}
+
+/// What one read of an operation told.
+#[derive(Debug)]
+pub enum Settled {
+    /// Still running (or not due yet): keep it.
+    Running(Operation),
+    Succeeded,
+    /// Failed or canceled, with ARM's error.
+    Failed(String),
+    /// Cannot be known (no permission to read operations, or it expired): forget it.
+    Unknown(String),
+}
+
 /// Below this many calls left in a Compute throttling policy, callers skip what they can
 /// (a fresh VM list is reused, broken VMs wait for a later pass).
 pub const RATE_LOW: u32 = 20;
 /// Below this many, every request is also spaced out (a short pause first).
 pub const RATE_CRITICAL: u32 = 5;
-/// Compute's shortest throttling window: a reading older than this says nothing.
-const RATE_WINDOW_SECS: u64 = 180;
 
 pub struct ArmClient {
     http: reqwest::Client,
     endpoint: Url,
     identity: Arc<ManagedIdentity>,
     pub budget: ArmBudget,
-    /// Every wait (Retry-After, backoff, spacing, polling) goes through this.
+    /// Every wait (Retry-After, backoff, spacing) goes through this.
     sleeper: Arc<dyn Sleeper>,
-    /// The lowest `x-ms-ratelimit-remaining-resource` count of the last answer that had one
-    /// (`u64::MAX`: none seen), and when (Unix seconds).
-    remaining: AtomicU64,
-    remaining_at: AtomicU64,
+    throttle: Throttle,
+    operations_failed: AtomicU64,
 }
 
-/// The lowest remaining count in `x-ms-ratelimit-remaining-resource` headers, whose values
-/// list policies as `Microsoft.Compute/GetVMScaleSet3Min;107,Microsoft.Compute/GetVMScaleSet30Min;587`
-/// (one header per policy, or several in one, comma-separated).
+/// What the client counted so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ArmStats {
+    pub throttle: ThrottleStats,
+    /// Accepted operations that ended Failed or Canceled.
+    pub operations_failed: u64,
+}
+
+/// The lowest remaining count among an answer's `x-ms-ratelimit-remaining-resource`
+/// entries (`Microsoft.Compute/GetVMScaleSet3Min;107,...`) and subscription reads/writes.
 pub fn remaining_calls(headers: &HeaderMap) -> Option<u32> {
-    headers
-        .get_all("x-ms-ratelimit-remaining-resource")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|entry| entry.rsplit_once(';'))
-        .filter_map(|(_, n)| n.trim().parse::<u32>().ok())
+    crate::throttle::policy_counts(headers)
+        .into_iter()
+        .map(|(_, n)| n)
         .min()
 }
 
@@ -127,8 +160,8 @@ impl ArmClient {
             identity,
             budget,
             sleeper: Arc::new(TokioSleeper),
-            remaining: AtomicU64::new(u64::MAX),
-            remaining_at: AtomicU64::new(0),
+            throttle: Throttle::default(),
+            operations_failed: AtomicU64::new(0),
         })
     }
 
@@ -138,13 +171,9 @@ impl ArmClient {
         self
     }
 
-    /// Calls left in the tightest Compute throttling policy ARM last reported, if it
-    /// reported one within the last three minutes.
+    /// Calls left in the tightest throttling policy ARM reported within three minutes.
     pub fn rate_remaining(&self) -> Option<u32> {
-        let n = self.remaining.load(Ordering::Relaxed);
-        let at = self.remaining_at.load(Ordering::Relaxed);
-        (n != u64::MAX && unix_now().saturating_sub(at) <= RATE_WINDOW_SECS)
-            .then(|| u32::try_from(n).unwrap_or(u32::MAX))
+        self.throttle.remaining(unix_now())
     }
 
     /// True when calls that can wait should wait (see [`RATE_LOW`]).
@@ -152,17 +181,10 @@ impl ArmClient {
         self.rate_remaining().is_some_and(|n| n <= RATE_LOW)
     }
 
-    fn note_rate(&self, headers: &HeaderMap) {
-        if let Some(n) = remaining_calls(headers) {
-            self.remaining.store(u64::from(n), Ordering::Relaxed);
-            self.remaining_at.store(unix_now(), Ordering::Relaxed);
-            if n <= RATE_LOW {
-                tracing::warn!(
-                    target: "scalehook::azure",
-                    remaining = n,
-                    "ARM Compute throttling budget is low; skipping what can wait"
-                );
-            }
+    pub fn stats(&self) -> ArmStats {
+        ArmStats {
+            throttle: self.throttle.stats(),
+            operations_failed: self.operations_failed.load(Ordering::Relaxed),
         }
     }
 
@@ -178,7 +200,7 @@ impl ArmClient {
 
     /// One request with bounded retries on throttling (429), server errors and transport
     /// failures. Answers with the first non-retryable response; error statuses are mapped
-    /// by [`error_for`].
+    /// by [`error_for`]. A request whose throttling policy is blocked fails at once.
     pub async fn send(
         &self,
         method: Method,
@@ -186,10 +208,43 @@ impl ArmClient {
         body: Option<&Value>,
         deadline: Instant,
     ) -> Result<ArmResponse, FleetError> {
+        self.request(method, url, body, deadline, true).await
+    }
+
+    /// [`Self::send`]; with `map_errors` false, a non-retryable error answer is handed back
+    /// as it is (an operation's final response is read by its status).
+    async fn request(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+        deadline: Instant,
+        map_errors: bool,
+    ) -> Result<ArmResponse, FleetError> {
         self.check_origin(&url)?;
+        let kind = request_kind(method.as_str(), url.path());
         let mut attempt = 0;
         loop {
             attempt += 1;
+            // Only the first attempt asks: a retry comes after the Retry-After it honoured.
+            if attempt == 1 {
+                if let Some((policy, left)) = self.throttle.blocked(&kind, Instant::now()) {
+                    tracing::warn!(
+                        target: "scalehook::azure",
+                        event = "arm_throttled_fast_fail",
+                        method = %method,
+                        path = url.path(),
+                        policy = %policy,
+                        blocked_for_s = left.as_secs(),
+                        "ARM throttling policy still closed; not calling ARM"
+                    );
+                    return Err(FleetError::Unavailable(format!(
+                        "ARM {method} {}: throttling policy {policy} is closed for another {} s",
+                        url.path(),
+                        left.as_secs().max(1)
+                    )));
+                }
+            }
             // Nearly out of calls in a Compute policy: space requests out rather than run
             // into 429s (bounded: never past half of what is left of the call budget).
             if self.rate_remaining().is_some_and(|n| n <= RATE_CRITICAL) {
@@ -198,9 +253,15 @@ impl ArmClient {
                     .sleep(Duration::from_millis(500).min(left / 2))
                     .await;
             }
+            if deadline <= Instant::now() {
+                return Err(FleetError::Unavailable(format!(
+                    "ARM {method} {} did not finish within the call budget",
+                    url.path()
+                )));
+            }
             let token = self
                 .identity
-                .token(ARM_AUDIENCE)
+                .token_by(ARM_AUDIENCE, deadline)
                 .await
                 .map_err(|e| FleetError::Unavailable(e.to_string()))?;
             let mut req = self
@@ -225,29 +286,51 @@ impl ArmClient {
                 Ok(Ok(res)) => {
                     let status = res.status();
                     let headers = res.headers().clone();
-                    self.note_rate(&headers);
                     match tokio::time::timeout(
                         deadline.saturating_duration_since(Instant::now()),
                         res.bytes(),
                     )
                     .await
                     {
-                        Ok(Ok(body)) => Ok(ArmResponse {
-                            status,
-                            headers,
-                            body,
-                        }),
+                        Ok(Ok(body)) => {
+                            self.throttle.observe(
+                                &kind,
+                                status,
+                                &headers,
+                                &body,
+                                Instant::now(),
+                                unix_now(),
+                            );
+                            Ok(ArmResponse {
+                                status,
+                                headers,
+                                body,
+                            })
+                        }
                         Ok(Err(e)) => Err(error_chain(&e.without_url())),
                         Err(_) => Err("timed out reading the body".to_string()),
                     }
                 }
             };
+            if let Some(n) = outcome
+                .as_ref()
+                .ok()
+                .and_then(|r| remaining_calls(&r.headers))
+            {
+                if n <= RATE_LOW {
+                    tracing::warn!(
+                        target: "scalehook::azure",
+                        remaining = n,
+                        "ARM throttling budget is low; skipping what can wait"
+                    );
+                }
+            }
             let (retry_after, problem) = match outcome {
                 Ok(res) if retryable(res.status) => (
                     retry_after(&res.headers),
                     format!("{} {}", res.status, error_text(&res.body)),
                 ),
-                Ok(res) if res.status.is_success() => return Ok(res),
+                Ok(res) if res.status.is_success() || !map_errors => return Ok(res),
                 Ok(res) => return Err(error_for(&method, &url, &res)),
                 Err(problem) => (None, problem),
             };
@@ -272,77 +355,103 @@ impl ArmClient {
         }
     }
 
-    /// Follows an accepted long-running operation until it ends or the poll budget is
-    /// spent. `Ok(true)`: it succeeded; `Ok(false)`: still running when polling stopped
-    /// (the change is accepted; Azure carries it out). A failed or cancelled operation is
-    /// an error.
-    pub async fn wait(
-        &self,
-        accepted: &ArmResponse,
-        deadline: Instant,
-    ) -> Result<bool, FleetError> {
+    /// The operation an accepted write started, to settle later; `None` when ARM reports
+    /// none to follow (the change is done as far as ARM tells).
+    pub fn operation(&self, what: &str, accepted: &ArmResponse) -> Option<Operation> {
         let async_op = header_url(&accepted.headers, "azure-asyncoperation");
         let location = header_url(&accepted.headers, LOCATION.as_str());
-        let (url, by_status) = match (async_op, location) {
+        let (url, by_location) = match (async_op, location) {
             (Some(u), _) => (u, false),
             (None, Some(u)) if accepted.status == StatusCode::ACCEPTED => (u, true),
-            // 200/201 with no operation to follow: done as far as ARM tells.
-            _ => return Ok(true),
+            _ => return None,
         };
-        let url = Url::parse(&url).map_err(|_| {
-            FleetError::Unavailable("ARM gave an operation URL that is not a URL".into())
-        })?;
-        let poll_until = deadline.min(Instant::now() + self.budget.poll);
-        let mut wait = retry_after(&accepted.headers).unwrap_or(Duration::from_millis(500));
-        loop {
-            // Honour Retry-After: never poll sooner than ARM asks. If that is past the
-            // poll budget, stop here: the operation is accepted and goes on without us.
-            if Instant::now() + wait >= poll_until {
-                tracing::info!(
-                    target: "scalehook::azure",
-                    operation = url.path(),
-                    "ARM operation still running when the poll budget ended"
-                );
-                return Ok(false);
-            }
-            self.sleeper.sleep(wait).await;
-            let res = match self.send(Method::GET, url.clone(), None, deadline).await {
-                Ok(res) => res,
-                // The change itself was accepted; not knowing how it goes is no reason to
-                // fail the delivery. (Reading the operation needs
-                // `Microsoft.Compute/locations/operations/read`; a 403 lands here too.)
-                Err(e) => {
-                    tracing::warn!(
-                        target: "scalehook::azure",
-                        problem = %e,
-                        "cannot read the ARM operation status; treating the accepted change as in progress"
-                    );
-                    return Ok(false);
-                }
-            };
-            wait = retry_after(&res.headers).unwrap_or(Duration::from_millis(500));
-            if by_status {
-                if res.status == StatusCode::ACCEPTED {
-                    continue;
-                }
-                return Ok(true);
-            }
-            let Ok(status) = res.json() else {
-                return Ok(false);
-            };
-            match status.get("status").and_then(Value::as_str) {
-                Some("Succeeded") => return Ok(true),
-                Some("Failed") | Some("Canceled") => {
-                    return Err(FleetError::Rejected(format!(
-                        "ARM operation {}: {}",
-                        status["status"].as_str().unwrap_or_default(),
-                        error_text(&res.body)
-                    )))
-                }
-                // InProgress, or a provider-specific running state.
-                _ => continue,
-            }
+        let Ok(url) = Url::parse(&url) else {
+            tracing::warn!(target: "scalehook::azure", what, "ARM gave an operation URL that is not a URL; not following it");
+            return None;
+        };
+        Some(Operation {
+            what: what.to_string(),
+            url,
+            by_location,
+            not_before: self.next_read(&accepted.headers),
+            unreadable: 0,
+        })
+    }
+
+    /// When to read an operation next: `Retry-After`, else the default, never sooner than
+    /// the minimum interval.
+    fn next_read(&self, headers: &HeaderMap) -> Instant {
+        let wait = retry_after(headers).unwrap_or(self.budget.default_poll);
+        Instant::now() + wait.max(self.budget.min_poll)
+    }
+
+    /// Reads `op` once if it is due (else hands it back as running). The read gets what is
+    /// left of `deadline`; a read that fails for a transient reason keeps the operation.
+    pub async fn settle(&self, mut op: Operation, deadline: Instant) -> Settled {
+        if Instant::now() < op.not_before {
+            return Settled::Running(op);
         }
+        let res = match self
+            .request(Method::GET, op.url.clone(), None, deadline, false)
+            .await
+        {
+            Ok(res) => res,
+            Err(e) => {
+                tracing::info!(target: "scalehook::azure", operation = %op.what, problem = %e, "ARM operation status unreadable for now");
+                op.unreadable += 1;
+                op.not_before = Instant::now() + self.budget.min_poll;
+                return Settled::Running(op);
+            }
+        };
+        match res.status.as_u16() {
+            // No `Microsoft.Compute/locations/operations/read`, or the operation expired.
+            403 | 404 => {
+                return Settled::Unknown(format!(
+                    "operation status answered {}: {}",
+                    res.status,
+                    error_text(&res.body)
+                ))
+            }
+            // `Location`: a finished operation answers with its final response, an error
+            // status when it failed (the RPC; the SDKs' Location pollers read it so too).
+            _ if !res.status.is_success() => {
+                return self.failed(&op, format!("{} {}", res.status, error_text(&res.body)))
+            }
+            _ => {}
+        }
+        op.not_before = self.next_read(&res.headers);
+        if op.by_location {
+            return if res.status == StatusCode::ACCEPTED {
+                Settled::Running(op)
+            } else {
+                Settled::Succeeded
+            };
+        }
+        let status = res
+            .json()
+            .ok()
+            .and_then(|v| v.get("status").and_then(Value::as_str).map(str::to_string));
+        match status.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            Some("succeeded") => Settled::Succeeded,
+            Some("failed") | Some("canceled") | Some("cancelled") => {
+                let why = format!("{}: {}", status.unwrap_or_default(), error_text(&res.body));
+                self.failed(&op, why)
+            }
+            // InProgress, or a provider-specific running state.
+            _ => Settled::Running(op),
+        }
+    }
+
+    fn failed(&self, op: &Operation, why: String) -> Settled {
+        self.operations_failed.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            target: "scalehook::azure",
+            event = "arm_operation_failed",
+            operation = %op.what,
+            problem = %why,
+            "ARM operation failed; the next describe sees its VMs"
+        );
+        Settled::Failed(why)
     }
 
     /// The bearer token goes only to the configured ARM origin: `nextLink` and operation
@@ -370,10 +479,24 @@ fn error_for(method: &Method, url: &Url, res: &ArmResponse) -> FleetError {
     );
     match res.status.as_u16() {
         404 => FleetError::NotFound(what),
+        // Compute's answer for an instance that is gone (or going): 400 `InvalidParameter`
+        // on `instanceIds`, "... is not an active Virtual Machine Scale Set VM instanceId".
+        400 if instance_not_active(&res.body) => FleetError::NotFound(what),
         // Another operation on the scale set is in progress: transient.
         409 => FleetError::Unavailable(what),
         _ => FleetError::Rejected(what),
     }
+}
+
+fn instance_not_active(body: &[u8]) -> bool {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return false;
+    };
+    let e = v.get("error").unwrap_or(&v);
+    let code = e.get("code").and_then(Value::as_str).unwrap_or("");
+    let message = e.get("message").and_then(Value::as_str).unwrap_or("");
+    code == "InstanceIdsListInstanceIdNotActiveVM"
+        || (code == "InvalidParameter" && message.contains("not an active"))
 }
 
 #[cfg(test)]

@@ -6,9 +6,12 @@
 //! `If-None-Match: *` (a second process or a redelivery gets 409 and mints nothing more); the
 //! VM's boot script reads it with the pool's identity and deletes it. Because the VM deletes
 //! it, scalehook also writes a record that outlives the read, the empty blob
-//! `jit-<pool>/minted/<computer name>` (boot scripts never read it): the VM was provisioned,
-//! whatever happened to its configuration since. Records of deleted VMs are removed by the
-//! storage account's lifecycle rule (see the Azure example).
+//! `jit-<pool>/minted/<computer name>` (boot scripts never read it), holding the ETag of the
+//! configuration scalehook wrote: the VM was provisioned, whatever happened to its
+//! configuration since. A configuration the record does not name is not scalehook's (a VM
+//! that can write the container could plant one for a predictable future computer name): it
+//! is deleted and the VM provisioned (logged, `event: jit_config_not_ours`). Records of
+//! deleted VMs are removed by the storage account's lifecycle rule (see the Azure example).
 //!
 //! Auth: a bearer token for `https://storage.azure.com/` from the function app's managed
 //! identity (role "Storage Blob Data Contributor" on the pools' containers only), or
@@ -62,7 +65,17 @@ pub fn container_of(pool: &PoolConfig) -> Result<String, String> {
 
 struct BlobResponse {
     status: StatusCode,
+    headers: reqwest::header::HeaderMap,
     body: bytes::Bytes,
+}
+
+impl BlobResponse {
+    fn etag(&self) -> Option<String> {
+        self.headers
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
 }
 
 /// A thin Blob REST client for one storage account.
@@ -144,6 +157,57 @@ impl BlobClient {
         }
     }
 
+    /// A blob's ETag, `None` when there is none.
+    pub async fn etag(&self, container: &str, blob: &str) -> Result<Option<String>, String> {
+        let url = self.url(&format!("{container}/{blob}"), None);
+        let res = self.send(Method::HEAD, &url, None, &[]).await?;
+        match res.status.as_u16() {
+            200 => Ok(res.etag()),
+            404 => Ok(None),
+            _ => Err(format!("HEAD {container}/{blob}: {}", status_text(&res))),
+        }
+    }
+
+    /// Deletes the version `etag` of a blob (`If-Match`). `Ok(false)`: gone or changed.
+    pub async fn delete_if_match(
+        &self,
+        container: &str,
+        blob: &str,
+        etag: &str,
+    ) -> Result<bool, String> {
+        let url = self.url(&format!("{container}/{blob}"), None);
+        let res = self
+            .send(Method::DELETE, &url, None, &[("if-match", etag)])
+            .await?;
+        match res.status.as_u16() {
+            202 => Ok(true),
+            404 | 412 => Ok(false),
+            _ => Err(format!("DELETE {container}/{blob}: {}", status_text(&res))),
+        }
+    }
+
+    /// Replaces the version `etag` of a blob (`If-Match`). `Ok(false)`: gone or changed.
+    pub async fn replace_if_match(
+        &self,
+        container: &str,
+        blob: &str,
+        body: &[u8],
+        etag: &str,
+    ) -> Result<bool, String> {
+        let url = self.url(&format!("{container}/{blob}"), None);
+        let headers = [
+            ("x-ms-blob-type", "BlockBlob"),
+            ("if-match", etag),
+            ("content-type", "application/octet-stream"),
+        ];
+        let res = self.send(Method::PUT, &url, Some(body), &headers).await?;
+        match res.status.as_u16() {
+            201 => Ok(true),
+            404 | 412 => Ok(false),
+            _ => Err(format!("PUT {container}/{blob}: {}", status_text(&res))),
+        }
+    }
+
     /// Deletes a blob (what a VM's boot script does after reading its configuration).
     /// `Ok(false)`: there was none.
     pub async fn delete(&self, container: &str, blob: &str) -> Result<bool, String> {
@@ -156,10 +220,16 @@ impl BlobClient {
         }
     }
 
-    /// Writes a block blob only if none exists (`If-None-Match: *`). `Ok(false)`: one
-    /// exists. A retried write that meets 409 compares the stored content with its own, so
-    /// an answer lost in transit does not turn the caller's own write into someone else's.
-    pub async fn create(&self, container: &str, blob: &str, body: &[u8]) -> Result<bool, String> {
+    /// Writes a block blob only if none exists (`If-None-Match: *`): the ETag of the blob
+    /// written, `Ok(None)` when one exists. A retried write that meets 409 compares the
+    /// stored content with its own, so an answer lost in transit does not turn the caller's
+    /// own write into someone else's.
+    pub async fn create(
+        &self,
+        container: &str,
+        blob: &str,
+        body: &[u8],
+    ) -> Result<Option<String>, String> {
         let url = self.url(&format!("{container}/{blob}"), None);
         let headers = [
             ("x-ms-blob-type", "BlockBlob"),
@@ -173,12 +243,17 @@ impl BlobClient {
                 .send_once(&Method::PUT, &url, Some(body), &headers)
                 .await
             {
-                Ok(res) if res.status == StatusCode::CREATED => return Ok(true),
+                Ok(res) if res.status == StatusCode::CREATED => {
+                    return res
+                        .etag()
+                        .map(Some)
+                        .ok_or_else(|| format!("PUT {container}/{blob}: 201 without an ETag"))
+                }
                 Ok(res) if matches!(res.status.as_u16(), 409 | 412) => {
-                    if attempt == 1 {
-                        return Ok(false);
+                    if attempt == 1 || self.get(container, blob).await?.as_deref() != Some(body) {
+                        return Ok(None);
                     }
-                    return Ok(self.get(container, blob).await?.as_deref() == Some(body));
+                    return self.etag(container, blob).await;
                 }
                 Ok(res) if retryable(res.status) => status_text(&res),
                 Ok(res) => return Err(format!("PUT {container}/{blob}: {}", status_text(&res))),
@@ -256,6 +331,7 @@ impl BlobClient {
         let res = send_authorized(req, authorization).await?;
         Ok(BlobResponse {
             status: res.status,
+            headers: res.headers,
             body: res.body,
         })
     }
@@ -322,10 +398,29 @@ fn string_to_sign(
 }
 
 /// One pool's JIT configurations: `<container>/<computer name>` and the record
-/// `<container>/minted/<computer name>`.
+/// `<container>/minted/<computer name>`, whose content is the ETag of the configuration
+/// scalehook wrote. A configuration is scalehook's only when the record names its ETag: a
+/// blob someone else put there (a VM that can write the container could plant one for a
+/// future computer name) is not "already provisioned"; it is deleted and the VM provisioned.
 pub struct BlobConfigStore {
     client: Arc<BlobClient>,
     container: String,
+    /// How long a configuration without a record may be another process's write in flight
+    /// (its record follows within milliseconds) before it counts as not scalehook's.
+    record_wait: Duration,
+}
+
+/// What a stored configuration is to scalehook.
+#[derive(Debug, PartialEq, Eq)]
+enum Found {
+    /// None stored, and no record.
+    Nothing,
+    /// The record, and the configuration it names or none (the VM took it).
+    Ours,
+    /// A configuration the record does not name (or no record): not scalehook's write.
+    NotOurs { etag: String },
+    /// A record without its configuration where one should be: see [`BlobConfigStore::exists`].
+    RecordOnly,
 }
 
 impl BlobConfigStore {
@@ -333,11 +428,113 @@ impl BlobConfigStore {
         Self {
             client,
             container: container.into(),
+            record_wait: Duration::from_secs(1),
         }
     }
 
     pub fn container(&self) -> &str {
         &self.container
+    }
+
+    fn record(instance_key: &str) -> String {
+        format!("{MINTED_PREFIX}{instance_key}")
+    }
+
+    /// The configuration's ETag and the record's content (the ETag scalehook wrote).
+    async fn look(&self, instance_key: &str) -> Result<Found, StoreError> {
+        let c = &self.container;
+        let record = self
+            .client
+            .get(c, &Self::record(instance_key))
+            .await
+            .map_err(failed)?
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        let etag = self.client.etag(c, instance_key).await.map_err(failed)?;
+        Ok(match (record, etag) {
+            (None, None) => Found::Nothing,
+            (Some(r), Some(e)) if r == e => Found::Ours,
+            (Some(_), None) => Found::RecordOnly,
+            (_, Some(etag)) => Found::NotOurs { etag },
+        })
+    }
+
+    /// Writes the record naming `etag` (replacing a record that names something else).
+    /// `Ok(false)`: the configuration is no longer the one written (another writer won).
+    async fn write_record(&self, instance_key: &str, etag: &str) -> Result<bool, StoreError> {
+        let c = &self.container;
+        let record = Self::record(instance_key);
+        for _ in 0..3 {
+            if self
+                .client
+                .create(c, &record, etag.as_bytes())
+                .await
+                .map_err(failed)?
+                .is_some()
+            {
+                return Ok(true);
+            }
+            // A record exists: a stale or planted one, or another process's for its own
+            // configuration. Ours stays only while the configuration is still ours.
+            if self
+                .client
+                .etag(c, instance_key)
+                .await
+                .map_err(failed)?
+                .as_deref()
+                != Some(etag)
+            {
+                return Ok(false);
+            }
+            let Some(old) = self.client.etag(c, &record).await.map_err(failed)? else {
+                continue;
+            };
+            if self
+                .client
+                .replace_if_match(c, &record, etag.as_bytes(), &old)
+                .await
+                .map_err(failed)?
+            {
+                return Ok(true);
+            }
+        }
+        Err(StoreError::Failed(format!(
+            "{c}/{record}: the record kept changing"
+        )))
+    }
+
+    /// A configuration that is not scalehook's: waits (bounded) for the record of a write
+    /// in flight, then deletes that version. `Ok(true)`: it was ours after all.
+    async fn remove_foreign(&self, instance_key: &str, etag: &str) -> Result<bool, StoreError> {
+        let until = tokio::time::Instant::now() + self.record_wait;
+        loop {
+            match self.look(instance_key).await? {
+                Found::Ours => return Ok(true),
+                Found::NotOurs { etag: now } if now == etag => {}
+                // It changed under us: the caller looks again next pass.
+                _ => {
+                    return Err(StoreError::Failed(format!(
+                        "{}/{instance_key} changed while checked",
+                        self.container
+                    )))
+                }
+            }
+            if tokio::time::Instant::now() >= until {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tracing::warn!(
+            target: "scalehook::provision",
+            event = "jit_config_not_ours",
+            container = %self.container,
+            instance = %instance_key,
+            "a runner configuration scalehook did not write was found for this VM; deleting it and provisioning the VM"
+        );
+        self.client
+            .delete_if_match(&self.container, instance_key, etag)
+            .await
+            .map_err(failed)?;
+        Ok(false)
     }
 }
 
@@ -347,41 +544,55 @@ fn failed(e: String) -> StoreError {
 
 #[async_trait]
 impl RunnerConfigStore for BlobConfigStore {
-    /// The record, or a configuration not yet taken (its record's write may have failed).
+    /// Provisioned when the record names the configuration stored (or the VM took it). A
+    /// configuration the record does not name is not scalehook's: not provisioned.
     async fn exists(&self, instance_key: &str) -> Result<bool, StoreError> {
-        let c = &self.container;
-        if self
-            .client
-            .exists(c, &format!("{MINTED_PREFIX}{instance_key}"))
-            .await
-            .map_err(failed)?
-        {
-            return Ok(true);
-        }
-        self.client.exists(c, instance_key).await.map_err(failed)
+        // RecordOnly: the VM read and deleted its configuration (the usual end). A record
+        // planted without a configuration only keeps a VM unprovisioned (no runner starts);
+        // VMs must not be able to write the container at all (docs/threat-model.md).
+        Ok(matches!(
+            self.look(instance_key).await?,
+            Found::Ours | Found::RecordOnly
+        ))
     }
 
     async fn put(&self, instance_key: &str, runner: &JitRunner) -> Result<(), StoreError> {
         let c = &self.container;
-        if !self
+        let body = runner.encoded_jit_config.as_bytes();
+        let mut etag = self
             .client
-            .create(c, instance_key, runner.encoded_jit_config.as_bytes())
+            .create(c, instance_key, body)
             .await
-            .map_err(failed)?
-        {
+            .map_err(failed)?;
+        if etag.is_none() {
+            // Someone's configuration is there: another process's (its record names it, or
+            // follows at once), or one scalehook did not write, which is removed.
+            let Found::NotOurs { etag: theirs } = self.look(instance_key).await? else {
+                return Err(StoreError::AlreadyStored);
+            };
+            if self.remove_foreign(instance_key, &theirs).await? {
+                return Err(StoreError::AlreadyStored);
+            }
+            etag = self
+                .client
+                .create(c, instance_key, body)
+                .await
+                .map_err(failed)?;
+        }
+        let Some(etag) = etag else {
             return Err(StoreError::AlreadyStored);
+        };
+        // The configuration is stored: the VM will boot with it. Its record makes it
+        // scalehook's; a record that cannot be written leaves the VM to the next pass,
+        // which finds a configuration without a record and provisions the VM again.
+        match self.write_record(instance_key, &etag).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(StoreError::AlreadyStored),
+            Err(e) => {
+                tracing::warn!(target: "scalehook::provision", container = %c, instance = %instance_key, error = %e, "could not write the provisioned record");
+                Ok(())
+            }
         }
-        // The configuration is stored: the VM will boot with it whatever happens next. A
-        // record that cannot be written leaves `exists` to the configuration until the VM
-        // takes it; a later pass still finds the VM's registered runner.
-        if let Err(e) = self
-            .client
-            .create(c, &format!("{MINTED_PREFIX}{instance_key}"), b"")
-            .await
-        {
-            tracing::warn!(target: "scalehook::provision", container = %c, instance = %instance_key, error = %e, "could not write the provisioned record");
-        }
-        Ok(())
     }
 }
 

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::Mutex;
+use tokio::time::Instant;
 
 /// Audience of Azure Resource Manager.
 pub const ARM_AUDIENCE: &str = "https://management.azure.com/";
@@ -27,6 +28,17 @@ const API_2017: &str = "2017-09-01";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("managed identity: {0}")]
 pub struct IdentityError(pub String);
+
+/// How long one token fetch (all attempts) may take when the caller gives no deadline.
+pub const FETCH_BUDGET: Duration = Duration::from_secs(3);
+/// Attempts per token fetch.
+pub const FETCH_ATTEMPTS: u32 = 3;
+
+/// A failed fetch: worth another attempt or not.
+enum Fetch {
+    Transient(IdentityError),
+    Final(IdentityError),
+}
 
 /// Which protocol the platform's identity endpoint speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,8 +108,19 @@ impl ManagedIdentity {
     }
 
     /// A bearer token for `audience`, from the cache while it has more than
-    /// [`REFRESH_MARGIN`] left.
+    /// [`REFRESH_MARGIN`] left; a fetch gets [`FETCH_BUDGET`].
     pub async fn token(&self, audience: &str) -> Result<String, IdentityError> {
+        self.token_by(audience, Instant::now() + FETCH_BUDGET).await
+    }
+
+    /// As [`Self::token`], but a fetch (with its retries) ends by `deadline`: the token is
+    /// part of the caller's call budget. Transport failures, 429 and 5xx from the identity
+    /// endpoint are retried (at most [`FETCH_ATTEMPTS`] attempts).
+    pub async fn token_by(
+        &self,
+        audience: &str,
+        deadline: Instant,
+    ) -> Result<String, IdentityError> {
         let mut cache = self.cache.lock().await;
         let now = unix_now();
         if let Some((token, expires)) = cache.get(audience) {
@@ -105,18 +128,43 @@ impl ManagedIdentity {
                 return Ok(token.clone());
             }
         }
-        let (token, expires) = self.fetch(audience, now).await?;
+        let mut attempt = 0;
+        let (token, expires) = loop {
+            attempt += 1;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(IdentityError(format!(
+                    "no token for audience {audience} within the call budget"
+                )));
+            }
+            match tokio::time::timeout(left.min(FETCH_BUDGET), self.fetch(audience, now)).await {
+                Ok(Ok(got)) => break got,
+                Ok(Err(Fetch::Final(e))) => return Err(e),
+                Ok(Err(Fetch::Transient(e))) if attempt >= FETCH_ATTEMPTS => return Err(e),
+                Ok(Err(Fetch::Transient(e))) => {
+                    tracing::warn!(target: "scalehook::azure", attempt, problem = %e, "managed identity token request failed; retrying");
+                }
+                Err(_) => {
+                    return Err(IdentityError(format!(
+                        "token request for audience {audience} timed out"
+                    )))
+                }
+            }
+            let pause = Duration::from_millis(100 << attempt.min(4));
+            if Instant::now() + pause >= deadline {
+                return Err(IdentityError(format!(
+                    "no token for audience {audience} within the call budget"
+                )));
+            }
+            tokio::time::sleep(pause).await;
+        };
         if let Some(expires) = expires {
             cache.insert(audience.to_string(), (token.clone(), expires));
         }
         Ok(token)
     }
 
-    async fn fetch(
-        &self,
-        audience: &str,
-        now: u64,
-    ) -> Result<(String, Option<u64>), IdentityError> {
+    async fn fetch(&self, audience: &str, now: u64) -> Result<(String, Option<u64>), Fetch> {
         let (api, header_name, client_param) = match self.protocol {
             Protocol::AppService2019 => (API_2019, "X-IDENTITY-HEADER", "client_id"),
             Protocol::Msi2017 => (API_2017, "secret", "clientid"),
@@ -130,32 +178,38 @@ impl ManagedIdentity {
             .get(&self.endpoint)
             .query(&query)
             .header(header_name, &self.header)
-            .timeout(Duration::from_secs(3))
             .send()
             .await
             .map_err(|e| {
-                IdentityError(format!(
+                Fetch::Transient(IdentityError(format!(
                     "token request failed: {}",
                     crate::http::error_chain(&e.without_url())
-                ))
+                )))
             })?;
         let status = res.status();
-        let body = res
-            .bytes()
-            .await
-            .map_err(|e| IdentityError(format!("token response unreadable: {e}")))?;
+        let body = res.bytes().await.map_err(|e| {
+            Fetch::Transient(IdentityError(format!("token response unreadable: {e}")))
+        })?;
         if !status.is_success() {
-            return Err(IdentityError(format!(
+            let e = IdentityError(format!(
                 "token endpoint answered {status} for audience {audience}: {}",
                 crate::http::snippet(&body)
-            )));
-        }
-        let parsed: TokenResponse = serde_json::from_slice(&body)
-            .map_err(|_| IdentityError("token response is not the documented JSON".into()))?;
-        if parsed.access_token.is_empty() {
-            return Err(IdentityError(
-                "token response has an empty access_token".into(),
             ));
+            return Err(if crate::http::retryable(status) {
+                Fetch::Transient(e)
+            } else {
+                Fetch::Final(e)
+            });
+        }
+        let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|_| {
+            Fetch::Final(IdentityError(
+                "token response is not the documented JSON".into(),
+            ))
+        })?;
+        if parsed.access_token.is_empty() {
+            return Err(Fetch::Final(IdentityError(
+                "token response has an empty access_token".into(),
+            )));
         }
         // 2019-08-01 gives epoch seconds (as a string); the 2017 protocol may give a date
         // string instead, so fall back to expires_in, else do not cache.

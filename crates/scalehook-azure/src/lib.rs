@@ -12,10 +12,11 @@ pub mod http;
 pub mod identity;
 pub mod ledger;
 pub mod table;
+pub mod throttle;
 pub mod vmss;
 
 pub use app::{build, router, App, StartupError};
-pub use arm::{ArmBudget, ArmClient, ARM_API_VERSION};
+pub use arm::{ArmBudget, ArmClient, ArmStats, ARM_API_VERSION};
 pub use identity::ManagedIdentity;
 pub use ledger::TableLedger;
 pub use table::{TableAuth, TableClient};

@@ -1,15 +1,20 @@
 //! The VM Scale Set fleet over ARM REST (Uniform orchestration).
 //!
-//! - describe: `GET {vmss}` (`sku.capacity`, `properties.orchestrationMode`) and
-//!   `GET {vmss}/virtualMachines` (paged by `nextLink`) for the instances
-//!   (learn.microsoft.com/rest/api/compute/virtual-machine-scale-sets/get,
-//!   …/virtual-machine-scale-set-vms/list);
+//! - describe: `GET {vmss}` (`sku.capacity`, `properties.orchestrationMode`,
+//!   `properties.overprovision`) and `GET {vmss}/virtualMachines` (paged by `nextLink`) for
+//!   the instances (learn.microsoft.com/rest/api/compute/virtual-machine-scale-sets/get,
+//!   …/virtual-machine-scale-set-vms/list); a scale set that overprovisions is refused;
 //! - scale out: `PATCH {vmss}` with `{"sku":{"capacity":n}}`
 //!   (…/virtual-machine-scale-sets/update);
 //! - scale in: `POST {vmss}/delete` with `{"instanceIds":["<id>"]}`, which deletes exactly
 //!   the chosen idle instance and lowers the capacity with it
-//!   (…/virtual-machine-scale-sets/delete-instances).
-//!
+//!   (…/virtual-machine-scale-sets/delete-instances). Capacity is never lowered by PATCH:
+//!   that lets Azure choose the VMs (balance zones, then fault domains, then the highest
+//!   instance id), which can be a running one. `set_desired` below the capacity deletes the
+//!   VMs that serve no runner instead (broken ones left in place, then launching ones).
+//! - operations: writes are never waited for. The accepted operation is remembered and read
+//!   by a later describe once its `Retry-After` has passed (a few per describe); a failed one
+//!   is logged and counted, and its VMs show as `Failed` in the list.
 //! - broken VMs: the list is read with `$expand=instanceView`; a VM whose provisioning
 //!   state is `Failed`, or whose power state is deallocated/deallocating/stopped/stopping
 //!   (a Spot eviction deallocates), is not live capacity. describe leaves it out and
@@ -17,11 +22,10 @@
 //!   `PATCH` the capacity back, so the scale set creates fresh VMs in their place;
 //! - `replace_instance` (an ephemeral runner's VM) is the same delete-then-restore;
 //! - `launched_at` comes from the VM's `properties.timeCreated` (api-version 2021-11-01+);
-//! - throttling: every answer's `x-ms-ratelimit-remaining-resource` is read
-//!   ([`crate::arm::remaining_calls`]); when a Compute policy runs low, describe reuses the
-//!   VM list it read within the last [`LIST_REUSE`] and leaves broken VMs for a later pass,
-//!   and near the limit every request is spaced out. Writes in one pass (remove, replace)
-//!   reuse the capacity the pass's describe read instead of reading it again.
+//! - throttling: see [`crate::throttle`]; when a Compute policy runs low, describe reuses the
+//!   VM list it read within the last [`LIST_REUSE`], leaves broken VMs and operations for a
+//!   later pass, and near the limit every request is spaced out. Writes in one pass (remove,
+//!   replace, lower) reuse what the pass's describe read instead of reading it again.
 //!
 //! A runner maps to its VM by the documented naming convention: the runner name contains
 //! the VM's computer name (`properties.osProfile.computerName`, e.g. `runnervmss000003`),
@@ -32,7 +36,7 @@
 //! scalehook only ever deletes instances it chose as idle. Flexible orchestration has no
 //! VMSS-VM API and is refused with a clear error (see docs/azure.md).
 
-use crate::arm::{ArmClient, ArmResponse};
+use crate::arm::{ArmClient, ArmResponse, Operation, Settled};
 use async_trait::async_trait;
 use reqwest::{Method, Url};
 use scalehook_core::trace::parse_rfc3339;
@@ -50,11 +54,19 @@ const MAX_PAGES: usize = 50;
 pub const LIST_REUSE: Duration = Duration::from_secs(30);
 /// How old the capacity a describe read may be and still serve a write in the same pass.
 const PASS_REUSE: Duration = Duration::from_secs(10);
+/// Accepted operations remembered per scale set (the newest are kept).
+const MAX_OPERATIONS: usize = 16;
+/// Operations read per describe (each read is one ARM GET).
+const SETTLE_PER_DESCRIBE: usize = 4;
+/// An operation whose status stays unreadable this many times is forgotten.
+const MAX_UNREADABLE: u32 = 5;
 
 pub struct VmssFleet {
     arm: ArmClient,
     /// Per scale set: the last describe (capacity, live instances) and when.
     listed: Mutex<HashMap<String, Listed>>,
+    /// Per scale set: accepted operations not yet settled.
+    operations: Mutex<HashMap<String, Vec<Operation>>>,
 }
 
 #[derive(Clone)]
@@ -62,6 +74,8 @@ struct Listed {
     at: Instant,
     capacity: u32,
     instances: Vec<Instance>,
+    /// Broken VMs the describe left in place (they count in the capacity, serve nothing).
+    broken: Vec<String>,
 }
 
 /// What one VM of the list is to scalehook.
@@ -80,6 +94,7 @@ impl VmssFleet {
         Self {
             arm,
             listed: Mutex::new(HashMap::new()),
+            operations: Mutex::new(HashMap::new()),
         }
     }
 
@@ -93,6 +108,65 @@ impl VmssFleet {
 
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Listed>> {
         self.listed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn operations(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Operation>>> {
+        self.operations.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Remembers the operation an accepted write started, to settle it in a later describe.
+    fn track(&self, vmss: &str, what: &str, accepted: &ArmResponse) {
+        if let Some(op) = self.arm.operation(what, accepted) {
+            let mut ops = self.operations();
+            let list = ops.entry(vmss.to_string()).or_default();
+            list.push(op);
+            let excess = list.len().saturating_sub(MAX_OPERATIONS);
+            list.drain(..excess);
+        }
+    }
+
+    /// Accepted operations of `vmss` still remembered (tests, logs).
+    pub fn pending_operations(&self, vmss: &str) -> usize {
+        self.operations().get(vmss).map_or(0, Vec::len)
+    }
+
+    /// Reads the operations of `vmss` that are due (one GET each, a few per describe): a
+    /// failed one is logged and counted (its VMs show as `Failed` in the list), a finished
+    /// one is forgotten, a running one is kept for a later describe.
+    async fn settle_due(&self, vmss: &str, deadline: Instant) {
+        let ops = self.operations().remove(vmss).unwrap_or_default();
+        // Reading operations may spend a quarter of the call, never what describe needs.
+        let settle_by = deadline.min(Instant::now() + self.arm.budget.call / 4);
+        let mut keep = Vec::with_capacity(ops.len());
+        let mut read = 0;
+        for op in ops {
+            let now = Instant::now();
+            if read >= SETTLE_PER_DESCRIBE
+                || self.arm.rate_low()
+                || now < op.not_before
+                || now >= settle_by
+            {
+                keep.push(op);
+                continue;
+            }
+            read += 1;
+            match self.arm.settle(op, settle_by).await {
+                Settled::Running(op) if op.unreadable < MAX_UNREADABLE => keep.push(op),
+                Settled::Running(op) => {
+                    tracing::warn!(target: "scalehook::azure", vmss, operation = %op.what, "ARM operation status stayed unreadable; forgetting it");
+                }
+                Settled::Succeeded | Settled::Failed(_) => {}
+                Settled::Unknown(why) => {
+                    tracing::info!(target: "scalehook::azure", vmss, problem = %why, "ARM operation status cannot be read; the next describe shows what happened");
+                }
+            }
+        }
+        if !keep.is_empty() {
+            let mut all = self.operations();
+            let list = all.entry(vmss.to_string()).or_default();
+            keep.append(list);
+            *list = keep;
+        }
     }
 
     fn cached(&self, vmss: &str, max_age: Duration) -> Option<Listed> {
@@ -138,7 +212,7 @@ impl VmssFleet {
     }
 
     /// `POST {vmss}/delete` for `ids`, then the capacity back to `capacity`: the scale set
-    /// creates as many fresh VMs. Waits for neither operation beyond the poll budget.
+    /// creates as many fresh VMs. Waits for neither operation.
     async fn delete_and_restore(
         &self,
         vmss: &str,
@@ -146,8 +220,39 @@ impl VmssFleet {
         capacity: u32,
         deadline: Instant,
     ) -> Result<(), FleetError> {
-        let res = self.post_delete(vmss, ids, deadline).await?;
-        self.arm.wait(&res, deadline).await?;
+        self.post_delete(vmss, ids, deadline).await?;
+        self.patch_capacity(vmss, capacity, deadline).await
+    }
+
+    /// `POST {vmss}/delete` for `ids` (the scale set's capacity goes down with them); the
+    /// operation is settled by a later describe.
+    async fn post_delete(
+        &self,
+        vmss: &str,
+        ids: &[String],
+        deadline: Instant,
+    ) -> Result<(), FleetError> {
+        let res = self
+            .arm
+            .send(
+                Method::POST,
+                self.arm.url(&format!("{vmss}/delete"))?,
+                Some(&json!({ "instanceIds": ids })),
+                deadline,
+            )
+            .await?;
+        self.track(vmss, &format!("POST delete {}", ids.join(",")), &res);
+        Ok(())
+    }
+
+    /// `PATCH {vmss}` with the capacity (the documented answer: 200 with the scale set);
+    /// the operation is settled by a later describe.
+    async fn patch_capacity(
+        &self,
+        vmss: &str,
+        capacity: u32,
+        deadline: Instant,
+    ) -> Result<(), FleetError> {
         let res = self
             .arm
             .send(
@@ -157,26 +262,43 @@ impl VmssFleet {
                 deadline,
             )
             .await?;
-        self.arm.wait(&res, deadline).await?;
+        if let Some(l) = self.cache().get_mut(vmss) {
+            l.capacity = capacity;
+        }
+        self.track(vmss, &format!("PATCH capacity {capacity}"), &res);
         Ok(())
     }
 
-    /// `POST {vmss}/delete` for `ids` (the scale set's capacity goes down with them): the
-    /// accepted answer, for the caller to follow.
-    async fn post_delete(
+    /// The VMs that serve no runner, best to delete first: broken ones left in place, then
+    /// launching ones (newest first). From this pass's describe, else read.
+    async fn spare_vms(
         &self,
         vmss: &str,
-        ids: &[String],
         deadline: Instant,
-    ) -> Result<ArmResponse, FleetError> {
-        self.arm
-            .send(
-                Method::POST,
-                self.arm.url(&format!("{vmss}/delete"))?,
-                Some(&json!({ "instanceIds": ids })),
-                deadline,
-            )
-            .await
+    ) -> Result<(u32, Vec<String>), FleetError> {
+        let listed = match self.cached(vmss, PASS_REUSE) {
+            Some(l) => l,
+            None => {
+                let capacity = self.capacity(vmss, deadline).await?;
+                let (instances, broken) = split(self.vms(vmss, deadline).await?);
+                Listed {
+                    at: Instant::now(),
+                    capacity,
+                    instances,
+                    broken: broken.into_iter().map(|(id, _)| id).collect(),
+                }
+            }
+        };
+        let mut launching: Vec<&Instance> =
+            listed.instances.iter().filter(|i| i.launching).collect();
+        launching.sort_by_key(|i| std::cmp::Reverse(i.id.parse::<u64>().unwrap_or(0)));
+        let spare = listed
+            .broken
+            .iter()
+            .cloned()
+            .chain(launching.into_iter().map(|i| i.id.clone()))
+            .collect();
+        Ok((listed.capacity, spare))
     }
 
     /// The scale set's capacity: from this pass's describe when fresh, else read.
@@ -195,6 +317,7 @@ impl VmssFleet {
     fn forget_instance(&self, vmss: &str, instance_id: &str, capacity_change: i64) {
         if let Some(l) = self.cache().get_mut(vmss) {
             l.instances.retain(|i| i.id != instance_id);
+            l.broken.retain(|id| id != instance_id);
             l.capacity = u32::try_from(i64::from(l.capacity) + capacity_change).unwrap_or(0);
         }
     }
@@ -210,6 +333,20 @@ pub fn vmss_id(pool: &PoolConfig) -> Result<&str, FleetError> {
             other.kind()
         ))),
     }
+}
+
+/// Live instances, and broken VMs with why.
+fn split(vms: Vec<Vm>) -> (Vec<Instance>, Vec<(String, String)>) {
+    let mut live = Vec::with_capacity(vms.len());
+    let mut broken = Vec::new();
+    for vm in vms {
+        match vm {
+            Vm::Live(i) => live.push(i),
+            Vm::Broken { id, why } => broken.push((id, why)),
+            Vm::Deleting => {}
+        }
+    }
+    (live, broken)
 }
 
 fn bad_shape(vmss: &str, what: &str) -> FleetError {
@@ -301,11 +438,24 @@ impl Fleet for VmssFleet {
     async fn describe(&self, pool: &PoolConfig) -> Result<FleetState, FleetError> {
         let vmss = vmss_id(pool)?;
         let deadline = self.deadline();
+        self.settle_due(vmss, deadline).await;
         let set = self
             .arm
             .send(Method::GET, self.arm.url(vmss)?, None, deadline)
             .await?
             .json()?;
+        // Overprovisioning (the API's default) creates extra VMs that boot and are deleted
+        // by Azure on its own choice: a runner could start on one, and the list would hold
+        // VMs that are not capacity. Refused rather than guessed.
+        if set
+            .pointer("/properties/overprovision")
+            .and_then(Value::as_bool)
+            != Some(false)
+        {
+            return Err(FleetError::Rejected(format!(
+                "{vmss} has overprovision enabled (or not set: Azure's default is on); scalehook needs overprovision = false"
+            )));
+        }
         let mode = set
             .pointer("/properties/orchestrationMode")
             .and_then(Value::as_str)
@@ -324,34 +474,29 @@ impl Fleet for VmssFleet {
         } else {
             None
         };
-        let instances = match reuse {
-            Some(l) => l.instances,
+        let (instances, left_broken) = match reuse {
+            Some(l) => (l.instances, l.broken),
             None => {
-                let vms = self.vms(vmss, deadline).await?;
-                let mut live = Vec::with_capacity(vms.len());
-                let mut broken = Vec::new();
-                for vm in vms {
-                    match vm {
-                        Vm::Live(i) => live.push(i),
-                        Vm::Broken { id, why } => {
-                            tracing::warn!(target: "scalehook::azure", vmss, instance = %id, why = %why, "VM is not capacity; replacing it");
-                            broken.push(id);
-                        }
-                        Vm::Deleting => {}
-                    }
+                let (live, broken) = split(self.vms(vmss, deadline).await?);
+                for (id, why) in &broken {
+                    tracing::warn!(target: "scalehook::azure", vmss, instance = %id, why = %why, "VM is not capacity; replacing it");
                 }
+                let broken: Vec<String> = broken.into_iter().map(|(id, _)| id).collect();
+                let mut left = Vec::new();
                 if !broken.is_empty() {
                     if self.arm.rate_low() {
                         tracing::warn!(target: "scalehook::azure", vmss, count = broken.len(), "throttling budget low: broken VMs wait for a later pass");
+                        left = broken;
                     } else if let Err(e) = self
                         .delete_and_restore(vmss, &broken, capacity, deadline)
                         .await
                     {
                         // The pass goes on with the live VMs; the next one tries again.
                         tracing::warn!(target: "scalehook::azure", vmss, problem = %e, "replacing broken VMs failed");
+                        left = broken;
                     }
                 }
-                live
+                (live, left)
             }
         };
         self.cache().insert(
@@ -360,6 +505,7 @@ impl Fleet for VmssFleet {
                 at: Instant::now(),
                 capacity,
                 instances: instances.clone(),
+                broken: left_broken,
             },
         );
         Ok(FleetState {
@@ -372,18 +518,39 @@ impl Fleet for VmssFleet {
         })
     }
 
+    /// Raises the capacity with a PATCH. Lowers it only by deleting chosen VMs: a PATCH
+    /// down lets Azure pick the VMs (balance zones, then fault domains, then the highest
+    /// instance id), which can be a running one. So lowering deletes broken VMs left in
+    /// place, then launching ones, and never more; what cannot be lowered that way stays
+    /// (logged), and a later pass removes idle VMs by id.
     async fn set_desired(&self, pool: &PoolConfig, desired: u32) -> Result<(), FleetError> {
         let vmss = vmss_id(pool)?;
         let deadline = self.deadline();
-        let body = json!({ "sku": { "capacity": desired } });
-        let res = self
-            .arm
-            .send(Method::PATCH, self.arm.url(vmss)?, Some(&body), deadline)
-            .await?;
-        if let Some(l) = self.cache().get_mut(vmss) {
-            l.capacity = desired;
+        let capacity = self.capacity(vmss, deadline).await?;
+        if desired >= capacity {
+            return self.patch_capacity(vmss, desired, deadline).await;
         }
-        self.arm.wait(&res, deadline).await?;
+        let (capacity, spare) = self.spare_vms(vmss, deadline).await?;
+        let want = capacity.saturating_sub(desired) as usize;
+        let ids: Vec<String> = spare.into_iter().take(want).collect();
+        if ids.len() < want {
+            tracing::warn!(
+                target: "scalehook::azure",
+                event = "capacity_not_lowered",
+                vmss,
+                capacity,
+                desired,
+                deletable = ids.len(),
+                "lowering capacity by PATCH would let Azure pick running VMs; deleting only VMs that serve no runner"
+            );
+        }
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.post_delete(vmss, &ids, deadline).await?;
+        for id in &ids {
+            self.forget_instance(vmss, id, -1);
+        }
         Ok(())
     }
 
@@ -395,11 +562,9 @@ impl Fleet for VmssFleet {
         let vmss = vmss_id(pool)?;
         valid_instance_id(instance_id)?;
         let deadline = self.deadline();
-        let res = self
-            .post_delete(vmss, &[instance_id.to_string()], deadline)
+        self.post_delete(vmss, &[instance_id.to_string()], deadline)
             .await?;
         self.forget_instance(vmss, instance_id, -1);
-        self.arm.wait(&res, deadline).await?;
         Ok(())
     }
 

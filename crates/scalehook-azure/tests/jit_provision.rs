@@ -285,3 +285,50 @@ async fn two_processes_at_once_store_one_configuration_per_vm() {
         );
     }
 }
+
+/// Issue 21, finding 1: root on one VM of a pool (when VMs can write the container) can
+/// plant a configuration for a future VM's predictable computer name, with or without a
+/// record. Neither counts as provisioned: scalehook deletes it and writes the VM's own.
+#[tokio::test]
+async fn a_planted_configuration_is_replaced_by_the_vms_own() {
+    let w = World::start(2).await;
+    let planted = b"attacker-jit-config";
+    // VM 1: a configuration and no record. VM 0: a configuration and a record that does
+    // not name it.
+    for vm in ["runnervmss000000", "runnervmss000001"] {
+        w.client
+            .create(CONTAINER, vm, planted)
+            .await
+            .expect("plant")
+            .expect("written");
+    }
+    w.client
+        .create(
+            CONTAINER,
+            &format!("{MINTED_PREFIX}runnervmss000000"),
+            b"\"0x8D000000000000\"",
+        )
+        .await
+        .expect("plant a record")
+        .expect("written");
+    let service = w.process(config(2));
+    let report = service.reconcile().await;
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(
+        w.runner_names(),
+        ["linux-runnervmss000000", "linux-runnervmss000001"]
+    );
+    for r in w.github.inner.registered() {
+        let vm = r.name.trim_start_matches("linux-");
+        assert_eq!(
+            w.config_of(vm).await,
+            Some(format!("local-jit-{}", r.id)),
+            "{vm} boots the configuration of its own runner"
+        );
+        assert!(w.minted(vm).await);
+    }
+    // Another process later: provisioned, nothing minted again.
+    w.process(config(2)).reconcile().await;
+    assert_eq!(w.github.inner.registered().len(), 2);
+    assert!(w.github.inner.removed().is_empty());
+}

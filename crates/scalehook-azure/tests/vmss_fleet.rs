@@ -4,39 +4,19 @@
 mod common;
 
 use common::arm_double::{ArmDouble, Fault, VMSS_ID};
+use common::fleet::{arm_client, count, fleet_with, pool, settle_at_once};
 use scalehook_azure::{ArmBudget, ArmClient, ManagedIdentity, VmssFleet};
-use scalehook_core::{Config, Fleet, FleetError, PoolConfig, RecordingSleeper};
+use scalehook_core::{Fleet, FleetError, RecordingSleeper};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-fn pool() -> PoolConfig {
-    let toml = format!(
-        "[[pools]]\nname = \"linux\"\nlabels = [\"self-hosted\"]\nmax = 10\nazure_vmss = \"{VMSS_ID}\"\n"
-    );
-    Config::from_toml(&toml).expect("config").pools.remove(0)
-}
-
-fn arm_client(double: &ArmDouble, budget: ArmBudget) -> ArmClient {
-    let env: HashMap<String, String> = double.env().into_iter().collect();
-    let http = scalehook_azure::app::http_client().expect("client");
-    let identity =
-        ManagedIdentity::from_lookup(http.clone(), |k| env.get(k).cloned()).expect("identity");
-    ArmClient::new(
-        http,
-        &env["SCALEHOOK_ARM_ENDPOINT"],
-        Arc::new(identity),
-        budget,
-    )
-    .expect("arm client")
-}
-
-fn fleet_with(double: &ArmDouble, budget: ArmBudget) -> VmssFleet {
-    VmssFleet::new(arm_client(double, budget))
-}
-
 fn fleet(double: &ArmDouble) -> VmssFleet {
     fleet_with(double, ArmBudget::default())
+}
+
+fn operation_reads(double: &ArmDouble) -> usize {
+    count(double, "/operations/")
 }
 
 #[tokio::test]
@@ -65,22 +45,25 @@ async fn describe_follows_pages_and_maps_computer_names() {
 }
 
 #[tokio::test]
-async fn scale_out_patches_capacity_and_polls_the_operation() {
+async fn scale_out_patches_capacity_and_settles_the_operation_in_later_describes() {
     let double = ArmDouble::start(1).await;
     double.lock().op_polls = 2;
-    let f = fleet(&double);
+    let f = fleet_with(&double, settle_at_once());
     f.set_desired(&pool(), 4).await.expect("scale out");
     assert_eq!(double.capacity(), 4);
-    {
-        let st = double.lock();
-        let polls = st.log.iter().filter(|l| l.contains("/operations/")).count();
-        assert_eq!(polls, 3, "InProgress twice, then Succeeded");
-        assert!(st.violations.is_empty(), "{:?}", st.violations);
+    // The answer never waits for the operation: not one read of it inside the call.
+    assert_eq!(operation_reads(&double), 0);
+    assert_eq!(f.pending_operations(VMSS_ID), 1);
+    // Each describe reads it once: InProgress twice, then Succeeded (and forgotten).
+    for _ in 0..3 {
+        f.describe(&pool()).await.expect("describe");
     }
-    // The operation has ended, so the new instances are no longer launching.
+    assert_eq!(operation_reads(&double), 3);
+    assert_eq!(f.pending_operations(VMSS_ID), 0);
     let s = f.describe(&pool()).await.expect("describe");
     assert_eq!(s.instances.len(), 4);
     assert!(s.instances.iter().all(|i| !i.launching));
+    assert!(double.violations().is_empty(), "{:?}", double.violations());
 }
 
 #[tokio::test]
@@ -91,7 +74,8 @@ async fn scale_in_deletes_exactly_the_chosen_instance() {
     assert_eq!(double.capacity(), 2);
     let left: Vec<u32> = double.lock().vms.iter().map(|v| v.instance_id).collect();
     assert_eq!(left, vec![0, 2]);
-    // An instance that is gone is NotFound; a malformed id never reaches ARM.
+    // An instance that is gone is NotFound (Compute answers 400 InvalidParameter, "not an
+    // active ... instanceId"); a malformed id never reaches ARM.
     assert!(matches!(
         f.remove_instance(&pool(), "1").await,
         Err(FleetError::NotFound(_))
@@ -122,9 +106,18 @@ async fn throttling_is_retried_after_retry_after() {
     let f = VmssFleet::new(arm_client(&double, budget).with_sleeper(waits.clone()));
     let s = f.describe(&pool()).await.expect("describe after retries");
     assert_eq!(s.desired, 2);
+    // The 429 reported its policy at `;0`: from then on every request is first spaced out
+    // (500 ms), as near any exhausted policy.
+    let spacing = Duration::from_millis(500);
     assert_eq!(
         waits.take(),
-        vec![Duration::from_secs(1), Duration::from_millis(400)],
+        vec![
+            Duration::from_secs(1),
+            spacing,
+            Duration::from_millis(400),
+            spacing,
+            spacing
+        ],
         "Retry-After: 1 honoured after the 429, then the second attempt's backoff after the 503"
     );
     let st = double.lock();
@@ -165,23 +158,10 @@ async fn long_throttling_and_persistent_failures_are_unavailable() {
 }
 
 #[tokio::test]
-async fn a_failed_operation_is_an_error() {
-    let double = ArmDouble::start(1).await;
-    double.lock().fail_next_op = true;
-    let f = fleet(&double);
-    let err = f.set_desired(&pool(), 3).await.expect_err("failed op");
-    assert!(err.to_string().contains("AllocationFailed"), "{err}");
-}
-
-#[tokio::test]
-async fn operations_still_running_after_the_poll_budget_are_accepted() {
+async fn a_new_vm_is_launching_until_it_runs() {
     let double = ArmDouble::start(1).await;
     double.lock().op_polls = 1000;
-    let budget = ArmBudget {
-        poll: Duration::from_millis(300),
-        ..ArmBudget::default()
-    };
-    let f = fleet_with(&double, budget);
+    let f = fleet(&double);
     f.set_desired(&pool(), 2).await.expect("accepted");
     assert_eq!(double.capacity(), 2);
     let s = f.describe(&pool()).await.expect("describe");
@@ -225,42 +205,36 @@ async fn a_wrong_identity_header_is_refused_and_reported() {
 }
 
 #[tokio::test]
-async fn location_polling_when_there_is_no_async_operation_header() {
+async fn location_operations_are_settled_by_their_status_code() {
     let double = ArmDouble::start(1).await;
     {
         let mut st = double.lock();
         st.location_ops = true;
         st.op_polls = 2;
     }
-    let f = fleet(&double);
-    f.set_desired(&pool(), 3).await.expect("scale out");
-    assert_eq!(double.capacity(), 3);
-    let polls = double
-        .lock()
-        .log
-        .iter()
-        .filter(|l| l.contains("/operations/"))
-        .count();
-    assert_eq!(polls, 3, "202 twice, then 200");
-    let s = f.describe(&pool()).await.expect("describe");
-    assert!(s.instances.iter().all(|i| !i.launching));
+    let f = fleet_with(&double, settle_at_once());
+    f.remove_instance(&pool(), "0").await.expect("accepted");
+    assert_eq!(operation_reads(&double), 0);
+    for _ in 0..3 {
+        f.describe(&pool()).await.expect("describe");
+    }
+    assert_eq!(operation_reads(&double), 3, "202 twice, then 200");
+    assert_eq!(f.pending_operations(VMSS_ID), 0);
+    assert_eq!(f.arm().stats().operations_failed, 0);
     assert!(double.violations().is_empty(), "{:?}", double.violations());
 }
 
 #[tokio::test]
-async fn an_unreadable_operation_does_not_fail_the_accepted_change() {
+async fn an_unreadable_operation_is_forgotten_not_retried() {
     let double = ArmDouble::start(2).await;
     double.lock().forbid_ops = true;
-    let f = fleet(&double);
+    let f = fleet_with(&double, settle_at_once());
     f.remove_instance(&pool(), "0").await.expect("accepted");
     assert_eq!(double.capacity(), 1);
-    let polls = double
-        .lock()
-        .log
-        .iter()
-        .filter(|l| l.contains("/operations/"))
-        .count();
-    assert_eq!(polls, 1, "one 403 and no retry of it");
+    f.describe(&pool()).await.expect("describe");
+    f.describe(&pool()).await.expect("describe");
+    assert_eq!(operation_reads(&double), 1, "one 403 and no retry of it");
+    assert_eq!(f.pending_operations(VMSS_ID), 0);
 }
 
 #[tokio::test]

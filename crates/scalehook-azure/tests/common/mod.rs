@@ -3,3 +3,5 @@
 
 pub mod arm_double;
 pub mod azurite;
+pub mod fleet;
+pub mod swagger;
