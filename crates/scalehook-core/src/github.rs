@@ -11,7 +11,7 @@ use crate::config::PoolConfig;
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// A self-hosted runner as GitHub lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +54,26 @@ pub struct JobStatus {
     pub runner_name: Option<String>,
 }
 
-/// One webhook delivery of the App's hook that did not succeed.
+/// What the jobs API says about a job, with "not found" split by whether the installation
+/// can see the repository at all: for an installation token GitHub answers 404 both for a
+/// job that does not exist and for a repository outside the installation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobLookup {
+    /// 200: the job's state.
+    Found(JobStatus),
+    /// 404 for a repository the installation can see: GitHub has no such job (deleted with
+    /// its run, or never existed). Safe to count as completed.
+    Gone,
+    /// 404 and the repository itself answers 404 to the installation: the job's state is
+    /// unknown, never "completed".
+    NotVisible,
+}
+
+/// Where failed webhook deliveries are read and redelivered: the webhook scalehook's
+/// deliveries come from (`[github] hook_id`, see `config::DeliveriesSource`).
+pub use crate::config::DeliveriesSource;
+
+/// One webhook delivery that did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
     /// The delivery's numeric id (what the redeliver call takes).
@@ -105,6 +124,12 @@ pub struct RateLimit {
     pub remaining: Option<u64>,
     /// Requests made by this client since it was built.
     pub requests: u64,
+    /// Secondary rate limits met since the client was built (403/429 whose message says
+    /// "secondary rate limit", or with `retry-after`); each one blocks every call for at
+    /// least 60 s.
+    pub secondary_limited: u64,
+    /// While the client is blocked by a rate limit: Unix seconds when it may call again.
+    pub blocked_until: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -135,12 +160,70 @@ pub trait GitHub: Send + Sync {
     async fn runners(&self) -> Result<Vec<Runner>, GitHubError>;
     /// Removes a runner's registration. A busy runner is refused ([`RunnerRemoval::Busy`]).
     async fn remove_runner(&self, runner_id: u64) -> Result<RunnerRemoval, GitHubError>;
+    /// One runner by id, `None` when GitHub has no such runner (404): the read the core
+    /// makes right before removing an instance whose runner id it saved at JIT minting.
+    /// One request. The default lists every runner ([`GitHub::runners`]).
+    async fn runner(&self, runner_id: u64) -> Result<Option<Runner>, GitHubError> {
+        Ok(self
+            .runners()
+            .await?
+            .into_iter()
+            .find(|r| r.id == runner_id))
+    }
+    /// The runners named exactly `name` (GitHub's documented `name` filter of the list
+    /// endpoint is an exact match, not a prefix: ask once per `<pool>-<instance key>[-n]`).
+    /// One request per 100 matches. The default lists every runner.
+    async fn runners_named(&self, name: &str) -> Result<Vec<Runner>, GitHubError> {
+        Ok(self
+            .runners()
+            .await?
+            .into_iter()
+            .filter(|r| r.name.eq_ignore_ascii_case(name))
+            .collect())
+    }
+    /// The runners of runner group `group_id` (organization scope; a repository has no
+    /// runner groups, so there it is every runner of the repository). One request per 100
+    /// runners of the group. The default lists every runner.
+    async fn runners_in_group(&self, group_id: u64) -> Result<Vec<Runner>, GitHubError> {
+        let _ = group_id;
+        self.runners().await
+    }
+    /// The id of the runner group `pool`'s runners join: its `runner_group_id`, or its
+    /// `runner_group` looked up by name (cached), or the default group 1. An unknown group
+    /// name is [`GitHubError::Rejected`] naming it.
+    async fn pool_runner_group(&self, pool: &PoolConfig) -> Result<u64, GitHubError> {
+        match pool.runner_group_to_look_up() {
+            None => Ok(pool.runner_group_id),
+            Some(name) => Err(GitHubError::Rejected(format!(
+                "pool {:?}: runner group {name:?} cannot be looked up without a GitHub App",
+                pool.name
+            ))),
+        }
+    }
     /// A job's state from the jobs API (`repository` is `owner/name`); `None` if GitHub has
-    /// no such job (404).
+    /// no such job (404). Prefer [`GitHub::job_state`]: `GitHubApp` answers a job of a
+    /// repository the installation cannot see with [`GitHubError::Rejected`] here (unknown,
+    /// never `None`).
     async fn job(&self, repository: &str, job_id: u64) -> Result<Option<JobStatus>, GitHubError>;
-    /// One page of the App hook's deliveries, newest first, starting at `cursor`.
+    /// A job's state from the jobs API, telling a job GitHub no longer has
+    /// ([`JobLookup::Gone`], safe to count as completed) from one in a repository the
+    /// installation cannot see ([`JobLookup::NotVisible`]: unknown). The default maps
+    /// [`GitHub::job`] (for implementations where every repository is visible).
+    async fn job_state(&self, repository: &str, job_id: u64) -> Result<JobLookup, GitHubError> {
+        Ok(match self.job(repository, job_id).await? {
+            Some(s) => JobLookup::Found(s),
+            None => JobLookup::Gone,
+        })
+    }
+    /// Which webhook's deliveries [`GitHub::deliveries`] reads: `app-hook`,
+    /// `org-hook:<id>` or `repo-hook:<id>` (what `/status` shows); `none` without an App.
+    fn deliveries_source(&self) -> String {
+        "app-hook".to_string()
+    }
+    /// One page of the configured webhook's deliveries ([`GitHub::deliveries_source`]),
+    /// newest first, starting at `cursor`.
     async fn deliveries(&self, cursor: Option<&str>) -> Result<DeliveryPage, GitHubError>;
-    /// Asks GitHub to deliver a delivery again (to scalehook's webhook URL).
+    /// Asks GitHub to deliver a delivery of that webhook again (to its URL).
     async fn redeliver(&self, delivery_id: u64) -> Result<(), GitHubError>;
     /// Registers an ephemeral just-in-time runner named `name` with the pool's labels and
     /// runner group, and returns its configuration.
@@ -171,8 +254,26 @@ impl GitHub for NoGitHub {
     async fn remove_runner(&self, _runner_id: u64) -> Result<RunnerRemoval, GitHubError> {
         disabled()
     }
+    async fn runner(&self, _runner_id: u64) -> Result<Option<Runner>, GitHubError> {
+        disabled()
+    }
+    async fn runners_named(&self, _name: &str) -> Result<Vec<Runner>, GitHubError> {
+        disabled()
+    }
+    async fn runners_in_group(&self, _group_id: u64) -> Result<Vec<Runner>, GitHubError> {
+        disabled()
+    }
+    async fn pool_runner_group(&self, _pool: &PoolConfig) -> Result<u64, GitHubError> {
+        disabled()
+    }
     async fn job(&self, _repo: &str, _job_id: u64) -> Result<Option<JobStatus>, GitHubError> {
         disabled()
+    }
+    async fn job_state(&self, _repo: &str, _job_id: u64) -> Result<JobLookup, GitHubError> {
+        disabled()
+    }
+    fn deliveries_source(&self) -> String {
+        "none".to_string()
     }
     async fn deliveries(&self, _cursor: Option<&str>) -> Result<DeliveryPage, GitHubError> {
         disabled()
@@ -185,29 +286,93 @@ impl GitHub for NoGitHub {
     }
 }
 
+/// One call the service made to [`LocalGitHub`], as its call hook and [`LocalGitHub::calls`]
+/// see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalCall {
+    Runners,
+    Runner(u64),
+    RunnersNamed(String),
+    RunnersInGroup(u64),
+    PoolRunnerGroup(String),
+    RemoveRunner(u64),
+    Job(u64),
+    Deliveries,
+    Redeliver(u64),
+    JitRunner(String),
+}
+
+/// What GitHub may do at a call, before answering it (see [`LocalGitHub::before_each_call`]).
+pub type CallHook = dyn Fn(&LocalGitHub, u64, &LocalCall) + Send + Sync;
+
+#[derive(Default)]
+struct HookSlot(Option<Arc<CallHook>>);
+
+impl std::fmt::Debug for HookSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Some(<hook>)"
+        } else {
+            "None"
+        })
+    }
+}
+
 /// Runners kept in memory: what `serve`, `replay`, `simulate` and the tests use as GitHub.
-/// Tests drive it (`register`, `assign`, `finish`) the way GitHub's runner service would.
+/// Tests drive it (`register`, `assign_job`, `finish_job`, ...) the way GitHub's runner
+/// service would.
+///
+/// **Interleavings.** [`LocalGitHub::before_each_call`] installs a hook that runs at every
+/// trait call, before the call is answered and with no lock held, given the call's number
+/// (0, 1, ...) and what it is ([`LocalCall`]). The hook may do to this GitHub whatever
+/// GitHub may do meanwhile: register a runner ([`LocalGitHub::register`]), give an idle
+/// runner a job ([`LocalGitHub::assign_job`]), finish one ([`LocalGitHub::finish_job`]),
+/// record a delivery nobody answered ([`LocalGitHub::lose_delivery`]). A harness that
+/// explores "an event at call k" runs the scenario once per k:
+///
+/// ```
+/// # use scalehook_core::github::{LocalGitHub, LocalCall};
+/// let github = LocalGitHub::new();
+/// let at = 2; // inject at the third call
+/// github.before_each_call(move |gh, n, _call| {
+///     if n == at {
+///         gh.register("linux-i-9", &["self-hosted".into()]);
+///         gh.assign_job("linux-i-9", 42);
+///     }
+/// });
+/// ```
 #[derive(Debug, Default)]
 pub struct LocalGitHub {
     inner: Mutex<LocalInner>,
     requests: AtomicU64,
+    hook: Mutex<HookSlot>,
 }
 
 #[derive(Debug, Default)]
 struct LocalInner {
     next_id: u64,
     runners: Vec<Runner>,
+    /// Runner id -> its runner group (absent: the default group 1).
+    groups: HashMap<u64, u64>,
+    /// Runner groups by name (besides `Default` = 1).
+    group_names: Vec<(String, u64)>,
     jobs: HashMap<u64, JobStatus>,
+    /// Repositories (lower case `owner/name`) the installation cannot see.
+    hidden_repositories: Vec<String>,
     /// Runners whose registration was removed (by name), for tests.
     removed: Vec<String>,
     /// The hook's deliveries, any order (listed newest first by id).
     deliveries: Vec<Delivery>,
+    /// `deliveries_source()`'s answer; `app-hook` unless set.
+    deliveries_source: Option<String>,
     /// Ids of deliveries scalehook asked to redeliver, in order (accepted requests only).
     redelivered: Vec<u64>,
     /// Delivery id -> how many more redelivery requests for it fail (GitHub answering 5xx).
     failing_redeliveries: HashMap<u64, u32>,
     /// Job ids asked of the jobs API, in order.
     jobs_asked: Vec<u64>,
+    /// Every call, in order.
+    calls: Vec<LocalCall>,
     /// Runners GitHub assigns a job at the moment their removal is asked (the race between
     /// listing a runner idle and deregistering it).
     assigned_on_removal: Vec<String>,
@@ -215,6 +380,9 @@ struct LocalInner {
 
 /// Deliveries per page of [`LocalGitHub::deliveries`] (GitHub's `per_page` maximum).
 pub const LOCAL_DELIVERIES_PER_PAGE: usize = 100;
+
+/// GitHub's default runner group.
+pub const DEFAULT_RUNNER_GROUP: u64 = 1;
 
 impl LocalGitHub {
     pub fn new() -> Self {
@@ -225,8 +393,22 @@ impl LocalGitHub {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers an online, idle runner; returns its id.
+    /// Runs `hook` at every later call, before it is answered (see the type's docs). One
+    /// hook at a time; a new one replaces the last.
+    pub fn before_each_call(
+        &self,
+        hook: impl Fn(&LocalGitHub, u64, &LocalCall) + Send + Sync + 'static,
+    ) {
+        self.hook.lock().unwrap_or_else(|p| p.into_inner()).0 = Some(Arc::new(hook));
+    }
+
+    /// Registers an online, idle runner in the default group; returns its id.
     pub fn register(&self, name: &str, labels: &[String]) -> u64 {
+        self.register_in_group(name, labels, DEFAULT_RUNNER_GROUP)
+    }
+
+    /// Registers an online, idle runner in runner group `group`; returns its id.
+    pub fn register_in_group(&self, name: &str, labels: &[String], group: u64) -> u64 {
         let mut g = self.lock();
         g.next_id += 1;
         let id = g.next_id;
@@ -237,6 +419,15 @@ impl LocalGitHub {
             busy: false,
             labels: labels.to_vec(),
         });
+        g.groups.insert(id, group);
+        id
+    }
+
+    /// Creates runner group `name` (what `pool_runner_group` finds); returns its id.
+    pub fn add_runner_group(&self, name: &str) -> u64 {
+        let mut g = self.lock();
+        let id = 2 + g.group_names.len() as u64;
+        g.group_names.push((name.to_string(), id));
         id
     }
 
@@ -246,6 +437,59 @@ impl LocalGitHub {
         for r in g.runners.iter_mut().filter(|r| r.name == name) {
             r.busy = busy;
         }
+    }
+
+    /// GitHub gives runner `name` job `job_id`: the runner is busy and the jobs API says
+    /// `in_progress` on it. False (nothing done) when no such runner is registered, online
+    /// and idle.
+    pub fn assign_job(&self, name: &str, job_id: u64) -> bool {
+        let mut g = self.lock();
+        let Some(r) = g
+            .runners
+            .iter_mut()
+            .find(|r| r.name == name && r.online && !r.busy)
+        else {
+            return false;
+        };
+        r.busy = true;
+        g.jobs.insert(
+            job_id,
+            JobStatus {
+                status: "in_progress".into(),
+                runner_name: Some(name.to_string()),
+            },
+        );
+        true
+    }
+
+    /// Job `job_id` ends: the jobs API says `completed` and its runner is idle again (an
+    /// ephemeral runner then leaves: [`LocalGitHub::unregister`]). Returns the runner's name.
+    pub fn finish_job(&self, job_id: u64) -> Option<String> {
+        let mut g = self.lock();
+        let job = g.jobs.get_mut(&job_id)?;
+        job.status = "completed".into();
+        let name = job.runner_name.clone()?;
+        for r in g.runners.iter_mut().filter(|r| r.name == name) {
+            r.busy = false;
+        }
+        Some(name)
+    }
+
+    /// A `workflow_job` delivery nobody answered (status 0), as a lost delivery shows in the
+    /// hook's log; returns its id.
+    pub fn lose_delivery(&self, guid: &str, action: &str, delivered_at: u64) -> u64 {
+        let mut g = self.lock();
+        let id = g.deliveries.iter().map(|d| d.id).max().unwrap_or(0) + 1;
+        g.deliveries.push(Delivery {
+            id,
+            guid: guid.to_string(),
+            delivered_at,
+            event: "workflow_job".into(),
+            action: Some(action.to_string()),
+            status_code: 0,
+            redelivery: false,
+        });
+        id
     }
 
     /// GitHub will assign a job to runner `name` just as its removal is asked, after it was
@@ -296,7 +540,20 @@ impl LocalGitHub {
         );
     }
 
-    /// Adds a delivery of the App's hook (what `GET /app/hook/deliveries` lists).
+    /// The installation cannot see `repository` (`owner/name`): its jobs are
+    /// [`JobLookup::NotVisible`].
+    pub fn hide_repository(&self, repository: &str) {
+        self.lock()
+            .hidden_repositories
+            .push(repository.to_ascii_lowercase());
+    }
+
+    /// What [`GitHub::deliveries_source`] answers (`app-hook` unless set).
+    pub fn set_deliveries_source(&self, source: &DeliveriesSource) {
+        self.lock().deliveries_source = Some(source.to_string());
+    }
+
+    /// Adds a delivery of the hook (what `GET .../hook/deliveries` lists).
     pub fn add_delivery(&self, delivery: Delivery) {
         self.lock().deliveries.push(delivery);
     }
@@ -318,6 +575,11 @@ impl LocalGitHub {
         self.lock().jobs_asked.clone()
     }
 
+    /// Every call scalehook made, in order.
+    pub fn calls(&self) -> Vec<LocalCall> {
+        self.lock().calls.clone()
+    }
+
     /// Names of runners whose registration scalehook removed, in order.
     pub fn removed(&self) -> Vec<String> {
         self.lock().removed.clone()
@@ -328,20 +590,82 @@ impl LocalGitHub {
         self.lock().runners.clone()
     }
 
-    fn count(&self) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
+    /// Counts the call, runs the hook (no lock held), then records it.
+    fn count(&self, call: LocalCall) {
+        let n = self.requests.fetch_add(1, Ordering::Relaxed);
+        let hook = self
+            .hook
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone();
+        if let Some(hook) = hook {
+            hook(self, n, &call);
+        }
+        self.lock().calls.push(call);
+    }
+
+    fn group_by_name(&self, name: &str) -> Option<u64> {
+        if name.eq_ignore_ascii_case("default") {
+            return Some(DEFAULT_RUNNER_GROUP);
+        }
+        let g = self.lock();
+        g.group_names
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, id)| *id)
     }
 }
 
 #[async_trait]
 impl GitHub for LocalGitHub {
     async fn runners(&self) -> Result<Vec<Runner>, GitHubError> {
-        self.count();
+        self.count(LocalCall::Runners);
         Ok(self.lock().runners.clone())
     }
 
+    async fn runner(&self, runner_id: u64) -> Result<Option<Runner>, GitHubError> {
+        self.count(LocalCall::Runner(runner_id));
+        Ok(self
+            .lock()
+            .runners
+            .iter()
+            .find(|r| r.id == runner_id)
+            .cloned())
+    }
+
+    async fn runners_named(&self, name: &str) -> Result<Vec<Runner>, GitHubError> {
+        self.count(LocalCall::RunnersNamed(name.to_string()));
+        Ok(self
+            .lock()
+            .runners
+            .iter()
+            .filter(|r| r.name.eq_ignore_ascii_case(name))
+            .cloned()
+            .collect())
+    }
+
+    async fn runners_in_group(&self, group_id: u64) -> Result<Vec<Runner>, GitHubError> {
+        self.count(LocalCall::RunnersInGroup(group_id));
+        let g = self.lock();
+        Ok(g.runners
+            .iter()
+            .filter(|r| g.groups.get(&r.id).copied().unwrap_or(DEFAULT_RUNNER_GROUP) == group_id)
+            .cloned()
+            .collect())
+    }
+
+    async fn pool_runner_group(&self, pool: &PoolConfig) -> Result<u64, GitHubError> {
+        let Some(name) = pool.runner_group_to_look_up() else {
+            return Ok(pool.runner_group_id);
+        };
+        self.count(LocalCall::PoolRunnerGroup(name.to_string()));
+        self.group_by_name(name)
+            .ok_or_else(|| unknown_group(pool, name))
+    }
+
     async fn remove_runner(&self, runner_id: u64) -> Result<RunnerRemoval, GitHubError> {
-        self.count();
+        self.count(LocalCall::RemoveRunner(runner_id));
         let mut g = self.lock();
         let Some(i) = g.runners.iter().position(|r| r.id == runner_id) else {
             return Ok(RunnerRemoval::Gone);
@@ -362,15 +686,38 @@ impl GitHub for LocalGitHub {
         Ok(RunnerRemoval::Removed)
     }
 
-    async fn job(&self, _repo: &str, job_id: u64) -> Result<Option<JobStatus>, GitHubError> {
-        self.count();
+    async fn job(&self, repo: &str, job_id: u64) -> Result<Option<JobStatus>, GitHubError> {
+        match self.job_state(repo, job_id).await? {
+            JobLookup::Found(s) => Ok(Some(s)),
+            JobLookup::Gone => Ok(None),
+            JobLookup::NotVisible => Err(not_visible(repo)),
+        }
+    }
+
+    async fn job_state(&self, repo: &str, job_id: u64) -> Result<JobLookup, GitHubError> {
+        self.count(LocalCall::Job(job_id));
         let mut g = self.lock();
         g.jobs_asked.push(job_id);
-        Ok(g.jobs.get(&job_id).cloned())
+        if let Some(s) = g.jobs.get(&job_id) {
+            return Ok(JobLookup::Found(s.clone()));
+        }
+        let repo = repo.to_ascii_lowercase();
+        Ok(if g.hidden_repositories.contains(&repo) {
+            JobLookup::NotVisible
+        } else {
+            JobLookup::Gone
+        })
+    }
+
+    fn deliveries_source(&self) -> String {
+        self.lock()
+            .deliveries_source
+            .clone()
+            .unwrap_or_else(|| DeliveriesSource::AppHook.to_string())
     }
 
     async fn deliveries(&self, cursor: Option<&str>) -> Result<DeliveryPage, GitHubError> {
-        self.count();
+        self.count(LocalCall::Deliveries);
         // Like GitHub's, the cursor names a place in the list (the last delivery of the page
         // before), so it stays valid while newer deliveries arrive.
         let below: Option<u64> = match cursor {
@@ -398,7 +745,7 @@ impl GitHub for LocalGitHub {
     }
 
     async fn redeliver(&self, delivery_id: u64) -> Result<(), GitHubError> {
-        self.count();
+        self.count(LocalCall::Redeliver(delivery_id));
         let mut g = self.lock();
         if !g.deliveries.iter().any(|d| d.id == delivery_id) {
             return Err(GitHubError::Rejected("no such delivery".into()));
@@ -414,20 +761,24 @@ impl GitHub for LocalGitHub {
     }
 
     async fn jit_runner(&self, pool: &PoolConfig, name: &str) -> Result<JitRunner, GitHubError> {
-        let runner_id = {
-            let mut g = self.lock();
-            g.next_id += 1;
-            let id = g.next_id;
-            g.runners.push(Runner {
-                id,
-                name: name.to_string(),
-                online: false,
-                busy: false,
-                labels: pool.labels.clone(),
-            });
-            id
+        self.count(LocalCall::JitRunner(name.to_string()));
+        let group = match pool.runner_group_to_look_up() {
+            None => pool.runner_group_id,
+            Some(n) => self
+                .group_by_name(n)
+                .ok_or_else(|| unknown_group(pool, n))?,
         };
-        self.count();
+        let mut g = self.lock();
+        g.next_id += 1;
+        let runner_id = g.next_id;
+        g.runners.push(Runner {
+            id: runner_id,
+            name: name.to_string(),
+            online: false,
+            busy: false,
+            labels: pool.labels.clone(),
+        });
+        g.groups.insert(runner_id, group);
         Ok(JitRunner {
             runner_id,
             name: name.to_string(),
@@ -437,10 +788,25 @@ impl GitHub for LocalGitHub {
 
     fn rate_limit(&self) -> RateLimit {
         RateLimit {
-            remaining: None,
             requests: self.requests.load(Ordering::Relaxed),
+            ..RateLimit::default()
         }
     }
+}
+
+/// The error for a pool whose `runner_group` GitHub does not know.
+pub fn unknown_group(pool: &PoolConfig, name: &str) -> GitHubError {
+    GitHubError::Rejected(format!(
+        "pool {:?}: runner group {name:?} does not exist in the organization (runner_group; set runner_group_id or create the group)",
+        pool.name
+    ))
+}
+
+/// The error `job()` gives for a job of a repository the installation cannot see.
+pub fn not_visible(repository: &str) -> GitHubError {
+    GitHubError::Rejected(format!(
+        "repository {repository:?} is not visible to the App's installation: the job's state is unknown"
+    ))
 }
 
 #[cfg(test)]
@@ -490,5 +856,132 @@ mod tests {
         assert_eq!(g.remove_runner(id).await, Ok(RunnerRemoval::Removed));
         assert_eq!(g.remove_runner(id).await, Ok(RunnerRemoval::Gone));
         assert_eq!(g.removed(), vec!["p-1".to_string()]);
+    }
+
+    fn pool(extra: &str) -> PoolConfig {
+        crate::Config::from_toml(&format!(
+            "[[pools]]\nname = \"linux\"\nlabels = [\"self-hosted\"]\nmax = 3\n{extra}"
+        ))
+        .expect("config")
+        .pools
+        .remove(0)
+    }
+
+    #[tokio::test]
+    async fn local_scoped_reads() {
+        let g = LocalGitHub::new();
+        let frontend = g.add_runner_group("Frontend");
+        let a = g.register("linux-i-1", &[]);
+        g.register("linux-i-1-2", &[]);
+        let c = g.register_in_group("web-i-3", &[], frontend);
+        assert_eq!(
+            g.runner(a).await.expect("ok").map(|r| r.name),
+            Some("linux-i-1".into())
+        );
+        assert_eq!(g.runner(999).await, Ok(None));
+        let named = g.runners_named("linux-i-1").await.expect("ok");
+        assert_eq!(
+            named.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![a],
+            "exact name, not a prefix"
+        );
+        let group = g.runners_in_group(frontend).await.expect("ok");
+        assert_eq!(group.iter().map(|r| r.id).collect::<Vec<_>>(), vec![c]);
+        assert_eq!(
+            g.runners_in_group(DEFAULT_RUNNER_GROUP)
+                .await
+                .expect("ok")
+                .len(),
+            2
+        );
+        assert_eq!(
+            g.calls(),
+            vec![
+                LocalCall::Runner(a),
+                LocalCall::Runner(999),
+                LocalCall::RunnersNamed("linux-i-1".into()),
+                LocalCall::RunnersInGroup(frontend),
+                LocalCall::RunnersInGroup(DEFAULT_RUNNER_GROUP),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn local_runner_group_by_name() {
+        let g = LocalGitHub::new();
+        let frontend = g.add_runner_group("Frontend");
+        let named = pool("runner_group = \"frontend\"");
+        assert_eq!(g.pool_runner_group(&named).await, Ok(frontend));
+        let jit = g.jit_runner(&named, "linux-i-7").await.expect("minted");
+        let in_group = g.runners_in_group(frontend).await.expect("ok");
+        assert_eq!(
+            in_group.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![jit.runner_id]
+        );
+        let unknown = pool("runner_group = \"Nope\"");
+        match g.jit_runner(&unknown, "linux-i-8").await {
+            Err(GitHubError::Rejected(m)) => assert!(m.contains("\"Nope\""), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            g.pool_runner_group(&pool("runner_group_id = 5")).await,
+            Ok(5)
+        );
+        assert!(NoGitHub.pool_runner_group(&named).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn local_job_state_tells_gone_from_not_visible() {
+        let g = LocalGitHub::new();
+        g.hide_repository("Acme/Secret");
+        assert_eq!(g.job_state("acme/app", 1).await, Ok(JobLookup::Gone));
+        assert_eq!(
+            g.job_state("acme/secret", 1).await,
+            Ok(JobLookup::NotVisible)
+        );
+        assert_eq!(g.job("acme/app", 1).await, Ok(None));
+        assert!(matches!(
+            g.job("acme/secret", 1).await,
+            Err(GitHubError::Rejected(_))
+        ));
+        g.register("linux-i-1", &[]);
+        assert!(g.assign_job("linux-i-1", 5));
+        assert!(!g.assign_job("linux-i-1", 6), "busy: no second job");
+        assert!(
+            matches!(g.job_state("acme/secret", 5).await, Ok(JobLookup::Found(s)) if s.status == "in_progress")
+        );
+        assert_eq!(g.finish_job(5).as_deref(), Some("linux-i-1"));
+        assert!(!g.registered()[0].busy);
+        assert_eq!(
+            g.job("acme/app", 5).await.expect("ok").map(|s| s.status),
+            Some("completed".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn the_call_hook_runs_before_each_answer() {
+        let g = LocalGitHub::new();
+        g.register("linux-i-1", &[]);
+        // GitHub registers a runner and gives it a job between the list and the removal.
+        g.before_each_call(|gh, n, call| {
+            if n == 1 {
+                assert!(matches!(call, LocalCall::RemoveRunner(_)));
+                gh.register("linux-i-2", &[]);
+                gh.assign_job("linux-i-1", 9);
+            }
+        });
+        let listed = g.runners().await.expect("ok");
+        assert_eq!(listed.len(), 1);
+        assert_eq!(g.remove_runner(listed[0].id).await, Ok(RunnerRemoval::Busy));
+        assert_eq!(g.registered().len(), 2);
+        let lost = g.lose_delivery("guid-1", "queued", 100);
+        assert_eq!(g.deliveries(None).await.expect("ok").deliveries[0].id, lost);
+        assert_eq!(g.deliveries_source(), "app-hook");
+        g.set_deliveries_source(&DeliveriesSource::OrgHook {
+            org: "a".into(),
+            hook_id: 3,
+        });
+        assert_eq!(g.deliveries_source(), "org-hook:3");
+        assert_eq!(NoGitHub.deliveries_source(), "none");
     }
 }
