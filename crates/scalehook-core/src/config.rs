@@ -54,9 +54,9 @@ pub struct GitHubConfig {
 }
 
 /// The webhook scalehook's deliveries come from, whose failed deliveries reconcile reads
-/// and redelivers. `[github] hook_id` picks an organization or repository webhook (Settings
-/// > Webhooks: the id is in its URL and in every delivery's `X-GitHub-Hook-ID`); without it,
-/// the App's own webhook.
+/// and redelivers. `[github] hook_id` picks an organization or repository webhook (the id
+/// is in the webhook's settings URL and in every delivery's `X-GitHub-Hook-ID`); without
+/// it, the App's own webhook.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeliveriesSource {
     /// The GitHub App's webhook (`/app/hook/deliveries`, App JWT).

@@ -9,10 +9,17 @@
 //!   exchange, retries and rate-limit waits included) and a timeout per request. One retry
 //!   after a network error or a 5xx, if the deadline allows.
 //! - Rate limits: `x-ratelimit-remaining` / `x-ratelimit-reset` are read on every answer. A
-//!   403/429 with `retry-after` (or with `x-ratelimit-remaining: 0`) is waited out when the
-//!   wait fits in the call's budget, else the call fails with
-//!   [`GitHubError::RateLimited`]; while the primary limit is known to be exhausted, calls
-//!   fail fast the same way instead of spending a request.
+//!   403/429 with `retry-after`, with `x-ratelimit-remaining: 0`, or whose message says it is
+//!   a *secondary* rate limit (then at least [`SECONDARY_LIMIT_WAIT`], doubling while they
+//!   repeat: GitHub's documented rule) is waited out when the wait fits in the call's
+//!   budget, else the call fails with [`GitHubError::RateLimited`]. Either way the client
+//!   remembers until when it is blocked and fails every call fast until then, without
+//!   spending a request.
+//! - Scoped runner reads: one runner by id, runners by exact name (the list endpoint's `name`
+//!   filter), a runner group's runners; a listing's budget is per page ([`Budget::call`]
+//!   for each), so reading more runners takes longer instead of failing.
+//! - Jobs: a 404 from the jobs API is "gone" only when the installation can see the
+//!   repository (`GET /repos/{owner}/{repo}`, cached per repository).
 //! - The HTTPS client (rustls with bundled roots) is built on the first call, not at start.
 //! - Pagination: the `Link` header's `next` relation; only its `page` (runners) or `cursor`
 //!   (deliveries) is taken, and the request is rebuilt on the configured base URL, so an
@@ -20,14 +27,15 @@
 
 use crate::key::{AppKey, KeyError};
 use async_trait::async_trait;
-use scalehook_core::config::{GitHubConfig, PoolConfig, RunnerScope};
+use scalehook_core::config::{DeliveriesSource, GitHubConfig, PoolConfig, RunnerScope};
 use scalehook_core::github::{
-    Delivery, DeliveryPage, GitHub, GitHubError, JitRunner, JobStatus, RateLimit, Runner,
-    RunnerRemoval,
+    Delivery, DeliveryPage, GitHub, GitHubError, JitRunner, JobLookup, JobStatus, RateLimit,
+    Runner, RunnerRemoval,
 };
 use scalehook_core::sleep::{Sleeper, TokioSleeper};
 use serde::Deserialize;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::Mutex;
@@ -42,6 +50,14 @@ pub const PER_PAGE: u32 = 100;
 pub const MAX_PAGES: u32 = 100;
 /// The largest answer body read.
 const MAX_BODY: usize = 16 << 20;
+/// The least wait after a secondary rate limit without `retry-after` (GitHub: "wait for at
+/// least one minute before retrying").
+pub const SECONDARY_LIMIT_WAIT: Duration = Duration::from_secs(60);
+/// Repeated secondary limits double the wait up to this.
+pub const SECONDARY_LIMIT_MAX_WAIT: Duration = Duration::from_secs(960);
+/// A repository found not visible to the installation is asked again after this long (an
+/// installation's repositories can be changed).
+pub const NOT_VISIBLE_TTL: Duration = Duration::from_secs(600);
 
 /// Time limits of GitHub calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +167,17 @@ pub struct GitHubApp {
     remaining: AtomicU64,
     /// `x-ratelimit-reset` (Unix seconds) of the last answer that had one.
     reset_at: AtomicU64,
+    /// Whose webhook's deliveries are read and redelivered.
+    deliveries: DeliveriesSource,
+    /// Unix seconds until which a rate limit blocks every call (0: not blocked).
+    blocked_until: AtomicU64,
+    /// Secondary rate limits met, and how many in a row (the back-off doubles).
+    secondary_limited: AtomicU64,
+    secondary_streak: AtomicU32,
+    /// Runner group ids by lower-cased name, once looked up.
+    groups: std::sync::Mutex<HashMap<String, u64>>,
+    /// Repository (lower case) -> visible to the installation, and when that was learnt.
+    visible: std::sync::Mutex<HashMap<String, (bool, Instant)>>,
 }
 
 impl std::fmt::Debug for GitHubApp {
@@ -160,6 +187,7 @@ impl std::fmt::Debug for GitHubApp {
             .field("installation_id", &self.installation_id)
             .field("api_url", &self.api_url)
             .field("scope", &self.scope)
+            .field("deliveries", &self.deliveries)
             .field("key", &self.key)
             .field("budget", &self.budget)
             .finish_non_exhaustive()
@@ -266,6 +294,12 @@ impl GitHubApp {
             requests: AtomicU64::new(0),
             remaining: AtomicU64::new(u64::MAX),
             reset_at: AtomicU64::new(0),
+            deliveries: config.deliveries.clone(),
+            blocked_until: AtomicU64::new(0),
+            secondary_limited: AtomicU64::new(0),
+            secondary_streak: AtomicU32::new(0),
+            groups: std::sync::Mutex::new(HashMap::new()),
+            visible: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -470,16 +504,23 @@ impl GitHubApp {
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "github request"
             );
-            if let Some(wait) = rate_limit_wait(&answer) {
+            if let Some(wait) = self.rate_limit_wait(&answer) {
+                // Remembered: every call fails fast until then (see fail_fast_if_exhausted).
+                self.blocked_until
+                    .fetch_max(unix_now() + wait.as_secs().max(1), Ordering::Relaxed);
                 if waits < 2 && Instant::now() + wait < deadline {
                     waits += 1;
                     tracing::info!(target: "scalehook::github", wait_ms = wait.as_millis() as u64, "rate limited: waiting");
                     self.sleeper.sleep(wait).await;
+                    self.blocked_until.store(0, Ordering::Relaxed);
                     continue;
                 }
                 return Err(GitHubError::RateLimited {
                     retry_after_secs: wait.as_secs().max(1),
                 });
+            }
+            if (200..300).contains(&answer.status) {
+                self.secondary_streak.store(0, Ordering::Relaxed);
             }
             if answer.status >= 500 {
                 if !retried && deadline > Instant::now() + Duration::from_millis(100) {
@@ -511,9 +552,59 @@ impl GitHubApp {
         }
     }
 
-    /// While the last answer said the primary limit is spent, wait for its reset if that
-    /// fits, else fail without spending a request.
+    /// How long a 403/429 asks to wait (None: not a rate limit, e.g. a missing permission),
+    /// counting secondary limits. GitHub's rules ("Exceeding the rate limit"): `retry-after`
+    /// seconds when present; until `x-ratelimit-reset` when `x-ratelimit-remaining` is 0;
+    /// otherwise, for a secondary limit (its message says so), at least a minute, longer
+    /// while they repeat.
+    fn rate_limit_wait(&self, answer: &Answer) -> Option<Duration> {
+        if answer.status != 403 && answer.status != 429 {
+            return None;
+        }
+        let secondary = answer
+            .message()
+            .to_ascii_lowercase()
+            .contains("secondary rate limit");
+        if secondary || answer.header("retry-after").is_some() {
+            self.secondary_limited.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(secs) = answer
+            .header("retry-after")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            return Some(Duration::from_secs(secs));
+        }
+        if answer.header("x-ratelimit-remaining").map(str::trim) == Some("0") {
+            let reset = answer
+                .header("x-ratelimit-reset")
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            return Some(Duration::from_secs(reset.saturating_sub(unix_now()).max(1)));
+        }
+        if secondary || answer.status == 429 {
+            let streak = self.secondary_streak.fetch_add(1, Ordering::Relaxed).min(4);
+            return Some((SECONDARY_LIMIT_WAIT * 2u32.pow(streak)).min(SECONDARY_LIMIT_MAX_WAIT));
+        }
+        None
+    }
+
+    /// While a rate limit blocks the client (a secondary limit's wait, `retry-after`, or
+    /// the primary limit spent until its reset), wait for its end if that fits before
+    /// `deadline`, else fail without spending a request.
     async fn fail_fast_if_exhausted(&self, deadline: Instant) -> Result<(), GitHubError> {
+        let blocked = self.blocked_until.load(Ordering::Relaxed);
+        let now = unix_now();
+        if blocked > now {
+            let wait = Duration::from_secs(blocked - now);
+            if Instant::now() + wait < deadline {
+                self.sleeper.sleep(wait).await;
+                self.blocked_until.store(0, Ordering::Relaxed);
+            } else {
+                return Err(GitHubError::RateLimited {
+                    retry_after_secs: blocked - now,
+                });
+            }
+        }
         if self.remaining.load(Ordering::Relaxed) != 0 {
             return Ok(());
         }
@@ -537,26 +628,14 @@ impl GitHubApp {
         Instant::now() + self.budget.call
     }
 
-    async fn list_runners(&self) -> Result<Vec<Runner>, GitHubError> {
+    /// Every runner a runners listing (`base`: path with `per_page`) gives, all pages. Each
+    /// page has its own budget ([`Budget::call`]), so a larger listing takes longer rather
+    /// than failing at a fixed time; at most [`MAX_PAGES`] pages.
+    async fn list_runners_at(&self, what: &str, base: String) -> Result<Vec<Runner>, GitHubError> {
         #[derive(Deserialize)]
         struct Page {
             runners: Vec<ApiRunner>,
         }
-        #[derive(Deserialize)]
-        struct ApiRunner {
-            id: u64,
-            name: String,
-            status: String,
-            busy: bool,
-            #[serde(default)]
-            labels: Vec<ApiLabel>,
-        }
-        #[derive(Deserialize)]
-        struct ApiLabel {
-            name: String,
-        }
-        let deadline = self.deadline();
-        let base = format!("{}/actions/runners?per_page={PER_PAGE}", self.scope_path()?);
         let mut out = Vec::new();
         let mut path = base.clone();
         for _ in 0..MAX_PAGES {
@@ -565,18 +644,14 @@ impl GitHubApp {
                 path,
                 body: None,
             };
-            let answer = self.call(Auth::Installation, req, deadline).await?;
+            let answer = self
+                .within(what, self.call(Auth::Installation, req, self.deadline()))
+                .await?;
             if answer.status != 200 {
-                return Err(status_error("list runners", &answer));
+                return Err(status_error(what, &answer));
             }
-            let page: Page = answer.json("list runners")?;
-            out.extend(page.runners.into_iter().map(|r| Runner {
-                id: r.id,
-                name: r.name,
-                online: r.status == "online",
-                busy: r.busy,
-                labels: r.labels.into_iter().map(|l| l.name).collect(),
-            }));
+            let page: Page = answer.json(what)?;
+            out.extend(page.runners.into_iter().map(ApiRunner::into_runner));
             let next = answer
                 .header("link")
                 .and_then(|l| next_link_param(l, "page"))
@@ -587,8 +662,174 @@ impl GitHubApp {
             }
         }
         Err(GitHubError::Unavailable(format!(
-            "list runners: more than {MAX_PAGES} pages"
+            "{what}: more than {MAX_PAGES} pages"
         )))
+    }
+
+    /// The runner group id named `name` (`GET /orgs/{org}/actions/runner-groups`, all
+    /// pages), cached for the process.
+    async fn runner_group_named(&self, pool: &PoolConfig, name: &str) -> Result<u64, GitHubError> {
+        let key = name.to_ascii_lowercase();
+        if let Some(id) = self
+            .groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(*id);
+        }
+        let RunnerScope::Organization(org) = &self.scope else {
+            return Err(GitHubError::Rejected(format!(
+                "pool {:?}: runner_group {name:?}: runner groups belong to an organization; a repository's runners have none (remove runner_group or use organization scope)",
+                pool.name
+            )));
+        };
+        #[derive(Deserialize)]
+        struct Page {
+            runner_groups: Vec<Group>,
+        }
+        #[derive(Deserialize)]
+        struct Group {
+            id: u64,
+            name: String,
+        }
+        let base = format!(
+            "/orgs/{}/actions/runner-groups?per_page={PER_PAGE}",
+            segment(org, "organization")?
+        );
+        let mut path = base.clone();
+        for _ in 0..MAX_PAGES {
+            let req = Request {
+                method: reqwest::Method::GET,
+                path,
+                body: None,
+            };
+            let what = "list runner groups";
+            let answer = self
+                .within(what, self.call(Auth::Installation, req, self.deadline()))
+                .await?;
+            if answer.status != 200 {
+                return Err(status_error(what, &answer));
+            }
+            let page: Page = answer.json(what)?;
+            let mut cache = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+            for g in page.runner_groups {
+                cache.insert(g.name.to_ascii_lowercase(), g.id);
+            }
+            if let Some(id) = cache.get(&key) {
+                return Ok(*id);
+            }
+            drop(cache);
+            match answer
+                .header("link")
+                .and_then(|l| next_link_param(l, "page"))
+                .and_then(|p| p.parse::<u32>().ok())
+            {
+                Some(page) => path = format!("{base}&page={page}"),
+                None => break,
+            }
+        }
+        Err(scalehook_core::github::unknown_group(pool, name))
+    }
+
+    /// Whether the installation can see `repository` (`GET /repos/{owner}/{repo}`: 404 =
+    /// not visible). Visible is cached for the process, not visible for [`NOT_VISIBLE_TTL`].
+    async fn repository_visible(&self, repository: &str) -> Result<bool, GitHubError> {
+        let key = repository.to_ascii_lowercase();
+        if let Some((visible, at)) = self
+            .visible
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            if *visible || at.elapsed() < NOT_VISIBLE_TTL {
+                return Ok(*visible);
+            }
+        }
+        let req = Request {
+            method: reqwest::Method::GET,
+            path: repo_path(repository)?,
+            body: None,
+        };
+        let answer = self.call(Auth::Installation, req, self.deadline()).await?;
+        let visible = match answer.status {
+            200 => true,
+            404 => false,
+            _ => return Err(status_error("get repository", &answer)),
+        };
+        self.visible
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, (visible, Instant::now()));
+        Ok(visible)
+    }
+
+    /// The deliveries listing and redelivery paths of the configured webhook, and how they
+    /// authenticate (the App's hook takes the JWT; an org or repo hook the installation
+    /// token with `organization_hooks` / `repository_hooks`).
+    fn hook_path(&self) -> Result<(String, Auth), GitHubError> {
+        Ok(match &self.deliveries {
+            DeliveriesSource::AppHook => ("/app/hook".to_string(), Auth::App),
+            DeliveriesSource::OrgHook { org, hook_id } => (
+                format!("/orgs/{}/hooks/{hook_id}", segment(org, "organization")?),
+                Auth::Installation,
+            ),
+            DeliveriesSource::RepoHook {
+                repository,
+                hook_id,
+            } => (
+                format!("{}/hooks/{hook_id}", repo_path(repository)?),
+                Auth::Installation,
+            ),
+        })
+    }
+
+    /// A 403/404 from a hook endpoint, saying which permission the installation needs.
+    fn hook_error(&self, what: &str, answer: &Answer) -> GitHubError {
+        let need = match &self.deliveries {
+            DeliveriesSource::AppHook => return status_error(what, answer),
+            DeliveriesSource::OrgHook { .. } => {
+                "the App needs the organization permission Webhooks (organization_hooks): read to list deliveries, write to redeliver"
+            }
+            DeliveriesSource::RepoHook { .. } => {
+                "the App needs the repository permission Webhooks (repository_hooks): read to list deliveries, write to redeliver"
+            }
+        };
+        match answer.status {
+            403 | 404 => GitHubError::Unauthorized(format!(
+                "{what} ({}): {} ({need}; is hook_id right?)",
+                self.deliveries,
+                answer.message()
+            )),
+            _ => status_error(what, answer),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ApiRunner {
+    id: u64,
+    name: String,
+    status: String,
+    busy: bool,
+    #[serde(default)]
+    labels: Vec<ApiLabel>,
+}
+
+#[derive(Deserialize)]
+struct ApiLabel {
+    name: String,
+}
+
+impl ApiRunner {
+    fn into_runner(self) -> Runner {
+        Runner {
+            id: self.id,
+            online: self.status == "online",
+            name: self.name,
+            busy: self.busy,
+            labels: self.labels.into_iter().map(|l| l.name).collect(),
+        }
     }
 }
 
@@ -625,32 +866,6 @@ async fn read_answer(resp: reqwest::Response) -> Result<Answer, reqwest::Error> 
     })
 }
 
-/// How long a 403/429 asks to wait: `retry-after`, or until `x-ratelimit-reset` when
-/// `x-ratelimit-remaining` is 0. `None` for any other answer (a 403 for a permission).
-fn rate_limit_wait(answer: &Answer) -> Option<Duration> {
-    if answer.status != 403 && answer.status != 429 {
-        return None;
-    }
-    if let Some(secs) = answer
-        .header("retry-after")
-        .and_then(|v| v.trim().parse::<u64>().ok())
-    {
-        return Some(Duration::from_secs(secs));
-    }
-    if answer.header("x-ratelimit-remaining").map(str::trim) == Some("0") {
-        let reset = answer
-            .header("x-ratelimit-reset")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-        return Some(Duration::from_secs(reset.saturating_sub(unix_now()).max(1)));
-    }
-    if answer.status == 429 {
-        // Secondary limit without a hint: GitHub asks for at least a minute.
-        return Some(Duration::from_secs(60));
-    }
-    None
-}
-
 fn status_error(what: &str, answer: &Answer) -> GitHubError {
     let msg = format!("{what}: {}", answer.message());
     match answer.status {
@@ -663,7 +878,55 @@ fn status_error(what: &str, answer: &Answer) -> GitHubError {
 #[async_trait]
 impl GitHub for GitHubApp {
     async fn runners(&self) -> Result<Vec<Runner>, GitHubError> {
-        self.within("list runners", self.list_runners()).await
+        let base = format!("{}/actions/runners?per_page={PER_PAGE}", self.scope_path()?);
+        self.list_runners_at("list runners", base).await
+    }
+
+    async fn runner(&self, runner_id: u64) -> Result<Option<Runner>, GitHubError> {
+        self.within("get runner", async {
+            let req = Request {
+                method: reqwest::Method::GET,
+                path: format!("{}/actions/runners/{runner_id}", self.scope_path()?),
+                body: None,
+            };
+            let answer = self.call(Auth::Installation, req, self.deadline()).await?;
+            match answer.status {
+                200 => Ok(Some(answer.json::<ApiRunner>("get runner")?.into_runner())),
+                404 => Ok(None),
+                _ => Err(status_error("get runner", &answer)),
+            }
+        })
+        .await
+    }
+
+    async fn runners_named(&self, name: &str) -> Result<Vec<Runner>, GitHubError> {
+        let base = format!(
+            "{}/actions/runners?name={}&per_page={PER_PAGE}",
+            self.scope_path()?,
+            query_value(name)
+        );
+        self.list_runners_at("list runners by name", base).await
+    }
+
+    async fn runners_in_group(&self, group_id: u64) -> Result<Vec<Runner>, GitHubError> {
+        let base = match &self.scope {
+            RunnerScope::Organization(org) => format!(
+                "/orgs/{}/actions/runner-groups/{group_id}/runners?per_page={PER_PAGE}",
+                segment(org, "organization")?
+            ),
+            // A repository's runners have no groups: all of them.
+            RunnerScope::Repository(_) => {
+                format!("{}/actions/runners?per_page={PER_PAGE}", self.scope_path()?)
+            }
+        };
+        self.list_runners_at("list runners in group", base).await
+    }
+
+    async fn pool_runner_group(&self, pool: &PoolConfig) -> Result<u64, GitHubError> {
+        match pool.runner_group_to_look_up() {
+            None => Ok(pool.runner_group_id),
+            Some(name) => self.runner_group_named(pool, name).await,
+        }
     }
 
     async fn remove_runner(&self, runner_id: u64) -> Result<RunnerRemoval, GitHubError> {
@@ -687,6 +950,14 @@ impl GitHub for GitHubApp {
     }
 
     async fn job(&self, repository: &str, job_id: u64) -> Result<Option<JobStatus>, GitHubError> {
+        match self.job_state(repository, job_id).await? {
+            JobLookup::Found(s) => Ok(Some(s)),
+            JobLookup::Gone => Ok(None),
+            JobLookup::NotVisible => Err(scalehook_core::github::not_visible(repository)),
+        }
+    }
+
+    async fn job_state(&self, repository: &str, job_id: u64) -> Result<JobLookup, GitHubError> {
         self.within("get job", async {
             let req = Request {
                 method: reqwest::Method::GET,
@@ -702,21 +973,32 @@ impl GitHub for GitHubApp {
                         runner_name: Option<String>,
                     }
                     let j: Job = answer.json("get job")?;
-                    Ok(Some(JobStatus {
+                    Ok(JobLookup::Found(JobStatus {
                         status: j.status,
                         runner_name: j.runner_name.filter(|n| !n.is_empty()),
                     }))
                 }
-                404 => Ok(None),
+                // An installation token gets 404 for a repository outside the installation
+                // too: "gone" only where the repository itself is visible.
+                404 => Ok(if self.repository_visible(repository).await? {
+                    JobLookup::Gone
+                } else {
+                    JobLookup::NotVisible
+                }),
                 _ => Err(status_error("get job", &answer)),
             }
         })
         .await
     }
 
+    fn deliveries_source(&self) -> String {
+        self.deliveries.to_string()
+    }
+
     async fn deliveries(&self, cursor: Option<&str>) -> Result<DeliveryPage, GitHubError> {
         self.within("list hook deliveries", async {
-            let mut path = format!("/app/hook/deliveries?per_page={PER_PAGE}");
+            let (hook, auth) = self.hook_path()?;
+            let mut path = format!("{hook}/deliveries?per_page={PER_PAGE}");
             if let Some(c) = cursor {
                 path.push_str("&cursor=");
                 path.push_str(&query_value(c));
@@ -726,9 +1008,9 @@ impl GitHub for GitHubApp {
                 path,
                 body: None,
             };
-            let answer = self.call(Auth::App, req, self.deadline()).await?;
+            let answer = self.call(auth, req, self.deadline()).await?;
             if answer.status != 200 {
-                return Err(status_error("list hook deliveries", &answer));
+                return Err(self.hook_error("list hook deliveries", &answer));
             }
             #[derive(Deserialize)]
             struct Item {
@@ -764,15 +1046,16 @@ impl GitHub for GitHubApp {
 
     async fn redeliver(&self, delivery_id: u64) -> Result<(), GitHubError> {
         self.within("redeliver", async {
+            let (hook, auth) = self.hook_path()?;
             let req = Request {
                 method: reqwest::Method::POST,
-                path: format!("/app/hook/deliveries/{delivery_id}/attempts"),
+                path: format!("{hook}/deliveries/{delivery_id}/attempts"),
                 body: None,
             };
-            let answer = self.call(Auth::App, req, self.deadline()).await?;
+            let answer = self.call(auth, req, self.deadline()).await?;
             match answer.status {
                 202 => Ok(()),
-                _ => Err(status_error("redeliver", &answer)),
+                _ => Err(self.hook_error("redeliver", &answer)),
             }
         })
         .await
@@ -786,9 +1069,10 @@ impl GitHub for GitHubApp {
                     pool.name
                 )));
             }
+            let runner_group_id = self.pool_runner_group(pool).await?;
             let body = serde_json::json!({
                 "name": name,
-                "runner_group_id": pool.runner_group_id,
+                "runner_group_id": runner_group_id,
                 "labels": pool.labels,
                 "work_folder": "_work",
             });
@@ -823,9 +1107,12 @@ impl GitHub for GitHubApp {
 
     fn rate_limit(&self) -> RateLimit {
         let remaining = self.remaining.load(Ordering::Relaxed);
+        let blocked = self.blocked_until.load(Ordering::Relaxed);
         RateLimit {
             remaining: (remaining != u64::MAX).then_some(remaining),
             requests: self.requests.load(Ordering::Relaxed),
+            secondary_limited: self.secondary_limited.load(Ordering::Relaxed),
+            blocked_until: (blocked > unix_now()).then_some(blocked),
         }
     }
 }
