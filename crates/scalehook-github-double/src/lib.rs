@@ -12,10 +12,13 @@
 //!
 //! It implements what scalehook uses: installation tokens (the App JWT is verified with the
 //! App's public key), self-hosted runners (org or repo) with Link pagination, runner
-//! removal (204 / 422 busy / 404), jobs, the App hook's deliveries with cursor pagination
-//! and redelivery (which really POSTs the stored body, signed, to a webhook URL), JIT runner
-//! configurations, rate-limit headers and forced throttling, 5xx, and revoked or expired
-//! tokens.
+//! removal (204 / 422 busy / 404), one runner by id, the exact `name` filter, runner groups
+//! and their runners, jobs, repositories (visible or outside the installation), the App
+//! hook's and organization or repository webhooks' deliveries with cursor pagination and
+//! redelivery (which really POSTs the stored body, signed, to a webhook URL; the org/repo
+//! hooks need the installation's Webhooks permission), JIT runner configurations,
+//! rate-limit headers and forced throttling (primary, secondary, plain 403), 5xx, revoked
+//! or expired tokens, and an added latency per answer for benchmarks.
 //!
 //! Needs the double's Python (jsonschema) and the description: `make github-test-deps`
 //! installs both under `.tools/`; `SCALEHOOK_GITHUB_DOUBLE_PYTHON` and
