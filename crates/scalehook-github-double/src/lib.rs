@@ -283,19 +283,7 @@ impl GitHubDouble {
         state: RunnerState,
         labels: &[&str],
     ) -> u64 {
-        let key = if scope.contains('/') { "repo" } else { "org" };
-        let out = self.control(
-            "POST",
-            "runners",
-            json!({
-                key: scope,
-                "name": name,
-                "status": if state == RunnerState::Offline { "offline" } else { "online" },
-                "busy": state == RunnerState::Busy,
-                "labels": labels,
-            }),
-        );
-        out["id"].as_u64().expect("runner id")
+        self.register(scope, name, state, json!({ "labels": labels }))
     }
 
     /// Registers a runner in runner group `group` (org scope); returns its id.
@@ -306,18 +294,21 @@ impl GitHubDouble {
         state: RunnerState,
         group: u64,
     ) -> u64 {
+        self.register(scope, name, state, json!({ "group": group }))
+    }
+
+    fn register(&self, scope: &str, name: &str, state: RunnerState, extra: Value) -> u64 {
         let key = if scope.contains('/') { "repo" } else { "org" };
-        let out = self.control(
-            "POST",
-            "runners",
-            json!({
-                key: scope,
-                "name": name,
-                "status": if state == RunnerState::Offline { "offline" } else { "online" },
-                "busy": state == RunnerState::Busy,
-                "group": group,
-            }),
-        );
+        let mut arg = json!({
+            key: scope,
+            "name": name,
+            "status": if state == RunnerState::Offline { "offline" } else { "online" },
+            "busy": state == RunnerState::Busy,
+        });
+        if let (Some(arg), Value::Object(extra)) = (arg.as_object_mut(), extra) {
+            arg.extend(extra);
+        }
+        let out = self.control("POST", "runners", arg);
         out["id"].as_u64().expect("runner id")
     }
 
@@ -396,15 +387,7 @@ impl GitHubDouble {
         body: &str,
         status_code: u16,
     ) -> (u64, String) {
-        let out = self.control(
-            "POST",
-            "deliveries",
-            json!({"event": event, "action": action, "body": body, "status_code": status_code}),
-        );
-        (
-            out["id"].as_u64().expect("delivery id"),
-            out["guid"].as_str().expect("guid").to_string(),
-        )
+        self.add_hook_delivery("app", event, action, body, status_code)
     }
 
     /// Stores a delivery of an organization (`org:<org>:<hook id>`, org lower case) or

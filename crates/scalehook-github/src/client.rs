@@ -389,41 +389,49 @@ impl GitHubApp {
         }
     }
 
+    /// A GET of `path` with a fresh call deadline.
+    async fn get(&self, auth: Auth, path: String) -> Result<Answer, GitHubError> {
+        let req = Request {
+            method: reqwest::Method::GET,
+            path,
+            body: None,
+        };
+        self.call(auth, req, self.deadline()).await
+    }
+
     fn deadline(&self) -> Instant {
         Instant::now() + self.budget.call
     }
 
-    /// Every runner a runners listing (`base`: path with `per_page`) gives, all pages. Each
-    /// page has its own budget ([`Budget::call`]), so a larger listing takes longer rather
-    /// than failing at a fixed time; at most [`MAX_PAGES`] pages.
-    async fn list_runners_at(&self, what: &str, base: String) -> Result<Vec<Runner>, GitHubError> {
-        #[derive(Deserialize)]
-        struct Page {
-            runners: Vec<ApiRunner>,
-        }
-        let mut out = Vec::new();
+    /// Walks a paginated listing (`base`: path with `per_page`), handing each page's answer
+    /// to `page` until it returns `true` (found what it looked for; the walk returns
+    /// `true`) or the last page (`false`). Each page has its own budget ([`Budget::call`]),
+    /// so a larger listing takes longer rather than failing at a fixed time; at most
+    /// [`MAX_PAGES`] pages.
+    async fn walk_pages(
+        &self,
+        what: &str,
+        base: String,
+        mut page: impl FnMut(&Answer) -> Result<bool, GitHubError>,
+    ) -> Result<bool, GitHubError> {
         let mut path = base.clone();
         for _ in 0..MAX_PAGES {
-            let req = Request {
-                method: reqwest::Method::GET,
-                path,
-                body: None,
-            };
             let answer = self
-                .within(what, self.call(Auth::Installation, req, self.deadline()))
+                .within(what, self.get(Auth::Installation, path))
                 .await?;
             if answer.status != 200 {
                 return Err(status_error(what, &answer));
             }
-            let page: Page = answer.json(what)?;
-            out.extend(page.runners.into_iter().map(ApiRunner::into_runner));
-            let next = answer
+            if page(&answer)? {
+                return Ok(true);
+            }
+            match answer
                 .header("link")
                 .and_then(|l| next_link_param(l, "page"))
-                .and_then(|p| p.parse::<u32>().ok());
-            match next {
-                Some(page) => path = format!("{base}&page={page}"),
-                None => return Ok(out),
+                .and_then(|p| p.parse::<u32>().ok())
+            {
+                Some(n) => path = format!("{base}&page={n}"),
+                None => return Ok(false),
             }
         }
         Err(GitHubError::Unavailable(format!(
@@ -431,17 +439,35 @@ impl GitHubApp {
         )))
     }
 
-    /// The runner group id named `name` (`GET /orgs/{org}/actions/runner-groups`, all
-    /// pages), cached for the process.
+    /// Every runner a runners listing gives, all pages.
+    async fn list_runners_at(&self, what: &str, base: String) -> Result<Vec<Runner>, GitHubError> {
+        #[derive(Deserialize)]
+        struct Page {
+            runners: Vec<ApiRunner>,
+        }
+        let mut out = Vec::new();
+        self.walk_pages(what, base, |answer| {
+            let page: Page = answer.json(what)?;
+            out.extend(page.runners.into_iter().map(ApiRunner::into_runner));
+            Ok(false)
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// The runner group id named `name` (`GET /orgs/{org}/actions/runner-groups`, pages
+    /// until found), cached for the process.
     async fn runner_group_named(&self, pool: &PoolConfig, name: &str) -> Result<u64, GitHubError> {
         let key = name.to_ascii_lowercase();
-        if let Some(id) = self
-            .groups
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
-            return Ok(*id);
+        let cached = |key: &str| {
+            self.groups
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(key)
+                .copied()
+        };
+        if let Some(id) = cached(&key) {
+            return Ok(id);
         }
         let RunnerScope::Organization(org) = &self.scope else {
             return Err(GitHubError::Rejected(format!(
@@ -462,39 +488,17 @@ impl GitHubApp {
             "/orgs/{}/actions/runner-groups?per_page={PER_PAGE}",
             segment(org, "organization")?
         );
-        let mut path = base.clone();
-        for _ in 0..MAX_PAGES {
-            let req = Request {
-                method: reqwest::Method::GET,
-                path,
-                body: None,
-            };
-            let what = "list runner groups";
-            let answer = self
-                .within(what, self.call(Auth::Installation, req, self.deadline()))
-                .await?;
-            if answer.status != 200 {
-                return Err(status_error(what, &answer));
-            }
+        let what = "list runner groups";
+        self.walk_pages(what, base, |answer| {
             let page: Page = answer.json(what)?;
-            let mut cache = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+            let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
             for g in page.runner_groups {
-                cache.insert(g.name.to_ascii_lowercase(), g.id);
+                groups.insert(g.name.to_ascii_lowercase(), g.id);
             }
-            if let Some(id) = cache.get(&key) {
-                return Ok(*id);
-            }
-            drop(cache);
-            match answer
-                .header("link")
-                .and_then(|l| next_link_param(l, "page"))
-                .and_then(|p| p.parse::<u32>().ok())
-            {
-                Some(page) => path = format!("{base}&page={page}"),
-                None => break,
-            }
-        }
-        Err(scalehook_core::github::unknown_group(pool, name))
+            Ok(groups.contains_key(&key))
+        })
+        .await?;
+        cached(&key).ok_or_else(|| scalehook_core::github::unknown_group(pool, name))
     }
 
     /// Whether the installation can see `repository` (`GET /repos/{owner}/{repo}`: 404 =
@@ -511,12 +515,7 @@ impl GitHubApp {
                 return Ok(*visible);
             }
         }
-        let req = Request {
-            method: reqwest::Method::GET,
-            path: repo_path(repository)?,
-            body: None,
-        };
-        let answer = self.call(Auth::Installation, req, self.deadline()).await?;
+        let answer = self.get(Auth::Installation, repo_path(repository)?).await?;
         let visible = match answer.status {
             200 => true,
             404 => false,
@@ -580,12 +579,8 @@ impl GitHub for GitHubApp {
 
     async fn runner(&self, runner_id: u64) -> Result<Option<Runner>, GitHubError> {
         self.within("get runner", async {
-            let req = Request {
-                method: reqwest::Method::GET,
-                path: format!("{}/actions/runners/{runner_id}", self.scope_path()?),
-                body: None,
-            };
-            let answer = self.call(Auth::Installation, req, self.deadline()).await?;
+            let path = format!("{}/actions/runners/{runner_id}", self.scope_path()?);
+            let answer = self.get(Auth::Installation, path).await?;
             match answer.status {
                 200 => Ok(Some(answer.json::<ApiRunner>("get runner")?.into_runner())),
                 404 => Ok(None),
@@ -655,12 +650,8 @@ impl GitHub for GitHubApp {
 
     async fn job_state(&self, repository: &str, job_id: u64) -> Result<JobLookup, GitHubError> {
         self.within("get job", async {
-            let req = Request {
-                method: reqwest::Method::GET,
-                path: format!("{}/actions/jobs/{job_id}", repo_path(repository)?),
-                body: None,
-            };
-            let answer = self.call(Auth::Installation, req, self.deadline()).await?;
+            let path = format!("{}/actions/jobs/{job_id}", repo_path(repository)?);
+            let answer = self.get(Auth::Installation, path).await?;
             match answer.status {
                 200 => {
                     #[derive(Deserialize)]
