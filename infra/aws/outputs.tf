@@ -1,5 +1,5 @@
 output "webhook_url" {
-  description = "The webhook's Payload URL (content type application/json, event \"Workflow jobs\", the same secret). With github: the GitHub App's webhook (App settings > Webhook), the one redelivery and reconcile read; without github (webhook-only mode): an organization or repository webhook (Settings > Webhooks), with no redelivery of lost deliveries. With cloudfront_web_acl_arn, the CloudFront address."
+  description = "The webhook's Payload URL (content type application/json, event \"Workflow jobs\", the same secret). With github: the GitHub App's own webhook (App settings > Webhook), the recommended setup, whose deliveries redelivery reads with the App's JWT; or an organization or repository webhook (Settings > Webhooks) with github.hook_id set to its id (and github.hook_repository for a repository's webhook), whose deliveries redelivery then reads (the App needs the Webhooks permission docs/github.md names). Without github (webhook-only mode): an organization or repository webhook, and nothing redelivers lost deliveries. With cloudfront_web_acl_arn, the CloudFront address."
   value       = local.webhook_url
 }
 

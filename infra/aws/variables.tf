@@ -191,7 +191,7 @@ variable "ledger_ttl" {
 }
 
 variable "github" {
-  description = "The GitHub App ([github] section): app_id, installation_id, organization or repository (where runners register), and optionally api_url (GHES: https://<host>/api/v3), boot_grace_secs, recheck_after_secs. null: webhook-only mode (scale-in is not runner-safe, lost deliveries are not repaired, no JIT runners). The App's private key is github_app_key_*, never here."
+  description = "The GitHub App ([github] section): app_id, installation_id, organization or repository (where runners register), and optionally api_url (GHES: https://<host>/api/v3), boot_grace_secs, recheck_after_secs, and hook_id (with hook_repository = \"owner/name\" for a repository's webhook): the organization or repository webhook redelivery reads, when GitHub sends to one instead of the App's own webhook (the recommended setup, no hook_id). null: webhook-only mode (scale-in is not runner-safe, lost deliveries are not repaired, no JIT runners). The App's private key is github_app_key_*, never here."
   type = object({
     app_id             = number
     installation_id    = number
@@ -200,6 +200,8 @@ variable "github" {
     repository         = optional(string)
     boot_grace_secs    = optional(number)
     recheck_after_secs = optional(number)
+    hook_id            = optional(number)
+    hook_repository    = optional(string)
   })
   default = null
 }

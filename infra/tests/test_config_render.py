@@ -203,8 +203,13 @@ def test_rendered_keys_are_the_cores_config_keys():
     )
     assert set(doc) == top
     assert set(doc["ledger"]) == ledger
-    # organization and repository are exclusive: one document shows each.
-    repo = render("azure", pools=[pool("azure")], github={**GITHUB, "organization": None, "repository": "o/r"})
+    # organization and repository are exclusive: one document shows each (and the second
+    # names a repository webhook as the deliveries source).
+    repo = render(
+        "azure",
+        pools=[pool("azure")],
+        github={**GITHUB, "organization": None, "repository": "o/r", "hook_id": 7, "hook_repository": "o/web"},
+    )
     assert set(doc["github"]) | set(repo["github"]) == github
     azure = render("azure", pools=[pool("azure")])
     assert set(doc["pools"][0]) | set(azure["pools"][0]) == pool_fields
@@ -249,6 +254,19 @@ def test_github_section_and_pool_options(cloud):
     assert "github" not in render(cloud, pools=[pool(cloud)]), "webhook-only without it"
 
 
+@pytest.mark.parametrize("cloud", ["aws", "azure"])
+def test_github_hook_id_names_the_deliveries_source(cloud):
+    """`hook_id` (and `hook_repository`) reach [github] as the core reads them: an
+    organization or repository webhook whose deliveries redelivery reads instead of the
+    App's own; without them the section has neither (the App's webhook)."""
+    org = render(cloud, pools=[pool(cloud)], github={**GITHUB, "hook_id": 412345678})
+    assert org["github"] == {**GITHUB, "hook_id": 412345678}
+    repo = render(cloud, pools=[pool(cloud)], github={**GITHUB, "hook_id": 7, "hook_repository": "acme/web"})
+    assert (repo["github"]["hook_id"], repo["github"]["hook_repository"]) == (7, "acme/web")
+    app = render(cloud, pools=[pool(cloud)], github=GITHUB)
+    assert "hook_id" not in app["github"] and "hook_repository" not in app["github"]
+
+
 BAD_GITHUB = [
     ("both scopes", {"repository": "a/b"}, "exactly one of organization or repository"),
     ("no scope", {"organization": None}, "exactly one of organization or repository"),
@@ -256,6 +274,11 @@ BAD_GITHUB = [
     ("zero app", {"app_id": 0}, "numeric ids"),
     ("api url", {"api_url": "ghe.example.com"}, "http(s) URL"),
     ("grace", {"boot_grace_secs": 0}, "seconds, at least 1"),
+    # As config.rs refuses them: hook_id 0, hook_repository without hook_id or not owner/name.
+    ("zero hook", {"hook_id": 0}, "github.hook_id: the webhook's numeric id"),
+    ("fraction hook", {"hook_id": 4.5}, "github.hook_id: the webhook's numeric id"),
+    ("hook repository alone", {"hook_repository": "acme/web"}, "github.hook_repository: needs github.hook_id"),
+    ("bad hook repository", {"hook_id": 7, "hook_repository": "acme"}, "github.hook_repository: owner/name"),
 ]
 
 

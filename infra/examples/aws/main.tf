@@ -10,6 +10,7 @@
 #     -var github_app_id=<App id> -var github_installation_id=<installation id> \
 #     -var 'runner_subnet_ids=["subnet-<a>","subnet-<b>"]'
 #   terraform output webhook_url                 # the App's webhook URL, with the same secret
+#                                                # (or an org/repo webhook's: then set hook_id)
 #
 # Nothing registers runners by hand: for each instance a group launches, scalehook mints an
 # ephemeral just-in-time runner named `<pool>-<instance id>` with the pool's labels, and the
@@ -170,6 +171,11 @@ module "scalehook" {
     app_id          = var.github_app_id
     installation_id = var.github_installation_id
     organization    = "my-org"
+    # The App's own webhook (App settings > Webhook) is the one redelivery reads, with the
+    # App's JWT. Only if GitHub sends to an organization or repository webhook instead: its
+    # id here (and hook_repository = "owner/name" for a repository's), and the App's
+    # Webhooks permission (docs/github.md, "Which webhook").
+    # hook_id = 412345678
   }
   github_app_key_ssm_parameter_name = "/scalehook/github-app-key"
   # The runner modules' jit_parameter_prefix (their default).
@@ -183,7 +189,7 @@ module "scalehook" {
 }
 
 output "webhook_url" {
-  description = "Payload URL of the GitHub App's webhook (App settings > Webhook)."
+  description = "Payload URL of the GitHub App's webhook (App settings > Webhook), whose deliveries redelivery reads; or of the organization or repository webhook github.hook_id names."
   value       = module.scalehook.webhook_url
 }
 

@@ -15,6 +15,7 @@
 #   az functionapp deployment source config-zip -g rg-github-runners -n scalehook-example-ci \
 #     --src target/azure/scalehook-azure.zip
 #   terraform output webhook_url                 # the App's webhook URL, with the secret
+#                                                # (or an org/repo webhook's: then set hook_id)
 #
 # scalehook finds each new VM in its describe of the scale set, mints the JIT runner
 # `<pool>-<computer name>` and writes it to jit-<pool>/<computer name>; the VM's boot script
@@ -255,6 +256,11 @@ module "scalehook" {
     app_id          = var.github_app_id
     installation_id = var.github_installation_id
     organization    = "my-org"
+    # The App's own webhook (App settings > Webhook) is the one redelivery reads, with the
+    # App's JWT. Only if GitHub sends to an organization or repository webhook instead: its
+    # id here (and hook_repository = "owner/name" for a repository's), and the App's
+    # Webhooks permission (docs/github.md, "Which webhook").
+    # hook_id = 412345678
   }
   github_app_key_key_vault_secret = {
     key_vault_id = azurerm_key_vault.ci.id
@@ -274,6 +280,6 @@ module "scalehook" {
 }
 
 output "webhook_url" {
-  description = "Payload URL of the GitHub App's webhook (App settings > Webhook)."
+  description = "Payload URL of the GitHub App's webhook (App settings > Webhook), whose deliveries redelivery reads; or of the organization or repository webhook github.hook_id names."
   value       = module.scalehook.webhook_url
 }

@@ -69,7 +69,7 @@ variable "pools" {
 }
 
 variable "github" {
-  description = "The GitHub App scalehook works with (the [github] section: runner-safe scale-in, JIT runners, repair of lost deliveries), or null for webhook-only mode. The App's private key is not here: each cloud module takes a reference to it."
+  description = "The GitHub App scalehook works with (the [github] section: runner-safe scale-in, JIT runners, repair of lost deliveries), or null for webhook-only mode. hook_id (with hook_repository for a repository's webhook) names the organization or repository webhook redelivery reads instead of the App's own. The App's private key is not here: each cloud module takes a reference to it."
   type = object({
     app_id             = number
     installation_id    = number
@@ -78,6 +78,8 @@ variable "github" {
     repository         = optional(string)
     boot_grace_secs    = optional(number)
     recheck_after_secs = optional(number)
+    hook_id            = optional(number)
+    hook_repository    = optional(string)
   })
   default = null
 
@@ -100,6 +102,18 @@ variable "github" {
   validation {
     condition     = var.github == null || try(alltrue([for n in [var.github.boot_grace_secs, var.github.recheck_after_secs] : n == null ? true : (n >= 1 && floor(n) == n)]), false)
     error_message = "github.boot_grace_secs and github.recheck_after_secs: whole numbers of seconds, at least 1."
+  }
+  validation {
+    condition     = var.github == null || try(var.github.hook_id == null ? true : (var.github.hook_id >= 1 && floor(var.github.hook_id) == var.github.hook_id), false)
+    error_message = "github.hook_id: the webhook's numeric id (the number at the end of its settings URL, or X-GitHub-Hook-ID of a delivery), or null for the App's own webhook."
+  }
+  validation {
+    condition     = var.github == null || try(var.github.hook_repository == null ? true : var.github.hook_id != null, false)
+    error_message = "github.hook_repository: needs github.hook_id, the id of that repository's webhook."
+  }
+  validation {
+    condition     = var.github == null || try(var.github.hook_repository == null ? true : can(regex("^[^/\\s]+/[^/\\s]+$", var.github.hook_repository)), false)
+    error_message = "github.hook_repository: owner/name."
   }
 }
 
