@@ -39,7 +39,7 @@ variable "tags" {
 # ---- The function app -------------------------------------------------------------------
 
 variable "package_url" {
-  description = "HTTPS URL of the function app package the app runs, which the platform downloads: a release asset (scalehook-<version>-azure.zip from the project's GitHub release), published with One Deploy. null: publish the package yourself after apply, e.g. a local `make azure-zip` build: `az functionapp deployment source config-zip -g <resource group> -n <name> --src target/azure/scalehook-azure.zip` (One Deploy on Flex Consumption; README.md, \"Publish the package\")."
+  description = "HTTPS URL of the function app package the app runs, which the platform downloads: a release asset (scalehook-<version>-azure.zip from the project's GitHub release), published with One Deploy. null: publish the package yourself after apply, e.g. a local `make azure-zip` build: `az functionapp deploy -g <resource group> -n <name> --src-path target/azure/scalehook-azure.zip --type zip` (One Deploy, the only publishing method Flex Consumption takes; infra/azure/README.md, \"Publish the package\")."
   type        = string
   default     = null
 

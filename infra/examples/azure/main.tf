@@ -12,8 +12,8 @@
 #   # The package: a release asset (add -var package_url=<its https URL> -var
 #   # package_sha256=<its SHA256SUMS line> above), or a local `make azure-zip` build published
 #   # after the apply:
-#   az functionapp deployment source config-zip -g rg-github-runners -n scalehook-example-ci \
-#     --src target/azure/scalehook-azure.zip
+#   az functionapp deploy -g rg-github-runners -n scalehook-example-ci \
+#     --src-path target/azure/scalehook-azure.zip --type zip     # One Deploy
 #   terraform output webhook_url                 # the App's webhook URL, with the secret
 #                                                # (or an org/repo webhook's: then set hook_id)
 #
