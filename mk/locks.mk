@@ -2,7 +2,9 @@
 # name alone: mk/lock/<venv>.txt (pip, every package of the venv pinned with its sha256, from
 # mk/lock/<venv>.in) and mk/lock/npm/<tool>/package-lock.json (npm, with integrity hashes).
 # A changed or substituted package fails the install. Each fragment's stamp depends on its
-# lock file, so a new lock reinstalls.
+# lock file, so a new lock reinstalls. Each lock holds the hashes of every file PyPI has for
+# each pinned version (all platforms), and no environment markers: the same packages install
+# on any Linux and Python 3.11+ (resolved on 3.11; CI's ubuntu-latest has 3.12).
 #
 #   make tool-locks   regenerate every lock from its pins (needs PyPI and npm; review the diff)
 
