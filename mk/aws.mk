@@ -6,7 +6,6 @@
 
 .PHONY: aws-test-deps lambda-zip aws-cold-start aws-zig
 
-MOTO_VERSION ?= 5.2.5
 AWS_MOTO_VENV := $(CURDIR)/.tools/moto-venv
 export SCALEHOOK_MOTO_PYTHON := $(AWS_MOTO_VENV)/bin/python
 AWS_ZIG_VENV := $(CURDIR)/.tools/zig-venv
@@ -15,20 +14,23 @@ AWS_LAMBDA_DIR := target/lambda
 
 TEST_DEPS += aws-test-deps
 
-aws-test-deps: $(AWS_MOTO_VENV)/.installed-$(MOTO_VERSION) ## install moto (the AWS tests' server) into .tools/
+aws-test-deps: $(AWS_MOTO_VENV)/.installed-lock ## install moto (the AWS tests' server; mk/lock/moto.txt) into .tools/
 
-$(AWS_MOTO_VENV)/.installed-$(MOTO_VERSION):
+$(AWS_MOTO_VENV)/.installed-lock: mk/lock/moto.txt
+	rm -rf $(AWS_MOTO_VENV)
 	python3 -m venv $(AWS_MOTO_VENV)
-	$(AWS_MOTO_VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==$(MOTO_VERSION)'
+	$(AWS_MOTO_VENV)/bin/$(PIP_LOCKED) mk/lock/moto.txt
 	$(AWS_MOTO_VENV)/bin/python -c 'import moto.server'
 	@touch $@
 
 # cargo-zigbuild and Zig from PyPI: Zig is the C compiler and linker for the musl targets
 # (aws-lc-sys builds C), for both architectures, with no system cross toolchain.
-$(AWS_ZIG_VENV)/bin/cargo-zigbuild:
+# Both from mk/lock/zig.txt (hashes).
+$(AWS_ZIG_VENV)/bin/cargo-zigbuild: mk/lock/zig.txt
+	rm -rf $(AWS_ZIG_VENV)
 	python3 -m venv $(AWS_ZIG_VENV)
-	$(AWS_ZIG_VENV)/bin/pip install --quiet --disable-pip-version-check 'cargo-zigbuild==0.24.0' 'ziglang==0.17.1'
-	@test -x $@
+	$(AWS_ZIG_VENV)/bin/$(PIP_LOCKED) mk/lock/zig.txt
+	@test -x $@ && touch $@
 
 aws-zig: $(AWS_ZIG_VENV)/bin/cargo-zigbuild
 

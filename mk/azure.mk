@@ -1,7 +1,7 @@
 # Azure: Azurite (Table Storage emulator) for the ledger tests, the function app zip, and a
 # start-up measurement of the custom handler. See docs/azure.md.
 
-AZURITE_VERSION := 3.37.0
+# Version and integrity hashes: mk/lock/npm/azurite/package-lock.json.
 AZURITE_DIR := $(CURDIR)/.tools/azurite
 AZURE_MUSL_TARGET := x86_64-unknown-linux-musl
 AZURE_ZIP := target/azure/scalehook-azure.zip
@@ -21,12 +21,13 @@ TEST_STEPS += azure-package-check
 
 azure-deps: $(SCALEHOOK_AZURITE_TABLE) ## install Azurite (npm, pinned) under .tools/azurite
 
-$(SCALEHOOK_AZURITE_TABLE):
+$(SCALEHOOK_AZURITE_TABLE): mk/lock/npm/azurite/package-lock.json
 	@command -v npm >/dev/null || { \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then apt-get install -y -qq nodejs npm >/dev/null; \
 	  else echo "npm is needed for Azurite: apt-get install nodejs npm"; exit 1; fi; }
-	npm install --silent --no-audit --no-fund --prefix $(AZURITE_DIR) azurite@$(AZURITE_VERSION)
+	$(call npm_locked,$(AZURITE_DIR),azurite)
 	@test -x $@ || { echo "azurite-table was not installed at $@"; exit 1; }
+	@touch $@
 
 azure-test: azure-deps ## the Azure crate's tests (Azurite ledger, ARM double, handler end to end)
 	$(CARGO) test -p scalehook-azure --locked

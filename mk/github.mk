@@ -7,8 +7,7 @@
 #
 # The double itself is crates/scalehook-github-double (docs/github.md).
 
-OCTOKIT_OPENAPI_VERSION := 23.0.2
-GITHUB_JSONSCHEMA_VERSION := 4.26.0
+# Versions and hashes: mk/lock/npm/github-openapi/package-lock.json, mk/lock/github.txt.
 GITHUB_OPENAPI_DIR := $(CURDIR)/.tools/github-openapi
 GITHUB_VENV := $(CURDIR)/.tools/github-venv
 # The tests find both through these variables (fallback: the same paths under .tools/).
@@ -19,19 +18,20 @@ TEST_DEPS += github-test-deps
 
 .PHONY: github-test-deps github-test
 
-github-test-deps: $(GITHUB_OPENAPI_DIR)/.installed-$(OCTOKIT_OPENAPI_VERSION) $(GITHUB_VENV)/.installed-$(GITHUB_JSONSCHEMA_VERSION) ## install the GitHub double's OpenAPI description and jsonschema under .tools/
+github-test-deps: $(GITHUB_OPENAPI_DIR)/.installed-lock $(GITHUB_VENV)/.installed-lock ## install the GitHub double's OpenAPI description and jsonschema under .tools/
 
-$(GITHUB_OPENAPI_DIR)/.installed-$(OCTOKIT_OPENAPI_VERSION):
+$(GITHUB_OPENAPI_DIR)/.installed-lock: mk/lock/npm/github-openapi/package-lock.json
 	@command -v npm >/dev/null || { \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then apt-get install -y -qq nodejs npm >/dev/null; \
 	  else echo "npm is needed for GitHub's OpenAPI description: apt-get install nodejs npm"; exit 1; fi; }
-	npm install --silent --no-audit --no-fund --prefix $(GITHUB_OPENAPI_DIR) @octokit/openapi@$(OCTOKIT_OPENAPI_VERSION)
+	$(call npm_locked,$(GITHUB_OPENAPI_DIR),github-openapi)
 	@test -s $(GITHUB_OPENAPI_DIR)/node_modules/@octokit/openapi/generated/api.github.com.json || { echo "@octokit/openapi did not install its description"; exit 1; }
 	@touch $@
 
-$(GITHUB_VENV)/.installed-$(GITHUB_JSONSCHEMA_VERSION):
+$(GITHUB_VENV)/.installed-lock: mk/lock/github.txt
+	rm -rf $(GITHUB_VENV)
 	python3 -m venv $(GITHUB_VENV)
-	$(GITHUB_VENV)/bin/pip install --quiet --disable-pip-version-check 'jsonschema==$(GITHUB_JSONSCHEMA_VERSION)'
+	$(GITHUB_VENV)/bin/$(PIP_LOCKED) mk/lock/github.txt
 	$(GITHUB_VENV)/bin/python -c 'import jsonschema, referencing'
 	@touch $@
 

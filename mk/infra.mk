@@ -5,11 +5,9 @@
 # cannot share). Terraform itself comes from PATH (1.11+; providers are never downloaded).
 
 INFRA_VENV := $(CURDIR)/.tools/infra-venv
-INFRA_CHECKOV_VERSION := 3.3.30
-INFRA_PYTEST_VERSION := 9.2.0
-INFRA_HCL2_VERSION := 8.1.4
-INFRA_CHECKOV_STAMP := $(INFRA_VENV)/checkov/.installed-checkov-$(INFRA_CHECKOV_VERSION)
-INFRA_PYTEST_STAMP := $(INFRA_VENV)/pytest/.installed-pytest-$(INFRA_PYTEST_VERSION)-hcl2-$(INFRA_HCL2_VERSION)
+# Versions and hashes: mk/lock/checkov.txt, mk/lock/infra-pytest.txt.
+INFRA_CHECKOV_STAMP := $(INFRA_VENV)/checkov/.installed-lock
+INFRA_PYTEST_STAMP := $(INFRA_VENV)/pytest/.installed-lock
 # The tests find their tools through these (fallback: the same paths under .tools/).
 export SCALEHOOK_INFRA_PYTHON := $(INFRA_VENV)/pytest/bin/python
 export SCALEHOOK_CHECKOV := $(INFRA_VENV)/checkov/bin/checkov
@@ -22,17 +20,16 @@ TEST_STEPS += infra-test
 
 infra-deps: $(INFRA_CHECKOV_STAMP) $(INFRA_PYTEST_STAMP) ## install checkov, pytest and python-hcl2 (pinned) under .tools/infra-venv
 
-$(INFRA_CHECKOV_STAMP):
+$(INFRA_CHECKOV_STAMP): mk/lock/checkov.txt
 	rm -rf $(INFRA_VENV)/checkov
 	python3 -m venv $(INFRA_VENV)/checkov
-	$(INFRA_VENV)/checkov/bin/pip install --quiet --disable-pip-version-check checkov==$(INFRA_CHECKOV_VERSION)
+	$(INFRA_VENV)/checkov/bin/$(PIP_LOCKED) mk/lock/checkov.txt
 	touch $@
 
-$(INFRA_PYTEST_STAMP):
+$(INFRA_PYTEST_STAMP): mk/lock/infra-pytest.txt
 	rm -rf $(INFRA_VENV)/pytest
 	python3 -m venv $(INFRA_VENV)/pytest
-	$(INFRA_VENV)/pytest/bin/pip install --quiet --disable-pip-version-check \
-	  pytest==$(INFRA_PYTEST_VERSION) python-hcl2==$(INFRA_HCL2_VERSION)
+	$(INFRA_VENV)/pytest/bin/$(PIP_LOCKED) mk/lock/infra-pytest.txt
 	touch $@
 
 infra-test: infra-fmt infra-checkov infra-pytest ## all infra checks (fmt, checkov, HCL tests)

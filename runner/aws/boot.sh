@@ -9,11 +9,13 @@
 # 3. Reads it with decryption and deletes it at once: the configuration exists only until this
 #    instance has it. The instance role can read and delete that one parameter and nothing else.
 # 4. Installs the runner if the image does not have it (pinned version, SHA-256 checked) and
-#    runs it as an unprivileged user: `run.sh --jitconfig <config>` (ephemeral: one job).
+#    runs it as an unprivileged user (refused if privileged), the metadata service blocked
+#    for that user and containers: `run.sh` with the configuration in
+#    ACTIONS_RUNNER_INPUT_JITCONFIG (ephemeral: one job).
 # 5. Powers off when the runner exits, whatever way it ends (launch template:
 #    instance_initiated_shutdown_behavior = "terminate"): one instance, one job.
 #
-# Needs bash, curl, sha256sum, tar, the AWS CLI (v1 or v2: Amazon Linux 2023 has it; on other
+# Needs bash, curl, sha256sum, tar, iptables and ip6tables, the AWS CLI (v1 or v2: Amazon Linux 2023 has it; on other
 # images install it) and the runner's own dependencies (its bin/installdependencies.sh).
 #
 # Runs after runner/lib.sh (the shared settings and steps), which the user data has above it:
@@ -23,6 +25,8 @@
 set -euo pipefail
 
 PREFIX="${SCALEHOOK_JIT_PARAMETER_PREFIX:-/scalehook/jit}"
+# IMDS's IPv6 address (Nitro instances, when the launch template enables it): blocked too.
+METADATA_V6="fd00:ec2::254"
 
 trap power_off EXIT
 

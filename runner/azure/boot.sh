@@ -8,9 +8,10 @@
 #    finds the new VM. It never comes: the VM powers off (scalehook's reconcile then sees a
 #    stopped VM with no runner and removes it).
 # 3. Reads the blob with the scale set's managed identity (a token from IMDS) and deletes it.
-# 4. Installs the runner if needed (pinned, SHA-256 checked) and runs it as an unprivileged user,
-#    after blocking that user from IMDS: jobs never get the identity's tokens, so they cannot read
-#    another VM's pending configuration (see docs/azure.md, "Runner provisioning").
+# 4. Installs the runner if needed (pinned, SHA-256 checked) and runs it as an unprivileged user
+#    (refused if privileged), after blocking that user and containers from IMDS and the
+#    wireserver: jobs never get the identity's tokens, so they cannot read another VM's
+#    pending configuration (see docs/azure.md, "Runner provisioning").
 # 5. Powers off when the ephemeral runner exits.
 #
 # Needs bash, curl, sha256sum, tar, iptables. Runs after runner/lib.sh (the shared settings
@@ -20,6 +21,9 @@ set -euo pipefail
 
 CONTAINER_URL="${SCALEHOOK_JIT_CONTAINER_URL:?the JIT configuration container URL}"
 CLIENT_ID="${SCALEHOOK_IDENTITY_CLIENT_ID:-}"
+# The wireserver (VM agent goal state, extension settings, certificates): jobs keep its DNS
+# (port 53), not its HTTP ports. Azure IMDS has no IPv6 address.
+BLOCKED_TCP=("168.63.129.16 80 32526")
 
 trap power_off EXIT
 

@@ -1,7 +1,8 @@
 """Shared by the boot-script tests: the rendered boot scripts (runner/render.sh: runner/lib.sh
 then runner/<cloud>/boot.sh, as infra/*/runners deliver them), a temporary root with stand-ins
 for the commands a boot script must not really run here (shutdown, runuser, useradd, chown,
-iptables), a virtual clock (`sleep` records its argument and advances it, `date +%s` reads it:
+iptables and ip6tables keeping a rule table, id and sudo describing the runner user), a
+virtual clock (`sleep` records its argument and advances it, `date +%s` reads it:
 waits are checked by what was asked for, never by wall-clock time), a stand-in `run.sh` that
 records its arguments, and moto's server."""
 
@@ -31,12 +32,62 @@ while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do shift; done
 shift
 exec "$@"
 """
-# The runner: records its arguments and whether its configuration was still stored when it
-# started, then exits with $FAKE_RUNNER_EXIT.
+# The runner: records its arguments, its working directory and the configuration it finds in
+# its environment, then exits with $FAKE_RUNNER_EXIT.
 RUN_SH = """#!/bin/bash
-printf '%s\\n' "$@" > "{calls}/run.sh.args"
+for arg in "$@"; do printf '%s\\n' "$arg"; done > "{calls}/run.sh.args"
 pwd > "{calls}/run.sh.cwd"
+printf '%s' "${{ACTIONS_RUNNER_INPUT_JITCONFIG-<unset>}}" > "{calls}/run.sh.jitconfig"
 exit "${{FAKE_RUNNER_EXIT:-0}}"
+"""
+# iptables / ip6tables: records the call and keeps a rule table, one "CHAIN RULE" line per rule
+# and ":CHAIN" per user chain, as the kernel would: -N fails on an existing chain, -C fails
+# without the rule, -I/-A fail on a chain that does not exist. $FAKE_DOCKER_USER_CHAIN=1: Docker
+# has already created DOCKER-USER (with its RETURN rule and FORWARD's jump).
+TABLES = """#!/bin/bash
+printf '%s\\n' "$*" >> "{calls}/{name}"
+rules="{calls}/{name}.rules"
+if [ ! -e "$rules" ]; then
+  : > "$rules"
+  if [ "${{FAKE_DOCKER_USER_CHAIN:-0}}" = 1 ]; then
+    printf '%s\\n' ":DOCKER-USER" "DOCKER-USER -j RETURN" "FORWARD -j DOCKER-USER" >> "$rules"
+  fi
+fi
+op="$1" chain="$2"
+shift 2
+line="$chain $*"
+case "$chain" in INPUT | OUTPUT | FORWARD) ;; *) grep -qxF ":$chain" "$rules" || [ "$op" = -N ] || exit 1 ;; esac
+case "$op" in
+  -N) grep -qxF ":$chain" "$rules" && exit 1; echo ":$chain" >> "$rules" ;;
+  -C) grep -qxF "$line" "$rules" ;;
+  -I | -A) echo "$line" >> "$rules" ;;
+  *) exit 2 ;;
+esac
+"""
+# id -u USER / id -nG USER: the runner user. It exists when the image has it ($FAKE_USER_GROUPS,
+# its groups; $FAKE_USER_UID, its uid) or once useradd has run (then its own group only).
+ID = """#!/bin/bash
+user="${{!#}}"
+if [ -z "${{FAKE_USER_GROUPS:-}}" ] && [ ! -s "{calls}/useradd" ]; then
+  echo "id: '$user': no such user" >&2
+  exit 1
+fi
+case "$1" in
+  -u) echo "${{FAKE_USER_UID:-1001}}" ;;
+  -nG) echo "${{FAKE_USER_GROUPS:-$user}}" ;;
+  *) exit 2 ;;
+esac
+"""
+# sudo -n -l -U USER: sudo's answer for a user with rights ($FAKE_SUDO_RULES, what sudoers
+# grants) or without.
+SUDO = """#!/bin/bash
+printf '%s\\n' "$*" >> "{calls}/sudo"
+user="${{!#}}"
+if [ -n "${{FAKE_SUDO_RULES:-}}" ]; then
+  printf 'User %s may run the following commands on host:\\n    %s\\n' "$user" "$FAKE_SUDO_RULES"
+else
+  printf 'User %s is not allowed to run sudo on host.\\n' "$user"
+fi
 """
 
 
@@ -81,8 +132,12 @@ class FakeRoot:
         self.bin = path / "bin"
         self.calls.mkdir()
         self.bin.mkdir()
-        for name in ("shutdown", "poweroff", "useradd", "chown", "iptables"):
+        for name in ("shutdown", "poweroff", "useradd", "chown"):
             self._script(self.bin / name, RECORD.format(calls=self.calls, name=name))
+        for name in ("iptables", "ip6tables"):
+            self._script(self.bin / name, TABLES.format(calls=self.calls, name=name))
+        self._script(self.bin / "id", ID.format(calls=self.calls))
+        self._script(self.bin / "sudo", SUDO.format(calls=self.calls))
         self._script(self.bin / "runuser", RUNUSER.format(calls=self.calls))
         self.clock = path / "clock"
         self.clock.write_text(f"{CLOCK_START}\n")
@@ -122,6 +177,17 @@ class FakeRoot:
         path = self.path / "sleep-hook"
         self._script(path, "#!/bin/bash\nset -euo pipefail\n" + text + "\n")
         return path
+
+    def rules(self, tool: str = "iptables") -> list[str]:
+        """The rule table iptables/ip6tables was left with: "CHAIN RULE" lines, user chains as
+        ":CHAIN", in the order they were added."""
+        f = self.calls / f"{tool}.rules"
+        return f.read_text().splitlines() if f.exists() else []
+
+    def runner_jitconfig(self) -> str | None:
+        """ACTIONS_RUNNER_INPUT_JITCONFIG as the runner found it ("<unset>" if absent)."""
+        f = self.calls / "run.sh.jitconfig"
+        return f.read_text() if f.exists() else None
 
     def runner_args(self) -> list[str] | None:
         f = self.calls / "run.sh.args"

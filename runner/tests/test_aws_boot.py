@@ -120,14 +120,13 @@ def test_reads_and_deletes_its_own_parameter_runs_the_runner_and_powers_off(fake
     out = boot(fake_root, script, imds, moto_endpoint)
 
     assert out.returncode == 0, out.stderr
-    assert fake_root.runner_args() == ["--jitconfig", CONFIG]
+    # The configuration reaches the runner in its environment, never on a command line.
+    assert fake_root.runner_jitconfig() == CONFIG
+    assert fake_root.runner_args() == []
     assert (fake_root.calls / "run.sh.cwd").read_text().strip() == str(runner_dir)
-    assert fake_root.called("runuser") == [f"-u runner -- ./run.sh --jitconfig {CONFIG}"]
+    assert fake_root.called("runuser") == ["-u runner -- ./run.sh"]
     assert fake_root.called("useradd") == ["--create-home --shell /bin/bash runner"]
     assert fake_root.called("chown") == [f"-R runner: {runner_dir}"]
-    assert fake_root.called("iptables") == [
-        "-I OUTPUT -d 169.254.169.254 -m owner --uid-owner runner -j REJECT"
-    ]
     assert fake_root.called("shutdown") == ["-h now"]
     # Its own parameter is gone; another instance's is untouched.
     assert not exists(ssm, INSTANCE)
@@ -140,6 +139,57 @@ def test_reads_and_deletes_its_own_parameter_runs_the_runner_and_powers_off(fake
     for text in (fake_root.log(), out.stdout, out.stderr):
         assert CONFIG not in text
     assert f"read and deleted {PREFIX}/{INSTANCE}" in fake_root.log()
+    for call in (fake_root.calls).iterdir():
+        if call.name != "run.sh.jitconfig":
+            assert CONFIG not in call.read_text(), f"the configuration in the arguments of {call.name}"
+
+
+def test_blocks_the_metadata_service_over_ipv4_and_ipv6_for_the_runner_and_containers(
+    fake_root, script, imds, moto_endpoint, ssm
+):
+    fake_root.install_runner()
+    put(ssm, INSTANCE)
+    out = boot(fake_root, script, imds, moto_endpoint)
+    assert out.returncode == 0, out.stderr
+    # The runner user's own packets (OUTPUT), and containers' (FORWARD passes DOCKER-USER
+    # first: bridged containers are not the runner user).
+    assert fake_root.rules("iptables") == [
+        "OUTPUT -d 169.254.169.254 -m owner --uid-owner runner -j REJECT",
+        ":DOCKER-USER",
+        "FORWARD -j DOCKER-USER",
+        "DOCKER-USER -d 169.254.169.254 -j REJECT",
+    ]
+    assert fake_root.rules("ip6tables") == [
+        "OUTPUT -d fd00:ec2::254 -m owner --uid-owner runner -j REJECT",
+        ":DOCKER-USER",
+        "FORWARD -j DOCKER-USER",
+        "DOCKER-USER -d fd00:ec2::254 -j REJECT",
+    ]
+    # In place before the runner starts.
+    assert fake_root.runner_jitconfig() == CONFIG
+
+
+def test_adds_to_the_docker_user_chain_docker_already_made(fake_root, script, imds, moto_endpoint, ssm):
+    fake_root.install_runner()
+    put(ssm, INSTANCE)
+    out = boot(fake_root, script, imds, moto_endpoint, FAKE_DOCKER_USER_CHAIN=1)
+    assert out.returncode == 0, out.stderr
+    rules = fake_root.rules("iptables")
+    assert rules.count("FORWARD -j DOCKER-USER") == 1, "no second jump"
+    assert "DOCKER-USER -d 169.254.169.254 -j REJECT" in rules
+    assert fake_root.runner_jitconfig() == CONFIG
+
+
+def test_refuses_a_runner_user_with_sudo_rights(fake_root, script, imds, moto_endpoint, ssm):
+    fake_root.install_runner()
+    put(ssm, INSTANCE)
+    out = boot(
+        fake_root, script, imds, moto_endpoint, FAKE_USER_GROUPS="runner", FAKE_SUDO_RULES="(ALL) NOPASSWD: ALL"
+    )
+    assert out.returncode != 0
+    assert fake_root.runner_args() is None
+    assert "runner user runner is privileged (sudo rights): refusing to start the runner" in fake_root.log()
+    assert fake_root.called("shutdown") == ["-h now"]
 
 
 def test_waits_for_a_parameter_written_after_boot(fake_root, script, imds, moto_endpoint, ssm):
@@ -152,7 +202,7 @@ def test_waits_for_a_parameter_written_after_boot(fake_root, script, imds, moto_
     out = boot(fake_root, script, imds, moto_endpoint, FAKE_SLEEP_HOOK=hook, FAKE_SLEEP_HOOK_AT=2)
     assert out.returncode == 0, out.stderr
     assert fake_root.sleeps() == [1, 1], "polled every SCALEHOOK_JIT_POLL_SECONDS until it came"
-    assert fake_root.runner_args() == ["--jitconfig", CONFIG]
+    assert fake_root.runner_jitconfig() == CONFIG
     assert not exists(ssm, INSTANCE)
     assert fake_root.called("shutdown") == ["-h now"]
 
@@ -176,7 +226,7 @@ def test_powers_off_when_the_runner_fails(fake_root, script, imds, moto_endpoint
     put(ssm, INSTANCE)
     out = boot(fake_root, script, imds, moto_endpoint, FAKE_RUNNER_EXIT=3)
     assert out.returncode == 0
-    assert fake_root.runner_args() == ["--jitconfig", CONFIG]
+    assert fake_root.runner_jitconfig() == CONFIG
     assert "runner exited with status 3" in fake_root.log()
     assert fake_root.called("shutdown") == ["-h now"]
 
@@ -206,7 +256,7 @@ def test_downloads_the_pinned_runner_and_checks_its_sha256(fake_root, script, im
         SCALEHOOK_RUNNER_SHA256=digest,
     )
     assert out.returncode == 0, out.stderr
-    assert fake_root.runner_args() == ["--jitconfig", CONFIG]
+    assert fake_root.runner_jitconfig() == CONFIG
     assert (fake_root.path / "opt/actions-runner/run.sh").exists()
 
 
@@ -233,7 +283,8 @@ def test_runner_keeps_imds_when_asked(fake_root, script, imds, moto_endpoint, ss
     put(ssm, INSTANCE)
     out = boot(fake_root, script, imds, moto_endpoint, SCALEHOOK_BLOCK_IMDS_FOR_RUNNER=0)
     assert out.returncode == 0, out.stderr
-    assert fake_root.called("iptables") == []
+    assert fake_root.rules("iptables") == [] and fake_root.rules("ip6tables") == []
+    assert fake_root.runner_jitconfig() == CONFIG
 
 
 def test_user_data_is_small_enough(script):

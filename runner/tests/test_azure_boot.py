@@ -88,11 +88,13 @@ def test_reads_and_deletes_its_own_blob_and_powers_off(fake_root, script, azure)
     Azure.blobs["/jit-linux-x64/runnervmss000004"] = "other"
     out = boot(fake_root, script, azure)
     assert out.returncode == 0, out.stderr
-    assert fake_root.runner_args() == ["--jitconfig", CONFIG]
+    # In the runner's environment (ACTIONS_RUNNER_INPUT_JITCONFIG), not on its command line.
+    assert fake_root.runner_jitconfig() == CONFIG
+    assert fake_root.runner_args() == []
+    assert fake_root.called("runuser") == ["-u runner -- ./run.sh"]
     assert f"/jit-linux-x64/{NAME}" not in Azure.blobs
     assert "/jit-linux-x64/runnervmss000004" in Azure.blobs
     assert ("DELETE", f"/jit-linux-x64/{NAME}") in Azure.seen
-    assert fake_root.called("iptables") == ["-I OUTPUT -d 169.254.169.254 -m owner --uid-owner runner -j REJECT"]
     assert fake_root.called("shutdown") == ["-h now"]
     for text in (fake_root.log(), out.stdout, out.stderr):
         assert CONFIG not in text and TOKEN not in text
@@ -109,3 +111,69 @@ def test_missing_blob_gives_up_after_its_bound(fake_root, script, azure):
     assert fake_root.sleeps() == [1, 1, 1]
     blob_gets = [p for m, p in Azure.seen if m == "GET" and p.startswith("/jit-linux-x64/")]
     assert blob_gets == [f"/jit-linux-x64/{NAME}"] * 4
+
+
+def test_blocks_imds_and_the_wireserver_but_not_its_dns_for_the_runner_and_containers(fake_root, script, azure):
+    fake_root.install_runner()
+    Azure.blobs[f"/jit-linux-x64/{NAME}"] = CONFIG
+    out = boot(fake_root, script, azure)
+    assert out.returncode == 0, out.stderr
+    rules = fake_root.rules("iptables")
+    for target in (
+        "-d 169.254.169.254",
+        "-d 168.63.129.16 -p tcp --dport 80",
+        "-d 168.63.129.16 -p tcp --dport 32526",
+    ):
+        assert f"OUTPUT {target} -m owner --uid-owner runner -j REJECT" in rules
+        assert f"DOCKER-USER {target} -j REJECT" in rules
+    assert rules.count("FORWARD -j DOCKER-USER") == 1
+    # DNS (168.63.129.16 port 53) stays: every wireserver rule names its port, and no other.
+    wireserver = [r for r in rules if "168.63.129.16" in r]
+    assert len(wireserver) == 4 and all("--dport 80 " in r or "--dport 32526 " in r for r in wireserver)
+    # Azure IMDS has no IPv6 address to block.
+    assert fake_root.rules("ip6tables") == []
+    assert fake_root.runner_jitconfig() == CONFIG
+
+
+@pytest.mark.parametrize(
+    "groups, uid, sudo, reasons",
+    [
+        ("runner docker", 1001, "", "group docker"),
+        ("runner sudo", 1001, "", "group sudo"),
+        ("runner wheel", 1001, "", "group wheel"),
+        ("runner adm", 1001, "", "group adm"),
+        ("runner", 1001, "(ALL) NOPASSWD: ALL", "sudo rights"),
+        ("root", 0, "", "uid 0"),
+        ("runner docker adm", 1001, "(root) /usr/bin/apt-get", "group docker,group adm,sudo rights"),
+    ],
+)
+def test_refuses_a_privileged_runner_user(fake_root, script, azure, groups, uid, sudo, reasons):
+    fake_root.install_runner()
+    Azure.blobs[f"/jit-linux-x64/{NAME}"] = CONFIG
+    out = boot(fake_root, script, azure, FAKE_USER_GROUPS=groups, FAKE_USER_UID=uid, FAKE_SUDO_RULES=sudo)
+    assert out.returncode != 0
+    assert fake_root.runner_args() is None, "the runner never starts"
+    assert f"runner user runner is privileged ({reasons}): refusing to start the runner" in fake_root.log()
+    assert fake_root.called("useradd") == [], "the image's user, as it is"
+    assert fake_root.called("shutdown") == ["-h now"]
+
+
+def test_an_ordinary_runner_user_of_the_image_is_used(fake_root, script, azure):
+    fake_root.install_runner()
+    Azure.blobs[f"/jit-linux-x64/{NAME}"] = CONFIG
+    out = boot(fake_root, script, azure, FAKE_USER_GROUPS="runner users")
+    assert out.returncode == 0, out.stderr
+    assert fake_root.called("useradd") == []
+    assert fake_root.runner_jitconfig() == CONFIG
+    assert "privileged" not in fake_root.log()
+
+
+def test_a_privileged_runner_user_starts_when_the_pool_allows_it(fake_root, script, azure):
+    fake_root.install_runner()
+    Azure.blobs[f"/jit-linux-x64/{NAME}"] = CONFIG
+    out = boot(fake_root, script, azure, FAKE_USER_GROUPS="runner docker", SCALEHOOK_ALLOW_PRIVILEGED_RUNNER_USER=1)
+    assert out.returncode == 0, out.stderr
+    assert fake_root.runner_jitconfig() == CONFIG
+    assert "runner user runner is privileged (group docker): starting anyway, as allowed" in fake_root.log()
+    # The rules are still set: they hold against jobs that do not use the privilege.
+    assert "DOCKER-USER -d 169.254.169.254 -j REJECT" in fake_root.rules("iptables")

@@ -226,22 +226,25 @@ fn sigterm_stops_the_server_gracefully() {
 #[test]
 fn serve_reconciles_on_its_schedule() {
     // Reconcile restores linux-x64's standby instance without any delivery. Polled, bounded:
-    // the test waits for the effect, it does not time it.
+    // the test waits for the effect, it does not time it. The pass sets the capacity before it
+    // writes its log line, so the test waits for all three (capacity, metric, log line).
     let server = Server::start_with(None, &["--reconcile-every", "1"]);
-    let mut desired = Value::Null;
+    let scaled_out = "scalehook_scale_actions_total{pool=\"linux-x64\",action=\"scale_out\"} 1";
+    let mut seen = (Value::Null, String::new(), String::new());
     for _ in 0..300 {
-        desired = server.status()["pools"][0]["desired"].clone();
-        if desired == 1 {
-            break;
+        seen = (
+            server.status()["pools"][0]["desired"].clone(),
+            server.get("/metrics").1,
+            server.log(),
+        );
+        if seen.0 == 1 && seen.1.contains(scaled_out) && seen.2.contains("scalehook::reconcile") {
+            return;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    assert_eq!(desired, 1, "no reconcile pass within 30 s");
-    let (_, metrics) = server.get("/metrics");
-    assert!(
-        metrics
-            .contains("scalehook_scale_actions_total{pool=\"linux-x64\",action=\"scale_out\"} 1"),
-        "{metrics}"
+    panic!(
+        "no reconcile pass (desired 1, {scaled_out}, a scalehook::reconcile log line) within 30 s: \
+         desired {}\n{}\n{}",
+        seen.0, seen.1, seen.2
     );
-    assert!(server.log().contains("scalehook::reconcile"));
 }

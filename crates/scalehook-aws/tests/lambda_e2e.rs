@@ -17,6 +17,7 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
@@ -190,17 +191,24 @@ fn lambda_env(api: SocketAddr, extra: &[(&str, String)]) -> Vec<(String, String)
     env
 }
 
-/// A running bootstrap with its stdout and stderr collected.
+/// A running bootstrap with its stdout and stderr collected by two drain threads. What a test
+/// reads is what the threads have copied so far: a line the process wrote may not be there
+/// yet, so tests wait (bounded) for the lines they expect, or for the process to end.
 struct Function {
     child: Child,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
+    drains: [JoinHandle<()>; 2],
 }
 
-fn drain(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+/// How long a test waits for output it expects (or for the process to end) before failing:
+/// a bound for a hung process, not a claim about speed.
+const OUTPUT_WAIT: Duration = Duration::from_secs(30);
+
+fn drain(mut pipe: impl Read + Send + 'static) -> (Arc<Mutex<String>>, JoinHandle<()>) {
     let buf = Arc::new(Mutex::new(String::new()));
     let out = Arc::clone(&buf);
-    std::thread::spawn(move || {
+    let thread = std::thread::spawn(move || {
         let mut chunk = [0u8; 4096];
         while let Ok(n) = pipe.read(&mut chunk) {
             if n == 0 {
@@ -211,7 +219,15 @@ fn drain(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
                 .push_str(&String::from_utf8_lossy(&chunk[..n]));
         }
     });
-    buf
+    (buf, thread)
+}
+
+/// The complete lines of `text`: a last line without its newline is still being written.
+fn complete_lines(text: &str) -> Vec<&str> {
+    match text.rfind('\n') {
+        Some(end) => text[..end].lines().collect(),
+        None => Vec::new(),
+    }
 }
 
 impl Function {
@@ -224,12 +240,30 @@ impl Function {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start bootstrap");
-        let stdout = drain(child.stdout.take().expect("stdout"));
-        let stderr = drain(child.stderr.take().expect("stderr"));
+        let (stdout, out_thread) = drain(child.stdout.take().expect("stdout"));
+        let (stderr, err_thread) = drain(child.stderr.take().expect("stderr"));
         Function {
             child,
             stdout,
             stderr,
+            drains: [out_thread, err_thread],
+        }
+    }
+
+    /// Waits, at most OUTPUT_WAIT, until stdout so far satisfies `expected`; returns it.
+    async fn wait_for_stdout(&self, what: &str, expected: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + OUTPUT_WAIT;
+        loop {
+            let stdout = self.stdout();
+            if expected(&stdout) {
+                return stdout;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what} on stdout after {OUTPUT_WAIT:?}: {stdout}\nstderr: {}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -247,16 +281,20 @@ impl Function {
             .clone()
     }
 
-    /// Waits for the process to exit by itself (start-up failures).
+    /// Waits for the process to exit by itself (start-up failures) and for the drain threads
+    /// to reach the end of its output, so stdout and stderr are complete.
     fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + OUTPUT_WAIT;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
-                // let the drain threads catch the last lines
-                std::thread::sleep(Duration::from_millis(100));
-                return status;
+                if self.drains.iter().all(JoinHandle::is_finished) {
+                    return status;
+                }
             }
-            assert!(Instant::now() < deadline, "bootstrap did not exit");
+            assert!(
+                Instant::now() < deadline,
+                "bootstrap did not exit, or its output did not end"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -431,13 +469,15 @@ async fn function_url_and_scheduled_events_through_the_runtime_loop() {
 
     assert_eq!(group(&sdk, "runners").await.desired, 2);
 
-    // stdout holds only EMF lines; nothing anywhere holds the secret.
-    let stdout = function.stdout();
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert!(
-        lines.len() >= 6,
-        "one EMF line per delivery and reconcile: {stdout}"
-    );
+    // stdout holds only EMF lines; nothing anywhere holds the secret. The lines are written
+    // before each answer, but the drain thread may not have copied the last ones yet: wait
+    // for them.
+    let stdout = function
+        .wait_for_stdout("EMF line for each delivery and the reconcile", |out| {
+            complete_lines(out).len() >= 6 && out.contains("\"Outcome\":\"unauthorized\"")
+        })
+        .await;
+    let lines = complete_lines(&stdout);
     for line in &lines {
         let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         assert!(v["_aws"]["CloudWatchMetrics"].is_array(), "{line}");
@@ -447,7 +487,7 @@ async fn function_url_and_scheduled_events_through_the_runtime_loop() {
     for text in [&stdout, &stderr] {
         assert!(!text.contains(SECRET) && !text.contains("older-secret"));
     }
-    for line in stderr.lines() {
+    for line in complete_lines(&stderr) {
         serde_json::from_str::<Value>(line)
             .unwrap_or_else(|e| panic!("stderr line not JSON ({e}): {line}"));
     }

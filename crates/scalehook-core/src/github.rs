@@ -100,7 +100,8 @@ pub struct DeliveryPage {
 pub struct JitRunner {
     pub runner_id: u64,
     pub name: String,
-    /// The base64 configuration `run.sh --jitconfig` takes. A credential: never logged.
+    /// The base64 configuration the runner takes (`ACTIONS_RUNNER_INPUT_JITCONFIG` or
+    /// `--jitconfig`). A credential: never logged.
     pub encoded_jit_config: String,
 }
 

@@ -15,6 +15,8 @@ locals {
     SCALEHOOK_JIT_WAIT_SECONDS   = tostring(var.runner_wait_seconds)
     SCALEHOOK_RUNNER_URL         = try(var.runner_package.url, "")
     SCALEHOOK_RUNNER_SHA256      = try(var.runner_package.sha256, "")
+    # The consequence is in the variable's description.
+    SCALEHOOK_ALLOW_PRIVILEGED_RUNNER_USER = var.allow_privileged_runner_user ? "1" : "0"
   }
   custom_data = join("\n", concat(
     ["#!/bin/bash", "# scalehook runner settings (infra/azure/runners); runner/lib.sh and runner/azure/boot.sh follow."],

@@ -84,3 +84,9 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "allow_privileged_runner_user" {
+  description = "Start the runner even if its user (an image's existing user) is root, in sudo/wheel/admin/docker/lxd/adm, or has sudo rights. Off, the boot script refuses such a user and the instance powers off. On, a job can become root (or run a root container on the host network) and remove the metadata-service block, so it can use the instance's credentials (the scale set identity's token: read the pool's pending JIT blobs) and the wireserver. Turn on only for pools whose jobs are trusted with that."
+  type        = bool
+  default     = false
+}
