@@ -1,6 +1,8 @@
 //! The simulated fleet the real scalehook service drives: instances appear at once as
 //! `launching` and register their runners `boot_seconds` later, on the virtual clock.
-//! Removing an instance removes it for real: a job running on it is interrupted.
+//! Removing an instance removes it for real: a job running on it is interrupted. A pool
+//! with a warm pool launches from it first ([`World::boot`]); warm instances are not
+//! listed, as a cloud group's warm pool is not part of its capacity.
 
 use crate::world::World;
 use async_trait::async_trait;
@@ -58,9 +60,8 @@ impl Fleet for SimFleet {
     async fn set_desired(&self, pool: &PoolConfig, desired: u32) -> Result<(), FleetError> {
         let mut w = self.lock();
         let n = pool_index(&w, pool)?;
-        let ready_at = w.now + w.boot_seconds;
         while (w.pools[n].instances.len() as u32) < desired {
-            w.launch(n, ready_at);
+            w.boot(n);
         }
         while (w.pools[n].instances.len() as u32) > desired {
             let Some(victim) = w.pools[n].instances.iter().rposition(|i| !i.protected) else {
@@ -96,8 +97,7 @@ impl Fleet for SimFleet {
         if !w.remove_instance(n, instance_id) {
             return Err(FleetError::NotFound(format!("instance {instance_id}")));
         }
-        let ready_at = w.now + w.boot_seconds;
-        w.launch(n, ready_at);
+        w.boot(n);
         Ok(())
     }
 

@@ -64,6 +64,8 @@ pub(crate) struct SimInstance {
     pub runners: Vec<SimRunner>,
     /// Scale-in protection, as set by the scalehook service (the baselines ignore it).
     pub protected: bool,
+    /// When the cloud reclaims it (spot pools only; drawn at launch).
+    pub reclaim_at: Option<u64>,
 }
 
 impl SimInstance {
@@ -86,6 +88,9 @@ pub(crate) struct Usage {
     /// Booted and running no job (dead instances, whose runners are gone, included).
     pub idle_secs: u64,
     pub busy_secs: u64,
+    /// Warm-pool instances once warmed (stopped, paid at the warm cost ratio); their
+    /// warming is paid in full and counted in `booting_secs`.
+    pub warm_secs: u64,
     /// Most instances (booting included) held for a positive length of time.
     pub peak_instances: u32,
 }
@@ -103,6 +108,8 @@ pub struct Sample {
     /// Registered runners (booted, not exited or deregistered): what can take a job now or
     /// is running one.
     pub ready_slots: u32,
+    /// Runner slots of the warm pool's instances (warming or warm): not capacity.
+    pub warm_slots: u32,
 }
 
 #[derive(Debug)]
@@ -114,11 +121,17 @@ pub(crate) struct PoolWorld {
     pub running: u32,
     pub usage: Usage,
     pub series: Vec<Sample>,
+    /// The warm pool: when each of its instances is (or was) warmed.
+    pub warm: Vec<u64>,
+    /// On spot: instances are reclaimed at random and cost the spot price.
+    pub spot: bool,
 }
 
 impl PoolWorld {
     fn new(config: PoolConfig) -> Self {
         Self {
+            spot: config.capacity == scalehook_core::Capacity::Spot,
+            warm: Vec::new(),
             config,
             instances: Vec::new(),
             queue: VecDeque::new(),
@@ -158,6 +171,12 @@ impl PoolWorld {
         let dt = to.saturating_sub(from);
         if dt == 0 {
             return;
+        }
+        for &warmed in &self.warm {
+            // Warming is a full boot, paid in full; then the instance waits stopped.
+            let booting = warmed.clamp(from, to) - from;
+            self.usage.booting_secs += booting;
+            self.usage.warm_secs += dt - booting;
         }
         for i in &self.instances {
             // The engine stops at every ready_at, so no interval straddles one.
@@ -261,6 +280,14 @@ pub(crate) struct Hook {
 pub(crate) struct World {
     pub now: u64,
     pub boot_seconds: u64,
+    /// Seconds for an instance taken from the warm pool to register its runners.
+    pub warm_boot_seconds: u64,
+    /// Spot reclaims per instance-hour (spot pools).
+    pub reclaims_per_hour: f64,
+    /// Job `n`'s one re-run is job `n + offset` (when re-runs are simulated).
+    pub rerun_offset: Option<usize>,
+    /// Jobs a spot reclaim interrupted whose re-run is due, not yet queued.
+    pub reruns: Vec<usize>,
     /// Runners take one job each and exit.
     pub ephemeral: bool,
     /// Seeds GitHub's choice of runner.
@@ -279,6 +306,10 @@ impl World {
         Self {
             now,
             boot_seconds,
+            warm_boot_seconds: boot_seconds,
+            reclaims_per_hour: 0.0,
+            rerun_offset: None,
+            reruns: Vec::new(),
             ephemeral: false,
             seed: 0,
             pools: pools.iter().cloned().map(PoolWorld::new).collect(),
@@ -298,6 +329,7 @@ impl World {
     pub fn launch(&mut self, pool: usize, ready_at: u64) {
         self.next_instance += 1;
         let id = format!("i-{:06}", self.next_instance);
+        let reclaim_at = self.draw_reclaim(pool, self.next_instance);
         let p = &mut self.pools[pool];
         let rpi = p.rpi();
         let runners = (1..=rpi)
@@ -321,6 +353,7 @@ impl World {
             ready_at,
             runners,
             protected: false,
+            reclaim_at,
         });
     }
 
@@ -487,10 +520,9 @@ impl World {
             .filter(|i| i.dead(now))
             .map(|i| i.id.clone())
             .collect();
-        let ready_at = now + self.boot_seconds;
         for id in &dead {
             self.remove_instance(pool, id);
-            self.launch(pool, ready_at);
+            self.boot(pool);
         }
         dead.len() as u32
     }
@@ -507,6 +539,7 @@ impl World {
                 demand_slots,
                 capacity_slots,
                 ready_slots,
+                warm_slots: p.warm.len() as u32 * p.rpi(),
             });
         }
     }
