@@ -154,6 +154,10 @@ pub struct SimulateArgs {
     /// Spot interruptions (reclaims) per instance-hour, drawn from the seed.
     #[arg(long, value_name = "R", default_value_t = 0.0)]
     pub spot_interruptions_per_hour: f64,
+    /// Probability (0 to 1) that a spot launch fails for want of capacity; the demand then
+    /// spills to the pool's `overflow` pool (on-demand, within its max).
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub spot_launch_failure_rate: f64,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,

@@ -34,6 +34,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         spot: args.spot,
         spot_price_ratio: args.spot_price_ratio,
         spot_interruptions_per_hour: args.spot_interruptions_per_hour,
+        spot_launch_failure_rate: args.spot_launch_failure_rate,
         ..SimOptions::default()
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -85,6 +86,7 @@ mod tests {
             spot: false,
             spot_price_ratio: 0.35,
             spot_interruptions_per_hour: 0.0,
+            spot_launch_failure_rate: 0.0,
             json,
         }
     }

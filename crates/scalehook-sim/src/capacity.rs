@@ -1,6 +1,7 @@
 //! Faster and cheaper capacity: the warm pool (stopped instances that start in
 //! `warm_boot_seconds` instead of a cold boot) and spot instances (reclaimed by the cloud at
-//! random, the interrupted job re-run once when the pool says so). World-level, like the
+//! random, the interrupted job re-run once when the pool says so; a failed spot launch
+//! spills to the pool's on-demand `overflow` pool while it has room). World-level, like the
 //! cloud group itself: every policy launching into a pool gets the same warm pool and the
 //! same reclaims.
 
@@ -46,8 +47,26 @@ impl World {
     /// pool when one of its instances is warmed (its runners register `warm_boot_seconds`
     /// later), else cold (`boot_seconds`). A warm instance taken is replaced in the warm
     /// pool by a cold-booted one; an instance never goes back to the warm pool.
-    pub fn boot(&mut self, pool: usize) {
+    ///
+    /// On spot, the launch fails with `spot_launch_failure`; then, when the pool names an
+    /// `overflow` pool below its `max` (its own instances and the overflow instances it
+    /// hosts), an on-demand instance is launched instead, for this pool's jobs; else the
+    /// group owes the launch (`short`) and retries it at the next tick
+    /// ([`World::retry_launches`]). Returns whether an instance was launched.
+    pub fn boot(&mut self, pool: usize) -> bool {
         let now = self.now;
+        if self.pools[pool].spot && self.spot_launch_fails() {
+            let Some(to) = self.overflow_room(pool) else {
+                self.pools[pool].short += 1;
+                return false;
+            };
+            self.launch(pool, now + self.boot_seconds);
+            if let Some(i) = self.pools[pool].instances.last_mut() {
+                i.overflow_to = Some(to);
+                i.reclaim_at = None;
+            }
+            return true;
+        }
         let p = &mut self.pools[pool];
         let ready_at = match p.warm.iter().position(|&warmed| warmed <= now) {
             Some(k) => {
@@ -58,6 +77,38 @@ impl World {
         };
         self.launch(pool, ready_at);
         self.refill_warm(pool);
+        true
+    }
+
+    /// Retries the launches every group owes (every tick).
+    pub fn retry_launches(&mut self) {
+        for pool in 0..self.pools.len() {
+            for _ in 0..std::mem::take(&mut self.pools[pool].short) {
+                self.boot(pool);
+            }
+        }
+    }
+
+    fn spot_launch_fails(&mut self) -> bool {
+        if self.spot_launch_failure <= 0.0 {
+            return false;
+        }
+        self.spot_launches += 1;
+        rng::unit(self.seed, rng::LAUNCH, self.spot_launches) < self.spot_launch_failure
+    }
+
+    /// The overflow pool of `pool`, when it has room for one more instance.
+    fn overflow_room(&self, pool: usize) -> Option<usize> {
+        let name = self.pools[pool].config.overflow.as_deref()?;
+        let to = self.pool_index(name)?;
+        let hosted = self
+            .pools
+            .iter()
+            .flat_map(|p| p.instances.iter())
+            .filter(|i| i.overflow_to == Some(to))
+            .count();
+        let used = (self.pools[to].instances.len() + hosted) as u32;
+        (used < self.pools[to].config.max).then_some(to)
     }
 
     /// Tops the warm pool of `pool` up to its `warm_pool`, warming from now.
@@ -159,6 +210,26 @@ mod tests {
         assert_eq!((u.warm_secs, u.booting_secs), (10, 90 + 20 + 90));
         w.remove_instance(0, &w.pools[0].instances[0].id.clone());
         assert_eq!(w.pools[0].warm.len(), 1, "a used instance never goes back");
+    }
+
+    #[test]
+    fn a_failed_spot_launch_spills_to_the_overflow_pool_within_its_max() {
+        let toml = "[[pools]]\nname = \"s\"\nlabels = [\"x\"]\nmax = 5\ncapacity = \"spot\"\noverflow = \"od\"\n[[pools]]\nname = \"od\"\nlabels = [\"x\"]\nmax = 2\n";
+        let config = Config::from_toml(toml).expect("valid");
+        let mut w = World::new(&config.pools, 0, 0, 90);
+        w.spot_launch_failure = 1.0;
+        w.launch(1, 0); // the overflow pool's own instance
+        assert!(w.boot(0), "spilled");
+        let i = &w.pools[0].instances[0];
+        assert_eq!((i.overflow_to, i.reclaim_at), (Some(1), None));
+        assert!(!w.boot(0), "od: 1 own + 1 hosted = its max");
+        assert_eq!(w.pools[0].short, 1, "owed, retried at the next tick");
+        w.spot_launch_failure = 0.0;
+        w.retry_launches();
+        assert_eq!((w.pools[0].instances.len(), w.pools[0].short), (2, 0));
+        assert_eq!(w.pools[0].instances[1].overflow_to, None, "spot again");
+        w.advance_to(60);
+        assert_eq!(w.pools[0].usage.overflow_secs, 60);
     }
 
     #[test]

@@ -190,6 +190,7 @@ impl Engine {
             self.settle().await?;
         }
         if t == self.next_tick {
+            self.world().retry_launches();
             self.controller.tick().await?;
             self.settle().await?;
             self.world().sample();

@@ -39,7 +39,8 @@ impl Fleet for SimFleet {
         let w = self.lock();
         let p = &w.pools[pool_index(&w, pool)?];
         Ok(FleetState {
-            desired: p.instances.len() as u32,
+            // Launches owed (failed spot launches) are still desired, as in a cloud group.
+            desired: p.instances.len() as u32 + p.short,
             min: None,
             max: None,
             instances: p
@@ -60,8 +61,14 @@ impl Fleet for SimFleet {
     async fn set_desired(&self, pool: &PoolConfig, desired: u32) -> Result<(), FleetError> {
         let mut w = self.lock();
         let n = pool_index(&w, pool)?;
-        while (w.pools[n].instances.len() as u32) < desired {
+        // A launch that fails (no spot capacity, no overflow room) is owed: the group
+        // retries it every tick (World::retry_launches).
+        let held = |w: &World| w.pools[n].instances.len() as u32 + w.pools[n].short;
+        while held(&w) < desired {
             w.boot(n);
+        }
+        while held(&w) > desired && w.pools[n].short > 0 {
+            w.pools[n].short -= 1;
         }
         while (w.pools[n].instances.len() as u32) > desired {
             let Some(victim) = w.pools[n].instances.iter().rposition(|i| !i.protected) else {

@@ -144,6 +144,9 @@ pub struct SimOptions {
     pub spot_price_ratio: f64,
     /// Spot reclaims per instance-hour (seeded).
     pub spot_interruptions_per_hour: f64,
+    /// Probability that a spot launch fails (seeded); the demand then spills to the pool's
+    /// `overflow` pool.
+    pub spot_launch_failure_rate: f64,
 }
 
 impl Default for SimOptions {
@@ -161,6 +164,7 @@ impl Default for SimOptions {
             spot: false,
             spot_price_ratio: DEFAULT_SPOT_PRICE_RATIO,
             spot_interruptions_per_hour: 0.0,
+            spot_launch_failure_rate: 0.0,
         }
     }
 }
@@ -182,6 +186,11 @@ impl SimOptions {
         if !fraction(self.warm_cost_ratio) || !fraction(self.spot_price_ratio) {
             return Err(SimError::Options(
                 "warm cost and spot price ratios must be fractions from 0 to 1".into(),
+            ));
+        }
+        if !fraction(self.spot_launch_failure_rate) {
+            return Err(SimError::Options(
+                "spot launch failure rate must be a probability from 0 to 1".into(),
             ));
         }
         // More than one a minute is no spot market: a typo.
@@ -276,6 +285,7 @@ pub async fn simulate(
         world.seed = options.seed;
         world.warm_boot_seconds = options.warm_boot_seconds;
         world.reclaims_per_hour = options.spot_interruptions_per_hour;
+        world.spot_launch_failure = options.spot_launch_failure_rate;
         world.rerun_offset = rerun_offset;
         for n in 0..config.pools.len() {
             // Warmed long before the window, like the booted capacity.
@@ -355,6 +365,7 @@ pub async fn simulate(
         spot: options.spot,
         spot_price_ratio: options.spot_price_ratio,
         spot_interruptions_per_hour: options.spot_interruptions_per_hour,
+        spot_launch_failure_rate: options.spot_launch_failure_rate,
         services,
         window: Window::new(workload.start, end),
         jobs: originals as u32,

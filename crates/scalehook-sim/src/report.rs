@@ -73,6 +73,9 @@ pub struct PolicyFigures {
     pub busy_instance_minutes: f64,
     /// Instance-minutes of the warm pool once warmed (stopped: paid at the warm cost ratio).
     pub warm_instance_minutes: f64,
+    /// Instance-minutes (booting, idle and busy) of on-demand instances launched into the
+    /// `overflow` pool for this spot pool's jobs: paid at the full price.
+    pub overflow_instance_minutes: f64,
     /// Most instances (booting included) at once.
     pub peak_capacity: u32,
     /// (booting + idle + busy) instance-hours x price per instance-hour (x the spot price
@@ -107,6 +110,7 @@ impl PolicyFigures {
             idle_instance_minutes: 0.0,
             busy_instance_minutes: 0.0,
             warm_instance_minutes: 0.0,
+            overflow_instance_minutes: 0.0,
             peak_capacity: 0,
             cost: 0.0,
             series: world.pools[pool].series.clone(),
@@ -191,7 +195,8 @@ impl PolicyFigures {
         f.busy_instance_minutes = u.busy_secs as f64 / 60.0;
         f.peak_capacity = u.peak_instances;
         f.warm_instance_minutes = u.warm_secs as f64 / 60.0;
-        let paid_secs = u.booting_secs + u.idle_secs + u.busy_secs;
+        f.overflow_instance_minutes = u.overflow_secs as f64 / 60.0;
+        let paid_secs = u.booting_secs + u.idle_secs + u.busy_secs - u.overflow_secs;
         let price = options.price_per_hour;
         let running_price = if world.pools[pool].spot {
             price * options.spot_price_ratio
@@ -199,6 +204,7 @@ impl PolicyFigures {
             price
         };
         f.cost = paid_secs as f64 / 3600.0 * running_price
+            + u.overflow_secs as f64 / 3600.0 * price
             + u.warm_secs as f64 / 3600.0 * price * options.warm_cost_ratio;
         f
     }
@@ -219,7 +225,7 @@ pub struct Metric {
     uncompared: &'static str,
 }
 
-pub const METRICS: [Metric; 14] = [
+pub const METRICS: [Metric; 15] = [
     Metric {
         key: "queue_wait_mean_secs",
         label: "queue wait mean (s)",
@@ -315,6 +321,14 @@ pub const METRICS: [Metric; 14] = [
         decimals: 1,
         compared: false,
         uncompared: "(not compared: the configuration's warm pool, in cost)",
+    },
+    Metric {
+        key: "overflow_instance_minutes",
+        label: "overflow instance-minutes",
+        value: |f| f.overflow_instance_minutes,
+        decimals: 1,
+        compared: false,
+        uncompared: "(not compared: follows failed spot launches)",
     },
     Metric {
         key: "peak_capacity",
@@ -449,6 +463,7 @@ pub struct SimReport {
     pub spot: bool,
     pub spot_price_ratio: f64,
     pub spot_interruptions_per_hour: f64,
+    pub spot_launch_failure_rate: f64,
     /// Per scalehook run: deliveries, losses, redeliveries, GitHub calls.
     pub services: Vec<ServiceReport>,
     /// From the trace's first event to its last, or to the last simulated job's end if later.
@@ -499,12 +514,13 @@ impl SimReport {
         );
         let _ = writeln!(
             out,
-            "warm pools start in {} s, warm instance-hours cost {} of the price; spot: {}, at {} of the price, {} interruptions per instance-hour",
+            "warm pools start in {} s, warm instance-hours cost {} of the price; spot: {}, at {} of the price, {} interruptions per instance-hour, launches fail with probability {}",
             self.warm_boot_seconds,
             self.warm_cost_ratio,
-            if self.spot { "every pool" } else { "pools with capacity = \"spot\"" },
+            if self.spot { "every pool but overflow pools" } else { "pools with capacity = \"spot\"" },
             self.spot_price_ratio,
-            self.spot_interruptions_per_hour
+            self.spot_interruptions_per_hour,
+            self.spot_launch_failure_rate
         );
         let c = &self.cpu_threshold;
         let _ = writeln!(

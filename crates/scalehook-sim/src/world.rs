@@ -66,6 +66,9 @@ pub(crate) struct SimInstance {
     pub protected: bool,
     /// When the cloud reclaims it (spot pools only; drawn at launch).
     pub reclaim_at: Option<u64>,
+    /// An on-demand instance launched for this spot pool when a spot launch failed,
+    /// counted against this pool's `max` (the `overflow` pool).
+    pub overflow_to: Option<usize>,
 }
 
 impl SimInstance {
@@ -91,6 +94,8 @@ pub(crate) struct Usage {
     /// Warm-pool instances once warmed (stopped, paid at the warm cost ratio); their
     /// warming is paid in full and counted in `booting_secs`.
     pub warm_secs: u64,
+    /// Seconds (all states) of on-demand overflow instances of a spot pool: paid in full.
+    pub overflow_secs: u64,
     /// Most instances (booting included) held for a positive length of time.
     pub peak_instances: u32,
 }
@@ -125,6 +130,9 @@ pub(crate) struct PoolWorld {
     pub warm: Vec<u64>,
     /// On spot: instances are reclaimed at random and cost the spot price.
     pub spot: bool,
+    /// Launches the group still owes: spot launches that failed with no overflow room,
+    /// retried every tick as a cloud group retries to reach its desired capacity.
+    pub short: u32,
 }
 
 impl PoolWorld {
@@ -132,6 +140,7 @@ impl PoolWorld {
         Self {
             spot: config.capacity == scalehook_core::Capacity::Spot,
             warm: Vec::new(),
+            short: 0,
             config,
             instances: Vec::new(),
             queue: VecDeque::new(),
@@ -179,6 +188,9 @@ impl PoolWorld {
             self.usage.warm_secs += dt - booting;
         }
         for i in &self.instances {
+            if i.overflow_to.is_some() {
+                self.usage.overflow_secs += dt;
+            }
             // The engine stops at every ready_at, so no interval straddles one.
             if !i.ready(from) {
                 self.usage.booting_secs += dt;
@@ -284,6 +296,10 @@ pub(crate) struct World {
     pub warm_boot_seconds: u64,
     /// Spot reclaims per instance-hour (spot pools).
     pub reclaims_per_hour: f64,
+    /// Probability that a spot launch fails (no spot capacity).
+    pub spot_launch_failure: f64,
+    /// Spot launches tried so far (indexes their draws).
+    pub spot_launches: u64,
     /// Job `n`'s one re-run is job `n + offset` (when re-runs are simulated).
     pub rerun_offset: Option<usize>,
     /// Jobs a spot reclaim interrupted whose re-run is due, not yet queued.
@@ -308,6 +324,8 @@ impl World {
             boot_seconds,
             warm_boot_seconds: boot_seconds,
             reclaims_per_hour: 0.0,
+            spot_launch_failure: 0.0,
+            spot_launches: 0,
             rerun_offset: None,
             reruns: Vec::new(),
             ephemeral: false,
@@ -354,6 +372,7 @@ impl World {
             runners,
             protected: false,
             reclaim_at,
+            overflow_to: None,
         });
     }
 

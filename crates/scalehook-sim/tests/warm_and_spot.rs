@@ -127,3 +127,34 @@ async fn spot_with_reruns_costs_less_and_reruns_what_reclaims_interrupt() {
     }
     assert!(scalehook(&report).iter().map(|f| f.lost).sum::<u32>() > 0);
 }
+
+#[tokio::test]
+async fn failed_spot_launches_spill_to_the_overflow_pool() {
+    let failing = SimOptions {
+        spot: true,
+        spot_launch_failure_rate: 0.3,
+        ..cold()
+    };
+    let linux = |r: &SimReport| {
+        r.pool("linux-x64")
+            .and_then(|p| p.policy(Policy::Scalehook))
+            .cloned()
+            .expect("linux-x64 reported")
+    };
+    let without = linux(&run(&uncapped(), &failing).await);
+    let overflow =
+        Config::from_toml(&std::fs::read_to_string(fixture("overflow.toml")).expect("overflow"))
+            .expect("valid");
+    let with = linux(&run(&overflow, &failing).await);
+    assert_eq!(without.overflow_instance_minutes, 0.0);
+    assert!(with.overflow_instance_minutes > 0.0);
+    // Launches owed until spot succeeds make jobs wait; the overflow pool serves them.
+    assert!(
+        with.queue_wait_secs.p95 < without.queue_wait_secs.p95,
+        "{:?} vs {:?}",
+        with.queue_wait_secs,
+        without.queue_wait_secs
+    );
+    assert!(with.cost > without.cost, "on-demand is paid in full");
+    assert_eq!((with.lost, without.lost), (0, 0));
+}
