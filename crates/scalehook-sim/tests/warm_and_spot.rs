@@ -79,6 +79,12 @@ async fn a_warm_pool_cuts_the_wait_for_little_money() {
         assert!(w.warm_instance_minutes > 0.0);
         assert_eq!((w.interrupted, w.lost), (0, 0));
     }
+    // The chart draws the warm pool (and only where there is one).
+    let legend = "warm pool: stopped instances";
+    let chart = scalehook_sim::chart::svg(&warm_report).expect("chart");
+    assert!(chart.contains(legend));
+    let chart = scalehook_sim::chart::svg(&cold_report).expect("chart");
+    assert!(!chart.contains(legend));
     let (c, w) = (cost(&cold_report), cost(&warm_report));
     assert!(w > c, "warm instances and refills are paid: {w} vs {c}");
     assert!(w <= 1.2 * c, "warm {w} against cold {c}");
