@@ -137,6 +137,27 @@ pub struct SimulateArgs {
     /// are lost): the same seed gives the same report.
     #[arg(long, value_name = "N", default_value_t = scalehook_sim::DEFAULT_SEED)]
     pub seed: u64,
+    /// Seconds for an instance taken from a pool's warm pool (`warm_pool = N` in the
+    /// configuration) to take jobs.
+    #[arg(long, value_name = "N", default_value_t = scalehook_sim::DEFAULT_WARM_BOOT_SECONDS)]
+    pub warm_boot_seconds: u64,
+    /// A warm (stopped) instance-hour's cost as a fraction of the price per hour (default:
+    /// a stopped instance pays only its EBS volume, see docs/simulate.md).
+    #[arg(long, value_name = "R", default_value_t = scalehook_sim::DEFAULT_WARM_COST_RATIO)]
+    pub warm_cost_ratio: f64,
+    /// Put every pool on spot (except pools named as another pool's overflow).
+    #[arg(long)]
+    pub spot: bool,
+    /// The spot price as a fraction of the price per hour.
+    #[arg(long, value_name = "R", default_value_t = scalehook_sim::DEFAULT_SPOT_PRICE_RATIO)]
+    pub spot_price_ratio: f64,
+    /// Spot interruptions (reclaims) per instance-hour, drawn from the seed.
+    #[arg(long, value_name = "R", default_value_t = 0.0)]
+    pub spot_interruptions_per_hour: f64,
+    /// Probability (0 to 1) that a spot launch fails for want of capacity; the demand then
+    /// spills to the pool's `overflow` pool (on-demand, within its max).
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub spot_launch_failure_rate: f64,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,

@@ -29,6 +29,12 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         lose_deliveries: args.lose_deliveries,
         delivery_delay_secs: args.delivery_delay_seconds,
         seed: args.seed,
+        warm_boot_seconds: args.warm_boot_seconds,
+        warm_cost_ratio: args.warm_cost_ratio,
+        spot: args.spot,
+        spot_price_ratio: args.spot_price_ratio,
+        spot_interruptions_per_hour: args.spot_interruptions_per_hour,
+        spot_launch_failure_rate: args.spot_launch_failure_rate,
         ..SimOptions::default()
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -75,6 +81,12 @@ mod tests {
             lose_deliveries: 0.0,
             delivery_delay_seconds: 0,
             seed: 1,
+            warm_boot_seconds: 20,
+            warm_cost_ratio: 0.033,
+            spot: false,
+            spot_price_ratio: 0.35,
+            spot_interruptions_per_hour: 0.0,
+            spot_launch_failure_rate: 0.0,
             json,
         }
     }
@@ -109,5 +121,13 @@ mod tests {
         a.lose_deliveries = 1.5;
         let e = run(a).expect_err("not a probability");
         assert!(e.to_string().contains("lost deliveries"), "{e}");
+        let mut a = args(None, false);
+        a.spot_interruptions_per_hour = f64::NAN;
+        let e = run(a).expect_err("not a rate");
+        assert!(e.to_string().contains("spot interruptions"), "{e}");
+        let mut a = args(None, false);
+        a.spot_price_ratio = 1.5;
+        let e = run(a).expect_err("not a fraction");
+        assert!(e.to_string().contains("spot price"), "{e}");
     }
 }

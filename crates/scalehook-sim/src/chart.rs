@@ -1,6 +1,7 @@
 //! The chart: one panel per policy (rows) and pool (columns), time of day across, runner
 //! slots up; demand (jobs queued + running) as a filled area, runners ready (slots of booted
-//! instances) as a solid line, and slots paid for (booting included) as a thin grey line. Where the area
+//! instances) as a solid line, slots paid for (booting included) as a thin grey line, and,
+//! where a pool has a warm pool, its warm instances' slots as a green line. Where the area
 //! rises above the solid line, jobs are waiting; where the line stands above the area,
 //! runners are idle.
 
@@ -15,6 +16,7 @@ const TITLE_HEIGHT: u32 = 80;
 const DEMAND: RGBColor = RGBColor(230, 85, 13);
 const CAPACITY: RGBColor = RGBColor(31, 119, 180);
 const PAID: RGBColor = RGBColor(90, 90, 90);
+const WARM: RGBColor = RGBColor(44, 160, 44);
 
 fn chart_error(e: impl std::fmt::Display) -> SimError {
     SimError::Internal(format!("drawing the chart: {e}"))
@@ -60,7 +62,7 @@ pub fn svg(report: &SimReport) -> Result<String, SimError> {
             ))
             .map_err(chart_error)?;
         for (n, line) in [
-            "orange area: jobs queued + running; blue line: runners ready; grey line: runner slots paid for (booting included).",
+            "orange area: jobs queued + running; blue line: runners ready; grey line: runner slots paid for (booting included); green line: warm pool (not capacity).",
             "Orange above blue = jobs waiting for a runner; blue above orange = idle runners.",
         ]
         .into_iter()
@@ -80,7 +82,7 @@ pub fn svg(report: &SimReport) -> Result<String, SimError> {
                 .policies
                 .iter()
                 .flat_map(|f| f.series.iter())
-                .map(|s| s.demand_slots.max(s.capacity_slots))
+                .map(|s| s.demand_slots.max(s.capacity_slots).max(s.warm_slots))
                 .max()
                 .unwrap_or(1)
                 .max(1);
@@ -209,6 +211,16 @@ fn draw_panel<DB: DrawingBackend>(
         .map_err(chart_error)?
         .label("capacity: runners ready (booted)")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], CAPACITY.stroke_width(3)));
+    if f.series.iter().any(|s| s.warm_slots > 0) {
+        chart
+            .draw_series(LineSeries::new(
+                steps(&f.series, hours, |s| s.warm_slots),
+                WARM.stroke_width(2),
+            ))
+            .map_err(chart_error)?
+            .label("warm pool: stopped instances' slots (not capacity)")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], WARM.stroke_width(2)));
+    }
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
@@ -238,6 +250,7 @@ mod tests {
             demand_slots,
             capacity_slots: 0,
             ready_slots: 0,
+            warm_slots: 0,
         };
         let series = [sample(0, 1), sample(60, 1), sample(120, 3), sample(180, 3)];
         let points = steps(&series, &|t| t as f64, |s| s.demand_slots);

@@ -52,8 +52,13 @@ impl Engine {
         workload: Arc<Workload>,
         routes: Arc<Vec<Option<usize>>>,
     ) -> Self {
-        let events = workload
-            .jobs
+        // Re-runs (past the offset) arrive only when a reclaim interrupts their job.
+        let originals = world
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .rerun_offset
+            .unwrap_or(workload.jobs.len());
+        let events = workload.jobs[..originals]
             .iter()
             .enumerate()
             .map(|(n, j)| Reverse((j.arrival, ARRIVE, n)))
@@ -96,7 +101,7 @@ impl Engine {
         let strand_limit = self.workload.end + STRANDED_SECS;
         loop {
             let wake = self.controller.next_wake();
-            let (active, waiting, next_ready) = {
+            let (active, waiting, next_ready, next_reclaim) = {
                 let w = self.world();
                 let running = w.pools.iter().any(|p| p.running > 0);
                 let waiting = w.pools.iter().any(|p| !p.queue.is_empty());
@@ -104,11 +109,13 @@ impl Engine {
                     running || !self.events.is_empty() || wake.is_some(),
                     waiting,
                     w.next_ready(),
+                    w.next_reclaim(),
                 )
             };
             let t = [
                 self.events.peek().map(|Reverse((t, _, _))| *t),
                 next_ready,
+                next_reclaim,
                 wake,
                 Some(self.next_tick),
             ]
@@ -135,7 +142,11 @@ impl Engine {
     }
 
     async fn step(&mut self, t: u64) -> Result<(), SimError> {
-        self.world().advance_to(t);
+        {
+            let mut w = self.world();
+            w.advance_to(t);
+            w.reclaim_due();
+        }
         self.clock.set(t);
         if self.controller.next_wake().is_some_and(|w| w <= t) {
             self.controller.wake().await?;
@@ -179,6 +190,7 @@ impl Engine {
             self.settle().await?;
         }
         if t == self.next_tick {
+            self.world().retry_launches();
             self.controller.tick().await?;
             self.settle().await?;
             self.world().sample();
@@ -196,6 +208,14 @@ impl Engine {
                 self.controller
                     .finished(*job, Some(runner), Ending::Failure)
                     .await?;
+            }
+            // GitHub queues a re-run as a new job, at once (see docs/simulate.md).
+            let (reruns, now) = {
+                let mut w = self.world();
+                (std::mem::take(&mut w.reruns), w.now)
+            };
+            for job in reruns {
+                self.events.push(Reverse((now, ARRIVE, job)));
             }
             let started = self.world().start_one();
             match started {

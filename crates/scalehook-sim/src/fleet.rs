@@ -1,6 +1,8 @@
 //! The simulated fleet the real scalehook service drives: instances appear at once as
 //! `launching` and register their runners `boot_seconds` later, on the virtual clock.
-//! Removing an instance removes it for real: a job running on it is interrupted.
+//! Removing an instance removes it for real: a job running on it is interrupted. A pool
+//! with a warm pool launches from it first ([`World::boot`]); warm instances are not
+//! listed, as a cloud group's warm pool is not part of its capacity.
 
 use crate::world::World;
 use async_trait::async_trait;
@@ -37,7 +39,8 @@ impl Fleet for SimFleet {
         let w = self.lock();
         let p = &w.pools[pool_index(&w, pool)?];
         Ok(FleetState {
-            desired: p.instances.len() as u32,
+            // Launches owed (failed spot launches) are still desired, as in a cloud group.
+            desired: p.instances.len() as u32 + p.short,
             min: None,
             max: None,
             instances: p
@@ -58,9 +61,14 @@ impl Fleet for SimFleet {
     async fn set_desired(&self, pool: &PoolConfig, desired: u32) -> Result<(), FleetError> {
         let mut w = self.lock();
         let n = pool_index(&w, pool)?;
-        let ready_at = w.now + w.boot_seconds;
-        while (w.pools[n].instances.len() as u32) < desired {
-            w.launch(n, ready_at);
+        // A launch that fails (no spot capacity, no overflow room) is owed: the group
+        // retries it every tick (World::retry_launches).
+        let held = |w: &World| w.pools[n].instances.len() as u32 + w.pools[n].short;
+        while held(&w) < desired {
+            w.boot(n);
+        }
+        while held(&w) > desired && w.pools[n].short > 0 {
+            w.pools[n].short -= 1;
         }
         while (w.pools[n].instances.len() as u32) > desired {
             let Some(victim) = w.pools[n].instances.iter().rposition(|i| !i.protected) else {
@@ -96,8 +104,7 @@ impl Fleet for SimFleet {
         if !w.remove_instance(n, instance_id) {
             return Err(FleetError::NotFound(format!("instance {instance_id}")));
         }
-        let ready_at = w.now + w.boot_seconds;
-        w.launch(n, ready_at);
+        w.boot(n);
         Ok(())
     }
 

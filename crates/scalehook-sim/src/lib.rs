@@ -24,6 +24,7 @@
 //! idle/busy instance-minutes, peak capacity and cost, and the best policy on each; [`chart::svg`] draws demand and
 //! capacity over time.
 
+mod capacity;
 pub mod chart;
 mod engine;
 mod fleet;
@@ -51,6 +52,17 @@ use world::World;
 pub const DEFAULT_PRICE_PER_HOUR: f64 = 0.10;
 /// Default boot time: launch to a registered runner.
 pub const DEFAULT_BOOT_SECONDS: u64 = 60;
+/// Default start of a warm-pool instance: a stopped instance starting, the runner already
+/// installed, then minting and registering its runner.
+pub const DEFAULT_WARM_BOOT_SECONDS: u64 = 20;
+/// Default cost of a warm (stopped) instance-hour, as a fraction of the running price: a
+/// stopped EC2 instance pays only its EBS volumes. 30 GiB of gp3 at 0.08 USD per GB-month
+/// (us-east-1) is 2.40 USD a month, 0.0033 USD an hour, against 0.10 an hour for
+/// [`DEFAULT_PRICE_PER_HOUR`] (docs/simulate.md).
+pub const DEFAULT_WARM_COST_RATIO: f64 = 0.033;
+/// Default spot price as a fraction of on-demand: AWS quotes up to 90% off; 0.35 is a
+/// typical, not a best, discount for small general-purpose Linux instances (docs/simulate.md).
+pub const DEFAULT_SPOT_PRICE_RATIO: f64 = 0.35;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
@@ -122,6 +134,19 @@ pub struct SimOptions {
     pub delivery_delay_secs: u64,
     /// Seeds GitHub's random choices.
     pub seed: u64,
+    /// Seconds for an instance taken from a pool's warm pool (`warm_pool`) to take jobs.
+    pub warm_boot_seconds: u64,
+    /// A warm instance-hour's cost as a fraction of `price_per_hour`.
+    pub warm_cost_ratio: f64,
+    /// Every pool on spot (except pools named as another's `overflow`).
+    pub spot: bool,
+    /// The spot price as a fraction of `price_per_hour`.
+    pub spot_price_ratio: f64,
+    /// Spot reclaims per instance-hour (seeded).
+    pub spot_interruptions_per_hour: f64,
+    /// Probability that a spot launch fails (seeded); the demand then spills to the pool's
+    /// `overflow` pool.
+    pub spot_launch_failure_rate: f64,
 }
 
 impl Default for SimOptions {
@@ -134,6 +159,12 @@ impl Default for SimOptions {
             lose_deliveries: 0.0,
             delivery_delay_secs: 0,
             seed: DEFAULT_SEED,
+            warm_boot_seconds: DEFAULT_WARM_BOOT_SECONDS,
+            warm_cost_ratio: DEFAULT_WARM_COST_RATIO,
+            spot: false,
+            spot_price_ratio: DEFAULT_SPOT_PRICE_RATIO,
+            spot_interruptions_per_hour: 0.0,
+            spot_launch_failure_rate: 0.0,
         }
     }
 }
@@ -146,9 +177,28 @@ impl SimOptions {
             ));
         }
         // A week: anything longer is a typo, and would only stretch the overrun.
-        if self.boot_seconds > 7 * 24 * 3600 {
+        if self.boot_seconds.max(self.warm_boot_seconds) > 7 * 24 * 3600 {
             return Err(SimError::Options(
                 "boot seconds must be at most 604800 (a week)".into(),
+            ));
+        }
+        let fraction = |x: f64| x.is_finite() && (0.0..=1.0).contains(&x);
+        if !fraction(self.warm_cost_ratio) || !fraction(self.spot_price_ratio) {
+            return Err(SimError::Options(
+                "warm cost and spot price ratios must be fractions from 0 to 1".into(),
+            ));
+        }
+        if !fraction(self.spot_launch_failure_rate) {
+            return Err(SimError::Options(
+                "spot launch failure rate must be a probability from 0 to 1".into(),
+            ));
+        }
+        // More than one a minute is no spot market: a typo.
+        if !self.spot_interruptions_per_hour.is_finite()
+            || !(0.0..=60.0).contains(&self.spot_interruptions_per_hour)
+        {
+            return Err(SimError::Options(
+                "spot interruptions per hour must be a number from 0 to 60".into(),
             ));
         }
         if !self.lose_deliveries.is_finite() || !(0.0..=1.0).contains(&self.lose_deliveries) {
@@ -189,7 +239,6 @@ pub async fn simulate(
     options: &SimOptions,
 ) -> Result<SimReport, SimError> {
     options.check()?;
-    let workload = Arc::new(workload);
     let ephemeral = options.runners == Runners::Ephemeral;
     let mut config = config.clone();
     if ephemeral {
@@ -197,6 +246,21 @@ pub async fn simulate(
             pool.ephemeral = true;
         }
     }
+    if options.spot {
+        put_on_spot(&mut config)?;
+    }
+    let reruns = options.spot_interruptions_per_hour > 0.0
+        && config
+            .pools
+            .iter()
+            .any(|p| p.rerun_interrupted && p.capacity == scalehook_core::Capacity::Spot);
+    let (workload, rerun_offset) = if reruns {
+        let (w, offset) = capacity::with_reruns(workload)?;
+        (w, Some(offset))
+    } else {
+        (workload, None)
+    };
+    let workload = Arc::new(workload);
     let routes: Arc<Vec<Option<usize>>> = Arc::new(
         workload
             .jobs
@@ -219,6 +283,15 @@ pub async fn simulate(
         );
         world.ephemeral = ephemeral;
         world.seed = options.seed;
+        world.warm_boot_seconds = options.warm_boot_seconds;
+        world.reclaims_per_hour = options.spot_interruptions_per_hour;
+        world.spot_launch_failure = options.spot_launch_failure_rate;
+        world.rerun_offset = rerun_offset;
+        for n in 0..config.pools.len() {
+            // Warmed long before the window, like the booted capacity.
+            world.refill_warm(n);
+            world.pools[n].warm.fill(workload.start);
+        }
         let world = Arc::new(Mutex::new(world));
         let clock = Arc::new(ManualClock::new(workload.start));
         let controller: Box<dyn Controller> = match policy {
@@ -253,19 +326,14 @@ pub async fn simulate(
         engine.close(end);
     }
 
-    let ignored_jobs = routes.iter().filter(|r| r.is_none()).count() as u32;
+    let originals = rerun_offset.unwrap_or(workload.jobs.len());
+    let ignored_jobs = routes[..originals].iter().filter(|r| r.is_none()).count() as u32;
     let mut pools = Vec::new();
     for (n, pool) in config.pools.iter().enumerate() {
         let figures: Vec<PolicyFigures> = runs
             .iter()
             .map(|(policy, e)| {
-                PolicyFigures::from_world(
-                    *policy,
-                    n,
-                    &lock(&e.world),
-                    &workload,
-                    options.price_per_hour,
-                )
+                PolicyFigures::from_world(*policy, n, &lock(&e.world), &workload, options)
             })
             .collect();
         if figures.iter().all(|f| f.jobs == 0) {
@@ -292,13 +360,42 @@ pub async fn simulate(
         lose_deliveries: options.lose_deliveries,
         delivery_delay_secs: options.delivery_delay_secs,
         seed: options.seed,
+        warm_boot_seconds: options.warm_boot_seconds,
+        warm_cost_ratio: options.warm_cost_ratio,
+        spot: options.spot,
+        spot_price_ratio: options.spot_price_ratio,
+        spot_interruptions_per_hour: options.spot_interruptions_per_hour,
+        spot_launch_failure_rate: options.spot_launch_failure_rate,
         services,
         window: Window::new(workload.start, end),
-        jobs: workload.jobs.len() as u32,
+        jobs: originals as u32,
         ignored_jobs,
         incomplete_jobs: workload.incomplete_jobs,
         pools,
     })
+}
+
+/// `--spot`: every pool on spot, except the on-demand pools others overflow to. A pool with
+/// a warm pool cannot be (AWS allows no warm pool on a group with spot instances).
+fn put_on_spot(config: &mut Config) -> Result<(), SimError> {
+    let overflows: Vec<String> = config
+        .pools
+        .iter()
+        .filter_map(|p| p.overflow.clone())
+        .collect();
+    for pool in &mut config.pools {
+        if overflows.contains(&pool.name) {
+            continue;
+        }
+        if pool.warm_pool > 0 {
+            return Err(SimError::Options(format!(
+                "--spot: pool {} has a warm pool, and a spot pool cannot have one",
+                pool.name
+            )));
+        }
+        pool.capacity = scalehook_core::Capacity::Spot;
+    }
+    Ok(())
 }
 
 fn lock(world: &Mutex<World>) -> std::sync::MutexGuard<'_, World> {

@@ -562,7 +562,6 @@ impl Controller for CpuController {
     async fn tick(&mut self) -> Result<(), SimError> {
         let mut w = lock(&self.world);
         let now = w.now;
-        let boot = w.boot_seconds;
         for n in 0..w.pools.len() {
             w.replace_dead(n);
             let (lo, hi) = self.bounds(n);
@@ -592,7 +591,7 @@ impl Controller for CpuController {
             let count = w.pools[n].instances.len() as u32;
             if alarm.high_streak >= self.params.high_samples && count < hi {
                 for _ in 0..self.params.step.min(hi - count) {
-                    w.launch(n, now + boot);
+                    w.boot(n);
                 }
                 alarm.cooldown_until = now + self.params.cooldown_secs;
             } else if alarm.low_streak >= self.params.low_samples && count > lo {

@@ -5,7 +5,7 @@ use crate::engine::STRANDED_SECS;
 use crate::policy::{CpuThreshold, Policy, ServiceFigures};
 use crate::workload::{Work, Workload};
 use crate::world::{JobStatus, Sample, World};
-use crate::Runners;
+use crate::{Runners, SimOptions};
 use serde::Serialize;
 use std::fmt::Write as _;
 
@@ -54,8 +54,15 @@ pub struct PolicyFigures {
     /// Jobs still queued when the simulation ended ([`crate::STRANDED_SECS`] past the
     /// trace's last event at most).
     pub never_started: u32,
-    /// Jobs whose instance was removed while they ran.
+    /// Jobs whose instance was removed (scaled in or reclaimed) while they ran, re-runs
+    /// included.
     pub interrupted: u32,
+    /// Interrupted jobs queued again (`rerun_interrupted`, at most once per job). Re-runs
+    /// are not in `jobs`, the queue wait or `stranded`.
+    pub rerun: u32,
+    /// Jobs that never completed: interrupted with no re-run, or a re-run interrupted too,
+    /// or never started.
+    pub lost: u32,
     /// Jobs that waited more than [`crate::STRANDED_SECS`] for a runner: never started,
     /// started late, or cancelled while still waiting after that long.
     pub stranded: u32,
@@ -64,9 +71,15 @@ pub struct PolicyFigures {
     pub booting_instance_minutes: f64,
     pub idle_instance_minutes: f64,
     pub busy_instance_minutes: f64,
+    /// Instance-minutes of the warm pool once warmed (stopped: paid at the warm cost ratio).
+    pub warm_instance_minutes: f64,
+    /// Instance-minutes (booting, idle and busy) of on-demand instances launched into the
+    /// `overflow` pool for this spot pool's jobs: paid at the full price.
+    pub overflow_instance_minutes: f64,
     /// Most instances (booting included) at once.
     pub peak_capacity: u32,
-    /// (booting + idle + busy) instance-hours x price per instance-hour.
+    /// (booting + idle + busy) instance-hours x price per instance-hour (x the spot price
+    /// ratio on spot) + warm instance-hours x price x the warm cost ratio.
     pub cost: f64,
     /// Chart points, one per tick.
     #[serde(skip)]
@@ -79,8 +92,9 @@ impl PolicyFigures {
         pool: usize,
         world: &World,
         workload: &Workload,
-        price_per_hour: f64,
+        options: &SimOptions,
     ) -> PolicyFigures {
+        let originals = world.rerun_offset.unwrap_or(world.jobs.len());
         let mut f = PolicyFigures {
             policy,
             jobs: 0,
@@ -88,17 +102,32 @@ impl PolicyFigures {
             cancelled_before_start: 0,
             never_started: 0,
             interrupted: 0,
+            rerun: 0,
+            lost: 0,
             stranded: 0,
             queue_wait_secs: WaitStats::default(),
             booting_instance_minutes: 0.0,
             idle_instance_minutes: 0.0,
             busy_instance_minutes: 0.0,
+            warm_instance_minutes: 0.0,
+            overflow_instance_minutes: 0.0,
             peak_capacity: 0,
             cost: 0.0,
             series: world.pools[pool].series.clone(),
         };
         let mut waits = Vec::new();
         for (n, status) in world.jobs.iter().enumerate() {
+            if n >= originals {
+                if let JobStatus::Done {
+                    pool: p,
+                    interrupted,
+                    ..
+                } = *status
+                {
+                    f.interrupted += u32::from(p == pool && interrupted);
+                }
+                continue;
+            }
             let job = &workload.jobs[n];
             let arrival = job.arrival;
             // How long it waited for a runner; `None`: it never got one.
@@ -106,6 +135,7 @@ impl PolicyFigures {
                 JobStatus::Queued { pool: p } => {
                     if p == pool {
                         f.never_started += 1;
+                        f.lost += 1;
                     }
                     (p, None, None)
                 }
@@ -121,6 +151,20 @@ impl PolicyFigures {
                     if p == pool {
                         f.interrupted += u32::from(interrupted);
                         f.cancelled_before_start += u32::from(started.is_none());
+                        if interrupted {
+                            let rerun = world.rerun_offset.map(|o| &world.jobs[n + o]);
+                            f.rerun += u32::from(
+                                rerun.is_some_and(|r| !matches!(r, JobStatus::NotArrived)),
+                            );
+                            let completed = matches!(
+                                rerun,
+                                Some(JobStatus::Done {
+                                    interrupted: false,
+                                    ..
+                                })
+                            );
+                            f.lost += u32::from(!completed);
+                        }
                     }
                     let left_queue = match (started, job.work) {
                         (Some(s), _) => Some(s),
@@ -150,8 +194,18 @@ impl PolicyFigures {
         f.idle_instance_minutes = u.idle_secs as f64 / 60.0;
         f.busy_instance_minutes = u.busy_secs as f64 / 60.0;
         f.peak_capacity = u.peak_instances;
-        let paid_secs = u.booting_secs + u.idle_secs + u.busy_secs;
-        f.cost = paid_secs as f64 / 3600.0 * price_per_hour;
+        f.warm_instance_minutes = u.warm_secs as f64 / 60.0;
+        f.overflow_instance_minutes = u.overflow_secs as f64 / 60.0;
+        let paid_secs = u.booting_secs + u.idle_secs + u.busy_secs - u.overflow_secs;
+        let price = options.price_per_hour;
+        let running_price = if world.pools[pool].spot {
+            price * options.spot_price_ratio
+        } else {
+            price
+        };
+        f.cost = paid_secs as f64 / 3600.0 * running_price
+            + u.overflow_secs as f64 / 3600.0 * price
+            + u.warm_secs as f64 / 3600.0 * price * options.warm_cost_ratio;
         f
     }
 }
@@ -164,17 +218,21 @@ pub struct Metric {
     pub value: fn(&PolicyFigures) -> f64,
     decimals: usize,
     /// Busy time is the work itself (it differs between policies only by how long
-    /// cancelled jobs ran before their cancellation), so it names no winner.
+    /// cancelled jobs ran before their cancellation), so it names no winner; nor do re-runs
+    /// and warm time, which follow from interruptions and the configuration.
     compared: bool,
+    /// Why a figure names no winner (the table's `best` column).
+    uncompared: &'static str,
 }
 
-pub const METRICS: [Metric; 11] = [
+pub const METRICS: [Metric; 15] = [
     Metric {
         key: "queue_wait_mean_secs",
         label: "queue wait mean (s)",
         value: |f| f.queue_wait_secs.mean,
         decimals: 1,
         compared: true,
+        uncompared: "",
     },
     Metric {
         key: "queue_wait_p50_secs",
@@ -182,6 +240,7 @@ pub const METRICS: [Metric; 11] = [
         value: |f| f.queue_wait_secs.p50 as f64,
         decimals: 0,
         compared: true,
+        uncompared: "",
     },
     Metric {
         key: "queue_wait_p95_secs",
@@ -189,6 +248,7 @@ pub const METRICS: [Metric; 11] = [
         value: |f| f.queue_wait_secs.p95 as f64,
         decimals: 0,
         compared: true,
+        uncompared: "",
     },
     Metric {
         key: "queue_wait_max_secs",
@@ -196,6 +256,7 @@ pub const METRICS: [Metric; 11] = [
         value: |f| f.queue_wait_secs.max as f64,
         decimals: 0,
         compared: true,
+        uncompared: "",
     },
     Metric {
         key: "interrupted_jobs",
@@ -203,6 +264,23 @@ pub const METRICS: [Metric; 11] = [
         value: |f| f64::from(f.interrupted),
         decimals: 0,
         compared: true,
+        uncompared: "",
+    },
+    Metric {
+        key: "rerun_jobs",
+        label: "re-run jobs",
+        value: |f| f64::from(f.rerun),
+        decimals: 0,
+        compared: false,
+        uncompared: "(not compared: follows the interruptions)",
+    },
+    Metric {
+        key: "lost_jobs",
+        label: "lost jobs (never completed)",
+        value: |f| f64::from(f.lost),
+        decimals: 0,
+        compared: true,
+        uncompared: "",
     },
     Metric {
         key: "stranded_jobs",
@@ -210,6 +288,7 @@ pub const METRICS: [Metric; 11] = [
         value: |f| f64::from(f.stranded),
         decimals: 0,
         compared: true,
+        uncompared: "",
     },
     Metric {
         key: "idle_instance_minutes",
@@ -217,6 +296,7 @@ pub const METRICS: [Metric; 11] = [
         value: |f| f.idle_instance_minutes,
         decimals: 1,
         compared: true,
+        uncompared: "",
     },
     Metric {
         key: "booting_instance_minutes",
@@ -224,6 +304,7 @@ pub const METRICS: [Metric; 11] = [
         value: |f| f.booting_instance_minutes,
         decimals: 1,
         compared: true,
+        uncompared: "",
     },
     Metric {
         key: "busy_instance_minutes",
@@ -231,6 +312,23 @@ pub const METRICS: [Metric; 11] = [
         value: |f| f.busy_instance_minutes,
         decimals: 1,
         compared: false,
+        uncompared: "(not compared: the work itself)",
+    },
+    Metric {
+        key: "warm_instance_minutes",
+        label: "warm instance-minutes",
+        value: |f| f.warm_instance_minutes,
+        decimals: 1,
+        compared: false,
+        uncompared: "(not compared: the configuration's warm pool, in cost)",
+    },
+    Metric {
+        key: "overflow_instance_minutes",
+        label: "overflow instance-minutes",
+        value: |f| f.overflow_instance_minutes,
+        decimals: 1,
+        compared: false,
+        uncompared: "(not compared: follows failed spot launches)",
     },
     Metric {
         key: "peak_capacity",
@@ -238,6 +336,7 @@ pub const METRICS: [Metric; 11] = [
         value: |f| f64::from(f.peak_capacity),
         decimals: 0,
         compared: true,
+        uncompared: "",
     },
     Metric {
         key: "cost",
@@ -245,6 +344,7 @@ pub const METRICS: [Metric; 11] = [
         value: |f| f.cost,
         decimals: 2,
         compared: true,
+        uncompared: "",
     },
 ];
 
@@ -256,6 +356,10 @@ pub struct PoolReport {
     pub min: u32,
     pub max: u32,
     pub standby: u32,
+    /// `on-demand` or `spot`, as simulated.
+    pub capacity: &'static str,
+    pub warm_pool: u32,
+    pub rerun_interrupted: bool,
     pub policies: Vec<PolicyFigures>,
     /// Per compared metric key: the best policy, several joined by " = " when they tie, or
     /// "tie" when all are equal.
@@ -274,6 +378,12 @@ impl PoolReport {
             min: pool.min,
             max: pool.max,
             standby: pool.standby,
+            capacity: match pool.capacity {
+                scalehook_core::Capacity::OnDemand => "on-demand",
+                scalehook_core::Capacity::Spot => "spot",
+            },
+            warm_pool: pool.warm_pool,
+            rerun_interrupted: pool.rerun_interrupted,
             policies,
             best,
         }
@@ -347,6 +457,13 @@ pub struct SimReport {
     /// Seconds from a runner taking a job to its `in_progress` delivery arriving.
     pub delivery_delay_secs: u64,
     pub seed: u64,
+    pub warm_boot_seconds: u64,
+    pub warm_cost_ratio: f64,
+    /// Every pool on spot (but overflow pools).
+    pub spot: bool,
+    pub spot_price_ratio: f64,
+    pub spot_interruptions_per_hour: f64,
+    pub spot_launch_failure_rate: f64,
     /// Per scalehook run: deliveries, losses, redeliveries, GitHub calls.
     pub services: Vec<ServiceReport>,
     /// From the trace's first event to its last, or to the last simulated job's end if later.
@@ -395,6 +512,16 @@ impl SimReport {
             self.delivery_delay_secs,
             self.seed
         );
+        let _ = writeln!(
+            out,
+            "warm pools start in {} s, warm instance-hours cost {} of the price; spot: {}, at {} of the price, {} interruptions per instance-hour, launches fail with probability {}",
+            self.warm_boot_seconds,
+            self.warm_cost_ratio,
+            if self.spot { "every pool but overflow pools" } else { "pools with capacity = \"spot\"" },
+            self.spot_price_ratio,
+            self.spot_interruptions_per_hour,
+            self.spot_launch_failure_rate
+        );
         let c = &self.cpu_threshold;
         let _ = writeln!(
             out,
@@ -413,13 +540,16 @@ impl SimReport {
         for pool in &self.pools {
             let _ = writeln!(
                 out,
-                "\npool {} ({} jobs; min {}, max {}, standby {}, {} runner(s) per instance)",
+                "\npool {} ({} jobs; min {}, max {}, standby {}, {} runner(s) per instance, {}, warm pool {}{})",
                 pool.pool,
                 pool.policies.first().map_or(0, |f| f.jobs),
                 pool.min,
                 pool.max,
                 pool.standby,
-                pool.runners_per_instance
+                pool.runners_per_instance,
+                pool.capacity,
+                pool.warm_pool,
+                if pool.rerun_interrupted { ", re-runs interrupted jobs" } else { "" }
             );
             let width = |f: &PolicyFigures| f.policy.name().len().max(13);
             let _ = write!(out, "  {:<29}", "metric");
@@ -434,7 +564,7 @@ impl SimReport {
                 }
                 let best = match pool.best.get(m.key) {
                     Some(b) => b.as_str(),
-                    None => "(not compared: the work itself)",
+                    None => m.uncompared,
                 };
                 let _ = writeln!(out, "  {best}");
             }

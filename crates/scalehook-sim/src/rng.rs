@@ -5,6 +5,8 @@
 /// Purposes, so draws for different things are independent.
 pub(crate) const ASSIGN: u64 = 0x61737369676e; // "assign"
 pub(crate) const LOSE: u64 = 0x6c6f7365; // "lose"
+pub(crate) const LAUNCH: u64 = 0x6c61756e6368; // "launch"
+pub(crate) const RECLAIM: u64 = 0x7265636c61696d; // "reclaim"
 
 fn splitmix64(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);

@@ -64,6 +64,11 @@ pub(crate) struct SimInstance {
     pub runners: Vec<SimRunner>,
     /// Scale-in protection, as set by the scalehook service (the baselines ignore it).
     pub protected: bool,
+    /// When the cloud reclaims it (spot pools only; drawn at launch).
+    pub reclaim_at: Option<u64>,
+    /// An on-demand instance launched for this spot pool when a spot launch failed,
+    /// counted against this pool's `max` (the `overflow` pool).
+    pub overflow_to: Option<usize>,
 }
 
 impl SimInstance {
@@ -86,6 +91,11 @@ pub(crate) struct Usage {
     /// Booted and running no job (dead instances, whose runners are gone, included).
     pub idle_secs: u64,
     pub busy_secs: u64,
+    /// Warm-pool instances once warmed (stopped, paid at the warm cost ratio); their
+    /// warming is paid in full and counted in `booting_secs`.
+    pub warm_secs: u64,
+    /// Seconds (all states) of on-demand overflow instances of a spot pool: paid in full.
+    pub overflow_secs: u64,
     /// Most instances (booting included) held for a positive length of time.
     pub peak_instances: u32,
 }
@@ -103,6 +113,8 @@ pub struct Sample {
     /// Registered runners (booted, not exited or deregistered): what can take a job now or
     /// is running one.
     pub ready_slots: u32,
+    /// Runner slots of the warm pool's instances (warming or warm): not capacity.
+    pub warm_slots: u32,
 }
 
 #[derive(Debug)]
@@ -114,11 +126,21 @@ pub(crate) struct PoolWorld {
     pub running: u32,
     pub usage: Usage,
     pub series: Vec<Sample>,
+    /// The warm pool: when each of its instances is (or was) warmed.
+    pub warm: Vec<u64>,
+    /// On spot: instances are reclaimed at random and cost the spot price.
+    pub spot: bool,
+    /// Launches the group still owes: spot launches that failed with no overflow room,
+    /// retried every tick as a cloud group retries to reach its desired capacity.
+    pub short: u32,
 }
 
 impl PoolWorld {
     fn new(config: PoolConfig) -> Self {
         Self {
+            spot: config.capacity == scalehook_core::Capacity::Spot,
+            warm: Vec::new(),
+            short: 0,
             config,
             instances: Vec::new(),
             queue: VecDeque::new(),
@@ -159,7 +181,16 @@ impl PoolWorld {
         if dt == 0 {
             return;
         }
+        for &warmed in &self.warm {
+            // Warming is a full boot, paid in full; then the instance waits stopped.
+            let booting = warmed.clamp(from, to) - from;
+            self.usage.booting_secs += booting;
+            self.usage.warm_secs += dt - booting;
+        }
         for i in &self.instances {
+            if i.overflow_to.is_some() {
+                self.usage.overflow_secs += dt;
+            }
             // The engine stops at every ready_at, so no interval straddles one.
             if !i.ready(from) {
                 self.usage.booting_secs += dt;
@@ -261,6 +292,18 @@ pub(crate) struct Hook {
 pub(crate) struct World {
     pub now: u64,
     pub boot_seconds: u64,
+    /// Seconds for an instance taken from the warm pool to register its runners.
+    pub warm_boot_seconds: u64,
+    /// Spot reclaims per instance-hour (spot pools).
+    pub reclaims_per_hour: f64,
+    /// Probability that a spot launch fails (no spot capacity).
+    pub spot_launch_failure: f64,
+    /// Spot launches tried so far (indexes their draws).
+    pub spot_launches: u64,
+    /// Job `n`'s one re-run is job `n + offset` (when re-runs are simulated).
+    pub rerun_offset: Option<usize>,
+    /// Jobs a spot reclaim interrupted whose re-run is due, not yet queued.
+    pub reruns: Vec<usize>,
     /// Runners take one job each and exit.
     pub ephemeral: bool,
     /// Seeds GitHub's choice of runner.
@@ -279,6 +322,12 @@ impl World {
         Self {
             now,
             boot_seconds,
+            warm_boot_seconds: boot_seconds,
+            reclaims_per_hour: 0.0,
+            spot_launch_failure: 0.0,
+            spot_launches: 0,
+            rerun_offset: None,
+            reruns: Vec::new(),
             ephemeral: false,
             seed: 0,
             pools: pools.iter().cloned().map(PoolWorld::new).collect(),
@@ -298,6 +347,7 @@ impl World {
     pub fn launch(&mut self, pool: usize, ready_at: u64) {
         self.next_instance += 1;
         let id = format!("i-{:06}", self.next_instance);
+        let reclaim_at = self.draw_reclaim(pool, self.next_instance);
         let p = &mut self.pools[pool];
         let rpi = p.rpi();
         let runners = (1..=rpi)
@@ -321,6 +371,8 @@ impl World {
             ready_at,
             runners,
             protected: false,
+            reclaim_at,
+            overflow_to: None,
         });
     }
 
@@ -487,10 +539,9 @@ impl World {
             .filter(|i| i.dead(now))
             .map(|i| i.id.clone())
             .collect();
-        let ready_at = now + self.boot_seconds;
         for id in &dead {
             self.remove_instance(pool, id);
-            self.launch(pool, ready_at);
+            self.boot(pool);
         }
         dead.len() as u32
     }
@@ -507,6 +558,7 @@ impl World {
                 demand_slots,
                 capacity_slots,
                 ready_slots,
+                warm_slots: p.warm.len() as u32 * p.rpi(),
             });
         }
     }
