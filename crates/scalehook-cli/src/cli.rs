@@ -121,10 +121,11 @@ pub struct SimulateArgs {
     /// Price of one instance-hour, to put a cost on idle capacity.
     #[arg(long, value_name = "PRICE")]
     pub price_per_hour: Option<f64>,
-    /// How runners live: persistent (one runner takes job after job) or ephemeral (one job
-    /// each, then the runner exits; sets every pool `ephemeral = true`).
-    #[arg(long, value_name = "MODE", value_enum, default_value_t = RunnerMode::Persistent)]
-    pub runners: RunnerMode,
+    /// How runners live in every pool: persistent (one runner takes job after job) or
+    /// ephemeral (one job each, then the runner exits). Default: each pool's own
+    /// `ephemeral` setting, as deployed; the report says which was used.
+    #[arg(long, value_name = "MODE", value_enum)]
+    pub runners: Option<RunnerMode>,
     /// Probability (0 to 1) that GitHub fails to deliver a webhook delivery; a lost
     /// delivery can be redelivered by scalehook with a GitHub App.
     #[arg(long, value_name = "P", default_value_t = 0.0)]

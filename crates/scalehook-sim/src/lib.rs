@@ -28,6 +28,7 @@ pub mod chart;
 mod engine;
 mod fleet;
 pub mod github;
+pub mod overlap;
 pub mod policy;
 pub mod report;
 mod rng;
@@ -88,8 +89,11 @@ pub const MAX_DELIVERY_DELAY_SECS: u64 = 3600;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Runners {
-    /// A runner takes job after job for as long as its instance lives.
+    /// As each pool's `ephemeral` setting says (what the deployment would run).
     #[default]
+    PerPool,
+    /// A runner takes job after job for as long as its instance lives, in every pool
+    /// (every pool is configured `ephemeral = false`).
     Persistent,
     /// A runner takes one job and exits (its registration disappears; its instance stays
     /// until something removes it). Every pool is configured `ephemeral = true`.
@@ -99,6 +103,7 @@ pub enum Runners {
 impl Runners {
     pub fn name(self) -> &'static str {
         match self {
+            Runners::PerPool => "per-pool",
             Runners::Persistent => "persistent",
             Runners::Ephemeral => "ephemeral",
         }
@@ -130,7 +135,7 @@ impl Default for SimOptions {
             boot_seconds: DEFAULT_BOOT_SECONDS,
             price_per_hour: DEFAULT_PRICE_PER_HOUR,
             cpu: CpuThreshold::default(),
-            runners: Runners::Persistent,
+            runners: Runners::PerPool,
             lose_deliveries: 0.0,
             delivery_delay_secs: 0,
             seed: DEFAULT_SEED,
@@ -190,12 +195,14 @@ pub async fn simulate(
 ) -> Result<SimReport, SimError> {
     options.check()?;
     let workload = Arc::new(workload);
-    let ephemeral = options.runners == Runners::Ephemeral;
     let mut config = config.clone();
-    if ephemeral {
-        for pool in &mut config.pools {
-            pool.ephemeral = true;
-        }
+    let forced = match options.runners {
+        Runners::PerPool => None,
+        Runners::Persistent => Some(false),
+        Runners::Ephemeral => Some(true),
+    };
+    for pool in &mut config.pools {
+        pool.ephemeral = forced.unwrap_or(pool.ephemeral);
     }
     let routes: Arc<Vec<Option<usize>>> = Arc::new(
         workload
@@ -204,6 +211,12 @@ pub async fn simulate(
             .map(|j| policy::route(&config, &j.payload))
             .collect(),
     );
+    let other_takers: Vec<Vec<usize>> = workload
+        .jobs
+        .iter()
+        .zip(routes.iter())
+        .map(|(j, route)| route.map_or_else(Vec::new, |p| overlap::takers(&config, p, &j.payload)))
+        .collect();
     let delivering = Delivering {
         lose: options.lose_deliveries,
         in_progress_delay_secs: options.delivery_delay_secs,
@@ -217,8 +230,8 @@ pub async fn simulate(
             workload.start,
             options.boot_seconds,
         );
-        world.ephemeral = ephemeral;
         world.seed = options.seed;
+        world.other_takers = other_takers.clone();
         let world = Arc::new(Mutex::new(world));
         let clock = Arc::new(ManualClock::new(workload.start));
         let controller: Box<dyn Controller> = match policy {

@@ -256,6 +256,8 @@ pub struct PoolReport {
     pub min: u32,
     pub max: u32,
     pub standby: u32,
+    /// The runners simulated: the pool's own `ephemeral`, unless `--runners` set every pool's.
+    pub ephemeral: bool,
     pub policies: Vec<PolicyFigures>,
     /// Per compared metric key: the best policy, several joined by " = " when they tie, or
     /// "tie" when all are equal.
@@ -274,6 +276,7 @@ impl PoolReport {
             min: pool.min,
             max: pool.max,
             standby: pool.standby,
+            ephemeral: pool.ephemeral,
             policies,
             best,
         }
@@ -389,8 +392,12 @@ impl SimReport {
         );
         let _ = writeln!(
             out,
-            "{} runners; deliveries lost with probability {}, in_progress delivered {} s after the runner takes the job; seed {}",
-            self.runners.name(),
+            "{}; deliveries lost with probability {}, in_progress delivered {} s after the runner takes the job; seed {}",
+            match self.runners {
+                Runners::PerPool => "runners as each pool's `ephemeral` says",
+                Runners::Persistent => "persistent runners in every pool (--runners)",
+                Runners::Ephemeral => "ephemeral runners in every pool (--runners)",
+            },
             self.lose_deliveries,
             self.delivery_delay_secs,
             self.seed
@@ -411,15 +418,17 @@ impl SimReport {
             let _ = writeln!(out, "\nno job of the trace routes to a configured pool");
         }
         for pool in &self.pools {
-            let _ = writeln!(
+            let _ =
+                writeln!(
                 out,
-                "\npool {} ({} jobs; min {}, max {}, standby {}, {} runner(s) per instance)",
+                "\npool {} ({} jobs; min {}, max {}, standby {}, {} runner(s) per instance, {})",
                 pool.pool,
                 pool.policies.first().map_or(0, |f| f.jobs),
                 pool.min,
                 pool.max,
                 pool.standby,
-                pool.runners_per_instance
+                pool.runners_per_instance,
+                if pool.ephemeral { "ephemeral" } else { "persistent" }
             );
             let width = |f: &PolicyFigures| f.policy.name().len().max(13);
             let _ = write!(out, "  {:<29}", "metric");

@@ -133,9 +133,12 @@ module "scalehook" {
   architecture    = "arm64"
 
   # Mirrors scalehook's [[pools]]; a pool's max should not exceed its group's max_size.
-  # Order matters: a job goes to the first pool having all its labels, so the general pool
-  # comes first and `[self-hosted, linux]` or `[self-hosted, linux, x64]` never lands on a
-  # GPU instance; only jobs asking for `gpu` reach the GPU pool.
+  # scalehook routes a job to the first pool having all its labels, but GitHub gives it to
+  # any idle runner of the job's runner groups having all its labels: the GPU runners' labels
+  # contain the x64 pool's, so they join a runner group of their own (create "linux-gpu" in
+  # the organization's Actions runner groups first) and `[self-hosted, linux, x64]` jobs
+  # never take a GPU instance. scalehook refuses pools whose labels contain another pool's in
+  # one runner group (docs/configuration.md).
   pools = [
     {
       name                 = "linux-x64"
@@ -157,6 +160,7 @@ module "scalehook" {
       runners_per_instance = 1
       aws_asg              = "github-runners-linux-gpu"
       ephemeral            = true
+      runner_group         = "linux-gpu"
     },
   ]
   allowed_organizations = ["my-org"]
