@@ -53,6 +53,29 @@ pub enum Command {
     /// simulated GitHub; report queue wait, interrupted and stranded jobs, idle
     /// instance-minutes, peak capacity and cost, per policy.
     Simulate(SimulateArgs),
+    /// Read the organisation's (or repository's) recent workflow jobs with the GitHub App
+    /// and write them as a timed trace for `scalehook simulate`.
+    ///
+    /// Needs the configuration's [github] section and SCALEHOOK_GITHUB_APP_KEY; the App
+    /// needs the Actions (read) permission. Lists the repositories the installation sees
+    /// (or the configured repository), the workflow runs created in the last --days days,
+    /// and their jobs, page by page, waiting out rate limits; a progress bar on stderr.
+    /// Jobs not completed yet are left out (and counted).
+    History(HistoryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Configuration file (TOML) with the [github] section; default: SCALEHOOK_CONFIG_TOML,
+    /// SCALEHOOK_CONFIG, else the embedded default (which has none).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Read the workflow runs created in the last N days.
+    #[arg(long, value_name = "N", default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..=90))]
+    pub days: u64,
+    /// Where to write the trace (*.jsonl).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -45,6 +45,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
+mod history;
+pub use history::{HistoryJob, HistoryProgress, MAX_RATE_LIMIT_WAITS};
+
 /// The REST API version every request asks for.
 pub const API_VERSION: &str = "2022-11-28";
 /// A cached installation token is replaced this long before it expires.
