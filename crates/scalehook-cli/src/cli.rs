@@ -164,6 +164,15 @@ pub struct SimulateArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Search each pool's standby and max for the cheapest setting under which scalehook
+    /// keeps the p95 queue wait at or below --target-p95-seconds (and interrupts and
+    /// strands no job), and print the TOML to paste. A bounded grid of simulations of
+    /// the same trace, options and seed.
+    #[arg(long, requires = "target_p95_seconds", conflicts_with_all = ["svg", "json"])]
+    pub suggest: bool,
+    /// The p95 queue wait --suggest aims for, in seconds.
+    #[arg(long, value_name = "N", requires = "suggest")]
+    pub target_p95_seconds: Option<u64>,
 }
 
 /// `--runners`.

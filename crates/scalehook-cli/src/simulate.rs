@@ -36,6 +36,17 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         .enable_time()
         .build()
         .context("cannot start the async runtime")?;
+    if let (true, Some(target)) = (args.suggest, args.target_p95_seconds) {
+        let found = runtime.block_on(scalehook_sim::suggest::suggest(
+            &config, &workload, &options, target,
+        ))?;
+        println!(
+            "scalehook simulate --suggest: {} (config: {source})",
+            args.trace.display()
+        );
+        print!("{}", found.toml());
+        return Ok(());
+    }
     let report = runtime.block_on(simulate(&config, workload, &options))?;
     if let Some(path) = &args.svg {
         let svg = chart::svg(&report)?;
@@ -77,6 +88,8 @@ mod tests {
             delivery_delay_seconds: 0,
             seed: 1,
             json,
+            suggest: false,
+            target_p95_seconds: None,
         }
     }
 

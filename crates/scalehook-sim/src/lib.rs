@@ -32,6 +32,7 @@ pub mod overlap;
 pub mod policy;
 pub mod report;
 mod rng;
+pub mod suggest;
 pub mod workload;
 mod world;
 
@@ -127,6 +128,8 @@ pub struct SimOptions {
     pub delivery_delay_secs: u64,
     /// Seeds GitHub's random choices.
     pub seed: u64,
+    /// Simulate this policy only (`--suggest` measures one); `None`: every policy.
+    pub only: Option<Policy>,
 }
 
 impl Default for SimOptions {
@@ -139,6 +142,7 @@ impl Default for SimOptions {
             lose_deliveries: 0.0,
             delivery_delay_secs: 0,
             seed: DEFAULT_SEED,
+            only: None,
         }
     }
 }
@@ -223,7 +227,10 @@ pub async fn simulate(
         seed: options.seed,
     };
     let mut runs = Vec::with_capacity(Policy::ALL.len());
-    for policy in Policy::ALL {
+    for policy in Policy::ALL
+        .into_iter()
+        .filter(|p| options.only.is_none_or(|o| o == *p))
+    {
         let mut world = World::new(
             &config.pools,
             workload.jobs.len(),
