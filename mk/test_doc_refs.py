@@ -30,7 +30,7 @@ PLANTED = [
      "```toml\n[ledger]\n# in_progress_ttl_secs = 518400\n```\n", "in_progress_ttl"),
     ("docs/x.md", "```toml\n[[pools]]\nname = \"a\"\nmax_body_bytes = 1\n```\n",
      "```toml\nmax_body_bytes = 1\n[[pools]]\nname = \"a\"\n```\n", "max_body_bytes"),
-    ("docs/configuration.md", "## `[github]`\n\n| `hook_id` | 1 |\n", "## `[github]`\n\n| `app_id` | 1 |\n", "hook_id"),
+    ("docs/configuration.md", "## `[github]`\n\n| `hook_name` | 1 |\n", "## `[github]`\n\n| `app_id` | 1 |\n", "hook_name"),
     ("docs/x.md", "Then `make lambda-zips`.", "Then `make lambda-zip`.", "lambda-zips"),
     ("docs/x.md", "See [the runbook](runbook.md#roll-back-a-zip).", "See [the runbook](runbook.md#roll-back-the-zip).", "roll-back-a-zip"),
     ("docs/x.md", "See [Azure](../docs/azur.md).", "See [Azure](../docs/azure.md).", "azur.md"),
