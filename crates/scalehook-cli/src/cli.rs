@@ -8,7 +8,8 @@ const ABOUT: &str =
     "scalehook: autoscale GitHub Actions self-hosted runners from workflow_job webhooks.
 
 Runs scalehook's real delivery code offline (local fleet, in-memory ledger), replays
-payloads and traces against it or against a deployed function, and signs bodies.
+payloads and traces against it or against a deployed function, signs bodies, simulates a
+job history under scaling policies, and reads that history from GitHub.
 
 Secrets come only from the environment: SCALEHOOK_WEBHOOK_SECRET (and
 SCALEHOOK_WEBHOOK_SECRET_PREVIOUS during a rotation). Configuration: --config FILE, else
