@@ -191,7 +191,8 @@ impl SimOptions {
 /// last job end, so idle time is counted over the same span for each.
 ///
 /// Every pool of `config` is simulated whatever its fleet target (an ASG or VMSS pool is
-/// simulated like a local one); pools no job routes to are left out of the report.
+/// simulated like a local one); pools no job routes to are left out of the report (unless
+/// their runners took other pools' jobs).
 pub async fn simulate(
     config: &Config,
     workload: Workload,
@@ -288,7 +289,12 @@ pub async fn simulate(
                 )
             })
             .collect();
-        if figures.iter().all(|f| f.jobs == 0) {
+        // A pool no job routes to is left out, unless its runners took other pools' jobs
+        // (overlapping labels): then its cost is part of the story.
+        if figures
+            .iter()
+            .all(|f| f.jobs == 0 && f.busy_instance_minutes == 0.0)
+        {
             continue;
         }
         pools.push(PoolReport::new(pool, figures));

@@ -125,3 +125,29 @@ async fn a_pool_whose_labels_contain_anothers_takes_its_jobs_on_githubs_side() {
         t.table()
     );
 }
+
+/// The day trace with a GPU pool (standby 2) that no job asks for: in its own runner group it
+/// runs nothing and is left out of the report; in the general pool's group its runners take
+/// general jobs, and the report shows what it cost.
+#[tokio::test]
+async fn a_pool_that_took_other_pools_jobs_is_reported() {
+    let mut config = common::config();
+    let gpu = Config::from_toml(
+        "[[pools]]\nname = \"gpu\"\nlabels = [\"self-hosted\", \"linux\", \"x64\", \"gpu\"]\nmax = 4\nstandby = 2\nrunner_group_id = 7\n",
+    )
+    .expect("valid");
+    config.pools.push(gpu.pools[0].clone());
+    let day = || {
+        let path =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/traces/day/day.jsonl");
+        Workload::from_file(&path).expect("day trace")
+    };
+    let apart = run(&config, day(), Runners::PerPool).await;
+    assert!(apart.pool("gpu").is_none(), "{}", apart.table());
+    config.pools[2].runner_group_id = 1;
+    let together = run(&config, day(), Runners::PerPool).await;
+    let gpu = together.pool("gpu").expect("reported").clone();
+    let f = gpu.policy(Policy::Scalehook).expect("figures");
+    assert_eq!(f.jobs, 0);
+    assert!(f.busy_instance_minutes > 0.0, "{}", together.table());
+}
