@@ -57,8 +57,8 @@ pub enum Command {
     /// Read the organisation's (or repository's) recent workflow jobs with the GitHub App
     /// and write them as a timed trace for `scalehook simulate`.
     ///
-    /// Needs the configuration's [github] section and SCALEHOOK_GITHUB_APP_KEY; the App
-    /// needs the Actions (read) permission. Lists the repositories the installation sees
+    /// Needs the configuration's [github] section and SCALEHOOK_GITHUB_APP_KEY (the App
+    /// needs the Actions (read) permission), or a token (--token-env). Lists the repositories the installation sees
     /// (or the configured repository), the workflow runs created in the last --days days,
     /// and their jobs, page by page, waiting out rate limits; a progress bar on stderr.
     /// Jobs not completed yet are left out (and counted).
@@ -77,6 +77,22 @@ pub struct HistoryArgs {
     /// Where to write the trace (*.jsonl).
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+    /// Read with the token in this environment variable (e.g. a fine-grained personal access
+    /// token with Actions: read) instead of the GitHub App; the organisation's repositories
+    /// are those the token sees. Whose jobs: --organization or --repository, else the
+    /// configuration's [github] section.
+    #[arg(long, value_name = "NAME")]
+    pub token_env: Option<String>,
+    /// With --token-env: the organisation whose jobs to read.
+    #[arg(long, value_name = "ORG", requires = "token_env")]
+    pub organization: Option<String>,
+    /// With --token-env: the repository (owner/name) whose jobs to read.
+    #[arg(long, requires = "token_env", conflicts_with = "organization")]
+    pub repository: Option<String>,
+    /// With --token-env: the REST API's base URL (GitHub Enterprise Server:
+    /// https://HOST/api/v3); default: the configuration's, else https://api.github.com.
+    #[arg(long, value_name = "URL", requires = "token_env")]
+    pub api_url: Option<String>,
 }
 
 #[derive(Debug, Args)]

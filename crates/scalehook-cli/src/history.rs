@@ -5,7 +5,7 @@
 use crate::cli::HistoryArgs;
 use crate::setup::load_config;
 use anyhow::Context as _;
-use scalehook_core::config::RunnerScope;
+use scalehook_core::config::{GitHubConfig, RunnerScope};
 use scalehook_github::client::{HistoryJob, HistoryProgress};
 use scalehook_github::{Budget, GitHubApp, APP_KEY_ENV};
 use std::io::Write as _;
@@ -21,13 +21,8 @@ pub struct Written {
 
 pub fn run(args: HistoryArgs) -> anyhow::Result<()> {
     let (config, _) = load_config(args.config.as_deref())?;
-    let github = config.github.as_ref().context(
-        "scalehook history reads the jobs with the GitHub App: the configuration needs a [github] section (docs/github.md)",
-    )?;
-    let key = scalehook_github::key_from_lookup(|k| std::env::var(k).ok())?
-        .with_context(|| format!("no GitHub App key: set {APP_KEY_ENV}"))?;
+    let client = client(&args, config.github.as_ref())?;
     let since = since(args.days)?;
-    let client = GitHubApp::new(github, key, Budget::default());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -60,6 +55,57 @@ pub fn run(args: HistoryArgs) -> anyhow::Result<()> {
         written.left_out
     );
     Ok(())
+}
+
+/// The App's client, or with `--token-env` one that sends the user's token.
+fn client(args: &HistoryArgs, github: Option<&GitHubConfig>) -> anyhow::Result<GitHubApp> {
+    let Some(name) = &args.token_env else {
+        let github = github.context(
+            "scalehook history reads the jobs with the GitHub App: the configuration needs a [github] section \
+             (docs/github.md), or give a token with --token-env",
+        )?;
+        let key =
+            scalehook_github::key_from_lookup(|k| std::env::var(k).ok())?.with_context(|| {
+                format!("no GitHub App key: set {APP_KEY_ENV}, or give a token with --token-env")
+            })?;
+        return Ok(GitHubApp::new(github, key, Budget::default()));
+    };
+    let token = std::env::var(name)
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+        .with_context(|| format!("--token-env {name}: the variable is not set"))?;
+    let scope = match (&args.organization, &args.repository, github) {
+        (Some(org), _, _) => RunnerScope::Organization(org.clone()),
+        (None, Some(repo), _) => RunnerScope::Repository(repo.clone()),
+        (None, None, Some(g)) => g.scope.clone(),
+        (None, None, None) => {
+            anyhow::bail!("--token-env: say whose jobs to read with --organization or --repository")
+        }
+    };
+    let api_url = args
+        .api_url
+        .clone()
+        .or_else(|| github.map(|g| g.api_url.clone()))
+        .unwrap_or_else(|| "https://api.github.com".into());
+    // The rule [github] api_url follows.
+    anyhow::ensure!(
+        api_url.starts_with("https://") || api_url.starts_with("http://"),
+        "--api-url must be an http(s) URL such as https://api.github.com or https://ghe.example.com/api/v3"
+    );
+    let config = GitHubConfig {
+        app_id: 0,
+        installation_id: 0,
+        api_url,
+        scope,
+        boot_grace: scalehook_core::config::DEFAULT_BOOT_GRACE,
+        recheck_after: scalehook_core::config::DEFAULT_RECHECK_AFTER,
+        deliveries: scalehook_core::config::DeliveriesSource::AppHook,
+    };
+    Ok(GitHubApp::with_token(
+        &config,
+        token.trim().to_string(),
+        Budget::default(),
+    ))
 }
 
 /// `days` before now, as RFC 3339 (whole seconds, UTC).
@@ -278,5 +324,57 @@ mod tests {
         let pool = report.pool("linux-x64").expect("routed");
         assert_eq!(pool.policies[0].jobs, 120);
         assert!(report.pool("k8s").is_some());
+    }
+
+    /// `--token-env`: the same walk with the user's token, the organisation's repositories
+    /// from `GET /orgs/{org}/repos`, no App call (the double would refuse a token on /app/*
+    /// and records every request).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_with_a_users_token() {
+        let double = GitHubDouble::start();
+        double.add_finished_job(
+            "acme/app",
+            500,
+            1000,
+            LABELS,
+            ["2030-01-06T09:00:00Z", "2030-01-06T09:00:30Z"],
+            Some("2030-01-06T09:05:00Z"),
+        );
+        double.add_finished_job(
+            "other/app",
+            501,
+            1001,
+            LABELS,
+            ["2030-01-06T09:00:00Z", "2030-01-06T09:00:30Z"],
+            Some("2030-01-06T09:05:00Z"),
+        );
+        let token = double.issue_user_token();
+        std::env::set_var("SCALEHOOK_TEST_HISTORY_TOKEN", &token);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let args = HistoryArgs {
+            config: None,
+            days: 7,
+            out: dir.path().join("h.jsonl"),
+            token_env: Some("SCALEHOOK_TEST_HISTORY_TOKEN".into()),
+            organization: Some("acme".into()),
+            repository: None,
+            api_url: Some(double.base_url().to_string()),
+        };
+        let reader = client(&args, None).expect("token client");
+        let written = write_trace(&reader, "2030-01-01T00:00:00Z", &args.out, |_| {})
+            .await
+            .expect("history");
+        assert_eq!((written.jobs, written.lines), (1, 3));
+        assert_eq!(double.count("repos/list-for-org"), 1);
+        assert_eq!(double.count("apps/create-installation-access-token"), 0);
+        assert_eq!(
+            double.count("apps/list-repos-accessible-to-installation"),
+            0
+        );
+        assert!(double.take_violations().is_empty());
+        let mut bad = args;
+        bad.organization = None;
+        let e = client(&bad, None).expect_err("no scope");
+        assert!(e.to_string().contains("--organization"), "{e}");
     }
 }

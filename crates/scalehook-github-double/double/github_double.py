@@ -706,6 +706,25 @@ def list_installation_repositories(h, params, query, body):
     return 200, {"total_count": len(items), "repositories": chunk}, headers
 
 
+def list_org_repositories(h, params, query, body):
+    """The organization's repositories holding jobs, as minimal repositories (the
+    description's own example, renamed)."""
+    org = params["org"].lower()
+    with STATE.lock:
+        names = sorted({repo for repo, _ in STATE.jobs if repo.split("/")[0] == org} - STATE.hidden)
+    op = SPEC.doc["paths"]["/orgs/{org}/repos"]["get"]
+    media = SPEC.resolve(op["responses"]["200"])["content"]["application/json"]
+    example = SPEC.resolve(next(iter(media["examples"].values())))["value"][0]
+    items = []
+    for n, full in enumerate(names):
+        r = copy.deepcopy(example)
+        r.update({"id": n + 1, "name": full.split("/")[1], "full_name": full})
+        r["owner"]["login"] = full.split("/")[0]
+        items.append(r)
+    chunk, headers = paginate(h, items, query)
+    return 200, chunk, headers
+
+
 def list_workflow_runs(h, params, query, body):
     """A repository's runs, newest first, from its jobs' run_id; `created=>=T` filters."""
     full = ("%s/%s" % (params["owner"], params["repo"])).lower()
@@ -823,6 +842,7 @@ ROUTES = {
     "repos/get": get_repository,
     "apps/list-repos-accessible-to-installation": list_installation_repositories,
     "actions/list-workflow-runs-for-repo": list_workflow_runs,
+    "repos/list-for-org": list_org_repositories,
     "actions/list-jobs-for-workflow-run": list_run_jobs,
 }
 
@@ -972,6 +992,12 @@ def admin(method, what, arg):
         if what == "fail" and method == "POST":
             s.fail_next.extend([int(arg.get("status", 502))] * int(arg.get("count", 1)))
             return {}
+        if what == "tokens" and method == "POST" and arg.get("issue"):
+            # A token as a user would hold one (a personal access token): accepted like an
+            # installation token, minted by no App call.
+            token = "github_pat_" + secrets.token_hex(18)
+            s.tokens[token] = time.time() + 3600
+            return {"token": token}
         if what == "tokens" and method == "POST":
             if arg.get("revoke"):
                 s.tokens.clear()

@@ -378,6 +378,15 @@ impl GitHubDouble {
         );
     }
 
+    /// A token the double accepts on every non-App endpoint, minted by no App call: what a
+    /// user's personal access token is to GitHub (`scalehook history --token-env`).
+    pub fn issue_user_token(&self) -> String {
+        self.control("POST", "tokens", json!({"issue": true}))["token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
     /// A job of the workflow run `run_id` in `repository`, as the runs and jobs listings
     /// give it (`history`): created, started and completed at these RFC 3339 times (started
     /// but not completed when `completed_at` is `None`).

@@ -1,5 +1,6 @@
 //! Recent workflow jobs, for `scalehook history`: the repositories the installation sees
-//! (`GET /installation/repositories`, or the one configured repository), each one's
+//! (`GET /installation/repositories`; with a given token, `GET /orgs/{org}/repos`), or the
+//! one configured repository, each one's
 //! workflow runs created since a time (`GET /repos/{owner}/{repo}/actions/runs?created=>=T`),
 //! and each run's jobs (`GET /repos/{owner}/{repo}/actions/runs/{run_id}/jobs`), every
 //! listing paginated. A rate limit longer than a page's budget is waited out here (the
@@ -65,6 +66,10 @@ impl GitHubApp {
         let mut p = HistoryProgress::default();
         let repositories = match &self.scope {
             RunnerScope::Repository(r) => vec![r.clone()],
+            // A given token is no installation's: the organization's repositories it sees.
+            RunnerScope::Organization(org) if self.fixed_token.is_some() => {
+                self.organization_repositories(org, &mut p).await?
+            }
             RunnerScope::Organization(_) => self.installation_repositories(&mut p).await?,
         };
         p.repositories = repositories.len() as u64;
@@ -112,6 +117,29 @@ impl GitHubApp {
             progress(&p);
         }
         Ok(out)
+    }
+
+    async fn organization_repositories(
+        &self,
+        org: &str,
+        p: &mut HistoryProgress,
+    ) -> Result<Vec<String>, GitHubError> {
+        #[derive(Deserialize)]
+        struct Repo {
+            full_name: String,
+        }
+        let mut names = Vec::new();
+        let path = format!(
+            "/orgs/{}/repos?per_page={PER_PAGE}",
+            crate::http::segment(org, "organization")?
+        );
+        self.pages("organization repositories", path, p, |answer| {
+            let page: Vec<Repo> = answer.json("organization repositories")?;
+            names.extend(page.into_iter().map(|r| r.full_name));
+            Ok(())
+        })
+        .await?;
+        Ok(names)
     }
 
     async fn installation_repositories(
