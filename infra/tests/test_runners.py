@@ -357,6 +357,14 @@ def test_example_routing_keeps_general_jobs_off_the_gpu_pool():
     # And the core routes the same way: first match in config order.
     core = (ROOT / "crates/scalehook-core/src/config.rs").read_text()
     assert re.search(r"fn route\b", core)
+    # On GitHub's side a job goes to any idle runner of its runner group having all its
+    # labels: no pool's labels may contain another's in one group (the core refuses it:
+    # config::label_overlaps). The modules write runner_group_id, default 1.
+    for a in pools:
+        for b in pools:
+            inside = {l.lower() for l in a["labels"]} <= {l.lower() for l in b["labels"]}
+            same = a.get("runner_group_id", 1) == b.get("runner_group_id", 1)
+            assert a is b or not (inside and same), f"{b['name']}'s runners would take {a['name']}'s jobs"
 
 
 def test_azure_runner_scale_set_is_uniform_with_custom_data_and_identity():

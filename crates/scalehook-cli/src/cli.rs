@@ -8,7 +8,8 @@ const ABOUT: &str =
     "scalehook: autoscale GitHub Actions self-hosted runners from workflow_job webhooks.
 
 Runs scalehook's real delivery code offline (local fleet, in-memory ledger), replays
-payloads and traces against it or against a deployed function, and signs bodies.
+payloads and traces against it or against a deployed function, signs bodies, simulates a
+job history under scaling policies, and reads that history from GitHub.
 
 Secrets come only from the environment: SCALEHOOK_WEBHOOK_SECRET (and
 SCALEHOOK_WEBHOOK_SECRET_PREVIOUS during a rotation). Configuration: --config FILE, else
@@ -53,6 +54,45 @@ pub enum Command {
     /// simulated GitHub; report queue wait, interrupted and stranded jobs, idle
     /// instance-minutes, peak capacity and cost, per policy.
     Simulate(SimulateArgs),
+    /// Read the organisation's (or repository's) recent workflow jobs with the GitHub App
+    /// and write them as a timed trace for `scalehook simulate`.
+    ///
+    /// Needs the configuration's [github] section and SCALEHOOK_GITHUB_APP_KEY (the App
+    /// needs the Actions (read) permission), or a token (--token-env). Lists the repositories the installation sees
+    /// (or the configured repository), the workflow runs created in the last --days days,
+    /// and their jobs, page by page, waiting out rate limits; a progress bar on stderr.
+    /// Jobs not completed yet are left out (and counted).
+    History(HistoryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Configuration file (TOML) with the [github] section; default: SCALEHOOK_CONFIG_TOML,
+    /// SCALEHOOK_CONFIG, else the embedded default (which has none).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Read the workflow runs created in the last N days.
+    #[arg(long, value_name = "N", default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..=90))]
+    pub days: u64,
+    /// Where to write the trace (*.jsonl).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Read with the token in this environment variable (e.g. a fine-grained personal access
+    /// token with Actions: read) instead of the GitHub App; the organisation's repositories
+    /// are those the token sees. Whose jobs: --organization or --repository, else the
+    /// configuration's [github] section.
+    #[arg(long, value_name = "NAME")]
+    pub token_env: Option<String>,
+    /// With --token-env: the organisation whose jobs to read.
+    #[arg(long, value_name = "ORG", requires = "token_env")]
+    pub organization: Option<String>,
+    /// With --token-env: the repository (owner/name) whose jobs to read.
+    #[arg(long, requires = "token_env", conflicts_with = "organization")]
+    pub repository: Option<String>,
+    /// With --token-env: the REST API's base URL (GitHub Enterprise Server:
+    /// https://HOST/api/v3); default: the configuration's, else https://api.github.com.
+    #[arg(long, value_name = "URL", requires = "token_env")]
+    pub api_url: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -121,10 +161,11 @@ pub struct SimulateArgs {
     /// Price of one instance-hour, to put a cost on idle capacity.
     #[arg(long, value_name = "PRICE")]
     pub price_per_hour: Option<f64>,
-    /// How runners live: persistent (one runner takes job after job) or ephemeral (one job
-    /// each, then the runner exits; sets every pool `ephemeral = true`).
-    #[arg(long, value_name = "MODE", value_enum, default_value_t = RunnerMode::Persistent)]
-    pub runners: RunnerMode,
+    /// How runners live in every pool: persistent (one runner takes job after job) or
+    /// ephemeral (one job each, then the runner exits). Default: each pool's own
+    /// `ephemeral` setting, as deployed; the report says which was used.
+    #[arg(long, value_name = "MODE", value_enum)]
+    pub runners: Option<RunnerMode>,
     /// Probability (0 to 1) that GitHub fails to deliver a webhook delivery; a lost
     /// delivery can be redelivered by scalehook with a GitHub App.
     #[arg(long, value_name = "P", default_value_t = 0.0)]
@@ -161,6 +202,15 @@ pub struct SimulateArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Search each pool's standby and max for the cheapest setting under which scalehook
+    /// keeps the p95 queue wait at or below --target-p95-seconds (and interrupts and
+    /// strands no job), and print the TOML to paste. A bounded grid of simulations of
+    /// the same trace, options and seed.
+    #[arg(long, requires = "target_p95_seconds", conflicts_with_all = ["svg", "json"])]
+    pub suggest: bool,
+    /// The p95 queue wait --suggest aims for, in seconds.
+    #[arg(long, value_name = "N", requires = "suggest")]
+    pub target_p95_seconds: Option<u64>,
 }
 
 /// `--runners`.

@@ -1,6 +1,7 @@
 //! `scalehook`: the local server, replay, sign and simulate commands.
 
 mod cli;
+mod history;
 mod logging;
 mod replay;
 mod serve;
@@ -19,6 +20,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => replay::run(args),
         Command::Sign(args) => setup::sign(args),
         Command::Simulate(args) => simulate::run(args).map(|()| ExitCode::SUCCESS),
+        Command::History(args) => history::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

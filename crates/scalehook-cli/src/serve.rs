@@ -67,7 +67,7 @@ async fn serve(
     if let Some(secs) = args.reconcile_every {
         tokio::spawn(reconcile_loop(service.clone(), Duration::from_secs(secs)));
     }
-    let app = scalehook_http::router(service, &[WEBHOOK_PATH]);
+    let app = scalehook_http::router_with_jobs(service, &[WEBHOOK_PATH]);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await

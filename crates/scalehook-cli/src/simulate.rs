@@ -23,8 +23,9 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         boot_seconds: args.boot_seconds,
         price_per_hour: args.price_per_hour.unwrap_or(DEFAULT_PRICE_PER_HOUR),
         runners: match args.runners {
-            RunnerMode::Persistent => Runners::Persistent,
-            RunnerMode::Ephemeral => Runners::Ephemeral,
+            None => Runners::PerPool,
+            Some(RunnerMode::Persistent) => Runners::Persistent,
+            Some(RunnerMode::Ephemeral) => Runners::Ephemeral,
         },
         lose_deliveries: args.lose_deliveries,
         delivery_delay_secs: args.delivery_delay_seconds,
@@ -41,6 +42,17 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         .enable_time()
         .build()
         .context("cannot start the async runtime")?;
+    if let (true, Some(target)) = (args.suggest, args.target_p95_seconds) {
+        let found = runtime.block_on(scalehook_sim::suggest::suggest(
+            &config, &workload, &options, target,
+        ))?;
+        println!(
+            "scalehook simulate --suggest: {} (config: {source})",
+            args.trace.display()
+        );
+        print!("{}", found.toml());
+        return Ok(());
+    }
     let report = runtime.block_on(simulate(&config, workload, &options))?;
     if let Some(path) = &args.svg {
         let svg = chart::svg(&report)?;
@@ -77,7 +89,7 @@ mod tests {
             boot_seconds: 60,
             svg,
             price_per_hour: Some(0.10),
-            runners: RunnerMode::Persistent,
+            runners: None,
             lose_deliveries: 0.0,
             delivery_delay_seconds: 0,
             seed: 1,
@@ -88,6 +100,8 @@ mod tests {
             spot_interruptions_per_hour: 0.0,
             spot_launch_failure_rate: 0.0,
             json,
+            suggest: false,
+            target_p95_seconds: None,
         }
     }
 

@@ -390,6 +390,18 @@ impl Config {
                 problem: "must be between 1 and 9000 (GitHub waits 10 s)".into(),
             });
         }
+        if let Some((a, b)) = label_overlaps(&pools).first() {
+            return Err(ConfigError::Pool {
+                pool: b.clone(),
+                field: "labels",
+                problem: format!(
+                    "has every label of pool {a:?} and is in the same runner group: GitHub gives a job \
+                     to any idle runner having all its labels, so {b:?}'s runners would take {a:?}'s jobs \
+                     (and {b:?}'s own jobs wait). Give each pool a label the other lacks, or each pool its \
+                     own runner_group (docs/configuration.md, \"Labels on GitHub's side\")"
+                ),
+            });
+        }
         let github = raw.github.map(validate_github).transpose()?;
         Ok(Config {
             pools,
@@ -490,6 +502,40 @@ impl Config {
                     .any(|a| a.eq_ignore_ascii_case(o))
             });
         repo_ok && org_ok
+    }
+}
+
+/// Pairs `(a, b)` of pools in one runner group where `b`'s labels contain all of `a`'s: a
+/// runner registers with its pool's labels and GitHub hands a job to any idle runner of the
+/// group having all the job's labels, so `b`'s runners can take every job routed to `a`.
+/// Refused at load rather than warned about: in webhook-only mode `b`'s ledger does not know
+/// its runner is busy with `a`'s job and scale-in may remove that instance under the job,
+/// and a warning in a function's log is read after the bill (docs/configuration.md).
+pub fn label_overlaps(pools: &[PoolConfig]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for a in pools {
+        for b in pools {
+            let contained = a.labels.iter().all(|l| b.labels.contains(l));
+            if a.name != b.name && contained && same_runner_group(a, b) {
+                out.push((a.name.clone(), b.name.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// Whether two pools' runners register in the same runner group, as far as the configuration
+/// tells: the same id, or the same name when neither gives an id. A name against an id is
+/// not known before the GitHub client looks the name up, and is not reported.
+pub fn same_runner_group(a: &PoolConfig, b: &PoolConfig) -> bool {
+    let by_name = |p: &PoolConfig| p.runner_group_id == RUNNER_GROUP_BY_NAME;
+    match (by_name(a), by_name(b)) {
+        (false, false) => a.runner_group_id == b.runner_group_id,
+        (true, true) => match (&a.runner_group, &b.runner_group) {
+            (Some(x), Some(y)) => x.eq_ignore_ascii_case(y),
+            _ => false,
+        },
+        _ => false,
     }
 }
 
@@ -836,6 +882,7 @@ mod tests {
             name = "linux"
             labels = ["self-hosted", "linux", "x64", "gpu"]
             max = 2
+            runner_group_id = 5
             "#,
         )
         .expect("valid");
@@ -1046,5 +1093,40 @@ mod tests {
             pool_error(&pool_toml("runner_group_id = 0")).1,
             "runner_group_id"
         );
+    }
+
+    /// Issue 24 finding 6: in one runner group, a pool whose labels contain another's would
+    /// take its jobs on GitHub's side; refused, naming both pools. Disjoint labels, or a
+    /// runner group each (by id or by name), load.
+    #[test]
+    fn a_pool_whose_labels_contain_another_pools_in_one_group_is_refused() {
+        let two = |cpu_extra: &str, gpu_labels: &str, gpu_extra: &str| {
+            format!(
+                "[[pools]]\nname = \"cpu\"\nlabels = [\"self-hosted\", \"linux\", \"x64\"]\nmax = 2\n{cpu_extra}\n\
+                 [[pools]]\nname = \"gpu\"\nlabels = {gpu_labels}\nmax = 2\n{gpu_extra}\n"
+            )
+        };
+        let superset = "[\"self-hosted\", \"Linux\", \"x64\", \"gpu\"]";
+        let e = Config::from_toml(&two("", superset, "")).expect_err("overlap refused");
+        let text = e.to_string();
+        assert!(
+            text.contains("pool \"gpu\"")
+                && text.contains("\"cpu\"")
+                && text.contains("runner_group"),
+            "{text}"
+        );
+        let named = two("runner_group = \"ci\"", superset, "runner_group = \"CI\"");
+        assert!(Config::from_toml(&named).is_err(), "the same group by name");
+        for ok in [
+            two("", "[\"self-hosted\", \"linux\", \"gpu\"]", ""),
+            two("", superset, "runner_group_id = 7"),
+            two("runner_group = \"cpu\"", superset, "runner_group = \"gpu\""),
+        ] {
+            Config::from_toml(&ok).unwrap_or_else(|e| panic!("{e}\n{ok}"));
+        }
+        let c = Config::from_toml(&two("", superset, "runner_group_id = 7")).expect("valid");
+        let mut pools = c.pools.clone();
+        pools[1].runner_group_id = 1;
+        assert_eq!(label_overlaps(&pools), vec![("cpu".into(), "gpu".into())]);
     }
 }

@@ -487,7 +487,7 @@ mod tests {
     fn config() -> Config {
         Config::from_toml(
             "[[pools]]\nname = \"linux-x64\"\nlabels = [\"self-hosted\", \"linux\", \"x64\"]\nmax = 4\naws_asg = \"runners-x64\"\n\
-             [[pools]]\nname = \"linux-gpu\"\nlabels = [\"self-hosted\", \"linux\", \"x64\", \"gpu\"]\nmax = 2\naws_asg = \"runners-gpu\"\n",
+             [[pools]]\nname = \"linux-gpu\"\nlabels = [\"self-hosted\", \"linux\", \"x64\", \"gpu\"]\nmax = 2\naws_asg = \"runners-gpu\"\nrunner_group_id = 5\n",
         )
         .expect("valid config")
     }

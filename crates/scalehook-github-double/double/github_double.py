@@ -684,6 +684,79 @@ def get_job(h, params, query, body):
     return 200, job, {}
 
 
+def example_of(path, key):
+    """The first item of `key` in the description's own example answer of GET `path`."""
+    op = SPEC.doc["paths"][path]["get"]
+    media = SPEC.resolve(op["responses"]["200"])["content"]["application/json"]
+    return copy.deepcopy(SPEC.resolve(next(iter(media["examples"].values())))["value"][key][0])
+
+
+def list_installation_repositories(h, params, query, body):
+    """The repositories holding jobs (the installation sees them all, hidden ones aside)."""
+    with STATE.lock:
+        names = sorted({repo for repo, _ in STATE.jobs} - STATE.hidden)
+    items = []
+    for n, full in enumerate(names):
+        owner, repo = full.split("/")
+        r = example_of("/installation/repositories", "repositories")
+        r.update({"id": n + 1, "name": repo, "full_name": full})
+        r["owner"]["login"] = owner
+        items.append(r)
+    chunk, headers = paginate(h, items, query)
+    return 200, {"total_count": len(items), "repositories": chunk}, headers
+
+
+def list_org_repositories(h, params, query, body):
+    """The organization's repositories holding jobs, as minimal repositories (the
+    description's own example, renamed)."""
+    org = params["org"].lower()
+    with STATE.lock:
+        names = sorted({repo for repo, _ in STATE.jobs if repo.split("/")[0] == org} - STATE.hidden)
+    op = SPEC.doc["paths"]["/orgs/{org}/repos"]["get"]
+    media = SPEC.resolve(op["responses"]["200"])["content"]["application/json"]
+    example = SPEC.resolve(next(iter(media["examples"].values())))["value"][0]
+    items = []
+    for n, full in enumerate(names):
+        r = copy.deepcopy(example)
+        r.update({"id": n + 1, "name": full.split("/")[1], "full_name": full})
+        r["owner"]["login"] = full.split("/")[0]
+        items.append(r)
+    chunk, headers = paginate(h, items, query)
+    return 200, chunk, headers
+
+
+def list_workflow_runs(h, params, query, body):
+    """A repository's runs, newest first, from its jobs' run_id; `created=>=T` filters."""
+    full = ("%s/%s" % (params["owner"], params["repo"])).lower()
+    since = query.get("created", [""])[0]
+    with STATE.lock:
+        jobs = [j for (repo, _), j in STATE.jobs.items() if repo == full]
+    runs = {}
+    for j in jobs:
+        runs.setdefault(j["run_id"], j["created_at"])
+        runs[j["run_id"]] = min(runs[j["run_id"]], j["created_at"])
+    if since.startswith(">="):
+        runs = {k: v for k, v in runs.items() if v >= since[2:]}
+    items = []
+    for run_id, created in sorted(runs.items(), key=lambda kv: (kv[1], kv[0]), reverse=True):
+        r = example_of("/repos/{owner}/{repo}/actions/runs", "workflow_runs")
+        r.update({"id": run_id, "created_at": created, "updated_at": created,
+                  "url": "https://api.github.com/repos/%s/actions/runs/%d" % (full, run_id)})
+        items.append(r)
+    chunk, headers = paginate(h, items, query)
+    return 200, {"total_count": len(items), "workflow_runs": chunk}, headers
+
+
+def list_run_jobs(h, params, query, body):
+    full = ("%s/%s" % (params["owner"], params["repo"])).lower()
+    run_id = int(params["run_id"])
+    with STATE.lock:
+        jobs = sorted((j for (repo, _), j in STATE.jobs.items() if repo == full and j["run_id"] == run_id),
+                      key=lambda j: j["id"])
+    chunk, headers = paginate(h, jobs, query)
+    return 200, {"total_count": len(jobs), "jobs": chunk}, headers
+
+
 def access_token(h, params, query, body):
     if int(params["installation_id"]) != STATE.installation_id:
         return 404, error_body("Not Found", 404), {}
@@ -767,6 +840,10 @@ ROUTES = {
     "actions/list-self-hosted-runners-in-group-for-org": list_runners,
     "actions/list-self-hosted-runner-groups-for-org": list_runner_groups,
     "repos/get": get_repository,
+    "apps/list-repos-accessible-to-installation": list_installation_repositories,
+    "actions/list-workflow-runs-for-repo": list_workflow_runs,
+    "repos/list-for-org": list_org_repositories,
+    "actions/list-jobs-for-workflow-run": list_run_jobs,
 }
 
 # The installation permission each hook endpoint needs (GitHub's "Webhooks" organization or
@@ -871,20 +948,23 @@ def admin(method, what, arg):
             st = arg.get("status", "queued")
             done = st == "completed"
             t = now_iso()
+            created = arg.get("created_at", t)
+            started = arg.get("started_at", t)
+            completed = arg.get("completed_at", t) if done else None
             s.jobs[(arg["repository"].lower(), jid)] = {
-                "id": jid, "node_id": "CR_double%d" % jid, "run_id": jid * 10, "run_attempt": 1,
+                "id": jid, "node_id": "CR_double%d" % jid, "run_id": int(arg.get("run_id", jid * 10)), "run_attempt": 1,
                 "run_url": "https://api.github.com/repos/%s/%s/actions/runs/%d" % (owner, repo, jid * 10),
                 "head_sha": "0" * 40, "workflow_name": "CI", "head_branch": "main", "name": "build",
                 "url": "https://api.github.com/repos/%s/%s/actions/jobs/%d" % (owner, repo, jid),
                 "html_url": "https://github.com/%s/%s/actions/runs/%d/job/%d" % (owner, repo, jid * 10, jid),
                 "status": st, "conclusion": arg.get("conclusion", "success") if done else None,
-                "started_at": t, "completed_at": t if done else None,
+                "started_at": started, "completed_at": completed,
                 "check_run_url": "https://api.github.com/repos/%s/%s/check-runs/%d" % (owner, repo, jid),
                 "labels": arg.get("labels", ["self-hosted"]), "steps": [],
                 "runner_id": arg.get("runner_id"), "runner_name": arg.get("runner_name"),
                 "runner_group_id": 1 if arg.get("runner_name") else None,
                 "runner_group_name": "Default" if arg.get("runner_name") else None,
-                "created_at": t,
+                "created_at": created,
             }
             return {}
         if what == "deliveries" and method == "POST":
@@ -912,6 +992,12 @@ def admin(method, what, arg):
         if what == "fail" and method == "POST":
             s.fail_next.extend([int(arg.get("status", 502))] * int(arg.get("count", 1)))
             return {}
+        if what == "tokens" and method == "POST" and arg.get("issue"):
+            # A token as a user would hold one (a personal access token): accepted like an
+            # installation token, minted by no App call.
+            token = "github_pat_" + secrets.token_hex(18)
+            s.tokens[token] = time.time() + 3600
+            return {"token": token}
         if what == "tokens" and method == "POST":
             if arg.get("revoke"):
                 s.tokens.clear()

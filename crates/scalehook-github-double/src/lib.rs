@@ -378,6 +378,42 @@ impl GitHubDouble {
         );
     }
 
+    /// A token the double accepts on every non-App endpoint, minted by no App call: what a
+    /// user's personal access token is to GitHub (`scalehook history --token-env`).
+    pub fn issue_user_token(&self) -> String {
+        self.control("POST", "tokens", json!({"issue": true}))["token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// A job of the workflow run `run_id` in `repository`, as the runs and jobs listings
+    /// give it (`history`): created, started and completed at these RFC 3339 times (started
+    /// but not completed when `completed_at` is `None`).
+    pub fn add_finished_job(
+        &self,
+        repository: &str,
+        run_id: u64,
+        job_id: u64,
+        labels: &[&str],
+        times: [&str; 2],
+        completed_at: Option<&str>,
+    ) {
+        let status = if completed_at.is_some() {
+            "completed"
+        } else {
+            "in_progress"
+        };
+        self.control(
+            "POST",
+            "jobs",
+            json!({"repository": repository, "id": job_id, "run_id": run_id, "status": status,
+                   "labels": labels, "created_at": times[0], "started_at": times[1],
+                   "completed_at": completed_at, "runner_name": format!("runner-{job_id}"),
+                   "runner_id": job_id}),
+        );
+    }
+
     /// Stores a delivery of the App's hook that got `status_code` (0: no answer), with
     /// the exact `body` a redelivery will send; returns (id, guid).
     pub fn add_delivery(

@@ -45,6 +45,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
+mod history;
+pub use history::{HistoryJob, HistoryProgress, MAX_RATE_LIMIT_WAITS};
+
 /// The REST API version every request asks for.
 pub const API_VERSION: &str = "2022-11-28";
 /// A cached installation token is replaced this long before it expires.
@@ -107,7 +110,11 @@ pub struct GitHubApp {
     installation_id: u64,
     api_url: String,
     scope: RunnerScope,
-    key: AppKey,
+    /// `None` for a client built [`GitHubApp::with_token`]: it makes no App (`/app/*`) call.
+    key: Option<AppKey>,
+    /// A token given instead of minting installation tokens (`scalehook history
+    /// --token-env`). Never logged: the Debug impl leaves it out.
+    fixed_token: Option<String>,
     budget: Budget,
     /// Every wait (retry pause, rate limit, reset) goes through this.
     sleeper: Arc<dyn Sleeper>,
@@ -141,12 +148,22 @@ impl std::fmt::Debug for GitHubApp {
 impl GitHubApp {
     /// The client for `config`'s App installation, signing with `key`.
     pub fn new(config: &GitHubConfig, key: AppKey, budget: Budget) -> Self {
+        Self::build(config, Some(key), None, budget)
+    }
+
+    fn build(
+        config: &GitHubConfig,
+        key: Option<AppKey>,
+        fixed_token: Option<String>,
+        budget: Budget,
+    ) -> Self {
         Self {
             app_id: config.app_id,
             installation_id: config.installation_id,
             api_url: config.api_url.trim_end_matches('/').to_string(),
             scope: config.scope.clone(),
             key,
+            fixed_token,
             budget,
             sleeper: Arc::new(TokioSleeper),
             http: OnceLock::new(),
@@ -157,6 +174,13 @@ impl GitHubApp {
             groups: std::sync::Mutex::new(HashMap::new()),
             visible: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// A client that sends `token` (a personal access token, or any token GitHub accepts for
+    /// the calls made) where the App would send its installation token, and makes no App
+    /// call: `scalehook history --token-env`. `config` gives the API URL and the scope.
+    pub fn with_token(config: &GitHubConfig, token: String, budget: Budget) -> Self {
+        Self::build(config, None, Some(token), budget)
     }
 
     /// Waits with `sleeper` instead of tokio's timer (tests record the waits asked for).
@@ -198,11 +222,12 @@ impl GitHubApp {
     }
 
     fn jwt(&self) -> Result<String, GitHubError> {
-        self.key
-            .jwt(self.app_id, unix_now())
-            .map_err(|e: KeyError| {
-                GitHubError::Unauthorized(format!("cannot sign the App JWT: {e}"))
-            })
+        let key = self.key.as_ref().ok_or_else(|| {
+            GitHubError::Unauthorized("a client with a given token makes no GitHub App call".into())
+        })?;
+        key.jwt(self.app_id, unix_now()).map_err(|e: KeyError| {
+            GitHubError::Unauthorized(format!("cannot sign the App JWT: {e}"))
+        })
     }
 
     /// One trait call: `f` within the call budget.
@@ -227,6 +252,9 @@ impl GitHubApp {
         deadline: Instant,
         stale: Option<&str>,
     ) -> Result<String, GitHubError> {
+        if let Some(token) = &self.fixed_token {
+            return Ok(token.clone());
+        }
         let mut cached = self.token.lock().await;
         if let Some(t) = cached.as_ref() {
             let fresh = unix_now() + TOKEN_REFRESH_MARGIN.as_secs() < t.expires_at;

@@ -17,11 +17,19 @@ pub const WEBHOOK_PATH: &str = "/webhook";
 /// A router with the webhook at each of `webhook_paths` (any method: the core answers
 /// 405 to all but POST), `/healthz`, `/metrics` and `/status`.
 pub fn router(service: Arc<Service>, webhook_paths: &[&str]) -> Router {
+    routes(service, webhook_paths, get(status))
+}
+
+fn routes(
+    service: Arc<Service>,
+    webhook_paths: &[&str],
+    status: axum::routing::MethodRouter<Arc<Service>>,
+) -> Router {
     let limit = service.config().max_body_bytes;
     let mut r = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route("/status", get(status));
+        .route("/status", status);
     for path in webhook_paths {
         r = r.route(path, any(webhook));
     }
@@ -71,6 +79,65 @@ async fn metrics(State(service): State<Arc<Service>>) -> impl IntoResponse {
         )],
         service.metrics().render_prometheus(),
     )
+}
+
+/// [`router`] whose `/status?job=<id>` answers one job's record (state, pool, runner, last
+/// transition time, repository) and the decisions kept for its pool since: for `serve`
+/// only, on loopback. The cloud adapters use [`router`], whose `/status` shows no job.
+pub fn router_with_jobs(service: Arc<Service>, webhook_paths: &[&str]) -> Router {
+    routes(service, webhook_paths, get(status_or_job))
+}
+
+async fn status_or_job(
+    State(service): State<Arc<Service>>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    let json = [(http::header::CONTENT_TYPE, "application/json")];
+    let error = |status: StatusCode, reason: &str| {
+        (
+            status,
+            [(http::header::CONTENT_TYPE, "application/json")],
+            format!(
+                "{{\"status\":\"error\",\"reason\":{}}}",
+                json_string(reason)
+            ),
+        )
+            .into_response()
+    };
+    let job = query.as_deref().and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("job="))
+            .map(str::to_string)
+    });
+    let Some(job) = job else {
+        return status(State(service)).await;
+    };
+    let Ok(job_id) = job.trim().parse::<u64>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "job must be a workflow job id (digits)",
+        );
+    };
+    match service.job(job_id).await {
+        Ok(Some((record, decisions))) => (
+            json,
+            serde_json::json!({
+                "job": {
+                    "id": record.job_id,
+                    "state": record.state.as_str(),
+                    "pool": record.pool,
+                    "runner": record.runner,
+                    "updated_at": record.updated_at,
+                    "repository": record.repository,
+                },
+                "decisions_since_updated_at": decisions,
+            })
+            .to_string(),
+        )
+            .into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, "no record of this job in the ledger"),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e),
+    }
 }
 
 /// `{"github": "github-app"|"webhook-only", "github_note": …, "pools": [{"name", "desired",
@@ -191,5 +258,68 @@ mod tests {
         let (status, body) = send(req).await;
         assert_eq!(status, 413);
         assert!(body.contains("max_body_bytes"), "{body}");
+    }
+
+    /// Issue 24: `serve`'s `/status?job=<id>` gives the job's record and the decisions
+    /// taken for its pool since; a bad id is a 400, an unknown one a 404; the cloud
+    /// adapters' router shows no job.
+    #[tokio::test]
+    async fn status_of_one_job_for_serve_only() {
+        let service = Arc::new(Service::new(
+            Config::embedded_default(),
+            WebhookSecrets::new(["s"]).expect("secret"),
+            Arc::new(MemoryLedger::new()),
+            Arc::new(LocalFleet::new()),
+        ));
+        let body = r#"{"action":"queued","workflow_job":{"id":42,"run_id":7,"labels":["self-hosted","linux","x64"],"status":"queued"},"repository":{"full_name":"acme/app"}}"#;
+        let post = http::Request::post(WEBHOOK_PATH)
+            .header("X-GitHub-Event", "workflow_job")
+            .header("X-GitHub-Delivery", "d-42")
+            .header("Content-Type", "application/json")
+            .header(
+                "X-Hub-Signature-256",
+                scalehook_core::signature::sign(b"s", body.as_bytes()),
+            )
+            .body(Body::from(body))
+            .expect("request");
+        let local = router_with_jobs(service.clone(), &[WEBHOOK_PATH]);
+        let res = local.clone().oneshot(post).await.expect("response");
+        assert_eq!(res.status().as_u16(), 200);
+        let get = |app: &Router, uri: &str| {
+            let app = app.clone();
+            let uri = uri.to_string();
+            async move {
+                let req = http::Request::get(uri)
+                    .body(Body::empty())
+                    .expect("request");
+                let res = app.oneshot(req).await.expect("response");
+                let status = res.status().as_u16();
+                let body = res.into_body().collect().await.expect("body").to_bytes();
+                (status, String::from_utf8_lossy(&body).into_owned())
+            }
+        };
+        let (status, body) = get(&local, "/status?job=42").await;
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(v["job"]["state"], "queued");
+        assert_eq!(v["job"]["pool"], "linux-x64");
+        assert_eq!(v["job"]["repository"], "acme/app");
+        let decisions = v["decisions_since_updated_at"]
+            .as_array()
+            .expect("decisions");
+        assert!(
+            decisions
+                .iter()
+                .any(|d| d["action"] == "scale_out" && d["queued"] == 1),
+            "{body}"
+        );
+        assert_eq!(get(&local, "/status?job=x1").await.0, 400);
+        assert_eq!(get(&local, "/status?job=7").await.0, 404);
+        let (status, body) = get(&local, "/status").await;
+        assert!(status == 200 && body.contains("\"pools\""), "{body}");
+        let cloud = router(service, &[WEBHOOK_PATH]);
+        let (status, body) = get(&cloud, "/status?job=42").await;
+        assert_eq!(status, 200);
+        assert!(!body.contains("\"job\""), "{body}");
     }
 }

@@ -29,9 +29,11 @@ pub mod chart;
 mod engine;
 mod fleet;
 pub mod github;
+pub mod overlap;
 pub mod policy;
 pub mod report;
 mod rng;
+pub mod suggest;
 pub mod workload;
 mod world;
 
@@ -100,8 +102,11 @@ pub const MAX_DELIVERY_DELAY_SECS: u64 = 3600;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Runners {
-    /// A runner takes job after job for as long as its instance lives.
+    /// As each pool's `ephemeral` setting says (what the deployment would run).
     #[default]
+    PerPool,
+    /// A runner takes job after job for as long as its instance lives, in every pool
+    /// (every pool is configured `ephemeral = false`).
     Persistent,
     /// A runner takes one job and exits (its registration disappears; its instance stays
     /// until something removes it). Every pool is configured `ephemeral = true`.
@@ -111,6 +116,7 @@ pub enum Runners {
 impl Runners {
     pub fn name(self) -> &'static str {
         match self {
+            Runners::PerPool => "per-pool",
             Runners::Persistent => "persistent",
             Runners::Ephemeral => "ephemeral",
         }
@@ -147,6 +153,8 @@ pub struct SimOptions {
     /// Probability that a spot launch fails (seeded); the demand then spills to the pool's
     /// `overflow` pool.
     pub spot_launch_failure_rate: f64,
+    /// Simulate this policy only (`--suggest` measures one); `None`: every policy.
+    pub only: Option<Policy>,
 }
 
 impl Default for SimOptions {
@@ -155,7 +163,7 @@ impl Default for SimOptions {
             boot_seconds: DEFAULT_BOOT_SECONDS,
             price_per_hour: DEFAULT_PRICE_PER_HOUR,
             cpu: CpuThreshold::default(),
-            runners: Runners::Persistent,
+            runners: Runners::PerPool,
             lose_deliveries: 0.0,
             delivery_delay_secs: 0,
             seed: DEFAULT_SEED,
@@ -165,6 +173,7 @@ impl Default for SimOptions {
             spot_price_ratio: DEFAULT_SPOT_PRICE_RATIO,
             spot_interruptions_per_hour: 0.0,
             spot_launch_failure_rate: 0.0,
+            only: None,
         }
     }
 }
@@ -232,19 +241,22 @@ impl SimOptions {
 /// last job end, so idle time is counted over the same span for each.
 ///
 /// Every pool of `config` is simulated whatever its fleet target (an ASG or VMSS pool is
-/// simulated like a local one); pools no job routes to are left out of the report.
+/// simulated like a local one); pools no job routes to are left out of the report (unless
+/// their runners took other pools' jobs).
 pub async fn simulate(
     config: &Config,
     workload: Workload,
     options: &SimOptions,
 ) -> Result<SimReport, SimError> {
     options.check()?;
-    let ephemeral = options.runners == Runners::Ephemeral;
     let mut config = config.clone();
-    if ephemeral {
-        for pool in &mut config.pools {
-            pool.ephemeral = true;
-        }
+    let forced = match options.runners {
+        Runners::PerPool => None,
+        Runners::Persistent => Some(false),
+        Runners::Ephemeral => Some(true),
+    };
+    for pool in &mut config.pools {
+        pool.ephemeral = forced.unwrap_or(pool.ephemeral);
     }
     if options.spot {
         put_on_spot(&mut config)?;
@@ -268,20 +280,28 @@ pub async fn simulate(
             .map(|j| policy::route(&config, &j.payload))
             .collect(),
     );
+    let other_takers: Vec<Vec<usize>> = workload
+        .jobs
+        .iter()
+        .zip(routes.iter())
+        .map(|(j, route)| route.map_or_else(Vec::new, |p| overlap::takers(&config, p, &j.payload)))
+        .collect();
     let delivering = Delivering {
         lose: options.lose_deliveries,
         in_progress_delay_secs: options.delivery_delay_secs,
         seed: options.seed,
     };
     let mut runs = Vec::with_capacity(Policy::ALL.len());
-    for policy in Policy::ALL {
+    for policy in Policy::ALL
+        .into_iter()
+        .filter(|p| options.only.is_none_or(|o| o == *p))
+    {
         let mut world = World::new(
             &config.pools,
             workload.jobs.len(),
             workload.start,
             options.boot_seconds,
         );
-        world.ephemeral = ephemeral;
         world.seed = options.seed;
         world.warm_boot_seconds = options.warm_boot_seconds;
         world.reclaims_per_hour = options.spot_interruptions_per_hour;
@@ -292,6 +312,7 @@ pub async fn simulate(
             world.refill_warm(n);
             world.pools[n].warm.fill(workload.start);
         }
+        world.other_takers = other_takers.clone();
         let world = Arc::new(Mutex::new(world));
         let clock = Arc::new(ManualClock::new(workload.start));
         let controller: Box<dyn Controller> = match policy {
@@ -336,7 +357,12 @@ pub async fn simulate(
                 PolicyFigures::from_world(*policy, n, &lock(&e.world), &workload, options)
             })
             .collect();
-        if figures.iter().all(|f| f.jobs == 0) {
+        // A pool no job routes to is left out, unless its runners took other pools' jobs
+        // (overlapping labels): then its cost is part of the story.
+        if figures
+            .iter()
+            .all(|f| f.jobs == 0 && f.busy_instance_minutes == 0.0)
+        {
             continue;
         }
         pools.push(PoolReport::new(pool, figures));

@@ -360,6 +360,8 @@ pub struct PoolReport {
     pub capacity: &'static str,
     pub warm_pool: u32,
     pub rerun_interrupted: bool,
+    /// The runners simulated: the pool's own `ephemeral`, unless `--runners` set every pool's.
+    pub ephemeral: bool,
     pub policies: Vec<PolicyFigures>,
     /// Per compared metric key: the best policy, several joined by " = " when they tie, or
     /// "tie" when all are equal.
@@ -384,6 +386,7 @@ impl PoolReport {
             },
             warm_pool: pool.warm_pool,
             rerun_interrupted: pool.rerun_interrupted,
+            ephemeral: pool.ephemeral,
             policies,
             best,
         }
@@ -506,8 +509,12 @@ impl SimReport {
         );
         let _ = writeln!(
             out,
-            "{} runners; deliveries lost with probability {}, in_progress delivered {} s after the runner takes the job; seed {}",
-            self.runners.name(),
+            "{}; deliveries lost with probability {}, in_progress delivered {} s after the runner takes the job; seed {}",
+            match self.runners {
+                Runners::PerPool => "runners as each pool's `ephemeral` says",
+                Runners::Persistent => "persistent runners in every pool (--runners)",
+                Runners::Ephemeral => "ephemeral runners in every pool (--runners)",
+            },
             self.lose_deliveries,
             self.delivery_delay_secs,
             self.seed
@@ -538,15 +545,17 @@ impl SimReport {
             let _ = writeln!(out, "\nno job of the trace routes to a configured pool");
         }
         for pool in &self.pools {
-            let _ = writeln!(
+            let _ =
+                writeln!(
                 out,
-                "\npool {} ({} jobs; min {}, max {}, standby {}, {} runner(s) per instance, {}, warm pool {}{})",
+                "\npool {} ({} jobs; min {}, max {}, standby {}, {} runner(s) per instance, {}, {}, warm pool {}{})",
                 pool.pool,
                 pool.policies.first().map_or(0, |f| f.jobs),
                 pool.min,
                 pool.max,
                 pool.standby,
                 pool.runners_per_instance,
+                if pool.ephemeral { "ephemeral" } else { "persistent" },
                 pool.capacity,
                 pool.warm_pool,
                 if pool.rerun_interrupted { ", re-runs interrupted jobs" } else { "" }

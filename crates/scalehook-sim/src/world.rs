@@ -215,6 +215,9 @@ pub(crate) enum JobStatus {
     },
     Running {
         pool: usize,
+        /// The pool whose runner took it: another pool's when that pool's runners have
+        /// all the job's labels in the same runner group (GitHub's choice, not scalehook's).
+        runner_pool: usize,
         instance: String,
         slot: usize,
         started: u64,
@@ -304,10 +307,11 @@ pub(crate) struct World {
     pub rerun_offset: Option<usize>,
     /// Jobs a spot reclaim interrupted whose re-run is due, not yet queued.
     pub reruns: Vec<usize>,
-    /// Runners take one job each and exit.
-    pub ephemeral: bool,
     /// Seeds GitHub's choice of runner.
     pub seed: u64,
+    /// Per job, the other pools whose runners GitHub may give it to (their labels contain
+    /// the job's, in its pool's runner group); empty for most jobs. Set by the caller.
+    pub other_takers: Vec<Vec<usize>>,
     pub pools: Vec<PoolWorld>,
     pub jobs: Vec<JobStatus>,
     /// Jobs whose instance was removed under them, with their runner, not yet reported.
@@ -328,8 +332,8 @@ impl World {
             spot_launches: 0,
             rerun_offset: None,
             reruns: Vec::new(),
-            ephemeral: false,
             seed: 0,
+            other_takers: Vec::new(),
             pools: pools.iter().cloned().map(PoolWorld::new).collect(),
             jobs: vec![JobStatus::NotArrived; jobs],
             interrupted: Vec::new(),
@@ -408,42 +412,49 @@ impl World {
         };
     }
 
-    /// GitHub assigns the longest-waiting job of some pool to one of the pool's idle
-    /// registered runners, chosen at random (seeded by the job, so every policy's run
-    /// draws the same numbers). One at a time, so the controller sees every start.
+    /// GitHub assigns the longest-waiting job of some pool to one of the idle registered
+    /// runners that can take it, chosen at random (seeded by the job, so every policy's run
+    /// draws the same numbers): its pool's, then those of [`World::other_takers`]. One at a
+    /// time, so the controller sees every start.
     pub fn start_one(&mut self) -> Option<Started> {
         let now = self.now;
-        let seed = self.seed;
-        for (pool_index, pool) in self.pools.iter_mut().enumerate() {
-            let Some(&job) = pool.queue.front() else {
+        for pool_index in 0..self.pools.len() {
+            let Some(&job) = self.pools[pool_index].queue.front() else {
                 continue;
             };
-            let idle: Vec<(usize, usize)> = pool
-                .instances
-                .iter()
-                .enumerate()
-                .filter(|(_, i)| i.ready(now))
-                .flat_map(|(n, i)| {
-                    i.runners
+            let others = self.other_takers.get(job).map(Vec::as_slice).unwrap_or(&[]);
+            let idle: Vec<(usize, usize, usize)> = std::iter::once(pool_index)
+                .chain(others.iter().copied())
+                .flat_map(|p| {
+                    self.pools[p]
+                        .instances
                         .iter()
                         .enumerate()
-                        .filter(|(_, r)| r.slot == Slot::Idle)
-                        .map(move |(s, _)| (n, s))
+                        .filter(|(_, i)| i.ready(now))
+                        .flat_map(move |(n, i)| {
+                            i.runners
+                                .iter()
+                                .enumerate()
+                                .filter(|(_, r)| r.slot == Slot::Idle)
+                                .map(move |(s, _)| (p, n, s))
+                        })
                 })
                 .collect();
             if idle.is_empty() {
                 continue;
             }
-            let pick = rng::mix(seed, rng::ASSIGN, job as u64) % idle.len() as u64;
-            let (instance, slot) = idle[pick as usize];
-            pool.queue.pop_front();
-            pool.running += 1;
-            let inst = &mut pool.instances[instance];
+            let pick = rng::mix(self.seed, rng::ASSIGN, job as u64) % idle.len() as u64;
+            let (runner_pool, instance, slot) = idle[pick as usize];
+            self.pools[pool_index].queue.pop_front();
+            let taker = &mut self.pools[runner_pool];
+            taker.running += 1;
+            let inst = &mut taker.instances[instance];
             let r = &mut inst.runners[slot];
             r.slot = Slot::Busy(job);
             let runner = r.name.clone();
             self.jobs[job] = JobStatus::Running {
                 pool: pool_index,
+                runner_pool,
                 instance: inst.id.clone(),
                 slot,
                 started: now,
@@ -463,6 +474,7 @@ impl World {
     pub fn finish(&mut self, job: usize) -> Option<String> {
         let JobStatus::Running {
             pool,
+            runner_pool,
             ref instance,
             slot,
             started,
@@ -471,8 +483,8 @@ impl World {
         else {
             return None;
         };
-        let ephemeral = self.ephemeral;
-        let p = &mut self.pools[pool];
+        let p = &mut self.pools[runner_pool];
+        let ephemeral = p.config.ephemeral;
         let inst = p.instances.iter_mut().find(|i| &i.id == instance)?;
         let r = &mut inst.runners[slot];
         r.slot = if ephemeral { Slot::Gone } else { Slot::Idle };
@@ -514,9 +526,14 @@ impl World {
         for r in &inst.runners {
             if let Slot::Busy(job) = r.slot {
                 p.running -= 1;
-                if let JobStatus::Running { started, .. } = self.jobs[job] {
+                if let JobStatus::Running {
+                    started,
+                    pool: job_pool,
+                    ..
+                } = self.jobs[job]
+                {
                     self.jobs[job] = JobStatus::Done {
-                        pool,
+                        pool: job_pool,
                         started: Some(started),
                         interrupted: true,
                         runner: Some(r.name.clone()),
@@ -621,7 +638,7 @@ mod tests {
     #[test]
     fn an_ephemeral_runner_exits_after_one_job_and_its_instance_stays() {
         let mut w = world();
-        w.ephemeral = true;
+        w.pools[0].config.ephemeral = true;
         w.launch(0, 0);
         w.enqueue(0, Some(0));
         w.enqueue(1, Some(0));

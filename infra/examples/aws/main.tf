@@ -8,7 +8,7 @@
 #     --value "$(cat my-app.private-key.pem)"   # the App's private key, never in Terraform
 #   terraform init && terraform apply -var runner_version=<v> -var runner_sha256=<sha256> \
 #     -var github_app_id=<App id> -var github_installation_id=<installation id> \
-#     -var 'runner_subnet_ids=["subnet-<a>","subnet-<b>"]'
+#     -var 'runner_subnet_ids=["subnet-<a>","subnet-<b>"]' -var gpu_runner_group_id=<id>
 #   terraform output webhook_url                 # the App's webhook URL, with the same secret
 #                                                # (or an org/repo webhook's: then set hook_id)
 #
@@ -55,6 +55,11 @@ variable "github_installation_id" {
 variable "runner_subnet_ids" {
   description = "Private subnets for the runner instances (outbound HTTPS to GitHub and SSM)."
   type        = list(string)
+}
+
+variable "gpu_runner_group_id" {
+  description = "Id of the organization's runner group for the GPU runners (create it in the organization's Actions settings, give it the repositories that use GPUs): its own group keeps CPU jobs off the GPU instances."
+  type        = number
 }
 
 variable "runner_version" {
@@ -134,9 +139,11 @@ module "scalehook" {
   architecture    = "arm64"
 
   # Mirrors scalehook's [[pools]]; a pool's max should not exceed its group's max_size.
-  # Order matters: a job goes to the first pool having all its labels, so the general pool
-  # comes first and `[self-hosted, linux]` or `[self-hosted, linux, x64]` never lands on a
-  # GPU instance; only jobs asking for `gpu` reach the GPU pool.
+  # scalehook routes a job to the first pool having all its labels, but GitHub gives it to
+  # any idle runner of the job's runner groups having all its labels: the GPU runners' labels
+  # contain the x64 pool's, so they join a runner group of their own (gpu_runner_group_id)
+  # and `[self-hosted, linux, x64]` jobs never take a GPU instance. scalehook refuses pools
+  # whose labels contain another pool's in one runner group (docs/configuration.md).
   pools = [
     {
       name                 = "linux-x64"
@@ -158,6 +165,7 @@ module "scalehook" {
       runners_per_instance = 1
       aws_asg              = "github-runners-linux-gpu"
       ephemeral            = true
+      runner_group_id      = var.gpu_runner_group_id
     },
   ]
   allowed_organizations = ["my-org"]

@@ -6,6 +6,7 @@
 //! its run time. The ledger applies each transition once (a duplicate or late event is
 //! `Recorded::Stale`), so each job is counted once however GitHub delivers its events.
 
+pub mod decisions;
 mod emf;
 
 pub use emf::{emf_line, emf_pool_line, emf_reconcile_line, emf_state_lines, state_json};
@@ -140,6 +141,7 @@ pub fn queued_records_by_pool(records: &[crate::ledger::JobRecord]) -> BTreeMap<
 #[derive(Debug, Default)]
 pub struct Metrics {
     inner: Mutex<Inner>,
+    decisions: decisions::DecisionLog,
 }
 
 #[derive(Debug, Default)]
@@ -199,6 +201,11 @@ pub struct PoolGauges {
 impl Metrics {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The last decisions per pool (`serve`'s `/status?job=`).
+    pub fn decisions(&self) -> &decisions::DecisionLog {
+        &self.decisions
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

@@ -333,6 +333,8 @@ impl Service {
                     };
                     last_complete = busy.is_complete();
                     let d = decide(iter_trigger, pool, &account, busy, state, &seen);
+                    let now = self.clock.now();
+                    self.metrics.decisions().note(&pool.name, now, &d, &account);
                     let applied = self.apply(pool, &d, state, runners.as_mut()).await?;
                     runners_removed += applied.runners_removed;
                     follow_up = matches!(d.capacity, CapacityAction::Replace { .. })

@@ -190,6 +190,33 @@ impl Service {
             .as_secs()
     }
 
+    /// One job's ledger record and the decisions kept for its pool since its last
+    /// transition (`serve`'s `/status?job=`; never on a cloud function's endpoint).
+    pub async fn job(
+        &self,
+        job_id: u64,
+    ) -> Result<
+        Option<(
+            crate::ledger::JobRecord,
+            Vec<crate::metrics::decisions::LoggedDecision>,
+        )>,
+        String,
+    > {
+        let Some(record) = self
+            .ledger
+            .record_of(job_id)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(None);
+        };
+        let decisions = self
+            .metrics
+            .decisions()
+            .since(&record.pool, record.updated_at);
+        Ok(Some((record, decisions)))
+    }
+
     /// Every pool's desired capacity and ledger counts.
     pub async fn summary(&self) -> Result<Vec<PoolSummary>, String> {
         let mut out = Vec::with_capacity(self.config.pools.len());
