@@ -255,7 +255,7 @@ pub async fn simulate(
             .iter()
             .any(|p| p.rerun_interrupted && p.capacity == scalehook_core::Capacity::Spot);
     let (workload, rerun_offset) = if reruns {
-        let (w, offset) = capacity::with_reruns(workload)?;
+        let (w, offset) = capacity::with_reruns(workload, &config)?;
         (w, Some(offset))
     } else {
         (workload, None)
@@ -336,7 +336,11 @@ pub async fn simulate(
                 PolicyFigures::from_world(*policy, n, &lock(&e.world), &workload, options)
             })
             .collect();
-        if figures.iter().all(|f| f.jobs == 0) {
+        // A pool that only re-runs go to (an overflow pool) has no trace jobs of its own.
+        let hosts_jobs = runs
+            .iter()
+            .any(|(_, e)| lock(&e.world).jobs.iter().any(|s| s.pool() == Some(n)));
+        if figures.iter().all(|f| f.jobs == 0) && !hosts_jobs {
             continue;
         }
         pools.push(PoolReport::new(pool, figures));
