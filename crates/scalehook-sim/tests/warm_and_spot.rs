@@ -126,7 +126,13 @@ async fn spot_with_reruns_on_demand_loses_no_job_and_costs_less() {
             assert_eq!(f.never_started, 0, "seed {seed}");
             // Every interrupted job is re-run on on-demand capacity, which no reclaim
             // interrupts: nothing is interrupted twice, nothing lost.
-            assert_eq!((f.rerun, f.lost), (f.interrupted, 0), "seed {seed}: {f:?}");
+            assert_eq!(
+                (f.rerun, f.lost),
+                (f.interrupted, 0),
+                "seed {seed}: {} of {} interrupted jobs re-run",
+                f.rerun,
+                f.interrupted
+            );
         }
         assert_eq!(rerun, interrupted);
         let hosted: u32 = ["linux-x64-on-demand", "k8s-on-demand"]
