@@ -278,6 +278,75 @@ mod tests {
         assert_eq!(w.pools[0].usage.overflow_secs, 60);
     }
 
+    fn one_job(labels: &[&str]) -> crate::workload::Workload {
+        let payload = serde_json::json!({"action": "queued", "workflow_job": {
+            "id": 10, "run_id": 7, "run_attempt": 1, "labels": labels}});
+        crate::workload::Workload {
+            jobs: vec![crate::workload::Job {
+                id: 10,
+                arrival: 0,
+                work: crate::workload::Work::Runs(60),
+                payload,
+                line: 1,
+            }],
+            start: 0,
+            end: 60,
+            incomplete_jobs: 0,
+            other_events: 0,
+        }
+    }
+
+    #[test]
+    fn a_rerun_asks_for_the_overflow_pool_of_its_pool() {
+        let spot = "[[pools]]\nname = \"s\"\nlabels = [\"x\"]\nmax = 5\ncapacity = \"spot\"\nrerun_interrupted = true\noverflow = \"od\"\n";
+        let config = Config::from_toml(&format!(
+            "{spot}[[pools]]\nname = \"od\"\nlabels = [\"x\", \"on-demand\"]\nmax = 2\n"
+        ))
+        .expect("valid");
+        let (w, offset) = super::with_reruns(one_job(&["x"]), &config).expect("re-runs");
+        assert_eq!((offset, w.jobs.len()), (1, 2));
+        let (first, rerun) = (
+            &w.jobs[0].payload["workflow_job"],
+            &w.jobs[1].payload["workflow_job"],
+        );
+        assert_eq!(
+            first["labels"],
+            serde_json::json!(["x"]),
+            "the first attempt stays"
+        );
+        assert_eq!(first["name"], "job 10", "named, so its re-run matches it");
+        assert_eq!(rerun["labels"], serde_json::json!(["x", "on-demand"]));
+        assert_eq!(
+            (
+                &rerun["run_id"],
+                &rerun["name"],
+                &rerun["run_attempt"],
+                &rerun["id"]
+            ),
+            (
+                &first["run_id"],
+                &first["name"],
+                &serde_json::json!(2),
+                &serde_json::json!(11)
+            )
+        );
+        // An overflow pool with the same labels: no runner could tell the re-run apart.
+        let same = Config::from_toml(&format!(
+            "{spot}[[pools]]\nname = \"od\"\nlabels = [\"x\"]\nmax = 2\n"
+        ))
+        .expect("valid");
+        let e = super::with_reruns(one_job(&["x"]), &same).expect_err("refused");
+        assert!(e.to_string().contains("label of its own"), "{e}");
+        // No overflow pool: the re-run keeps its labels.
+        let alone =
+            Config::from_toml(spot.replace("overflow = \"od\"\n", "").as_str()).expect("valid");
+        let (w, _) = super::with_reruns(one_job(&["x"]), &alone).expect("re-runs");
+        assert_eq!(
+            w.jobs[1].payload["workflow_job"]["labels"],
+            serde_json::json!(["x"])
+        );
+    }
+
     #[test]
     fn a_reclaim_interrupts_replaces_and_reruns_once() {
         let mut w = world("capacity = \"spot\"\nrerun_interrupted = true");
