@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod policy;
 pub mod provision;
 pub mod report;
+pub mod reroute;
 pub mod service;
 pub mod signature;
 pub mod sleep;

@@ -1,6 +1,6 @@
 //! Faster and cheaper capacity: the warm pool (stopped instances that start in
 //! `warm_boot_seconds` instead of a cold boot) and spot instances (reclaimed by the cloud at
-//! random, the interrupted job re-run once when the pool says so; a failed spot launch
+//! random, the interrupted job re-run once, on on-demand capacity, when the pool says so; a failed spot launch
 //! spills to the pool's on-demand `overflow` pool while it has room). World-level, like the
 //! cloud group itself: every policy launching into a pool gets the same warm pool and the
 //! same reclaims.
@@ -9,35 +9,81 @@ use crate::rng;
 use crate::workload::{Job, Workload};
 use crate::world::World;
 use crate::SimError;
+use scalehook_core::event::WorkflowJob;
+use scalehook_core::reroute::{route_attempt, Attempt, JobKey};
+use scalehook_core::Config;
+use std::collections::HashSet;
 
 /// The workload with room for one re-run per job: job `n`'s re-run is job `n + offset`
 /// (`offset` = the trace's job count), a new job of its own (GitHub gives a re-run a new job
-/// id and `run_attempt`), which arrives only if a reclaim interrupts job `n`.
-pub(crate) fn with_reruns(mut workload: Workload) -> Result<(Workload, usize), SimError> {
+/// id, the same `run_id` and `name`, and `run_attempt` 2), which arrives only if a reclaim
+/// interrupts job `n`. A trace job without a `name` is given `job <id>`, so its re-run can
+/// be matched to it.
+///
+/// The re-run's pool is the core's [`route_attempt`] (the re-run of an interrupted job goes
+/// to the on-demand `overflow` pool of its pool). GitHub gives a job to a runner by labels,
+/// so a re-run sent elsewhere than its labels route asks for that pool's labels, as a
+/// workflow's `runs-on` can on `github.run_attempt`: the overflow pool needs a label its spot
+/// pool lacks, or no runner could tell the re-run from a first attempt.
+pub(crate) fn with_reruns(
+    mut workload: Workload,
+    config: &Config,
+) -> Result<(Workload, usize), SimError> {
     let offset = workload.jobs.len();
     let first_id = workload.jobs.iter().map(|j| j.id).max().unwrap_or(0) + 1;
-    let reruns = workload
-        .jobs
-        .iter()
-        .enumerate()
-        .map(|(n, j)| {
-            let id = first_id + n as u64;
-            let mut payload = j.payload.clone();
-            let wj = payload
-                .get_mut("workflow_job")
-                .and_then(serde_json::Value::as_object_mut)
-                .ok_or_else(|| {
-                    SimError::Internal(format!("job {}: payload is not an object", j.id))
-                })?;
-            wj.insert("id".into(), id.into());
-            wj.insert("run_attempt".into(), 2.into());
-            Ok(Job {
-                id,
-                payload,
-                ..j.clone()
-            })
-        })
-        .collect::<Result<Vec<Job>, SimError>>()?;
+    let mut reruns = Vec::with_capacity(offset);
+    for (n, j) in workload.jobs.iter_mut().enumerate() {
+        let not_object = || SimError::Internal(format!("job {}: payload is not an object", j.id));
+        let wj = j
+            .payload
+            .get_mut("workflow_job")
+            .and_then(serde_json::Value::as_object_mut)
+            .ok_or_else(not_object)?;
+        if !wj.get("name").is_some_and(serde_json::Value::is_string) {
+            wj.insert("name".into(), format!("job {}", j.id).into());
+        }
+        let id = first_id + n as u64;
+        let mut payload = j.payload.clone();
+        let wj = payload
+            .get_mut("workflow_job")
+            .and_then(serde_json::Value::as_object_mut)
+            .ok_or_else(not_object)?;
+        wj.insert("id".into(), id.into());
+        wj.insert("run_attempt".into(), 2.into());
+        let job: WorkflowJob = serde_json::from_value(serde_json::Value::Object(wj.clone()))
+            .map_err(|e| SimError::Internal(format!("job {}: {e}", j.id)))?;
+        let name = job.name.clone().unwrap_or_default();
+        // Only interrupted jobs are re-run: the ledger would remember this one.
+        let interrupted = HashSet::from([JobKey {
+            run_id: job.run_id,
+            name: name.clone(),
+        }]);
+        let attempt = Attempt {
+            run_id: job.run_id,
+            name: Some(&name),
+            run_attempt: job.run_attempt,
+        };
+        let routed = config.route(&job.labels).map(|p| &p.name);
+        let rerouted = route_attempt(config, &job.labels, attempt, &interrupted);
+        if let Some(to) = rerouted.filter(|p| Some(&p.name) != routed) {
+            if config.route(&to.labels).map(|p| &p.name) != Some(&to.name) {
+                return Err(SimError::Options(format!(
+                    "pool {} re-runs interrupted jobs on its overflow pool {}, whose labels \
+                     route to another pool: give {} a label of its own (such as \"on-demand\") \
+                     for re-runs to ask for",
+                    routed.map_or("?", |n| n.as_str()),
+                    to.name,
+                    to.name
+                )));
+            }
+            wj.insert("labels".into(), to.labels.clone().into());
+        }
+        reruns.push(Job {
+            id,
+            payload,
+            ..j.clone()
+        });
+    }
     workload.jobs.extend(reruns);
     Ok((workload, offset))
 }
@@ -230,6 +276,75 @@ mod tests {
         assert_eq!(w.pools[0].instances[1].overflow_to, None, "spot again");
         w.advance_to(60);
         assert_eq!(w.pools[0].usage.overflow_secs, 60);
+    }
+
+    fn one_job(labels: &[&str]) -> crate::workload::Workload {
+        let payload = serde_json::json!({"action": "queued", "workflow_job": {
+            "id": 10, "run_id": 7, "run_attempt": 1, "labels": labels}});
+        crate::workload::Workload {
+            jobs: vec![crate::workload::Job {
+                id: 10,
+                arrival: 0,
+                work: crate::workload::Work::Runs(60),
+                payload,
+                line: 1,
+            }],
+            start: 0,
+            end: 60,
+            incomplete_jobs: 0,
+            other_events: 0,
+        }
+    }
+
+    #[test]
+    fn a_rerun_asks_for_the_overflow_pool_of_its_pool() {
+        let spot = "[[pools]]\nname = \"s\"\nlabels = [\"x\"]\nmax = 5\ncapacity = \"spot\"\nrerun_interrupted = true\noverflow = \"od\"\n";
+        let config = Config::from_toml(&format!(
+            "{spot}[[pools]]\nname = \"od\"\nlabels = [\"x\", \"on-demand\"]\nmax = 2\n"
+        ))
+        .expect("valid");
+        let (w, offset) = super::with_reruns(one_job(&["x"]), &config).expect("re-runs");
+        assert_eq!((offset, w.jobs.len()), (1, 2));
+        let (first, rerun) = (
+            &w.jobs[0].payload["workflow_job"],
+            &w.jobs[1].payload["workflow_job"],
+        );
+        assert_eq!(
+            first["labels"],
+            serde_json::json!(["x"]),
+            "the first attempt stays"
+        );
+        assert_eq!(first["name"], "job 10", "named, so its re-run matches it");
+        assert_eq!(rerun["labels"], serde_json::json!(["x", "on-demand"]));
+        assert_eq!(
+            (
+                &rerun["run_id"],
+                &rerun["name"],
+                &rerun["run_attempt"],
+                &rerun["id"]
+            ),
+            (
+                &first["run_id"],
+                &first["name"],
+                &serde_json::json!(2),
+                &serde_json::json!(11)
+            )
+        );
+        // An overflow pool with the same labels: no runner could tell the re-run apart.
+        let same = Config::from_toml(&format!(
+            "{spot}[[pools]]\nname = \"od\"\nlabels = [\"x\"]\nmax = 2\n"
+        ))
+        .expect("valid");
+        let e = super::with_reruns(one_job(&["x"]), &same).expect_err("refused");
+        assert!(e.to_string().contains("label of its own"), "{e}");
+        // No overflow pool: the re-run keeps its labels.
+        let alone =
+            Config::from_toml(spot.replace("overflow = \"od\"\n", "").as_str()).expect("valid");
+        let (w, _) = super::with_reruns(one_job(&["x"]), &alone).expect("re-runs");
+        assert_eq!(
+            w.jobs[1].payload["workflow_job"]["labels"],
+            serde_json::json!(["x"])
+        );
     }
 
     #[test]

@@ -267,7 +267,7 @@ pub async fn simulate(
             .iter()
             .any(|p| p.rerun_interrupted && p.capacity == scalehook_core::Capacity::Spot);
     let (workload, rerun_offset) = if reruns {
-        let (w, offset) = capacity::with_reruns(workload)?;
+        let (w, offset) = capacity::with_reruns(workload, &config)?;
         (w, Some(offset))
     } else {
         (workload, None)
@@ -358,10 +358,15 @@ pub async fn simulate(
             })
             .collect();
         // A pool no job routes to is left out, unless its runners took other pools' jobs
-        // (overlapping labels): then its cost is part of the story.
+        // (overlapping labels) or re-runs went to it (an overflow pool): then its cost is
+        // part of the story.
+        let hosts_jobs = runs
+            .iter()
+            .any(|(_, e)| lock(&e.world).jobs.iter().any(|s| s.pool() == Some(n)));
         if figures
             .iter()
             .all(|f| f.jobs == 0 && f.busy_instance_minutes == 0.0)
+            && !hosts_jobs
         {
             continue;
         }

@@ -372,12 +372,7 @@ impl ScalehookController {
                     .pool
                     .as_deref()
                     .and_then(|name| lock(&self.world).pool_index(name));
-                let expected = match lock(&self.world).jobs[message.job] {
-                    crate::world::JobStatus::NotArrived | crate::world::JobStatus::Ignored => None,
-                    crate::world::JobStatus::Queued { pool }
-                    | crate::world::JobStatus::Running { pool, .. }
-                    | crate::world::JobStatus::Done { pool, .. } => Some(pool),
-                };
+                let expected = lock(&self.world).jobs[message.job].pool();
                 if answer.status == 200 && expected.is_some() && routed != expected {
                     return Err(SimError::Internal(format!(
                         "job {}: the service routed it to {:?}, GitHub queued it for {:?}",

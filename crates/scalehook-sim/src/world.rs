@@ -233,6 +233,18 @@ pub(crate) enum JobStatus {
     },
 }
 
+impl JobStatus {
+    /// The pool GitHub queued the job for, once it arrived.
+    pub fn pool(&self) -> Option<usize> {
+        match *self {
+            JobStatus::NotArrived | JobStatus::Ignored => None,
+            JobStatus::Queued { pool }
+            | JobStatus::Running { pool, .. }
+            | JobStatus::Done { pool, .. } => Some(pool),
+        }
+    }
+}
+
 /// A job that just started on a runner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Started {
