@@ -110,6 +110,27 @@ pub struct PoolConfig {
     pub runner_group_id: u64,
     /// Jobs with `runs-on: group: <name>` route here by group name.
     pub runner_group: Option<String>,
+    /// Instances kept stopped and ready to start (an AWS warm pool): not capacity, no
+    /// runner until taken; a used instance never goes back. At most `max`.
+    pub warm_pool: u32,
+    /// What the pool's instances run on.
+    pub capacity: Capacity,
+    /// The on-demand pool this pool's demand spills to while its spot launches fail
+    /// (within that pool's own `max`).
+    pub overflow: Option<String>,
+    /// Re-run a job interrupted by a spot reclaim, once per job (off by default: a re-run
+    /// repeats the job's side effects).
+    pub rerun_interrupted: bool,
+}
+
+/// A pool's purchase option.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Capacity {
+    #[default]
+    OnDemand,
+    /// Spare capacity at a discount that the cloud can reclaim with a two-minute warning.
+    Spot,
 }
 
 /// `runner_group_id` of a pool whose group id is looked up by its `runner_group` name.
@@ -264,6 +285,14 @@ struct RawPool {
     runner_group: Option<String>,
     #[serde(default)]
     label_less_queued_repositories: Vec<String>,
+    #[serde(default)]
+    warm_pool: u32,
+    #[serde(default)]
+    capacity: Capacity,
+    #[serde(default)]
+    overflow: Option<String>,
+    #[serde(default)]
+    rerun_interrupted: bool,
 }
 
 fn one() -> u32 {
@@ -313,6 +342,7 @@ impl Config {
                 problem: "at least one [[pools]] entry is required".into(),
             });
         }
+        check_overflow(&pools)?;
         let defaults = LedgerTtl::default();
         let ledger = match raw.ledger {
             None => defaults,
@@ -507,6 +537,22 @@ fn validate_pool(p: RawPool, earlier: &[PoolConfig]) -> Result<PoolConfig, Confi
     if p.runners_per_instance == 0 {
         return Err(err("runners_per_instance", "must be at least 1".into()));
     }
+    if p.warm_pool > p.max {
+        return Err(err(
+            "warm_pool",
+            format!(
+                "warm_pool ({}) is greater than max ({})",
+                p.warm_pool, p.max
+            ),
+        ));
+    }
+    // AWS allows no warm pool on a group with a mixed instances policy or spot instances.
+    if p.warm_pool > 0 && p.capacity == Capacity::Spot {
+        return Err(err(
+            "warm_pool",
+            "a spot pool cannot have a warm pool: choose one".into(),
+        ));
+    }
     let fleet = match (p.aws_asg.clone(), p.azure_vmss.clone()) {
         (None, None) => FleetTarget::Local,
         (Some(a), None) if !a.trim().is_empty() => FleetTarget::AwsAsg(a),
@@ -549,7 +595,44 @@ fn validate_pool(p: RawPool, earlier: &[PoolConfig]) -> Result<PoolConfig, Confi
         ephemeral: p.ephemeral,
         runner_group_id,
         runner_group,
+        warm_pool: p.warm_pool,
+        capacity: p.capacity,
+        overflow: p.overflow,
+        rerun_interrupted: p.rerun_interrupted,
     })
+}
+
+/// `overflow` names another, on-demand pool, and following overflows never comes back.
+fn check_overflow(pools: &[PoolConfig]) -> Result<(), ConfigError> {
+    for p in pools {
+        let err = |problem: String| ConfigError::Pool {
+            pool: p.name.clone(),
+            field: "overflow",
+            problem,
+        };
+        let Some(first) = &p.overflow else { continue };
+        let mut seen = vec![p.name.as_str()];
+        let mut next = Some(first);
+        while let Some(name) = next {
+            if seen.contains(&name.as_str()) {
+                return Err(err(format!(
+                    "overflows back to {name}: {} -> {name}",
+                    seen.join(" -> ")
+                )));
+            }
+            let Some(q) = pools.iter().find(|q| &q.name == name) else {
+                return Err(err(format!("no pool is named {name:?}")));
+            };
+            if q.capacity == Capacity::Spot {
+                return Err(err(format!(
+                    "{name} is a spot pool: overflow goes to on-demand"
+                )));
+            }
+            seen.push(&q.name);
+            next = q.overflow.as_ref();
+        }
+    }
+    Ok(())
 }
 
 /// Default boot grace: a runner normally registers within a few minutes of launch.
@@ -808,6 +891,49 @@ mod tests {
             ),
             "{no_group:?}"
         );
+    }
+
+    #[test]
+    fn warm_pool_capacity_and_overflow() {
+        let two = |a: &str, b: &str| {
+            format!(
+                "[[pools]]\nname = \"a\"\nlabels = [\"x\"]\nmax = 3\n{a}\n[[pools]]\nname = \"b\"\nlabels = [\"y\"]\nmax = 3\n{b}"
+            )
+        };
+        let c = Config::from_toml(&two(
+            "capacity = \"spot\"\noverflow = \"b\"\nrerun_interrupted = true",
+            "warm_pool = 3",
+        ))
+        .expect("valid");
+        let (a, b) = (&c.pools[0], &c.pools[1]);
+        assert_eq!(
+            (a.capacity, a.overflow.as_deref(), a.rerun_interrupted),
+            (Capacity::Spot, Some("b"), true)
+        );
+        assert_eq!(
+            (b.capacity, b.warm_pool, b.overflow.as_deref()),
+            (Capacity::OnDemand, 3, None)
+        );
+        assert_eq!(
+            pool_error(&pool_toml("warm_pool = 4")),
+            ("a".into(), "warm_pool")
+        );
+        assert_eq!(
+            pool_error(&pool_toml("warm_pool = 1\ncapacity = \"spot\"")),
+            ("a".into(), "warm_pool")
+        );
+        for (a, b) in [
+            ("overflow = \"a\"", ""),
+            ("overflow = \"nope\"", ""),
+            ("overflow = \"b\"", "overflow = \"a\""),
+            ("overflow = \"b\"", "capacity = \"spot\""),
+        ] {
+            assert_eq!(pool_error(&two(a, b)).1, "overflow", "{a} / {b}");
+        }
+        assert!(matches!(
+            Config::from_toml(&pool_toml("capacity = \"reserved\"")),
+            Err(ConfigError::Syntax(_))
+        ));
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub mod sleep;
 pub mod trace;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{Config, FleetTarget, GitHubConfig, PoolConfig, RunnerScope};
+pub use config::{Capacity, Config, FleetTarget, GitHubConfig, PoolConfig, RunnerScope};
 pub use fleet::{Fleet, FleetError, FleetState, Instance, LocalFleet};
 pub use github::{GitHub, GitHubError, LocalGitHub, NoGitHub, Runner, RunnerRemoval};
 pub use ledger::{JobState, Ledger, LedgerError, MemoryLedger, PoolLedger, Recorded, Transition};

@@ -485,6 +485,10 @@ mod tests {
             ephemeral: false,
             runner_group_id: 1,
             runner_group: None,
+            warm_pool: 0,
+            capacity: crate::config::Capacity::OnDemand,
+            overflow: None,
+            rerun_interrupted: false,
         }
     }
 
