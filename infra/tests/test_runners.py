@@ -513,3 +513,10 @@ def test_runner_module_plans_warm_or_spot_never_both(tmp_path, extra, error):
     else:
         assert result.returncode != 0
         assert error in " ".join(result.stderr.split()), result.stderr
+
+
+def test_azure_spot_vms_are_deleted_on_eviction():
+    vmss = Module(INFRA / "azure" / "runners").resource("azurerm_linux_virtual_machine_scale_set", "runners")
+    assert vmss["priority"] == '${var.spot ? "Spot" : "Regular"}'
+    assert vmss["eviction_policy"] == '${var.spot ? "Delete" : null}'
+    assert vmss["max_bid_price"] == "${var.spot ? -1 : null}"
