@@ -147,6 +147,12 @@ variable "pools" {
     runner_group         = optional(string)
     # Label-less queued events of these repositories (owner/name) route to the pool.
     label_less_queued_repositories = optional(list(string), [])
+    # Issue 23: instances kept warm (AWS warm pool; 0: none), on-demand or spot, the
+    # on-demand pool a spot pool's unmet demand spills to, re-run of interrupted jobs.
+    warm_pool         = optional(number, 0)
+    capacity          = optional(string, "on-demand")
+    overflow          = optional(string)
+    rerun_interrupted = optional(bool, false)
   }))
 
   # Names, labels and bounds are validated in ../modules/pool-config; the fleet id here.

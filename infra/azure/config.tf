@@ -19,6 +19,10 @@ module "config" {
     runner_group         = p.runner_group
     # Label-less queued events of these repositories route to the pool (needs runner_group).
     label_less_queued_repositories = p.label_less_queued_repositories
+    warm_pool                      = p.warm_pool
+    capacity                       = p.capacity
+    overflow                       = p.overflow
+    rerun_interrupted              = p.rerun_interrupted
   }]
   allowed_repositories  = var.allowed_repositories
   allowed_organizations = var.allowed_organizations

@@ -193,7 +193,7 @@ def test_rendered_keys_are_the_cores_config_keys():
     github = rust_struct_fields(src, "RawGitHub")
     doc = render(
         "aws",
-        pools=[pool("aws", runner_group="gpu", label_less_queued_repositories=["a/b"])],
+        pools=[pool("aws", runner_group="gpu", label_less_queued_repositories=["a/b"], warm_pool=2)],
         max_body_bytes=1,
         cloud_timeout_ms=1,
         allowed_repositories=["a/b"],
@@ -211,7 +211,13 @@ def test_rendered_keys_are_the_cores_config_keys():
         github={**GITHUB, "organization": None, "repository": "o/r", "hook_id": 7, "hook_repository": "o/web"},
     )
     assert set(doc["github"]) | set(repo["github"]) == github
-    azure = render("azure", pools=[pool("azure")])
+    azure = render(
+        "azure",
+        pools=[
+            pool("azure", "spot", capacity="spot", overflow="od", rerun_interrupted=True),
+            pool("azure", "od"),
+        ],
+    )
     assert set(doc["pools"][0]) | set(azure["pools"][0]) == pool_fields
 
 
@@ -299,6 +305,10 @@ BAD_POOLS = [
     ("runner group id", {"runner_group_id": 0}, "runner group's numeric id"),
     ("blank runner group", {"runner_group": " "}, "a runner group name"),
     ("label-less without group", {"label_less_queued_repositories": ["a/b"]}, "owner/name repositories"),
+    ("warm spot pool", {"warm_pool": 2, "capacity": "spot"}, "a pool is either warm or spot"),
+    ("warm pool above max", {"warm_pool": 30}, "a whole number from 0 to max"),
+    ("unknown capacity", {"capacity": "reserved"}, "on-demand or spot"),
+    ("overflow to itself", {"overflow": "linux-x64"}, "another, on-demand pool"),
 ]
 
 
@@ -307,6 +317,30 @@ BAD_POOLS = [
 def test_bad_pools_are_refused_at_plan_time(cloud, case, over, message):
     value, error = console(cloud, {"pools": [pool(cloud, **over)]}, "local.config_toml")
     assert value is None and message in error, error
+
+
+@pytest.mark.parametrize("cloud", ["aws", "azure"])
+def test_warm_spot_and_overflow_options_render_as_the_core_reads_them(cloud):
+    doc = render(
+        cloud,
+        pools=[
+            pool(cloud, "spot", capacity="spot", overflow="od", rerun_interrupted=True),
+            pool(cloud, "od", warm_pool=3),
+            pool(cloud, "plain"),
+        ],
+    )
+    spot, od, plain = doc["pools"]
+    assert (spot["capacity"], spot["overflow"], spot["rerun_interrupted"]) == ("spot", "od", True)
+    assert od["warm_pool"] == 3
+    # Defaults stay out of the document (the core's defaults apply).
+    assert not {"warm_pool", "capacity", "overflow", "rerun_interrupted"} & (set(plain) | set(od) - {"warm_pool"})
+    # An overflow to a spot pool is refused.
+    _, error = console(
+        cloud,
+        {"pools": [pool(cloud, "a", capacity="spot", overflow="b"), pool(cloud, "b", capacity="spot")]},
+        "local.config_toml",
+    )
+    assert "another, on-demand pool" in error, error
 
 
 @pytest.mark.parametrize("cloud", ["aws", "azure"])

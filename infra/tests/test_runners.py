@@ -460,3 +460,71 @@ def test_jit_storage_expires_leftovers_under_each_pool():
     assert content["actions"][0]["base_blob"][0]["delete_after_days_since_modification_greater_than"] == 1
     # The container names match the runner module's.
     assert Module(INFRA / "azure" / "runners").locals["container"] == "jit-${var.pool}"
+
+
+def test_group_warm_pool_is_never_reused_and_spot_is_price_capacity_optimized(runners):
+    group = runners.resource("aws_autoscaling_group", "runners")
+    (warm,) = [d["warm_pool"] for d in group["dynamic"] if "warm_pool" in d]
+    content = warm["content"][0]
+    assert content["instance_reuse_policy"][0]["reuse_on_scale_in"] is False
+    # Exactly `size` warm instances whatever the desired capacity.
+    assert content["min_size"] == content["max_group_prepared_capacity"] == "${warm_pool.value.size}"
+    (mixed,) = [d["mixed_instances_policy"] for d in group["dynamic"] if "mixed_instances_policy" in d]
+    dist = mixed["content"][0]["instances_distribution"][0]
+    assert dist["spot_allocation_strategy"] == "price-capacity-optimized"
+    assert dist["on_demand_base_capacity"] == "${mixed_instances_policy.value.on_demand_base}"
+    # One of launch_template and mixed_instances_policy, never both.
+    (lt,) = [d["launch_template"] for d in group["dynamic"] if "launch_template" in d]
+    assert lt["for_each"] == "${var.spot == null ? [1] : []}"
+    assert mixed["for_each"] == "${var.spot == null ? [] : [var.spot]}"
+
+
+WARM_OR_SPOT = """\
+module "runners" {{
+  source                 = "../../aws/runners"
+  pool                   = "linux-x64"
+  ami_id                 = "ami-0123456789abcdef0"
+  instance_type          = "m7i.large"
+  subnet_ids             = ["subnet-0123456789abcdef0"]
+  max_size               = 10
+  scalehook_function_arn = "arn:aws:lambda:eu-west-1:111122223333:function:scalehook"
+  scalehook_launch_alias = "launch"
+  {extra}
+}}
+"""
+
+
+@pytest.mark.parametrize(
+    "extra, error",
+    [
+        ('warm_pool = { size = 3 }', None),
+        ('warm_pool = { size = 2, pool_state = "Hibernated" }', None),
+        ('spot = { instance_types = ["m6i.large", "m5.large"], on_demand_base = 1 }', None),
+        (
+            'warm_pool = { size = 2 }\n  spot = { instance_types = ["m6i.large"] }',
+            "warm_pool and spot: choose one",
+        ),
+        ('warm_pool = { size = 11 }', "warm_pool: size between 1 and max_size"),
+        ('warm_pool = { size = 2, pool_state = "Running" }', "pool_state Stopped or Hibernated"),
+    ],
+)
+def test_runner_module_plans_warm_or_spot_never_both(tmp_path, extra, error):
+    import plan_shim
+
+    plan_shim.shim(INFRA, tmp_path)
+    root = tmp_path / INFRA.name / "examples" / "warm-or-spot"
+    root.mkdir(parents=True)
+    (root / "main.tf").write_text(WARM_OR_SPOT.format(extra=extra))
+    result = plan_shim.plan(root, terraform_binary())
+    if error is None:
+        assert result.returncode == 0, result.stderr
+    else:
+        assert result.returncode != 0
+        assert error in " ".join(result.stderr.split()), result.stderr
+
+
+def test_azure_spot_vms_are_deleted_on_eviction():
+    vmss = Module(INFRA / "azure" / "runners").resource("azurerm_linux_virtual_machine_scale_set", "runners")
+    assert vmss["priority"] == '${var.spot ? "Spot" : "Regular"}'
+    assert vmss["eviction_policy"] == '${var.spot ? "Delete" : null}'
+    assert vmss["max_bid_price"] == "${var.spot ? -1 : null}"

@@ -25,6 +25,9 @@ class Imds(http.server.BaseHTTPRequestHandler):
     http_tokens = "required"."""
 
     seen: list = []
+    # autoscaling/target-lifecycle-state answers, in order (the last one stays); empty: 404,
+    # as outside an Auto Scaling group.
+    lifecycle: list = []
 
     def log_message(self, *args):
         pass
@@ -45,6 +48,9 @@ class Imds(http.server.BaseHTTPRequestHandler):
             "/latest/meta-data/instance-id": INSTANCE,
             "/latest/meta-data/placement/region": "us-east-1",
         }
+        if self.path == "/latest/meta-data/autoscaling/target-lifecycle-state" and Imds.lifecycle:
+            state = Imds.lifecycle.pop(0) if len(Imds.lifecycle) > 1 else Imds.lifecycle[0]
+            return self._answer(200, state)
         if self.path in values:
             self._answer(200, values[self.path])
         else:
@@ -61,6 +67,7 @@ class Imds(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def imds():
     Imds.seen = []
+    Imds.lifecycle = []
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Imds)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
@@ -190,6 +197,45 @@ def test_refuses_a_runner_user_with_sudo_rights(fake_root, script, imds, moto_en
     assert fake_root.runner_args() is None
     assert "runner user runner is privileged (sudo rights): refusing to start the runner" in fake_root.log()
     assert fake_root.called("shutdown") == ["-h now"]
+
+
+def test_warm_instance_installs_waits_for_service_then_runs(fake_root, script, imds, moto_endpoint, ssm):
+    # Launched into a warm pool: Warmed:Stopped for three reads, then the group takes it.
+    tarball = fake_root.runner_tarball()
+    digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
+    Imds.lifecycle = ["Warmed:Stopped", "Warmed:Stopped", "Warmed:Stopped", "InService"]
+    put(ssm, INSTANCE)
+    out = boot(
+        fake_root,
+        script,
+        imds,
+        moto_endpoint,
+        SCALEHOOK_RUNNER_URL=f"file://{tarball}",
+        SCALEHOOK_RUNNER_SHA256=digest,
+    )
+    assert out.returncode == 0, out.stderr
+    # It waited while warm (two polls after the first read) and took no configuration then:
+    # the configuration was read only after InService, at once.
+    assert fake_root.sleeps() == [1, 1]
+    log = fake_root.log()
+    assert log.index("runner installed, waiting") < log.index("taken into service") < log.index("read and deleted")
+    assert fake_root.runner_args() == ["--jitconfig", CONFIG]
+    # A Stopped pool starts the instance again, and user data runs on the first boot only:
+    # the script is a per-boot script now, unchanged.
+    per_boot = fake_root.path / "var/lib/cloud/scripts/per-boot/scalehook-runner.sh"
+    assert per_boot.read_text() == script.read_text()
+    assert fake_root.called("shutdown") == ["-h now"]
+
+
+def test_an_instance_in_service_is_no_warm_instance(fake_root, script, imds, moto_endpoint, ssm):
+    fake_root.install_runner()
+    Imds.lifecycle = ["InService"]
+    put(ssm, INSTANCE)
+    out = boot(fake_root, script, imds, moto_endpoint)
+    assert out.returncode == 0, out.stderr
+    assert fake_root.sleeps() == []
+    assert not (fake_root.path / "var/lib/cloud/scripts/per-boot").exists()
+    assert fake_root.runner_args() == ["--jitconfig", CONFIG]
 
 
 def test_waits_for_a_parameter_written_after_boot(fake_root, script, imds, moto_endpoint, ssm):

@@ -7,6 +7,12 @@
 //! may read and delete only parameters carrying its own `ec2:SourceInstanceARN`), then the
 //! lifecycle action is completed: CONTINUE, or ABANDON when provisioning failed (the group
 //! then terminates the instance and launches another, which is the retry).
+//!
+//! With a warm pool the hook fires twice per instance (Auto Scaling user guide, "Warm pool
+//! example events and patterns"): once as the instance launches into the warm pool
+//! (`Destination: WarmPool`): it is CONTINUEd without a runner, since a warm instance is not
+//! capacity and must hold nothing secret while it waits; and again when scale-out takes it
+//! (`Origin: WarmPool`, `Destination: AutoScalingGroup`): that is when its runner is minted.
 
 use async_trait::async_trait;
 use aws_sdk_ssm::types::{ParameterStringFilter, ParameterType, Tag};
@@ -44,7 +50,14 @@ struct LaunchDetail {
     #[serde(rename = "EC2InstanceId")]
     ec2_instance_id: String,
     lifecycle_transition: String,
+    /// `EC2`, `AutoScalingGroup` or `WarmPool`; absent on groups without a warm pool (older
+    /// events): then the instance goes into service.
+    #[serde(default)]
+    destination: Option<String>,
 }
+
+/// The `Destination` of a launch into the warm pool.
+const WARM_POOL: &str = "WarmPool";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
@@ -128,6 +141,19 @@ impl RunnerConfigStore for SsmConfigStore {
     }
 }
 
+/// Which CompleteLifecycleAction refusals mean the action was already completed (a
+/// redelivered event), so nothing is left to do.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// None: the delivery fails and is retried.
+    Fails,
+    /// Any: the runner is already stored, so an earlier delivery completed the action.
+    Any,
+    /// Auto Scaling's ValidationError ("no active lifecycle action"): a warm-pool entry
+    /// has nothing stored to tell a redelivery by.
+    NoActiveAction,
+}
+
 /// What the Lambda needs to answer launch lifecycle events.
 #[derive(Clone)]
 pub struct LaunchHook {
@@ -191,6 +217,14 @@ impl LaunchHook {
             ),
         };
         let fleet = FleetTarget::AwsAsg(d.auto_scaling_group_name.clone());
+        if d.destination.as_deref() == Some(WARM_POOL) {
+            // Warming: the boot script installs the runner and waits; no runner yet.
+            let answer =
+                json!({"status": "warming", "instance": d.ec2_instance_id, "result": "CONTINUE"});
+            return self
+                .complete(d, "CONTINUE", answer, Refusal::NoActiveAction)
+                .await;
+        }
         let outcome = service.provision(&fleet, &d.ec2_instance_id, &store).await;
         let (result, mut answer) = match &outcome {
             Ok(Provisioned::Stored {
@@ -215,6 +249,21 @@ impl LaunchHook {
         };
         answer["instance"] = d.ec2_instance_id.clone().into();
         answer["result"] = result.into();
+        let refusal = match outcome {
+            Ok(Provisioned::AlreadyStored { .. }) => Refusal::Any,
+            _ => Refusal::Fails,
+        };
+        self.complete(d, result, answer, refusal).await
+    }
+
+    /// CompleteLifecycleAction; `refusal` says which refusals mean "already completed".
+    async fn complete(
+        &self,
+        d: &LaunchDetail,
+        result: &str,
+        answer: Value,
+        refusal: Refusal,
+    ) -> Result<Value, LaunchError> {
         let completed = self
             .autoscaling
             .complete_lifecycle_action()
@@ -227,8 +276,12 @@ impl LaunchHook {
             .await;
         match completed {
             Ok(_) => Ok(answer),
-            // A redelivered event after the action was completed: nothing left to do.
-            Err(e) if matches!(outcome, Ok(Provisioned::AlreadyStored { .. })) => {
+            Err(e)
+                if refusal == Refusal::Any
+                    || (refusal == Refusal::NoActiveAction
+                        && e.as_service_error().and_then(|s| s.meta().code())
+                            == Some("ValidationError")) =>
+            {
                 tracing::info!(instance = %d.ec2_instance_id, error = %aws_sdk_autoscaling::error::DisplayErrorContext(&e), "lifecycle action already completed");
                 Ok(answer)
             }

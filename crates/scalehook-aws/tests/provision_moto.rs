@@ -475,3 +475,83 @@ async fn launch_event_mints_through_the_github_app_against_the_openapi_double() 
         vec![(instance.clone(), "CONTINUE".to_string())]
     );
 }
+
+/// A warm pool: the hook fires as the instance launches into the warm pool and again when
+/// scale-out takes it. The group's warm pool is set up on moto (PutWarmPool and
+/// DescribeWarmPool are implemented; moto 5.2.5 neither creates warm instances nor emits the
+/// events, so the two events are built as the Auto Scaling user guide's "Warm pool example
+/// events and patterns" shows them, for a real instance of the group).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_pool_entry_continues_without_a_runner_and_the_exit_mints() {
+    let w = world().await;
+    let asg = asg_client(&w.sdk);
+    asg.put_warm_pool()
+        .auto_scaling_group_name(GROUP)
+        .pool_state(aws_sdk_autoscaling::types::WarmPoolState::Stopped)
+        .min_size(2)
+        .instance_reuse_policy(
+            aws_sdk_autoscaling::types::InstanceReusePolicy::builder()
+                .reuse_on_scale_in(false)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("moto stores the warm pool");
+    let pool = asg
+        .describe_warm_pool()
+        .auto_scaling_group_name(GROUP)
+        .send()
+        .await
+        .expect("moto describes it");
+    let pool = pool.warm_pool_configuration().expect("a warm pool");
+    assert_eq!(
+        pool.pool_state(),
+        Some(&aws_sdk_autoscaling::types::WarmPoolState::Stopped)
+    );
+    let instance = w.instances().await.remove(0);
+    let github = Arc::new(LocalGitHub::new());
+    let service = service(github.clone());
+
+    // Into the warm pool: CONTINUE, and no runner, no configuration on a warm instance.
+    let mut warming = w.launch_event(&instance, "token-warm").await;
+    warming["detail"]["Origin"] = "EC2".into();
+    warming["detail"]["Destination"] = "WarmPool".into();
+    let answer = lambda::invoke_with(&service, Some(&w.hook), warming.clone())
+        .await
+        .expect("warming");
+    assert_eq!(answer["status"], "warming", "{answer}");
+    assert_eq!(answer["result"], "CONTINUE");
+    assert!(github.registered().is_empty(), "no runner while warm");
+    assert!(
+        w.parameter(&instance).await.is_none(),
+        "nothing secret while warm"
+    );
+    assert_eq!(
+        *w.completions.done.lock().unwrap(),
+        vec![(instance.clone(), "CONTINUE".to_string())]
+    );
+    // A redelivery of it: Auto Scaling refuses the spent token; still no runner, no error.
+    let again = lambda::invoke_with(&service, Some(&w.hook), warming)
+        .await
+        .expect("a redelivered warm entry is not an error");
+    assert_eq!(again["status"], "warming");
+    assert!(github.registered().is_empty());
+
+    // Out of the warm pool into service: now its runner is minted.
+    let mut taken = w.launch_event(&instance, "token-start").await;
+    taken["detail"]["Origin"] = "WarmPool".into();
+    taken["detail"]["Destination"] = "AutoScalingGroup".into();
+    let answer = lambda::invoke_with(&service, Some(&w.hook), taken)
+        .await
+        .expect("provisioned");
+    assert_eq!(answer["status"], "provisioned", "{answer}");
+    assert_eq!(github.registered().len(), 1);
+    assert!(w.parameter(&instance).await.is_some());
+    assert_eq!(
+        *w.completions.done.lock().unwrap(),
+        vec![
+            (instance.clone(), "CONTINUE".to_string()),
+            (instance, "CONTINUE".to_string())
+        ]
+    );
+}

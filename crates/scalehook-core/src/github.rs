@@ -226,10 +226,30 @@ pub trait GitHub: Send + Sync {
     /// Registers an ephemeral just-in-time runner named `name` with the pool's labels and
     /// runner group, and returns its configuration.
     async fn jit_runner(&self, pool: &PoolConfig, name: &str) -> Result<JitRunner, GitHubError>;
+    /// Re-runs one job of a workflow run, and the jobs that depend on it (`POST
+    /// /repos/{owner}/{repo}/actions/jobs/{job_id}/rerun`): a job interrupted with its
+    /// instance. GitHub re-runs jobs of a finished run only (and within 30 days):
+    /// [`Rerun::NotYet`] while the run goes on, so the caller asks again later. The default
+    /// refuses, for implementations that cannot re-run.
+    async fn rerun_job(&self, repository: &str, job_id: u64) -> Result<Rerun, GitHubError> {
+        let _ = (repository, job_id);
+        Err(GitHubError::Rejected(
+            "re-running jobs is not supported here".into(),
+        ))
+    }
     /// Calls made and the last rate-limit figure seen.
     fn rate_limit(&self) -> RateLimit {
         RateLimit::default()
     }
+}
+
+/// What GitHub did with a re-run request ([`GitHub::rerun_job`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rerun {
+    /// The job is queued again (201).
+    Started,
+    /// Refused for now (403): its workflow run has not completed yet.
+    NotYet,
 }
 
 /// Webhook-only mode: no GitHub App. Every call is refused; [`GitHub::enabled`] is false so

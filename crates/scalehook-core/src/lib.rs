@@ -14,6 +14,7 @@ pub mod fleet;
 pub mod github;
 pub mod ledger;
 pub mod metrics;
+pub mod overflow;
 pub mod policy;
 pub mod provision;
 pub mod report;

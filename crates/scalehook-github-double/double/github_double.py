@@ -755,6 +755,19 @@ def list_run_jobs(h, params, query, body):
                       key=lambda j: j["id"])
     chunk, headers = paginate(h, jobs, query)
     return 200, {"total_count": len(jobs), "jobs": chunk}, headers
+def rerun_job(h, params, query, body):
+    """A job of a finished run is queued again (a new attempt of its run); GitHub refuses
+    (403) while the run goes on. The refusal's message is the double's own wording."""
+    key = ("%s/%s" % (params["owner"], params["repo"])).lower(), int(params["job_id"])
+    with STATE.lock:
+        job = STATE.jobs.get(key)
+        if job is None:
+            return 404, error_body("Not Found", 404), {}
+        if job["status"] != "completed":
+            return 403, error_body("double: the workflow run of this job has not completed", 403), {}
+        job.update(status="queued", conclusion=None, run_attempt=job["run_attempt"] + 1,
+                   runner_id=None, runner_name=None, completed_at=None)
+    return 201, {}, {}
 
 
 def access_token(h, params, query, body):
@@ -828,6 +841,7 @@ ROUTES = {
     "actions/generate-runner-jitconfig-for-org": jitconfig,
     "actions/generate-runner-jitconfig-for-repo": jitconfig,
     "actions/get-job-for-workflow-run": get_job,
+    "actions/re-run-job-for-workflow-run": rerun_job,
     "apps/create-installation-access-token": access_token,
     "apps/list-webhook-deliveries": list_deliveries,
     "apps/redeliver-webhook-delivery": redeliver,

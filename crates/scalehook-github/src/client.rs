@@ -34,7 +34,7 @@ use crate::limits::Limits;
 use async_trait::async_trait;
 use scalehook_core::config::{DeliveriesSource, GitHubConfig, PoolConfig, RunnerScope};
 use scalehook_core::github::{
-    Delivery, DeliveryPage, GitHub, GitHubError, JitRunner, JobLookup, JobStatus, RateLimit,
+    Delivery, DeliveryPage, GitHub, GitHubError, JitRunner, JobLookup, JobStatus, RateLimit, Rerun,
     Runner, RunnerRemoval,
 };
 use scalehook_core::sleep::{Sleeper, TokioSleeper};
@@ -771,6 +771,27 @@ impl GitHub for GitHubApp {
             match answer.status {
                 202 => Ok(()),
                 _ => Err(self.hook_error("redeliver", &answer)),
+            }
+        })
+        .await
+    }
+
+    async fn rerun_job(&self, repository: &str, job_id: u64) -> Result<Rerun, GitHubError> {
+        self.within("re-run job", async {
+            let req = Request {
+                method: reqwest::Method::POST,
+                path: format!("{}/actions/jobs/{job_id}/rerun", repo_path(repository)?),
+                body: None,
+            };
+            let answer = self.call(Auth::Installation, req, self.deadline()).await?;
+            match answer.status {
+                201 => Ok(Rerun::Started),
+                // The description's one refusal; a missing permission says so and stays an
+                // error (the App needs Actions: write).
+                403 if !answer.message().contains("not accessible by integration") => {
+                    Ok(Rerun::NotYet)
+                }
+                _ => Err(status_error("re-run job", &answer)),
             }
         })
         .await

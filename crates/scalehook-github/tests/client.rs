@@ -4,7 +4,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use scalehook_core::github::{GitHub, GitHubError, JobLookup, RunnerRemoval};
+use scalehook_core::github::{GitHub, GitHubError, JobLookup, Rerun, RunnerRemoval};
 use scalehook_core::{Config, RecordingSleeper, WebhookSecrets};
 use scalehook_github::{AppKey, Budget, GitHubApp, SetupError, APP_KEY_ENV};
 use scalehook_github_double::{
@@ -1013,4 +1013,30 @@ fn the_double_rejects_a_name_filter_on_the_group_listing() {
         v.iter().any(|x| x.contains("query parameter name")),
         "{v:?}"
     );
+}
+
+/// Issue 23: an interrupted job is re-run through `POST .../actions/jobs/{job_id}/rerun`,
+/// checked against the description; GitHub refuses (403) while its run goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_job_is_re_run_once_its_run_has_completed() {
+    let double = GitHubDouble::start();
+    double.set_job("acme/app", 31, "in_progress", Some("linux-i-1"));
+    let gh = client(&double, "acme");
+    assert_eq!(gh.rerun_job("acme/app", 31).await, Ok(Rerun::NotYet));
+    double.set_job("acme/app", 31, "completed", Some("linux-i-1"));
+    assert_eq!(gh.rerun_job("acme/app", 31).await, Ok(Rerun::Started));
+    // Queued again, as a new attempt of its run.
+    let j = gh.job("acme/app", 31).await.expect("job").expect("exists");
+    assert_eq!((j.status.as_str(), j.runner_name), ("queued", None));
+    assert!(matches!(
+        gh.rerun_job("acme/app", 32).await,
+        Err(GitHubError::Rejected(_))
+    ));
+    let reruns: Vec<(u16, bool)> = double
+        .requests()
+        .into_iter()
+        .filter(|q| q.operation.as_deref() == Some("actions/re-run-job-for-workflow-run"))
+        .map(|q| (q.status, q.violations.is_empty()))
+        .collect();
+    assert_eq!(reruns, vec![(403, true), (201, true), (404, true)]);
 }

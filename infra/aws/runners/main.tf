@@ -10,6 +10,11 @@
 # and completes the action with CONTINUE (ABANDON when minting fails) -> the boot script reads
 # and deletes the parameter and runs the ephemeral runner -> after its one job the instance
 # powers off, which terminates it.
+#
+# With `warm_pool`, the hook fires twice: as an instance launches into the warm pool (scalehook
+# CONTINUEs it without a runner; the boot script installs the runner and waits) and as
+# scale-out takes it into service (scalehook mints its runner then). With `spot`, a mixed
+# instances policy replaces the single launch template reference.
 
 locals {
   name = "${var.name_prefix}-${var.pool}"
@@ -41,6 +46,13 @@ resource "aws_launch_template" "runner" {
 
   monitoring {
     enabled = true
+  }
+
+  dynamic "hibernation_options" {
+    for_each = try(var.warm_pool.pool_state, null) == "Hibernated" ? [1] : []
+    content {
+      configured = true
+    }
   }
 
   block_device_mappings {
@@ -87,9 +99,49 @@ resource "aws_autoscaling_group" "runners" {
   enabled_metrics     = ["GroupDesiredCapacity", "GroupInServiceInstances"]
   metrics_granularity = "1Minute"
 
-  launch_template {
-    id      = aws_launch_template.runner.id
-    version = aws_launch_template.runner.latest_version
+  dynamic "launch_template" {
+    for_each = var.spot == null ? [1] : []
+    content {
+      id      = aws_launch_template.runner.id
+      version = aws_launch_template.runner.latest_version
+    }
+  }
+
+  dynamic "mixed_instances_policy" {
+    for_each = var.spot == null ? [] : [var.spot]
+    content {
+      instances_distribution {
+        on_demand_base_capacity                  = mixed_instances_policy.value.on_demand_base
+        on_demand_percentage_above_base_capacity = mixed_instances_policy.value.on_demand_percentage_above_base
+        spot_allocation_strategy                 = "price-capacity-optimized"
+      }
+      launch_template {
+        launch_template_specification {
+          launch_template_id = aws_launch_template.runner.id
+          version            = aws_launch_template.runner.latest_version
+        }
+        dynamic "override" {
+          for_each = distinct(concat([var.instance_type], mixed_instances_policy.value.instance_types))
+          content {
+            instance_type = override.value
+          }
+        }
+      }
+    }
+  }
+
+  # Exactly `size` warm: the pool holds max(min_size, max_group_prepared_capacity - desired).
+  dynamic "warm_pool" {
+    for_each = var.warm_pool == null ? [] : [var.warm_pool]
+    content {
+      pool_state                  = warm_pool.value.pool_state
+      min_size                    = warm_pool.value.size
+      max_group_prepared_capacity = warm_pool.value.size
+      # A used instance is not clean: it never goes back to the pool.
+      instance_reuse_policy {
+        reuse_on_scale_in = false
+      }
+    }
   }
 
   # Created with the group, so no instance ever launches before the hook exists.

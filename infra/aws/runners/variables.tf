@@ -39,6 +39,40 @@ variable "instance_type" {
   type        = string
 }
 
+variable "warm_pool" {
+  description = "Keep `size` instances ready in the group's warm pool (Auto Scaling warm pools): launched, runner installed, then `pool_state` Stopped (pay for EBS only) or Hibernated (memory kept; needs a root volume larger than the RAM and an AMI and type that support hibernation). A warm instance holds no runner configuration: scalehook mints it when scale-out takes the instance. Used instances never return to the pool (reuse_on_scale_in = false). Set the pool's `warm_pool` in scalehook's configuration to the same size. null: no warm pool. A pool is either warm or spot (Auto Scaling allows no warm pool with a mixed instances policy)."
+  type = object({
+    size       = number
+    pool_state = optional(string, "Stopped")
+  })
+  default = null
+
+  validation {
+    condition     = var.warm_pool == null || try(var.warm_pool.size >= 1 && var.warm_pool.size <= var.max_size && contains(["Stopped", "Hibernated"], var.warm_pool.pool_state), false)
+    error_message = "warm_pool: size between 1 and max_size, pool_state Stopped or Hibernated."
+  }
+
+  validation {
+    condition     = var.warm_pool == null || var.spot == null
+    error_message = "warm_pool and spot: choose one (Auto Scaling allows no warm pool on a group with a mixed instances policy or Spot Instances)."
+  }
+}
+
+variable "spot" {
+  description = "Run the pool on Spot Instances through a mixed instances policy: several `instance_types` of one size class (instance_type comes first; more types, more Spot capacity pools), the price-capacity-optimized allocation strategy, and `on_demand_base` instances on demand first. Name an on-demand `overflow` pool in scalehook's configuration for the times Spot capacity cannot be had. null: on demand only."
+  type = object({
+    instance_types                  = list(string)
+    on_demand_base                  = optional(number, 0)
+    on_demand_percentage_above_base = optional(number, 0)
+  })
+  default = null
+
+  validation {
+    condition     = var.spot == null || try(length(var.spot.instance_types) >= 1 && var.spot.on_demand_base >= 0 && var.spot.on_demand_percentage_above_base >= 0 && var.spot.on_demand_percentage_above_base <= 100, false)
+    error_message = "spot: at least one instance type, on_demand_base >= 0, on_demand_percentage_above_base between 0 and 100."
+  }
+}
+
 variable "subnet_ids" {
   description = "Subnets of the runner instances (private subnets with a NAT or VPC endpoints for SSM and GitHub)."
   type        = list(string)

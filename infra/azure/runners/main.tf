@@ -100,6 +100,11 @@ resource "azurerm_linux_virtual_machine_scale_set" "runners" {
   encryption_at_host_enabled      = true
   disable_password_authentication = true
   tags                            = var.tags
+  # Spot: an evicted VM is deleted (nothing deallocated keeps counting against quota), at
+  # up to the pay-as-you-go price (-1: never evicted for price).
+  priority        = var.spot ? "Spot" : "Regular"
+  eviction_policy = var.spot ? "Delete" : null
+  max_bid_price   = var.spot ? -1 : null
 
   admin_ssh_key {
     username   = "azureuser"

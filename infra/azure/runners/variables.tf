@@ -90,3 +90,9 @@ variable "allow_privileged_runner_user" {
   type        = bool
   default     = false
 }
+
+variable "spot" {
+  description = "Run the pool's VMs as Azure Spot VMs (priority Spot, eviction policy Delete, max price -1: evicted for capacity, never for price). Name an on-demand `overflow` pool in scalehook's configuration for when Spot capacity cannot be had. false: regular VMs."
+  type        = bool
+  default     = false
+}

@@ -28,8 +28,30 @@ variable "pools" {
     # Label-less queued events of these repositories (owner/name) route here: GitHub sends
     # a `runs-on: group:` job's queued event with no labels and no group. Needs runner_group.
     label_less_queued_repositories = optional(list(string), [])
+    # Issue 23: instances kept warm (AWS warm pool; 0: none), on-demand or spot, the
+    # on-demand pool a spot pool's unmet demand spills to, re-run of interrupted jobs.
+    warm_pool         = optional(number, 0)
+    capacity          = optional(string, "on-demand")
+    overflow          = optional(string)
+    rerun_interrupted = optional(bool, false)
   }))
 
+  validation {
+    condition     = alltrue([for p in var.pools : contains(["on-demand", "spot"], p.capacity)])
+    error_message = "pools[*].capacity: on-demand or spot."
+  }
+  validation {
+    condition     = alltrue([for p in var.pools : p.warm_pool >= 0 && floor(p.warm_pool) == p.warm_pool && p.warm_pool <= p.max])
+    error_message = "pools[*].warm_pool: a whole number from 0 to max."
+  }
+  validation {
+    condition     = alltrue([for p in var.pools : !(p.warm_pool > 0 && p.capacity == "spot")])
+    error_message = "pools[*].warm_pool: a pool is either warm or spot."
+  }
+  validation {
+    condition     = alltrue([for p in var.pools : p.overflow == null || contains([for q in var.pools : q.name if q.name != p.name && q.capacity == "on-demand"], coalesce(p.overflow, "-"))])
+    error_message = "pools[*].overflow: the name of another, on-demand pool."
+  }
   validation {
     condition     = length(var.pools) > 0
     error_message = "pools: at least one pool is required."

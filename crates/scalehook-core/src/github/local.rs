@@ -3,7 +3,7 @@
 
 use super::{
     DeliveriesSource, Delivery, DeliveryPage, GitHub, GitHubError, JitRunner, JobLookup, JobStatus,
-    RateLimit, Runner, RunnerRemoval,
+    RateLimit, Rerun, Runner, RunnerRemoval,
 };
 use crate::config::PoolConfig;
 use async_trait::async_trait;
@@ -25,6 +25,7 @@ pub enum LocalCall {
     Deliveries,
     Redeliver(u64),
     JitRunner(String),
+    RerunJob(u64),
 }
 
 /// What GitHub may do at a call, before answering it (see [`LocalGitHub::before_each_call`]).
@@ -94,6 +95,8 @@ struct LocalInner {
     redelivered: Vec<u64>,
     /// Delivery id -> how many more redelivery requests for it fail (GitHub answering 5xx).
     failing_redeliveries: HashMap<u64, u32>,
+    /// Job ids re-run (accepted requests only), in order.
+    reruns: Vec<u64>,
     /// Job ids asked of the jobs API, in order.
     jobs_asked: Vec<u64>,
     /// Every call, in order.
@@ -287,6 +290,11 @@ impl LocalGitHub {
     /// accepted; see [`LocalGitHub::fail_redelivery`]).
     pub fn redelivered(&self) -> Vec<u64> {
         self.lock().redelivered.clone()
+    }
+
+    /// Ids of the jobs re-run ([`GitHub::rerun_job`] answered [`Rerun::Started`]), in order.
+    pub fn reruns(&self) -> Vec<u64> {
+        self.lock().reruns.clone()
     }
 
     /// The next `times` requests to redeliver delivery `id` fail as a 5xx does
@@ -483,6 +491,21 @@ impl GitHub for LocalGitHub {
         }
         g.redelivered.push(delivery_id);
         Ok(())
+    }
+
+    /// As GitHub: a known job whose state is `completed` (its run is over here) is re-run;
+    /// one still going is refused for now; an unknown one is a 404.
+    async fn rerun_job(&self, _repo: &str, job_id: u64) -> Result<Rerun, GitHubError> {
+        self.count(LocalCall::RerunJob(job_id));
+        let mut g = self.lock();
+        match g.jobs.get(&job_id).map(|j| j.status == "completed") {
+            None => Err(GitHubError::Rejected("404 Not Found".into())),
+            Some(false) => Ok(Rerun::NotYet),
+            Some(true) => {
+                g.reruns.push(job_id);
+                Ok(Rerun::Started)
+            }
+        }
     }
 
     async fn jit_runner(&self, pool: &PoolConfig, name: &str) -> Result<JitRunner, GitHubError> {
