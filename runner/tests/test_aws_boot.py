@@ -219,7 +219,8 @@ def test_warm_instance_installs_waits_for_service_then_runs(fake_root, script, i
     assert fake_root.sleeps() == [1, 1]
     log = fake_root.log()
     assert log.index("runner installed, waiting") < log.index("taken into service") < log.index("read and deleted")
-    assert fake_root.runner_args() == ["--jitconfig", CONFIG]
+    assert fake_root.runner_jitconfig() == CONFIG
+    assert fake_root.runner_args() == []
     # A Stopped pool starts the instance again, and user data runs on the first boot only:
     # the script is a per-boot script now, unchanged.
     per_boot = fake_root.path / "var/lib/cloud/scripts/per-boot/scalehook-runner.sh"
@@ -235,7 +236,8 @@ def test_an_instance_in_service_is_no_warm_instance(fake_root, script, imds, mot
     assert out.returncode == 0, out.stderr
     assert fake_root.sleeps() == []
     assert not (fake_root.path / "var/lib/cloud/scripts/per-boot").exists()
-    assert fake_root.runner_args() == ["--jitconfig", CONFIG]
+    assert fake_root.runner_jitconfig() == CONFIG
+    assert fake_root.runner_args() == []
 
 
 def test_waits_for_a_parameter_written_after_boot(fake_root, script, imds, moto_endpoint, ssm):
