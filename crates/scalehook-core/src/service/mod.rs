@@ -211,17 +211,7 @@ impl Service {
     }
 }
 
-/// A random lease holder id: 16 hex digits from the system's CSPRNG (falling back to the
-/// clock and process id, which still differ between processes).
+/// A random lease holder id (16 hex digits, as a correlation id).
 fn random_holder() -> String {
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 8];
-    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        bytes = (nanos ^ u64::from(std::process::id()).rotate_left(32)).to_be_bytes();
-    }
-    format!("scalehook-{}", hex::encode(bytes))
+    format!("scalehook-{}", crate::report::new_correlation_id())
 }
