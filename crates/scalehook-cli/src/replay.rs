@@ -188,7 +188,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
 enum Target {
     InProcess {
         runtime: tokio::runtime::Runtime,
-        service: Service,
+        service: Box<Service>,
     },
     Remote {
         agent: ureq::Agent,
@@ -204,12 +204,12 @@ impl Target {
             .build()
             .context("cannot start the async runtime")?;
         // The same parts `scalehook serve` builds, so the summaries match the server's.
-        let service = Service::new(
+        let service = Box::new(Service::new(
             config,
             secrets,
             Arc::new(MemoryLedger::new()),
             Arc::new(LocalFleet::new()),
-        );
+        ));
         Ok(Target::InProcess { runtime, service })
     }
 
