@@ -17,6 +17,7 @@
 use async_trait::async_trait;
 use aws_sdk_ssm::types::{ParameterStringFilter, ParameterType, Tag};
 use scalehook_core::github::JitRunner;
+use scalehook_core::housekeeping::{StoredConfig, UnreadConfigs};
 use scalehook_core::provision::{Provisioned, RunnerConfigStore, StoreError};
 use scalehook_core::{FleetTarget, Service};
 use serde::Deserialize;
@@ -152,6 +153,70 @@ enum Refusal {
     /// Auto Scaling's ValidationError ("no active lifecycle action"): a warm-pool entry
     /// has nothing stored to tell a redelivery by.
     NoActiveAction,
+}
+
+/// At most this many DescribeParameters pages (50 each) per housekeeping pass.
+const MAX_PARAMETER_PAGES: usize = 20;
+
+/// The JIT parameters under the prefix, for reconcile's housekeeping: metadata only
+/// (`ssm:DescribeParameters`; values are never read back), deleted with
+/// `ssm:DeleteParameter` on the JIT path.
+#[async_trait]
+impl UnreadConfigs for LaunchHook {
+    async fn unread(&self) -> Result<Vec<StoredConfig>, String> {
+        let under = format!("{}/", self.prefix.trim_end_matches('/'));
+        let filter = ParameterStringFilter::builder()
+            .key("Name")
+            .option("BeginsWith")
+            .values(&under)
+            .build()
+            .map_err(|e| ssm_error(e).to_string())?;
+        let mut out = Vec::new();
+        let mut token = None;
+        for _ in 0..MAX_PARAMETER_PAGES {
+            let page = self
+                .ssm
+                .describe_parameters()
+                .parameter_filters(filter.clone())
+                .max_results(50)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| ssm_error(e).to_string())?;
+            for p in page.parameters() {
+                let key = p.name().and_then(|n| n.strip_prefix(&under));
+                // Only `<prefix>/<instance id>`: anything deeper is not scalehook's.
+                if let Some(key) = key.filter(|k| !k.is_empty() && !k.contains('/')) {
+                    out.push(StoredConfig {
+                        instance_key: key.to_string(),
+                        stored_at: p
+                            .last_modified_date()
+                            .map_or(0, |d| u64::try_from(d.secs()).unwrap_or(0)),
+                    });
+                }
+            }
+            token = page.next_token().map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete(&self, instance_key: &str) -> Result<(), String> {
+        let name = format!("{}/{instance_key}", self.prefix.trim_end_matches('/'));
+        match self.ssm.delete_parameter().name(name).send().await {
+            Ok(_) => Ok(()),
+            // Its instance took it meanwhile.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_parameter_not_found()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(ssm_error(e).to_string()),
+        }
+    }
 }
 
 /// What the Lambda needs to answer launch lifecycle events.

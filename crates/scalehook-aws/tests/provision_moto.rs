@@ -555,3 +555,79 @@ async fn warm_pool_entry_continues_without_a_runner_and_the_exit_mints() {
         ]
     );
 }
+
+/// Issue 21, finding 6: JIT parameters no instance took (an abandoned launch, a retried
+/// launch event) are deleted by reconcile's housekeeping once they are older than the bound
+/// and their instance is gone or past launching; a launching instance's stays, and so does
+/// anything that is not `<prefix>/<instance id>`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn housekeeping_deletes_unread_parameters_of_gone_or_booted_instances() {
+    use scalehook_core::housekeeping::{sweep, UnreadConfigs, UNREAD_CONFIG_MAX_AGE};
+    use scalehook_core::{FleetState, Instance};
+    let w = world().await;
+    let ssm = ssm_client(&w.sdk);
+    let names = [
+        format!("{PREFIX}/i-gone"),
+        format!("{PREFIX}/i-launching"),
+        format!("{PREFIX}/i-booted"),
+        format!("{PREFIX}/nested/i-gone"),
+        "/elsewhere/i-gone".to_string(),
+    ];
+    for name in &names {
+        ssm.put_parameter()
+            .name(name)
+            .value("encoded-jit-config")
+            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+            .send()
+            .await
+            .expect("moto stores the parameter");
+    }
+    let instance = |id: &str, launching: bool| Instance {
+        id: id.into(),
+        runner_key: id.into(),
+        launching,
+        protected: false,
+        launched_at: None,
+    };
+    let fleets = [FleetState {
+        desired: 2,
+        min: None,
+        max: None,
+        instances: vec![instance("i-launching", true), instance("i-booted", false)],
+        supports_protection: true,
+    }];
+    let mut unread: Vec<String> = w
+        .hook
+        .unread()
+        .await
+        .expect("describe")
+        .into_iter()
+        .map(|c| c.instance_key)
+        .collect();
+    unread.sort();
+    assert_eq!(unread, ["i-booted", "i-gone", "i-launching"]);
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    assert_eq!(sweep(&w.hook, &fleets, now).await, Ok(0), "fresh ones stay");
+    let later = now + UNREAD_CONFIG_MAX_AGE + 60;
+    assert_eq!(sweep(&w.hook, &fleets, later).await, Ok(2));
+    let mut left = Vec::new();
+    for name in &names {
+        if ssm.get_parameter().name(name).send().await.is_ok() {
+            left.push(name.clone());
+        }
+    }
+    assert_eq!(
+        left,
+        [
+            format!("{PREFIX}/i-launching"),
+            format!("{PREFIX}/nested/i-gone"),
+            "/elsewhere/i-gone".to_string()
+        ]
+    );
+    // Deleting one that is gone already (its instance took it) is not an error.
+    assert_eq!(w.hook.delete("i-gone").await, Ok(()));
+}

@@ -101,7 +101,12 @@ async fn start(env: &[(String, String)], port: u16) -> Handler {
 }
 
 fn job(action: &str, id: u64, runner: Option<&str>) -> Vec<u8> {
-    let mut v: Value = serde_json::from_str(FIXTURE).expect("fixture");
+    // The capture's job times moved to now, as `scalehook replay` does: a job from 2021 is
+    // refused as a replay.
+    let now = scalehook_core::Clock::now(&scalehook_core::SystemClock);
+    let body = scalehook_core::trace::restamp_job_times("workflow_job", FIXTURE.as_bytes(), now)
+        .unwrap_or_else(|| FIXTURE.as_bytes().to_vec());
+    let mut v: Value = serde_json::from_slice(&body).expect("fixture");
     v["action"] = json!(action);
     v["workflow_job"]["id"] = json!(id);
     v["workflow_job"]["labels"] = json!(["self-hosted", "Linux"]);

@@ -48,7 +48,9 @@ pub enum Command {
     /// Print the X-Hub-Signature-256 header value (sha256=...) for a body.
     ///
     /// Signs the file's bytes exactly as they are, with the same code that verifies
-    /// deliveries.
+    /// deliveries. Job times are not moved (the signature must match the bytes you send):
+    /// a workflow_job older than the ledger's retention is refused (202) as a replay; use
+    /// `replay --url`, which re-stamps them, to send captured payloads.
     Sign(SignArgs),
     /// Replay a timed trace against simulated instances that take time to boot and a
     /// simulated GitHub; report queue wait, interrupted and stranded jobs, idle
@@ -127,6 +129,12 @@ pub struct ReplayArgs {
     /// Print one JSON object per delivery, then {"summary": {"pools": [...]}}.
     #[arg(long)]
     pub json: bool,
+    /// Send workflow_job payloads with their job times (created_at, started_at,
+    /// completed_at) as captured. By default they are moved forward together so that the
+    /// newest is now, before signing: scalehook refuses (202) a job older than the ledger's
+    /// retention as a replay, and captured payloads are usually older.
+    #[arg(long)]
+    pub keep_times: bool,
     /// Payload files (*.json), traces (*.jsonl) or directories of them.
     #[arg(value_name = "PATH", required = true)]
     pub paths: Vec<PathBuf>,

@@ -8,7 +8,7 @@ use base64::Engine as _;
 use http::{HeaderMap, HeaderValue, Method};
 use scalehook_core::service::{DELIVERY_HEADER, EVENT_HEADER};
 use scalehook_core::signature::SIGNATURE_HEADER;
-use scalehook_core::trace::parse_trace;
+use scalehook_core::trace::{parse_trace, restamp_job_times};
 use scalehook_core::{LocalFleet, MemoryLedger, Service, WebhookSecrets};
 use serde::{Deserialize, Serialize};
 use std::hash::{BuildHasher as _, Hasher as _};
@@ -68,7 +68,15 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let mut notes = Vec::new();
-    let deliveries = collect(&args.paths, &mut notes)?;
+    let mut deliveries = collect(&args.paths, &mut notes)?;
+    if !args.keep_times {
+        let now = scalehook_core::Clock::now(&scalehook_core::SystemClock);
+        for d in &mut deliveries {
+            if let Some(body) = restamp_job_times(&d.event, &d.body, now) {
+                d.body = body;
+            }
+        }
+    }
     for note in &notes {
         eprintln!("scalehook replay: {note}");
     }
@@ -180,7 +188,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
 enum Target {
     InProcess {
         runtime: tokio::runtime::Runtime,
-        service: Service,
+        service: Box<Service>,
     },
     Remote {
         agent: ureq::Agent,
@@ -196,12 +204,12 @@ impl Target {
             .build()
             .context("cannot start the async runtime")?;
         // The same parts `scalehook serve` builds, so the summaries match the server's.
-        let service = Service::new(
+        let service = Box::new(Service::new(
             config,
             secrets,
             Arc::new(MemoryLedger::new()),
             Arc::new(LocalFleet::new()),
-        );
+        ));
         Ok(Target::InProcess { runtime, service })
     }
 

@@ -49,7 +49,19 @@ fn fixture(name: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../fixtures/github")
         .join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+    let body = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()));
+    // Job times moved to now, as `scalehook replay` does: a job older than the ledger's
+    // retention is refused as a replay, which is not the path measured here.
+    let now = scalehook_core::Clock::now(&scalehook_core::SystemClock);
+    let event = if name.starts_with("workflow_job") {
+        "workflow_job"
+    } else {
+        ""
+    };
+    scalehook_core::trace::restamp_job_times(event, body.as_bytes(), now)
+        .and_then(|b| String::from_utf8(b).ok())
+        .unwrap_or(body)
 }
 
 /// `LocalFleet` with every call counted and, optionally, delayed (a cloud API's latency).

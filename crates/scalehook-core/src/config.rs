@@ -23,8 +23,10 @@ pub struct Config {
     /// Upper bound on the cloud calls of one delivery, so GitHub (10 s) gets an answer.
     pub cloud_timeout: Duration,
     /// When non-empty, only jobs of these `owner/repo` names are handled (case-insensitive).
+    /// Empty with `[github] repository = ...`: that repository.
     pub allowed_repositories: Vec<String>,
     /// When non-empty, only jobs of repositories owned by these organizations/users are handled.
+    /// Empty with `[github] organization = ...`: that organization.
     pub allowed_organizations: Vec<String>,
     /// The GitHub App scalehook works with (`[github]`); `None` is webhook-only mode, where
     /// scale-in is not runner-safe and lost deliveries are not repaired.
@@ -403,13 +405,26 @@ impl Config {
             });
         }
         let github = raw.github.map(validate_github).transpose()?;
+        let mut allowed_repositories = lower_all(raw.allowed_repositories);
+        let mut allowed_organizations = lower_all(raw.allowed_organizations);
+        // With an App, runners register where `[github]` says, so only that organization's
+        // (or repository's) jobs are demand they can serve: the default allow-list.
+        match github.as_ref().map(|g| &g.scope) {
+            Some(RunnerScope::Organization(o)) if allowed_organizations.is_empty() => {
+                allowed_organizations.push(o.to_ascii_lowercase());
+            }
+            Some(RunnerScope::Repository(r)) if allowed_repositories.is_empty() => {
+                allowed_repositories.push(r.to_ascii_lowercase());
+            }
+            _ => {}
+        }
         Ok(Config {
             pools,
             ledger,
             max_body_bytes,
             cloud_timeout,
-            allowed_repositories: lower_all(raw.allowed_repositories),
-            allowed_organizations: lower_all(raw.allowed_organizations),
+            allowed_repositories,
+            allowed_organizations,
             github,
             label_less_queued,
         })
@@ -1128,5 +1143,29 @@ mod tests {
         let mut pools = c.pools.clone();
         pools[1].runner_group_id = 1;
         assert_eq!(label_overlaps(&pools), vec![("cpu".into(), "gpu".into())]);
+    }
+
+    #[test]
+    fn allow_lists_default_to_where_the_app_registers_runners() {
+        let app = |scope: &str, lists: &str| {
+            Config::from_toml(&format!(
+                "{lists}\n[github]\napp_id = 1\ninstallation_id = 2\n{scope}\n{}",
+                pool_toml("")
+            ))
+            .expect("valid")
+        };
+        let org = app("organization = \"Octo-Org\"", "");
+        assert_eq!(org.allowed_organizations, vec!["octo-org"]);
+        assert!(org.admits(Some("octo-org/x"), Some("Octo-Org")));
+        assert!(!org.admits(Some("evil/x"), Some("evil")));
+        let repo = app("repository = \"Octo-Org/App\"", "");
+        assert_eq!(repo.allowed_repositories, vec!["octo-org/app"]);
+        assert!(!repo.admits(Some("octo-org/other"), Some("octo-org")));
+        // A list the operator wrote stays as written.
+        let own = app(
+            "organization = \"octo-org\"",
+            "allowed_organizations = [\"a\", \"b\"]",
+        );
+        assert_eq!(own.allowed_organizations, vec!["a", "b"]);
     }
 }

@@ -4,6 +4,7 @@
 //! default, because real payloads differ by era (the 2021 captures lack `runner_*`,
 //! `run_attempt` and `created_at`) and by source (GitHub-hosted vs self-hosted).
 
+use crate::clock::parse_rfc3339;
 use serde::{Deserialize, Deserializer};
 
 /// A parsed delivery, dispatched on the `X-GitHub-Event` header.
@@ -58,6 +59,15 @@ pub struct WorkflowJobEvent {
     pub repository: Option<Repository>,
     #[serde(default)]
     pub organization: Option<Organization>,
+    /// The App installation the delivery is for: present in a GitHub App's deliveries,
+    /// absent from repository and organization hooks.
+    #[serde(default)]
+    pub installation: Option<Installation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Installation {
+    pub id: u64,
 }
 
 /// The `action` of a `workflow_job` delivery. Unknown actions (such as the 2021 beta's
@@ -115,6 +125,13 @@ pub struct WorkflowJob {
     pub runner_group_name: Option<String>,
     #[serde(default)]
     pub conclusion: Option<String>,
+    /// RFC 3339 times GitHub stamps on the job (`created_at` is missing before 2022).
+    #[serde(default)]
+    pub created_at: Option<String>,
+    #[serde(default)]
+    pub started_at: Option<String>,
+    #[serde(default)]
+    pub completed_at: Option<String>,
 }
 
 impl WorkflowJob {
@@ -125,6 +142,17 @@ impl WorkflowJob {
             return None;
         }
         self.runner_name.as_deref().filter(|n| !n.is_empty())
+    }
+
+    /// The newest of the job's times (unix seconds): when the event this delivery reports
+    /// happened at the latest. `None` when the payload has no time scalehook can read; an
+    /// unreadable time is skipped rather than refused, so a format change on GitHub's side
+    /// cannot stop every delivery (the times are signed, so a sender cannot forge them).
+    pub fn newest_time(&self) -> Option<u64> {
+        [&self.created_at, &self.started_at, &self.completed_at]
+            .into_iter()
+            .filter_map(|t| t.as_deref().and_then(parse_rfc3339))
+            .max()
     }
 }
 
@@ -203,6 +231,24 @@ mod tests {
             panic!("not a job")
         };
         assert_eq!(e.workflow_job.runner(), None);
+    }
+
+    #[test]
+    fn newest_time_is_the_latest_readable_one() {
+        let body = br#"{"action":"completed","workflow_job":{"id":1,"run_id":1,
+            "created_at":"2024-05-01T09:00:00Z","started_at":"2024-05-01T09:30:00Z",
+            "completed_at":"not a time"},"installation":{"id":42}}"#;
+        let Event::WorkflowJob(e) = Event::parse("workflow_job", body).expect("parse") else {
+            panic!("not a job")
+        };
+        assert_eq!(e.workflow_job.newest_time(), Some(1_714_555_800));
+        assert_eq!(e.installation, Some(Installation { id: 42 }));
+        let bare = br#"{"action":"queued","workflow_job":{"id":1,"run_id":1}}"#;
+        let Event::WorkflowJob(e) = Event::parse("workflow_job", bare).expect("parse") else {
+            panic!("not a job")
+        };
+        assert_eq!(e.workflow_job.newest_time(), None);
+        assert_eq!(e.installation, None);
     }
 
     #[test]

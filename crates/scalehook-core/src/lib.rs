@@ -12,6 +12,7 @@ pub mod config;
 pub mod event;
 pub mod fleet;
 pub mod github;
+pub mod housekeeping;
 pub mod ledger;
 pub mod metrics;
 pub mod overflow;

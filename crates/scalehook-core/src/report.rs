@@ -60,6 +60,19 @@ impl Outcome {
         }
     }
 
+    /// The fixed reason a 5xx answer carries. The failure's own text (an SDK message with
+    /// an account id or role ARN, an ARM resource path) goes only to the log line, under
+    /// the answer's correlation id: anyone who can read the hook's Recent Deliveries on
+    /// GitHub reads the answer body.
+    pub fn public_reason(self) -> Option<&'static str> {
+        match self {
+            Outcome::LedgerError => Some("ledger call failed: redeliver"),
+            Outcome::FleetError => Some("fleet call failed: redeliver"),
+            Outcome::Timeout => Some("cloud calls did not finish in time: redeliver"),
+            _ => None,
+        }
+    }
+
     /// The outcomes where a cloud dependency failed.
     pub fn is_cloud_error(self) -> bool {
         matches!(
@@ -92,8 +105,14 @@ pub struct DeliveryReport {
     pub job_id: Option<u64>,
     pub pool: Option<String>,
     pub outcome: Outcome,
-    /// Why, for every outcome but `handled`.
+    /// Why, for every outcome but `handled`. For a 5xx, the failure's details: the log's,
+    /// never the answer's (see [`Outcome::public_reason`]).
     pub reason: Option<String>,
+    /// Names a 5xx answer in the log: the answer carries it next to its fixed reason.
+    pub correlation_id: Option<String>,
+    /// Why a verified, well-formed delivery was refused (answered 202 and counted in
+    /// `scalehook_refused_deliveries_total`): [`Refusal`].
+    pub refused: Option<Refusal>,
     /// The capacity action name (`hold`, `scale_out`, ...).
     pub decision: Option<&'static str>,
     /// Whether the ledger had already seen this state for the job.
@@ -119,6 +138,8 @@ impl DeliveryReport {
             pool: None,
             outcome,
             reason: None,
+            correlation_id: None,
+            refused: None,
             decision: None,
             duplicate: None,
             capacity_before: None,
@@ -139,8 +160,18 @@ impl DeliveryReport {
             _ => "error",
         };
         body.insert("status".into(), status.into());
-        if let Some(r) = &self.reason {
-            body.insert("reason".into(), r.clone().into());
+        match self.outcome.public_reason() {
+            Some(fixed) => {
+                body.insert("reason".into(), fixed.into());
+                if let Some(id) = &self.correlation_id {
+                    body.insert("correlation_id".into(), id.clone().into());
+                }
+            }
+            None => {
+                if let Some(r) = &self.reason {
+                    body.insert("reason".into(), r.clone().into());
+                }
+            }
         }
         if let Some(p) = &self.pool {
             body.insert("pool".into(), p.clone().into());
@@ -167,6 +198,43 @@ impl DeliveryReport {
         }
         serde_json::Value::Object(body).to_string()
     }
+}
+
+/// Why a verified, well-formed `workflow_job` delivery changed nothing on purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Refusal {
+    /// The job's newest time is older than the ledger's retention: its record may be gone,
+    /// so the delivery cannot be told apart from a replay (see [`crate::event::WorkflowJob::newest_time`]).
+    StaleJob,
+    /// The payload's `installation.id` is not `[github].installation_id`.
+    ForeignInstallation,
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::StaleJob => "stale_job",
+            Refusal::ForeignInstallation => "foreign_installation",
+        }
+    }
+
+    pub const ALL: [Refusal; 2] = [Refusal::StaleJob, Refusal::ForeignInstallation];
+}
+
+/// A fresh correlation id: 16 hex digits from the system's CSPRNG (falling back to the
+/// clock and process id, which still differ between processes).
+pub fn new_correlation_id() -> String {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 8];
+    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        bytes = (nanos ^ u64::from(std::process::id()).rotate_left(32)).to_be_bytes();
+    }
+    hex::encode(bytes)
 }
 
 /// The answer to one delivery: status, small JSON body, and the report behind them.

@@ -2,6 +2,8 @@
 //! `{"event": "workflow_job", "delivery": "<guid>", "payload": {...}, "at": "<RFC 3339>"}`,
 //! or `"payload_file": "path"` (relative to the trace) instead of `payload`.
 
+use crate::clock::format_rfc3339;
+pub use crate::clock::parse_rfc3339;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::path::{Path, PathBuf};
@@ -80,64 +82,31 @@ pub fn parse_trace(text: &str, path: &str, base: &Path) -> Result<Vec<TraceDeliv
     Ok(out)
 }
 
-/// Unix seconds of an RFC 3339 timestamp (`2024-05-01T09:30:00Z`, fractions and offsets
-/// allowed). Fractions are dropped.
-pub fn parse_rfc3339(s: &str) -> Option<u64> {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+/// The job times of a `workflow_job` body moved forward together so that the newest is
+/// `now`, for replaying captured payloads: scalehook refuses a job older than the ledger's
+/// retention (a replay, docs/threat-model.md), and the real payloads in `fixtures/github/`
+/// are years old. `None` when there is nothing to move (another event, no readable time, or
+/// the newest already at or after `now`). Only the time strings change, everywhere they
+/// occur; every other byte stays as captured.
+pub fn restamp_job_times(event: &str, body: &[u8], now: u64) -> Option<Vec<u8>> {
+    if event != "workflow_job" {
         return None;
     }
-    if b[13] != b':' || b[16] != b':' {
-        return None;
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let job = value.get("workflow_job")?;
+    let times: Vec<(&str, u64)> = ["created_at", "started_at", "completed_at"]
+        .iter()
+        .filter_map(|k| job.get(*k)?.as_str())
+        .filter_map(|s| Some((s, parse_rfc3339(s)?)))
+        .collect();
+    let newest = times.iter().map(|(_, t)| *t).max()?;
+    let shift = now.checked_sub(newest).filter(|s| *s > 0)?;
+    let mut text = String::from_utf8(body.to_vec()).ok()?;
+    for (old, t) in times {
+        let new = format_rfc3339(t + shift);
+        text = text.replace(&format!("\"{old}\""), &format!("\"{new}\""));
     }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let t = s.get(r)?;
-        if !t.bytes().all(|c| c.is_ascii_digit()) {
-            return None;
-        }
-        t.parse().ok()
-    };
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    let mut rest = &s[19..];
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        rest = &frac[digits..];
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        // Bytes, not string slices: `rest` may start inside a multi-byte character
-        // (a panic the `trace` fuzz target reproduces: fuzz/regressions/trace/).
-        _ if rest.len() == 6
-            && matches!(rest.as_bytes()[0], b'+' | b'-')
-            && rest.as_bytes()[3] == b':' =>
-        {
-            let oh = num(s.len() - 5..s.len() - 3)?;
-            let om = num(s.len() - 2..s.len())?;
-            let sign = if rest.as_bytes()[0] == b'+' { 1 } else { -1 };
-            sign * (oh * 3600 + om * 60)
-        }
-        _ => return None,
-    };
-    // Days from civil (Howard Hinnant's algorithm).
-    let (y, mo) = if mo <= 2 {
-        (y - 1, mo + 9)
-    } else {
-        (y, mo - 3)
-    };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * mo + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset;
-    u64::try_from(secs).ok()
+    Some(text.into_bytes())
 }
 
 #[cfg(test)]
@@ -159,6 +128,30 @@ mod tests {
         // A multi-byte character where the offset starts is an error, not a panic.
         assert_eq!(parse_rfc3339("2024-05-01T09:30:00\u{e9}0:00"), None);
         assert_eq!(parse_rfc3339("2024-05-01T09:30:00+0\u{e9}00"), None);
+    }
+
+    #[test]
+    fn restamping_moves_the_job_times_together_and_nothing_else() {
+        let body =
+            br#"{"action":"completed","workflow_job":{"id":1, "created_at":"2021-08-05T10:33:58Z",
+            "started_at":"2021-08-05T10:34:58Z","completed_at":"2021-08-05T10:38:16Z"},
+            "repository":{"pushed_at":"2021-08-05T10:33:00Z"}}"#;
+        let now = 1_714_555_800;
+        let out = restamp_job_times("workflow_job", body, now).expect("restamped");
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
+        let t = |k: &str| parse_rfc3339(v["workflow_job"][k].as_str().expect("time"));
+        assert_eq!(t("completed_at"), Some(now));
+        assert_eq!(t("started_at"), Some(now - 198));
+        assert_eq!(t("created_at"), Some(now - 258));
+        assert_eq!(v["repository"]["pushed_at"], "2021-08-05T10:33:00Z");
+        assert!(String::from_utf8_lossy(&out)
+            .starts_with(r#"{"action":"completed","workflow_job":{"id":1, "#));
+        assert_eq!(restamp_job_times("ping", body, now), None);
+        assert_eq!(restamp_job_times("workflow_job", body, 0), None);
+        assert_eq!(
+            restamp_job_times("workflow_job", br#"{"workflow_job":{"id":1}}"#, now),
+            None
+        );
     }
 
     #[test]

@@ -142,7 +142,9 @@ async fn status_or_job(
 
 /// `{"github": "github-app"|"webhook-only", "github_note": …, "pools": [{"name", "desired",
 /// "queued", "running"}]}` for every configured pool (the metrics' gauges only cover pools a
-/// delivery touched); 503 when the ledger or fleet fails.
+/// delivery touched); 503 when the ledger or fleet fails, with a fixed reason and a
+/// correlation id (the failure's text, which may name an account or a resource, goes to the
+/// log line with the same id).
 async fn status(State(service): State<Arc<Service>>) -> Response {
     let json = [(http::header::CONTENT_TYPE, "application/json")];
     match service.summary().await {
@@ -156,12 +158,21 @@ async fn status(State(service): State<Arc<Service>>) -> Response {
             .to_string(),
         )
             .into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            json,
-            format!("{{\"status\":\"error\",\"reason\":{}}}", json_string(&e)),
-        )
-            .into_response(),
+        Err(e) => {
+            let id = scalehook_core::report::new_correlation_id();
+            tracing::warn!(target: "scalehook::status", correlation_id = id.as_str(), error = e.as_str(), "status: the ledger or fleet failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json,
+                serde_json::json!({
+                    "status": "error",
+                    "reason": "the ledger or fleet failed",
+                    "correlation_id": id,
+                })
+                .to_string(),
+            )
+                .into_response()
+        }
     }
 }
 
@@ -321,5 +332,71 @@ mod tests {
         let (status, body) = get(&cloud, "/status?job=42").await;
         assert_eq!(status, 200);
         assert!(!body.contains("\"job\""), "{body}");
+    }
+
+    /// A fleet that fails the way the AWS SDK does: its message names the account and role.
+    struct LeakyFleet;
+
+    const ARN: &str = "arn:aws:sts::123456789012:assumed-role/scalehook-fn/scalehook";
+
+    #[async_trait::async_trait]
+    impl scalehook_core::Fleet for LeakyFleet {
+        async fn describe(
+            &self,
+            _: &scalehook_core::PoolConfig,
+        ) -> Result<scalehook_core::FleetState, scalehook_core::FleetError> {
+            Err(scalehook_core::FleetError::Unavailable(format!(
+                "AccessDenied: User: {ARN} is not authorized to perform: autoscaling:DescribeAutoScalingGroups"
+            )))
+        }
+        async fn set_desired(
+            &self,
+            _: &scalehook_core::PoolConfig,
+            _: u32,
+        ) -> Result<(), scalehook_core::FleetError> {
+            Ok(())
+        }
+        async fn remove_instance(
+            &self,
+            _: &scalehook_core::PoolConfig,
+            _: &str,
+        ) -> Result<(), scalehook_core::FleetError> {
+            Ok(())
+        }
+        async fn set_protection(
+            &self,
+            _: &scalehook_core::PoolConfig,
+            _: &[String],
+            _: bool,
+        ) -> Result<(), scalehook_core::FleetError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn status_failure_names_no_account_only_a_correlation_id() {
+        let service = Service::new(
+            Config::embedded_default(),
+            WebhookSecrets::new(["s"]).expect("secret"),
+            Arc::new(MemoryLedger::new()),
+            Arc::new(LeakyFleet),
+        );
+        let req = http::Request::get("/status")
+            .body(Body::empty())
+            .expect("request");
+        let res = router(Arc::new(service), &[WEBHOOK_PATH])
+            .oneshot(req)
+            .await
+            .expect("response");
+        assert_eq!(res.status().as_u16(), 503);
+        let body = res.into_body().collect().await.expect("body").to_bytes();
+        let body = String::from_utf8_lossy(&body);
+        assert!(
+            !body.contains("123456789012") && !body.contains("arn:"),
+            "{body}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(v["reason"], "the ledger or fleet failed");
+        assert_eq!(v["correlation_id"].as_str().map(str::len), Some(16), "{v}");
     }
 }

@@ -61,15 +61,17 @@ async fn run() -> ExitCode {
     };
     let pools = settings.config.pools.len();
     let sdk = sdk::loader().load().await;
+    // Launch lifecycle events of the runner groups (infra/aws/runners): clients only, no call.
+    let launch = Arc::new(provision::LaunchHook::from_sdk(&sdk));
     let service = match settings.build(&sdk).await {
+        // With a GitHub App, reconcile also deletes JIT parameters no instance took.
+        Ok(s) if s.github().enabled() => Arc::new(s.with_config_housekeeping(launch.clone())),
         Ok(s) => Arc::new(s),
         Err(e) => {
             tracing::error!(error = %e, "scalehook cannot start");
             return ExitCode::FAILURE;
         }
     };
-    // Launch lifecycle events of the runner groups (infra/aws/runners): clients only, no call.
-    let launch = Arc::new(provision::LaunchHook::from_sdk(&sdk));
     tracing::info!(pools, "scalehook ready");
     let handler = service_fn(move |event: LambdaEvent<Value>| {
         let service = Arc::clone(&service);

@@ -24,6 +24,10 @@ pub fn emf_line(report: &DeliveryReport, timestamp_ms: u64) -> String {
         u32::from(report.outcome.is_cloud_error()).into(),
     );
     root.insert(
+        "RefusedDeliveries".into(),
+        u32::from(report.refused.is_some()).into(),
+    );
+    root.insert(
         "LatencyMs".into(),
         (report.latency_us as f64 / 1000.0).into(),
     );
@@ -34,6 +38,7 @@ pub fn emf_line(report: &DeliveryReport, timestamp_ms: u64) -> String {
             {"Name": "Deliveries", "Unit": "Count"},
             {"Name": "SignatureFailures", "Unit": "Count"},
             {"Name": "CloudApiErrors", "Unit": "Count"},
+            {"Name": "RefusedDeliveries", "Unit": "Count"},
             {"Name": "LatencyMs", "Unit": "Milliseconds"}
         ]
     }));

@@ -13,7 +13,7 @@ pub use emf::{emf_line, emf_pool_line, emf_reconcile_line, emf_state_lines, stat
 
 use crate::ledger::{JobState, Recorded};
 use crate::policy::Census;
-use crate::report::{DeliveryReport, GitHubReconcile, Outcome};
+use crate::report::{DeliveryReport, GitHubReconcile, Outcome, Refusal};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
@@ -149,6 +149,8 @@ struct Inner {
     deliveries: BTreeMap<Outcome, u64>,
     signature_failures: u64,
     unroutable_jobs: u64,
+    /// Verified deliveries refused on purpose, by why (stale job, foreign installation).
+    refused: BTreeMap<Refusal, u64>,
     /// (pool, action) -> count
     scale_actions: BTreeMap<(String, &'static str), u64>,
     /// (pool, kind) -> count, kind = ledger|fleet|timeout
@@ -221,6 +223,9 @@ impl Metrics {
             .observe(report.latency_us as f64 / 1e6);
         if report.outcome == Outcome::Unauthorized {
             m.signature_failures += 1;
+        }
+        if let Some(r) = report.refused {
+            *m.refused.entry(r).or_default() += 1;
         }
         if report.outcome.is_cloud_error() {
             let pool = report.pool.clone().unwrap_or_default();
@@ -354,6 +359,11 @@ impl Metrics {
             .unwrap_or(0)
     }
 
+    /// Deliveries refused for `reason` so far.
+    pub fn refused(&self, reason: Refusal) -> u64 {
+        self.lock().refused.get(&reason).copied().unwrap_or(0)
+    }
+
     pub fn unroutable_job(&self) {
         self.lock().unroutable_jobs += 1;
     }
@@ -432,6 +442,20 @@ impl Metrics {
             "Jobs whose labels no pool has.",
         );
         let _ = writeln!(out, "scalehook_unroutable_jobs_total {}", m.unroutable_jobs);
+        header(
+            &mut out,
+            "scalehook_refused_deliveries_total",
+            "counter",
+            "Signed deliveries refused (answered 202): a job older than the ledger's retention (stale_job), another installation of the App (foreign_installation).",
+        );
+        for r in Refusal::ALL {
+            let n = m.refused.get(&r).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "scalehook_refused_deliveries_total{{reason=\"{}\"}} {n}",
+                r.as_str()
+            );
+        }
         header(
             &mut out,
             "scalehook_scale_actions_total",

@@ -8,7 +8,7 @@ use crate::clock::unix_millis;
 use crate::event::{Event, JobAction, WorkflowJobEvent};
 use crate::ledger::{JobState, Transition};
 use crate::policy::{CapacityAction, Trigger};
-use crate::report::{Answer, CloudFailure, DeliveryReport, Outcome};
+use crate::report::{Answer, CloudFailure, DeliveryReport, Outcome, Refusal};
 use crate::signature::SIGNATURE_HEADER;
 use http::{HeaderMap, Method};
 use std::sync::atomic::Ordering;
@@ -25,6 +25,9 @@ impl Service {
         let started = Instant::now();
         let mut report = self.handle_inner(method, headers, body).await;
         report.latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        if report.outcome.public_reason().is_some() {
+            report.correlation_id = Some(crate::report::new_correlation_id());
+        }
         self.metrics.observe(&report);
         self.write_log(&report);
         Answer::from_report(report)
@@ -116,6 +119,20 @@ impl Service {
                 return report;
             }
         };
+        if let Some(refusal) = self.refusal(&job) {
+            report.reason = Some(match refusal {
+                Refusal::ForeignInstallation => format!(
+                    "the delivery is for installation {}, not the configured [github].installation_id",
+                    job.installation.as_ref().map_or(0, |i| i.id)
+                ),
+                Refusal::StaleJob => format!(
+                    "the job's newest time is older than the ledger's retention ({} s): a replay, or a delivery the ledger can no longer tell from one",
+                    self.config.ledger.retention.as_secs()
+                ),
+            });
+            report.refused = Some(refusal);
+            return report;
+        }
         let repository = job.repository.as_ref().map(|r| r.full_name.as_str());
         if !self.config.admits(repository, job.owner()) {
             report.reason = Some("repository or organization is not allowed".into());
@@ -238,6 +255,25 @@ impl Service {
         report
     }
 
+    /// Why a signed `workflow_job` delivery must change nothing, if it must:
+    /// - another installation of the App (with `[github]`; a delivery without `installation`
+    ///   comes from a repository or organization hook, which only the operator can set up);
+    /// - a job whose newest time is older than the ledger's retention: its record may have
+    ///   been forgotten, so a captured delivery would be recorded again (a replayed
+    ///   `in_progress` holds scale-in until the in-progress time-to-live). A genuine delivery
+    ///   is never that old: GitHub sends within seconds and redelivers for 3 days, and the
+    ///   retention is at least that (config.rs). A job with no readable time is let through.
+    fn refusal(&self, job: &WorkflowJobEvent) -> Option<Refusal> {
+        if let (Some(github), Some(installation)) = (&self.config.github, &job.installation) {
+            if installation.id != github.installation_id {
+                return Some(Refusal::ForeignInstallation);
+            }
+        }
+        let newest = job.workflow_job.newest_time()?;
+        let age = self.clock.now().saturating_sub(newest);
+        (age > self.config.ledger.retention.as_secs()).then_some(Refusal::StaleJob)
+    }
+
     /// The delivery's log line: a `tracing` event, or an EMF line (log and metrics in one).
     fn write_log(&self, report: &DeliveryReport) {
         match self.log {
@@ -255,6 +291,8 @@ impl Service {
                     pool = report.pool.as_deref(),
                     outcome = report.outcome.as_str(),
                     reason = report.reason.as_deref(),
+                    correlation_id = report.correlation_id.as_deref(),
+                    refused = report.refused.map(|r| r.as_str()),
                     decision = report.decision,
                     duplicate = report.duplicate,
                     capacity_before = report.capacity_before,

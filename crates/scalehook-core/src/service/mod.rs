@@ -38,6 +38,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::fleet::Fleet;
 use crate::github::{GitHub, NoGitHub};
+use crate::housekeeping::UnreadConfigs;
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::report::PoolSummary;
@@ -78,6 +79,9 @@ pub struct Service {
     pool_slots: HashMap<String, PoolSlot>,
     /// This service's lease holder id (random, per instance).
     holder: String,
+    /// Where runner configurations are stored, for reconcile's housekeeping of unread
+    /// ones (AWS's SSM parameters); `None`: no housekeeping.
+    unread_configs: Option<Arc<dyn UnreadConfigs>>,
 }
 
 impl Service {
@@ -95,6 +99,7 @@ impl Service {
         Self {
             pool_slots,
             holder: random_holder(),
+            unread_configs: None,
             config: Arc::new(config),
             secrets,
             ledger,
@@ -115,6 +120,13 @@ impl Service {
     /// ephemeral pools, and reconcile from GitHub. Without it, webhook-only mode.
     pub fn with_github(mut self, github: Arc<dyn GitHub>) -> Self {
         self.github = github;
+        self
+    }
+
+    /// Reconcile deletes this store's unread runner configurations of instances that are
+    /// gone or past launching ([`crate::housekeeping`]).
+    pub fn with_config_housekeeping(mut self, store: Arc<dyn UnreadConfigs>) -> Self {
+        self.unread_configs = Some(store);
         self
     }
 
@@ -238,17 +250,7 @@ impl Service {
     }
 }
 
-/// A random lease holder id: 16 hex digits from the system's CSPRNG (falling back to the
-/// clock and process id, which still differ between processes).
+/// A random lease holder id (16 hex digits, as a correlation id).
 fn random_holder() -> String {
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 8];
-    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        bytes = (nanos ^ u64::from(std::process::id()).rotate_left(32)).to_be_bytes();
-    }
-    format!("scalehook-{}", hex::encode(bytes))
+    format!("scalehook-{}", crate::report::new_correlation_id())
 }

@@ -192,6 +192,11 @@ impl Service {
                 }
             });
         }
+        if let Some(store) = &self.unread_configs {
+            let (fleet, pools) = (self.fleet.as_ref(), &self.config.pools);
+            let timeout = self.config.cloud_timeout;
+            let _ = crate::housekeeping::run(store.as_ref(), fleet, pools, now, timeout).await;
+        }
         if let Some(g) = github.as_mut() {
             g.requests = self
                 .github
