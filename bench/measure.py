@@ -590,6 +590,7 @@ def render(args, info, crit, starts, zips, load, missing, notes, figures=None) -
     w("")
     render_burst(w, figures or {})
     render_round_trips(w, figures or {})
+    render_github_reads(w, figures or {})
     w("## Budgets\n")
     w("| budget | figure | verdict |\n|---|---|---|")
     for b in budgets(crit, starts, zips, load):
@@ -760,6 +761,33 @@ def render_round_trips(w, figures: dict) -> None:
     log_provenance(w, [figures[n] for n in ("round-trips-aws", "round-trips-azure") if figures.get(n)])
 
 
+def render_github_reads(w, figures: dict) -> None:
+    w("## GitHub runner reads per scale-in and per reconcile\n")
+    e = figures.get("github-reads")
+    rows = [r for r in (e or {}).get("rows", []) if r.get("bench") == "github-reads"]
+    if not rows:
+        w("Not measured yet: `make bench-github-reads`.\n")
+        return
+    latency = rows[0]["latency_ms"]
+    w(f"`crates/scalehook-github/tests/scoped_reads.rs` against the OpenAPI-checked GitHub double with {latency} ms")
+    w("added to every answer (the double's own time is on top). Requests counted by the double (the installation")
+    w("token is cached first). Scale-in: the reads and the removal of one instance with one idle runner; reconcile:")
+    w("the runners of a pool of 20 instances. *Whole org* is the read before issue 20 (every runner, all pages);")
+    w("the old client gave it 3.5 s in all, so where it takes longer every removal and JIT mint was withheld.\n")
+    sizes = sorted({r["org_runners"] for r in rows})
+    w("| | read | " + " | ".join(f"{n:,} runners: requests, wall" for n in sizes) + " |")
+    w("|---|---|" + "---|" * len(sizes))
+    for kind in ("scale-in", "reconcile"):
+        for read in dict.fromkeys(r["read"] for r in rows if r["kind"] == kind):
+            cells = []
+            for n in sizes:
+                r = next((x for x in rows if (x["kind"], x["read"], x["org_runners"]) == (kind, read, n)), None)
+                cells.append(f"{r['requests']}, {r['wall_ms'] / 1000:.1f} s" if r else "-")
+            w(f"| {kind} | {read} | " + " | ".join(cells) + " |")
+    w("")
+    log_provenance(w, [e])
+
+
 FIGURE_SECTIONS = ("## Burst through 8 services", "## Budgets")
 
 
@@ -769,6 +797,7 @@ def splice(out: Path, figures: dict) -> int:
     lines = []
     render_burst(lines.append, figures)
     render_round_trips(lines.append, figures)
+    render_github_reads(lines.append, figures)
     block = "\n".join(lines) + "\n"
     text = out.read_text() if out.is_file() else ""
     head, end = FIGURE_SECTIONS

@@ -9,15 +9,18 @@
 #   make bench-burst           8 services in a 300-job burst: deliveries/s (memory ledger),
 #                              fleet calls per delivery (memory, DynamoDB/moto, Table/Azurite)
 #   make bench-round-trips     each cloud request on one delivery's path, AWS and Azure
+#   make bench-github-reads    GitHub requests and wall time per scale-in and per reconcile,
+#                              whole-org listing vs scoped reads, 100/1,000/10,000 runners
 #   BENCH_RUNS=20 BENCH_DURATION=10 BENCH_CONNECTIONS=32   knobs of bench-measure
 #   BENCH_BURST_RUNS=10 BENCH_BURST_SLOW_RUNS=3 BENCH_BURST_FLEET_MS=50   knobs of bench-burst-memory
+#   BENCH_GITHUB_LATENCY_MS=300   GitHub's latency per request in bench-github-reads
 #
 # The burst and round-trip targets write the `SCALEHOOK-BENCH {json}` lines their bench or
 # test prints into target/bench/*.log, then re-render bench/RESULTS.md from those logs and
 # the last bench-measure run (`measure.py --render-only`).
 
 .PHONY: bench bench-deps bench-build bench-criterion bench-measure bench-burst \
-	bench-burst-memory bench-burst-cloud bench-round-trips
+	bench-burst-memory bench-burst-cloud bench-round-trips bench-github-reads
 
 BENCH_RUNS ?= 20
 BENCH_DURATION ?= 10
@@ -25,7 +28,7 @@ BENCH_CONNECTIONS ?= 32
 BENCH_CRITERION_ARGS ?= --warm-up-time 2 --measurement-time 5
 BENCH_SERVE := target/release/scalehook
 
-bench: bench-deps bench-build bench-criterion bench-burst bench-round-trips bench-measure ## criterion, bursts, round trips, cold start/RSS/zip/throughput -> bench/RESULTS.md
+bench: bench-deps bench-build bench-criterion bench-burst bench-round-trips bench-github-reads bench-measure ## criterion, bursts, round trips, cold start/RSS/zip/throughput -> bench/RESULTS.md
 
 bench-deps: ## install wrk (Debian) if it is missing
 	@command -v wrk >/dev/null || { \
@@ -74,4 +77,10 @@ bench-burst-cloud: aws-test-deps azure-deps ## the burst tests on moto (DynamoDB
 bench-round-trips: aws-test-deps azure-deps ## cloud requests per delivery kind, in order, and how many are sequential (AWS, Azure)
 	@$(call bench_log,$(CARGO) test --locked -p scalehook-aws --test round_trips -- --ignored --nocapture,round-trips-aws)
 	@$(call bench_log,$(CARGO) test --locked -p scalehook-azure --test round_trips -- --ignored --nocapture,round-trips-azure)
+	$(BENCH_RENDER)
+
+BENCH_GITHUB_LATENCY_MS ?= 300
+
+bench-github-reads: github-test-deps ## GitHub calls and wall time per scale-in / reconcile at 100, 1,000, 10,000 org runners (double, 300 ms per request)
+	@$(call bench_log,BENCH_GITHUB_LATENCY_MS=$(BENCH_GITHUB_LATENCY_MS) $(CARGO) test --locked -p scalehook-github --test scoped_reads -- --ignored --nocapture,github-reads)
 	$(BENCH_RENDER)

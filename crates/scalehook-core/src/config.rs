@@ -49,6 +49,35 @@ pub struct GitHubConfig {
     pub boot_grace: Duration,
     /// Queued/in-progress records not updated for this long are re-checked with the jobs API.
     pub recheck_after: Duration,
+    /// The webhook whose failed deliveries are found and redelivered.
+    pub deliveries: DeliveriesSource,
+}
+
+/// The webhook scalehook's deliveries come from, whose failed deliveries reconcile reads
+/// and redelivers. `[github] hook_id` picks an organization or repository webhook (the id
+/// is in the webhook's settings URL and in every delivery's `X-GitHub-Hook-ID`); without
+/// it, the App's own webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveriesSource {
+    /// The GitHub App's webhook (`/app/hook/deliveries`, App JWT).
+    AppHook,
+    /// An organization webhook (`/orgs/{org}/hooks/{hook_id}/deliveries`, installation
+    /// token with the organization permission `organization_hooks`).
+    OrgHook { org: String, hook_id: u64 },
+    /// A repository webhook (`/repos/{owner}/{repo}/hooks/{hook_id}/deliveries`,
+    /// installation token with the repository permission `repository_hooks`).
+    RepoHook { repository: String, hook_id: u64 },
+}
+
+impl std::fmt::Display for DeliveriesSource {
+    /// `app-hook`, `org-hook:<id>` or `repo-hook:<id>`: what `/status` shows.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeliveriesSource::AppHook => f.write_str("app-hook"),
+            DeliveriesSource::OrgHook { hook_id, .. } => write!(f, "org-hook:{hook_id}"),
+            DeliveriesSource::RepoHook { hook_id, .. } => write!(f, "repo-hook:{hook_id}"),
+        }
+    }
 }
 
 /// Where the pools' runners are registered.
@@ -75,10 +104,25 @@ pub struct PoolConfig {
     /// replaced, when the pool is not above target).
     pub ephemeral: bool,
     /// The runner group new runners join (`runner_group_id` of generate-jitconfig; GitHub's
-    /// default group is 1).
+    /// default group is 1). [`RUNNER_GROUP_BY_NAME`] (0, never a GitHub id) when the pool
+    /// names its group (`runner_group`) without an id: the GitHub client looks the id up by
+    /// name ([`PoolConfig::runner_group_to_look_up`]).
     pub runner_group_id: u64,
     /// Jobs with `runs-on: group: <name>` route here by group name.
     pub runner_group: Option<String>,
+}
+
+/// `runner_group_id` of a pool whose group id is looked up by its `runner_group` name.
+pub const RUNNER_GROUP_BY_NAME: u64 = 0;
+
+impl PoolConfig {
+    /// The runner group name whose id the GitHub client must look up: `runner_group` when
+    /// `runner_group_id` was not given.
+    pub fn runner_group_to_look_up(&self) -> Option<&str> {
+        (self.runner_group_id == RUNNER_GROUP_BY_NAME)
+            .then_some(self.runner_group.as_deref())
+            .flatten()
+    }
 }
 
 /// Which fleet serves a pool.
@@ -182,6 +226,10 @@ struct RawGitHub {
     boot_grace_secs: Option<u64>,
     #[serde(default)]
     recheck_after_secs: Option<u64>,
+    #[serde(default)]
+    hook_id: Option<u64>,
+    #[serde(default)]
+    hook_repository: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -477,6 +525,19 @@ fn validate_pool(p: RawPool, earlier: &[PoolConfig]) -> Result<PoolConfig, Confi
             ))
         }
     };
+    let runner_group = p.runner_group.clone().filter(|g| !g.trim().is_empty());
+    // A named group without an id is looked up by name (not silently the default group).
+    let runner_group_id = match (p.runner_group_id, &runner_group) {
+        (Some(RUNNER_GROUP_BY_NAME), _) => {
+            return Err(err(
+                "runner_group_id",
+                "must be a runner group's id (1 is the default group)".into(),
+            ))
+        }
+        (Some(id), _) => id,
+        (None, Some(_)) => RUNNER_GROUP_BY_NAME,
+        (None, None) => 1,
+    };
     Ok(PoolConfig {
         labels: lower_all(p.labels),
         name: p.name,
@@ -486,8 +547,8 @@ fn validate_pool(p: RawPool, earlier: &[PoolConfig]) -> Result<PoolConfig, Confi
         runners_per_instance: p.runners_per_instance,
         fleet,
         ephemeral: p.ephemeral,
-        runner_group_id: p.runner_group_id.unwrap_or(1),
-        runner_group: p.runner_group.filter(|g| !g.trim().is_empty()),
+        runner_group_id,
+        runner_group,
     })
 }
 
@@ -534,7 +595,42 @@ fn validate_github(g: RawGitHub) -> Result<GitHubConfig, ConfigError> {
             ))
         }
     };
+    let deliveries = match (g.hook_id, g.hook_repository) {
+        (None, None) => DeliveriesSource::AppHook,
+        (None, Some(_)) => {
+            return Err(err(
+                "github.hook_repository",
+                "needs github.hook_id: the id of that repository's webhook (Settings > Webhooks, or X-GitHub-Hook-ID of a delivery)",
+            ))
+        }
+        (Some(0), _) => {
+            return Err(err(
+                "github.hook_id",
+                "must be the webhook's numeric id (Settings > Webhooks: the number in its URL, or X-GitHub-Hook-ID of a delivery)",
+            ))
+        }
+        (Some(hook_id), Some(r)) => {
+            if !(r.split('/').count() == 2 && r.split('/').all(|p| !p.trim().is_empty())) {
+                return Err(err("github.hook_repository", "must be owner/name"));
+            }
+            DeliveriesSource::RepoHook {
+                repository: r,
+                hook_id,
+            }
+        }
+        (Some(hook_id), None) => match &scope {
+            RunnerScope::Organization(org) => DeliveriesSource::OrgHook {
+                org: org.clone(),
+                hook_id,
+            },
+            RunnerScope::Repository(r) => DeliveriesSource::RepoHook {
+                repository: r.clone(),
+                hook_id,
+            },
+        },
+    };
     Ok(GitHubConfig {
+        deliveries,
         app_id: g.app_id,
         installation_id: g.installation_id,
         api_url,
@@ -726,5 +822,103 @@ mod tests {
         assert!(!c.admits(None, None));
         let open = Config::from_toml(&pool_toml("")).expect("valid");
         assert!(open.admits(None, None));
+    }
+
+    fn github_section(extra: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(&format!(
+            "{}\n[github]\napp_id = 1\ninstallation_id = 2\n{extra}\n",
+            pool_toml("")
+        ))
+    }
+
+    #[test]
+    fn deliveries_come_from_the_webhook_hook_id_names() {
+        let source = |extra: &str| {
+            github_section(extra)
+                .expect("valid")
+                .github
+                .expect("gh")
+                .deliveries
+        };
+        assert_eq!(source("organization = \"acme\""), DeliveriesSource::AppHook);
+        assert_eq!(
+            source("organization = \"acme\"\nhook_id = 42"),
+            DeliveriesSource::OrgHook {
+                org: "acme".into(),
+                hook_id: 42
+            }
+        );
+        assert_eq!(
+            source("repository = \"acme/app\"\nhook_id = 7"),
+            DeliveriesSource::RepoHook {
+                repository: "acme/app".into(),
+                hook_id: 7
+            }
+        );
+        assert_eq!(
+            source("organization = \"acme\"\nhook_id = 7\nhook_repository = \"acme/web\""),
+            DeliveriesSource::RepoHook {
+                repository: "acme/web".into(),
+                hook_id: 7
+            }
+        );
+        assert_eq!(
+            source("organization = \"acme\"\nhook_id = 42").to_string(),
+            "org-hook:42"
+        );
+        assert_eq!(DeliveriesSource::AppHook.to_string(), "app-hook");
+        assert_eq!(
+            source("repository = \"a/b\"\nhook_id = 7").to_string(),
+            "repo-hook:7"
+        );
+        for (extra, field) in [
+            ("organization = \"acme\"\nhook_id = 0", "github.hook_id"),
+            (
+                "organization = \"acme\"\nhook_repository = \"acme/web\"",
+                "github.hook_repository",
+            ),
+            (
+                "organization = \"acme\"\nhook_id = 3\nhook_repository = \"acme\"",
+                "github.hook_repository",
+            ),
+        ] {
+            match github_section(extra) {
+                Err(ConfigError::Field { field: f, problem }) => {
+                    assert_eq!(f, field, "{extra}: {problem}");
+                    assert!(!problem.is_empty());
+                }
+                other => panic!("{extra}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_named_runner_group_without_an_id_is_looked_up_by_name() {
+        let c = Config::from_toml(&pool_toml("runner_group = \"Frontend\"")).expect("valid");
+        assert_eq!(c.pools[0].runner_group_id, RUNNER_GROUP_BY_NAME);
+        assert_eq!(c.pools[0].runner_group_to_look_up(), Some("Frontend"));
+        let c = Config::from_toml(&pool_toml(
+            "runner_group = \"Frontend\"\nrunner_group_id = 4",
+        ))
+        .expect("valid");
+        assert_eq!(
+            (
+                c.pools[0].runner_group_id,
+                c.pools[0].runner_group_to_look_up()
+            ),
+            (4, None)
+        );
+        let c = Config::from_toml(&pool_toml("")).expect("valid");
+        assert_eq!(
+            (
+                c.pools[0].runner_group_id,
+                c.pools[0].runner_group_to_look_up()
+            ),
+            (1, None)
+        );
+        assert_eq!(
+            pool_error(&pool_toml("runner_group_id = 0")).1,
+            "runner_group_id"
+        );
     }
 }

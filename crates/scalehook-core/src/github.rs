@@ -9,9 +9,6 @@
 
 use crate::config::PoolConfig;
 use async_trait::async_trait;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 
 /// A self-hosted runner as GitHub lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +51,26 @@ pub struct JobStatus {
     pub runner_name: Option<String>,
 }
 
-/// One webhook delivery of the App's hook that did not succeed.
+/// What the jobs API says about a job, with "not found" split by whether the installation
+/// can see the repository at all: for an installation token GitHub answers 404 both for a
+/// job that does not exist and for a repository outside the installation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobLookup {
+    /// 200: the job's state.
+    Found(JobStatus),
+    /// 404 for a repository the installation can see: GitHub has no such job (deleted with
+    /// its run, or never existed). Safe to count as completed.
+    Gone,
+    /// 404 and the repository itself answers 404 to the installation: the job's state is
+    /// unknown, never "completed".
+    NotVisible,
+}
+
+/// Where failed webhook deliveries are read and redelivered: the webhook scalehook's
+/// deliveries come from (`[github] hook_id`, see `config::DeliveriesSource`).
+pub use crate::config::DeliveriesSource;
+
+/// One webhook delivery that did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
     /// The delivery's numeric id (what the redeliver call takes).
@@ -105,6 +121,12 @@ pub struct RateLimit {
     pub remaining: Option<u64>,
     /// Requests made by this client since it was built.
     pub requests: u64,
+    /// Secondary rate limits met since the client was built (403/429 whose message says
+    /// "secondary rate limit", or with `retry-after`); each one blocks every call for at
+    /// least 60 s.
+    pub secondary_limited: u64,
+    /// While the client is blocked by a rate limit: Unix seconds when it may call again.
+    pub blocked_until: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -135,12 +157,70 @@ pub trait GitHub: Send + Sync {
     async fn runners(&self) -> Result<Vec<Runner>, GitHubError>;
     /// Removes a runner's registration. A busy runner is refused ([`RunnerRemoval::Busy`]).
     async fn remove_runner(&self, runner_id: u64) -> Result<RunnerRemoval, GitHubError>;
+    /// One runner by id, `None` when GitHub has no such runner (404): the read the core
+    /// makes right before removing an instance whose runner id it saved at JIT minting.
+    /// One request. The default lists every runner ([`GitHub::runners`]).
+    async fn runner(&self, runner_id: u64) -> Result<Option<Runner>, GitHubError> {
+        Ok(self
+            .runners()
+            .await?
+            .into_iter()
+            .find(|r| r.id == runner_id))
+    }
+    /// The runners named exactly `name` (GitHub's documented `name` filter of the list
+    /// endpoint is an exact match, not a prefix: ask once per `<pool>-<instance key>[-n]`).
+    /// One request per 100 matches. The default lists every runner.
+    async fn runners_named(&self, name: &str) -> Result<Vec<Runner>, GitHubError> {
+        Ok(self
+            .runners()
+            .await?
+            .into_iter()
+            .filter(|r| r.name.eq_ignore_ascii_case(name))
+            .collect())
+    }
+    /// The runners of runner group `group_id` (organization scope; a repository has no
+    /// runner groups, so there it is every runner of the repository). One request per 100
+    /// runners of the group. The default lists every runner.
+    async fn runners_in_group(&self, group_id: u64) -> Result<Vec<Runner>, GitHubError> {
+        let _ = group_id;
+        self.runners().await
+    }
+    /// The id of the runner group `pool`'s runners join: its `runner_group_id`, or its
+    /// `runner_group` looked up by name (cached), or the default group 1. An unknown group
+    /// name is [`GitHubError::Rejected`] naming it.
+    async fn pool_runner_group(&self, pool: &PoolConfig) -> Result<u64, GitHubError> {
+        match pool.runner_group_to_look_up() {
+            None => Ok(pool.runner_group_id),
+            Some(name) => Err(GitHubError::Rejected(format!(
+                "pool {:?}: runner group {name:?} cannot be looked up without a GitHub App",
+                pool.name
+            ))),
+        }
+    }
     /// A job's state from the jobs API (`repository` is `owner/name`); `None` if GitHub has
-    /// no such job (404).
+    /// no such job (404). Prefer [`GitHub::job_state`]: `GitHubApp` answers a job of a
+    /// repository the installation cannot see with [`GitHubError::Rejected`] here (unknown,
+    /// never `None`).
     async fn job(&self, repository: &str, job_id: u64) -> Result<Option<JobStatus>, GitHubError>;
-    /// One page of the App hook's deliveries, newest first, starting at `cursor`.
+    /// A job's state from the jobs API, telling a job GitHub no longer has
+    /// ([`JobLookup::Gone`], safe to count as completed) from one in a repository the
+    /// installation cannot see ([`JobLookup::NotVisible`]: unknown). The default maps
+    /// [`GitHub::job`] (for implementations where every repository is visible).
+    async fn job_state(&self, repository: &str, job_id: u64) -> Result<JobLookup, GitHubError> {
+        Ok(match self.job(repository, job_id).await? {
+            Some(s) => JobLookup::Found(s),
+            None => JobLookup::Gone,
+        })
+    }
+    /// Which webhook's deliveries [`GitHub::deliveries`] reads: `app-hook`,
+    /// `org-hook:<id>` or `repo-hook:<id>` (what `/status` shows); `none` without an App.
+    fn deliveries_source(&self) -> String {
+        "app-hook".to_string()
+    }
+    /// One page of the configured webhook's deliveries ([`GitHub::deliveries_source`]),
+    /// newest first, starting at `cursor`.
     async fn deliveries(&self, cursor: Option<&str>) -> Result<DeliveryPage, GitHubError>;
-    /// Asks GitHub to deliver a delivery again (to scalehook's webhook URL).
+    /// Asks GitHub to deliver a delivery of that webhook again (to its URL).
     async fn redeliver(&self, delivery_id: u64) -> Result<(), GitHubError>;
     /// Registers an ephemeral just-in-time runner named `name` with the pool's labels and
     /// runner group, and returns its configuration.
@@ -171,8 +251,26 @@ impl GitHub for NoGitHub {
     async fn remove_runner(&self, _runner_id: u64) -> Result<RunnerRemoval, GitHubError> {
         disabled()
     }
+    async fn runner(&self, _runner_id: u64) -> Result<Option<Runner>, GitHubError> {
+        disabled()
+    }
+    async fn runners_named(&self, _name: &str) -> Result<Vec<Runner>, GitHubError> {
+        disabled()
+    }
+    async fn runners_in_group(&self, _group_id: u64) -> Result<Vec<Runner>, GitHubError> {
+        disabled()
+    }
+    async fn pool_runner_group(&self, _pool: &PoolConfig) -> Result<u64, GitHubError> {
+        disabled()
+    }
     async fn job(&self, _repo: &str, _job_id: u64) -> Result<Option<JobStatus>, GitHubError> {
         disabled()
+    }
+    async fn job_state(&self, _repo: &str, _job_id: u64) -> Result<JobLookup, GitHubError> {
+        disabled()
+    }
+    fn deliveries_source(&self) -> String {
+        "none".to_string()
     }
     async fn deliveries(&self, _cursor: Option<&str>) -> Result<DeliveryPage, GitHubError> {
         disabled()
@@ -185,263 +283,11 @@ impl GitHub for NoGitHub {
     }
 }
 
-/// Runners kept in memory: what `serve`, `replay`, `simulate` and the tests use as GitHub.
-/// Tests drive it (`register`, `assign`, `finish`) the way GitHub's runner service would.
-#[derive(Debug, Default)]
-pub struct LocalGitHub {
-    inner: Mutex<LocalInner>,
-    requests: AtomicU64,
-}
-
-#[derive(Debug, Default)]
-struct LocalInner {
-    next_id: u64,
-    runners: Vec<Runner>,
-    jobs: HashMap<u64, JobStatus>,
-    /// Runners whose registration was removed (by name), for tests.
-    removed: Vec<String>,
-    /// The hook's deliveries, any order (listed newest first by id).
-    deliveries: Vec<Delivery>,
-    /// Ids of deliveries scalehook asked to redeliver, in order (accepted requests only).
-    redelivered: Vec<u64>,
-    /// Delivery id -> how many more redelivery requests for it fail (GitHub answering 5xx).
-    failing_redeliveries: HashMap<u64, u32>,
-    /// Job ids asked of the jobs API, in order.
-    jobs_asked: Vec<u64>,
-    /// Runners GitHub assigns a job at the moment their removal is asked (the race between
-    /// listing a runner idle and deregistering it).
-    assigned_on_removal: Vec<String>,
-}
-
-/// Deliveries per page of [`LocalGitHub::deliveries`] (GitHub's `per_page` maximum).
-pub const LOCAL_DELIVERIES_PER_PAGE: usize = 100;
-
-impl LocalGitHub {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, LocalInner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Registers an online, idle runner; returns its id.
-    pub fn register(&self, name: &str, labels: &[String]) -> u64 {
-        let mut g = self.lock();
-        g.next_id += 1;
-        let id = g.next_id;
-        g.runners.push(Runner {
-            id,
-            name: name.to_string(),
-            online: true,
-            busy: false,
-            labels: labels.to_vec(),
-        });
-        id
-    }
-
-    /// Marks a runner busy or idle (GitHub assigning it a job, or the job ending).
-    pub fn set_busy(&self, name: &str, busy: bool) {
-        let mut g = self.lock();
-        for r in g.runners.iter_mut().filter(|r| r.name == name) {
-            r.busy = busy;
-        }
-    }
-
-    /// GitHub will assign a job to runner `name` just as its removal is asked, after it was
-    /// listed idle: the removal is then refused as busy (422), as GitHub refuses it.
-    pub fn assign_on_removal(&self, name: &str) {
-        self.lock().assigned_on_removal.push(name.to_string());
-    }
-
-    /// Registers an idle runner `<pool>-<instance key>` for each instance that has none (the
-    /// naming convention JIT provisioning follows); returns the names, one per instance.
-    pub fn register_instances(
-        &self,
-        pool: &PoolConfig,
-        instances: &[crate::fleet::Instance],
-    ) -> Vec<String> {
-        let mut names = Vec::with_capacity(instances.len());
-        for i in instances {
-            let name = format!("{}-{}", pool.name, i.runner_key);
-            if !self.lock().runners.iter().any(|r| r.name == name) {
-                self.register(&name, &pool.labels);
-            }
-            names.push(name);
-        }
-        names
-    }
-
-    /// Marks a runner offline (its instance stopped) without removing it.
-    pub fn set_online(&self, name: &str, online: bool) {
-        let mut g = self.lock();
-        for r in g.runners.iter_mut().filter(|r| r.name == name) {
-            r.online = online;
-        }
-    }
-
-    /// Removes a runner as an ephemeral runner's exit does.
-    pub fn unregister(&self, name: &str) {
-        self.lock().runners.retain(|r| r.name != name);
-    }
-
-    /// Sets what the jobs API answers for a job.
-    pub fn set_job(&self, job_id: u64, status: &str, runner_name: Option<&str>) {
-        self.lock().jobs.insert(
-            job_id,
-            JobStatus {
-                status: status.to_string(),
-                runner_name: runner_name.map(str::to_string),
-            },
-        );
-    }
-
-    /// Adds a delivery of the App's hook (what `GET /app/hook/deliveries` lists).
-    pub fn add_delivery(&self, delivery: Delivery) {
-        self.lock().deliveries.push(delivery);
-    }
-
-    /// Ids of the deliveries scalehook asked GitHub to redeliver, in order (requests GitHub
-    /// accepted; see [`LocalGitHub::fail_redelivery`]).
-    pub fn redelivered(&self) -> Vec<u64> {
-        self.lock().redelivered.clone()
-    }
-
-    /// The next `times` requests to redeliver delivery `id` fail as a 5xx does
-    /// ([`GitHubError::Unavailable`]); `u32::MAX`: every request.
-    pub fn fail_redelivery(&self, id: u64, times: u32) {
-        self.lock().failing_redeliveries.insert(id, times);
-    }
-
-    /// Job ids scalehook asked the jobs API about, in order.
-    pub fn jobs_asked(&self) -> Vec<u64> {
-        self.lock().jobs_asked.clone()
-    }
-
-    /// Names of runners whose registration scalehook removed, in order.
-    pub fn removed(&self) -> Vec<String> {
-        self.lock().removed.clone()
-    }
-
-    /// A copy of the registered runners.
-    pub fn registered(&self) -> Vec<Runner> {
-        self.lock().runners.clone()
-    }
-
-    fn count(&self) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-#[async_trait]
-impl GitHub for LocalGitHub {
-    async fn runners(&self) -> Result<Vec<Runner>, GitHubError> {
-        self.count();
-        Ok(self.lock().runners.clone())
-    }
-
-    async fn remove_runner(&self, runner_id: u64) -> Result<RunnerRemoval, GitHubError> {
-        self.count();
-        let mut g = self.lock();
-        let Some(i) = g.runners.iter().position(|r| r.id == runner_id) else {
-            return Ok(RunnerRemoval::Gone);
-        };
-        if let Some(k) = g
-            .assigned_on_removal
-            .iter()
-            .position(|n| *n == g.runners[i].name)
-        {
-            g.assigned_on_removal.remove(k);
-            g.runners[i].busy = true;
-        }
-        if g.runners[i].busy {
-            return Ok(RunnerRemoval::Busy);
-        }
-        let r = g.runners.remove(i);
-        g.removed.push(r.name);
-        Ok(RunnerRemoval::Removed)
-    }
-
-    async fn job(&self, _repo: &str, job_id: u64) -> Result<Option<JobStatus>, GitHubError> {
-        self.count();
-        let mut g = self.lock();
-        g.jobs_asked.push(job_id);
-        Ok(g.jobs.get(&job_id).cloned())
-    }
-
-    async fn deliveries(&self, cursor: Option<&str>) -> Result<DeliveryPage, GitHubError> {
-        self.count();
-        // Like GitHub's, the cursor names a place in the list (the last delivery of the page
-        // before), so it stays valid while newer deliveries arrive.
-        let below: Option<u64> = match cursor {
-            None => None,
-            Some(c) => Some(
-                c.parse()
-                    .map_err(|_| GitHubError::Rejected(format!("bad cursor {c:?}")))?,
-            ),
-        };
-        let mut all: Vec<Delivery> = self
-            .lock()
-            .deliveries
-            .iter()
-            .filter(|d| below.is_none_or(|b| d.id < b))
-            .cloned()
-            .collect();
-        all.sort_by_key(|d| std::cmp::Reverse(d.id));
-        let more = all.len() > LOCAL_DELIVERIES_PER_PAGE;
-        all.truncate(LOCAL_DELIVERIES_PER_PAGE);
-        let next = all.last().filter(|_| more).map(|d| d.id.to_string());
-        Ok(DeliveryPage {
-            deliveries: all,
-            next,
-        })
-    }
-
-    async fn redeliver(&self, delivery_id: u64) -> Result<(), GitHubError> {
-        self.count();
-        let mut g = self.lock();
-        if !g.deliveries.iter().any(|d| d.id == delivery_id) {
-            return Err(GitHubError::Rejected("no such delivery".into()));
-        }
-        if let Some(left) = g.failing_redeliveries.get_mut(&delivery_id) {
-            if *left > 0 {
-                *left = left.saturating_sub(u32::from(*left != u32::MAX));
-                return Err(GitHubError::Unavailable("502 Bad Gateway".into()));
-            }
-        }
-        g.redelivered.push(delivery_id);
-        Ok(())
-    }
-
-    async fn jit_runner(&self, pool: &PoolConfig, name: &str) -> Result<JitRunner, GitHubError> {
-        let runner_id = {
-            let mut g = self.lock();
-            g.next_id += 1;
-            let id = g.next_id;
-            g.runners.push(Runner {
-                id,
-                name: name.to_string(),
-                online: false,
-                busy: false,
-                labels: pool.labels.clone(),
-            });
-            id
-        };
-        self.count();
-        Ok(JitRunner {
-            runner_id,
-            name: name.to_string(),
-            encoded_jit_config: format!("local-jit-{runner_id}"),
-        })
-    }
-
-    fn rate_limit(&self) -> RateLimit {
-        RateLimit {
-            remaining: None,
-            requests: self.requests.load(Ordering::Relaxed),
-        }
-    }
-}
+mod local;
+pub use local::{
+    not_visible, unknown_group, CallHook, LocalCall, LocalGitHub, DEFAULT_RUNNER_GROUP,
+    LOCAL_DELIVERIES_PER_PAGE,
+};
 
 #[cfg(test)]
 mod tests {
@@ -490,5 +336,132 @@ mod tests {
         assert_eq!(g.remove_runner(id).await, Ok(RunnerRemoval::Removed));
         assert_eq!(g.remove_runner(id).await, Ok(RunnerRemoval::Gone));
         assert_eq!(g.removed(), vec!["p-1".to_string()]);
+    }
+
+    fn pool(extra: &str) -> PoolConfig {
+        crate::Config::from_toml(&format!(
+            "[[pools]]\nname = \"linux\"\nlabels = [\"self-hosted\"]\nmax = 3\n{extra}"
+        ))
+        .expect("config")
+        .pools
+        .remove(0)
+    }
+
+    #[tokio::test]
+    async fn local_scoped_reads() {
+        let g = LocalGitHub::new();
+        let frontend = g.add_runner_group("Frontend");
+        let a = g.register("linux-i-1", &[]);
+        g.register("linux-i-1-2", &[]);
+        let c = g.register_in_group("web-i-3", &[], frontend);
+        assert_eq!(
+            g.runner(a).await.expect("ok").map(|r| r.name),
+            Some("linux-i-1".into())
+        );
+        assert_eq!(g.runner(999).await, Ok(None));
+        let named = g.runners_named("linux-i-1").await.expect("ok");
+        assert_eq!(
+            named.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![a],
+            "exact name, not a prefix"
+        );
+        let group = g.runners_in_group(frontend).await.expect("ok");
+        assert_eq!(group.iter().map(|r| r.id).collect::<Vec<_>>(), vec![c]);
+        assert_eq!(
+            g.runners_in_group(DEFAULT_RUNNER_GROUP)
+                .await
+                .expect("ok")
+                .len(),
+            2
+        );
+        assert_eq!(
+            g.calls(),
+            vec![
+                LocalCall::Runner(a),
+                LocalCall::Runner(999),
+                LocalCall::RunnersNamed("linux-i-1".into()),
+                LocalCall::RunnersInGroup(frontend),
+                LocalCall::RunnersInGroup(DEFAULT_RUNNER_GROUP),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn local_runner_group_by_name() {
+        let g = LocalGitHub::new();
+        let frontend = g.add_runner_group("Frontend");
+        let named = pool("runner_group = \"frontend\"");
+        assert_eq!(g.pool_runner_group(&named).await, Ok(frontend));
+        let jit = g.jit_runner(&named, "linux-i-7").await.expect("minted");
+        let in_group = g.runners_in_group(frontend).await.expect("ok");
+        assert_eq!(
+            in_group.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![jit.runner_id]
+        );
+        let unknown = pool("runner_group = \"Nope\"");
+        match g.jit_runner(&unknown, "linux-i-8").await {
+            Err(GitHubError::Rejected(m)) => assert!(m.contains("\"Nope\""), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            g.pool_runner_group(&pool("runner_group_id = 5")).await,
+            Ok(5)
+        );
+        assert!(NoGitHub.pool_runner_group(&named).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn local_job_state_tells_gone_from_not_visible() {
+        let g = LocalGitHub::new();
+        g.hide_repository("Acme/Secret");
+        assert_eq!(g.job_state("acme/app", 1).await, Ok(JobLookup::Gone));
+        assert_eq!(
+            g.job_state("acme/secret", 1).await,
+            Ok(JobLookup::NotVisible)
+        );
+        assert_eq!(g.job("acme/app", 1).await, Ok(None));
+        assert!(matches!(
+            g.job("acme/secret", 1).await,
+            Err(GitHubError::Rejected(_))
+        ));
+        g.register("linux-i-1", &[]);
+        assert!(g.assign_job("linux-i-1", 5));
+        assert!(!g.assign_job("linux-i-1", 6), "busy: no second job");
+        assert!(
+            matches!(g.job_state("acme/secret", 5).await, Ok(JobLookup::Found(s)) if s.status == "in_progress")
+        );
+        assert_eq!(g.finish_job(5).as_deref(), Some("linux-i-1"));
+        assert!(!g.registered()[0].busy);
+        assert_eq!(
+            g.job("acme/app", 5).await.expect("ok").map(|s| s.status),
+            Some("completed".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn the_call_hook_runs_before_each_answer() {
+        let g = LocalGitHub::new();
+        g.register("linux-i-1", &[]);
+        // GitHub registers a runner and gives it a job between the list and the removal.
+        g.before_each_call(|gh, n, call| {
+            if n == 1 {
+                assert!(matches!(call, LocalCall::RemoveRunner(_)));
+                gh.register("linux-i-2", &[]);
+                gh.assign_job("linux-i-1", 9);
+            }
+        });
+        let listed = g.runners().await.expect("ok");
+        assert_eq!(listed.len(), 1);
+        assert_eq!(g.remove_runner(listed[0].id).await, Ok(RunnerRemoval::Busy));
+        assert_eq!(g.registered().len(), 2);
+        let lost = g.lose_delivery("guid-1", "queued", 100);
+        assert_eq!(g.deliveries(None).await.expect("ok").deliveries[0].id, lost);
+        assert_eq!(g.deliveries_source(), "app-hook");
+        g.set_deliveries_source(&DeliveriesSource::OrgHook {
+            org: "a".into(),
+            hook_id: 3,
+        });
+        assert_eq!(g.deliveries_source(), "org-hook:3");
+        assert_eq!(NoGitHub.deliveries_source(), "none");
     }
 }

@@ -230,6 +230,12 @@ class State:
         self.fail_next = []  # pending forced 5xx
         self.log = []
         self.violations = []
+        self.latency = 0.0  # seconds added before every API answer (benchmarks)
+        self.groups = {1: "Default"}  # runner group id -> name
+        self.hidden = set()  # repositories (lower case owner/name) outside the installation
+        # What installation tokens may do (app-permissions); hook endpoints check theirs.
+        self.permissions = {"organization_self_hosted_runners": "write", "administration": "write",
+                            "actions": "read", "organization_hooks": "write", "repository_hooks": "write"}
 
     def new_id(self):
         with self.lock:
@@ -435,6 +441,14 @@ class Handler(BaseHTTPRequestHandler):
             return self.reject(problems)
         if not ok:
             return self.send(401, error_body("Bad credentials: " + why, 401), self.rate_headers(), (op, 401))
+        if STATE.latency:
+            time.sleep(STATE.latency)
+        need = HOOK_PERMISSIONS.get(op.get("operationId"))
+        if need is not None:
+            perm, level = need
+            have = STATE.permissions.get(perm)
+            if have is None or (level == "write" and have != "write"):
+                return self.send(403, error_body("Resource not accessible by integration", 403), self.rate_headers(), (op, 403))
         # forced throttling / failures
         forced = self.forced(op)
         if forced is not None:
@@ -524,7 +538,7 @@ class Handler(BaseHTTPRequestHandler):
                 headers["x-ratelimit-remaining"] = "0"
                 headers["x-ratelimit-reset"] = str(int(time.time()) + int(t.get("reset_in", 60)))
             status = int(t.get("status", 403))
-            msg = "API rate limit exceeded" if t.get("remaining0") else "You have exceeded a secondary rate limit."
+            msg = t.get("message") or ("API rate limit exceeded" if t.get("remaining0") else "You have exceeded a secondary rate limit.")
             return self.send(status, error_body(msg, status), headers, (op, status))
         if f is not None:
             return self.send(int(f), error_body("double: forced failure", f), self.rate_headers(), (op, int(f)))
@@ -578,10 +592,62 @@ def list_runners(h, params, query, body):
     scope = scope_of(params)
     with STATE.lock:
         rs = [runner_view(r) for r in sorted(STATE.runners.values(), key=lambda r: r["id"]) if r["_scope"] == scope]
+    if "runner_group_id" in params:
+        gid = int(params["runner_group_id"])
+        if gid not in STATE.groups:
+            return 404, error_body("Not Found", 404), {}
+        rs = [r for r in rs if r["runner_group_id"] == gid]
     if "name" in query:
-        rs = [r for r in rs if r["name"] == query["name"][0]]
+        # GitHub's `name` filter is an exact match (case-insensitive, like runner names).
+        rs = [r for r in rs if r["name"].lower() == query["name"][0].lower()]
     chunk, headers = paginate(h, rs, query)
     return 200, {"total_count": len(rs), "runners": chunk}, headers
+
+
+def get_runner(h, params, query, body):
+    with STATE.lock:
+        r = STATE.runners.get(int(params["runner_id"]))
+    if r is None or r["_scope"] != scope_of(params):
+        return 404, error_body("Not Found", 404), {}
+    return 200, runner_view(r), {}
+
+
+def list_runner_groups(h, params, query, body):
+    org = params["org"].lower()
+    with STATE.lock:
+        groups = sorted(STATE.groups.items())
+    items = [{"id": gid, "name": name, "visibility": "all", "default": gid == 1,
+              "runners_url": "https://api.github.com/orgs/%s/actions/runner-groups/%d/runners" % (org, gid),
+              "inherited": False, "allows_public_repositories": False,
+              "restricted_to_workflows": False, "selected_workflows": []}
+             for gid, name in groups]
+    chunk, headers = paginate(h, items, query)
+    return 200, {"total_count": len(items), "runner_groups": chunk}, headers
+
+
+def get_repository(h, params, query, body):
+    full = "%s/%s" % (params["owner"], params["repo"])
+    with STATE.lock:
+        hidden = full.lower() in STATE.hidden
+    if hidden:
+        return 404, error_body("Not Found", 404), {}
+    return 200, repository_view(params["owner"], params["repo"]), {}
+
+
+def repository_view(owner, repo):
+    """The description's own example of a repository, renamed. The example lacks `language`,
+    which the schema requires (checked: it fails its own schema), and carries the fork-only
+    `parent`/`source`: both fixed here."""
+    op = SPEC.doc["paths"]["/repos/{owner}/{repo}"]["get"]
+    media = SPEC.resolve(op["responses"]["200"])["content"]["application/json"]
+    example = copy.deepcopy(SPEC.resolve(next(iter(media["examples"].values())))["value"])
+    example["name"] = repo
+    example["full_name"] = "%s/%s" % (owner, repo)
+    example["owner"]["login"] = owner
+    example.setdefault("language", None)
+    example.pop("parent", None)
+    example.pop("source", None)
+    return example
 
 
 def delete_runner(h, params, query, body):
@@ -626,15 +692,25 @@ def access_token(h, params, query, body):
         exp = time.time() + STATE.token_lifetime
         STATE.tokens[token] = exp
     return 201, {"token": token, "expires_at": now_iso(exp),
-                 "permissions": {"organization_self_hosted_runners": "write", "actions": "read"},
+                 "permissions": dict(STATE.permissions),
                  "repository_selection": "all"}, {}
+
+
+def hook_of(params):
+    """Which webhook an endpoint's path names: app, org:<org>:<id> or repo:<owner/name>:<id>."""
+    if "hook_id" not in params:
+        return "app"
+    if "org" in params:
+        return "org:%s:%s" % (params["org"].lower(), params["hook_id"])
+    return "repo:%s/%s:%s" % (params["owner"].lower(), params["repo"].lower(), params["hook_id"])
 
 
 def list_deliveries(h, params, query, body):
     per_page = min(int(query.get("per_page", ["30"])[0]), 100)
     status = query.get("status", [None])[0]
+    hook = hook_of(params)
     with STATE.lock:
-        items = list(reversed(STATE.deliveries))  # newest first
+        items = [d for d in reversed(STATE.deliveries) if d["_hook"] == hook]  # newest first
     if status == "success":
         items = [d for d in items if 200 <= d["status_code"] <= 399]
     elif status == "failure":
@@ -658,8 +734,9 @@ def list_deliveries(h, params, query, body):
 
 def redeliver(h, params, query, body):
     did = int(params["delivery_id"])
+    hook = hook_of(params)
     with STATE.lock:
-        d = next((x for x in STATE.deliveries if x["id"] == did), None)
+        d = next((x for x in STATE.deliveries if x["id"] == did and x["_hook"] == hook), None)
         hook = STATE.webhook
     if d is None:
         return 404, error_body("Not Found", 404), {}
@@ -681,6 +758,24 @@ ROUTES = {
     "apps/create-installation-access-token": access_token,
     "apps/list-webhook-deliveries": list_deliveries,
     "apps/redeliver-webhook-delivery": redeliver,
+    "orgs/list-webhook-deliveries": list_deliveries,
+    "orgs/redeliver-webhook-delivery": redeliver,
+    "repos/list-webhook-deliveries": list_deliveries,
+    "repos/redeliver-webhook-delivery": redeliver,
+    "actions/get-self-hosted-runner-for-org": get_runner,
+    "actions/get-self-hosted-runner-for-repo": get_runner,
+    "actions/list-self-hosted-runners-in-group-for-org": list_runners,
+    "actions/list-self-hosted-runner-groups-for-org": list_runner_groups,
+    "repos/get": get_repository,
+}
+
+# The installation permission each hook endpoint needs (GitHub's "Webhooks" organization or
+# repository permission): read to list deliveries, write to redeliver.
+HOOK_PERMISSIONS = {
+    "orgs/list-webhook-deliveries": ("organization_hooks", "read"),
+    "orgs/redeliver-webhook-delivery": ("organization_hooks", "write"),
+    "repos/list-webhook-deliveries": ("repository_hooks", "read"),
+    "repos/redeliver-webhook-delivery": ("repository_hooks", "write"),
 }
 
 
@@ -694,8 +789,8 @@ def post_delivery(d, hook, redelivery):
         "User-Agent": "GitHub-Hookshot/double",
         "X-GitHub-Event": d["event"],
         "X-GitHub-Delivery": d["guid"],
-        "X-GitHub-Hook-ID": "424242",
-        "X-GitHub-Hook-Installation-Target-Type": "integration",
+        "X-GitHub-Hook-ID": d["_hook"].rsplit(":", 1)[-1] if d["_hook"] != "app" else "424242",
+        "X-GitHub-Hook-Installation-Target-Type": {"app": "integration", "org": "organization", "repo": "repository"}[d["_hook"].split(":")[0]],
         "X-GitHub-Hook-Installation-Target-ID": str(STATE.app_id),
         "X-Hub-Signature": "sha1=" + hmac.new(secret.encode(), body, hashlib.sha1).hexdigest(),
         "X-Hub-Signature-256": "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest(),
@@ -733,8 +828,32 @@ def admin(method, what, arg):
             rid = s.new_id()
             scope = ("org:" + arg["org"].lower()) if arg.get("org") else "repo:" + arg["repo"].lower()
             s.runners[rid] = make_runner(rid, arg["name"], arg.get("status", "online"), bool(arg.get("busy", False)),
-                                         arg.get("labels") or ["self-hosted", "linux", "x64"], scope)
+                                         arg.get("labels") or ["self-hosted", "linux", "x64"], scope,
+                                         int(arg.get("group", 1)))
             return {"id": rid}
+        if what == "runners-bulk" and method == "POST":
+            scope = ("org:" + arg["org"].lower()) if arg.get("org") else "repo:" + arg["repo"].lower()
+            ids = []
+            for name in arg["names"]:
+                rid = s.new_id()
+                s.runners[rid] = make_runner(rid, name, "online", False, ["self-hosted", "linux", "x64"], scope,
+                                             int(arg.get("group", 1)))
+                ids.append(rid)
+            return {"ids": ids}
+        if what == "runner-groups" and method == "POST":
+            gid = max(s.groups) + 1
+            s.groups[gid] = arg["name"]
+            return {"id": gid}
+        if what == "repositories" and method == "POST":
+            for r in arg.get("hide", []):
+                s.hidden.add(r.lower())
+            return {}
+        if what == "permissions" and method == "POST":
+            s.permissions = dict(arg["permissions"])
+            return {}
+        if what == "latency" and method == "POST":
+            s.latency = float(arg.get("ms", 0)) / 1000.0
+            return {}
         if what == "runners" and method == "GET":
             return [dict(runner_view(r), scope=r["_scope"]) for r in sorted(s.runners.values(), key=lambda r: r["id"])]
         if what == "runner" and method == "PATCH":
@@ -776,7 +895,7 @@ def admin(method, what, arg):
                 "status": arg.get("status", "Timed out" if arg.get("status_code", 0) == 0 else "Invalid HTTP Response"),
                 "status_code": int(arg.get("status_code", 0)), "event": arg.get("event", "workflow_job"),
                 "action": arg.get("action"), "installation_id": s.installation_id, "repository_id": 1,
-                "throttled_at": None, "_body": body,
+                "throttled_at": None, "_body": body, "_hook": arg.get("hook", "app"),
             }
             s.deliveries.append(d)
             return {"id": d["id"], "guid": d["guid"]}

@@ -12,10 +12,13 @@
 //!
 //! It implements what scalehook uses: installation tokens (the App JWT is verified with the
 //! App's public key), self-hosted runners (org or repo) with Link pagination, runner
-//! removal (204 / 422 busy / 404), jobs, the App hook's deliveries with cursor pagination
-//! and redelivery (which really POSTs the stored body, signed, to a webhook URL), JIT runner
-//! configurations, rate-limit headers and forced throttling, 5xx, and revoked or expired
-//! tokens.
+//! removal (204 / 422 busy / 404), one runner by id, the exact `name` filter, runner groups
+//! and their runners, jobs, repositories (visible or outside the installation), the App
+//! hook's and organization or repository webhooks' deliveries with cursor pagination and
+//! redelivery (which really POSTs the stored body, signed, to a webhook URL; the org/repo
+//! hooks need the installation's Webhooks permission), JIT runner configurations,
+//! rate-limit headers and forced throttling (primary, secondary, plain 403), 5xx, revoked
+//! or expired tokens, and an added latency per answer for benchmarks.
 //!
 //! Needs the double's Python (jsonschema) and the description: `make github-test-deps`
 //! installs both under `.tools/`; `SCALEHOOK_GITHUB_DOUBLE_PYTHON` and
@@ -280,19 +283,69 @@ impl GitHubDouble {
         state: RunnerState,
         labels: &[&str],
     ) -> u64 {
+        self.register(scope, name, state, json!({ "labels": labels }))
+    }
+
+    /// Registers a runner in runner group `group` (org scope); returns its id.
+    pub fn add_runner_in_group(
+        &self,
+        scope: &str,
+        name: &str,
+        state: RunnerState,
+        group: u64,
+    ) -> u64 {
+        self.register(scope, name, state, json!({ "group": group }))
+    }
+
+    fn register(&self, scope: &str, name: &str, state: RunnerState, extra: Value) -> u64 {
+        let key = if scope.contains('/') { "repo" } else { "org" };
+        let mut arg = json!({
+            key: scope,
+            "name": name,
+            "status": if state == RunnerState::Offline { "offline" } else { "online" },
+            "busy": state == RunnerState::Busy,
+        });
+        if let (Some(arg), Value::Object(extra)) = (arg.as_object_mut(), extra) {
+            arg.extend(extra);
+        }
+        let out = self.control("POST", "runners", arg);
+        out["id"].as_u64().expect("runner id")
+    }
+
+    /// Registers many idle runners in `scope` and runner group `group` with one control
+    /// call (benchmarks with thousands of runners); returns their ids.
+    pub fn add_runners(&self, scope: &str, names: &[String], group: u64) -> Vec<u64> {
         let key = if scope.contains('/') { "repo" } else { "org" };
         let out = self.control(
             "POST",
-            "runners",
-            json!({
-                key: scope,
-                "name": name,
-                "status": if state == RunnerState::Offline { "offline" } else { "online" },
-                "busy": state == RunnerState::Busy,
-                "labels": labels,
-            }),
+            "runners-bulk",
+            json!({key: scope, "names": names, "group": group}),
         );
-        out["id"].as_u64().expect("runner id")
+        serde_json::from_value(out["ids"].clone()).expect("runner ids")
+    }
+
+    /// Creates an organization runner group named `name`; returns its id (the default group
+    /// is 1, `Default`).
+    pub fn add_runner_group(&self, name: &str) -> u64 {
+        let out = self.control("POST", "runner-groups", json!({"name": name}));
+        out["id"].as_u64().expect("group id")
+    }
+
+    /// `owner/name` is outside the App's installation: `GET /repos/{owner}/{repo}` and its
+    /// jobs answer 404.
+    pub fn hide_repository(&self, repository: &str) {
+        self.control("POST", "repositories", json!({"hide": [repository]}));
+    }
+
+    /// The installation's permissions (`{"organization_hooks": "read", ...}`) from now on:
+    /// the hook deliveries endpoints answer 403 without theirs.
+    pub fn set_permissions(&self, permissions: Value) {
+        self.control("POST", "permissions", json!({"permissions": permissions}));
+    }
+
+    /// Every API answer waits `ms` milliseconds first (benchmarks: GitHub's latency).
+    pub fn set_latency_ms(&self, ms: u64) {
+        self.control("POST", "latency", json!({"ms": ms}));
     }
 
     /// GitHub assigning the runner a job (`true`) or the job ending (`false`).
@@ -334,10 +387,24 @@ impl GitHubDouble {
         body: &str,
         status_code: u16,
     ) -> (u64, String) {
+        self.add_hook_delivery("app", event, action, body, status_code)
+    }
+
+    /// Stores a delivery of an organization (`org:<org>:<hook id>`, org lower case) or
+    /// repository (`repo:<owner>/<name>:<hook id>`) webhook; `app` is the App's. Returns
+    /// (id, guid).
+    pub fn add_hook_delivery(
+        &self,
+        hook: &str,
+        event: &str,
+        action: Option<&str>,
+        body: &str,
+        status_code: u16,
+    ) -> (u64, String) {
         let out = self.control(
             "POST",
             "deliveries",
-            json!({"event": event, "action": action, "body": body, "status_code": status_code}),
+            json!({"hook": hook, "event": event, "action": action, "body": body, "status_code": status_code}),
         );
         (
             out["id"].as_u64().expect("delivery id"),
@@ -370,6 +437,17 @@ impl GitHubDouble {
             "rate-limit",
             json!({"count": count, "status": status, "retry_after": retry_after,
                    "remaining0": reset_in.is_some(), "reset_in": reset_in.unwrap_or(0)}),
+        );
+    }
+
+    /// The next `count` API requests are refused with `status` (403/429) and `message`,
+    /// without `retry-after` and with requests remaining (a secondary rate limit when the
+    /// message says so; otherwise what a missing permission looks like).
+    pub fn refuse_next(&self, count: u32, status: u16, message: &str) {
+        self.control(
+            "POST",
+            "rate-limit",
+            json!({"count": count, "status": status, "message": message}),
         );
     }
 

@@ -9,27 +9,40 @@
 //!   exchange, retries and rate-limit waits included) and a timeout per request. One retry
 //!   after a network error or a 5xx, if the deadline allows.
 //! - Rate limits: `x-ratelimit-remaining` / `x-ratelimit-reset` are read on every answer. A
-//!   403/429 with `retry-after` (or with `x-ratelimit-remaining: 0`) is waited out when the
-//!   wait fits in the call's budget, else the call fails with
-//!   [`GitHubError::RateLimited`]; while the primary limit is known to be exhausted, calls
-//!   fail fast the same way instead of spending a request.
+//!   403/429 with `retry-after`, with `x-ratelimit-remaining: 0`, or whose message says it is
+//!   a *secondary* rate limit (then at least [`crate::SECONDARY_LIMIT_WAIT`], doubling while they
+//!   repeat: GitHub's documented rule) is waited out when the wait fits in the call's
+//!   budget, else the call fails with [`GitHubError::RateLimited`]. Either way the client
+//!   remembers until when it is blocked and fails every call fast until then, without
+//!   spending a request.
+//! - Scoped runner reads: one runner by id, runners by exact name (the list endpoint's `name`
+//!   filter), a runner group's runners; a listing's budget is per page ([`Budget::call`]
+//!   for each), so reading more runners takes longer instead of failing.
+//! - Jobs: a 404 from the jobs API is "gone" only when the installation can see the
+//!   repository (`GET /repos/{owner}/{repo}`, cached per repository).
 //! - The HTTPS client (rustls with bundled roots) is built on the first call, not at start.
 //! - Pagination: the `Link` header's `next` relation; only its `page` (runners) or `cursor`
 //!   (deliveries) is taken, and the request is rebuilt on the configured base URL, so an
 //!   answer can never send the token to another host.
 
+use crate::http::{
+    next_link_param, path_only, query_value, read_answer, repo_path, segment, status_error,
+    unix_now, Answer, ApiRunner, Auth, Request,
+};
 use crate::key::{AppKey, KeyError};
+use crate::limits::Limits;
 use async_trait::async_trait;
-use scalehook_core::config::{GitHubConfig, PoolConfig, RunnerScope};
+use scalehook_core::config::{DeliveriesSource, GitHubConfig, PoolConfig, RunnerScope};
 use scalehook_core::github::{
-    Delivery, DeliveryPage, GitHub, GitHubError, JitRunner, JobStatus, RateLimit, Runner,
-    RunnerRemoval,
+    Delivery, DeliveryPage, GitHub, GitHubError, JitRunner, JobLookup, JobStatus, RateLimit,
+    Runner, RunnerRemoval,
 };
 use scalehook_core::sleep::{Sleeper, TokioSleeper};
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 /// The REST API version every request asks for.
@@ -40,8 +53,9 @@ pub const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(300);
 pub const PER_PAGE: u32 = 100;
 /// At most this many pages per listing (10,000 runners): a guard against a loop.
 pub const MAX_PAGES: u32 = 100;
-/// The largest answer body read.
-const MAX_BODY: usize = 16 << 20;
+/// A repository found not visible to the installation is asked again after this long (an
+/// installation's repositories can be changed).
+pub const NOT_VISIBLE_TTL: Duration = Duration::from_secs(600);
 
 /// Time limits of GitHub calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,53 +95,6 @@ impl Budget {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Auth {
-    /// The App JWT (`/app/*`).
-    App,
-    /// The installation token.
-    Installation,
-}
-
-#[derive(Debug)]
-struct Request {
-    method: reqwest::Method,
-    /// Path and query after the base URL, e.g. `/orgs/acme/actions/runners?per_page=100`.
-    path: String,
-    body: Option<Vec<u8>>,
-}
-
-struct Answer {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn json<T: for<'de> Deserialize<'de>>(&self, what: &str) -> Result<T, GitHubError> {
-        serde_json::from_slice(&self.body)
-            .map_err(|e| GitHubError::Unavailable(format!("{what}: unexpected answer: {e}")))
-    }
-
-    /// GitHub's `message`, shortened; never a credential (GitHub does not echo them).
-    fn message(&self) -> String {
-        #[derive(Deserialize)]
-        struct Msg {
-            message: Option<String>,
-        }
-        let m = serde_json::from_slice::<Msg>(&self.body)
-            .ok()
-            .and_then(|m| m.message)
-            .unwrap_or_default();
-        let m: String = m.chars().take(200).collect();
-        format!("{} {}", self.status, m).trim_end().to_string()
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-}
-
 struct CachedToken {
     token: String,
     /// Unix seconds.
@@ -147,10 +114,14 @@ pub struct GitHubApp {
     http: OnceLock<reqwest::Client>,
     token: Mutex<Option<CachedToken>>,
     requests: AtomicU64,
-    /// `x-ratelimit-remaining` of the last answer; `u64::MAX` before the first.
-    remaining: AtomicU64,
-    /// `x-ratelimit-reset` (Unix seconds) of the last answer that had one.
-    reset_at: AtomicU64,
+    /// What is known of the rate limits.
+    limits: Limits,
+    /// Whose webhook's deliveries are read and redelivered.
+    deliveries: DeliveriesSource,
+    /// Runner group ids by lower-cased name, once looked up.
+    groups: std::sync::Mutex<HashMap<String, u64>>,
+    /// Repository (lower case) -> visible to the installation, and when that was learnt.
+    visible: std::sync::Mutex<HashMap<String, (bool, Instant)>>,
 }
 
 impl std::fmt::Debug for GitHubApp {
@@ -160,94 +131,11 @@ impl std::fmt::Debug for GitHubApp {
             .field("installation_id", &self.installation_id)
             .field("api_url", &self.api_url)
             .field("scope", &self.scope)
+            .field("deliveries", &self.deliveries)
             .field("key", &self.key)
             .field("budget", &self.budget)
             .finish_non_exhaustive()
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// A path segment as GitHub names it (org, owner, repo): anything else is refused rather
-/// than encoded, so a name can never change the path.
-fn segment(value: &str, what: &str) -> Result<String, GitHubError> {
-    if !value.is_empty()
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        && value != "."
-        && value != ".."
-    {
-        Ok(value.to_string())
-    } else {
-        Err(GitHubError::Rejected(format!(
-            "{what} {value:?} is not a GitHub name"
-        )))
-    }
-}
-
-/// Percent-encodes a query value (cursors are opaque).
-fn query_value(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// The value of query parameter `name` in the `Link` header's `rel="next"` URL.
-pub fn next_link_param(link: &str, name: &str) -> Option<String> {
-    for part in link.split(',') {
-        let mut pieces = part.split(';');
-        let url = pieces.next()?.trim();
-        let is_next = pieces.any(|p| {
-            let p = p.trim();
-            p == r#"rel="next""# || p == "rel=next"
-        });
-        if !is_next {
-            continue;
-        }
-        let url = url.strip_prefix('<')?.strip_suffix('>')?;
-        let query = url.split_once('?')?.1;
-        for pair in query.split('&') {
-            if let Some((k, v)) = pair.split_once('=') {
-                if k == name {
-                    return Some(percent_decode(v));
-                }
-            }
-        }
-    }
-    None
-}
-
-fn percent_decode(v: &str) -> String {
-    let b = v.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            if let Some(h) = v
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                out.push(h);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(if b[i] == b'+' { b' ' } else { b[i] });
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl GitHubApp {
@@ -264,8 +152,10 @@ impl GitHubApp {
             http: OnceLock::new(),
             token: Mutex::new(None),
             requests: AtomicU64::new(0),
-            remaining: AtomicU64::new(u64::MAX),
-            reset_at: AtomicU64::new(0),
+            limits: Limits::default(),
+            deliveries: config.deliveries.clone(),
+            groups: std::sync::Mutex::new(HashMap::new()),
+            visible: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -415,7 +305,9 @@ impl GitHubApp {
         let mut retried = false;
         let mut waits = 0;
         loop {
-            self.fail_fast_if_exhausted(deadline).await?;
+            self.limits
+                .before_request(self.sleeper.as_ref(), deadline)
+                .await?;
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(GitHubError::Unavailable(format!(
@@ -461,7 +353,7 @@ impl GitHubApp {
                     return Err(GitHubError::Unavailable(problem));
                 }
             };
-            self.note_rate_limit(&answer);
+            self.limits.note(&answer);
             tracing::debug!(
                 target: "scalehook::github",
                 method = %req.method,
@@ -470,11 +362,12 @@ impl GitHubApp {
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "github request"
             );
-            if let Some(wait) = rate_limit_wait(&answer) {
+            if let Some(wait) = self.limits.wait_for(&answer) {
                 if waits < 2 && Instant::now() + wait < deadline {
                     waits += 1;
                     tracing::info!(target: "scalehook::github", wait_ms = wait.as_millis() as u64, "rate limited: waiting");
                     self.sleeper.sleep(wait).await;
+                    self.limits.waited();
                     continue;
                 }
                 return Err(GitHubError::RateLimited {
@@ -496,174 +389,235 @@ impl GitHubApp {
         }
     }
 
-    fn note_rate_limit(&self, answer: &Answer) {
-        if let Some(r) = answer
-            .header("x-ratelimit-remaining")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-        {
-            self.remaining.store(r, Ordering::Relaxed);
-        }
-        if let Some(r) = answer
-            .header("x-ratelimit-reset")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-        {
-            self.reset_at.store(r, Ordering::Relaxed);
-        }
-    }
-
-    /// While the last answer said the primary limit is spent, wait for its reset if that
-    /// fits, else fail without spending a request.
-    async fn fail_fast_if_exhausted(&self, deadline: Instant) -> Result<(), GitHubError> {
-        if self.remaining.load(Ordering::Relaxed) != 0 {
-            return Ok(());
-        }
-        let reset = self.reset_at.load(Ordering::Relaxed);
-        let now = unix_now();
-        if reset <= now {
-            return Ok(());
-        }
-        let wait = Duration::from_secs(reset - now);
-        if Instant::now() + wait < deadline {
-            self.sleeper.sleep(wait).await;
-            self.remaining.store(u64::MAX, Ordering::Relaxed);
-            return Ok(());
-        }
-        Err(GitHubError::RateLimited {
-            retry_after_secs: reset - now,
-        })
+    /// A GET of `path` with a fresh call deadline.
+    async fn get(&self, auth: Auth, path: String) -> Result<Answer, GitHubError> {
+        let req = Request {
+            method: reqwest::Method::GET,
+            path,
+            body: None,
+        };
+        self.call(auth, req, self.deadline()).await
     }
 
     fn deadline(&self) -> Instant {
         Instant::now() + self.budget.call
     }
 
-    async fn list_runners(&self) -> Result<Vec<Runner>, GitHubError> {
+    /// Walks a paginated listing (`base`: path with `per_page`), handing each page's answer
+    /// to `page` until it returns `true` (found what it looked for; the walk returns
+    /// `true`) or the last page (`false`). Each page has its own budget ([`Budget::call`]),
+    /// so a larger listing takes longer rather than failing at a fixed time; at most
+    /// [`MAX_PAGES`] pages.
+    async fn walk_pages(
+        &self,
+        what: &str,
+        base: String,
+        mut page: impl FnMut(&Answer) -> Result<bool, GitHubError>,
+    ) -> Result<bool, GitHubError> {
+        let mut path = base.clone();
+        for _ in 0..MAX_PAGES {
+            let answer = self
+                .within(what, self.get(Auth::Installation, path))
+                .await?;
+            if answer.status != 200 {
+                return Err(status_error(what, &answer));
+            }
+            if page(&answer)? {
+                return Ok(true);
+            }
+            match answer
+                .header("link")
+                .and_then(|l| next_link_param(l, "page"))
+                .and_then(|p| p.parse::<u32>().ok())
+            {
+                Some(n) => path = format!("{base}&page={n}"),
+                None => return Ok(false),
+            }
+        }
+        Err(GitHubError::Unavailable(format!(
+            "{what}: more than {MAX_PAGES} pages"
+        )))
+    }
+
+    /// Every runner a runners listing gives, all pages.
+    async fn list_runners_at(&self, what: &str, base: String) -> Result<Vec<Runner>, GitHubError> {
         #[derive(Deserialize)]
         struct Page {
             runners: Vec<ApiRunner>,
         }
+        let mut out = Vec::new();
+        self.walk_pages(what, base, |answer| {
+            let page: Page = answer.json(what)?;
+            out.extend(page.runners.into_iter().map(ApiRunner::into_runner));
+            Ok(false)
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// The runner group id named `name` (`GET /orgs/{org}/actions/runner-groups`, pages
+    /// until found), cached for the process.
+    async fn runner_group_named(&self, pool: &PoolConfig, name: &str) -> Result<u64, GitHubError> {
+        let key = name.to_ascii_lowercase();
+        let cached = |key: &str| {
+            self.groups
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(key)
+                .copied()
+        };
+        if let Some(id) = cached(&key) {
+            return Ok(id);
+        }
+        let RunnerScope::Organization(org) = &self.scope else {
+            return Err(GitHubError::Rejected(format!(
+                "pool {:?}: runner_group {name:?}: runner groups belong to an organization; a repository's runners have none (remove runner_group or use organization scope)",
+                pool.name
+            )));
+        };
         #[derive(Deserialize)]
-        struct ApiRunner {
+        struct Page {
+            runner_groups: Vec<Group>,
+        }
+        #[derive(Deserialize)]
+        struct Group {
             id: u64,
             name: String,
-            status: String,
-            busy: bool,
-            #[serde(default)]
-            labels: Vec<ApiLabel>,
         }
-        #[derive(Deserialize)]
-        struct ApiLabel {
-            name: String,
-        }
-        let deadline = self.deadline();
-        let base = format!("{}/actions/runners?per_page={PER_PAGE}", self.scope_path()?);
-        let mut out = Vec::new();
-        let mut path = base.clone();
-        for _ in 0..MAX_PAGES {
-            let req = Request {
-                method: reqwest::Method::GET,
-                path,
-                body: None,
-            };
-            let answer = self.call(Auth::Installation, req, deadline).await?;
-            if answer.status != 200 {
-                return Err(status_error("list runners", &answer));
+        let base = format!(
+            "/orgs/{}/actions/runner-groups?per_page={PER_PAGE}",
+            segment(org, "organization")?
+        );
+        let what = "list runner groups";
+        self.walk_pages(what, base, |answer| {
+            let page: Page = answer.json(what)?;
+            let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+            for g in page.runner_groups {
+                groups.insert(g.name.to_ascii_lowercase(), g.id);
             }
-            let page: Page = answer.json("list runners")?;
-            out.extend(page.runners.into_iter().map(|r| Runner {
-                id: r.id,
-                name: r.name,
-                online: r.status == "online",
-                busy: r.busy,
-                labels: r.labels.into_iter().map(|l| l.name).collect(),
-            }));
-            let next = answer
-                .header("link")
-                .and_then(|l| next_link_param(l, "page"))
-                .and_then(|p| p.parse::<u32>().ok());
-            match next {
-                Some(page) => path = format!("{base}&page={page}"),
-                None => return Ok(out),
+            Ok(groups.contains_key(&key))
+        })
+        .await?;
+        cached(&key).ok_or_else(|| scalehook_core::github::unknown_group(pool, name))
+    }
+
+    /// Whether the installation can see `repository` (`GET /repos/{owner}/{repo}`: 404 =
+    /// not visible). Visible is cached for the process, not visible for [`NOT_VISIBLE_TTL`].
+    async fn repository_visible(&self, repository: &str) -> Result<bool, GitHubError> {
+        let key = repository.to_ascii_lowercase();
+        if let Some((visible, at)) = self
+            .visible
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            if *visible || at.elapsed() < NOT_VISIBLE_TTL {
+                return Ok(*visible);
             }
         }
-        Err(GitHubError::Unavailable(format!(
-            "list runners: more than {MAX_PAGES} pages"
-        )))
+        let answer = self.get(Auth::Installation, repo_path(repository)?).await?;
+        let visible = match answer.status {
+            200 => true,
+            404 => false,
+            _ => return Err(status_error("get repository", &answer)),
+        };
+        self.visible
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, (visible, Instant::now()));
+        Ok(visible)
     }
-}
 
-fn repo_path(repository: &str) -> Result<String, GitHubError> {
-    let (owner, name) = repository
-        .split_once('/')
-        .ok_or_else(|| GitHubError::Rejected(format!("{repository:?} is not owner/name")))?;
-    Ok(format!(
-        "/repos/{}/{}",
-        segment(owner, "owner")?,
-        segment(name, "repository")?
-    ))
-}
+    /// The deliveries listing and redelivery paths of the configured webhook, and how they
+    /// authenticate (the App's hook takes the JWT; an org or repo hook the installation
+    /// token with `organization_hooks` / `repository_hooks`).
+    fn hook_path(&self) -> Result<(String, Auth), GitHubError> {
+        Ok(match &self.deliveries {
+            DeliveriesSource::AppHook => ("/app/hook".to_string(), Auth::App),
+            DeliveriesSource::OrgHook { org, hook_id } => (
+                format!("/orgs/{}/hooks/{hook_id}", segment(org, "organization")?),
+                Auth::Installation,
+            ),
+            DeliveriesSource::RepoHook {
+                repository,
+                hook_id,
+            } => (
+                format!("{}/hooks/{hook_id}", repo_path(repository)?),
+                Auth::Installation,
+            ),
+        })
+    }
 
-fn path_only(path: &str) -> &str {
-    path.split('?').next().unwrap_or(path)
-}
-
-async fn read_answer(resp: reqwest::Response) -> Result<Answer, reqwest::Error> {
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let mut resp = resp;
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await? {
-        if body.len() + chunk.len() > MAX_BODY {
-            break;
+    /// A 403/404 from a hook endpoint, saying which permission the installation needs.
+    fn hook_error(&self, what: &str, answer: &Answer) -> GitHubError {
+        let need = match &self.deliveries {
+            DeliveriesSource::AppHook => return status_error(what, answer),
+            DeliveriesSource::OrgHook { .. } => {
+                "the App needs the organization permission Webhooks (organization_hooks): read to list deliveries, write to redeliver"
+            }
+            DeliveriesSource::RepoHook { .. } => {
+                "the App needs the repository permission Webhooks (repository_hooks): read to list deliveries, write to redeliver"
+            }
+        };
+        match answer.status {
+            403 | 404 => GitHubError::Unauthorized(format!(
+                "{what} ({}): {} ({need}; is hook_id right?)",
+                self.deliveries,
+                answer.message()
+            )),
+            _ => status_error(what, answer),
         }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Answer {
-        status,
-        headers,
-        body,
-    })
-}
-
-/// How long a 403/429 asks to wait: `retry-after`, or until `x-ratelimit-reset` when
-/// `x-ratelimit-remaining` is 0. `None` for any other answer (a 403 for a permission).
-fn rate_limit_wait(answer: &Answer) -> Option<Duration> {
-    if answer.status != 403 && answer.status != 429 {
-        return None;
-    }
-    if let Some(secs) = answer
-        .header("retry-after")
-        .and_then(|v| v.trim().parse::<u64>().ok())
-    {
-        return Some(Duration::from_secs(secs));
-    }
-    if answer.header("x-ratelimit-remaining").map(str::trim) == Some("0") {
-        let reset = answer
-            .header("x-ratelimit-reset")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-        return Some(Duration::from_secs(reset.saturating_sub(unix_now()).max(1)));
-    }
-    if answer.status == 429 {
-        // Secondary limit without a hint: GitHub asks for at least a minute.
-        return Some(Duration::from_secs(60));
-    }
-    None
-}
-
-fn status_error(what: &str, answer: &Answer) -> GitHubError {
-    let msg = format!("{what}: {}", answer.message());
-    match answer.status {
-        401 | 403 => GitHubError::Unauthorized(msg),
-        s if s >= 500 => GitHubError::Unavailable(msg),
-        _ => GitHubError::Rejected(msg),
     }
 }
 
 #[async_trait]
 impl GitHub for GitHubApp {
     async fn runners(&self) -> Result<Vec<Runner>, GitHubError> {
-        self.within("list runners", self.list_runners()).await
+        let base = format!("{}/actions/runners?per_page={PER_PAGE}", self.scope_path()?);
+        self.list_runners_at("list runners", base).await
+    }
+
+    async fn runner(&self, runner_id: u64) -> Result<Option<Runner>, GitHubError> {
+        self.within("get runner", async {
+            let path = format!("{}/actions/runners/{runner_id}", self.scope_path()?);
+            let answer = self.get(Auth::Installation, path).await?;
+            match answer.status {
+                200 => Ok(Some(answer.json::<ApiRunner>("get runner")?.into_runner())),
+                404 => Ok(None),
+                _ => Err(status_error("get runner", &answer)),
+            }
+        })
+        .await
+    }
+
+    async fn runners_named(&self, name: &str) -> Result<Vec<Runner>, GitHubError> {
+        let base = format!(
+            "{}/actions/runners?name={}&per_page={PER_PAGE}",
+            self.scope_path()?,
+            query_value(name)
+        );
+        self.list_runners_at("list runners by name", base).await
+    }
+
+    async fn runners_in_group(&self, group_id: u64) -> Result<Vec<Runner>, GitHubError> {
+        let base = match &self.scope {
+            RunnerScope::Organization(org) => format!(
+                "/orgs/{}/actions/runner-groups/{group_id}/runners?per_page={PER_PAGE}",
+                segment(org, "organization")?
+            ),
+            // A repository's runners have no groups: all of them.
+            RunnerScope::Repository(_) => {
+                format!("{}/actions/runners?per_page={PER_PAGE}", self.scope_path()?)
+            }
+        };
+        self.list_runners_at("list runners in group", base).await
+    }
+
+    async fn pool_runner_group(&self, pool: &PoolConfig) -> Result<u64, GitHubError> {
+        match pool.runner_group_to_look_up() {
+            None => Ok(pool.runner_group_id),
+            Some(name) => self.runner_group_named(pool, name).await,
+        }
     }
 
     async fn remove_runner(&self, runner_id: u64) -> Result<RunnerRemoval, GitHubError> {
@@ -687,13 +641,17 @@ impl GitHub for GitHubApp {
     }
 
     async fn job(&self, repository: &str, job_id: u64) -> Result<Option<JobStatus>, GitHubError> {
+        match self.job_state(repository, job_id).await? {
+            JobLookup::Found(s) => Ok(Some(s)),
+            JobLookup::Gone => Ok(None),
+            JobLookup::NotVisible => Err(scalehook_core::github::not_visible(repository)),
+        }
+    }
+
+    async fn job_state(&self, repository: &str, job_id: u64) -> Result<JobLookup, GitHubError> {
         self.within("get job", async {
-            let req = Request {
-                method: reqwest::Method::GET,
-                path: format!("{}/actions/jobs/{job_id}", repo_path(repository)?),
-                body: None,
-            };
-            let answer = self.call(Auth::Installation, req, self.deadline()).await?;
+            let path = format!("{}/actions/jobs/{job_id}", repo_path(repository)?);
+            let answer = self.get(Auth::Installation, path).await?;
             match answer.status {
                 200 => {
                     #[derive(Deserialize)]
@@ -702,21 +660,32 @@ impl GitHub for GitHubApp {
                         runner_name: Option<String>,
                     }
                     let j: Job = answer.json("get job")?;
-                    Ok(Some(JobStatus {
+                    Ok(JobLookup::Found(JobStatus {
                         status: j.status,
                         runner_name: j.runner_name.filter(|n| !n.is_empty()),
                     }))
                 }
-                404 => Ok(None),
+                // An installation token gets 404 for a repository outside the installation
+                // too: "gone" only where the repository itself is visible.
+                404 => Ok(if self.repository_visible(repository).await? {
+                    JobLookup::Gone
+                } else {
+                    JobLookup::NotVisible
+                }),
                 _ => Err(status_error("get job", &answer)),
             }
         })
         .await
     }
 
+    fn deliveries_source(&self) -> String {
+        self.deliveries.to_string()
+    }
+
     async fn deliveries(&self, cursor: Option<&str>) -> Result<DeliveryPage, GitHubError> {
         self.within("list hook deliveries", async {
-            let mut path = format!("/app/hook/deliveries?per_page={PER_PAGE}");
+            let (hook, auth) = self.hook_path()?;
+            let mut path = format!("{hook}/deliveries?per_page={PER_PAGE}");
             if let Some(c) = cursor {
                 path.push_str("&cursor=");
                 path.push_str(&query_value(c));
@@ -726,9 +695,9 @@ impl GitHub for GitHubApp {
                 path,
                 body: None,
             };
-            let answer = self.call(Auth::App, req, self.deadline()).await?;
+            let answer = self.call(auth, req, self.deadline()).await?;
             if answer.status != 200 {
-                return Err(status_error("list hook deliveries", &answer));
+                return Err(self.hook_error("list hook deliveries", &answer));
             }
             #[derive(Deserialize)]
             struct Item {
@@ -764,15 +733,16 @@ impl GitHub for GitHubApp {
 
     async fn redeliver(&self, delivery_id: u64) -> Result<(), GitHubError> {
         self.within("redeliver", async {
+            let (hook, auth) = self.hook_path()?;
             let req = Request {
                 method: reqwest::Method::POST,
-                path: format!("/app/hook/deliveries/{delivery_id}/attempts"),
+                path: format!("{hook}/deliveries/{delivery_id}/attempts"),
                 body: None,
             };
-            let answer = self.call(Auth::App, req, self.deadline()).await?;
+            let answer = self.call(auth, req, self.deadline()).await?;
             match answer.status {
                 202 => Ok(()),
-                _ => Err(status_error("redeliver", &answer)),
+                _ => Err(self.hook_error("redeliver", &answer)),
             }
         })
         .await
@@ -786,9 +756,10 @@ impl GitHub for GitHubApp {
                     pool.name
                 )));
             }
+            let runner_group_id = self.pool_runner_group(pool).await?;
             let body = serde_json::json!({
                 "name": name,
-                "runner_group_id": pool.runner_group_id,
+                "runner_group_id": runner_group_id,
                 "labels": pool.labels,
                 "work_folder": "_work",
             });
@@ -822,40 +793,13 @@ impl GitHub for GitHubApp {
     }
 
     fn rate_limit(&self) -> RateLimit {
-        let remaining = self.remaining.load(Ordering::Relaxed);
-        RateLimit {
-            remaining: (remaining != u64::MAX).then_some(remaining),
-            requests: self.requests.load(Ordering::Relaxed),
-        }
+        self.limits.report(self.requests.load(Ordering::Relaxed))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn next_link() {
-        let link = r#"<https://api.github.com/orgs/a/actions/runners?per_page=100&page=2>; rel="next", <https://api.github.com/orgs/a/actions/runners?per_page=100&page=3>; rel="last""#;
-        assert_eq!(next_link_param(link, "page").as_deref(), Some("2"));
-        let link = r#"<https://api.github.com/orgs/a/actions/runners?page=1>; rel="prev""#;
-        assert_eq!(next_link_param(link, "page"), None);
-        let link = r#"<https://api.github.com/app/hook/deliveries?per_page=2&cursor=v1_12%3D>; rel="next""#;
-        assert_eq!(next_link_param(link, "cursor").as_deref(), Some("v1_12="));
-        assert_eq!(next_link_param("garbage", "page"), None);
-    }
-
-    #[test]
-    fn names_cannot_change_the_path() {
-        assert!(segment("acme-corp", "o").is_ok());
-        assert!(segment("a.b_c", "o").is_ok());
-        for bad in ["", "..", "a/b", "a?b", "a b", "a%2F"] {
-            assert!(segment(bad, "o").is_err(), "{bad}");
-        }
-        assert!(repo_path("acme/app").is_ok());
-        assert!(repo_path("acme").is_err());
-        assert!(repo_path("acme/app/x").is_err());
-    }
 
     #[test]
     fn budget_fits_the_delivery() {
@@ -865,10 +809,5 @@ mod tests {
         let b = Budget::for_delivery(Duration::from_millis(1000));
         assert_eq!(b.call, Duration::from_millis(500));
         assert_eq!(b.request, Duration::from_millis(500));
-    }
-
-    #[test]
-    fn query_values_are_encoded() {
-        assert_eq!(query_value("v1_a=b&c"), "v1_a%3Db%26c");
     }
 }

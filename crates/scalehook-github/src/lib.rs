@@ -7,10 +7,14 @@
 //! `Service::with_github`; without one it logs that scalehook runs webhook-only.
 
 pub mod client;
+mod http;
 pub mod key;
+mod limits;
 
 pub use client::{Budget, GitHubApp, API_VERSION};
+pub use http::next_link_param;
 pub use key::{AppKey, KeyError, APP_KEY_ENV};
+pub use limits::{SECONDARY_LIMIT_MAX_WAIT, SECONDARY_LIMIT_WAIT};
 
 use scalehook_core::github::GitHub;
 use scalehook_core::Config;

@@ -4,7 +4,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use scalehook_core::github::{GitHub, GitHubError, RunnerRemoval};
+use scalehook_core::github::{GitHub, GitHubError, JobLookup, RunnerRemoval};
 use scalehook_core::{Config, RecordingSleeper, WebhookSecrets};
 use scalehook_github::{AppKey, Budget, GitHubApp, SetupError, APP_KEY_ENV};
 use scalehook_github_double::{
@@ -281,6 +281,15 @@ async fn rate_limits_are_waited_out_within_the_budget_or_reported() {
         })
     );
     assert!(waits.take().is_empty(), "30 s does not fit: no wait");
+    // Remembered: until then every call fails fast, without a request.
+    let before = double.requests().len();
+    assert!(matches!(
+        gh.runners().await,
+        Err(GitHubError::RateLimited { retry_after_secs }) if retry_after_secs <= 30
+    ));
+    assert_eq!(double.requests().len(), before, "no request while blocked");
+    let gh = client_with(&double, "acme", TEST_APP_KEY, ROOMY).with_sleeper(waits.clone());
+    gh.runners().await.expect("a new client is not blocked");
 
     // Primary limit spent (remaining 0, reset in 2 min): reported, and the next call
     // fails fast without spending a request or waiting.
@@ -615,4 +624,393 @@ fn setup_refuses_github_without_a_key_and_warns_without_github() {
     assert!(unresolved.to_string().contains(APP_KEY_ENV), "{unresolved}");
     let bad = scalehook_github::key_from_lookup(|_| Some("not a key".into())).expect_err("bad");
     assert!(bad.to_string().contains(APP_KEY_ENV) && !bad.to_string().contains("not a key"));
+}
+
+fn client_for(double: &GitHubDouble, toml: &str, budget: Budget) -> (Config, GitHubApp) {
+    let config = Config::from_toml(toml).expect("valid config");
+    let key = AppKey::from_pem(TEST_APP_KEY, APP_KEY_ENV).expect("test key");
+    let gh = GitHubApp::new(config.github.as_ref().expect("[github]"), key, budget);
+    let _ = double;
+    (config, gh)
+}
+
+/// Issue 20 item 5: with `hook_id`, deliveries are read from, and redelivered through, the
+/// organization's or repository's webhook with the installation token, not the App's hook.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn org_and_repo_webhook_deliveries_are_read_and_redelivered() {
+    let double = GitHubDouble::start();
+    let (url, seen) = webhook_receiver().await;
+    double.set_webhook(&url, "s3cret");
+    double.add_delivery("workflow_job", Some("queued"), "{\"app\":1}", 0);
+    let (org_id, org_guid) = double.add_hook_delivery(
+        "org:acme:42",
+        "workflow_job",
+        Some("queued"),
+        "{\"org\":1}",
+        0,
+    );
+    let (repo_id, _) = double.add_hook_delivery(
+        "repo:acme/app:7",
+        "workflow_job",
+        Some("queued"),
+        "{\"repo\":1}",
+        502,
+    );
+
+    let org_toml = format!("{POOL}\n{}hook_id = 42\n", double.config_toml("acme"));
+    let (_, gh) = client_for(&double, &org_toml, Budget::default());
+    assert_eq!(gh.deliveries_source(), "org-hook:42");
+    let page = gh.deliveries(None).await.expect("org hook deliveries");
+    assert_eq!(
+        page.deliveries.iter().map(|d| d.id).collect::<Vec<_>>(),
+        vec![org_id]
+    );
+    gh.redeliver(org_id).await.expect("redelivered");
+    let log = double.requests();
+    let ops: Vec<(&str, &str)> = log
+        .iter()
+        .filter(|r| {
+            r.operation
+                .as_deref()
+                .is_some_and(|o| o.contains("webhook"))
+        })
+        .map(|r| (r.operation.as_deref().unwrap_or(""), r.auth.as_str()))
+        .collect();
+    assert_eq!(
+        ops,
+        vec![
+            ("orgs/list-webhook-deliveries", "installation"),
+            ("orgs/redeliver-webhook-delivery", "installation"),
+        ]
+    );
+    assert!(
+        double.wait_until(Duration::from_secs(10), |_| !seen
+            .lock()
+            .expect("seen")
+            .is_empty()),
+        "the redelivery reached the webhook"
+    );
+    let got = seen.lock().expect("seen").clone();
+    let header = |name: &str| {
+        got[0]
+            .0
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    assert_eq!(header("x-github-delivery"), Some(org_guid));
+    assert_eq!(header("x-github-hook-id").as_deref(), Some("42"));
+
+    // A repository webhook while the runners are the organization's.
+    let repo_toml = format!(
+        "{POOL}\n{}hook_id = 7\nhook_repository = \"acme/app\"\n",
+        double.config_toml("acme")
+    );
+    let (_, gh) = client_for(&double, &repo_toml, Budget::default());
+    assert_eq!(gh.deliveries_source(), "repo-hook:7");
+    let page = gh.deliveries(None).await.expect("repo hook deliveries");
+    assert_eq!(
+        page.deliveries
+            .iter()
+            .map(|d| (d.id, d.status_code))
+            .collect::<Vec<_>>(),
+        vec![(repo_id, 502)]
+    );
+    gh.redeliver(repo_id).await.expect("redelivered");
+    assert_eq!(double.count("repos/list-webhook-deliveries"), 1);
+    assert_eq!(double.count("repos/redeliver-webhook-delivery"), 1);
+    assert_eq!(
+        double.count("apps/list-webhook-deliveries"),
+        0,
+        "the App's hook is never read"
+    );
+
+    // Without hook_id: the App's hook, with the JWT (as before).
+    let gh = client(&double, "acme");
+    assert_eq!(gh.deliveries_source(), "app-hook");
+    assert_eq!(
+        gh.deliveries(None)
+            .await
+            .expect("app hook")
+            .deliveries
+            .len(),
+        1
+    );
+}
+
+/// The org/repo hook endpoints need the installation's Webhooks permission: without it the
+/// error names the permission to grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hook_deliveries_without_the_webhooks_permission_name_it() {
+    let double = GitHubDouble::start();
+    double.set_permissions(
+        serde_json::json!({"organization_self_hosted_runners": "write",
+        "organization_hooks": "read", "repository_hooks": "read"}),
+    );
+    let org_toml = format!("{POOL}\n{}hook_id = 42\n", double.config_toml("acme"));
+    let (_, gh) = client_for(&double, &org_toml, Budget::default());
+    let (id, _) = double.add_hook_delivery("org:acme:42", "workflow_job", Some("queued"), "{}", 0);
+    assert_eq!(
+        gh.deliveries(None)
+            .await
+            .expect("read is enough to list")
+            .deliveries
+            .len(),
+        1
+    );
+    match gh.redeliver(id).await {
+        Err(GitHubError::Unauthorized(m)) => {
+            assert!(
+                m.contains("organization_hooks") && m.contains("write"),
+                "{m}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    double.set_permissions(serde_json::json!({"organization_self_hosted_runners": "write"}));
+    let repo_toml = format!("{POOL}\n{}hook_id = 9\n", double.config_toml("acme/app"));
+    let (_, gh) = client_for(&double, &repo_toml, Budget::default());
+    match gh.deliveries(None).await {
+        Err(GitHubError::Unauthorized(m)) => assert!(m.contains("repository_hooks"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Issue 20 item 6: an installation token gets 404 from the jobs API for a repository
+/// outside the installation too; only where the repository is visible is a 404 "gone".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_404_job_counts_as_gone_only_in_a_repository_the_installation_sees() {
+    let double = GitHubDouble::start();
+    double.hide_repository("acme/secret");
+    double.set_job("acme/app", 5, "completed", Some("linux-i-1"));
+    let gh = client(&double, "acme");
+    assert!(
+        matches!(gh.job_state("acme/app", 5).await, Ok(JobLookup::Found(s)) if s.status == "completed")
+    );
+    assert_eq!(gh.job_state("acme/app", 6).await, Ok(JobLookup::Gone));
+    assert_eq!(
+        gh.job_state("acme/secret", 6).await,
+        Ok(JobLookup::NotVisible)
+    );
+    // The old signature never says "no such job" for it: unknown is not completed.
+    assert_eq!(gh.job("acme/app", 6).await, Ok(None));
+    assert!(
+        matches!(gh.job("acme/secret", 6).await, Err(GitHubError::Rejected(m)) if m.contains("not visible"))
+    );
+    // Visibility is asked once per repository, and only after a 404.
+    assert_eq!(gh.job_state("acme/app", 7).await, Ok(JobLookup::Gone));
+    assert_eq!(
+        double.count("repos/get"),
+        2,
+        "acme/app once, acme/secret once"
+    );
+}
+
+/// Issue 20 item 7: runner reads scoped to what the core is about to touch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scoped_runner_reads_by_id_name_and_group() {
+    let double = GitHubDouble::start();
+    let group = double.add_runner_group("linux-pool");
+    let names: Vec<String> = (0..250).map(|i| format!("other-i-{i}")).collect();
+    double.add_runners("acme", &names, 1);
+    let mine = double.add_runner_in_group("acme", "linux-i-1", RunnerState::Busy, group);
+    double.add_runner_in_group("acme", "linux-i-1-2", RunnerState::Idle, group);
+    let gh = client(&double, "acme");
+
+    let r = gh.runner(mine).await.expect("get").expect("found");
+    assert_eq!(
+        (r.name.as_str(), r.busy, r.online),
+        ("linux-i-1", true, true)
+    );
+    assert_eq!(gh.runner(999_999).await, Ok(None), "404: no such runner");
+    assert_eq!(double.count("actions/get-self-hosted-runner-for-org"), 2);
+
+    let named = gh.runners_named("linux-i-1").await.expect("by name");
+    assert_eq!(
+        named.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![mine],
+        "exact name"
+    );
+    let list = double.requests();
+    let by_name = list
+        .iter()
+        .rfind(|r| r.operation.as_deref() == Some("actions/list-self-hosted-runners-for-org"))
+        .expect("listed");
+    assert!(
+        by_name.query.contains("name=linux-i-1"),
+        "{}",
+        by_name.query
+    );
+
+    let in_group = gh.runners_in_group(group).await.expect("group");
+    assert_eq!(in_group.len(), 2);
+    assert_eq!(
+        double.count("actions/list-self-hosted-runners-in-group-for-org"),
+        1,
+        "one page, not the org's three"
+    );
+    assert_eq!(double.count("actions/list-self-hosted-runners-for-org"), 1);
+
+    // Repository scope: by id on the repository's endpoint; no groups, so all its runners.
+    let repo_runner = double.add_runner("acme/app", "linux-i-9", RunnerState::Idle);
+    let gh = client(&double, "acme/app");
+    assert!(gh.runner(repo_runner).await.expect("get").is_some());
+    assert_eq!(gh.runners_in_group(group).await.expect("all").len(), 1);
+    assert_eq!(double.count("actions/get-self-hosted-runner-for-repo"), 1);
+}
+
+/// A listing's budget is per page: with each answer taking 0.6 s and a 2 s call budget, five
+/// pages (3 s in all) are read completely instead of failing at 2 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_gets_a_budget_per_page() {
+    let double = GitHubDouble::start();
+    let names: Vec<String> = (0..450).map(|i| format!("linux-i-{i}")).collect();
+    double.add_runners("acme", &names, 1);
+    let budget = Budget {
+        request: Duration::from_secs(2),
+        call: Duration::from_secs(2),
+        connect: Duration::from_secs(2),
+    };
+    let gh = client_with(&double, "acme", TEST_APP_KEY, budget);
+    double.set_latency_ms(600);
+    assert_eq!(gh.runners().await.expect("all pages").len(), 450);
+    assert_eq!(double.count("actions/list-self-hosted-runners-for-org"), 5);
+}
+
+/// Issue 20 item 9: a secondary rate limit (403/429, requests remaining, no retry-after, the
+/// message says so) waits at least 60 s, doubling while it repeats, and blocks every call
+/// until then; a 403 without that message stays a permission problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secondary_rate_limits_back_off_a_minute_and_block_until_then() {
+    let double = GitHubDouble::start();
+    double.add_runner("acme", "linux-1", RunnerState::Idle);
+    let secondary =
+        "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.";
+
+    // Within a call budget that cannot hold a minute: reported, remembered, counted.
+    let waits = RecordingSleeper::new();
+    let gh = client(&double, "acme").with_sleeper(waits.clone());
+    gh.runners().await.expect("token cached");
+    double.refuse_next(1, 403, secondary);
+    assert_eq!(
+        gh.runners().await,
+        Err(GitHubError::RateLimited {
+            retry_after_secs: 60
+        })
+    );
+    let limit = gh.rate_limit();
+    assert_eq!(limit.secondary_limited, 1);
+    assert!(
+        limit.remaining.is_some_and(|r| r > 0),
+        "requests remain: secondary"
+    );
+    let until = limit.blocked_until.expect("blocked");
+    assert!((now() + 55..=now() + 61).contains(&until), "{until}");
+    let before = double.requests().len();
+    assert!(
+        matches!(gh.runners().await, Err(GitHubError::RateLimited { retry_after_secs }) if retry_after_secs <= 60)
+    );
+    assert_eq!(double.requests().len(), before, "no request while blocked");
+    assert!(waits.take().is_empty());
+
+    // With room for the wait: exactly 60 s, then 120 s when it repeats, then the answer.
+    let gh = client_with(&double, "acme", TEST_APP_KEY, ROOMY_MINUTES).with_sleeper(waits.clone());
+    double.refuse_next(2, 429, secondary);
+    assert_eq!(gh.runners().await.expect("after the waits").len(), 1);
+    assert_eq!(
+        waits.take(),
+        vec![Duration::from_secs(60), Duration::from_secs(120)]
+    );
+    assert_eq!(gh.rate_limit().secondary_limited, 2);
+    assert_eq!(gh.rate_limit().blocked_until, None);
+    // A success resets the doubling.
+    double.refuse_next(1, 403, secondary);
+    gh.runners().await.expect("after the wait");
+    assert_eq!(waits.take(), vec![Duration::from_secs(60)]);
+
+    // A 403 that is no rate limit: a permission problem, no wait, no block.
+    double.refuse_next(1, 403, "Resource not accessible by integration");
+    assert!(matches!(
+        gh.runners().await,
+        Err(GitHubError::Unauthorized(_))
+    ));
+    assert!(waits.take().is_empty());
+    assert_eq!(gh.rate_limit().blocked_until, None);
+    gh.runners().await.expect("not blocked");
+}
+
+/// Waits of minutes fit (they are recorded, not slept).
+const ROOMY_MINUTES: Budget = Budget {
+    request: Duration::from_secs(10),
+    call: Duration::from_secs(600),
+    connect: Duration::from_secs(5),
+};
+
+/// Issue 20 item 10: `runner_group` without `runner_group_id` mints JIT runners in that
+/// group (looked up by name once), and an unknown name is a clear error with no runner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jit_runners_join_the_runner_group_named_by_the_pool() {
+    let double = GitHubDouble::start();
+    double.add_runner_group("Backend");
+    let frontend = double.add_runner_group("Frontend");
+    let toml = |group: &str| {
+        format!(
+            "[[pools]]\nname = \"web\"\nlabels = [\"self-hosted\", \"web\"]\nmax = 5\nephemeral = true\nrunner_group = \"{group}\"\n\n{}",
+            double.config_toml("acme")
+        )
+    };
+    let (config, gh) = client_for(&double, &toml("frontend"), Budget::default());
+    let pool = &config.pools[0];
+    assert_eq!(gh.pool_runner_group(pool).await, Ok(frontend));
+    let a = gh.jit_runner(pool, "web-i-1").await.expect("jit");
+    let b = gh.jit_runner(pool, "web-i-2").await.expect("jit");
+    let groups: Vec<u64> = double
+        .runners()
+        .into_iter()
+        .filter(|r| r.id == a.runner_id || r.id == b.runner_id)
+        .map(|r| r.runner_group_id)
+        .collect();
+    assert_eq!(groups, vec![frontend, frontend]);
+    assert_eq!(
+        double.count("actions/list-self-hosted-runner-groups-for-org"),
+        1,
+        "cached"
+    );
+
+    let (config, gh) = client_for(&double, &toml("Nope"), Budget::default());
+    match gh.jit_runner(&config.pools[0], "web-i-3").await {
+        Err(GitHubError::Rejected(m)) => {
+            assert!(m.contains("\"Nope\"") && m.contains("web"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        double.count("actions/generate-runner-jitconfig-for-org"),
+        2,
+        "no runner minted"
+    );
+}
+
+/// The double checks the new requests too: a parameter the description does not declare
+/// for the in-group listing (it has no `name` filter) is a violation.
+#[test]
+fn the_double_rejects_a_name_filter_on_the_group_listing() {
+    let double = GitHubDouble::start();
+    let (status, text) = double.raw(
+        "GET",
+        "/orgs/acme/actions/runner-groups/1/runners?name=x",
+        &[
+            ("Accept", "application/vnd.github+json"),
+            ("X-GitHub-Api-Version", "2022-11-28"),
+            ("User-Agent", "t"),
+            ("Authorization", "Bearer ghs_x"),
+        ],
+        None,
+    );
+    assert_eq!(status, 400, "{text}");
+    let v = double.take_violations();
+    assert!(
+        v.iter().any(|x| x.contains("query parameter name")),
+        "{v:?}"
+    );
 }

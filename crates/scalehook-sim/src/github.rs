@@ -201,8 +201,8 @@ impl GitHub for SimGitHub {
 
     fn rate_limit(&self) -> RateLimit {
         RateLimit {
-            remaining: None,
             requests: self.calls().total(),
+            ..RateLimit::default()
         }
     }
 }
