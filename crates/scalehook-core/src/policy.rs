@@ -311,8 +311,10 @@ pub fn decide(
 /// - ephemeral pools, on release: the instance a finished runner maps to, when no busy
 ///   runner (ledger or GitHub) maps to it any more;
 /// - with GitHub's runner list, on reconcile: an in-service instance past boot grace (or of
-///   unknown launch time) to which no registered runner and no busy runner maps: an
-///   ephemeral runner that exited, or an orphan whose runner never came.
+///   unknown launch time) to which no online runner and no busy runner maps: an ephemeral
+///   runner that exited, an orphan whose runner never came, or a dead one whose runners
+///   never came online or went offline. These are candidates: the service removes one only
+///   after a second sighting in another pass, past grace (`service::removal`).
 fn spent_instances(
     trigger: Trigger,
     pool: &PoolConfig,
@@ -333,7 +335,9 @@ fn spent_instances(
             && i.launched_at.is_none_or(|t| {
                 t.saturating_add(seen.boot_grace_secs.min(u64::MAX / 2)) <= seen.now
             })
-            && !pool_runners.iter().any(|r| i.runs(&r.name));
+            // A runner that never came online, or went offline, runs nothing here: the
+            // instance is dead (the removal step still wants two sightings past grace).
+            && !pool_runners.iter().any(|r| r.online && i.runs(&r.name));
         if finished || orphan {
             out.push(i.id.clone());
         }
@@ -978,6 +982,32 @@ mod tests {
             &seen(Some(&runners), &[], 5000),
         );
         assert!(d.capacity.leaving().is_empty(), "{d:?}");
+    }
+
+    #[test]
+    fn an_instance_whose_runner_never_came_online_is_a_candidate_past_grace() {
+        let p = pool(2, 10, 0, 1);
+        let mut f = fleet(2);
+        f.instances[0].launched_at = Some(1000);
+        f.instances[1].launched_at = Some(1000);
+        let mut offline = runner("p-i-1", false);
+        offline.online = false;
+        let runners = [runner("p-i-0", false), offline];
+        let at = |now| {
+            decide_all(
+                Trigger::Reconcile,
+                &p,
+                &account(0, 0),
+                &f,
+                &seen(Some(&runners), &[], now),
+            )
+        };
+        assert_eq!(at(1599).capacity, CapacityAction::Hold, "within grace");
+        assert_eq!(
+            at(1600).capacity.leaving(),
+            vec!["i-1"],
+            "registered, never online"
+        );
     }
 
     #[test]
