@@ -385,6 +385,35 @@ async fn reconcile_repairs_lost_events_from_github() {
 }
 
 /// A service over RECONCILE with a GitHub double, for the reconcile-gap tests.
+/// Item 6: a 404 for a job of a repository the installation cannot see is unknown, never
+/// completed: the record stays queued (TTL expiry is the fallback) and the report says why.
+#[tokio::test]
+async fn a_job_the_installation_cannot_see_is_not_completed() {
+    let clock = Arc::new(ManualClock::new(NOW));
+    let github = Arc::new(LocalGitHub::new());
+    let ledger = Arc::new(MemoryLedger::new());
+    let svc = service(
+        RECONCILE,
+        ledger.clone(),
+        Arc::new(LocalFleet::new()),
+        github.clone(),
+        clock.clone(),
+    );
+    deliver(&svc, job("queued", 20, LINUX, None)).await;
+    github.hide_repository("octo-org/app");
+    clock.advance(301);
+    let report = svc.reconcile().await;
+    let g = report.github.clone().expect("github steps");
+    assert_eq!((g.rechecked, g.advanced), (1, 0), "{report:?}");
+    assert!(
+        g.error
+            .as_deref()
+            .is_some_and(|e| e.contains("not visible")),
+        "{report:?}"
+    );
+    assert_eq!(ledger.job(20).expect("record").state, JobState::Queued);
+}
+
 fn reconcile_service() -> (
     Service,
     Arc<LocalGitHub>,

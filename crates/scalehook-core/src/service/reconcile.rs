@@ -8,7 +8,7 @@ use super::{LogFormat, Service};
 use crate::clock::unix_millis;
 use crate::config::PoolConfig;
 use crate::fleet::FleetState;
-use crate::github::{Runner, RunnerRemoval};
+use crate::github::{JobLookup, Runner, RunnerRemoval};
 use crate::ledger::{Expired, JobState, LedgerError, Transition};
 use crate::policy::{CapacityAction, Trigger};
 use crate::report::{CloudFailure, GitHubReconcile, PoolReconcile, ReconcileReport};
@@ -231,7 +231,9 @@ impl Service {
     }
 
     /// Re-checks queued/in-progress records older than `recheck_after` with the jobs API and
-    /// records GitHub's state (completed, or in progress on its runner; 404: completed).
+    /// records GitHub's state (completed, or in progress on its runner; a job GitHub no longer has
+    /// in a repository the installation sees: completed; one in a repository it cannot see:
+    /// unknown, left to TTL expiry).
     /// Up to [`MAX_JOB_RECHECKS`] records per pass, rotating over the oldest
     /// [`MAX_RECHECK_SCAN`] stale ones: each pass goes on after the last record the previous
     /// one checked (ledger cursor [`RECHECK_CURSOR`]) and wraps around, so a backlog of `n`
@@ -284,8 +286,8 @@ impl Service {
             };
             g.rechecked += 1;
             let answer =
-                tokio::time::timeout(limit, self.github.job(repository, record.job_id)).await;
-            let status = match answer {
+                tokio::time::timeout(limit, self.github.job_state(repository, record.job_id)).await;
+            let lookup = match answer {
                 Ok(Ok(s)) => s,
                 Ok(Err(e @ crate::github::GitHubError::Rejected(_))) => {
                     // This job only (e.g. a repository the App cannot read): go on.
@@ -304,9 +306,19 @@ impl Service {
                     break;
                 }
             };
-            let (to, runner) = match status {
-                None => (JobState::Completed, None),
-                Some(s) => match s.status.as_str() {
+            let (to, runner) = match lookup {
+                // GitHub has no such job in a repository the installation sees.
+                JobLookup::Gone => (JobState::Completed, None),
+                // 404 from a repository the installation cannot see: unknown, never
+                // completed (TTL expiry stays the fallback).
+                JobLookup::NotVisible => {
+                    g.error.get_or_insert_with(|| {
+                        format!("repository {repository} is not visible to the installation: job {} not re-checked", record.job_id)
+                    });
+                    last = Some(key(record));
+                    continue;
+                }
+                JobLookup::Found(s) => match s.status.as_str() {
                     "completed" => (JobState::Completed, s.runner_name),
                     "in_progress" => (JobState::InProgress, s.runner_name),
                     _ => (record.state, None),
@@ -581,6 +593,8 @@ impl Service {
         if self.github.enabled() {
             let limit = self.github.rate_limit();
             self.metrics.github(limit.remaining, limit.requests);
+            self.metrics
+                .github_secondary_limits(limit.secondary_limited);
         }
         if self.log == LogFormat::Emf {
             for line in crate::metrics::emf_state_lines(&self.metrics, unix_millis()) {
