@@ -89,6 +89,13 @@ impl GitHub for Faulty {
         self.read()?;
         self.inner.runners_named(name).await
     }
+    async fn runners_in_group(&self, group: u64) -> Result<Vec<Runner>, GitHubError> {
+        self.read()?;
+        self.inner.runners_in_group(group).await
+    }
+    async fn pool_runner_group(&self, pool: &PoolConfig) -> Result<u64, GitHubError> {
+        self.inner.pool_runner_group(pool).await
+    }
     async fn remove_runner(&self, id: u64) -> Result<RunnerRemoval, GitHubError> {
         if self.fail_removals.load(Ordering::SeqCst) {
             return Err(GitHubError::Unavailable("502 Bad Gateway".into()));
@@ -332,5 +339,39 @@ async fn an_instance_whose_runner_never_came_online_is_replaced() {
         w.instances().await,
         vec!["linux-0002"],
         "a sighting before it came online does not count"
+    );
+}
+
+/// Item 7: reconcile reads runners scoped to the pool: a pool in a runner group of its own
+/// lists only that group (looked up by name), once for every pool sharing it; a pool in the
+/// default group lists the organization once.
+#[tokio::test]
+async fn reconcile_lists_each_pools_runner_group_once() {
+    let toml = format!(
+        "{CONFIG}\n[[pools]]\nname = \"gpu\"\nlabels = [\"gpu\"]\nmax = 1\nrunner_group = \"GPU\"\n\
+         [[pools]]\nname = \"arm\"\nlabels = [\"arm\"]\nmax = 1\nrunner_group = \"gpu\"\n"
+    );
+    let w = World::new(&toml, true);
+    let group = w.gh().add_runner_group("gpu");
+    let report = w.svc.reconcile().await;
+    assert!(report.ok(), "{report:?}");
+    let listings: Vec<LocalCall> = w
+        .gh()
+        .calls()
+        .into_iter()
+        .filter(|c| {
+            matches!(
+                c,
+                LocalCall::Runners | LocalCall::RunnersInGroup(_) | LocalCall::PoolRunnerGroup(_)
+            )
+        })
+        .collect();
+    assert_eq!(
+        listings,
+        vec![
+            LocalCall::Runners,
+            LocalCall::PoolRunnerGroup("GPU".into()),
+            LocalCall::RunnersInGroup(group),
+        ]
     );
 }

@@ -8,7 +8,7 @@ use super::removal::Removals;
 use super::Service;
 use crate::config::PoolConfig;
 use crate::fleet::{FleetError, FleetState};
-use crate::github::Runner;
+use crate::github::{Runner, DEFAULT_RUNNER_GROUP};
 use crate::ledger::{LedgerError, PoolLedger};
 use crate::metrics::PoolGauges;
 use crate::policy::{decide, Busy, CapacityAction, Decision, Seen, Trigger};
@@ -293,7 +293,9 @@ impl Service {
                         },
                         async {
                             match read_github {
-                                true => Some(self.read_runners().await),
+                                true => {
+                                    Some(self.read_runners(pool, self.config.cloud_timeout).await)
+                                }
                                 false => None,
                             }
                         },
@@ -425,17 +427,35 @@ impl Service {
         })
     }
 
-    /// GitHub's runners, or `None` (logged) when GitHub cannot be read: scale-in then
-    /// removes no instance (it could not deregister the runners first).
-    pub(super) async fn read_runners(&self) -> Option<Vec<Runner>> {
-        match tokio::time::timeout(self.config.cloud_timeout, self.github.runners()).await {
+    /// The runners a pass of `pool` decides on, or `None` (logged) when GitHub cannot be
+    /// read: then no orphan is replaced, and an instance leaves only if the read right
+    /// before its removal ([`Service::clear_for_removal`]) succeeds. Scoped to the pool: a
+    /// pool in a runner group of its own (`runner_group_id` other than the default group 1,
+    /// or `runner_group` by name) lists only that group, so the read grows with the pool,
+    /// not with the organization; a pool in the default group lists every runner. The
+    /// client gives each page its own budget; `bound` bounds the whole.
+    pub(super) async fn read_runners(
+        &self,
+        pool: &PoolConfig,
+        bound: Duration,
+    ) -> Option<Vec<Runner>> {
+        let read = async {
+            match runner_scope(pool) {
+                RunnerScope::Organization => self.github.runners().await,
+                RunnerScope::Group => {
+                    let group = self.github.pool_runner_group(pool).await?;
+                    self.github.runners_in_group(group).await
+                }
+            }
+        };
+        match tokio::time::timeout(bound, read).await {
             Ok(Ok(r)) => Some(r),
             Ok(Err(e)) => {
-                tracing::warn!(target: "scalehook::github", error = %e, "listing runners failed: scale-in withheld");
+                tracing::warn!(target: "scalehook::github", pool = %pool.name, error = %e, "listing runners failed: no orphan replaced");
                 None
             }
             Err(_) => {
-                tracing::warn!(target: "scalehook::github", "listing runners timed out: scale-in withheld");
+                tracing::warn!(target: "scalehook::github", pool = %pool.name, "listing runners timed out: no orphan replaced");
                 None
             }
         }
@@ -522,6 +542,23 @@ impl Service {
             runners_removed,
             kept: kept_out,
         })
+    }
+}
+
+/// Which runners a pool's pass lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum RunnerScope {
+    /// Every runner of the installation's scope (a pool in the default group 1).
+    Organization,
+    /// The pool's own runner group.
+    Group,
+}
+
+/// The listing a pool's decisions need (see [`Service::read_runners`]).
+pub(super) fn runner_scope(pool: &PoolConfig) -> RunnerScope {
+    match pool.runner_group_id {
+        DEFAULT_RUNNER_GROUP => RunnerScope::Organization,
+        _ => RunnerScope::Group,
     }
 }
 

@@ -3,7 +3,7 @@
 //! every pool (the same pass a delivery runs, with the `Reconcile` trigger), deregister
 //! stranded runners, and observe the state the metrics report.
 
-use super::converge::{Pass, PassInput};
+use super::converge::{runner_scope, Pass, PassInput, RunnerScope};
 use super::{LogFormat, Service};
 use crate::clock::unix_millis;
 use crate::config::PoolConfig;
@@ -111,20 +111,34 @@ impl Service {
             Ok(Err(e)) => (Expired::default(), Some(e.to_string())),
             Err(_) => (Expired::default(), Some(CloudFailure::Timeout.message())),
         };
-        // GitHub's runners once for every pool, before any fleet is described: then every
+        // GitHub's runners once per scope (the organization, or a pool's own runner group),
+        // each read before the fleet of the pools that use it is described: then every
         // runner listed whose instance is alive has that instance in the description.
-        let runners = match github.as_mut() {
-            Some(g) => {
-                let r = self.read_runners().await;
-                if r.is_none() && g.error.is_none() {
-                    g.error = Some("listing runners failed: scale-in withheld".into());
-                }
-                r
-            }
-            None => None,
-        };
+        let mut listings: Vec<(ListingKey, Option<Vec<Runner>>)> = Vec::new();
         let mut pools = Vec::with_capacity(self.config.pools.len());
         for pool in &self.config.pools {
+            let runners = match github.as_mut() {
+                Some(g) => {
+                    let key = listing_key(pool);
+                    let cached = listings
+                        .iter()
+                        .find(|(k, _)| *k == key)
+                        .map(|(_, r)| r.clone());
+                    let r = match cached {
+                        Some(r) => r,
+                        None => {
+                            let r = self.read_runners(pool, self.listing_bound()).await;
+                            listings.push((key, r.clone()));
+                            r
+                        }
+                    };
+                    if r.is_none() && g.error.is_none() {
+                        g.error = Some("listing runners failed: no orphan replaced".into());
+                    }
+                    r
+                }
+                None => None,
+            };
             let result = tokio::time::timeout(
                 self.config.cloud_timeout,
                 self.converge(
@@ -618,3 +632,32 @@ fn resume_text_of(cut_short: &Option<String>, newest: Option<u64>) -> Option<Str
     // A page cursor with a space would not read back; GitHub's are opaque tokens without.
     (!page.contains(' ')).then(|| format!("{page} {}", newest.unwrap_or(0)))
 }
+
+/// What a reconcile pass lists once and shares between pools: the organization's runners,
+/// or one runner group's (by id, or by the name still to be looked up).
+type ListingKey = (RunnerScope, u64, Option<String>);
+
+fn listing_key(pool: &PoolConfig) -> ListingKey {
+    match runner_scope(pool) {
+        RunnerScope::Organization => (RunnerScope::Organization, 0, None),
+        RunnerScope::Group => (
+            RunnerScope::Group,
+            pool.runner_group_id,
+            pool.runner_group_to_look_up()
+                .map(|n| n.to_ascii_lowercase()),
+        ),
+    }
+}
+
+impl Service {
+    /// How long reconcile's runner listing may take: more than a delivery's (one cloud
+    /// timeout), since no webhook answer waits on it, and the client already gives each
+    /// page its own budget; still bounded, so the pools' convergence runs in the same pass.
+    fn listing_bound(&self) -> Duration {
+        self.config.cloud_timeout * LISTING_BOUND_TIMEOUTS
+    }
+}
+
+/// Reconcile's runner listing is bounded at this many cloud timeouts (14 s at the default
+/// 7 s: 46 pages of 100 runners at 300 ms each).
+pub const LISTING_BOUND_TIMEOUTS: u32 = 2;
