@@ -440,9 +440,9 @@ impl Service {
         bound: Duration,
     ) -> Option<Vec<Runner>> {
         let read = async {
-            match runner_scope(pool) {
-                RunnerScope::Organization => self.github.runners().await,
-                RunnerScope::Group => {
+            match listing_scope(pool) {
+                ListingScope::Organization => self.github.runners().await,
+                ListingScope::Group => {
                     let group = self.github.pool_runner_group(pool).await?;
                     self.github.runners_in_group(group).await
                 }
@@ -547,7 +547,7 @@ impl Service {
 
 /// Which runners a pool's pass lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(super) enum RunnerScope {
+pub(super) enum ListingScope {
     /// Every runner of the installation's scope (a pool in the default group 1).
     Organization,
     /// The pool's own runner group.
@@ -555,10 +555,10 @@ pub(super) enum RunnerScope {
 }
 
 /// The listing a pool's decisions need (see [`Service::read_runners`]).
-pub(super) fn runner_scope(pool: &PoolConfig) -> RunnerScope {
+pub(super) fn listing_scope(pool: &PoolConfig) -> ListingScope {
     match pool.runner_group_id {
-        DEFAULT_RUNNER_GROUP => RunnerScope::Organization,
-        _ => RunnerScope::Group,
+        DEFAULT_RUNNER_GROUP => ListingScope::Organization,
+        _ => ListingScope::Group,
     }
 }
 

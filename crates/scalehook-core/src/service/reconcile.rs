@@ -3,7 +3,7 @@
 //! every pool (the same pass a delivery runs, with the `Reconcile` trigger), deregister
 //! stranded runners, and observe the state the metrics report.
 
-use super::converge::{runner_scope, Pass, PassInput, RunnerScope};
+use super::converge::{listing_scope, ListingScope, Pass, PassInput};
 use super::{LogFormat, Service};
 use crate::clock::unix_millis;
 use crate::config::PoolConfig;
@@ -635,13 +635,13 @@ fn resume_text_of(cut_short: &Option<String>, newest: Option<u64>) -> Option<Str
 
 /// What a reconcile pass lists once and shares between pools: the organization's runners,
 /// or one runner group's (by id, or by the name still to be looked up).
-type ListingKey = (RunnerScope, u64, Option<String>);
+type ListingKey = (ListingScope, u64, Option<String>);
 
 fn listing_key(pool: &PoolConfig) -> ListingKey {
-    match runner_scope(pool) {
-        RunnerScope::Organization => (RunnerScope::Organization, 0, None),
-        RunnerScope::Group => (
-            RunnerScope::Group,
+    match listing_scope(pool) {
+        ListingScope::Organization => (ListingScope::Organization, 0, None),
+        ListingScope::Group => (
+            ListingScope::Group,
             pool.runner_group_id,
             pool.runner_group_to_look_up()
                 .map(|n| n.to_ascii_lowercase()),
