@@ -791,19 +791,32 @@ def render_github_reads(w, figures: dict) -> None:
 FIGURE_SECTIONS = ("## Burst through 8 services", "## Budgets")
 
 
+# The sections `splice` renders, in file order: (first heading, renderer, the logs it reads).
+SPLICED = (
+    ("## Burst through 8 services", render_burst, ("burst-memory", "burst-aws", "burst-azure")),
+    ("## Cloud round trips", render_round_trips, ("round-trips-aws", "round-trips-azure")),
+    ("## GitHub runner reads", render_github_reads, ("github-reads",)),
+)
+
+
 def splice(out: Path, figures: dict) -> int:
-    """Replaces the burst and round-trip sections of `out` (everything from the first of
-    them up to `## Budgets`) with freshly rendered ones, keeping the rest as it is."""
-    lines = []
-    render_burst(lines.append, figures)
-    render_round_trips(lines.append, figures)
-    render_github_reads(lines.append, figures)
-    block = "\n".join(lines) + "\n"
+    """Replaces the burst, round-trip and GitHub-read sections of `out` (everything from the
+    first of them up to `## Budgets`) with freshly rendered ones, keeping the rest as it is.
+    A section none of whose logs is present (its target did not run here) keeps its text."""
     text = out.read_text() if out.is_file() else ""
     head, end = FIGURE_SECTIONS
     if end not in text:
         print(f"measure.py: {os.path.relpath(out, ROOT)} has no '{end}' section: run `make bench-measure` first", file=sys.stderr)
         return 1
+    lines = []
+    for i, (heading, renderer, logs) in enumerate(SPLICED):
+        at = text.find(heading)
+        if at >= 0 and not any(figures.get(name) for name in logs):
+            later = [text.find(h, at + 1) for h, _, _ in SPLICED[i + 1:]] + [text.index(end)]
+            lines.append(text[at:min(p for p in later if p > at)].rstrip("\n") + "\n")
+        else:
+            renderer(lines.append, figures)
+    block = "\n".join(lines) + "\n"
     start = text.find(head)
     if start < 0:
         start = text.index(end)
@@ -814,7 +827,7 @@ def splice(out: Path, figures: dict) -> int:
     if notes and notes.splitlines()[0] in text:
         text = text[: text.index(notes.splitlines()[0])] + notes + "\n"
     out.write_text(text)
-    print(f"wrote the burst and round-trip sections of {os.path.relpath(out, ROOT)}", file=sys.stderr)
+    print(f"wrote the measured sections of {os.path.relpath(out, ROOT)} ({', '.join(sorted(n for n in figures if figures[n]['rows'])) or 'none'})", file=sys.stderr)
     return 0
 
 

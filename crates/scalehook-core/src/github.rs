@@ -497,4 +497,48 @@ mod tests {
         assert_eq!(g.deliveries_source(), "org-hook:3");
         assert_eq!(NoGitHub.deliveries_source(), "none");
     }
+
+    /// An implementation with only the required methods (as the test wrappers of other
+    /// crates are): the scoped reads fall back to the whole listing, correctly.
+    struct OnlyRequired(LocalGitHub);
+
+    #[async_trait]
+    impl GitHub for OnlyRequired {
+        async fn runners(&self) -> Result<Vec<Runner>, GitHubError> {
+            self.0.runners().await
+        }
+        async fn remove_runner(&self, id: u64) -> Result<RunnerRemoval, GitHubError> {
+            self.0.remove_runner(id).await
+        }
+        async fn job(&self, r: &str, id: u64) -> Result<Option<JobStatus>, GitHubError> {
+            self.0.job(r, id).await
+        }
+        async fn deliveries(&self, c: Option<&str>) -> Result<DeliveryPage, GitHubError> {
+            self.0.deliveries(c).await
+        }
+        async fn redeliver(&self, id: u64) -> Result<(), GitHubError> {
+            self.0.redeliver(id).await
+        }
+        async fn jit_runner(&self, p: &PoolConfig, n: &str) -> Result<JitRunner, GitHubError> {
+            self.0.jit_runner(p, n).await
+        }
+    }
+
+    #[tokio::test]
+    async fn the_default_scoped_reads_filter_the_whole_listing() {
+        let g = OnlyRequired(LocalGitHub::new());
+        let a = g.0.register("linux-i-1", &[]);
+        g.0.register("Linux-i-1-2", &[]);
+        assert_eq!(g.runner(a).await.expect("ok").map(|r| r.id), Some(a));
+        assert_eq!(g.runner(77).await, Ok(None));
+        assert_eq!(g.runners_named("LINUX-I-1").await.expect("ok").len(), 1);
+        assert_eq!(g.runners_in_group(5).await.expect("ok").len(), 2);
+        assert_eq!(g.job_state("a/b", 1).await, Ok(JobLookup::Gone));
+        assert_eq!(g.deliveries_source(), "app-hook");
+        assert_eq!(g.pool_runner_group(&pool("")).await, Ok(1));
+        assert!(g
+            .pool_runner_group(&pool("runner_group = \"x\""))
+            .await
+            .is_err());
+    }
 }
