@@ -489,7 +489,7 @@ async fn no_interleaving_of_a_reconcile_pass_kills_or_strands_a_job() {
 }
 
 #[tokio::test]
-#[ignore = "every pair of a reconcile pass: about 4,600 runs, `make interleavings`"]
+#[ignore = "every pair of a reconcile pass: 4,712 runs, `make interleavings`"]
 async fn no_pair_of_interleavings_of_a_reconcile_pass_kills_or_strands_a_job() {
     explore(Pass::Reconcile, true).await;
 }
