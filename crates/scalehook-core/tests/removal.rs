@@ -288,7 +288,8 @@ async fn unreadable_runners_keep_the_instance() {
     // Readable again: the idle runner is deregistered and its instance removed.
     w.github.fail_reads.store(false, Ordering::SeqCst);
     w.clock.advance(60);
-    w.svc.reconcile().await;
+    let report = w.svc.reconcile().await;
+    assert_eq!(report.github.expect("github").runners_removed, 1);
     assert!(w.instances().await.is_empty());
     assert_eq!(w.gh().removed(), vec!["linux-linux-0001".to_string()]);
 }
@@ -374,4 +375,34 @@ async fn reconcile_lists_each_pools_runner_group_once() {
             LocalCall::RunnersInGroup(group),
         ]
     );
+}
+
+const EPHEMERAL: &str = r#"
+[github]
+app_id = 1
+installation_id = 2
+organization = "octo-org"
+boot_grace_secs = 600
+
+[[pools]]
+name = "linux"
+labels = ["self-hosted", "linux"]
+min = 1
+max = 4
+ephemeral = true
+"#;
+
+/// An ephemeral pool's instance whose runner never came is an orphan like any other: it goes
+/// after a second sighting past grace, not at once (only a runner whose completed event names
+/// it marks an instance spent).
+#[tokio::test]
+async fn an_ephemeral_orphan_waits_for_its_second_sighting() {
+    let w = World::new(EPHEMERAL, true);
+    assert_eq!(w.instances().await, vec!["linux-0001"]);
+    w.clock.advance(601);
+    assert!(w.svc.reconcile().await.ok());
+    assert_eq!(w.instances().await, vec!["linux-0001"], "first sighting");
+    w.clock.advance(60);
+    assert!(w.svc.reconcile().await.ok());
+    assert_eq!(w.instances().await, vec!["linux-0002"], "second: replaced");
 }
