@@ -558,6 +558,13 @@ fn lower_all(v: Vec<String>) -> Vec<String> {
     v.into_iter().map(|s| s.to_ascii_lowercase()).collect()
 }
 
+/// Does `<short>-` begin `long` (case-insensitively, as runner names compare)?
+fn name_prefixes(short: &str, long: &str) -> bool {
+    long.len() > short.len()
+        && long.as_bytes()[short.len()] == b'-'
+        && long[..short.len()].eq_ignore_ascii_case(short)
+}
+
 fn validate_pool(p: RawPool, earlier: &[PoolConfig]) -> Result<PoolConfig, ConfigError> {
     let err = |field: &'static str, problem: String| ConfigError::Pool {
         pool: p.name.clone(),
@@ -579,6 +586,20 @@ fn validate_pool(p: RawPool, earlier: &[PoolConfig]) -> Result<PoolConfig, Confi
     }
     if earlier.iter().any(|q| q.name == p.name) {
         return Err(err("name", "duplicate pool name".into()));
+    }
+    // Runners are named `<pool>-<instance key>[-n]`: if `linux-` began another pool's name,
+    // `linux`'s sweeps would take `linux-arm`'s runners for its own.
+    if let Some(q) = earlier
+        .iter()
+        .find(|q| name_prefixes(&q.name, &p.name) || name_prefixes(&p.name, &q.name))
+    {
+        return Err(err(
+            "name",
+            format!(
+                "pool names {:?} and {:?}: one followed by '-' begins the other, so their runner names (`<pool>-<instance key>`) could not be told apart; rename one",
+                q.name, p.name
+            ),
+        ));
     }
     if p.labels.is_empty() {
         return Err(err("labels", "must list at least one label".into()));
@@ -996,6 +1017,39 @@ mod tests {
             Config::from_toml(&pool_toml("capacity = \"reserved\"")),
             Err(ConfigError::Syntax(_))
         ));
+    }
+
+    #[test]
+    fn pool_names_that_begin_another_pools_name_are_refused() {
+        let two = |a: &str, b: &str| {
+            Config::from_toml(&format!(
+                "[[pools]]\nname = \"{a}\"\nlabels = [\"x\"]\nmax = 1\n\
+                 [[pools]]\nname = \"{b}\"\nlabels = [\"y\"]\nmax = 1\n"
+            ))
+        };
+        for (a, b) in [
+            ("linux", "linux-arm"),
+            ("Linux-ARM", "linux"),
+            ("a-b", "a-b-c"),
+        ] {
+            match two(a, b) {
+                Err(ConfigError::Pool {
+                    field: "name",
+                    problem,
+                    ..
+                }) => {
+                    assert!(problem.contains("begins the other"), "{problem}")
+                }
+                other => panic!("{a} / {b}: {other:?}"),
+            }
+        }
+        for (a, b) in [
+            ("linux", "linuxarm"),
+            ("linux-x64", "linux-gpu"),
+            ("arm-linux", "linux"),
+        ] {
+            assert!(two(a, b).is_ok(), "{a} / {b}");
+        }
     }
 
     #[test]

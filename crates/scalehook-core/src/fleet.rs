@@ -33,7 +33,8 @@ pub struct Instance {
     /// Protected from scale-in by scalehook (AWS instance scale-in protection).
     pub protected: bool,
     /// Unix seconds of the launch, where the cloud reports it (VMSS `timeCreated`, the local
-    /// fleet); `None` where it does not (an ASG's describe).
+    /// fleet); `None` where it does not (an ASG's describe): boot grace then runs from the
+    /// first time scalehook saw the instance without a runner (never from "unknown").
     pub launched_at: Option<u64>,
 }
 

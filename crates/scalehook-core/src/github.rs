@@ -22,9 +22,25 @@ pub struct Runner {
     pub labels: Vec<String>,
 }
 
+/// scalehook's naming rule, the one the boot scripts, JIT minting, the matcher and the
+/// read before removal share: the runner of instance key `instance_key` in `pool` is named
+/// `<pool>-<instance key>`, and with several runners per instance `<pool>-<instance key>-<n>`
+/// for `n` in `1..=runners_per_instance`. The first name is the one JIT minting uses.
+pub fn runner_names(pool: &PoolConfig, instance_key: &str) -> Vec<String> {
+    let base = format!("{}-{}", pool.name, instance_key);
+    let rpi = pool.runners_per_instance.max(1);
+    let mut names = vec![base.clone()];
+    if rpi > 1 {
+        names.extend((1..=rpi).map(|n| format!("{base}-{n}")));
+    }
+    names
+}
+
 impl Runner {
-    /// scalehook's naming convention: a pool's runners are named `<pool>-<instance key>[-n]`
-    /// (the instance key is the EC2 instance id, the VM computer name, or the local id).
+    /// scalehook's naming convention ([`runner_names`]): a pool's runners are named
+    /// `<pool>-<instance key>[-n]` (the instance key is the EC2 instance id, the VM computer
+    /// name, or the local id). Pool names never begin with another pool's name and `-`
+    /// (refused at start-up), so a name belongs to one pool at most.
     pub fn in_pool(&self, pool: &str) -> bool {
         self.name.len() > pool.len()
             && self.name.as_bytes()[pool.len()] == b'-'
@@ -328,6 +344,23 @@ mod tests {
         assert!(!r("linux-x64").in_pool("linux-x64"), "the prefix alone");
         assert!(!r("linux-x64gpu-i-0abc").in_pool("linux-x64"));
         assert!(!r("gpu-i-0abc").in_pool("linux-x64"));
+    }
+
+    #[test]
+    fn runner_names_follow_the_one_rule() {
+        assert_eq!(runner_names(&pool(""), "i-0abc"), vec!["linux-i-0abc"]);
+        assert_eq!(
+            runner_names(&pool("runners_per_instance = 2"), "vm7"),
+            vec!["linux-vm7", "linux-vm7-1", "linux-vm7-2"]
+        );
+        let r = Runner {
+            id: 1,
+            name: runner_names(&pool(""), "i-0abc").swap_remove(0),
+            online: true,
+            busy: false,
+            labels: vec![],
+        };
+        assert!(r.in_pool("linux"));
     }
 
     #[test]

@@ -168,7 +168,16 @@ impl Seen<'static> {
 
 /// The capacity, in instances, the pool should have for its account.
 pub fn target(pool: &PoolConfig, ledger: &PoolLedger, fleet: &FleetState) -> u32 {
-    let slots = u64::from(ledger.running) + u64::from(ledger.queued) + u64::from(pool.standby);
+    target_with_gone(pool, ledger, fleet, 0)
+}
+
+/// [`target`] when `gone` runner slots of live instances will never take a job (finished
+/// ephemeral runners of instances that still run another): those instances count for less.
+fn target_with_gone(pool: &PoolConfig, ledger: &PoolLedger, fleet: &FleetState, gone: u32) -> u32 {
+    let slots = u64::from(ledger.running)
+        + u64::from(ledger.queued)
+        + u64::from(pool.standby)
+        + u64::from(gone);
     let rpi = u64::from(pool.runners_per_instance.max(1));
     let instances = u32::try_from(slots.div_ceil(rpi)).unwrap_or(u32::MAX);
     let lo = pool.min.max(fleet.min.unwrap_or(0));
@@ -193,13 +202,14 @@ pub fn decide(
     let asked = trigger;
     let trigger = if complete { trigger } else { Trigger::Demand };
     let current = fleet.desired;
-    let target = target(pool, ledger, fleet);
     let pool_runners: Vec<&Runner> = seen
         .runners
         .unwrap_or(&[])
         .iter()
         .filter(|r| r.in_pool(&pool.name))
         .collect();
+    let gone = gone_slots(pool, fleet, seen, &pool_runners);
+    let target = target_with_gone(pool, ledger, fleet, gone);
     // A finished runner's own busy flag may lag behind its completed event: it has exited.
     let github_busy: Vec<String> = pool_runners
         .iter()
@@ -276,7 +286,7 @@ pub fn decide(
     }
     let rpi = pool.runners_per_instance.max(1);
     let idle_slots = (u64::from(current) * u64::from(rpi))
-        .saturating_sub(u64::from(ledger.running) + u64::from(ledger.queued));
+        .saturating_sub(u64::from(ledger.running) + u64::from(ledger.queued) + u64::from(gone));
     if idle_slots < u64::from(pool.standby) + u64::from(rpi) {
         return decision(CapacityAction::Hold, "idle slots within standby");
     }
@@ -307,12 +317,49 @@ pub fn decide(
     d
 }
 
+/// Runner slots of an ephemeral pool with several runners per instance that will never take
+/// a job again: on an in-service instance some of whose runners GitHub still lists, each
+/// runner missing from the list (or whose job just completed) has exited after its job. An
+/// instance with none listed is booting, or spent as a whole (replaced, see
+/// [`spent_instances`]). Without GitHub's list: none known.
+fn gone_slots(
+    pool: &PoolConfig,
+    fleet: &FleetState,
+    seen: &Seen<'_>,
+    pool_runners: &[&Runner],
+) -> u32 {
+    let rpi = pool.runners_per_instance.max(1);
+    if !pool.ephemeral || rpi == 1 || seen.runners.is_none() {
+        return 0;
+    }
+    let mut gone = 0u32;
+    for i in fleet.instances.iter().filter(|i| !i.launching) {
+        let listed = pool_runners
+            .iter()
+            .filter(|r| {
+                i.runs(&r.name)
+                    && !seen
+                        .finished
+                        .iter()
+                        .any(|f| f.eq_ignore_ascii_case(&r.name))
+            })
+            .count();
+        let listed = u32::try_from(listed).unwrap_or(u32::MAX);
+        if listed > 0 {
+            gone = gone.saturating_add(rpi.saturating_sub(listed));
+        }
+    }
+    gone
+}
+
 /// Instances whose runners are done, in fleet order:
 /// - ephemeral pools, on release: the instance a finished runner maps to, when no busy
 ///   runner (ledger or GitHub) maps to it any more;
 /// - with GitHub's runner list, on reconcile: an in-service instance past boot grace (or of
-///   unknown launch time) to which no registered runner and no busy runner maps: an
-///   ephemeral runner that exited, or an orphan whose runner never came.
+///   unknown launch time) to which no online runner and no busy runner maps: an ephemeral
+///   runner that exited, an orphan whose runner never came, or a dead one whose runners
+///   never came online or went offline. These are candidates: the service removes one only
+///   after a second sighting in another pass, past grace (`service::removal`).
 fn spent_instances(
     trigger: Trigger,
     pool: &PoolConfig,
@@ -333,7 +380,9 @@ fn spent_instances(
             && i.launched_at.is_none_or(|t| {
                 t.saturating_add(seen.boot_grace_secs.min(u64::MAX / 2)) <= seen.now
             })
-            && !pool_runners.iter().any(|r| i.runs(&r.name));
+            // A runner that never came online, or went offline, runs nothing here: the
+            // instance is dead (the removal step still wants two sightings past grace).
+            && !pool_runners.iter().any(|r| r.online && i.runs(&r.name));
         if finished || orphan {
             out.push(i.id.clone());
         }
@@ -982,6 +1031,77 @@ mod tests {
             &seen(Some(&runners), &[], 5000),
         );
         assert!(d.capacity.leaving().is_empty(), "{d:?}");
+    }
+
+    #[test]
+    fn an_instance_whose_runner_never_came_online_is_a_candidate_past_grace() {
+        let p = pool(2, 10, 0, 1);
+        let mut f = fleet(2);
+        f.instances[0].launched_at = Some(1000);
+        f.instances[1].launched_at = Some(1000);
+        let mut offline = runner("p-i-1", false);
+        offline.online = false;
+        let runners = [runner("p-i-0", false), offline];
+        let at = |now| {
+            decide_all(
+                Trigger::Reconcile,
+                &p,
+                &account(0, 0),
+                &f,
+                &seen(Some(&runners), &[], now),
+            )
+        };
+        assert_eq!(at(1599).capacity, CapacityAction::Hold, "within grace");
+        assert_eq!(
+            at(1600).capacity.leaving(),
+            vec!["i-1"],
+            "registered, never online"
+        );
+    }
+
+    #[test]
+    fn finished_ephemeral_slots_are_not_capacity() {
+        // Two runners per instance, one instance: its first runner finished its job and
+        // exited (GitHub lists only the second, busy); a new job is queued. The instance
+        // has no slot for it: one more instance, not zero.
+        let mut p = pool(0, 10, 0, 2);
+        p.ephemeral = true;
+        let f = fleet(1);
+        let runners = [runner("p-i-0-2", true)];
+        let acct = Acct {
+            queued: 1,
+            running: 1,
+            busy: vec!["p-i-0-2".into()],
+        };
+        let d = decide_all(
+            Trigger::Reconcile,
+            &p,
+            &acct,
+            &f,
+            &seen(Some(&runners), &[], 0),
+        );
+        assert_eq!(d.capacity, CapacityAction::ScaleOut { to: 2 }, "{d:?}");
+        // The same on the completion that names the runner GitHub still lists.
+        let both = [runner("p-i-0-1", false), runner("p-i-0-2", true)];
+        let finished = ["p-i-0-1".to_string()];
+        let d = decide_all(
+            Trigger::Release,
+            &p,
+            &acct,
+            &f,
+            &seen(Some(&both), &finished, 0),
+        );
+        assert_eq!(d.capacity, CapacityAction::ScaleOut { to: 2 }, "{d:?}");
+        // Persistent runners come back after a job: the slot is capacity.
+        p.ephemeral = false;
+        let d = decide_all(
+            Trigger::Reconcile,
+            &p,
+            &acct,
+            &f,
+            &seen(Some(&runners), &[], 0),
+        );
+        assert_eq!(d.capacity, CapacityAction::Hold, "{d:?}");
     }
 
     #[test]

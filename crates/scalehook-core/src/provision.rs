@@ -69,9 +69,10 @@ pub enum ProvisionError {
     Store(StoreError),
 }
 
-/// The name of an instance's runner: `<pool>-<instance key>`.
+/// The name of an instance's (JIT) runner: `<pool>-<instance key>`, the first of
+/// [`crate::github::runner_names`].
 pub fn runner_name(pool: &PoolConfig, instance_key: &str) -> String {
-    format!("{}-{}", pool.name, instance_key)
+    crate::github::runner_names(pool, instance_key).swap_remove(0)
 }
 
 /// The pool whose fleet is `fleet` (AWS: group names compare exactly; Azure: resource ids

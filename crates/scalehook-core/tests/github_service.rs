@@ -385,6 +385,35 @@ async fn reconcile_repairs_lost_events_from_github() {
 }
 
 /// A service over RECONCILE with a GitHub double, for the reconcile-gap tests.
+/// Item 6: a 404 for a job of a repository the installation cannot see is unknown, never
+/// completed: the record stays queued (TTL expiry is the fallback) and the report says why.
+#[tokio::test]
+async fn a_job_the_installation_cannot_see_is_not_completed() {
+    let clock = Arc::new(ManualClock::new(NOW));
+    let github = Arc::new(LocalGitHub::new());
+    let ledger = Arc::new(MemoryLedger::new());
+    let svc = service(
+        RECONCILE,
+        ledger.clone(),
+        Arc::new(LocalFleet::new()),
+        github.clone(),
+        clock.clone(),
+    );
+    deliver(&svc, job("queued", 20, LINUX, None)).await;
+    github.hide_repository("octo-org/app");
+    clock.advance(301);
+    let report = svc.reconcile().await;
+    let g = report.github.clone().expect("github steps");
+    assert_eq!((g.rechecked, g.advanced), (1, 0), "{report:?}");
+    assert!(
+        g.error
+            .as_deref()
+            .is_some_and(|e| e.contains("not visible")),
+        "{report:?}"
+    );
+    assert_eq!(ledger.job(20).expect("record").state, JobState::Queued);
+}
+
 fn reconcile_service() -> (
     Service,
     Arc<LocalGitHub>,
@@ -627,11 +656,21 @@ async fn reconcile_replaces_orphans_after_boot_grace_and_drops_stranded_runners(
     );
     assert_eq!(github.removed(), vec![stranded.to_string()]);
     clock.advance(301);
+    // Past grace, but one sighting is not two: a runner may be registering right now.
     let report = svc.reconcile().await;
     assert_eq!(report.pools[0].action, Some("replace"), "{report:?}");
     assert_eq!(
         instance_ids(fleet.as_ref(), &pool).await,
-        vec!["linux-0001", "linux-0003"]
+        vec!["linux-0001", "linux-0002"],
+        "first sighting"
+    );
+    clock.advance(60);
+    let report = svc.reconcile().await;
+    assert_eq!(report.pools[0].action, Some("replace"), "{report:?}");
+    assert_eq!(
+        instance_ids(fleet.as_ref(), &pool).await,
+        vec!["linux-0001", "linux-0003"],
+        "second sighting, in another pass"
     );
     assert_eq!(fleet.describe(&pool).await.expect("d").desired, 2);
 }
@@ -963,13 +1002,16 @@ async fn github_calls_per_scale_in_and_per_reconcile_at_300_runners() {
     let (_, body) = deliver(&svc, job("completed", 299, LINUX, None)).await;
     assert_eq!(body["action"], "remove_idle", "{body}");
     let per_scale_in = github.rate_limit().requests - before;
-    assert_eq!(per_scale_in, 2, "one listing, one deregistration");
+    assert_eq!(
+        per_scale_in, 3,
+        "one listing, the instance's runners read again by name, one deregistration"
+    );
     clock.advance(60);
     let report = svc.reconcile().await;
     let per_reconcile = report.github.as_ref().expect("github").requests;
     assert_eq!(per_reconcile, 2, "{report:?}");
     println!(
-        "300 runners: {per_scale_in} GitHub calls per scale-in (REST: 3 list pages + 1 DELETE = 4 requests), {per_reconcile} per idle reconcile pass (REST: 1 deliveries page + 3 list pages = 4)"
+        "300 runners: {per_scale_in} GitHub calls per scale-in (REST: 3 list pages + 1 read by name + 1 DELETE = 5 requests), {per_reconcile} per idle reconcile pass (REST: 1 deliveries page + 3 list pages = 4)"
     );
 }
 

@@ -336,6 +336,7 @@ fn census_github_and_redelivered_reach_both_formats() {
     );
     m.census("big", Census::default());
     m.github(Some(4321), 17);
+    m.github_secondary_limits(2);
     m.redelivered(3);
     let text = m.render_prometheus();
     for needle in [
@@ -343,6 +344,7 @@ fn census_github_and_redelivered_reach_both_formats() {
         "scalehook_pool_instances{pool=\"linux\",state=\"unregistered\"} 1",
         "scalehook_github_rate_limit_remaining 4321",
         "scalehook_github_requests_total 17",
+        "scalehook_github_secondary_rate_limits_total 2",
         "scalehook_redelivered_deliveries_total 3",
     ] {
         assert!(text.contains(needle), "{needle}\n{text}");

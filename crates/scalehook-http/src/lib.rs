@@ -140,7 +140,9 @@ async fn status_or_job(
     }
 }
 
-/// `{"github": "github-app"|"webhook-only", "github_note": …, "pools": [{"name", "desired",
+/// `{"github": "github-app"|"webhook-only", "github_note": …, "deliveries": the webhook whose
+/// failed deliveries reconcile redelivers (`app-hook`, `org-hook:<id>`, `repo-hook:<id>`,
+/// `none`), "pools": [{"name", "desired",
 /// "queued", "running"}]}` for every configured pool (the metrics' gauges only cover pools a
 /// delivery touched); 503 when the ledger or fleet fails, with a fixed reason and a
 /// correlation id (the failure's text, which may name an account or a resource, goes to the
@@ -153,6 +155,7 @@ async fn status(State(service): State<Arc<Service>>) -> Response {
             serde_json::json!({
                 "github": service.github_mode(),
                 "github_note": service.github_note(),
+                "deliveries": service.github().deliveries_source(),
                 "pools": pools,
             })
             .to_string(),
@@ -255,6 +258,7 @@ mod tests {
         assert_eq!(v["pools"][0]["queued"], 0);
         assert_eq!(v["pools"][0]["desired"], config.pools[0].min);
         assert_eq!(v["github"], "webhook-only");
+        assert_eq!(v["deliveries"], "none");
         assert!(v["github_note"]
             .as_str()
             .is_some_and(|n| n.contains("not runner-safe") && n.contains("not repaired")));

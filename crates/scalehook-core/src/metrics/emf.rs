@@ -161,6 +161,13 @@ fn state_values(m: &mut Inner) -> (Vec<(String, Vec<StateValue>)>, Vec<StateValu
             requests.saturating_sub(m.github_requests_reported),
         ));
         m.github_requests_reported = requests;
+        values.push((
+            "GitHubSecondaryRateLimits",
+            "Count",
+            m.github_secondary_limits
+                .saturating_sub(m.github_secondary_limits_reported),
+        ));
+        m.github_secondary_limits_reported = m.github_secondary_limits;
         if let Some(remaining) = remaining {
             values.push(("GitHubRateLimitRemaining", "Count", remaining));
         }

@@ -170,6 +170,10 @@ struct Inner {
     census: BTreeMap<String, Census>,
     /// (x-ratelimit-remaining, requests made) of the GitHub client.
     github: Option<(Option<u64>, u64)>,
+    /// Secondary rate limits the GitHub client met (each blocks its calls >= 60 s), and how
+    /// many of them an EMF line reported already.
+    github_secondary_limits: u64,
+    github_secondary_limits_reported: u64,
     redelivered: u64,
     /// Redeliveries not yet written as an EMF line.
     redelivered_unreported: u64,
@@ -311,6 +315,12 @@ impl Metrics {
     /// The GitHub client's figures: `x-ratelimit-remaining` (when seen) and requests made.
     pub fn github(&self, remaining: Option<u64>, requests: u64) {
         self.lock().github = Some((remaining, requests));
+    }
+
+    /// Secondary rate limits the GitHub client met since it was built
+    /// ([`crate::github::RateLimit::secondary_limited`]).
+    pub fn github_secondary_limits(&self, total: u64) {
+        self.lock().github_secondary_limits = total;
     }
 
     /// Deliveries a reconcile pass asked GitHub to redeliver.
@@ -615,6 +625,19 @@ fn render_slis(m: &Inner, out: &mut String) {
     );
     if let Some((Some(remaining), _)) = m.github {
         let _ = writeln!(out, "scalehook_github_rate_limit_remaining {remaining}");
+    }
+    header(
+        out,
+        "scalehook_github_secondary_rate_limits_total",
+        "counter",
+        "Secondary rate limits GitHub answered (each blocks the App's calls for at least 60 s).",
+    );
+    if m.github.is_some() {
+        let _ = writeln!(
+            out,
+            "scalehook_github_secondary_rate_limits_total {}",
+            m.github_secondary_limits
+        );
     }
     header(
         out,

@@ -4,10 +4,11 @@
 //! instances), give the lease back and read again; the debounce that lets a delivery skip
 //! its own pass when one of this process already covered it.
 
+use super::removal::Removals;
 use super::Service;
 use crate::config::PoolConfig;
 use crate::fleet::{FleetError, FleetState};
-use crate::github::{Runner, RunnerRemoval};
+use crate::github::{Runner, DEFAULT_RUNNER_GROUP};
 use crate::ledger::{LedgerError, PoolLedger};
 use crate::metrics::PoolGauges;
 use crate::policy::{decide, Busy, CapacityAction, Decision, Seen, Trigger};
@@ -91,6 +92,8 @@ pub(super) struct PassInput {
 struct Applied {
     desired: u32,
     runners_removed: u32,
+    /// Instances the decision took out that stayed (see [`Service::clear_for_removal`]).
+    kept: u32,
 }
 
 impl Service {
@@ -219,6 +222,7 @@ impl Service {
             started,
         } = input;
         let mut finished: Vec<String> = finished.into_iter().collect();
+        let mut removals = Removals::new(format!("{}/{read}", self.holder), finished.clone());
         let known: Vec<String> = started_on.into_iter().collect();
         // The ledger's complete busy list and the account it was read after; read only when
         // a decision may take instances out or clear protection, again once the account moves.
@@ -289,7 +293,9 @@ impl Service {
                         },
                         async {
                             match read_github {
-                                true => Some(self.read_runners().await),
+                                true => {
+                                    Some(self.read_runners(pool, self.config.cloud_timeout).await)
+                                }
                                 false => None,
                             }
                         },
@@ -335,9 +341,13 @@ impl Service {
                     let d = decide(iter_trigger, pool, &account, busy, state, &seen);
                     let now = self.clock.now();
                     self.metrics.decisions().note(&pool.name, now, &d, &account);
-                    let applied = self.apply(pool, &d, state, runners.as_mut()).await?;
+                    let applied = self
+                        .apply(pool, &d, state, runners.as_mut(), &mut removals)
+                        .await?;
                     runners_removed += applied.runners_removed;
+                    // An instance kept would be decided on again at once: no follow-up.
                     follow_up = matches!(d.capacity, CapacityAction::Replace { .. })
+                        && applied.kept == 0
                         && applied.desired >= d.desired_after();
                     finished.clear();
                     last_applied = Some(account.clone());
@@ -370,6 +380,10 @@ impl Service {
             }
         }
         .await;
+        if let Some(state) = &fleet {
+            let prune = trigger == Trigger::Reconcile && runners.is_some() && last_complete;
+            self.save_sightings(pool, state, &mut removals, prune).await;
+        }
         if let Err(e) = outcome {
             let _ = self.ledger.release_lease(&pool.name, &self.holder).await;
             return Err(e);
@@ -415,17 +429,35 @@ impl Service {
         })
     }
 
-    /// GitHub's runners, or `None` (logged) when GitHub cannot be read: scale-in then
-    /// removes no instance (it could not deregister the runners first).
-    pub(super) async fn read_runners(&self) -> Option<Vec<Runner>> {
-        match tokio::time::timeout(self.config.cloud_timeout, self.github.runners()).await {
+    /// The runners a pass of `pool` decides on, or `None` (logged) when GitHub cannot be
+    /// read: then no orphan is replaced, and an instance leaves only if the read right
+    /// before its removal ([`Service::clear_for_removal`]) succeeds. Scoped to the pool: a
+    /// pool in a runner group of its own (`runner_group_id` other than the default group 1,
+    /// or `runner_group` by name) lists only that group, so the read grows with the pool,
+    /// not with the organization; a pool in the default group lists every runner. The
+    /// client gives each page its own budget; `bound` bounds the whole.
+    pub(super) async fn read_runners(
+        &self,
+        pool: &PoolConfig,
+        bound: Duration,
+    ) -> Option<Vec<Runner>> {
+        let read = async {
+            match listing_scope(pool) {
+                ListingScope::Organization => self.github.runners().await,
+                ListingScope::Group => {
+                    let group = self.github.pool_runner_group(pool).await?;
+                    self.github.runners_in_group(group).await
+                }
+            }
+        };
+        match tokio::time::timeout(bound, read).await {
             Ok(Ok(r)) => Some(r),
             Ok(Err(e)) => {
-                tracing::warn!(target: "scalehook::github", error = %e, "listing runners failed: scale-in withheld");
+                tracing::warn!(target: "scalehook::github", pool = %pool.name, error = %e, "listing runners failed: no orphan replaced");
                 None
             }
             Err(_) => {
-                tracing::warn!(target: "scalehook::github", "listing runners timed out: scale-in withheld");
+                tracing::warn!(target: "scalehook::github", pool = %pool.name, "listing runners timed out: no orphan replaced");
                 None
             }
         }
@@ -442,8 +474,10 @@ impl Service {
         d: &Decision,
         fleet: &mut FleetState,
         mut runners: Option<&mut Vec<Runner>>,
+        removals: &mut Removals,
     ) -> Result<Applied, FleetError> {
         let mut runners_removed = 0u32;
+        let mut kept_out = 0u32;
         // Protect busy instances before anything is removed.
         if !d.protect.is_empty() {
             self.fleet.set_protection(pool, &d.protect, true).await?;
@@ -474,12 +508,18 @@ impl Service {
                     .map(|id| (*id, true))
                     .chain(replace.iter().map(|id| (*id, false)));
                 for (id, decrement) in leaving {
-                    let (safe, removed) = self
-                        .deregister(pool, fleet, id, runners.as_deref_mut())
-                        .await;
-                    runners_removed += removed;
-                    if !safe {
-                        continue;
+                    match self
+                        .clear_for_removal(pool, fleet, id, runners.as_deref_mut(), removals)
+                        .await
+                    {
+                        Ok(removed) => runners_removed += removed,
+                        Err(kept) => {
+                            kept_out += 1;
+                            if let Some(reason) = kept.counted() {
+                                self.metrics.runner_removal_refused(&pool.name, reason);
+                            }
+                            continue;
+                        }
                     }
                     if decrement {
                         self.fleet.remove_instance(pool, id).await?;
@@ -502,61 +542,25 @@ impl Service {
         Ok(Applied {
             desired: fleet.desired,
             runners_removed,
+            kept: kept_out,
         })
     }
+}
 
-    /// Deregisters every runner of `pool` that maps to instance `id`. Returns whether the
-    /// instance may go (no runner of it can take a job any more) and how many runners were
-    /// deregistered. In webhook-only mode there is nothing to deregister: true.
-    async fn deregister(
-        &self,
-        pool: &PoolConfig,
-        fleet: &FleetState,
-        id: &str,
-        runners: Option<&mut Vec<Runner>>,
-    ) -> (bool, u32) {
-        if !self.github.enabled() {
-            return (true, 0);
-        }
-        let Some(runners) = runners else {
-            return (false, 0);
-        };
-        let Some(instance) = fleet.instances.iter().find(|i| i.id == id) else {
-            return (true, 0);
-        };
-        let mut removed = 0;
-        let mut safe = true;
-        for r in runners
-            .iter_mut()
-            .filter(|r| r.in_pool(&pool.name) && instance.runs(&r.name))
-        {
-            let answer =
-                tokio::time::timeout(self.config.cloud_timeout, self.github.remove_runner(r.id))
-                    .await;
-            match answer {
-                Ok(Ok(RunnerRemoval::Removed)) => removed += 1,
-                Ok(Ok(RunnerRemoval::Gone)) => {}
-                Ok(Ok(RunnerRemoval::Busy)) => {
-                    // GitHub assigned it a job after we listed it idle: the instance stays.
-                    tracing::info!(target: "scalehook::github", runner = %r.name, instance = %id, "runner is busy (422): its instance stays");
-                    self.metrics.runner_removal_refused(&pool.name, "busy");
-                    r.busy = true;
-                    safe = false;
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(target: "scalehook::github", error = %e, runner = %r.name, "deregistering a runner failed: its instance stays");
-                    safe = false;
-                }
-                Err(_) => {
-                    tracing::warn!(target: "scalehook::github", runner = %r.name, "deregistering a runner timed out: its instance stays");
-                    safe = false;
-                }
-            }
-        }
-        if safe {
-            runners.retain(|r| !(r.in_pool(&pool.name) && instance.runs(&r.name)));
-        }
-        (safe, removed)
+/// Which runners a pool's pass lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum ListingScope {
+    /// Every runner of the installation's scope (a pool in the default group 1).
+    Organization,
+    /// The pool's own runner group.
+    Group,
+}
+
+/// The listing a pool's decisions need (see [`Service::read_runners`]).
+pub(super) fn listing_scope(pool: &PoolConfig) -> ListingScope {
+    match pool.runner_group_id {
+        DEFAULT_RUNNER_GROUP => ListingScope::Organization,
+        _ => ListingScope::Group,
     }
 }
 

@@ -11,6 +11,9 @@
 //! - `converge`: the pool's convergence pass, shared by deliveries and reconcile: the
 //!   debounce, the ledger lease, read, decide (the pure [`crate::policy::decide`]), apply
 //!   (deregister runners, then remove or replace instances), release and read again.
+//! - `removal`: runner truth at the moment of removal: GitHub is asked about an instance
+//!   right before it leaves (all its runners idle, then all deregistered), and an instance
+//!   with no runner online waits for boot grace and a second sighting in another pass.
 //! - `reconcile`: [`Service::reconcile`]: the jobs API re-check, redelivery of failed
 //!   deliveries, expiry, a pass over every pool, stranded runners, the state the metrics
 //!   observe.
@@ -18,11 +21,12 @@
 //! Their results are plain data in [`crate::report`]; this module keeps the service's
 //! parts, its constructor and accessors, the time bounds every stage derives from the
 //! configuration, and [`Service::summary`]. Children may use this module's items; they
-//! never use each other's except downwards (`delivery` and `reconcile` use `converge`).
+//! never use each other's except downwards (`delivery` and `reconcile` use `converge`, which uses `removal`).
 
 mod converge;
 mod delivery;
 mod reconcile;
+mod removal;
 
 pub use converge::{DEBOUNCE_SECS, MAX_PASS_ITERATIONS};
 pub use delivery::{DELIVERY_HEADER, EVENT_HEADER};
@@ -31,6 +35,7 @@ pub use reconcile::{
     MAX_RECHECK_SCAN, MAX_REDELIVERIES, MAX_REDELIVERY_ATTEMPTS, MAX_TRACKED_REDELIVERIES,
     RECHECK_CURSOR, RECHECK_RATE_RESERVE, REDELIVERIES_CURSOR,
 };
+pub use removal::SIGHTINGS_CURSOR;
 
 use converge::PoolSlot;
 

@@ -3,12 +3,12 @@
 //! every pool (the same pass a delivery runs, with the `Reconcile` trigger), deregister
 //! stranded runners, and observe the state the metrics report.
 
-use super::converge::{Pass, PassInput};
+use super::converge::{listing_scope, ListingScope, Pass, PassInput};
 use super::{LogFormat, Service};
 use crate::clock::unix_millis;
 use crate::config::PoolConfig;
 use crate::fleet::FleetState;
-use crate::github::{Runner, RunnerRemoval};
+use crate::github::{JobLookup, Runner, RunnerRemoval};
 use crate::ledger::{Expired, JobState, LedgerError, Transition};
 use crate::policy::{CapacityAction, Trigger};
 use crate::report::{CloudFailure, GitHubReconcile, PoolReconcile, ReconcileReport};
@@ -111,20 +111,34 @@ impl Service {
             Ok(Err(e)) => (Expired::default(), Some(e.to_string())),
             Err(_) => (Expired::default(), Some(CloudFailure::Timeout.message())),
         };
-        // GitHub's runners once for every pool, before any fleet is described: then every
+        // GitHub's runners once per scope (the organization, or a pool's own runner group),
+        // each read before the fleet of the pools that use it is described: then every
         // runner listed whose instance is alive has that instance in the description.
-        let runners = match github.as_mut() {
-            Some(g) => {
-                let r = self.read_runners().await;
-                if r.is_none() && g.error.is_none() {
-                    g.error = Some("listing runners failed: scale-in withheld".into());
-                }
-                r
-            }
-            None => None,
-        };
+        let mut listings: Vec<(ListingKey, Option<Vec<Runner>>)> = Vec::new();
         let mut pools = Vec::with_capacity(self.config.pools.len());
         for pool in &self.config.pools {
+            let runners = match github.as_mut() {
+                Some(g) => {
+                    let key = listing_key(pool);
+                    let cached = listings
+                        .iter()
+                        .find(|(k, _)| *k == key)
+                        .map(|(_, r)| r.clone());
+                    let r = match cached {
+                        Some(r) => r,
+                        None => {
+                            let r = self.read_runners(pool, self.listing_bound()).await;
+                            listings.push((key, r.clone()));
+                            r
+                        }
+                    };
+                    if r.is_none() && g.error.is_none() {
+                        g.error = Some("listing runners failed: no orphan replaced".into());
+                    }
+                    r
+                }
+                None => None,
+            };
             let result = tokio::time::timeout(
                 self.config.cloud_timeout,
                 self.converge(
@@ -236,7 +250,9 @@ impl Service {
     }
 
     /// Re-checks queued/in-progress records older than `recheck_after` with the jobs API and
-    /// records GitHub's state (completed, or in progress on its runner; 404: completed).
+    /// records GitHub's state (completed, or in progress on its runner; a job GitHub no longer has
+    /// in a repository the installation sees: completed; one in a repository it cannot see:
+    /// unknown, left to TTL expiry).
     /// Up to [`MAX_JOB_RECHECKS`] records per pass, rotating over the oldest
     /// [`MAX_RECHECK_SCAN`] stale ones: each pass goes on after the last record the previous
     /// one checked (ledger cursor [`RECHECK_CURSOR`]) and wraps around, so a backlog of `n`
@@ -289,8 +305,8 @@ impl Service {
             };
             g.rechecked += 1;
             let answer =
-                tokio::time::timeout(limit, self.github.job(repository, record.job_id)).await;
-            let status = match answer {
+                tokio::time::timeout(limit, self.github.job_state(repository, record.job_id)).await;
+            let lookup = match answer {
                 Ok(Ok(s)) => s,
                 Ok(Err(e @ crate::github::GitHubError::Rejected(_))) => {
                     // This job only (e.g. a repository the App cannot read): go on.
@@ -309,9 +325,19 @@ impl Service {
                     break;
                 }
             };
-            let (to, runner) = match status {
-                None => (JobState::Completed, None),
-                Some(s) => match s.status.as_str() {
+            let (to, runner) = match lookup {
+                // GitHub has no such job in a repository the installation sees.
+                JobLookup::Gone => (JobState::Completed, None),
+                // 404 from a repository the installation cannot see: unknown, never
+                // completed (TTL expiry stays the fallback).
+                JobLookup::NotVisible => {
+                    g.error.get_or_insert_with(|| {
+                        format!("repository {repository} is not visible to the installation: job {} not re-checked", record.job_id)
+                    });
+                    last = Some(key(record));
+                    continue;
+                }
+                JobLookup::Found(s) => match s.status.as_str() {
                     "completed" => (JobState::Completed, s.runner_name),
                     "in_progress" => (JobState::InProgress, s.runner_name),
                     _ => (record.state, None),
@@ -586,6 +612,8 @@ impl Service {
         if self.github.enabled() {
             let limit = self.github.rate_limit();
             self.metrics.github(limit.remaining, limit.requests);
+            self.metrics
+                .github_secondary_limits(limit.secondary_limited);
         }
         if self.log == LogFormat::Emf {
             for line in crate::metrics::emf_state_lines(&self.metrics, unix_millis()) {
@@ -609,3 +637,32 @@ fn resume_text_of(cut_short: &Option<String>, newest: Option<u64>) -> Option<Str
     // A page cursor with a space would not read back; GitHub's are opaque tokens without.
     (!page.contains(' ')).then(|| format!("{page} {}", newest.unwrap_or(0)))
 }
+
+/// What a reconcile pass lists once and shares between pools: the organization's runners,
+/// or one runner group's (by id, or by the name still to be looked up).
+type ListingKey = (ListingScope, u64, Option<String>);
+
+fn listing_key(pool: &PoolConfig) -> ListingKey {
+    match listing_scope(pool) {
+        ListingScope::Organization => (ListingScope::Organization, 0, None),
+        ListingScope::Group => (
+            ListingScope::Group,
+            pool.runner_group_id,
+            pool.runner_group_to_look_up()
+                .map(|n| n.to_ascii_lowercase()),
+        ),
+    }
+}
+
+impl Service {
+    /// How long reconcile's runner listing may take: more than a delivery's (one cloud
+    /// timeout), since no webhook answer waits on it, and the client already gives each
+    /// page its own budget; still bounded, so the pools' convergence runs in the same pass.
+    fn listing_bound(&self) -> Duration {
+        self.config.cloud_timeout * LISTING_BOUND_TIMEOUTS
+    }
+}
+
+/// Reconcile's runner listing is bounded at this many cloud timeouts (14 s at the default
+/// 7 s: 46 pages of 100 runners at 300 ms each).
+pub const LISTING_BOUND_TIMEOUTS: u32 = 2;
