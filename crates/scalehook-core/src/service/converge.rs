@@ -4,7 +4,7 @@
 //! instances), give the lease back and read again; the debounce that lets a delivery skip
 //! its own pass when one of this process already covered it.
 
-use super::Service;
+use super::{work_left, Service};
 use crate::config::PoolConfig;
 use crate::fleet::{FleetError, FleetState};
 use crate::github::{Runner, RunnerRemoval};
@@ -238,6 +238,7 @@ impl Service {
         let mut iterations = 0u32;
         let mut follow_up = false;
         let mut runners_removed = 0u32;
+        let mut left = 0u32;
         let budget = self.pass_budget();
         let outcome: Result<(), CloudFailure> = async {
             loop {
@@ -347,13 +348,23 @@ impl Service {
                     iterations += 1;
                 }
                 let _ = self.ledger.release_lease(&pool.name, &self.holder).await;
-                if iterations >= MAX_PASS_ITERATIONS || started.elapsed() >= budget {
-                    return Ok(());
-                }
+                let stopped = iterations >= MAX_PASS_ITERATIONS || started.elapsed() >= budget;
                 let again_read = next_read();
-                let again = self.ledger.pool(&pool.name).await?;
+                let again = match self.ledger.pool(&pool.name).await {
+                    Ok(again) => again,
+                    Err(_) if stopped => {
+                        left = 1;
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 if last_applied.as_ref() == Some(&again) {
                     applied_read = again_read;
+                    return Ok(());
+                }
+                if stopped {
+                    // Records no pass applied yet: handed on (`hand_on`), not left to chance.
+                    left = work_left::moved(last_applied.as_ref(), &again);
                     return Ok(());
                 }
                 if !self.take_lease(pool).await? {
@@ -375,6 +386,7 @@ impl Service {
         let (Some(first), Some(state)) = (first, fleet) else {
             return Err(CloudFailure::Timeout);
         };
+        self.work_left.note(&self.metrics, &pool.name, left);
         let desired = state.desired;
         let target = last.as_ref().map_or(first.target, |d| d.target);
         // At max against the effective bound: the group's own max (an ASG's max_size) when

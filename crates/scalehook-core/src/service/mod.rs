@@ -11,6 +11,8 @@
 //! - `converge`: the pool's convergence pass, shared by deliveries and reconcile: the
 //!   debounce, the ledger lease, read, decide (the pure [`crate::policy::decide`]), apply
 //!   (deregister runners, then remove or replace instances), release and read again.
+//! - `hand_on`: [`Service::continue_left_work`]: after the answer, the passes that finish
+//!   what a pass stopped at its time budget left (`work_left` keeps which pools).
 //! - `reconcile`: [`Service::reconcile`]: the jobs API re-check, redelivery of failed
 //!   deliveries, expiry, a pass over every pool, stranded runners, the state the metrics
 //!   observe.
@@ -18,14 +20,18 @@
 //! Their results are plain data in [`crate::report`]; this module keeps the service's
 //! parts, its constructor and accessors, the time bounds every stage derives from the
 //! configuration, and [`Service::summary`]. Children may use this module's items; they
-//! never use each other's except downwards (`delivery` and `reconcile` use `converge`).
+//! never use each other's except downwards (`delivery`, `reconcile` and `hand_on` use
+//! `converge`; `converge` and `hand_on` use `work_left`).
 
 mod converge;
 mod delivery;
+mod hand_on;
 mod reconcile;
+mod work_left;
 
 pub use converge::{DEBOUNCE_SECS, MAX_PASS_ITERATIONS};
 pub use delivery::{DELIVERY_HEADER, EVENT_HEADER};
+pub use hand_on::MAX_CONTINUATIONS;
 pub use reconcile::{
     DELIVERIES_CURSOR, DELIVERIES_RESUME_CURSOR, MAX_DELIVERY_PAGES, MAX_JOB_RECHECKS,
     MAX_RECHECK_SCAN, MAX_REDELIVERIES, MAX_REDELIVERY_ATTEMPTS, MAX_TRACKED_REDELIVERIES,
@@ -78,6 +84,8 @@ pub struct Service {
     pool_slots: HashMap<String, PoolSlot>,
     /// This service's lease holder id (random, per instance).
     holder: String,
+    /// Pools a pass of this service stopped in with work left.
+    work_left: work_left::WorkLeft,
 }
 
 impl Service {
@@ -95,6 +103,7 @@ impl Service {
         Self {
             pool_slots,
             holder: random_holder(),
+            work_left: work_left::WorkLeft::default(),
             config: Arc::new(config),
             secrets,
             ledger,
