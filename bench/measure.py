@@ -590,6 +590,7 @@ def render(args, info, crit, starts, zips, load, missing, notes, figures=None) -
     w("")
     render_burst(w, figures or {})
     render_round_trips(w, figures or {})
+    render_answer_times(w, figures or {})
     w("## Budgets\n")
     w("| budget | figure | verdict |\n|---|---|---|")
     for b in budgets(crit, starts, zips, load):
@@ -760,6 +761,50 @@ def render_round_trips(w, figures: dict) -> None:
     log_provenance(w, [figures[n] for n in ("round-trips-aws", "round-trips-azure") if figures.get(n)])
 
 
+def percentile(values: list[float], p: float) -> float:
+    """The nearest-rank percentile (the smallest value at least p % of them do not exceed)."""
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * p // 100))
+    return ordered[int(rank) - 1]
+
+
+ANSWER_LOGS = ("answer-times-aws", "answer-times-azure")
+GITHUB_LIMIT_MS = 10_000
+
+
+def render_answer_times(w, figures: dict) -> None:
+    w("## Answer time per delivery kind under cloud latencies\n")
+    rows = [r for name in ANSWER_LOGS if figures.get(name) for r in figures[name]["rows"] if r.get("bench") == "answer-times"]
+    if not rows:
+        w("_not measured: run `make bench-answer-times`_\n")
+        return
+    w("The round-trip tests above (`crates/scalehook-aws/tests/round_trips.rs`,")
+    w("`crates/scalehook-azure/tests/round_trips.rs`) with `SCALEHOOK_BENCH_LATENCY=1`: every request")
+    w("to an emulator or double first goes through the fault proxy of the model tests")
+    w("(`crates/scalehook-core/tests/model_support/fault_proxy.rs`, faults off), which holds it for")
+    w("the service's round trip before forwarding it. Time is the whole `Service::handle` (what GitHub")
+    w("waits for), over the jobs of both modes (*own process* and *one warm process*, as above);")
+    w("p99 is the nearest rank, so with fewer than 100 jobs it is the slowest one. GitHub gives up")
+    w(f"after {GITHUB_LIMIT_MS // 1000} s.\n")
+    for cloud in sorted({r["cloud"] for r in rows}):
+        lat = next((r.get("latency_ms") for r in rows if r["cloud"] == cloud and r.get("latency_ms")), {}) or {}
+        w(f"- {cloud}: " + ", ".join(f"{k} {v} ms per request" for k, v in lat.items()))
+    w("")
+    w("| cloud | delivery | answer | deliveries | requests (median) | sequential (median) | p50 | p99 | max | share of GitHub's 10 s (max) |")
+    w("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["cloud"], r["kind"]), []).append(r)
+    for (cloud, kind), rs in groups.items():
+        ms = [r["total_us"] / 1000 for r in rs]
+        answers = sorted({f"{r['status']} {r.get('decision') or ''}".strip() for r in rs})
+        reqs = statistics.median(len(r["calls"]) for r in rs)
+        seq = statistics.median(longest_chain(r["calls"]) for r in rs)
+        w(f"| {cloud} | {kind} | {', '.join(answers)} | {len(rs)} | {reqs:g} | {seq:g} | {percentile(ms, 50):.0f} ms | {percentile(ms, 99):.0f} ms | {max(ms):.0f} ms | {100 * max(ms) / GITHUB_LIMIT_MS:.0f} % |")
+    w("")
+    log_provenance(w, [figures[n] for n in ANSWER_LOGS if figures.get(n)])
+
+
 FIGURE_SECTIONS = ("## Burst through 8 services", "## Budgets")
 
 
@@ -769,6 +814,7 @@ def splice(out: Path, figures: dict) -> int:
     lines = []
     render_burst(lines.append, figures)
     render_round_trips(lines.append, figures)
+    render_answer_times(lines.append, figures)
     block = "\n".join(lines) + "\n"
     text = out.read_text() if out.is_file() else ""
     head, end = FIGURE_SECTIONS

@@ -9,6 +9,9 @@
 #   make bench-burst           8 services in a 300-job burst: deliveries/s (memory ledger),
 #                              fleet calls per delivery (memory, DynamoDB/moto, Table/Azurite)
 #   make bench-round-trips     each cloud request on one delivery's path, AWS and Azure
+#   make bench-answer-times    each delivery kind's answer time, p50/p99, with a latency per
+#                              cloud request (the round-trip tests behind delaying proxies)
+#   BENCH_ANSWER_JOBS=20       jobs per mode of bench-answer-times
 #   BENCH_RUNS=20 BENCH_DURATION=10 BENCH_CONNECTIONS=32   knobs of bench-measure
 #   BENCH_BURST_RUNS=10 BENCH_BURST_SLOW_RUNS=3 BENCH_BURST_FLEET_MS=50   knobs of bench-burst-memory
 #
@@ -17,7 +20,7 @@
 # the last bench-measure run (`measure.py --render-only`).
 
 .PHONY: bench bench-deps bench-build bench-criterion bench-measure bench-burst \
-	bench-burst-memory bench-burst-cloud bench-round-trips
+	bench-burst-memory bench-burst-cloud bench-round-trips bench-answer-times
 
 BENCH_RUNS ?= 20
 BENCH_DURATION ?= 10
@@ -25,7 +28,7 @@ BENCH_CONNECTIONS ?= 32
 BENCH_CRITERION_ARGS ?= --warm-up-time 2 --measurement-time 5
 BENCH_SERVE := target/release/scalehook
 
-bench: bench-deps bench-build bench-criterion bench-burst bench-round-trips bench-measure ## criterion, bursts, round trips, cold start/RSS/zip/throughput -> bench/RESULTS.md
+bench: bench-deps bench-build bench-criterion bench-burst bench-round-trips bench-answer-times bench-measure ## criterion, bursts, round trips, cold start/RSS/zip/throughput -> bench/RESULTS.md
 
 bench-deps: ## install wrk (Debian) if it is missing
 	@command -v wrk >/dev/null || { \
@@ -74,4 +77,10 @@ bench-burst-cloud: aws-test-deps azure-deps ## the burst tests on moto (DynamoDB
 bench-round-trips: aws-test-deps azure-deps ## cloud requests per delivery kind, in order, and how many are sequential (AWS, Azure)
 	@$(call bench_log,$(CARGO) test --locked -p scalehook-aws --test round_trips -- --ignored --nocapture,round-trips-aws)
 	@$(call bench_log,$(CARGO) test --locked -p scalehook-azure --test round_trips -- --ignored --nocapture,round-trips-azure)
+	$(BENCH_RENDER)
+
+BENCH_ANSWER_JOBS ?= 20
+bench-answer-times: aws-test-deps azure-deps ## answer time p50/p99 per delivery kind with cloud latencies (AWS, Azure)
+	@$(call bench_log,SCALEHOOK_BENCH_LATENCY=1 SCALEHOOK_BENCH_JOBS=$(BENCH_ANSWER_JOBS) $(CARGO) test --locked -p scalehook-aws --test round_trips -- --ignored --nocapture,answer-times-aws)
+	@$(call bench_log,SCALEHOOK_BENCH_LATENCY=1 SCALEHOOK_BENCH_JOBS=$(BENCH_ANSWER_JOBS) $(CARGO) test --locked -p scalehook-azure --test round_trips -- --ignored --nocapture,answer-times-azure)
 	$(BENCH_RENDER)
