@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use http::{HeaderMap, HeaderValue, Method};
 use scalehook_core::signature::sign;
 use scalehook_core::{
-    Config, Fleet, FleetError, FleetState, LocalFleet, LogFormat, MemoryLedger, PoolConfig,
+    Config, Fleet, FleetError, FleetState, Ledger, LocalFleet, LogFormat, MemoryLedger, PoolConfig,
     Service, WebhookSecrets,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -194,4 +194,136 @@ async fn a_pass_stopped_at_its_budget_hands_its_work_on() {
     let report = a.reconcile().await;
     assert_eq!(report.pools[0].before, Some(0), "{report:?}");
     assert_eq!(report.pools[0].after, Some(0), "{report:?}");
+}
+
+/// A `LocalFleet` whose every call takes `latency` (a cloud API's round trip), counted.
+struct SlowFleet {
+    inner: LocalFleet,
+    latency: Duration,
+}
+
+#[async_trait]
+impl Fleet for SlowFleet {
+    async fn describe(&self, pool: &PoolConfig) -> Result<FleetState, FleetError> {
+        tokio::time::sleep(self.latency).await;
+        self.inner.describe(pool).await
+    }
+    async fn set_desired(&self, pool: &PoolConfig, desired: u32) -> Result<(), FleetError> {
+        tokio::time::sleep(self.latency).await;
+        self.inner.set_desired(pool, desired).await
+    }
+    async fn remove_instance(&self, pool: &PoolConfig, id: &str) -> Result<(), FleetError> {
+        tokio::time::sleep(self.latency).await;
+        self.inner.remove_instance(pool, id).await
+    }
+    async fn set_protection(
+        &self,
+        pool: &PoolConfig,
+        ids: &[String],
+        protected: bool,
+    ) -> Result<(), FleetError> {
+        tokio::time::sleep(self.latency).await;
+        self.inner.set_protection(pool, ids, protected).await
+    }
+}
+
+/// The burst of issue 23 in memory (`make bench-burst-hand-on`; slow, so not in `make
+/// test`): 16 services (processes) over one ledger and one fleet whose every call takes
+/// `BENCH_HAND_ON_FLEET_MS` (default 120 ms, an Auto Scaling call), 200 jobs queued, in
+/// progress, then completed, pool max 100, one runner per instance, each service one
+/// delivery at a time. After the completions, capacity against the policy's target with
+/// `hand_on` off (the services only answer, as before) and on (each service runs
+/// `continue_left_work` after its answer, as the adapters do); asserts the second converged
+/// with no reconcile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: make bench-burst-hand-on"]
+async fn burst_converges_to_target_without_a_reconcile() {
+    let latency = Duration::from_millis(
+        std::env::var("BENCH_HAND_ON_FLEET_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(120),
+    );
+    let mut after = Vec::new();
+    for hand_on in [false, true] {
+        let ledger = Arc::new(MemoryLedger::new());
+        let fleet = Arc::new(SlowFleet {
+            inner: LocalFleet::new(),
+            latency,
+        });
+        let config = Config::from_toml(
+            "cloud_timeout_ms = 8000\n[[pools]]\nname = \"linux\"\n\
+             labels = [\"self-hosted\", \"linux\"]\nmin = 0\nmax = 100\n",
+        )
+        .expect("config");
+        let services: Vec<Arc<Service>> = (0..16)
+            .map(|_| {
+                Arc::new(
+                    Service::new(
+                        config.clone(),
+                        WebhookSecrets::new([SECRET]).expect("secret"),
+                        ledger.clone(),
+                        fleet.clone(),
+                    )
+                    .with_log(LogFormat::Off),
+                )
+            })
+            .collect();
+        let pool = config.pool("linux").expect("pool").clone();
+        let started = Instant::now();
+        let fivexx = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        for action in ["queued", "in_progress", "completed"] {
+            let queue = Arc::new(std::sync::Mutex::new((1..=200u64).collect::<Vec<_>>()));
+            let tasks: Vec<_> = services
+                .iter()
+                .map(|svc| {
+                    let (svc, queue, fivexx) = (svc.clone(), queue.clone(), fivexx.clone());
+                    tokio::spawn(async move {
+                        loop {
+                            let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                            let Some(job) = next else { break };
+                            let (status, _) = deliver(&svc, action, job).await;
+                            if status >= 500 {
+                                // The record is durable; GitHub would redeliver it.
+                                fivexx.fetch_add(1, Ordering::Relaxed);
+                            }
+                            if hand_on && svc.has_work_left() {
+                                svc.continue_left_work().await;
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.expect("service task");
+            }
+        }
+        let account = ledger.pool("linux").await.expect("account");
+        let state = fleet.inner.describe(&pool).await.expect("describe");
+        let target = scalehook_core::policy::target(&pool, &account, &state);
+        let left: u32 = services
+            .iter()
+            .filter_map(|s| s.metrics().work_left("linux"))
+            .sum();
+        println!(
+            "SCALEHOOK-BENCH {}",
+            serde_json::json!({
+                "bench": "burst-hand-on",
+                "hand_on": hand_on,
+                "services": services.len(),
+                "jobs": 200,
+                "max": 100,
+                "fleet_latency_ms": latency.as_millis() as u64,
+                "seconds": started.elapsed().as_secs_f64(),
+                "capacity": state.instances.len(),
+                "desired": state.desired,
+                "target": target,
+                "work_left_metric_sum": left,
+                "fivexx": fivexx.load(Ordering::Relaxed),
+            })
+        );
+        after.push((hand_on, state.desired, target));
+    }
+    let (_, desired, target) = after[1];
+    assert_eq!(desired, target, "with hand-on: {after:?}");
 }

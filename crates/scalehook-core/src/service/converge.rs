@@ -91,6 +91,8 @@ pub(super) struct PassInput {
 struct Applied {
     desired: u32,
     runners_removed: u32,
+    /// Instances the decision chose but left in place: the pass's budget ran out first.
+    left: u32,
 }
 
 impl Service {
@@ -334,8 +336,11 @@ impl Service {
                     };
                     last_complete = busy.is_complete();
                     let d = decide(iter_trigger, pool, &account, busy, state, &seen);
-                    let applied = self.apply(pool, &d, state, runners.as_mut()).await?;
+                    let applied = self
+                        .apply(pool, &d, state, runners.as_mut(), started + budget)
+                        .await?;
                     runners_removed += applied.runners_removed;
+                    left = applied.left;
                     follow_up = matches!(d.capacity, CapacityAction::Replace { .. })
                         && applied.desired >= d.desired_after();
                     finished.clear();
@@ -353,7 +358,7 @@ impl Service {
                 let again = match self.ledger.pool(&pool.name).await {
                     Ok(again) => again,
                     Err(_) if stopped => {
-                        left = 1;
+                        left = left.max(1);
                         return Ok(());
                     }
                     Err(e) => return Err(e.into()),
@@ -364,7 +369,7 @@ impl Service {
                 }
                 if stopped {
                     // Records no pass applied yet: handed on (`hand_on`), not left to chance.
-                    left = work_left::moved(last_applied.as_ref(), &again);
+                    left = left.max(work_left::moved(last_applied.as_ref(), &again));
                     return Ok(());
                 }
                 if !self.take_lease(pool).await? {
@@ -452,8 +457,10 @@ impl Service {
         d: &Decision,
         fleet: &mut FleetState,
         mut runners: Option<&mut Vec<Runner>>,
+        deadline: Instant,
     ) -> Result<Applied, FleetError> {
         let mut runners_removed = 0u32;
+        let mut left = 0u32;
         // Protect busy instances before anything is removed.
         if !d.protect.is_empty() {
             self.fleet.set_protection(pool, &d.protect, true).await?;
@@ -483,7 +490,14 @@ impl Service {
                     .iter()
                     .map(|id| (*id, true))
                     .chain(replace.iter().map(|id| (*id, false)));
-                for (id, decrement) in leaving {
+                let count = remove.len() + replace.len();
+                for (done, (id, decrement)) in leaving.enumerate() {
+                    // One call per instance: past the budget the rest is handed on, so the
+                    // delivery still answers well within its time bound (`hand_on`).
+                    if done > 0 && Instant::now() >= deadline {
+                        left = u32::try_from(count - done).unwrap_or(u32::MAX);
+                        break;
+                    }
                     let (safe, removed) = self
                         .deregister(pool, fleet, id, runners.as_deref_mut())
                         .await;
@@ -512,6 +526,7 @@ impl Service {
         Ok(Applied {
             desired: fleet.desired,
             runners_removed,
+            left,
         })
     }
 
