@@ -591,6 +591,7 @@ def render(args, info, crit, starts, zips, load, missing, notes, figures=None) -
     render_burst(w, figures or {})
     render_round_trips(w, figures or {})
     render_answer_times(w, figures or {})
+    render_hand_on(w, figures or {})
     w("## Budgets\n")
     w("| budget | figure | verdict |\n|---|---|---|")
     for b in budgets(crit, starts, zips, load):
@@ -805,6 +806,28 @@ def render_answer_times(w, figures: dict) -> None:
     log_provenance(w, [figures[n] for n in ANSWER_LOGS if figures.get(n)])
 
 
+def render_hand_on(w, figures: dict) -> None:
+    w("## Converging after a burst: a pass's left work handed on\n")
+    e = figures.get("burst-hand-on")
+    rows = [r for r in (e["rows"] if e else []) if r.get("bench") == "burst-hand-on"]
+    if not rows:
+        w("_not measured: run `make bench-burst-hand-on`_\n")
+        return
+    r0 = rows[0]
+    w(f"`crates/scalehook-core/tests/hand_on.rs` (ignored by `make test`): {r0['services']} `Service`s (processes)")
+    w(f"over one `MemoryLedger` and one `LocalFleet` whose every call takes {r0['fleet_latency_ms']} ms (an Auto Scaling")
+    w(f"call; removal is one call per instance), {r0['jobs']} jobs queued, in progress, completed, pool max {r0['max']},")
+    w("one runner per instance, each service one delivery at a time. *hand-on off*: the services only")
+    w("answer; *on*: each runs `Service::continue_left_work` after its answer, as the adapters do.")
+    w("Capacity and target after the completions, before any reconcile.\n")
+    w("| hand-on | capacity after completions | target | work left (metric, summed) | 5xx | seconds |")
+    w("|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        w(f"| {'on' if r['hand_on'] else 'off'} | {r['capacity']} | {r['target']} | {r['work_left_metric_sum']} | {r['fivexx']} | {r['seconds']:.1f} |")
+    w("")
+    log_provenance(w, [e])
+
+
 FIGURE_SECTIONS = ("## Burst through 8 services", "## Budgets")
 
 
@@ -815,6 +838,7 @@ def splice(out: Path, figures: dict) -> int:
     render_burst(lines.append, figures)
     render_round_trips(lines.append, figures)
     render_answer_times(lines.append, figures)
+    render_hand_on(lines.append, figures)
     block = "\n".join(lines) + "\n"
     text = out.read_text() if out.is_file() else ""
     head, end = FIGURE_SECTIONS
