@@ -591,6 +591,8 @@ def render(args, info, crit, starts, zips, load, missing, notes, figures=None) -
     render_burst(w, figures or {})
     render_round_trips(w, figures or {})
     render_github_reads(w, figures or {})
+    render_answer_times(w, figures or {})
+    render_hand_on(w, figures or {})
     w("## Budgets\n")
     w("| budget | figure | verdict |\n|---|---|---|")
     for b in budgets(crit, starts, zips, load):
@@ -788,6 +790,72 @@ def render_github_reads(w, figures: dict) -> None:
     log_provenance(w, [e])
 
 
+def percentile(values: list[float], p: float) -> float:
+    """The nearest-rank percentile (the smallest value at least p % of them do not exceed)."""
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * p // 100))
+    return ordered[int(rank) - 1]
+
+
+ANSWER_LOGS = ("answer-times-aws", "answer-times-azure")
+GITHUB_LIMIT_MS = 10_000
+
+
+def render_answer_times(w, figures: dict) -> None:
+    w("## Answer time per delivery kind under cloud latencies\n")
+    rows = [r for name in ANSWER_LOGS if figures.get(name) for r in figures[name]["rows"] if r.get("bench") == "answer-times"]
+    if not rows:
+        w("_not measured: run `make bench-answer-times`_\n")
+        return
+    w("The round-trip tests above (`crates/scalehook-aws/tests/round_trips.rs`,")
+    w("`crates/scalehook-azure/tests/round_trips.rs`) with `SCALEHOOK_BENCH_LATENCY=1`: every request")
+    w("to an emulator or double first goes through the fault proxy of the model tests")
+    w("(`crates/scalehook-core/tests/model_support/fault_proxy.rs`, faults off), which holds it for")
+    w("the service's round trip before forwarding it. Time is the whole `Service::handle` (what GitHub")
+    w("waits for), over the jobs of both modes (*own process* and *one warm process*, as above);")
+    w("p99 is the nearest rank, so with fewer than 100 jobs it is the slowest one. GitHub gives up")
+    w(f"after {GITHUB_LIMIT_MS // 1000} s.\n")
+    for cloud in sorted({r["cloud"] for r in rows}):
+        lat = next((r.get("latency_ms") for r in rows if r["cloud"] == cloud and r.get("latency_ms")), {}) or {}
+        w(f"- {cloud}: " + ", ".join(f"{k} {v} ms per request" for k, v in lat.items()))
+    w("")
+    w("| cloud | delivery | answer | deliveries | requests (median) | sequential (median) | p50 | p99 | max | share of GitHub's 10 s (max) |")
+    w("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["cloud"], r["kind"]), []).append(r)
+    for (cloud, kind), rs in groups.items():
+        ms = [r["total_us"] / 1000 for r in rs]
+        answers = sorted({f"{r['status']} {r.get('decision') or ''}".strip() for r in rs})
+        reqs = statistics.median(len(r["calls"]) for r in rs)
+        seq = statistics.median(longest_chain(r["calls"]) for r in rs)
+        w(f"| {cloud} | {kind} | {', '.join(answers)} | {len(rs)} | {reqs:g} | {seq:g} | {percentile(ms, 50):.0f} ms | {percentile(ms, 99):.0f} ms | {max(ms):.0f} ms | {100 * max(ms) / GITHUB_LIMIT_MS:.0f} % |")
+    w("")
+    log_provenance(w, [figures[n] for n in ANSWER_LOGS if figures.get(n)])
+
+
+def render_hand_on(w, figures: dict) -> None:
+    w("## Converging after a burst: a pass's left work handed on\n")
+    e = figures.get("burst-hand-on")
+    rows = [r for r in (e["rows"] if e else []) if r.get("bench") == "burst-hand-on"]
+    if not rows:
+        w("_not measured: run `make bench-burst-hand-on`_\n")
+        return
+    r0 = rows[0]
+    w(f"`crates/scalehook-core/tests/hand_on.rs` (ignored by `make test`): {r0['services']} `Service`s (processes)")
+    w(f"over one `MemoryLedger` and one `LocalFleet` whose every call takes {r0['fleet_latency_ms']} ms (an Auto Scaling")
+    w(f"call; removal is one call per instance), {r0['jobs']} jobs queued, in progress, completed, pool max {r0['max']},")
+    w("one runner per instance, each service one delivery at a time. *hand-on off*: the services only")
+    w("answer; *on*: each runs `Service::continue_left_work` after its answer, as the adapters do.")
+    w("Capacity and target after the completions, before any reconcile.\n")
+    w("| hand-on | capacity after completions | target | work left (metric, summed) | 5xx | seconds |")
+    w("|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        w(f"| {'on' if r['hand_on'] else 'off'} | {r['capacity']} | {r['target']} | {r['work_left_metric_sum']} | {r['fivexx']} | {r['seconds']:.1f} |")
+    w("")
+    log_provenance(w, [e])
+
+
 FIGURE_SECTIONS = ("## Burst through 8 services", "## Budgets")
 
 
@@ -795,6 +863,8 @@ FIGURE_SECTIONS = ("## Burst through 8 services", "## Budgets")
 SPLICED = (
     ("## Burst through 8 services", render_burst, ("burst-memory", "burst-aws", "burst-azure")),
     ("## Cloud round trips", render_round_trips, ("round-trips-aws", "round-trips-azure")),
+    ("## Answer time per delivery kind", render_answer_times, ANSWER_LOGS),
+    ("## Converging after a burst", render_hand_on, ("burst-hand-on",)),
     ("## GitHub runner reads", render_github_reads, ("github-reads",)),
 )
 

@@ -11,6 +11,13 @@
 #   make bench-round-trips     each cloud request on one delivery's path, AWS and Azure
 #   make bench-github-reads    GitHub requests and wall time per scale-in and per reconcile,
 #                              whole-org listing vs scoped reads, 100/1,000/10,000 runners
+#   make bench-answer-times    each delivery kind's answer time, p50/p99, with a latency per
+#                              cloud request (the round-trip tests behind delaying proxies)
+#   BENCH_ANSWER_JOBS=20       jobs per mode of bench-answer-times
+#   make bench-burst-hand-on   issue 23's burst (16 services, 200 jobs, max 100, slow fleet):
+#                              capacity against target after the completions, without and
+#                              with the hand-on of a pass's left work
+#   BENCH_HAND_ON_FLEET_MS=120 the fleet's latency per call in bench-burst-hand-on
 #   BENCH_RUNS=20 BENCH_DURATION=10 BENCH_CONNECTIONS=32   knobs of bench-measure
 #   BENCH_BURST_RUNS=10 BENCH_BURST_SLOW_RUNS=3 BENCH_BURST_FLEET_MS=50   knobs of bench-burst-memory
 #   BENCH_GITHUB_LATENCY_MS=300   GitHub's latency per request in bench-github-reads
@@ -20,7 +27,8 @@
 # the last bench-measure run (`measure.py --render-only`).
 
 .PHONY: bench bench-deps bench-build bench-criterion bench-measure bench-burst \
-	bench-burst-memory bench-burst-cloud bench-round-trips bench-github-reads
+	bench-burst-memory bench-burst-cloud bench-burst-hand-on bench-round-trips bench-github-reads \
+	bench-answer-times
 
 BENCH_RUNS ?= 20
 BENCH_DURATION ?= 10
@@ -28,7 +36,7 @@ BENCH_CONNECTIONS ?= 32
 BENCH_CRITERION_ARGS ?= --warm-up-time 2 --measurement-time 5
 BENCH_SERVE := target/release/scalehook
 
-bench: bench-deps bench-build bench-criterion bench-burst bench-round-trips bench-github-reads bench-measure ## criterion, bursts, round trips, cold start/RSS/zip/throughput -> bench/RESULTS.md
+bench: bench-deps bench-build bench-criterion bench-burst bench-round-trips bench-github-reads bench-answer-times bench-measure ## criterion, bursts, round trips, GitHub reads, answer times, cold start/RSS/zip/throughput -> bench/RESULTS.md
 
 bench-deps: ## install wrk (Debian) if it is missing
 	@command -v wrk >/dev/null || { \
@@ -63,7 +71,7 @@ bench_log = set -o pipefail; mkdir -p $(BENCH_LOGS); { echo "SCALEHOOK-BENCH-COM
 	echo "SCALEHOOK-BENCH-LOAD $$(cut -d' ' -f1-3 /proc/loadavg)"; $(1); \
 	echo "SCALEHOOK-BENCH-LOAD $$(cut -d' ' -f1-3 /proc/loadavg)"; } 2>&1 | tee $(BENCH_LOGS)/$(2).log
 
-bench-burst: bench-burst-memory bench-burst-cloud ## 300-job burst over 8 services: deliveries/s and fleet calls per delivery -> bench/RESULTS.md
+bench-burst: bench-burst-memory bench-burst-cloud bench-burst-hand-on ## 300-job burst over 8 services: deliveries/s and fleet calls per delivery -> bench/RESULTS.md
 
 bench-burst-memory: ## the burst on the memory ledger: deliveries/s (median, range), with and without fleet latency
 	@$(call bench_log,BENCH_BURST_RUNS=$(BENCH_BURST_RUNS) BENCH_BURST_SLOW_RUNS=$(BENCH_BURST_SLOW_RUNS) BENCH_BURST_FLEET_MS=$(BENCH_BURST_FLEET_MS) $(CARGO) bench --locked -p scalehook-core --bench burst,burst-memory)
@@ -83,4 +91,13 @@ BENCH_GITHUB_LATENCY_MS ?= 300
 
 bench-github-reads: github-test-deps ## GitHub calls and wall time per scale-in / reconcile at 100, 1,000, 10,000 org runners (double, 300 ms per request)
 	@$(call bench_log,BENCH_GITHUB_LATENCY_MS=$(BENCH_GITHUB_LATENCY_MS) $(CARGO) test --locked -p scalehook-github --test scoped_reads -- --ignored --nocapture,github-reads)
+BENCH_ANSWER_JOBS ?= 20
+bench-answer-times: aws-test-deps azure-deps ## answer time p50/p99 per delivery kind with cloud latencies (AWS, Azure)
+	@$(call bench_log,SCALEHOOK_BENCH_LATENCY=1 SCALEHOOK_BENCH_JOBS=$(BENCH_ANSWER_JOBS) $(CARGO) test --locked -p scalehook-aws --test round_trips -- --ignored --nocapture,answer-times-aws)
+	@$(call bench_log,SCALEHOOK_BENCH_LATENCY=1 SCALEHOOK_BENCH_JOBS=$(BENCH_ANSWER_JOBS) $(CARGO) test --locked -p scalehook-azure --test round_trips -- --ignored --nocapture,answer-times-azure)
+	$(BENCH_RENDER)
+
+BENCH_HAND_ON_FLEET_MS ?= 120
+bench-burst-hand-on: ## issue 23's burst in memory: capacity vs target after completions, without/with hand-on
+	@$(call bench_log,BENCH_HAND_ON_FLEET_MS=$(BENCH_HAND_ON_FLEET_MS) $(CARGO) test --locked -p scalehook-core --test hand_on -- --ignored --nocapture,burst-hand-on)
 	$(BENCH_RENDER)

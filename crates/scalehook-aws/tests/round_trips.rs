@@ -8,8 +8,15 @@
 //! warm environment). Each delivery prints one `SCALEHOOK-BENCH {json}` line with its calls
 //! in order (name, start and end in µs from the delivery's start); `bench/measure.py` orders
 //! them, finds the longest chain of non-overlapping calls and renders bench/RESULTS.md.
+//!
+//! With `SCALEHOOK_BENCH_LATENCY=1` (`make bench-answer-times`) each client goes through a
+//! [`FaultProxy`] in front of moto that delays every request by the service's round trip
+//! ([`DYNAMODB_LATENCY`], [`AUTO_SCALING_LATENCY`]), no faults; the lines are then the
+//! `answer-times` bench, `SCALEHOOK_BENCH_JOBS` jobs per mode (default 3).
 
 mod common;
+#[path = "../../scalehook-core/tests/model_support/fault_proxy.rs"]
+mod fault_proxy;
 
 use aws_sdk_dynamodb::config::interceptors::{
     BeforeDeserializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
@@ -18,6 +25,7 @@ use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_types::config_bag::{Storable, StoreReplace};
 use common::{create_asg, create_table, deliver, group, sdk, Moto, SECRET};
+use fault_proxy::{FaultProxy, Flavor};
 use scalehook_aws::{AsgFleet, DynamoLedger};
 use scalehook_core::{Config, LogFormat, Service, WebhookSecrets};
 use std::sync::{Arc, Mutex};
@@ -25,7 +33,34 @@ use std::time::{Duration, Instant};
 
 const TABLE: &str = "round-trips";
 const ASG: &str = "round-trips";
-const JOBS: u64 = 3;
+
+/// A DynamoDB request's round trip from Lambda in the same region (single-digit ms).
+const DYNAMODB_LATENCY: Duration = Duration::from_millis(6);
+/// An Auto Scaling API call's (a control-plane API: 100-200 ms).
+const AUTO_SCALING_LATENCY: Duration = Duration::from_millis(120);
+
+/// Whether this run models cloud latencies, and how many jobs per mode it delivers.
+fn latency_model() -> (bool, u64) {
+    let on = std::env::var("SCALEHOOK_BENCH_LATENCY").is_ok_and(|v| v == "1");
+    let jobs = std::env::var("SCALEHOOK_BENCH_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    (on, jobs)
+}
+
+/// The endpoint a client of `service` uses: moto's, or a proxy's that adds `latency`.
+async fn endpoint(moto: &Moto, flavor: Flavor, latency: Option<Duration>) -> String {
+    let Some(latency) = latency else {
+        return moto.endpoint.clone();
+    };
+    let upstream = format!("127.0.0.1:{}", moto.port)
+        .parse()
+        .expect("moto address");
+    let proxy = FaultProxy::start(upstream, flavor, 0, 1).await;
+    proxy.set_latency(latency);
+    proxy.endpoint
+}
 
 /// One HTTP attempt: its name and when it started and ended.
 #[derive(Debug, Clone)]
@@ -139,14 +174,29 @@ async fn round_trips_per_delivery_on_moto() {
     let base = sdk(&moto.endpoint).await;
     create_table(&base, TABLE).await;
     create_asg(&base, ASG, 0, 10, 0).await;
+    let (latency, jobs) = latency_model();
+    let bench = if latency {
+        "answer-times"
+    } else {
+        "round-trips"
+    };
+    let ddb_endpoint = endpoint(&moto, Flavor::DynamoDb, latency.then_some(DYNAMODB_LATENCY)).await;
+    let asg_endpoint = endpoint(
+        &moto,
+        Flavor::Plain,
+        latency.then_some(AUTO_SCALING_LATENCY),
+    )
+    .await;
     let recorder = Recorder::default();
     let ddb = aws_sdk_dynamodb::Client::from_conf(
         aws_sdk_dynamodb::config::Builder::from(&base)
+            .endpoint_url(ddb_endpoint)
             .interceptor(recorder.clone())
             .build(),
     );
     let asg = aws_sdk_autoscaling::Client::from_conf(
         aws_sdk_autoscaling::config::Builder::from(&base)
+            .endpoint_url(asg_endpoint)
             .interceptor(recorder.clone())
             .build(),
     );
@@ -171,7 +221,7 @@ async fn round_trips_per_delivery_on_moto() {
     let shared = new_service();
     let mut next_job = 1_000;
     for mode in ["own process", "one warm process"] {
-        for _ in 0..JOBS {
+        for _ in 0..jobs {
             next_job += 1;
             let job = next_job;
             let mut runner = None;
@@ -213,9 +263,13 @@ async fn round_trips_per_delivery_on_moto() {
                 println!(
                     "SCALEHOOK-BENCH {}",
                     serde_json::json!({
-                        "bench": "round-trips",
+                        "bench": bench,
                         "cloud": "aws",
                         "backends": "DynamoDB and Auto Scaling on moto",
+                        "latency_ms": latency.then(|| serde_json::json!({
+                            "DynamoDB": DYNAMODB_LATENCY.as_millis() as u64,
+                            "Auto Scaling": AUTO_SCALING_LATENCY.as_millis() as u64,
+                        })),
                         "mode": mode,
                         "kind": kind,
                         "job": job,

@@ -10,8 +10,15 @@
 //! prints one `SCALEHOOK-BENCH {json}` line with its calls in order (name, start and end in
 //! µs from the delivery's start); `bench/measure.py` finds the longest chain of
 //! non-overlapping calls and renders bench/RESULTS.md.
+//!
+//! With `SCALEHOOK_BENCH_LATENCY=1` (`make bench-answer-times`) a [`FaultProxy`] behind each
+//! recording proxy delays every request by the service's round trip ([`TABLE_LATENCY`],
+//! [`ARM_LATENCY`], operation reads included), no faults; the lines are then the
+//! `answer-times` bench, `SCALEHOOK_BENCH_JOBS` jobs per mode (default 3).
 
 mod common;
+#[path = "../../scalehook-core/tests/model_support/fault_proxy.rs"]
+mod fault_proxy;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -20,6 +27,7 @@ use axum::response::Response;
 use base64::Engine;
 use common::arm_double::{ArmDouble, VMSS_ID};
 use common::azurite::{Azurite, ACCOUNT, KEY};
+use fault_proxy::{FaultProxy, Flavor};
 use http::header;
 use scalehook_azure::{
     ArmBudget, ArmClient, ManagedIdentity, TableAuth, TableClient, TableLedger, VmssFleet,
@@ -28,10 +36,38 @@ use scalehook_core::signature::sign;
 use scalehook_core::{Config, LogFormat, Service, WebhookSecrets};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const SECRET: &str = "round-trips-secret";
-const JOBS: u64 = 3;
+
+/// A Table Storage request's round trip from a Functions host in the same region.
+const TABLE_LATENCY: Duration = Duration::from_millis(12);
+/// An ARM request's (reads and accepted writes alike; a control plane: ~300 ms).
+const ARM_LATENCY: Duration = Duration::from_millis(300);
+
+/// Whether this run models cloud latencies, and how many jobs per mode it delivers.
+fn latency_model() -> (bool, u64) {
+    let on = std::env::var("SCALEHOOK_BENCH_LATENCY").is_ok_and(|v| v == "1");
+    let jobs = std::env::var("SCALEHOOK_BENCH_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    (on, jobs)
+}
+
+/// `origin` (`http://127.0.0.1:<port>`), or a proxy in front of it that adds `latency`.
+async fn delayed(origin: &str, flavor: Flavor, latency: Option<Duration>) -> String {
+    let Some(latency) = latency else {
+        return origin.to_string();
+    };
+    let upstream = origin
+        .trim_start_matches("http://")
+        .parse()
+        .expect("a loopback address");
+    let proxy = FaultProxy::start(upstream, flavor, 0, 1).await;
+    proxy.set_latency(latency);
+    proxy.endpoint
+}
 
 #[derive(Debug, Clone)]
 struct Call {
@@ -43,22 +79,24 @@ struct Call {
 type Log = Arc<Mutex<Vec<Call>>>;
 
 /// A reverse proxy to `upstream` that records each request; links in answers that point at
-/// the upstream (ARM's `nextLink`, `Azure-AsyncOperation`) are rewritten to the proxy.
+/// `links` (ARM's `nextLink`, `Azure-AsyncOperation`) are rewritten to the proxy.
 struct Proxy {
     upstream: String,
+    links: String,
     base: String,
     kind: &'static str,
     client: reqwest::Client,
     log: Log,
 }
 
-async fn start_proxy(upstream: &str, kind: &'static str, log: Log) -> String {
+async fn start_proxy(upstream: &str, links: &str, kind: &'static str, log: Log) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind the proxy");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let proxy = Arc::new(Proxy {
         upstream: upstream.trim_end_matches('/').to_string(),
+        links: links.trim_end_matches('/').to_string(),
         base: base.clone(),
         kind,
         client: reqwest::Client::new(),
@@ -107,7 +145,7 @@ async fn forward(
         start,
         end: Instant::now(),
     });
-    let rewrite = |s: &str| s.replace(&p.upstream, &p.base);
+    let rewrite = |s: &str| s.replace(&p.links, &p.base);
     let mut res = Response::builder().status(status);
     for (k, v) in &out_headers {
         if [
@@ -120,7 +158,7 @@ async fn forward(
             continue;
         }
         let v = match v.to_str() {
-            Ok(s) if s.contains(&p.upstream) => {
+            Ok(s) if s.contains(&p.links) => {
                 HeaderValue::from_str(&rewrite(s)).unwrap_or_else(|_| v.clone())
             }
             _ => v.clone(),
@@ -128,7 +166,7 @@ async fn forward(
         res = res.header(k, v);
     }
     let out_body = match std::str::from_utf8(&out_body) {
-        Ok(s) if s.contains(&p.upstream) => Bytes::from(rewrite(s)),
+        Ok(s) if s.contains(&p.links) => Bytes::from(rewrite(s)),
         _ => out_body,
     };
     res.body(Body::from(out_body)).expect("response")
@@ -259,8 +297,21 @@ async fn round_trips_per_delivery_on_azurite_and_the_arm_double() {
     // proxy forwards paths as they are, so the shared-key signature still matches.
     let az_base = az.endpoint();
     let az_root = az_base.trim_end_matches(&format!("/{ACCOUNT}"));
-    let table_proxy = start_proxy(az_root, "table", log.clone()).await;
-    let arm_proxy = start_proxy(&double.base, "arm", log.clone()).await;
+    let (latency, jobs) = latency_model();
+    let bench = if latency {
+        "answer-times"
+    } else {
+        "round-trips"
+    };
+    let table_upstream = delayed(
+        az_root,
+        Flavor::TableStorage,
+        latency.then_some(TABLE_LATENCY),
+    )
+    .await;
+    let arm_upstream = delayed(&double.base, Flavor::Plain, latency.then_some(ARM_LATENCY)).await;
+    let table_proxy = start_proxy(&table_upstream, az_root, "table", log.clone()).await;
+    let arm_proxy = start_proxy(&arm_upstream, &double.base, "arm", log.clone()).await;
     let env: HashMap<String, String> = double
         .env()
         .into_iter()
@@ -311,7 +362,7 @@ async fn round_trips_per_delivery_on_azurite_and_the_arm_double() {
     let shared = new_service();
     let mut next_job = 1_000;
     for mode in ["own process", "one warm process"] {
-        for _ in 0..JOBS {
+        for _ in 0..jobs {
             next_job += 1;
             let job = next_job;
             let mut runner = None;
@@ -357,9 +408,13 @@ async fn round_trips_per_delivery_on_azurite_and_the_arm_double() {
                 println!(
                     "SCALEHOOK-BENCH {}",
                     serde_json::json!({
-                        "bench": "round-trips",
+                        "bench": bench,
                         "cloud": "azure",
                         "backends": "Table Storage on Azurite, VMSS on the ARM double",
+                        "latency_ms": latency.then(|| serde_json::json!({
+                            "Table Storage": TABLE_LATENCY.as_millis() as u64,
+                            "ARM": ARM_LATENCY.as_millis() as u64,
+                        })),
                         "mode": mode,
                         "kind": kind,
                         "job": job,

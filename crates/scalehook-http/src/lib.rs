@@ -43,7 +43,15 @@ async fn webhook(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     match body {
-        Ok(body) => answer(service.handle(&method, &headers, &body).await),
+        Ok(body) => {
+            let a = service.handle(&method, &headers, &body).await;
+            if service.has_work_left() {
+                // A pass stopped at its budget with work left: finished after the answer.
+                let service = Arc::clone(&service);
+                tokio::spawn(async move { service.continue_left_work().await });
+            }
+            answer(a)
+        }
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             answer(service.too_large(&headers))
         }

@@ -4,11 +4,16 @@
 //! stdout carries only the core's CloudWatch EMF lines (one JSON object per line); every
 //! other log line is JSON on stderr. Lambda captures both into CloudWatch Logs.
 
-use lambda_runtime::{service_fn, LambdaEvent};
+use lambda_runtime::tower::layer::layer_fn;
+use lambda_runtime::{layers::TracingLayer, service_fn, LambdaEvent, LambdaInvocation, Runtime};
 use scalehook_aws::{lambda, provision, sdk, Settings};
+use scalehook_core::Service;
 use serde_json::Value;
+use std::future::Future;
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use tracing_subscriber::EnvFilter;
 
 fn init_logging() {
@@ -73,16 +78,61 @@ async fn run() -> ExitCode {
         }
     };
     tracing::info!(pools, "scalehook ready");
+    let hand_on = Arc::clone(&service);
     let handler = service_fn(move |event: LambdaEvent<Value>| {
         let service = Arc::clone(&service);
         let launch = Arc::clone(&launch);
         async move { lambda::invoke_with(&service, Some(&launch), event.payload).await }
     });
-    match lambda_runtime::run(handler).await {
+    let runtime = Runtime::new(handler)
+        .layer(TracingLayer::new())
+        .layer(layer_fn(move |inner| HandOn {
+            inner,
+            service: Arc::clone(&hand_on),
+        }));
+    match runtime.run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "Lambda runtime loop ended");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Around the runtime's handling of one invocation (which ends once the answer is posted to
+/// the Runtime API): then, before the runtime asks for the next event, the passes that
+/// finish what a pass stopped at its time budget left (`Service::continue_left_work`). The
+/// invocation is still running, so the environment is not frozen mid-pass; the function's
+/// timeout bounds it.
+struct HandOn<S> {
+    inner: S,
+    service: Arc<Service>,
+}
+
+type Invocation = Pin<Box<dyn Future<Output = Result<(), lambda_runtime::Error>>>>;
+
+impl<S> lambda_runtime::Service<LambdaInvocation> for HandOn<S>
+where
+    S: lambda_runtime::Service<LambdaInvocation, Response = (), Error = lambda_runtime::Error>,
+    S::Future: 'static,
+{
+    type Response = ();
+    type Error = lambda_runtime::Error;
+    type Future = Invocation;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, invocation: LambdaInvocation) -> Self::Future {
+        let answered = self.inner.call(invocation);
+        let service = Arc::clone(&self.service);
+        Box::pin(async move {
+            let result = answered.await;
+            if service.has_work_left() {
+                service.continue_left_work().await;
+            }
+            result
+        })
     }
 }

@@ -192,6 +192,9 @@ struct Inner {
     runner_removals_refused_unreported: BTreeMap<String, u64>,
     /// The GitHub client's request count at the last EMF/state line.
     github_requests_reported: u64,
+    /// pool -> job counts the last pass of this process left unapplied when it stopped at
+    /// its bound (0: it settled).
+    work_left: BTreeMap<String, u32>,
 }
 
 /// The latest known figures of one pool.
@@ -408,6 +411,15 @@ impl Metrics {
         self.lock().pools.insert(pool.to_string(), gauges);
     }
 
+    /// How much a pass over `pool` left when it ended (0 when it settled).
+    pub fn set_work_left(&self, pool: &str, left: u32) {
+        self.lock().work_left.insert(pool.to_string(), left);
+    }
+
+    pub fn work_left(&self, pool: &str) -> Option<u32> {
+        self.lock().work_left.get(pool).copied()
+    }
+
     pub fn pool(&self, pool: &str) -> Option<PoolGauges> {
         self.lock().pools.get(pool).copied()
     }
@@ -536,6 +548,19 @@ impl Metrics {
             for (pool, g) in &m.pools {
                 let _ = writeln!(out, "{name}{{pool=\"{}\"}} {}", escape(pool), get(g));
             }
+        }
+        header(
+            &mut out,
+            "scalehook_pass_work_left",
+            "gauge",
+            "Job counts the last pass of this process over a pool left unapplied when it stopped at its time bound (0: it settled); handed on to a pass after the answer.",
+        );
+        for (pool, left) in &m.work_left {
+            let _ = writeln!(
+                out,
+                "scalehook_pass_work_left{{pool=\"{}\"}} {left}",
+                escape(pool)
+            );
         }
         render_slis(&m, &mut out);
         out

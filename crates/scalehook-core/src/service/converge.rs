@@ -5,7 +5,7 @@
 //! its own pass when one of this process already covered it.
 
 use super::removal::Removals;
-use super::Service;
+use super::{work_left, Service};
 use crate::config::PoolConfig;
 use crate::fleet::{FleetError, FleetState};
 use crate::github::{Runner, DEFAULT_RUNNER_GROUP};
@@ -94,6 +94,8 @@ struct Applied {
     runners_removed: u32,
     /// Instances the decision took out that stayed (see [`Service::clear_for_removal`]).
     kept: u32,
+    /// Instances the decision chose but left in place: the pass's budget ran out first.
+    left: u32,
 }
 
 impl Service {
@@ -242,6 +244,7 @@ impl Service {
         let mut iterations = 0u32;
         let mut follow_up = false;
         let mut runners_removed = 0u32;
+        let mut left = 0u32;
         let budget = self.pass_budget();
         let outcome: Result<(), CloudFailure> = async {
             loop {
@@ -342,9 +345,17 @@ impl Service {
                     let now = self.clock.now();
                     self.metrics.decisions().note(&pool.name, now, &d, &account);
                     let applied = self
-                        .apply(pool, &d, state, runners.as_mut(), &mut removals)
+                        .apply(
+                            pool,
+                            &d,
+                            state,
+                            runners.as_mut(),
+                            &mut removals,
+                            started + budget,
+                        )
                         .await?;
                     runners_removed += applied.runners_removed;
+                    left = applied.left;
                     // An instance kept would be decided on again at once: no follow-up.
                     follow_up = matches!(d.capacity, CapacityAction::Replace { .. })
                         && applied.kept == 0
@@ -359,13 +370,23 @@ impl Service {
                     iterations += 1;
                 }
                 let _ = self.ledger.release_lease(&pool.name, &self.holder).await;
-                if iterations >= MAX_PASS_ITERATIONS || started.elapsed() >= budget {
-                    return Ok(());
-                }
+                let stopped = iterations >= MAX_PASS_ITERATIONS || started.elapsed() >= budget;
                 let again_read = next_read();
-                let again = self.ledger.pool(&pool.name).await?;
+                let again = match self.ledger.pool(&pool.name).await {
+                    Ok(again) => again,
+                    Err(_) if stopped => {
+                        left = left.max(1);
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 if last_applied.as_ref() == Some(&again) {
                     applied_read = again_read;
+                    return Ok(());
+                }
+                if stopped {
+                    // Records no pass applied yet: handed on (`hand_on`), not left to chance.
+                    left = left.max(work_left::moved(last_applied.as_ref(), &again));
                     return Ok(());
                 }
                 if !self.take_lease(pool).await? {
@@ -391,6 +412,7 @@ impl Service {
         let (Some(first), Some(state)) = (first, fleet) else {
             return Err(CloudFailure::Timeout);
         };
+        self.work_left.note(&self.metrics, &pool.name, left);
         let desired = state.desired;
         let target = last.as_ref().map_or(first.target, |d| d.target);
         // At max against the effective bound: the group's own max (an ASG's max_size) when
@@ -475,9 +497,11 @@ impl Service {
         fleet: &mut FleetState,
         mut runners: Option<&mut Vec<Runner>>,
         removals: &mut Removals,
+        deadline: Instant,
     ) -> Result<Applied, FleetError> {
         let mut runners_removed = 0u32;
         let mut kept_out = 0u32;
+        let mut left = 0u32;
         // Protect busy instances before anything is removed.
         if !d.protect.is_empty() {
             self.fleet.set_protection(pool, &d.protect, true).await?;
@@ -507,7 +531,14 @@ impl Service {
                     .iter()
                     .map(|id| (*id, true))
                     .chain(replace.iter().map(|id| (*id, false)));
-                for (id, decrement) in leaving {
+                let count = remove.len() + replace.len();
+                for (done, (id, decrement)) in leaving.enumerate() {
+                    // One call per instance: past the budget the rest is handed on, so the
+                    // delivery still answers well within its time bound (`hand_on`).
+                    if done > 0 && Instant::now() >= deadline {
+                        left = u32::try_from(count - done).unwrap_or(u32::MAX);
+                        break;
+                    }
                     match self
                         .clear_for_removal(pool, fleet, id, runners.as_deref_mut(), removals)
                         .await
@@ -543,6 +574,7 @@ impl Service {
             desired: fleet.desired,
             runners_removed,
             kept: kept_out,
+            left,
         })
     }
 }

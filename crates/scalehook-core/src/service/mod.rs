@@ -14,6 +14,8 @@
 //! - `removal`: runner truth at the moment of removal: GitHub is asked about an instance
 //!   right before it leaves (all its runners idle, then all deregistered), and an instance
 //!   with no runner online waits for boot grace and a second sighting in another pass.
+//! - `hand_on`: [`Service::continue_left_work`]: after the answer, the passes that finish
+//!   what a pass stopped at its time budget left (`work_left` keeps which pools).
 //! - `reconcile`: [`Service::reconcile`]: the jobs API re-check, redelivery of failed
 //!   deliveries, expiry, a pass over every pool, stranded runners, the state the metrics
 //!   observe.
@@ -21,15 +23,19 @@
 //! Their results are plain data in [`crate::report`]; this module keeps the service's
 //! parts, its constructor and accessors, the time bounds every stage derives from the
 //! configuration, and [`Service::summary`]. Children may use this module's items; they
-//! never use each other's except downwards (`delivery` and `reconcile` use `converge`, which uses `removal`).
+//! never use each other's except downwards (`delivery`, `reconcile` and `hand_on` use
+//! `converge`; `converge` uses `removal`; `converge` and `hand_on` use `work_left`).
 
 mod converge;
 mod delivery;
+mod hand_on;
 mod reconcile;
 mod removal;
+mod work_left;
 
 pub use converge::{DEBOUNCE_SECS, MAX_PASS_ITERATIONS};
 pub use delivery::{DELIVERY_HEADER, EVENT_HEADER};
+pub use hand_on::MAX_CONTINUATIONS;
 pub use reconcile::{
     DELIVERIES_CURSOR, DELIVERIES_RESUME_CURSOR, MAX_DELIVERY_PAGES, MAX_JOB_RECHECKS,
     MAX_RECHECK_SCAN, MAX_REDELIVERIES, MAX_REDELIVERY_ATTEMPTS, MAX_TRACKED_REDELIVERIES,
@@ -87,6 +93,8 @@ pub struct Service {
     /// Where runner configurations are stored, for reconcile's housekeeping of unread
     /// ones (AWS's SSM parameters); `None`: no housekeeping.
     unread_configs: Option<Arc<dyn UnreadConfigs>>,
+    /// Pools a pass of this service stopped in with work left.
+    work_left: work_left::WorkLeft,
 }
 
 impl Service {
@@ -105,6 +113,7 @@ impl Service {
             pool_slots,
             holder: random_holder(),
             unread_configs: None,
+            work_left: work_left::WorkLeft::default(),
             config: Arc::new(config),
             secrets,
             ledger,

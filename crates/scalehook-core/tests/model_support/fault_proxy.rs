@@ -16,6 +16,10 @@
 //! And, while [`FaultProxy::set_black_hole`] is on, every request is read and never answered
 //! (a network partition, or a service that hangs): only the client's timeouts end it.
 //!
+//! With [`FaultProxy::set_latency`], every request waits that long before it is forwarded
+//! or answered: a cloud API's round trip (the answer-time bench, `make bench-answer-times`,
+//! puts one in front of each emulator and double with that service's latency).
+//!
 //! Requests are forwarded one connection each (`Connection: close` upstream).
 #![allow(dead_code)]
 
@@ -30,6 +34,8 @@ use tokio::net::{TcpListener, TcpStream};
 pub enum Flavor {
     DynamoDb,
     TableStorage,
+    /// No service of ours (the ARM double): only latency, no injected errors.
+    Plain,
 }
 
 pub struct FaultProxy {
@@ -45,6 +51,7 @@ pub struct FaultProxy {
     on: Arc<AtomicBool>,
     black_hole: Arc<AtomicBool>,
     cancel_per_mille: Arc<AtomicU64>,
+    latency_us: Arc<AtomicU64>,
 }
 
 struct Shared {
@@ -61,6 +68,7 @@ struct Shared {
     cancelled_conflict: Arc<AtomicU64>,
     cancelled_throttling: Arc<AtomicU64>,
     cancel_per_mille: Arc<AtomicU64>,
+    latency_us: Arc<AtomicU64>,
 }
 
 enum Fault {
@@ -115,7 +123,7 @@ impl Shared {
     }
 
     fn roll(&self) -> Fault {
-        if !self.on.load(Ordering::SeqCst) {
+        if !self.on.load(Ordering::SeqCst) || matches!(self.flavor, Flavor::Plain) {
             return Fault::None;
         }
         let z = self.next();
@@ -146,6 +154,7 @@ impl Shared {
                 "Content-Type: application/json;odata=minimalmetadata\r\nx-ms-error-code: ServerBusy\r\n",
                 r#"{"odata.error":{"code":"ServerBusy","message":{"lang":"en-US","value":"injected"}}}"#,
             ),
+            (Flavor::Plain, _) => ("500 Internal Server Error", "", "injected"),
             (Flavor::TableStorage, false) => (
                 "500 Internal Server Error",
                 "Content-Type: application/json;odata=minimalmetadata\r\nx-ms-error-code: InternalError\r\n",
@@ -180,6 +189,7 @@ impl FaultProxy {
             cancelled_conflict: Arc::new(AtomicU64::new(0)),
             cancelled_throttling: Arc::new(AtomicU64::new(0)),
             cancel_per_mille: Arc::new(AtomicU64::new(0)),
+            latency_us: Arc::new(AtomicU64::new(0)),
         });
         let proxy = FaultProxy {
             endpoint: format!("http://127.0.0.1:{port}"),
@@ -192,6 +202,7 @@ impl FaultProxy {
             on,
             black_hole,
             cancel_per_mille: shared.cancel_per_mille.clone(),
+            latency_us: shared.latency_us.clone(),
         };
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
@@ -213,6 +224,12 @@ impl FaultProxy {
     /// as a conflicting transaction or throttling would (see the module comment).
     pub fn set_cancellations(&self, per_mille: u64) {
         self.cancel_per_mille.store(per_mille, Ordering::SeqCst);
+    }
+
+    /// Delays every request by `latency` from now on (before it is forwarded or answered).
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.latency_us.store(us, Ordering::SeqCst);
     }
 
     /// Swallows every request from now on (or stops doing so).
@@ -308,6 +325,10 @@ async fn serve(mut client: TcpStream, shared: &Shared) -> std::io::Result<()> {
             let mut sink = [0u8; 1024];
             while client.read(&mut sink).await? > 0 {}
             return Ok(());
+        }
+        let latency = shared.latency_us.load(Ordering::SeqCst);
+        if latency > 0 {
+            tokio::time::sleep(std::time::Duration::from_micros(latency)).await;
         }
         if let Some(conflict) = shared.cancel(&head) {
             let counter = if conflict {
