@@ -198,6 +198,7 @@ async fn a_new_vm_gets_exactly_one_blob_and_one_jit_runner() {
 
     // A second pass, and another process: nothing minted, nothing written.
     let requests = w.github.inner.rate_limit().requests;
+    let calls_before = w.github.inner.calls().len();
     service.reconcile().await;
     let other = w.process(config(2));
     other.reconcile().await;
@@ -206,9 +207,18 @@ async fn a_new_vm_gets_exactly_one_blob_and_one_jit_runner() {
         w.github.inner.removed().is_empty(),
         "nothing minted and removed"
     );
-    // Each reconcile lists runners once for its own purposes (scale-in safety); nothing
-    // else: the other process found the records in the store and minted nothing.
-    assert!(w.github.inner.rate_limit().requests - requests <= 4);
+    // The other process found the records in the store and minted nothing. Each reconcile
+    // reads one deliveries page and lists the pool's runners for its three purposes (the
+    // stranded-runner sweep, provisioning, the pass's scale-in safety): bounded, no mint.
+    let calls = w.github.inner.calls();
+    assert!(
+        !calls[calls_before..]
+            .iter()
+            .any(|c| matches!(c, scalehook_core::github::LocalCall::JitRunner(_))),
+        "{calls:?}"
+    );
+    let made = w.github.inner.rate_limit().requests - requests;
+    assert!(made <= 8, "{made} GitHub requests: {calls:?}");
 
     // The VM boots: it reads and deletes its blob; its ephemeral runner ends and leaves
     // GitHub. The VM is still listed (powering off): still not minted again.

@@ -525,13 +525,19 @@ impl Config {
 /// group having all the job's labels, so `b`'s runners can take every job routed to `a`.
 /// Refused at load rather than warned about: in webhook-only mode `b`'s ledger does not know
 /// its runner is busy with `a`'s job and scale-in may remove that instance under the job,
-/// and a warning in a function's log is read after the bill (docs/configuration.md).
+/// and a warning in a function's log is read after the bill (docs/configuration.md). A pool
+/// and the pool it names as `overflow` are exempt: sharing jobs is what the overflow is for
+/// (runner-safe with a GitHub App, whose check right before a removal keeps an instance
+/// whose runner is busy).
 pub fn label_overlaps(pools: &[PoolConfig]) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for a in pools {
         for b in pools {
             let contained = a.labels.iter().all(|l| b.labels.contains(l));
-            if a.name != b.name && contained && same_runner_group(a, b) {
+            // A pool and its overflow share their jobs on purpose: that is what it is for.
+            let overflow_pair = a.overflow.as_deref() == Some(b.name.as_str())
+                || b.overflow.as_deref() == Some(a.name.as_str());
+            if a.name != b.name && contained && !overflow_pair && same_runner_group(a, b) {
                 out.push((a.name.clone(), b.name.clone()));
             }
         }

@@ -45,7 +45,7 @@ async fn each_pool_runs_its_own_ephemeral_setting_unless_runners_is_given() {
         "{table}"
     );
     assert!(
-        table.contains("1 runner(s) per instance, ephemeral)"),
+        table.contains("1 runner(s) per instance, ephemeral, on-demand, warm pool 0)"),
         "{table}"
     );
     assert!(persistent

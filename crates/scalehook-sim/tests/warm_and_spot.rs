@@ -135,7 +135,7 @@ async fn spot_with_reruns_on_demand_loses_no_job_and_costs_less() {
             );
         }
         assert_eq!(rerun, interrupted);
-        let hosted: u32 = ["linux-x64-on-demand", "k8s-on-demand"]
+        let hosted: u32 = ["on-demand-linux-x64", "on-demand-k8s"]
             .iter()
             .filter_map(|p| report.pool(p).and_then(|p| p.policy(Policy::Scalehook)))
             .map(|f| u32::from(f.busy_instance_minutes > 0.0))
