@@ -1,23 +1,16 @@
 //! `scalehook history`: the organisation's (or repository's) recent workflow jobs, read with
 //! the GitHub App (crates/scalehook-github: its client, pagination and rate-limit handling),
-//! written as a timed trace that `scalehook simulate` reads (docs/traces.md).
+//! written as a timed trace that `scalehook simulate` reads (the format is the core's
+//! `trace` module: `history_lines`; docs/traces.md).
 
 use crate::cli::HistoryArgs;
 use crate::setup::load_config;
 use anyhow::Context as _;
 use scalehook_core::config::{GitHubConfig, RunnerScope};
-use scalehook_github::client::{HistoryJob, HistoryProgress};
+use scalehook_core::trace::{history_lines, Written};
+use scalehook_github::client::HistoryProgress;
 use scalehook_github::{Budget, GitHubApp, APP_KEY_ENV};
 use std::io::Write as _;
-
-/// What a written trace holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Written {
-    pub jobs: usize,
-    /// Not completed yet (or without the times a trace needs): left out.
-    pub left_out: usize,
-    pub lines: usize,
-}
 
 pub fn run(args: HistoryArgs) -> anyhow::Result<()> {
     let (config, _) = load_config(args.config.as_deref())?;
@@ -134,86 +127,12 @@ pub async fn write_trace(
         RunnerScope::Organization(o) => Some(o.clone()),
         RunnerScope::Repository(_) => None,
     };
-    let (text, written) = trace_lines(&jobs, organization.as_deref());
+    let (text, written) = history_lines(&jobs, organization.as_deref());
     let mut file =
         std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
     file.write_all(text.as_bytes())
         .with_context(|| format!("cannot write {}", out.display()))?;
     Ok(written)
-}
-
-/// The trace: per completed job, `queued` at its `created_at`, `in_progress` at its
-/// `started_at` (none when it never started) and `completed` at its `completed_at`, sorted
-/// by time. The payloads carry what routing needs (labels, runner group, repository,
-/// organization).
-pub fn trace_lines(jobs: &[(String, HistoryJob)], organization: Option<&str>) -> (String, Written) {
-    let mut lines: Vec<(u64, String)> = Vec::new();
-    let mut left_out = 0;
-    let mut kept = 0;
-    for (repository, job) in jobs {
-        let time = |t: &Option<String>| {
-            t.as_deref()
-                .and_then(|s| scalehook_core::trace::parse_rfc3339(s).map(|u| (u, s.to_string())))
-        };
-        let (Some(created), Some(completed)) = (time(&job.created_at), time(&job.completed_at))
-        else {
-            left_out += 1;
-            continue;
-        };
-        if job.status != "completed" {
-            left_out += 1;
-            continue;
-        }
-        // A job that never ran (cancelled or skipped while queued) has no start.
-        let started = time(&job.started_at)
-            .filter(|s| job.conclusion.as_deref() != Some("skipped") && s.0 < completed.0);
-        kept += 1;
-        let mut steps = vec![("queued", created.clone())];
-        if let Some(s) = started {
-            steps.push(("in_progress", s));
-        }
-        steps.push(("completed", completed));
-        for (action, (at, text)) in steps {
-            let mut workflow_job = serde_json::json!({
-                "id": job.id, "run_id": job.run_id, "labels": job.labels,
-                "status": action, "runner_group_name": job.runner_group_name,
-            });
-            if action != "queued" {
-                workflow_job["runner_name"] = serde_json::json!(job.runner_name);
-            }
-            if action == "completed" {
-                workflow_job["conclusion"] = serde_json::json!(job.conclusion);
-            }
-            let mut payload = serde_json::json!({
-                "action": action, "workflow_job": workflow_job,
-                "repository": {"full_name": repository},
-            });
-            if let Some(org) = organization {
-                payload["organization"] = serde_json::json!({ "login": org });
-            }
-            let line = serde_json::json!({
-                "event": "workflow_job",
-                "delivery": format!("history-{}-{action}", job.id),
-                "at": text,
-                "payload": payload,
-            });
-            lines.push((at, line.to_string()));
-        }
-    }
-    lines.sort_by_key(|(at, _)| *at);
-    let mut text = String::new();
-    for (_, l) in &lines {
-        text.push_str(l);
-        text.push('\n');
-    }
-    (
-        text,
-        Written {
-            jobs: kept,
-            left_out,
-            lines: lines.len(),
-        },
-    )
 }
 
 #[cfg(test)]

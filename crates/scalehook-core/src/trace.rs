@@ -1,6 +1,8 @@
 //! Replay traces: `*.jsonl`, one delivery a line:
 //! `{"event": "workflow_job", "delivery": "<guid>", "payload": {...}, "at": "<RFC 3339>"}`,
-//! or `"payload_file": "path"` (relative to the trace) instead of `payload`.
+//! or `"payload_file": "path"` (relative to the trace) instead of `payload`. Read by
+//! [`parse_trace`] (replay, simulate); written from the jobs API by [`history_lines`]
+//! (`scalehook history`).
 
 use crate::clock::format_rfc3339;
 pub use crate::clock::parse_rfc3339;
@@ -109,6 +111,114 @@ pub fn restamp_job_times(event: &str, body: &[u8], now: u64) -> Option<Vec<u8>> 
     Some(text.into_bytes())
 }
 
+/// One job as the jobs listing gives it (the fields a trace needs).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct HistoryJob {
+    pub id: u64,
+    pub run_id: u64,
+    pub status: String,
+    #[serde(default)]
+    pub conclusion: Option<String>,
+    #[serde(default)]
+    pub created_at: Option<String>,
+    #[serde(default)]
+    pub started_at: Option<String>,
+    #[serde(default)]
+    pub completed_at: Option<String>,
+    #[serde(default)]
+    pub labels: Vec<String>,
+    #[serde(default)]
+    pub runner_name: Option<String>,
+    #[serde(default)]
+    pub runner_group_name: Option<String>,
+}
+
+/// What a written trace holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub jobs: usize,
+    /// Not completed yet (or without the times a trace needs): left out.
+    pub left_out: usize,
+    pub lines: usize,
+}
+
+/// The trace: per completed job, `queued` at its `created_at`, `in_progress` at its
+/// `started_at` (none when it never started) and `completed` at its `completed_at`, sorted
+/// by time. The payloads carry what routing needs (labels, runner group, repository,
+/// organization).
+pub fn history_lines(
+    jobs: &[(String, HistoryJob)],
+    organization: Option<&str>,
+) -> (String, Written) {
+    let mut lines: Vec<(u64, String)> = Vec::new();
+    let mut left_out = 0;
+    let mut kept = 0;
+    for (repository, job) in jobs {
+        let time = |t: &Option<String>| {
+            t.as_deref()
+                .and_then(|s| parse_rfc3339(s).map(|u| (u, s.to_string())))
+        };
+        let (Some(created), Some(completed)) = (time(&job.created_at), time(&job.completed_at))
+        else {
+            left_out += 1;
+            continue;
+        };
+        if job.status != "completed" {
+            left_out += 1;
+            continue;
+        }
+        // A job that never ran (cancelled or skipped while queued) has no start.
+        let started = time(&job.started_at)
+            .filter(|s| job.conclusion.as_deref() != Some("skipped") && s.0 < completed.0);
+        kept += 1;
+        let mut steps = vec![("queued", created.clone())];
+        if let Some(s) = started {
+            steps.push(("in_progress", s));
+        }
+        steps.push(("completed", completed));
+        for (action, (at, text)) in steps {
+            let mut workflow_job = serde_json::json!({
+                "id": job.id, "run_id": job.run_id, "labels": job.labels,
+                "status": action, "runner_group_name": job.runner_group_name,
+            });
+            if action != "queued" {
+                workflow_job["runner_name"] = serde_json::json!(job.runner_name);
+            }
+            if action == "completed" {
+                workflow_job["conclusion"] = serde_json::json!(job.conclusion);
+            }
+            let mut payload = serde_json::json!({
+                "action": action, "workflow_job": workflow_job,
+                "repository": {"full_name": repository},
+            });
+            if let Some(org) = organization {
+                payload["organization"] = serde_json::json!({ "login": org });
+            }
+            let line = serde_json::json!({
+                "event": "workflow_job",
+                "delivery": format!("history-{}-{action}", job.id),
+                "at": text,
+                "payload": payload,
+            });
+            lines.push((at, line.to_string()));
+        }
+    }
+    lines.sort_by_key(|(at, _)| *at);
+    let mut text = String::new();
+    for (_, l) in &lines {
+        text.push_str(l);
+        text.push('\n');
+    }
+    (
+        text,
+        Written {
+            jobs: kept,
+            left_out,
+            lines: lines.len(),
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +276,58 @@ mod tests {
             parse_trace("{\"event\":\"ping\"}", "t.jsonl", Path::new(".")).expect_err("no payload");
         assert_eq!(bad.line, 1);
         assert!(parse_trace("{", "t.jsonl", Path::new(".")).is_err());
+    }
+
+    #[test]
+    fn history_lines_are_the_trace_parse_trace_reads() {
+        let job = |id: u64, started: Option<&str>, conclusion: &str| HistoryJob {
+            id,
+            run_id: 9,
+            status: "completed".into(),
+            conclusion: Some(conclusion.into()),
+            created_at: Some("2024-05-01T09:30:00Z".into()),
+            started_at: started.map(str::to_string),
+            completed_at: Some("2024-05-01T09:40:00Z".into()),
+            labels: vec!["self-hosted".into()],
+            runner_name: Some("linux-i-1".into()),
+            runner_group_name: Some("Default".into()),
+        };
+        let mut running = job(3, None, "success");
+        running.status = "in_progress".into();
+        let jobs = [
+            (
+                "o/r".to_string(),
+                job(1, Some("2024-05-01T09:35:00Z"), "success"),
+            ),
+            // Cancelled while queued: no start.
+            ("o/r".to_string(), job(2, None, "cancelled")),
+            ("o/r".to_string(), running),
+        ];
+        let (text, written) = history_lines(&jobs, Some("o"));
+        assert_eq!((written.jobs, written.left_out, written.lines), (2, 1, 5));
+        let t = parse_trace(&text, "h.jsonl", Path::new(".")).expect("a trace parse_trace reads");
+        let at: Vec<u64> = t.iter().filter_map(|d| d.at).collect();
+        assert!(at.windows(2).all(|w| w[0] <= w[1]), "sorted by time");
+        let actions: Vec<String> = t
+            .iter()
+            .map(|d| {
+                let v: serde_json::Value = serde_json::from_slice(&d.body).expect("json");
+                format!(
+                    "{}:{}",
+                    v["workflow_job"]["id"],
+                    v["action"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                "1:queued",
+                "2:queued",
+                "1:in_progress",
+                "1:completed",
+                "2:completed"
+            ]
+        );
     }
 }

@@ -16,27 +16,7 @@ use std::time::Duration;
 /// A page refused for a rate limit is asked again after the wait, this many times.
 pub const MAX_RATE_LIMIT_WAITS: u32 = 5;
 
-/// One job as the jobs listing gives it (the fields a trace needs).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct HistoryJob {
-    pub id: u64,
-    pub run_id: u64,
-    pub status: String,
-    #[serde(default)]
-    pub conclusion: Option<String>,
-    #[serde(default)]
-    pub created_at: Option<String>,
-    #[serde(default)]
-    pub started_at: Option<String>,
-    #[serde(default)]
-    pub completed_at: Option<String>,
-    #[serde(default)]
-    pub labels: Vec<String>,
-    #[serde(default)]
-    pub runner_name: Option<String>,
-    #[serde(default)]
-    pub runner_group_name: Option<String>,
-}
+pub use scalehook_core::trace::HistoryJob;
 
 /// What the walk did so far, for a progress bar.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
