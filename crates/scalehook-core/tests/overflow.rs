@@ -1,7 +1,8 @@
 //! A spot pool whose launches fail spills its unmet demand to its on-demand overflow pool
 //! (issue 23), through the whole service: deliveries, the ledger's spill cursor, the pass
 //! handed on after the answer (`continue_left_work`, as the adapters run it), the overflow
-//! pool's max, and the way back once spot launches succeed again.
+//! pool's max, and the way back once spot launches succeed again (an overflow instance that
+//! runs a spot pool's job stays until the job is done).
 
 use http::{HeaderMap, HeaderValue, Method};
 use scalehook_core::overflow::spill_cursor;
@@ -111,7 +112,25 @@ async fn failed_spot_launches_spill_to_the_overflow_pool_and_come_back() {
     );
     assert_eq!(svc.metrics().spilled("spot", "od"), Some(0));
     svc.continue_left_work().await;
-    assert_eq!(capacity(&svc, &fleet, "od").await, (0, 0));
+    // Job 1 (recorded in the spot pool's account) runs on od-0001: that instance stays.
+    let od = svc.config().pool("od").expect("pool").clone();
+    let left: Vec<String> = fleet
+        .describe(&od)
+        .await
+        .expect("describe")
+        .instances
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(
+        left,
+        ["od-0001"],
+        "a spot job's overflow instance was taken out"
+    );
     assert_eq!(capacity(&svc, &fleet, "spot").await, (6, 6));
     assert!(!svc.has_work_left());
+    // Once it completes, the next reconcile takes the idle instance out.
+    assert_eq!(deliver(&svc, "completed", 1).await, 200);
+    svc.reconcile().await;
+    assert_eq!(capacity(&svc, &fleet, "od").await, (0, 0));
 }

@@ -252,6 +252,9 @@ impl Service {
             .is_some();
         let mut spill_in: Option<u32> = None;
         let mut spill_out: Option<u32> = None;
+        // The busy runners of the spot pools' jobs that run on this pool's instances (their
+        // records are in the spot pools' accounts): read once per pass that may take out.
+        let mut spilled_busy: Option<Vec<String>> = None;
         let budget = self.pass_budget();
         let outcome: Result<(), CloudFailure> = async {
             loop {
@@ -353,8 +356,18 @@ impl Service {
                         boot_grace_secs: self.boot_grace_secs(),
                         spill: spill_in.unwrap_or(0),
                     };
-                    let busy = match &busy_read {
-                        Some((_, list)) if takes_out => Busy::Complete(list),
+                    if takes_out && takes_spill && spilled_busy.is_none() {
+                        spilled_busy = Some(self.spilled_busy(pool, state).await?);
+                    }
+                    let complete: Option<Vec<String>> = match (&busy_read, &spilled_busy) {
+                        (Some((_, list)), Some(more)) if !more.is_empty() => {
+                            Some(list.iter().chain(more).cloned().collect())
+                        }
+                        _ => None,
+                    };
+                    let busy = match (&busy_read, &complete) {
+                        (Some(_), Some(all)) if takes_out => Busy::Complete(all),
+                        (Some((_, list)), _) if takes_out => Busy::Complete(list),
                         _ => Busy::Known(&known),
                     };
                     last_complete = busy.is_complete();

@@ -25,6 +25,26 @@ impl Service {
         Ok(total)
     }
 
+    /// The busy runners of the pools overflowing into `pool` (jobs recorded in their
+    /// accounts) that run on `pool`'s instances: the overflow pool's scale-in must keep
+    /// those instances too (invariant 6), and a spot pool's busy runner on a spot instance
+    /// is none of its business (it would map to no instance here and withhold scale-in).
+    pub(super) async fn spilled_busy(
+        &self,
+        pool: &PoolConfig,
+        fleet: &FleetState,
+    ) -> Result<Vec<String>, LedgerError> {
+        let mut out = Vec::new();
+        for spot in spilling_into(&self.config.pools, &pool.name) {
+            let busy = self.ledger.busy_runners(&spot.name).await?;
+            out.extend(
+                busy.into_iter()
+                    .filter(|r| fleet.instances.iter().any(|i| i.runs(r))),
+            );
+        }
+        Ok(out)
+    }
+
     /// Notes what a pool with an `overflow` cannot have for `target`, given its fleet:
     /// `noted` is what this pass knows the cursor holds (read once, on the first call).
     /// Writes the cursor and hands a pass over the overflow pool on only when the figure
