@@ -385,8 +385,8 @@ fn split(vms: Vec<Vm>) -> (Vec<Instance>, Vec<(String, String)>, Option<String>)
 
 /// The error codes Compute gives a VM it could not allocate for lack of capacity
 /// (learn.microsoft.com/azure/virtual-machines/error-codes-spot: `SkuNotAvailable`, "not
-/// enough Azure Spot Virtual Machine capacity"; …/troubleshooting/allocation-failure and
-/// …/zonal-allocation-failure: `AllocationFailed`, `ZonalAllocationFailed`,
+/// enough Azure Spot Virtual Machine capacity"; learn.microsoft.com/troubleshoot/azure/
+/// virtual-machines/windows/allocation-failure: `AllocationFailed`, `ZonalAllocationFailed`,
 /// `OverconstrainedAllocationRequest`, `OverconstrainedZonalAllocationRequest`).
 const ALLOCATION_ERRORS: [&str; 5] = [
     "SkuNotAvailable",
