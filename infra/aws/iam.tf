@@ -64,7 +64,8 @@ data "aws_iam_policy_document" "function" {
   statement {
     sid = "DescribeGroups"
     # Describe* actions do not support resource-level permissions: "*" is the only option.
-    actions   = ["autoscaling:DescribeAutoScalingGroups"]
+    # DescribeScalingActivities: a spot pool with an overflow reads its failed launches.
+    actions   = ["autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeScalingActivities"]
     resources = ["*"]
   }
 

@@ -6,7 +6,13 @@
 //!   on the idle instance the policy chose, so the group never picks a busy one itself;
 //! - replacing an instance (an ephemeral runner's, when the pool is at target):
 //!   `TerminateInstanceInAutoScalingGroup` without the decrement, so the group launches anew;
-//! - busy instances: instance scale-in protection (`SetInstanceProtection`).
+//! - busy instances: instance scale-in protection (`SetInstanceProtection`);
+//! - failed launches (issue 23), for a spot pool with an `overflow` only:
+//!   `DescribeScalingActivities` (the 10 newest, sent together with the describe, so one
+//!   more call per describe and no more time): the newest launch activity `Failed` or
+//!   `Cancelled` with a status message about capacity (insufficient capacity, no Spot
+//!   capacity) sets `FleetState::launch_failure`; the group keeps retrying the launch
+//!   itself, and a launch that succeeds is the newest activity again.
 //!
 //! Only groups that count capacity in instances are accepted: `DesiredCapacityType`
 //! `units` (the default) and no instance weighted other than 1. Any other group is refused
@@ -18,12 +24,14 @@
 
 use async_trait::async_trait;
 use aws_sdk_autoscaling::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_autoscaling::types::AutoScalingGroup;
+use aws_sdk_autoscaling::types::{Activity, AutoScalingGroup, ScalingActivityStatusCode};
 use aws_sdk_autoscaling::Client;
-use scalehook_core::{FleetError, FleetState, FleetTarget, Instance, PoolConfig};
+use scalehook_core::{Capacity, FleetError, FleetState, FleetTarget, Instance, PoolConfig};
 
 /// `SetInstanceProtection` takes at most 50 instance ids per call.
 const PROTECTION_BATCH: usize = 50;
+/// Scaling activities read per describe of a spot pool with an overflow (newest first).
+const ACTIVITIES: i32 = 10;
 
 /// The ASG fleet. Holds only the client: the pool's group comes with every call.
 #[derive(Debug, Clone)]
@@ -159,6 +167,44 @@ fn check_units(name: &str, g: &AutoScalingGroup) -> Result<(), FleetError> {
     Ok(())
 }
 
+/// Whether the group's launches fail for lack of capacity, from its scaling activities:
+/// the newest launch activity (`Launching a new EC2 instance...`, by start time) `Failed`
+/// or `Cancelled` with a status message about capacity ("We currently do not have
+/// sufficient ... capacity", `InsufficientInstanceCapacity`, "no Spot capacity
+/// available"). The answer is a fixed reason, never the message (logs stay short). A
+/// failure of another kind (a launch template, a quota) is not a lack of capacity that an
+/// on-demand pool could cover by itself, and a launch that succeeded since ends it.
+pub fn launch_failure(activities: &[Activity]) -> Option<&'static str> {
+    let newest = activities
+        .iter()
+        .filter(|a| {
+            a.description()
+                .is_some_and(|d| d.starts_with("Launching a new EC2 instance"))
+        })
+        .max_by_key(|a| a.start_time().map(|t| (t.secs(), t.subsec_nanos())))?;
+    if !matches!(
+        newest.status_code(),
+        Some(ScalingActivityStatusCode::Failed | ScalingActivityStatusCode::Cancelled)
+    ) {
+        return None;
+    }
+    let text = format!(
+        "{} {}",
+        newest.status_message().unwrap_or(""),
+        newest.description().unwrap_or("")
+    )
+    .to_ascii_lowercase();
+    if text.contains("spot") && text.contains("capacity") {
+        Some("no Spot capacity")
+    } else if text.contains("insufficientinstancecapacity")
+        || (text.contains("sufficient") && text.contains("capacity"))
+    {
+        Some("insufficient instance capacity")
+    } else {
+        None
+    }
+}
+
 fn non_negative(v: Option<i32>) -> Option<u32> {
     v.and_then(|v| u32::try_from(v).ok())
 }
@@ -175,13 +221,36 @@ fn as_i32(desired: u32, group: &str) -> Result<i32, FleetError> {
 impl scalehook_core::Fleet for AsgFleet {
     async fn describe(&self, pool: &PoolConfig) -> Result<FleetState, FleetError> {
         let name = group(pool)?;
-        let out = self
-            .client
-            .describe_auto_scaling_groups()
-            .auto_scaling_group_names(name)
-            .send()
-            .await
-            .map_err(|e| fleet_error("DescribeAutoScalingGroups", name, e))?;
+        // Only a spot pool with somewhere to spill reads its activities (one call, beside
+        // the describe).
+        let spills = pool.capacity == Capacity::Spot && pool.overflow.is_some();
+        let (out, activities) = tokio::join!(
+            self.client
+                .describe_auto_scaling_groups()
+                .auto_scaling_group_names(name)
+                .send(),
+            async {
+                match spills {
+                    true => Some(
+                        self.client
+                            .describe_scaling_activities()
+                            .auto_scaling_group_name(name)
+                            .max_records(ACTIVITIES)
+                            .send()
+                            .await,
+                    ),
+                    false => None,
+                }
+            }
+        );
+        let out = out.map_err(|e| fleet_error("DescribeAutoScalingGroups", name, e))?;
+        let launch_failure = match activities {
+            Some(read) => {
+                let read = read.map_err(|e| fleet_error("DescribeScalingActivities", name, e))?;
+                launch_failure(read.activities()).map(str::to_string)
+            }
+            None => None,
+        };
         let g = out
             .auto_scaling_groups()
             .iter()
@@ -194,6 +263,7 @@ impl scalehook_core::Fleet for AsgFleet {
             max: non_negative(g.max_size()),
             instances: live_instances(g),
             supports_protection: true,
+            launch_failure,
         })
     }
 
@@ -321,6 +391,63 @@ mod tests {
             .collect();
         let got: Vec<(String, bool)> = live.iter().map(|i| (i.id.clone(), i.launching)).collect();
         assert_eq!(got, want);
+    }
+
+    fn activity(description: &str, status: &str, message: &str, at: i64) -> Activity {
+        Activity::builder()
+            .activity_id(format!("a-{at}"))
+            .auto_scaling_group_name("runners")
+            .cause("At 2026-12-08T00:00:00Z an instance was started in response to a difference between desired and actual capacity")
+            .description(description)
+            .start_time(aws_sdk_autoscaling::primitives::DateTime::from_secs(at))
+            .status_code(ScalingActivityStatusCode::from(status))
+            .status_message(message)
+            .build()
+    }
+
+    const LAUNCH: &str = "Launching a new EC2 instance.  Status Reason: see the status message";
+    const NO_CAPACITY: &str = "We currently do not have sufficient m7g.large capacity in the Availability Zone you requested (us-east-1a). Launching EC2 instance failed.";
+    const NO_SPOT: &str = "There is no Spot capacity available that matches your request. Launching EC2 instance failed.";
+
+    #[test]
+    fn the_newest_launch_activity_says_whether_launches_fail() {
+        assert_eq!(launch_failure(&[]), None, "moto answers no activities");
+        let failed = activity(LAUNCH, "Failed", NO_CAPACITY, 20);
+        assert_eq!(
+            launch_failure(std::slice::from_ref(&failed)),
+            Some("insufficient instance capacity")
+        );
+        assert_eq!(
+            launch_failure(&[activity(LAUNCH, "Cancelled", NO_SPOT, 20)]),
+            Some("no Spot capacity")
+        );
+        let code = "InsufficientInstanceCapacity: launching EC2 instance failed.";
+        assert_eq!(
+            launch_failure(&[activity(LAUNCH, "Failed", code, 20)]),
+            Some("insufficient instance capacity")
+        );
+        // A newer launch succeeded: the group has capacity again (order of the list aside).
+        let ok = activity("Launching a new EC2 instance: i-0abc", "Successful", "", 30);
+        assert_eq!(launch_failure(&[failed.clone(), ok.clone()]), None);
+        assert_eq!(launch_failure(&[ok, failed.clone()]), None);
+        // A termination after the failed launch is not a launch: still failing.
+        let gone = activity("Terminating EC2 instance: i-0abc", "Successful", "", 40);
+        assert_eq!(
+            launch_failure(&[gone, failed]),
+            Some("insufficient instance capacity")
+        );
+        // A launch that failed for another reason is not a lack of capacity.
+        let template =
+            "The specified launch template does not exist. Launching EC2 instance failed.";
+        assert_eq!(
+            launch_failure(&[activity(LAUNCH, "Failed", template, 20)]),
+            None
+        );
+        // Still launching: not failed (yet).
+        assert_eq!(
+            launch_failure(&[activity(LAUNCH, "PendingSpotBidPlacement", "", 20)]),
+            None
+        );
     }
 
     #[test]

@@ -560,3 +560,47 @@ async fn lease_cursor_unfinished_and_expiry_on_dynamodb() {
     let p = l.pool("linux").await.expect("account");
     assert_eq!((p.queued, p.running), (0, 0), "{p:?}");
 }
+
+/// A spot pool with an overflow reads its group's scaling activities beside the describe
+/// (issue 23). moto never fails a launch and answers `DescribeScalingActivities` with no
+/// activities, so against moto the fleet reports no failure: what this shows is that the
+/// call is made and accepted; the classification of failed activities is tested as a pure
+/// function (`fleet::tests::the_newest_launch_activity_says_whether_launches_fail`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spot_pool_with_an_overflow_reads_its_activities_and_moto_reports_no_failure() {
+    use scalehook_core::Fleet;
+    let env = setup((0, 5, 0)).await;
+    let fleet = AsgFleet::from_sdk(&env.sdk);
+    let config = scalehook_core::Config::from_toml(&format!(
+        "[[pools]]\nname = \"linux\"\nlabels = [\"self-hosted\", \"linux\"]\nmax = 5\n\
+         aws_asg = \"{}\"\ncapacity = \"spot\"\noverflow = \"od\"\n\
+         [[pools]]\nname = \"od\"\nlabels = [\"self-hosted\", \"linux\"]\nmax = 5\n\
+         aws_asg = \"{}-od\"\n",
+        env.asg, env.asg
+    ))
+    .expect("config");
+    let spot = &config.pools[0];
+    fleet.set_desired(spot, 2).await.expect("scale out");
+    let state = fleet
+        .describe(spot)
+        .await
+        .expect("describe with activities");
+    assert_eq!((state.desired, state.instances.len()), (2, 2));
+    assert_eq!(state.launch_failure, None);
+    let activities = asg_client(&env.sdk)
+        .describe_scaling_activities()
+        .auto_scaling_group_name(&env.asg)
+        .send()
+        .await
+        .expect("moto answers DescribeScalingActivities");
+    // moto's limit, asserted so that the day it records activities this test says so.
+    assert!(
+        activities.activities().is_empty(),
+        "moto now records scaling activities: test a failed launch against it"
+    );
+    assert_eq!(
+        scalehook_aws::fleet::launch_failure(activities.activities()),
+        None,
+        "{activities:?}"
+    );
+}

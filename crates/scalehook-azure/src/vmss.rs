@@ -20,6 +20,14 @@
 //!   (a Spot eviction deallocates), is not live capacity. describe leaves it out and
 //!   replaces it: `POST {vmss}/delete` for those instances (which lowers the capacity), then
 //!   `PATCH` the capacity back, so the scale set creates fresh VMs in their place;
+//! - launch failures (a Spot scale set without capacity, issue 23): a VM Compute could not
+//!   allocate ends `Failed` with `ProvisioningState/failed/<code>` in its instance view
+//!   (`SkuNotAvailable`, `AllocationFailed`, `ZonalAllocationFailed`,
+//!   `OverconstrainedAllocationRequest`, `OverconstrainedZonalAllocationRequest`). Azure
+//!   does not retry a failed VM, so it is replaced like any broken VM (the replacement is
+//!   the retry), and `FleetState::launch_failure` names the code from that list until a
+//!   list shows no failed allocation and nothing still creating. Read from the same list
+//!   describe reads anyway: no extra call;
 //! - `replace_instance` (an ephemeral runner's VM) is the same delete-then-restore;
 //! - `launched_at` comes from the VM's `properties.timeCreated` (api-version 2021-11-01+);
 //! - throttling: see [`crate::throttle`]; when a Compute policy runs low, describe reuses the
@@ -67,6 +75,9 @@ pub struct VmssFleet {
     listed: Mutex<HashMap<String, Listed>>,
     /// Per scale set: accepted operations not yet settled.
     operations: Mutex<HashMap<String, Vec<Operation>>>,
+    /// Per scale set: the allocation error code of the last VM that failed for lack of
+    /// capacity, kept until a list shows every launch since come up (see [`still_failing`]).
+    failing: Mutex<HashMap<String, String>>,
 }
 
 #[derive(Clone)]
@@ -84,7 +95,12 @@ enum Vm {
     /// Launching or in service.
     Live(Instance),
     /// Failed to provision, or deallocated/stopped: not capacity; to be replaced.
-    Broken { id: String, why: String },
+    /// `allocation`: the error code when it failed for lack of capacity.
+    Broken {
+        id: String,
+        why: String,
+        allocation: Option<String>,
+    },
     /// Being deleted: gone already as far as capacity goes.
     Deleting,
 }
@@ -95,6 +111,7 @@ impl VmssFleet {
             arm,
             listed: Mutex::new(HashMap::new()),
             operations: Mutex::new(HashMap::new()),
+            failing: Mutex::new(HashMap::new()),
         }
     }
 
@@ -166,6 +183,14 @@ impl VmssFleet {
             let list = all.entry(vmss.to_string()).or_default();
             keep.append(list);
             *list = keep;
+        }
+    }
+
+    /// Keeps what a list showed of failed allocations (see [`still_failing`]).
+    fn note_failure(&self, vmss: &str, listed: Option<String>, launching: bool) {
+        let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(code) = still_failing(failing.remove(vmss), listed, launching) {
+            failing.insert(vmss.to_string(), code);
         }
     }
 
@@ -280,7 +305,7 @@ impl VmssFleet {
             Some(l) => l,
             None => {
                 let capacity = self.capacity(vmss, deadline).await?;
-                let (instances, broken) = split(self.vms(vmss, deadline).await?);
+                let (instances, broken, _) = split(self.vms(vmss, deadline).await?);
                 Listed {
                     at: Instant::now(),
                     capacity,
@@ -335,18 +360,66 @@ pub fn vmss_id(pool: &PoolConfig) -> Result<&str, FleetError> {
     }
 }
 
-/// Live instances, and broken VMs with why.
-fn split(vms: Vec<Vm>) -> (Vec<Instance>, Vec<(String, String)>) {
+/// Live instances, broken VMs with why, and the allocation error of a VM that failed for
+/// lack of capacity (the first one listed), if any.
+fn split(vms: Vec<Vm>) -> (Vec<Instance>, Vec<(String, String)>, Option<String>) {
     let mut live = Vec::with_capacity(vms.len());
     let mut broken = Vec::new();
+    let mut failure = None;
     for vm in vms {
         match vm {
             Vm::Live(i) => live.push(i),
-            Vm::Broken { id, why } => broken.push((id, why)),
+            Vm::Broken {
+                id,
+                why,
+                allocation,
+            } => {
+                failure = failure.or(allocation);
+                broken.push((id, why));
+            }
             Vm::Deleting => {}
         }
     }
-    (live, broken)
+    (live, broken, failure)
+}
+
+/// The error codes Compute gives a VM it could not allocate for lack of capacity
+/// (learn.microsoft.com/azure/virtual-machines/error-codes-spot: `SkuNotAvailable`, "not
+/// enough Azure Spot Virtual Machine capacity"; learn.microsoft.com/troubleshoot/azure/
+/// virtual-machines/windows/allocation-failure: `AllocationFailed`, `ZonalAllocationFailed`,
+/// `OverconstrainedAllocationRequest`, `OverconstrainedZonalAllocationRequest`).
+const ALLOCATION_ERRORS: [&str; 5] = [
+    "SkuNotAvailable",
+    "AllocationFailed",
+    "ZonalAllocationFailed",
+    "OverconstrainedAllocationRequest",
+    "OverconstrainedZonalAllocationRequest",
+];
+
+/// The allocation error of a failed VM: its instance view's `ProvisioningState/failed/<code>`
+/// status, when the code is one of [`ALLOCATION_ERRORS`].
+fn allocation_error(statuses: Option<&Vec<Value>>) -> Option<String> {
+    statuses?.iter().find_map(|s| {
+        let code = s.get("code").and_then(Value::as_str)?;
+        let (state, error) = code.split_at_checked("ProvisioningState/failed/".len())?;
+        (state.eq_ignore_ascii_case("ProvisioningState/failed/")
+            && ALLOCATION_ERRORS
+                .iter()
+                .any(|e| e.eq_ignore_ascii_case(error)))
+        .then(|| error.to_string())
+    })
+}
+
+/// Whether launches still fail after a list: a VM failed allocation in it (`listed`), or one
+/// did before (`before`) and the VMs created since are still `Creating` (`launching`): a
+/// replacement of a failed VM has not shown it can be had yet. Cleared once a list shows no
+/// failed allocation and nothing launching: every launch since came up.
+fn still_failing(
+    before: Option<String>,
+    listed: Option<String>,
+    launching: bool,
+) -> Option<String> {
+    listed.or(before.filter(|_| launching))
 }
 
 fn bad_shape(vmss: &str, what: &str) -> FleetError {
@@ -381,16 +454,22 @@ fn vm_of(vm: &Value) -> Option<Vm> {
     if state.eq_ignore_ascii_case("deleting") {
         return Some(Vm::Deleting);
     }
+    let statuses = props
+        .and_then(|p| p.pointer("/instanceView/statuses"))
+        .and_then(Value::as_array);
     if state.eq_ignore_ascii_case("failed") {
+        let allocation = allocation_error(statuses);
         return Some(Vm::Broken {
             id,
-            why: "provisioning failed".into(),
+            why: match &allocation {
+                Some(code) => format!("provisioning failed: {code}"),
+                None => "provisioning failed".into(),
+            },
+            allocation,
         });
     }
     // `PowerState/<state>` among the instance view's statuses.
-    let power = props
-        .and_then(|p| p.pointer("/instanceView/statuses"))
-        .and_then(Value::as_array)
+    let power = statuses
         .and_then(|statuses| {
             statuses.iter().find_map(|s| {
                 s.get("code")
@@ -406,6 +485,7 @@ fn vm_of(vm: &Value) -> Option<Vm> {
         return Some(Vm::Broken {
             id,
             why: format!("power state {power}"),
+            allocation: None,
         });
     }
     let computer_name = props
@@ -477,7 +557,8 @@ impl Fleet for VmssFleet {
         let (instances, left_broken) = match reuse {
             Some(l) => (l.instances, l.broken),
             None => {
-                let (live, broken) = split(self.vms(vmss, deadline).await?);
+                let (live, broken, failure) = split(self.vms(vmss, deadline).await?);
+                self.note_failure(vmss, failure, live.iter().any(|i| i.launching));
                 for (id, why) in &broken {
                     tracing::warn!(target: "scalehook::azure", vmss, instance = %id, why = %why, "VM is not capacity; replacing it");
                 }
@@ -515,6 +596,12 @@ impl Fleet for VmssFleet {
             max: None,
             instances,
             supports_protection: false,
+            launch_failure: self
+                .failing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(vmss)
+                .map(|code| format!("VM allocation failed: {code}")),
         })
     }
 
@@ -614,6 +701,54 @@ mod tests {
             panic!("live")
         };
         assert!(!i.launching && i.runner_key.is_empty() && i.launched_at.is_none());
+    }
+
+    #[test]
+    fn a_vm_that_failed_allocation_names_its_error_code() {
+        let vm = |code: &str| {
+            json!({"instanceId": "7", "properties": {
+                "provisioningState": "Failed",
+                "instanceView": {"statuses": [
+                    {"code": code, "level": "Error", "displayStatus": "Provisioning failed",
+                     "message": "Allocation failed. We do not have sufficient capacity."},
+                    {"code": "PowerState/deallocated", "level": "Info"}
+                ]}
+            }})
+        };
+        for code in ALLOCATION_ERRORS {
+            let Some(Vm::Broken {
+                allocation, why, ..
+            }) = vm_of(&vm(&format!("ProvisioningState/failed/{code}")))
+            else {
+                panic!("broken")
+            };
+            assert_eq!(allocation.as_deref(), Some(code));
+            assert!(why.contains(code));
+        }
+        // Failed for another reason (an extension, a secret): not a lack of capacity.
+        let Some(Vm::Broken { allocation, .. }) =
+            vm_of(&vm("ProvisioningState/failed/VMExtensionProvisioningError"))
+        else {
+            panic!("broken")
+        };
+        assert_eq!(allocation, None);
+        let Some(Vm::Broken { allocation, .. }) = vm_of(&vm("ProvisioningState/failed")) else {
+            panic!("broken")
+        };
+        assert_eq!(allocation, None);
+    }
+
+    #[test]
+    fn launches_fail_until_a_list_shows_every_launch_since_come_up() {
+        let code = || Some("SkuNotAvailable".to_string());
+        // A failed allocation in the list.
+        assert_eq!(still_failing(None, code(), false), code());
+        // Its replacement is still creating: not shown to succeed yet.
+        assert_eq!(still_failing(code(), None, true), code());
+        // Nothing failed, nothing launching: launches succeed again.
+        assert_eq!(still_failing(code(), None, false), None);
+        // Never failed: a launching VM is just a launch.
+        assert_eq!(still_failing(None, None, true), None);
     }
 
     #[test]

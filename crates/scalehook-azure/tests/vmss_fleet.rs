@@ -353,3 +353,61 @@ async fn a_low_throttling_budget_skips_what_can_wait() {
     assert!(matches!(err, FleetError::Unavailable(_)), "{err}");
     assert!(double.violations().is_empty(), "{:?}", double.violations());
 }
+
+/// A Spot scale set without capacity (issue 23): the VMs it creates fail allocation
+/// (`ProvisioningState/failed/SkuNotAvailable` in their instance view, as the double writes
+/// it against the API description). describe leaves them out of the capacity, reports the
+/// launch failure (so the pool's demand spills to its overflow pool) while their
+/// replacements are still creating, and stops once a list shows every launch come up.
+#[tokio::test]
+async fn a_spot_scale_set_without_capacity_reports_failed_launches_until_they_come_up() {
+    let double = ArmDouble::start(1).await;
+    double.lock().fail_allocation = Some("SkuNotAvailable");
+    let f = fleet(&double);
+    let s = f.describe(&pool()).await.expect("describe");
+    assert_eq!(s.launch_failure, None, "nothing launched yet");
+    f.set_desired(&pool(), 3).await.expect("scale out");
+    // The first list shows the new VMs creating, the next one failed.
+    let mut failure = None;
+    for _ in 0..3 {
+        let s = f.describe(&pool()).await.expect("describe");
+        assert_eq!(
+            s.desired, 3,
+            "the scale set keeps its capacity: Azure is asked again"
+        );
+        assert_eq!(
+            s.instances.iter().filter(|i| !i.launching).count(),
+            1,
+            "a VM that failed allocation is not capacity"
+        );
+        if s.launch_failure.is_some() {
+            failure = s.launch_failure;
+            break;
+        }
+    }
+    assert_eq!(
+        failure.as_deref(),
+        Some("VM allocation failed: SkuNotAvailable")
+    );
+    // The failed VMs were deleted and the capacity restored: their replacements are
+    // creating, and launches still count as failing until one comes up.
+    let s = f.describe(&pool()).await.expect("describe");
+    assert!(
+        s.launch_failure.is_some(),
+        "cleared before a launch came up"
+    );
+    // Capacity is back: the next VMs run, and the failure clears.
+    double.lock().fail_allocation = None;
+    let mut cleared = false;
+    for _ in 0..6 {
+        let s = f.describe(&pool()).await.expect("describe");
+        if s.launch_failure.is_none() {
+            assert_eq!(s.instances.len(), 3);
+            assert!(s.instances.iter().all(|i| !i.launching));
+            cleared = true;
+            break;
+        }
+    }
+    assert!(cleared, "launches never counted as succeeding again");
+    assert!(double.violations().is_empty(), "{:?}", double.violations());
+}

@@ -18,6 +18,11 @@ pub struct FleetState {
     pub instances: Vec<Instance>,
     /// Whether [`Fleet::set_protection`] does anything on this fleet.
     pub supports_protection: bool,
+    /// Launches are failing (no spot capacity for the pool's instance types, allocation
+    /// failures), with a short reason for the log: the cloud's error code, never its whole
+    /// answer. `None` while launches succeed or the fleet does not tell. A spot pool with
+    /// an `overflow` spills its unmet demand there while this is set (`crate::overflow`).
+    pub launch_failure: Option<String>,
 }
 
 /// One instance of a pool.
@@ -123,10 +128,18 @@ impl std::fmt::Debug for LocalFleet {
 struct LocalGroup {
     next: u64,
     instances: Vec<Instance>,
+    /// Launches failing ([`LocalFleet::fail_launches`]): why.
+    failing: Option<String>,
+    /// Desired instances not launched while launches fail (a cloud group keeps trying).
+    owed: u32,
 }
 
 impl LocalGroup {
     fn launch(&mut self, pool: &str, now: Option<u64>) {
+        if self.failing.is_some() {
+            self.owed += 1;
+            return;
+        }
         self.next += 1;
         let id = format!("{pool}-{:04}", self.next);
         self.instances.push(Instance {
@@ -148,6 +161,19 @@ impl LocalFleet {
     pub fn with_clock(mut self, clock: std::sync::Arc<dyn crate::clock::Clock>) -> Self {
         self.clock = Some(clock);
         self
+    }
+
+    /// Makes the pool's launches fail (`Some(reason)`, as a spot pool without capacity)
+    /// or succeed again (`None`: the launches owed since come up at once).
+    pub fn fail_launches(&self, pool: &PoolConfig, reason: Option<&str>) {
+        self.with_group(pool, |g, now| {
+            g.failing = reason.map(str::to_string);
+            if g.failing.is_none() {
+                for _ in 0..std::mem::take(&mut g.owed) {
+                    g.launch(&pool.name, now);
+                }
+            }
+        });
     }
 
     fn with_group<T>(
@@ -172,19 +198,23 @@ impl LocalFleet {
 impl Fleet for LocalFleet {
     async fn describe(&self, pool: &PoolConfig) -> Result<FleetState, FleetError> {
         Ok(self.with_group(pool, |g, _now| FleetState {
-            desired: g.instances.len() as u32,
+            desired: g.instances.len() as u32 + g.owed,
             min: None,
             max: None,
             instances: g.instances.clone(),
             supports_protection: true,
+            launch_failure: g.failing.clone(),
         }))
     }
 
     async fn set_desired(&self, pool: &PoolConfig, desired: u32) -> Result<(), FleetError> {
         self.with_group(pool, |g, now| {
-            while (g.instances.len() as u32) < desired {
+            while (g.instances.len() as u32) + g.owed < desired {
                 g.launch(&pool.name, now);
             }
+            // Lowering desired cancels launches owed first.
+            let above = (g.instances.len() as u32 + g.owed).saturating_sub(desired);
+            g.owed -= above.min(g.owed);
             // Like a cloud group: lowering desired removes the newest unprotected instances.
             while (g.instances.len() as u32) > desired {
                 match g.instances.iter().rposition(|i| !i.protected) {
@@ -276,6 +306,27 @@ mod tests {
         f.remove_instance(pool, &first).await.expect("ok");
         assert_eq!(f.describe(pool).await.expect("ok").desired, 1);
         assert!(f.remove_instance(pool, "nope").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn local_fleet_owes_the_launches_that_fail() {
+        let c = Config::embedded_default();
+        let pool = &c.pools[0];
+        let f = LocalFleet::new();
+        let start = f.describe(pool).await.expect("ok").instances.len() as u32;
+        f.fail_launches(pool, Some("no spot capacity"));
+        f.set_desired(pool, start + 3).await.expect("ok");
+        let s = f.describe(pool).await.expect("ok");
+        assert_eq!((s.desired, s.instances.len() as u32), (start + 3, start));
+        assert_eq!(s.launch_failure.as_deref(), Some("no spot capacity"));
+        f.set_desired(pool, start + 2).await.expect("ok");
+        f.fail_launches(pool, None);
+        let s = f.describe(pool).await.expect("ok");
+        assert_eq!(
+            (s.desired, s.instances.len() as u32),
+            (start + 2, start + 2)
+        );
+        assert_eq!(s.launch_failure, None);
     }
 
     #[test]

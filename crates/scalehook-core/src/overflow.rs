@@ -6,7 +6,9 @@
 use crate::config::PoolConfig;
 
 /// The instances a spot pool wants and cannot have: its target less the instances it has
-/// (launching or live), while its fleet reports launch failures; none while launches succeed.
+/// in service, while its fleet reports launch failures; none while launches succeed. An
+/// instance still launching is not counted while launches fail (it is likely to fail too;
+/// when it comes up, the spill drops by one).
 pub fn unmet(target: u32, instances: u32, launches_failing: bool) -> u32 {
     if launches_failing {
         target.saturating_sub(instances)
@@ -19,6 +21,17 @@ pub fn unmet(target: u32, instances: u32, launches_failing: bool) -> u32 {
 /// own `max` (never below its own target).
 pub fn with_spill(own_target: u32, spilled: u32, max: u32) -> u32 {
     own_target.saturating_add(spilled).min(max).max(own_target)
+}
+
+/// The ledger cursor that holds what `pool` spills into `overflow`, so every function
+/// instance's pass over the overflow pool sees it.
+pub fn spill_cursor(overflow: &str, pool: &str) -> String {
+    format!("spill:{overflow}:{pool}")
+}
+
+/// A spill cursor's value (instances); an absent or unreadable one is no spill.
+pub fn spill_of(cursor: Option<&str>) -> u32 {
+    cursor.and_then(|c| c.trim().parse().ok()).unwrap_or(0)
 }
 
 /// The pools whose overflow is `pool`.
@@ -44,6 +57,15 @@ mod tests {
         assert_eq!(unmet(10, 4, false), 0);
         // More instances than the target (scale-in pending): nothing unmet.
         assert_eq!(unmet(3, 5, true), 0);
+    }
+
+    #[test]
+    fn spill_cursors_name_both_pools_and_read_back() {
+        assert_eq!(spill_cursor("od", "spot-a"), "spill:od:spot-a");
+        assert_eq!(spill_of(Some("6")), 6);
+        assert_eq!(spill_of(Some("")), 0);
+        assert_eq!(spill_of(Some("x")), 0);
+        assert_eq!(spill_of(None), 0);
     }
 
     #[test]

@@ -154,6 +154,11 @@ pub struct Seen<'a> {
     pub now: u64,
     /// An instance launched this long ago with no registered runner is an orphan.
     pub boot_grace_secs: u64,
+    /// Instances the spot pools that overflow into this pool cannot have (their launches
+    /// fail): added to the target within the pool's max ([`crate::overflow::with_spill`])
+    /// and counted as busy slots, so they are kept while spilled, and taken out by the
+    /// normal rule (idle above standby) once the spill goes back to 0.
+    pub spill: u32,
 }
 
 impl Seen<'static> {
@@ -163,6 +168,7 @@ impl Seen<'static> {
         finished: &[],
         now: 0,
         boot_grace_secs: u64::MAX,
+        spill: 0,
     };
 }
 
@@ -180,9 +186,15 @@ fn target_with_gone(pool: &PoolConfig, ledger: &PoolLedger, fleet: &FleetState, 
         + u64::from(gone);
     let rpi = u64::from(pool.runners_per_instance.max(1));
     let instances = u32::try_from(slots.div_ceil(rpi)).unwrap_or(u32::MAX);
+    let (lo, hi) = bounds(pool, fleet);
+    instances.clamp(lo, hi)
+}
+
+/// The pool's bounds in instances: its own, within the cloud group's where it has them.
+fn bounds(pool: &PoolConfig, fleet: &FleetState) -> (u32, u32) {
     let lo = pool.min.max(fleet.min.unwrap_or(0));
     let hi = pool.max.min(fleet.max.unwrap_or(u32::MAX)).max(lo);
-    instances.clamp(lo, hi)
+    (lo, hi)
 }
 
 /// The scaling rule. Pure: the same inputs always give the same decision. `seen` adds
@@ -209,7 +221,11 @@ pub fn decide(
         .filter(|r| r.in_pool(&pool.name))
         .collect();
     let gone = gone_slots(pool, fleet, seen, &pool_runners);
-    let target = target_with_gone(pool, ledger, fleet, gone);
+    let target = crate::overflow::with_spill(
+        target_with_gone(pool, ledger, fleet, gone),
+        seen.spill,
+        bounds(pool, fleet).1,
+    );
     // A finished runner's own busy flag may lag behind its completed event: it has exited.
     let github_busy: Vec<String> = pool_runners
         .iter()
@@ -285,8 +301,11 @@ pub fn decide(
         );
     }
     let rpi = pool.runners_per_instance.max(1);
-    let idle_slots = (u64::from(current) * u64::from(rpi))
-        .saturating_sub(u64::from(ledger.running) + u64::from(ledger.queued) + u64::from(gone));
+    // Spilled instances serve the spot pools' jobs (recorded in those pools' accounts).
+    let spilled = u64::from(seen.spill) * u64::from(rpi);
+    let idle_slots = (u64::from(current) * u64::from(rpi)).saturating_sub(
+        u64::from(ledger.running) + u64::from(ledger.queued) + u64::from(gone) + spilled,
+    );
     if idle_slots < u64::from(pool.standby) + u64::from(rpi) {
         return decision(CapacityAction::Hold, "idle slots within standby");
     }
@@ -829,7 +848,32 @@ mod tests {
             finished,
             now,
             boot_grace_secs: 600,
+            spill: 0,
         }
+    }
+
+    #[test]
+    fn a_spill_raises_the_target_within_max_and_keeps_its_instances() {
+        let p = pool(0, 6, 1, 1);
+        let spill = |n| Seen {
+            spill: n,
+            ..Seen::NOTHING
+        };
+        // Own target 2 (1 running + standby 1), 3 spilled: out to 5.
+        let d = decide_all(Trigger::Demand, &p, &account(0, 1), &fleet(2), &spill(3));
+        assert_eq!(d.capacity, CapacityAction::ScaleOut { to: 5 });
+        // Within the pool's max, whatever the spill.
+        let d = decide_all(Trigger::Demand, &p, &account(0, 1), &fleet(2), &spill(40));
+        assert_eq!(d.capacity, CapacityAction::ScaleOut { to: 6 });
+        // Spilled instances are busy slots: nothing idle above standby to take out.
+        let d = decide_all(Trigger::Reconcile, &p, &account(0, 1), &fleet(5), &spill(3));
+        assert_eq!(d.capacity, CapacityAction::Hold);
+        // The spill back to 0: the normal rule takes the idle instances out to target.
+        let d = decide_all(Trigger::Reconcile, &p, &account(0, 1), &fleet(5), &spill(0));
+        assert!(
+            matches!(&d.capacity, CapacityAction::Remove { instance_ids } if instance_ids.len() == 3),
+            "{d:?}"
+        );
     }
 
     #[test]

@@ -85,6 +85,9 @@ pub struct Vm {
     pub overprovisioned: bool,
     /// Lists that show it `Creating` before it runs (when no operation read finishes it).
     lists_until_running: u32,
+    /// Why it failed to provision (an allocation error code), shown in its instance view
+    /// as `ProvisioningState/failed/<code>`.
+    pub error: Option<&'static str>,
 }
 
 #[derive(Debug, Default)]
@@ -112,6 +115,9 @@ pub struct DoubleState {
     pub op_retry_after: Option<u64>,
     /// Make the next operation end Failed.
     pub fail_next_op: bool,
+    /// While set, VMs being created fail allocation with this error code (a Spot scale set
+    /// without capacity: `SkuNotAvailable`, `AllocationFailed`, ...) instead of running.
+    pub fail_allocation: Option<&'static str>,
     /// Write operation statuses in lower case (`failed`): clients must not care.
     pub lowercase_status: bool,
     /// How long the identity endpoint takes to answer.
@@ -173,7 +179,24 @@ impl DoubleState {
             fault_domain,
             overprovisioned,
             lists_until_running: 1,
+            error: None,
         });
+    }
+
+    /// A VM being created comes up, or fails allocation while `fail_allocation` is set.
+    fn provisioned(vm: &mut Vm, fail_allocation: Option<&'static str>) {
+        match fail_allocation {
+            Some(code) => {
+                vm.state = "Failed";
+                // A VM that never got a host is deallocated.
+                vm.power = "deallocated";
+                vm.error = Some(code);
+            }
+            None => {
+                vm.state = "Succeeded";
+                vm.power = "running";
+            }
+        }
     }
 
     /// Azure's default scale-in choice: the zone with most VMs, in it the fault domain with
@@ -205,10 +228,10 @@ impl DoubleState {
     /// The operation ended: creating VMs run, overprovisioned extras are gone.
     fn finish_operation(&mut self) {
         self.vms.retain(|v| !v.overprovisioned);
+        let fail = self.fail_allocation;
         for vm in &mut self.vms {
             if vm.state == "Creating" {
-                vm.state = "Succeeded";
-                vm.power = "running";
+                Self::provisioned(vm, fail);
             }
         }
     }
@@ -665,12 +688,25 @@ async fn handle_arm(
                         "timeCreated": vm.time_created
                     });
                     if expand {
+                        // A failed VM's provisioning status names the error, as Compute
+                        // writes it: `ProvisioningState/failed/<code>`, level Error.
+                        let provisioning = match vm.error {
+                            Some(code) => json!({
+                                "code": format!("ProvisioningState/failed/{code}"),
+                                "level": "Error",
+                                "displayStatus": "Provisioning failed",
+                                "message": "Allocation failed. We do not have sufficient capacity for the requested VM size in this region."
+                            }),
+                            None => json!({
+                                "code": format!("ProvisioningState/{}", vm.state.to_ascii_lowercase()),
+                                "level": "Info"
+                            }),
+                        };
                         props["instanceView"] = json!({
                             "computerName": vm.computer_name,
                             "platformFaultDomain": vm.fault_domain,
                             "statuses": [
-                                {"code": format!("ProvisioningState/{}", vm.state.to_ascii_lowercase()),
-                                 "level": "Info"},
+                                provisioning,
                                 {"code": format!("PowerState/{}", vm.power), "level": "Info"}
                             ]
                         });
@@ -690,12 +726,12 @@ async fn handle_arm(
                 })
                 .collect();
             let listed = skip..skip + PAGE_SIZE;
+            let fail = st.fail_allocation;
             for (i, vm) in st.vms.iter_mut().enumerate() {
                 if listed.contains(&i) && vm.state == "Creating" && !vm.overprovisioned {
                     vm.lists_until_running = vm.lists_until_running.saturating_sub(1);
                     if vm.lists_until_running == 0 {
-                        vm.state = "Succeeded";
-                        vm.power = "running";
+                        DoubleState::provisioned(vm, fail);
                     }
                 }
             }

@@ -195,6 +195,8 @@ struct Inner {
     /// pool -> job counts the last pass of this process left unapplied when it stopped at
     /// its bound (0: it settled).
     work_left: BTreeMap<String, u32>,
+    /// (spot pool, overflow pool) -> instances spilled while the spot pool's launches fail.
+    spilled: BTreeMap<(String, String), u32>,
 }
 
 /// The latest known figures of one pool.
@@ -416,6 +418,20 @@ impl Metrics {
         self.lock().work_left.insert(pool.to_string(), left);
     }
 
+    /// The instances a spot pool spills into its overflow pool (0: its launches succeed).
+    pub fn set_spilled(&self, pool: &str, overflow: &str, instances: u32) {
+        self.lock()
+            .spilled
+            .insert((pool.to_string(), overflow.to_string()), instances);
+    }
+
+    pub fn spilled(&self, pool: &str, overflow: &str) -> Option<u32> {
+        self.lock()
+            .spilled
+            .get(&(pool.to_string(), overflow.to_string()))
+            .copied()
+    }
+
     pub fn work_left(&self, pool: &str) -> Option<u32> {
         self.lock().work_left.get(pool).copied()
     }
@@ -560,6 +576,20 @@ impl Metrics {
                 out,
                 "scalehook_pass_work_left{{pool=\"{}\"}} {left}",
                 escape(pool)
+            );
+        }
+        header(
+            &mut out,
+            "scalehook_overflow_spilled_instances",
+            "gauge",
+            "Instances a spot pool cannot launch (its launches fail) and spills into its on-demand overflow pool (0: its launches succeed).",
+        );
+        for ((pool, overflow), n) in &m.spilled {
+            let _ = writeln!(
+                out,
+                "scalehook_overflow_spilled_instances{{pool=\"{}\",overflow=\"{}\"}} {n}",
+                escape(pool),
+                escape(overflow)
             );
         }
         render_slis(&m, &mut out);

@@ -245,6 +245,16 @@ impl Service {
         let mut follow_up = false;
         let mut runners_removed = 0u32;
         let mut left = 0u32;
+        // Overflow (issue 23): what the spot pools overflowing into this pool spill into it,
+        // read with the first describe; what this pool spills, as its cursor holds it.
+        let takes_spill = crate::overflow::spilling_into(&self.config.pools, &pool.name)
+            .next()
+            .is_some();
+        let mut spill_in: Option<u32> = None;
+        let mut spill_out: Option<u32> = None;
+        // The busy runners of the spot pools' jobs that run on this pool's instances (their
+        // records are in the spot pools' accounts): read once per pass that may take out.
+        let mut spilled_busy: Option<Vec<String>> = None;
         let budget = self.pass_budget();
         let outcome: Result<(), CloudFailure> = async {
             loop {
@@ -287,7 +297,7 @@ impl Service {
                         read = next_read();
                     }
                     let read_github = self.github.enabled() && takes_out && !runners_read;
-                    let (fresh_account, github_runners, described) = tokio::join!(
+                    let (fresh_account, github_runners, described, spilled) = tokio::join!(
                         async {
                             match refresh {
                                 true => Some(self.ledger.pool(&pool.name).await),
@@ -308,7 +318,16 @@ impl Service {
                                 false => None,
                             }
                         },
+                        async {
+                            match takes_spill && spill_in.is_none() {
+                                true => Some(self.spill_into(pool).await),
+                                false => None,
+                            }
+                        },
                     );
+                    if let Some(spilled) = spilled {
+                        spill_in = Some(spilled?);
+                    }
                     if let Some(fresh) = fresh_account {
                         account = fresh?;
                         account_in_lease = true;
@@ -335,13 +354,28 @@ impl Service {
                         finished: &finished,
                         now: self.clock.now(),
                         boot_grace_secs: self.boot_grace_secs(),
+                        spill: spill_in.unwrap_or(0),
                     };
-                    let busy = match &busy_read {
-                        Some((_, list)) if takes_out => Busy::Complete(list),
+                    if takes_out && takes_spill && spilled_busy.is_none() {
+                        spilled_busy = Some(self.spilled_busy(pool, state).await?);
+                    }
+                    let complete: Option<Vec<String>> = match (&busy_read, &spilled_busy) {
+                        (Some((_, list)), Some(more)) if !more.is_empty() => {
+                            Some(list.iter().chain(more).cloned().collect())
+                        }
+                        _ => None,
+                    };
+                    let busy = match (&busy_read, &complete) {
+                        (Some(_), Some(all)) if takes_out => Busy::Complete(all),
+                        (Some((_, list)), _) if takes_out => Busy::Complete(list),
                         _ => Busy::Known(&known),
                     };
                     last_complete = busy.is_complete();
                     let d = decide(iter_trigger, pool, &account, busy, state, &seen);
+                    // A spot pool whose launches fail spills what it cannot have; its own
+                    // desired stays at its target (the cloud keeps trying).
+                    self.note_spill(pool, d.target, state, &mut spill_out)
+                        .await?;
                     let now = self.clock.now();
                     self.metrics.decisions().note(&pool.name, now, &d, &account);
                     let applied = self

@@ -14,8 +14,11 @@
 //! - `removal`: runner truth at the moment of removal: GitHub is asked about an instance
 //!   right before it leaves (all its runners idle, then all deregistered), and an instance
 //!   with no runner online waits for boot grace and a second sighting in another pass.
+//! - `spill`: a spot pool's overflow: what its failing launches leave unmet goes to a ledger
+//!   cursor, and the overflow pool's pass adds it to its target (`crate::overflow`).
 //! - `hand_on`: [`Service::continue_left_work`]: after the answer, the passes that finish
-//!   what a pass stopped at its time budget left (`work_left` keeps which pools).
+//!   what a pass stopped at its time budget left (`work_left` keeps which pools), and the
+//!   pass over an overflow pool whose spill changed.
 //! - `reconcile`: [`Service::reconcile`]: the jobs API re-check, redelivery of failed
 //!   deliveries, expiry, a pass over every pool, stranded runners, the state the metrics
 //!   observe.
@@ -24,13 +27,14 @@
 //! parts, its constructor and accessors, the time bounds every stage derives from the
 //! configuration, and [`Service::summary`]. Children may use this module's items; they
 //! never use each other's except downwards (`delivery`, `reconcile` and `hand_on` use
-//! `converge`; `converge` uses `removal`; `converge` and `hand_on` use `work_left`).
+//! `converge`; `converge` uses `removal` and `spill`; `converge`, `spill` and `hand_on` use `work_left`).
 
 mod converge;
 mod delivery;
 mod hand_on;
 mod reconcile;
 mod removal;
+mod spill;
 mod work_left;
 
 pub use converge::{DEBOUNCE_SECS, MAX_PASS_ITERATIONS};

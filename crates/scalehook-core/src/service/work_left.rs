@@ -25,6 +25,13 @@ impl WorkLeft {
         metrics.set_work_left(pool, left);
     }
 
+    /// Asks for a pass over `pool` after the answer (a spot pool's spill into it changed),
+    /// unless work is noted there already. The pass itself clears it.
+    pub(super) fn hand_on(&self, pool: &str) {
+        let mut pools = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        pools.entry(pool.to_string()).or_insert(1);
+    }
+
     /// The pools with work left, in name order.
     pub(super) fn pools(&self) -> Vec<String> {
         let pools = self.0.lock().unwrap_or_else(|p| p.into_inner());
