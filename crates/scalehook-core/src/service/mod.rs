@@ -26,9 +26,11 @@
 //! never use each other's except downwards (`delivery`, `reconcile` and `hand_on` use
 //! `converge`; `converge` uses `removal`; `converge` and `hand_on` use `work_left`).
 
+mod capacity;
 mod converge;
 mod delivery;
 mod hand_on;
+mod interruption;
 mod reconcile;
 mod removal;
 mod work_left;
@@ -36,6 +38,7 @@ mod work_left;
 pub use converge::{DEBOUNCE_SECS, MAX_PASS_ITERATIONS};
 pub use delivery::{DELIVERY_HEADER, EVENT_HEADER};
 pub use hand_on::MAX_CONTINUATIONS;
+pub use interruption::{InterruptionReport, MAX_RERUNS_PER_PASS};
 pub use reconcile::{
     DELIVERIES_CURSOR, DELIVERIES_RESUME_CURSOR, MAX_DELIVERY_PAGES, MAX_JOB_RECHECKS,
     MAX_RECHECK_SCAN, MAX_REDELIVERIES, MAX_REDELIVERY_ATTEMPTS, MAX_TRACKED_REDELIVERIES,
@@ -95,6 +98,8 @@ pub struct Service {
     unread_configs: Option<Arc<dyn UnreadConfigs>>,
     /// Pools a pass of this service stopped in with work left.
     work_left: work_left::WorkLeft,
+    /// Per spot pool: instances the last description left out of capacity.
+    left_out: capacity::LeftOut,
 }
 
 impl Service {
@@ -114,6 +119,7 @@ impl Service {
             holder: random_holder(),
             unread_configs: None,
             work_left: work_left::WorkLeft::default(),
+            left_out: capacity::LeftOut::default(),
             config: Arc::new(config),
             secrets,
             ledger,
