@@ -16,6 +16,10 @@
 //!   with no runner online waits for boot grace and a second sighting in another pass.
 //! - `hand_on`: [`Service::continue_left_work`]: after the answer, the passes that finish
 //!   what a pass stopped at its time budget left (`work_left` keeps which pools).
+//! - `capacity`: the fleet as capacity (a spot pool's instances kept out of it after an
+//!   interruption warning), through which the pass describes and sets desired capacity.
+//! - `interruption`: [`Service::interruption`] (a spot notice), interrupted jobs recorded
+//!   from their completed delivery, their re-run (at most once) and its routing.
 //! - `reconcile`: [`Service::reconcile`]: the jobs API re-check, redelivery of failed
 //!   deliveries, expiry, a pass over every pool, stranded runners, the state the metrics
 //!   observe.
@@ -24,7 +28,9 @@
 //! parts, its constructor and accessors, the time bounds every stage derives from the
 //! configuration, and [`Service::summary`]. Children may use this module's items; they
 //! never use each other's except downwards (`delivery`, `reconcile` and `hand_on` use
-//! `converge`; `converge` uses `removal`; `converge` and `hand_on` use `work_left`).
+//! `converge`; `converge` uses `removal` and `capacity`; `converge` and `hand_on` use `work_left`;
+//! `delivery` and `reconcile` use `interruption`, which uses `converge`, `removal` and
+//! `capacity`).
 
 mod capacity;
 mod converge;
