@@ -398,3 +398,29 @@ def test_github_app_alarms(aws, azure):
     refused = rules["runner_removals_refused"]
     assert refused["window_duration"] == "PT1H" and "passes >= 3" in refused["criteria"][0]["query"]
     assert refused["criteria"][0]["dimension"][0]["name"] == "pool"
+
+
+def test_spot_interruptions_reach_the_function_only_with_a_spot_pool(aws):
+    """The EC2 events the Lambda's dispatch classifies (lambda.rs) are the rule's, sent to
+    an alias of their own whose invocations are retried within the two-minute warning."""
+    rule = aws.resource("aws_cloudwatch_event_rule", "spot_interruptions")
+    assert rule["count"] == "${local.any_spot ? 1 : 0}"
+    assert aws.locals["any_spot"] == "${length(local.spot_pools) > 0}"
+    pattern = rule["event_pattern"]
+    lambda_rs = (ROOT / "crates/scalehook-aws/src/lambda.rs").read_text()
+    for detail_type in (
+        "EC2 Spot Instance Interruption Warning",
+        "EC2 Instance Rebalance Recommendation",
+    ):
+        assert detail_type in pattern
+        assert f'"{detail_type}"' in lambda_rs
+    assert "aws.ec2" in pattern
+    target = aws.resource("aws_cloudwatch_event_target", "spot_interruptions")
+    assert target["arn"] == "${aws_lambda_alias.interruption[0].arn}"
+    invoke = aws.resource("aws_lambda_function_event_invoke_config", "interruption")
+    assert invoke["qualifier"] == "${aws_lambda_alias.interruption[0].name}"
+    assert invoke["maximum_retry_attempts"] == 2
+    perm = aws.resource("aws_lambda_permission", "spot_interruptions")
+    assert perm["qualifier"] == "${aws_lambda_alias.interruption[0].name}"
+    assert perm["source_arn"] == "${aws_cloudwatch_event_rule.spot_interruptions[0].arn}"
+    assert perm["principal"] == "events.amazonaws.com"

@@ -11,12 +11,19 @@
 //!   Lifecycle Action"` -> [`LaunchHook::handle`]: a JIT runner for the new instance, then
 //!   CONTINUE (ABANDON when provisioning failed); a failed completion is an error (Lambda
 //!   retries, and the retry finds the stored configuration);
+//! - EventBridge `"source": "aws.ec2"`, `"detail-type": "EC2 Spot Instance Interruption
+//!   Warning"` or `"EC2 Instance Rebalance Recommendation"` (`detail.instance-id`) ->
+//!   [`Service::interruption`]: the event names no Auto Scaling group, so the service finds
+//!   the spot pool whose fleet has the instance; an instance of no pool is acknowledged
+//!   and ignored (logged); a failed pass is an error (EventBridge's asynchronous invocation
+//!   is retried);
 //! - anything else -> an error saying what arrived (its shape, never its content).
 
 use crate::provision::{LaunchHook, LAUNCH_DETAIL_TYPE};
 use base64::Engine as _;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use lambda_runtime::Diagnostic;
+use scalehook_core::interruption::{Notice, NoticeKind};
 use scalehook_core::Service;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -54,6 +61,10 @@ pub enum InvocationError {
     UnsupportedEvent(String),
     #[error("launch lifecycle event: {0}")]
     LaunchFailed(String),
+    #[error("spot interruption event: {0}")]
+    InterruptionFailed(String),
+    #[error("malformed event: {0}")]
+    MalformedEvent(String),
 }
 
 impl From<InvocationError> for Diagnostic {
@@ -62,6 +73,8 @@ impl From<InvocationError> for Diagnostic {
             InvocationError::ReconcileFailed(_) => "Scalehook.ReconcileFailed",
             InvocationError::UnsupportedEvent(_) => "Scalehook.UnsupportedEvent",
             InvocationError::LaunchFailed(_) => "Scalehook.LaunchFailed",
+            InvocationError::InterruptionFailed(_) => "Scalehook.InterruptionFailed",
+            InvocationError::MalformedEvent(_) => "Scalehook.MalformedEvent",
         };
         Diagnostic {
             error_type: error_type.into(),
@@ -76,8 +89,15 @@ pub enum EventKind {
     Http,
     Scheduled,
     Launch,
+    /// A spot instance's interruption warning or rebalance recommendation.
+    Interruption(NoticeKind),
     Unsupported,
 }
+
+/// EventBridge's detail-type of the two-minute spot interruption warning.
+pub const INTERRUPTION_DETAIL_TYPE: &str = "EC2 Spot Instance Interruption Warning";
+/// EventBridge's detail-type of a rebalance recommendation.
+pub const REBALANCE_DETAIL_TYPE: &str = "EC2 Instance Rebalance Recommendation";
 
 pub fn classify(event: &Value) -> EventKind {
     if event
@@ -95,7 +115,41 @@ pub fn classify(event: &Value) -> EventKind {
     {
         return EventKind::Launch;
     }
+    if field("source") == Some("aws.ec2") {
+        match field("detail-type") {
+            Some(INTERRUPTION_DETAIL_TYPE) => {
+                return EventKind::Interruption(NoticeKind::Interruption)
+            }
+            Some(REBALANCE_DETAIL_TYPE) => return EventKind::Interruption(NoticeKind::Rebalance),
+            _ => {}
+        }
+    }
     EventKind::Unsupported
+}
+
+/// The notice an EC2 event carries: `detail.instance-id`, an EC2 instance id
+/// (`i-` and 8 or 17 hexadecimal digits).
+pub fn notice(event: &Value, kind: NoticeKind) -> Result<Notice, InvocationError> {
+    let id = event
+        .pointer("/detail/instance-id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            InvocationError::MalformedEvent(format!(
+                "{:?} without a string detail.instance-id",
+                kind.as_str()
+            ))
+        })?;
+    let hex = id.strip_prefix("i-").unwrap_or_default();
+    if !matches!(hex.len(), 8 | 17) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(InvocationError::MalformedEvent(format!(
+            "{:?}: detail.instance-id is not an EC2 instance id",
+            kind.as_str()
+        )));
+    }
+    Ok(Notice {
+        instance_id: id.to_string(),
+        kind,
+    })
 }
 
 /// Handles one invocation (without launch lifecycle events: see [`invoke_with`]).
@@ -119,6 +173,14 @@ pub async fn invoke_with(
                 "a launch lifecycle event, but provisioning is not set up in this process".into(),
             )),
         },
+        EventKind::Interruption(kind) => {
+            let notice = notice(&event, kind)?;
+            let report = service
+                .interruption(notice)
+                .await
+                .map_err(InvocationError::InterruptionFailed)?;
+            Ok(json!({"status": "interruption", "report": report}))
+        }
         EventKind::Http => Ok(http(service, event).await),
         EventKind::Scheduled => {
             let report = service.reconcile().await;
@@ -185,7 +247,7 @@ async fn http(service: &Service, event: Value) -> Value {
 
 /// The shape of an unsupported event, for the error: its top-level keys, not its values.
 fn describe(event: &Value) -> String {
-    let expected = "expected a Function URL / API Gateway HTTP API request (payload format 2.0) or an EventBridge Scheduled Event";
+    let expected = "expected a Function URL / API Gateway HTTP API request (payload format 2.0), an EventBridge Scheduled Event, a launch lifecycle action or an EC2 spot interruption warning / rebalance recommendation";
     match event {
         Value::Object(map) if map.contains_key("httpMethod") => {
             format!("{expected}; got an API Gateway payload format 1.0 request (configure the integration for payload format 2.0)")
@@ -223,6 +285,19 @@ mod tests {
         assert_eq!(classify(&cron), EventKind::Scheduled);
         let launch = json!({"source": "aws.autoscaling", "detail-type": "EC2 Instance-launch Lifecycle Action", "detail": {}});
         assert_eq!(classify(&launch), EventKind::Launch);
+        let warning = json!({"source": "aws.ec2", "detail-type": "EC2 Spot Instance Interruption Warning", "detail": {"instance-id": "i-1234567890abcdef0", "instance-action": "terminate"}});
+        assert_eq!(
+            classify(&warning),
+            EventKind::Interruption(NoticeKind::Interruption)
+        );
+        let rebalance = json!({"source": "aws.ec2", "detail-type": "EC2 Instance Rebalance Recommendation", "detail": {"instance-id": "i-1234567890abcdef0"}});
+        assert_eq!(
+            classify(&rebalance),
+            EventKind::Interruption(NoticeKind::Rebalance)
+        );
+        let state =
+            json!({"source": "aws.ec2", "detail-type": "EC2 Instance State-change Notification"});
+        assert_eq!(classify(&state), EventKind::Unsupported);
         let other = json!({"source": "aws.s3", "detail-type": "Object Created"});
         assert_eq!(classify(&other), EventKind::Unsupported);
         assert_eq!(
@@ -242,5 +317,27 @@ mod tests {
         );
         assert!(!text.contains("sekrit"), "{text}");
         assert!(describe(&json!({"httpMethod": "POST"})).contains("1.0"));
+    }
+
+    #[test]
+    fn a_notice_needs_an_instance_id() {
+        let kind = NoticeKind::Interruption;
+        let ok = json!({"detail": {"instance-id": "i-1234567890abcdef0"}});
+        assert_eq!(
+            notice(&ok, kind).map(|n| n.instance_id).ok().as_deref(),
+            Some("i-1234567890abcdef0")
+        );
+        assert!(notice(&json!({"detail": {"instance-id": "i-0abc1234"}}), kind).is_ok());
+        for bad in [
+            json!({}),
+            json!({"detail": "i-1234567890abcdef0"}),
+            json!({"detail": {"instance-id": 7}}),
+            json!({"detail": {"instance-id": "i-123"}}),
+            json!({"detail": {"instance-id": "../../etc/passwd-1234"}}),
+            json!({"detail": {"instance-id": "i-1234567890abcdefg"}}),
+        ] {
+            let e = notice(&bad, kind).expect_err("refused");
+            assert!(matches!(e, InvocationError::MalformedEvent(_)), "{e}");
+        }
     }
 }

@@ -13,6 +13,7 @@ pub mod event;
 pub mod fleet;
 pub mod github;
 pub mod housekeeping;
+pub mod interruption;
 pub mod ledger;
 pub mod metrics;
 pub mod overflow;

@@ -112,6 +112,7 @@ fn state_values(m: &mut Inner) -> (Vec<(String, Vec<StateValue>)>, Vec<StateValu
         .keys()
         .chain(m.census.keys())
         .chain(m.runner_removals_refused_unreported.keys())
+        .chain(m.interruptions_unreported.keys())
         .cloned()
         .collect();
     let mut per_pool = Vec::new();
@@ -134,6 +135,11 @@ fn state_values(m: &mut Inner) -> (Vec<(String, Vec<StateValue>)>, Vec<StateValu
             .remove(&pool)
             .unwrap_or(0);
         values.push(("RunnerRemovalsRefused", "Count", refused));
+        // Spot pools only, once they had an interruption.
+        if let Some((interrupted, rerun)) = m.interruptions_unreported.remove(&pool) {
+            values.push(("JobsInterrupted", "Count", interrupted));
+            values.push(("JobsRerun", "Count", rerun));
+        }
         per_pool.push((pool, values));
     }
     let mut values: Vec<StateValue> = vec![

@@ -197,6 +197,12 @@ struct Inner {
     work_left: BTreeMap<String, u32>,
     /// (spot pool, overflow pool) -> instances spilled while the spot pool's launches fail.
     spilled: BTreeMap<(String, String), u32>,
+    /// pool -> jobs a spot reclaim interrupted (recorded from their completed delivery).
+    jobs_interrupted: BTreeMap<String, u64>,
+    /// pool -> interrupted jobs GitHub re-ran at scalehook's request.
+    jobs_rerun: BTreeMap<String, u64>,
+    /// pool -> (interrupted, re-run) not yet written as an EMF/state line.
+    interruptions_unreported: BTreeMap<String, (u64, u64)>,
 }
 
 /// The latest known figures of one pool.
@@ -379,6 +385,35 @@ impl Metrics {
         self.lock().refused.get(&reason).copied().unwrap_or(0)
     }
 
+    /// A job of `pool` that a spot reclaim interrupted.
+    pub fn job_interrupted(&self, pool: &str) {
+        let mut m = self.lock();
+        *m.jobs_interrupted.entry(pool.to_string()).or_default() += 1;
+        m.interruptions_unreported
+            .entry(pool.to_string())
+            .or_default()
+            .0 += 1;
+    }
+
+    /// An interrupted job of `pool` that GitHub re-ran (201).
+    pub fn job_rerun(&self, pool: &str) {
+        let mut m = self.lock();
+        *m.jobs_rerun.entry(pool.to_string()).or_default() += 1;
+        m.interruptions_unreported
+            .entry(pool.to_string())
+            .or_default()
+            .1 += 1;
+    }
+
+    /// (interrupted, re-run) jobs of `pool` so far.
+    pub fn interruptions(&self, pool: &str) -> (u64, u64) {
+        let m = self.lock();
+        (
+            m.jobs_interrupted.get(pool).copied().unwrap_or(0),
+            m.jobs_rerun.get(pool).copied().unwrap_or(0),
+        )
+    }
+
     pub fn unroutable_job(&self) {
         self.lock().unroutable_jobs += 1;
     }
@@ -480,6 +515,32 @@ impl Metrics {
             "Jobs whose labels no pool has.",
         );
         let _ = writeln!(out, "scalehook_unroutable_jobs_total {}", m.unroutable_jobs);
+        header(
+            &mut out,
+            "scalehook_jobs_interrupted_total",
+            "counter",
+            "Jobs of spot pools that a reclaim interrupted (their runner was busy on an instance the cloud warned about, and they did not succeed).",
+        );
+        for (pool, n) in &m.jobs_interrupted {
+            let _ = writeln!(
+                out,
+                "scalehook_jobs_interrupted_total{{pool=\"{}\"}} {n}",
+                escape(pool)
+            );
+        }
+        header(
+            &mut out,
+            "scalehook_jobs_rerun_total",
+            "counter",
+            "Interrupted jobs GitHub re-ran at scalehook's request (rerun_interrupted), at most once each.",
+        );
+        for (pool, n) in &m.jobs_rerun {
+            let _ = writeln!(
+                out,
+                "scalehook_jobs_rerun_total{{pool=\"{}\"}} {n}",
+                escape(pool)
+            );
+        }
         header(
             &mut out,
             "scalehook_refused_deliveries_total",

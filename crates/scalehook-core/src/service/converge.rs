@@ -314,7 +314,7 @@ impl Service {
                         },
                         async {
                             match fleet.is_none() || fleet_stale {
-                                true => Some(self.fleet.describe(pool).await),
+                                true => Some(self.describe_capacity(pool).await),
                                 false => None,
                             }
                         },
@@ -548,7 +548,7 @@ impl Service {
         match &d.capacity {
             CapacityAction::Hold => {}
             CapacityAction::ScaleOut { to } | CapacityAction::CancelLaunches { to } => {
-                self.fleet.set_desired(pool, *to).await?;
+                self.set_capacity(pool, *to).await?;
                 fleet.desired = *to;
             }
             CapacityAction::Remove { .. } | CapacityAction::Replace { .. } => {

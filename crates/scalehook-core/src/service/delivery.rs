@@ -160,6 +160,8 @@ impl Service {
             report.reason = Some("no pool has all of the job's labels".into());
             return report;
         };
+        // The re-run of a job a spot reclaim interrupted runs on the overflow pool.
+        let pool = self.route_rerun(pool, &job).await;
         report.pool = Some(pool.name.clone());
         let transition = Transition {
             job_id: job.workflow_job.id,
@@ -198,20 +200,27 @@ impl Service {
             // Duplicates go on to converge too (unless this process converged the same
             // account moments ago): applying is idempotent, and a redelivery after a failed
             // cloud call is what repairs capacity.
-            self.converge(
-                pool,
-                PassInput {
-                    trigger,
-                    recorded: Some((reads, !recorded.is_applied())),
-                    finished,
-                    started_on: (state == JobState::InProgress)
-                        .then(|| transition.runner.clone())
-                        .flatten(),
-                    runners: None,
-                    started,
-                },
-            )
-            .await
+            let pass = self
+                .converge(
+                    pool,
+                    PassInput {
+                        trigger,
+                        recorded: Some((reads, !recorded.is_applied())),
+                        finished,
+                        started_on: (state == JobState::InProgress)
+                            .then(|| transition.runner.clone())
+                            .flatten(),
+                        runners: None,
+                        started,
+                    },
+                )
+                .await?;
+            // A job a spot reclaim interrupted: recorded (a failure is a 5xx, so the
+            // redelivery records it), and re-run with `rerun_interrupted`.
+            if state == JobState::Completed {
+                self.interrupted_completion(pool, &job, started).await?;
+            }
+            Ok::<_, CloudFailure>(pass)
         };
         match tokio::time::timeout(self.config.cloud_timeout, work).await {
             Ok(Ok(pass)) => {

@@ -19,6 +19,10 @@
 //! - `hand_on`: [`Service::continue_left_work`]: after the answer, the passes that finish
 //!   what a pass stopped at its time budget left (`work_left` keeps which pools), and the
 //!   pass over an overflow pool whose spill changed.
+//! - `capacity`: the fleet as capacity (a spot pool's instances kept out of it after an
+//!   interruption warning), through which the pass describes and sets desired capacity.
+//! - `interruption`: [`Service::interruption`] (a spot notice), interrupted jobs recorded
+//!   from their completed delivery, their re-run (at most once) and its routing.
 //! - `reconcile`: [`Service::reconcile`]: the jobs API re-check, redelivery of failed
 //!   deliveries, expiry, a pass over every pool, stranded runners, the state the metrics
 //!   observe.
@@ -27,11 +31,15 @@
 //! parts, its constructor and accessors, the time bounds every stage derives from the
 //! configuration, and [`Service::summary`]. Children may use this module's items; they
 //! never use each other's except downwards (`delivery`, `reconcile` and `hand_on` use
-//! `converge`; `converge` uses `removal` and `spill`; `converge`, `spill` and `hand_on` use `work_left`).
+//! `converge`; `converge` uses `removal`, `spill` and `capacity`; `converge`, `spill` and
+//! `hand_on` use `work_left`; `delivery` and `reconcile` use `interruption`, which uses
+//! `converge`, `removal` and `capacity`).
 
+mod capacity;
 mod converge;
 mod delivery;
 mod hand_on;
+mod interruption;
 mod reconcile;
 mod removal;
 mod spill;
@@ -40,6 +48,7 @@ mod work_left;
 pub use converge::{DEBOUNCE_SECS, MAX_PASS_ITERATIONS};
 pub use delivery::{DELIVERY_HEADER, EVENT_HEADER};
 pub use hand_on::MAX_CONTINUATIONS;
+pub use interruption::{InterruptionReport, MAX_RERUNS_PER_PASS};
 pub use reconcile::{
     DELIVERIES_CURSOR, DELIVERIES_RESUME_CURSOR, MAX_DELIVERY_PAGES, MAX_JOB_RECHECKS,
     MAX_RECHECK_SCAN, MAX_REDELIVERIES, MAX_REDELIVERY_ATTEMPTS, MAX_TRACKED_REDELIVERIES,
@@ -99,6 +108,8 @@ pub struct Service {
     unread_configs: Option<Arc<dyn UnreadConfigs>>,
     /// Pools a pass of this service stopped in with work left.
     work_left: work_left::WorkLeft,
+    /// Per spot pool: instances the last description left out of capacity.
+    left_out: capacity::LeftOut,
 }
 
 impl Service {
@@ -118,6 +129,7 @@ impl Service {
             holder: random_holder(),
             unread_configs: None,
             work_left: work_left::WorkLeft::default(),
+            left_out: capacity::LeftOut::default(),
             config: Arc::new(config),
             secrets,
             ledger,

@@ -97,6 +97,8 @@ impl Service {
         if let Some(g) = github.as_mut() {
             self.recheck_jobs(g).await;
             self.redeliver_failed(g).await;
+            // Re-runs GitHub refused while their runs went on (`rerun_interrupted`).
+            self.retry_reruns().await;
         }
         let now = self.clock.now();
         // Bounded like every other cloud call, so a hung ledger cannot hold the pass until

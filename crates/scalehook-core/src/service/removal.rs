@@ -149,7 +149,7 @@ impl Service {
     /// GitHub's runners of `instance`, read now: by exact name (`runner_names`), and by id
     /// any runner of the pass's list that maps to the instance under another name. `None`
     /// when any read fails.
-    async fn instance_runners(
+    pub(super) async fn instance_runners(
         &self,
         pool: &PoolConfig,
         instance: &Instance,
