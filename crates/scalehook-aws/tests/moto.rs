@@ -489,6 +489,11 @@ async fn lease_cursor_unfinished_and_expiry_on_dynamodb() {
         l.cursor("hooks").await.expect("cursor").as_deref(),
         Some("42")
     );
+    l.delete_cursor("hooks").await.expect("delete");
+    assert_eq!(l.cursor("hooks").await.expect("cursor"), None, "deleted");
+    l.delete_cursor("hooks")
+        .await
+        .expect("deleting none is fine");
 
     // Jobs over three days: 1 queued on day 0, 2 running on day 1, 3 queued on day 2,
     // 4 completed on day 1 (never due).

@@ -15,6 +15,7 @@ pub mod github;
 pub mod housekeeping;
 pub mod ledger;
 pub mod metrics;
+pub mod minted;
 pub mod overflow;
 pub mod policy;
 pub mod provision;

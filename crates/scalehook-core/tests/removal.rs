@@ -8,6 +8,7 @@ use http::{HeaderMap, HeaderValue, Method};
 use scalehook_core::github::{
     DeliveryPage, JitRunner, JobLookup, JobStatus, LocalCall, Runner, RunnerRemoval,
 };
+use scalehook_core::minted::{self, Minted};
 use scalehook_core::signature::sign;
 use scalehook_core::{
     Config, Fleet, GitHub, GitHubError, LocalFleet, LocalGitHub, LogFormat, ManualClock,
@@ -405,4 +406,104 @@ async fn an_ephemeral_orphan_waits_for_its_second_sighting() {
     w.clock.advance(60);
     assert!(w.svc.reconcile().await.ok());
     assert_eq!(w.instances().await, vec!["linux-0002"], "second: replaced");
+}
+
+/// Issue 20, "by the runner id saved when scalehook minted the JIT config": the read before
+/// a removal asks for the saved id, so a JIT runner found only by it (its name follows no
+/// rule the matcher knows, and the ledger missed its job) keeps its busy instance. Without
+/// the saved id the name read finds nothing, and the instance goes on its second sighting
+/// with the job on it. Once idle, the runner is deregistered by that id, the instance
+/// removed, and its record deleted.
+#[tokio::test]
+async fn a_busy_runner_found_by_its_saved_id_keeps_its_instance() {
+    let w = World::new(CONFIG, true);
+    assert_eq!(deliver(&w.svc, job("queued", 1, None)).await, 200);
+    assert_eq!(w.instances().await, vec!["linux-0001"]);
+    let id = w.gh().register("jit-7f3a", &w.pool.labels);
+    w.gh().set_busy("jit-7f3a", true);
+    let minted = Minted {
+        runner_ids: vec![id],
+        launched_at: None,
+    };
+    minted::save(w.svc.ledger(), "linux", "linux-0001", &minted)
+        .await
+        .expect("saved");
+    w.clock.advance(700);
+    assert_eq!(deliver(&w.svc, job("completed", 1, None)).await, 200);
+    w.clock.advance(60);
+    assert!(w.svc.reconcile().await.ok());
+    w.clock.advance(60);
+    assert!(w.svc.reconcile().await.ok());
+    assert_eq!(
+        w.instances().await,
+        vec!["linux-0001"],
+        "its runner holds a job"
+    );
+    assert!(w.gh().removed().is_empty(), "{:?}", w.gh().removed());
+    let reads = w.gh().calls();
+    assert!(reads.contains(&LocalCall::Runner(id)), "{reads:?}");
+    assert!(
+        !reads
+            .iter()
+            .any(|c| matches!(c, LocalCall::RunnersNamed(n) if n == "linux-linux-0001")),
+        "a saved id replaces the name read: {reads:?}"
+    );
+    w.gh().set_busy("jit-7f3a", false);
+    w.clock.advance(60);
+    assert!(w.svc.reconcile().await.ok());
+    assert!(w.instances().await.is_empty(), "idle now: it goes");
+    assert_eq!(w.gh().removed(), vec!["jit-7f3a".to_string()]);
+    assert_eq!(
+        minted::load(w.svc.ledger(), "linux", "linux-0001").await,
+        Ok(None),
+        "the removed instance's record is deleted"
+    );
+}
+
+/// A saved id whose runner is gone (404) is no runner: the instance is an orphan like one
+/// with no registration, removed past grace on its second sighting.
+#[tokio::test]
+async fn a_saved_id_that_github_no_longer_has_is_no_runner() {
+    let w = World::new(CONFIG, true);
+    assert_eq!(deliver(&w.svc, job("queued", 1, None)).await, 200);
+    let minted = Minted {
+        runner_ids: vec![4242],
+        launched_at: None,
+    };
+    minted::save(w.svc.ledger(), "linux", "linux-0001", &minted)
+        .await
+        .expect("saved");
+    w.clock.advance(700);
+    assert_eq!(deliver(&w.svc, job("completed", 1, None)).await, 200);
+    assert_eq!(w.instances().await, vec!["linux-0001"], "first sighting");
+    w.clock.advance(60);
+    assert!(w.svc.reconcile().await.ok());
+    assert!(w.instances().await.is_empty(), "second sighting: removed");
+    assert!(w.gh().calls().contains(&LocalCall::Runner(4242)));
+}
+
+/// Issue 20 item 3 on AWS: the Auto Scaling describe reports no launch time, but the launch
+/// hook's time was saved with the minted runner: boot grace runs from it, not from the first
+/// sighting, so an orphan goes on its second sighting once past grace from its launch.
+/// Without it, the instance would stay until grace had passed from the first sighting.
+#[tokio::test]
+async fn the_launch_hooks_time_starts_boot_grace_where_the_fleet_has_none() {
+    let w = World::new(CONFIG, false);
+    assert_eq!(deliver(&w.svc, job("queued", 1, None)).await, 200);
+    let minted = Minted {
+        runner_ids: Vec::new(),
+        launched_at: Some(NOW),
+    };
+    minted::save(w.svc.ledger(), "linux", "linux-0001", &minted)
+        .await
+        .expect("saved");
+    w.clock.advance(700);
+    assert_eq!(deliver(&w.svc, job("completed", 1, None)).await, 200);
+    assert_eq!(w.instances().await, vec!["linux-0001"], "first sighting");
+    w.clock.advance(60);
+    assert!(w.svc.reconcile().await.ok());
+    assert!(
+        w.instances().await.is_empty(),
+        "past grace from its launch, seen before: removed"
+    );
 }

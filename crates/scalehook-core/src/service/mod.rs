@@ -148,6 +148,10 @@ impl Service {
         self.github.as_ref()
     }
 
+    pub fn ledger(&self) -> &dyn Ledger {
+        self.ledger.as_ref()
+    }
+
     /// `"github-app"` with a GitHub App, `"webhook-only"` without.
     pub fn github_mode(&self) -> &'static str {
         if self.github.enabled() {
