@@ -64,7 +64,7 @@ data "aws_iam_policy_document" "function" {
   statement {
     sid = "DescribeGroups"
     # Describe* actions do not support resource-level permissions: "*" is the only option.
-    actions   = ["autoscaling:DescribeAutoScalingGroups"]
+    actions   = ["autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeWarmPool"]
     resources = ["*"]
   }
 

@@ -7,7 +7,7 @@ from conftest import ROOT
 
 # What the Lambda calls (crates/scalehook-aws, the contract in docs and the module README).
 AWS_STATEMENTS = {
-    "DescribeGroups": {"autoscaling:DescribeAutoScalingGroups"},
+    "DescribeGroups": {"autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeWarmPool"},
     # Actions from local.pool_group_actions (CompleteLifecycleAction only with github).
     "ScalePoolGroups": {"${local.pool_group_actions}"},
     # No Scan: the ledger reads only a pool's partition and the due index.

@@ -78,6 +78,7 @@ impl Fleet for RecordingFleet {
             max: Some(GROUP_MAX),
             instances: g.instances.clone(),
             supports_protection: true,
+            ..FleetState::default()
         })
     }
 

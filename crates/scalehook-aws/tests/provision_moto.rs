@@ -595,6 +595,7 @@ async fn housekeeping_deletes_unread_parameters_of_gone_or_booted_instances() {
         max: None,
         instances: vec![instance("i-launching", true), instance("i-booted", false)],
         supports_protection: true,
+        ..FleetState::default()
     }];
     let mut unread: Vec<String> = w
         .hook

@@ -515,6 +515,7 @@ impl Fleet for VmssFleet {
             max: None,
             instances,
             supports_protection: false,
+            ..FleetState::default()
         })
     }
 

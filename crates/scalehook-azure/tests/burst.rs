@@ -97,6 +97,7 @@ impl Fleet for RecordingFleet {
             max: None,
             instances: st.instances.clone(),
             supports_protection: false,
+            ..FleetState::default()
         })
     }
     async fn set_desired(&self, _pool: &PoolConfig, desired: u32) -> Result<(), FleetError> {

@@ -18,6 +18,10 @@ pub struct FleetState {
     pub instances: Vec<Instance>,
     /// Whether [`Fleet::set_protection`] does anything on this fleet.
     pub supports_protection: bool,
+    /// Instances waiting in the group's warm pool (AWS: `DescribeWarmPool`, lifecycle
+    /// states `Warmed:*`). Not capacity: never in `instances`, never given a runner while
+    /// warm; reported apart (the census's `warm` state).
+    pub warm: u32,
 }
 
 /// One instance of a pool.
@@ -177,6 +181,7 @@ impl Fleet for LocalFleet {
             max: None,
             instances: g.instances.clone(),
             supports_protection: true,
+            ..FleetState::default()
         }))
     }
 

@@ -138,6 +138,7 @@ mod tests {
             max: None,
             instances,
             supports_protection: true,
+            ..FleetState::default()
         }
     }
 

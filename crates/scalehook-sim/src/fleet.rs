@@ -55,6 +55,7 @@ impl Fleet for SimFleet {
                 })
                 .collect(),
             supports_protection: true,
+            ..FleetState::default()
         })
     }
 

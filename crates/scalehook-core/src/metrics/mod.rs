@@ -622,7 +622,7 @@ fn render_slis(m: &Inner, out: &mut String) {
         out,
         "scalehook_pool_instances",
         "gauge",
-        "Instances by pool and state (live, launching, busy, idle, unregistered).",
+        "Instances by pool and state (live, launching, busy, idle, unregistered, and warm: in the warm pool, not capacity).",
     );
     for (pool, c) in &m.census {
         let mut states = vec![
@@ -630,6 +630,7 @@ fn render_slis(m: &Inner, out: &mut String) {
             ("launching", c.launching),
             ("busy", c.busy),
             ("idle", c.idle),
+            ("warm", c.warm),
         ];
         if let Some(u) = c.unregistered {
             states.push(("unregistered", u));

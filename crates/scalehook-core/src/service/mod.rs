@@ -262,6 +262,7 @@ impl Service {
                 desired: fleet.desired,
                 queued: account.queued,
                 running: account.running,
+                warm: fleet.warm,
             });
         }
         Ok(out)
