@@ -64,8 +64,13 @@ data "aws_iam_policy_document" "function" {
   statement {
     sid = "DescribeGroups"
     # Describe* actions do not support resource-level permissions: "*" is the only option.
-    # DescribeScalingActivities: a spot pool with an overflow reads its failed launches.
-    actions   = ["autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeScalingActivities"]
+    # DescribeScalingActivities: a spot pool with an overflow reads its failed launches;
+    # DescribeWarmPool: a warm pool's instances, counted apart from capacity.
+    actions = [
+      "autoscaling:DescribeAutoScalingGroups",
+      "autoscaling:DescribeScalingActivities",
+      "autoscaling:DescribeWarmPool",
+    ]
     resources = ["*"]
   }
 

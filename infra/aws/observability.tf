@@ -229,7 +229,7 @@ locals {
         view   = "timeSeries"
         period = local.reconcile_period
         metrics = flatten([for p in local.pool_names : [
-          for m in ["LiveInstances", "LaunchingInstances", "BusyInstances", "IdleInstances", "UnregisteredInstances"] :
+          for m in ["LiveInstances", "LaunchingInstances", "BusyInstances", "IdleInstances", "WarmInstances", "UnregisteredInstances"] :
           [local.emf_namespace, m, "Pool", p, { stat = "Maximum", label = "${p} ${m}" }]
         ]])
       }

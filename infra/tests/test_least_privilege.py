@@ -10,6 +10,7 @@ AWS_STATEMENTS = {
     "DescribeGroups": {
         "autoscaling:DescribeAutoScalingGroups",
         "autoscaling:DescribeScalingActivities",
+        "autoscaling:DescribeWarmPool",
     },
     # Actions from local.pool_group_actions (CompleteLifecycleAction only with github).
     "ScalePoolGroups": {"${local.pool_group_actions}"},

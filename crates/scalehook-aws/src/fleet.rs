@@ -13,6 +13,8 @@
 //!   `Cancelled` with a status message about capacity (insufficient capacity, no Spot
 //!   capacity) sets `FleetState::launch_failure`; the group keeps retrying the launch
 //!   itself, and a launch that succeeds is the newest activity again.
+//! - a pool with `warm_pool > 0`: its warm instances, `DescribeWarmPool` (lifecycle states
+//!   `Warmed:*`), reported apart as [`FleetState::warm`], never as capacity.
 //!
 //! Only groups that count capacity in instances are accepted: `DesiredCapacityType`
 //! `units` (the default) and no instance weighted other than 1. Any other group is refused
@@ -24,9 +26,14 @@
 
 use async_trait::async_trait;
 use aws_sdk_autoscaling::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_autoscaling::types::{Activity, AutoScalingGroup, ScalingActivityStatusCode};
+use aws_sdk_autoscaling::types::{
+    Activity, AutoScalingGroup, Instance as AsgInstance, ScalingActivityStatusCode,
+};
 use aws_sdk_autoscaling::Client;
 use scalehook_core::{Capacity, FleetError, FleetState, FleetTarget, Instance, PoolConfig};
+
+/// At most this many `DescribeWarmPool` pages per describe.
+const MAX_WARM_POOL_PAGES: usize = 10;
 
 /// `SetInstanceProtection` takes at most 50 instance ids per call.
 const PROTECTION_BATCH: usize = 50;
@@ -46,6 +53,29 @@ impl AsgFleet {
 
     pub fn from_sdk(sdk: &aws_config::SdkConfig) -> Self {
         Self::new(Client::new(sdk))
+    }
+
+    /// The group's instances waiting in its warm pool, all pages (`DescribeWarmPool`).
+    async fn warm(&self, name: &str) -> Result<u32, FleetError> {
+        let mut warm = 0;
+        let mut token = None;
+        // Bounded: a warm pool's size is at most the group's max (100 a page).
+        for _ in 0..MAX_WARM_POOL_PAGES {
+            let out = self
+                .client
+                .describe_warm_pool()
+                .auto_scaling_group_name(name)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| fleet_error("DescribeWarmPool", name, e))?;
+            warm += warm_instances(out.instances());
+            token = out.next_token().map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        Ok(warm)
     }
 
     async fn terminate(
@@ -118,6 +148,20 @@ fn lifecycle(state: &str) -> Option<bool> {
         "InService" => Some(false),
         _ => None,
     }
+}
+
+/// How many of a warm pool's instances are warm: lifecycle states `Warmed:Pending*`,
+/// `Warmed:Stopped`, `Warmed:Running`, `Warmed:Hibernated` (Auto Scaling user guide, "Warm
+/// pool instance lifecycle states"); one on its way out (`Warmed:Terminating*`,
+/// `Warmed:Terminated`) is not.
+fn warm_instances(instances: &[AsgInstance]) -> u32 {
+    instances
+        .iter()
+        .filter(|i| {
+            let state = i.lifecycle_state().map(|s| s.as_str()).unwrap_or("");
+            state.starts_with("Warmed:") && !state.starts_with("Warmed:Terminat")
+        })
+        .count() as u32
 }
 
 /// The instances of a group that can run (or are about to run) a runner.
@@ -257,6 +301,11 @@ impl scalehook_core::Fleet for AsgFleet {
             .find(|g| g.auto_scaling_group_name() == Some(name))
             .ok_or_else(|| FleetError::NotFound(format!("Auto Scaling group {name}")))?;
         check_units(name, g)?;
+        // One more call only for a pool configured with a warm pool.
+        let warm = match pool.warm_pool {
+            0 => 0,
+            _ => self.warm(name).await?,
+        };
         Ok(FleetState {
             desired: non_negative(g.desired_capacity()).unwrap_or(0),
             min: non_negative(g.min_size()),
@@ -264,6 +313,7 @@ impl scalehook_core::Fleet for AsgFleet {
             instances: live_instances(g),
             supports_protection: true,
             launch_failure,
+            warm,
         })
     }
 
@@ -335,6 +385,39 @@ mod tests {
             .protected_from_scale_in(false)
             .set_weighted_capacity(weight.map(str::to_string))
             .build()
+    }
+
+    /// The warm pool's instances as the SDK types them (moto's DescribeWarmPool lists none,
+    /// so the mapping is checked here): warm states count, instances on their way out and
+    /// the group's own states do not, and none of them is capacity.
+    #[test]
+    fn warm_pool_instances_are_counted_apart() {
+        let warm = [
+            "Warmed:Pending",
+            "Warmed:Pending:Wait",
+            "Warmed:Pending:Proceed",
+            "Warmed:Stopped",
+            "Warmed:Running",
+            "Warmed:Hibernated",
+        ];
+        let gone = [
+            "Warmed:Terminating",
+            "Warmed:Terminating:Wait",
+            "Warmed:Terminated",
+            "InService",
+        ];
+        let instances: Vec<AsgInstance> = warm
+            .iter()
+            .chain(gone.iter())
+            .enumerate()
+            .map(|(n, s)| instance(&format!("i-{n}"), s, None))
+            .collect();
+        assert_eq!(warm_instances(&instances), warm.len() as u32);
+        let warm_only: Vec<AsgInstance> = instances[..warm.len()].to_vec();
+        assert!(
+            live_instances(&group_of(warm_only, None)).is_empty(),
+            "a warm instance is never capacity"
+        );
     }
 
     fn group_of(instances: Vec<AsgInstance>, kind: Option<&str>) -> AutoScalingGroup {

@@ -982,6 +982,18 @@ impl Ledger for DynamoLedger {
             .map_err(|e| unavailable("PutItem", e))?;
         Ok(())
     }
+
+    async fn delete_cursor(&self, name: &str) -> Result<(), LedgerError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("cursor#{name}")))
+            .key("sk", s("cursor"))
+            .send()
+            .await
+            .map_err(|e| unavailable("DeleteItem", e))?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

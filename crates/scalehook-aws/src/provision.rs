@@ -37,6 +37,10 @@ const LAUNCHING: &str = "autoscaling:EC2_INSTANCE_LAUNCHING";
 struct LaunchEvent {
     account: String,
     region: String,
+    /// When the lifecycle action began (RFC 3339): the instance's launch, or its start from
+    /// the warm pool. Saved with the runner's id, so boot grace runs from it.
+    #[serde(default)]
+    time: Option<String>,
     #[serde(default)]
     resources: Vec<String>,
     detail: LaunchDetail,
@@ -290,7 +294,13 @@ impl LaunchHook {
                 .complete(d, "CONTINUE", answer, Refusal::NoActiveAction)
                 .await;
         }
-        let outcome = service.provision(&fleet, &d.ec2_instance_id, &store).await;
+        let launched_at = event
+            .time
+            .as_deref()
+            .and_then(scalehook_core::clock::parse_rfc3339);
+        let outcome = service
+            .provision(&fleet, &d.ec2_instance_id, &store, launched_at)
+            .await;
         let (result, mut answer) = match &outcome {
             Ok(Provisioned::Stored {
                 pool,

@@ -465,6 +465,43 @@ async fn standby_is_not_capacity_and_replace_keeps_desired() {
     );
 }
 
+/// A pool with `warm_pool > 0` reads its group's warm pool (`DescribeWarmPool`) and reports
+/// warm instances apart from capacity. moto keeps the warm pool's configuration but lists no
+/// warm instances (its DescribeWarmPool answers an empty `Instances`), so here the figure is
+/// 0 and the instances are the group's; the mapping of `Warmed:*` instances is a unit test
+/// (`fleet.rs`, `warm_pool_instances_are_counted_apart`). A group whose warm pool call
+/// fails fails the describe like any other fleet call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_pool_is_read_and_never_counted_as_capacity() {
+    use scalehook_core::Fleet;
+    let env = setup((0, 5, 2)).await;
+    asg_client(&env.sdk)
+        .put_warm_pool()
+        .auto_scaling_group_name(&env.asg)
+        .min_size(2)
+        .pool_state(aws_sdk_autoscaling::types::WarmPoolState::Stopped)
+        .send()
+        .await
+        .expect("PutWarmPool");
+    let fleet = AsgFleet::from_sdk(&env.sdk);
+    let toml = format!(
+        "[[pools]]\nname = \"linux\"\nlabels = [\"self-hosted\"]\nmax = 5\nwarm_pool = 2\naws_asg = \"{}\"\n",
+        env.asg
+    );
+    let config = scalehook_core::Config::from_toml(&toml).expect("config");
+    let state = fleet.describe(&config.pools[0]).await.expect("describe");
+    assert_eq!(
+        (state.desired, state.instances.len(), state.warm),
+        (2, 2, 0)
+    );
+    let missing = format!(
+        "[[pools]]\nname = \"linux\"\nlabels = [\"self-hosted\"]\nmax = 5\nwarm_pool = 1\naws_asg = \"{}-gone\"\n",
+        env.asg
+    );
+    let missing = scalehook_core::Config::from_toml(&missing).expect("config");
+    assert!(fleet.describe(&missing.pools[0]).await.is_err());
+}
+
 /// The ledger's hooks for convergence and reconcile on DynamoDB: the pool lease is exclusive
 /// until released or expired, cursors persist, `unfinished_before` reads the due index oldest
 /// first, and expiry reads only due records, resuming from its cursor.
@@ -489,6 +526,11 @@ async fn lease_cursor_unfinished_and_expiry_on_dynamodb() {
         l.cursor("hooks").await.expect("cursor").as_deref(),
         Some("42")
     );
+    l.delete_cursor("hooks").await.expect("delete");
+    assert_eq!(l.cursor("hooks").await.expect("cursor"), None, "deleted");
+    l.delete_cursor("hooks")
+        .await
+        .expect("deleting none is fine");
 
     // Jobs over three days: 1 queued on day 0, 2 running on day 1, 3 queued on day 2,
     // 4 completed on day 1 (never due).

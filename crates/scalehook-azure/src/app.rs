@@ -120,6 +120,7 @@ pub fn build(lookup: impl Fn(&str) -> Option<String>) -> Result<App, StartupErro
     // With a GitHub App and the JIT container endpoint, every describe provisions new VMs.
     let fleet = crate::blob::with_provisioning(
         Arc::new(VmssFleet::new(arm)),
+        ledger.clone(),
         github.clone(),
         &config,
         http,

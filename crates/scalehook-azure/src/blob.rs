@@ -634,9 +634,11 @@ const PROVISION_SHARE: u32 = 3;
 /// The scale set fleet, wrapped so that every describe provisions new VMs
 /// ([`ProvisioningFleet`](scalehook_core::provision::ProvisioningFleet)), when a GitHub App
 /// and [`JIT_BLOB_ENDPOINT_ENV`] are both set; otherwise `fleet` unchanged (warned when only
-/// one of them is).
+/// one of them is). The minted runners' ids are saved in `ledger` (the service's), where the
+/// removal of their VM reads them.
 pub fn with_provisioning(
     fleet: Arc<dyn scalehook_core::Fleet>,
+    ledger: Arc<dyn scalehook_core::Ledger>,
     github: Option<Arc<dyn scalehook_core::GitHub>>,
     config: &Config,
     http: reqwest::Client,
@@ -674,7 +676,8 @@ pub fn with_provisioning(
         github,
         Arc::new(stores),
         config.cloud_timeout / PROVISION_SHARE,
-    );
+    )
+    .with_ledger(ledger);
     Ok(Arc::new(ProvisioningFleet::new(
         fleet,
         Arc::new(provisioner),

@@ -1021,6 +1021,12 @@ impl Ledger for TableLedger {
             )
             .await
     }
+
+    async fn delete_cursor(&self, name: &str) -> Result<(), LedgerError> {
+        // 404: none stored; fine.
+        self.client.delete(CURSOR_PK, &cursor_rk(name), "*").await?;
+        Ok(())
+    }
 }
 
 impl TableLedger {

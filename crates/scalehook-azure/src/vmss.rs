@@ -602,6 +602,7 @@ impl Fleet for VmssFleet {
                 .unwrap_or_else(|p| p.into_inner())
                 .get(vmss)
                 .map(|code| format!("VM allocation failed: {code}")),
+            ..FleetState::default()
         })
     }
 

@@ -102,8 +102,10 @@ impl World {
         )
         .expect("arm");
         let github: Arc<dyn GitHub> = self.github.clone();
+        let ledger = Arc::new(MemoryLedger::new());
         let fleet = with_provisioning(
             Arc::new(VmssFleet::new(arm)),
+            ledger.clone(),
             Some(github.clone()),
             &config,
             http,
@@ -114,7 +116,7 @@ impl World {
         Service::new(
             config,
             WebhookSecrets::new(["s"]).expect("secret"),
-            Arc::new(MemoryLedger::new()),
+            ledger,
             fleet,
         )
         .with_github(github)

@@ -437,6 +437,11 @@ async fn cursors_are_kept_by_name() {
         l.cursor("odd/name#?'").await.expect("ok").as_deref(),
         Some("x y")
     );
+    l.delete_cursor("odd/name#?'").await.expect("delete");
+    assert_eq!(l.cursor("odd/name#?'").await.expect("ok"), None, "deleted");
+    l.delete_cursor("odd/name#?'")
+        .await
+        .expect("deleting none is fine");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

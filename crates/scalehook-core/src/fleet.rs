@@ -23,6 +23,10 @@ pub struct FleetState {
     /// answer. `None` while launches succeed or the fleet does not tell. A spot pool with
     /// an `overflow` spills its unmet demand there while this is set (`crate::overflow`).
     pub launch_failure: Option<String>,
+    /// Instances waiting in the group's warm pool (AWS: `DescribeWarmPool`, lifecycle
+    /// states `Warmed:*`). Not capacity: never in `instances`, never given a runner while
+    /// warm; reported apart (the census's `warm` state).
+    pub warm: u32,
 }
 
 /// One instance of a pool.
@@ -204,6 +208,7 @@ impl Fleet for LocalFleet {
             instances: g.instances.clone(),
             supports_protection: true,
             launch_failure: g.failing.clone(),
+            ..FleetState::default()
         }))
     }
 

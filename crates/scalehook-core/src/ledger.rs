@@ -244,6 +244,12 @@ pub trait Ledger: Send + Sync {
     async fn set_cursor(&self, _name: &str, _value: &str) -> Result<(), LedgerError> {
         Ok(())
     }
+
+    /// Deletes a named cursor (none is fine). The default stores an empty value, which
+    /// every reader takes as none; backends that store cursors delete the item.
+    async fn delete_cursor(&self, name: &str) -> Result<(), LedgerError> {
+        self.set_cursor(name, "").await
+    }
 }
 
 /// The in-memory ledger: a mutex over a map, for local runs, replay, simulate and tests.
@@ -426,6 +432,11 @@ impl Ledger for MemoryLedger {
         Ok(())
     }
 
+    async fn delete_cursor(&self, name: &str) -> Result<(), LedgerError> {
+        self.lock().cursors.remove(name);
+        Ok(())
+    }
+
     async fn expire(&self, now: u64, ttl: &LedgerTtl) -> Result<Expired, LedgerError> {
         let mut inner = self.lock();
         let mut done = Expired::default();
@@ -577,6 +588,8 @@ mod tests {
         assert_eq!(l.cursor("c").await.expect("ok"), None);
         l.set_cursor("c", "42").await.expect("ok");
         assert_eq!(l.cursor("c").await.expect("ok").as_deref(), Some("42"));
+        l.delete_cursor("c").await.expect("ok");
+        assert_eq!(l.cursor("c").await.expect("ok"), None);
     }
 
     #[tokio::test]

@@ -16,6 +16,7 @@ pub mod housekeeping;
 pub mod interruption;
 pub mod ledger;
 pub mod metrics;
+pub mod minted;
 pub mod overflow;
 pub mod policy;
 pub mod provision;

@@ -422,6 +422,8 @@ pub struct Census {
     pub idle: u32,
     /// Instances without a registered runner (only known with a GitHub App).
     pub unregistered: Option<u32>,
+    /// Instances in the warm pool: not capacity, not in `live` (see [`FleetState::warm`]).
+    pub warm: u32,
 }
 
 /// The pool's fleet census for metrics: live, launching, busy and idle instances, and (when
@@ -461,6 +463,7 @@ pub fn census(
         launching,
         busy: busy_count,
         idle: live.saturating_sub(launching).saturating_sub(busy_count),
+        warm: fleet.warm,
         unregistered: runners.map(|_| {
             fleet
                 .instances

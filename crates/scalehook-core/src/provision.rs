@@ -7,7 +7,9 @@
 //! scalehook relies on), minting it with the pool's labels and runner group through
 //! [`GitHub::jit_runner`], and handing its configuration to a [`RunnerConfigStore`] that
 //! only that instance can read. A minted runner whose configuration could not be stored is
-//! unregistered again, so no offline registration is left behind.
+//! unregistered again, so no offline registration is left behind. The runner's id (and the
+//! launch time the hook reported) is saved in the ledger ([`crate::minted`]), where the
+//! removal of that instance reads it.
 //!
 //! Clouds without a launch hook (Azure) find new instances in their fleet's describe: a
 //! [`Provisioner`] looks at every describe of a pool ([`ProvisioningFleet`] wraps the fleet
@@ -17,6 +19,8 @@
 use crate::config::{Config, FleetTarget, PoolConfig};
 use crate::fleet::{Fleet, FleetError, FleetState};
 use crate::github::{GitHub, GitHubError, JitRunner, Runner};
+use crate::ledger::Ledger;
+use crate::minted::Minted;
 use crate::service::Service;
 use async_trait::async_trait;
 use std::collections::{HashMap, HashSet};
@@ -93,10 +97,19 @@ fn valid_key(key: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+/// Where the ids of minted runners are saved ([`crate::minted`]), and the instance's launch
+/// time when the caller knows it (the AWS launch hook's event time).
+#[derive(Clone, Copy, Default)]
+pub struct SaveMinted<'a> {
+    pub ledger: Option<&'a dyn Ledger>,
+    pub launched_at: Option<u64>,
+}
+
 /// Mints `pool`'s runner for one instance and stores its configuration for that instance.
 pub async fn provision(
     github: &dyn GitHub,
     store: &dyn RunnerConfigStore,
+    save: SaveMinted<'_>,
     pool: &PoolConfig,
     instance_key: &str,
 ) -> Result<Provisioned, ProvisionError> {
@@ -118,13 +131,14 @@ pub async fn provision(
     {
         return Ok(already());
     }
-    mint_and_store(github, store, pool, instance_key).await
+    mint_and_store(github, store, save, pool, instance_key).await
 }
 
 /// Mints the instance's runner and stores its configuration, without looking first.
 async fn mint_and_store(
     github: &dyn GitHub,
     store: &dyn RunnerConfigStore,
+    save: SaveMinted<'_>,
     pool: &PoolConfig,
     instance_key: &str,
 ) -> Result<Provisioned, ProvisionError> {
@@ -139,6 +153,17 @@ async fn mint_and_store(
     match store.put(instance_key, &runner).await {
         Ok(()) => {
             tracing::info!(pool = %pool.name, runner = %runner.name, runner_id = runner.runner_id, "JIT runner provisioned");
+            if let Some(ledger) = save.ledger {
+                let minted = Minted {
+                    runner_ids: vec![runner.runner_id],
+                    launched_at: save.launched_at,
+                };
+                // Without the record, removal reads the runner by its name instead.
+                if let Err(e) = crate::minted::save(ledger, &pool.name, instance_key, &minted).await
+                {
+                    tracing::warn!(pool = %pool.name, runner = %runner.name, error = %e, "saving the minted runner's id failed: its instance's removal reads it by name");
+                }
+            }
             Ok(Provisioned::Stored {
                 pool: pool.name.clone(),
                 runner_id: runner.runner_id,
@@ -161,11 +186,14 @@ async fn mint_and_store(
 
 impl Service {
     /// Provisions the runner of a new instance of `fleet` (see the module documentation).
+    /// `launched_at`: the instance's launch (Unix s), when the caller's event says when
+    /// (boot grace then runs from it).
     pub async fn provision(
         &self,
         fleet: &FleetTarget,
         instance_key: &str,
         store: &dyn RunnerConfigStore,
+        launched_at: Option<u64>,
     ) -> Result<Provisioned, ProvisionError> {
         let pool = pool_of_fleet(self.config(), fleet).ok_or_else(|| {
             ProvisionError::UnknownFleet(match fleet {
@@ -173,7 +201,11 @@ impl Service {
                 other => format!("{other:?}"),
             })
         })?;
-        provision(self.github(), store, pool, instance_key).await
+        let save = SaveMinted {
+            ledger: Some(self.ledger()),
+            launched_at,
+        };
+        provision(self.github(), store, save, pool, instance_key).await
     }
 }
 
@@ -223,6 +255,8 @@ pub struct Provisioner {
     github: Arc<dyn GitHub>,
     stores: Arc<dyn RunnerConfigStores>,
     budget: Duration,
+    /// Where minted runners' ids are saved ([`crate::minted`]); `None`: nowhere.
+    ledger: Option<Arc<dyn Ledger>>,
     /// Per pool: runner keys (lower-cased) known to be provisioned, pruned to live instances.
     known: Mutex<HashMap<String, HashSet<String>>>,
 }
@@ -247,8 +281,15 @@ impl Provisioner {
             github,
             stores,
             budget,
+            ledger: None,
             known: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Saves the ids of the runners it mints in `ledger` (the service's), for removal.
+    pub fn with_ledger(mut self, ledger: Arc<dyn Ledger>) -> Self {
+        self.ledger = Some(ledger);
+        self
     }
 
     fn known(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashSet<String>>> {
@@ -340,7 +381,19 @@ impl Provisioner {
                     .extend(pending[n..].iter().map(|i| i.runner_key.clone()));
                 break;
             }
-            match mint_and_store(self.github.as_ref(), store.as_ref(), pool, &i.runner_key).await {
+            let save = SaveMinted {
+                ledger: self.ledger.as_deref(),
+                launched_at: None,
+            };
+            match mint_and_store(
+                self.github.as_ref(),
+                store.as_ref(),
+                save,
+                pool,
+                &i.runner_key,
+            )
+            .await
+            {
                 Ok(Provisioned::Stored { .. }) => {
                     out.minted += 1;
                     out.provisioned.push(i.runner_key.clone());
@@ -499,7 +552,9 @@ mod tests {
         let gh = LocalGitHub::new();
         let store = MemoryConfigStore::new();
         let pool = pool_of_fleet(&config, &FleetTarget::AwsAsg("runners-gpu".into())).unwrap();
-        let out = provision(&gh, &store, pool, "i-0abc").await.unwrap();
+        let out = provision(&gh, &store, SaveMinted::default(), pool, "i-0abc")
+            .await
+            .unwrap();
         assert!(
             matches!(&out, Provisioned::Stored { pool, name, .. } if pool == "linux-gpu" && name == "linux-gpu-i-0abc"),
             "{out:?}"
@@ -512,14 +567,68 @@ mod tests {
         assert_eq!(store.take("i-0abc").as_deref(), Some("local-jit-1"));
     }
 
+    /// The minted runner's id and the hook's launch time are saved for the instance's
+    /// removal ([`crate::minted`]), by the launch hook's path and by the describe's.
+    #[tokio::test]
+    async fn the_minted_runner_id_is_saved_in_the_ledger() {
+        use crate::ledger::MemoryLedger;
+        let gh = Arc::new(LocalGitHub::new());
+        let ledger = Arc::new(MemoryLedger::new());
+        let service = Service::new(
+            config(),
+            crate::WebhookSecrets::new(["s"]).expect("secret"),
+            ledger.clone(),
+            Arc::new(crate::LocalFleet::new()),
+        )
+        .with_github(gh.clone());
+        let store = MemoryConfigStore::new();
+        let fleet = FleetTarget::AwsAsg("runners-x64".into());
+        let out = service
+            .provision(&fleet, "i-0abc", &store, Some(1_800_000_000))
+            .await
+            .expect("provisioned");
+        let Provisioned::Stored { runner_id, .. } = out else {
+            panic!("{out:?}")
+        };
+        let saved = crate::minted::load(ledger.as_ref(), "linux-x64", "i-0abc").await;
+        assert_eq!(
+            saved,
+            Ok(Some(Minted {
+                runner_ids: vec![runner_id],
+                launched_at: Some(1_800_000_000),
+            }))
+        );
+        let p = Provisioner::new(
+            gh.clone(),
+            Arc::new(Arc::new(MemoryConfigStore::new())),
+            Duration::from_secs(5),
+        )
+        .with_ledger(ledger.clone());
+        let pool = &service.config().pools[0];
+        assert_eq!(
+            p.provision_new(pool, &state(&["vm1"]), None).await.minted,
+            1
+        );
+        let saved = crate::minted::load(ledger.as_ref(), "linux-x64", "vm1")
+            .await
+            .expect("read")
+            .expect("saved");
+        assert_eq!(saved.runner_ids.len(), 1);
+        assert_eq!(saved.launched_at, None, "the describe's VM has timeCreated");
+    }
+
     #[tokio::test]
     async fn a_redelivered_event_mints_nothing() {
         let config = config();
         let gh = LocalGitHub::new();
         let store = MemoryConfigStore::new();
         let pool = &config.pools[0];
-        provision(&gh, &store, pool, "i-1").await.unwrap();
-        let again = provision(&gh, &store, pool, "i-1").await.unwrap();
+        provision(&gh, &store, SaveMinted::default(), pool, "i-1")
+            .await
+            .unwrap();
+        let again = provision(&gh, &store, SaveMinted::default(), pool, "i-1")
+            .await
+            .unwrap();
         assert_eq!(
             again,
             Provisioned::AlreadyStored {
@@ -535,7 +644,7 @@ mod tests {
         let gh = LocalGitHub::new();
         let store = MemoryConfigStore::new();
         store.fail_puts(true);
-        let err = provision(&gh, &store, &config.pools[0], "i-2")
+        let err = provision(&gh, &store, SaveMinted::default(), &config.pools[0], "i-2")
             .await
             .unwrap_err();
         assert!(matches!(err, ProvisionError::Store(_)), "{err:?}");
@@ -549,13 +658,13 @@ mod tests {
         let store = MemoryConfigStore::new();
         let pool = &config.pools[0];
         assert_eq!(
-            provision(&NoGitHub, &store, pool, "i-3").await,
+            provision(&NoGitHub, &store, SaveMinted::default(), pool, "i-3").await,
             Err(ProvisionError::NoGitHub)
         );
         let gh = LocalGitHub::new();
         for bad in ["", "i-1/../x", "a b", &"x".repeat(65)] {
             assert!(matches!(
-                provision(&gh, &store, pool, bad).await,
+                provision(&gh, &store, SaveMinted::default(), pool, bad).await,
                 Err(ProvisionError::BadInstanceKey(_))
             ));
         }

@@ -276,6 +276,8 @@ pub struct PoolSummary {
     pub desired: u32,
     pub queued: u32,
     pub running: u32,
+    /// Instances in the warm pool (not capacity; AWS warm pools).
+    pub warm: u32,
 }
 
 /// What a reconcile pass did for one pool.

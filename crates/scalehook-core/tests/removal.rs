@@ -8,6 +8,7 @@ use http::{HeaderMap, HeaderValue, Method};
 use scalehook_core::github::{
     DeliveryPage, JitRunner, JobLookup, JobStatus, LocalCall, Runner, RunnerRemoval,
 };
+use scalehook_core::minted::{self, Minted};
 use scalehook_core::signature::sign;
 use scalehook_core::{
     Config, Fleet, GitHub, GitHubError, LocalFleet, LocalGitHub, LogFormat, ManualClock,
@@ -405,4 +406,190 @@ async fn an_ephemeral_orphan_waits_for_its_second_sighting() {
     w.clock.advance(60);
     assert!(w.svc.reconcile().await.ok());
     assert_eq!(w.instances().await, vec!["linux-0002"], "second: replaced");
+}
+
+/// Issue 20, "by the runner id saved when scalehook minted the JIT config": the read before
+/// a removal asks for the saved id, so a JIT runner found only by it (its name follows no
+/// rule the matcher knows, and the ledger missed its job) keeps its busy instance. Without
+/// the saved id the name read finds nothing, and the instance goes on its second sighting
+/// with the job on it. Once idle, the runner is deregistered by that id, the instance
+/// removed, and its record deleted.
+#[tokio::test]
+async fn a_busy_runner_found_by_its_saved_id_keeps_its_instance() {
+    let w = World::new(CONFIG, true);
+    assert_eq!(deliver(&w.svc, job("queued", 1, None)).await, 200);
+    assert_eq!(w.instances().await, vec!["linux-0001"]);
+    let id = w.gh().register("jit-7f3a", &w.pool.labels);
+    w.gh().set_busy("jit-7f3a", true);
+    let minted = Minted {
+        runner_ids: vec![id],
+        launched_at: None,
+    };
+    minted::save(w.svc.ledger(), "linux", "linux-0001", &minted)
+        .await
+        .expect("saved");
+    w.clock.advance(700);
+    assert_eq!(deliver(&w.svc, job("completed", 1, None)).await, 200);
+    w.clock.advance(60);
+    assert!(w.svc.reconcile().await.ok());
+    w.clock.advance(60);
+    assert!(w.svc.reconcile().await.ok());
+    assert_eq!(
+        w.instances().await,
+        vec!["linux-0001"],
+        "its runner holds a job"
+    );
+    assert!(w.gh().removed().is_empty(), "{:?}", w.gh().removed());
+    let reads = w.gh().calls();
+    assert!(reads.contains(&LocalCall::Runner(id)), "{reads:?}");
+    assert!(
+        !reads
+            .iter()
+            .any(|c| matches!(c, LocalCall::RunnersNamed(n) if n == "linux-linux-0001")),
+        "a saved id replaces the name read: {reads:?}"
+    );
+    w.gh().set_busy("jit-7f3a", false);
+    w.clock.advance(60);
+    assert!(w.svc.reconcile().await.ok());
+    assert!(w.instances().await.is_empty(), "idle now: it goes");
+    assert_eq!(w.gh().removed(), vec!["jit-7f3a".to_string()]);
+    assert_eq!(
+        minted::load(w.svc.ledger(), "linux", "linux-0001").await,
+        Ok(None),
+        "the removed instance's record is deleted"
+    );
+}
+
+/// A saved id whose runner is gone (404) is no runner: the instance is an orphan like one
+/// with no registration, removed past grace on its second sighting.
+#[tokio::test]
+async fn a_saved_id_that_github_no_longer_has_is_no_runner() {
+    let w = World::new(CONFIG, true);
+    assert_eq!(deliver(&w.svc, job("queued", 1, None)).await, 200);
+    let minted = Minted {
+        runner_ids: vec![4242],
+        launched_at: None,
+    };
+    minted::save(w.svc.ledger(), "linux", "linux-0001", &minted)
+        .await
+        .expect("saved");
+    w.clock.advance(700);
+    assert_eq!(deliver(&w.svc, job("completed", 1, None)).await, 200);
+    assert_eq!(w.instances().await, vec!["linux-0001"], "first sighting");
+    w.clock.advance(60);
+    assert!(w.svc.reconcile().await.ok());
+    assert!(w.instances().await.is_empty(), "second sighting: removed");
+    assert!(w.gh().calls().contains(&LocalCall::Runner(4242)));
+}
+
+/// Issue 20 item 3 on AWS: the Auto Scaling describe reports no launch time, but the launch
+/// hook's time was saved with the minted runner: boot grace runs from it, not from the first
+/// sighting, so an orphan goes on its second sighting once past grace from its launch.
+/// Without it, the instance would stay until grace had passed from the first sighting.
+#[tokio::test]
+async fn the_launch_hooks_time_starts_boot_grace_where_the_fleet_has_none() {
+    let w = World::new(CONFIG, false);
+    assert_eq!(deliver(&w.svc, job("queued", 1, None)).await, 200);
+    let minted = Minted {
+        runner_ids: Vec::new(),
+        launched_at: Some(NOW),
+    };
+    minted::save(w.svc.ledger(), "linux", "linux-0001", &minted)
+        .await
+        .expect("saved");
+    w.clock.advance(700);
+    assert_eq!(deliver(&w.svc, job("completed", 1, None)).await, 200);
+    assert_eq!(w.instances().await, vec!["linux-0001"], "first sighting");
+    w.clock.advance(60);
+    assert!(w.svc.reconcile().await.ok());
+    assert!(
+        w.instances().await.is_empty(),
+        "past grace from its launch, seen before: removed"
+    );
+}
+
+/// The pass's own list names a runner of this pool that maps to the instance under another
+/// name than the rule's (`linux-linux-0001-old`): it is read by id right before the removal,
+/// is idle, and goes with its instance. Treating that read's answer as a failure would keep
+/// the instance for ever.
+#[tokio::test]
+async fn a_listed_runner_under_another_name_goes_with_its_instance() {
+    let w = World::new(CONFIG, true);
+    assert_eq!(deliver(&w.svc, job("queued", 1, None)).await, 200);
+    w.gh().register("linux-linux-0001-old", &w.pool.labels);
+    assert_eq!(deliver(&w.svc, job("completed", 1, None)).await, 200);
+    assert!(w.instances().await.is_empty());
+    assert_eq!(w.gh().removed(), vec!["linux-linux-0001-old".to_string()]);
+}
+
+/// A runner of the pass's list that GitHub no longer has when it is read again (404) is no
+/// runner: the instance, runnerless and past grace, gets its first sighting in that pass and
+/// goes in the next. Taking the 404 for a failed read would keep it one pass longer each time.
+#[tokio::test]
+async fn a_listed_runner_gone_before_its_read_is_no_runner() {
+    let w = World::new(CONFIG, true);
+    assert_eq!(deliver(&w.svc, job("queued", 1, None)).await, 200);
+    let id = w.gh().register("linux-linux-0001-old", &w.pool.labels);
+    w.clock.advance(700);
+    w.gh().before_each_call(move |gh, _, call| {
+        if matches!(call, LocalCall::Runner(r) if *r == id) {
+            gh.unregister("linux-linux-0001-old");
+        }
+    });
+    assert_eq!(deliver(&w.svc, job("completed", 1, None)).await, 200);
+    assert_eq!(w.instances().await, vec!["linux-0001"], "a first sighting");
+    w.clock.advance(60);
+    assert!(w.svc.reconcile().await.ok());
+    assert!(w.instances().await.is_empty(), "the second sighting");
+}
+
+/// Boot grace is `boot_grace_secs` long: an instance seen without a runner before is taken
+/// out at exactly that age, not a second later.
+#[tokio::test]
+async fn grace_ends_at_exactly_boot_grace_secs() {
+    let w = World::new(CONFIG, true);
+    assert_eq!(deliver(&w.svc, job("queued", 1, None)).await, 200);
+    assert_eq!(deliver(&w.svc, job("completed", 1, None)).await, 200);
+    assert_eq!(w.instances().await, vec!["linux-0001"], "within grace");
+    w.clock.advance(599);
+    assert!(w.svc.reconcile().await.ok());
+    assert_eq!(
+        w.instances().await,
+        vec!["linux-0001"],
+        "1 s before grace ends"
+    );
+    w.clock.advance(1);
+    assert!(w.svc.reconcile().await.ok());
+    assert!(w.instances().await.is_empty(), "grace has ended");
+}
+
+/// A sighting counts only while the instance stays without a runner online: once its runner
+/// is seen online, the sighting is forgotten (in the ledger too), so when that runner later
+/// drops offline the instance needs two new sightings, not one.
+#[tokio::test]
+async fn a_runner_seen_online_resets_the_sightings() {
+    let w = World::new(CONFIG, true);
+    assert_eq!(deliver(&w.svc, job("queued", 1, None)).await, 200);
+    w.clock.advance(700);
+    assert_eq!(deliver(&w.svc, job("completed", 1, None)).await, 200);
+    assert_eq!(w.instances().await, vec!["linux-0001"], "first sighting");
+    // The runner registers; its deregistration fails, so the instance stays this pass.
+    w.gh().register("linux-linux-0001", &w.pool.labels);
+    w.github.fail_removals.store(true, Ordering::SeqCst);
+    w.clock.advance(60);
+    w.svc.reconcile().await;
+    assert_eq!(w.instances().await, vec!["linux-0001"]);
+    // It drops offline: a first sighting again, not the second.
+    w.github.fail_removals.store(false, Ordering::SeqCst);
+    w.gh().set_online("linux-linux-0001", false);
+    w.clock.advance(60);
+    assert!(w.svc.reconcile().await.ok());
+    assert_eq!(
+        w.instances().await,
+        vec!["linux-0001"],
+        "the sighting before its runner came online no longer counts"
+    );
+    w.clock.advance(60);
+    assert!(w.svc.reconcile().await.ok());
+    assert!(w.instances().await.is_empty(), "two sightings since");
 }

@@ -332,6 +332,7 @@ fn census_github_and_redelivered_reach_both_formats() {
             busy: 2,
             idle: 1,
             unregistered: Some(1),
+            warm: 3,
         },
     );
     m.census("big", Census::default());
@@ -342,6 +343,7 @@ fn census_github_and_redelivered_reach_both_formats() {
     for needle in [
         "scalehook_pool_instances{pool=\"linux\",state=\"live\"} 4",
         "scalehook_pool_instances{pool=\"linux\",state=\"unregistered\"} 1",
+        "scalehook_pool_instances{pool=\"linux\",state=\"warm\"} 3",
         "scalehook_github_rate_limit_remaining 4321",
         "scalehook_github_requests_total 17",
         "scalehook_github_secondary_rate_limits_total 2",
@@ -356,6 +358,7 @@ fn census_github_and_redelivered_reach_both_formats() {
     let linux = parsed.iter().find(|v| v["Pool"] == "linux").expect("linux");
     assert_eq!(linux["LiveInstances"], 4);
     assert_eq!(linux["UnregisteredInstances"], 1);
+    assert_eq!(linux["WarmInstances"], 3, "warm instances, apart from live");
     let global = parsed
         .iter()
         .find(|v| v.get("Pool").is_none())

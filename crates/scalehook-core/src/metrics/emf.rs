@@ -126,6 +126,7 @@ fn state_values(m: &mut Inner) -> (Vec<(String, Vec<StateValue>)>, Vec<StateValu
             values.push(("LaunchingInstances", "Count", u64::from(c.launching)));
             values.push(("BusyInstances", "Count", u64::from(c.busy)));
             values.push(("IdleInstances", "Count", u64::from(c.idle)));
+            values.push(("WarmInstances", "Count", u64::from(c.warm)));
             if let Some(u) = c.unregistered {
                 values.push(("UnregisteredInstances", "Count", u64::from(u)));
             }

@@ -713,7 +713,7 @@ fn render_slis(m: &Inner, out: &mut String) {
         out,
         "scalehook_pool_instances",
         "gauge",
-        "Instances by pool and state (live, launching, busy, idle, unregistered).",
+        "Instances by pool and state (live, launching, busy, idle, unregistered, and warm: in the warm pool, not capacity).",
     );
     for (pool, c) in &m.census {
         let mut states = vec![
@@ -721,6 +721,7 @@ fn render_slis(m: &Inner, out: &mut String) {
             ("launching", c.launching),
             ("busy", c.busy),
             ("idle", c.idle),
+            ("warm", c.warm),
         ];
         if let Some(u) = c.unregistered {
             states.push(("unregistered", u));

@@ -592,6 +592,7 @@ impl Service {
                     } else {
                         self.fleet.replace_instance(pool, id).await?;
                     }
+                    self.forget_minted(pool, fleet, id).await;
                     fleet.instances.retain(|i| &i.id != id);
                 }
             }

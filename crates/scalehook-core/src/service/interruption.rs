@@ -84,7 +84,11 @@ impl Service {
             let name = cursor_name(pool);
             let github = async {
                 match self.github.enabled() {
-                    true => self.instance_runners(pool, &instance, None).await,
+                    true => {
+                        let minted = self.minted(pool, &instance).await;
+                        self.instance_runners(pool, &instance, minted.as_ref(), None)
+                            .await
+                    }
                     false => Some(Vec::new()),
                 }
             };

@@ -164,6 +164,10 @@ impl Service {
         self.github.as_ref()
     }
 
+    pub fn ledger(&self) -> &dyn Ledger {
+        self.ledger.as_ref()
+    }
+
     /// `"github-app"` with a GitHub App, `"webhook-only"` without.
     pub fn github_mode(&self) -> &'static str {
         if self.github.enabled() {
@@ -274,6 +278,7 @@ impl Service {
                 desired: fleet.desired,
                 queued: account.queued,
                 running: account.running,
+                warm: fleet.warm,
             });
         }
         Ok(out)

@@ -8,11 +8,17 @@
 //! the cloud does not report one, from the first time scalehook saw it without a runner),
 //! and have been seen so in an earlier pass. Those sightings live in the ledger (a small
 //! named cursor per pool), so they hold across function instances.
+//!
+//! An instance scalehook minted a JIT runner for has the runner's id saved in the ledger
+//! ([`crate::minted`]): its runners are read by that id (`GET .../runners/{id}`, a 404 means
+//! the runner is gone), whatever the runner is called; without a saved id, by the naming
+//! rule's exact names. The record is deleted once the instance is removed.
 
 use super::Service;
 use crate::config::PoolConfig;
 use crate::fleet::{FleetState, Instance};
 use crate::github::{runner_names, Runner, RunnerRemoval};
+use crate::minted::Minted;
 use std::collections::BTreeMap;
 
 /// The ledger cursor holding a pool's sightings of instances without a runner online:
@@ -88,8 +94,14 @@ impl Service {
             return Ok(0);
         };
         removals.considered.push(id.to_string());
+        let minted = self.minted(pool, instance).await;
         let runners = self
-            .instance_runners(pool, instance, listed.as_deref().map(Vec::as_slice))
+            .instance_runners(
+                pool,
+                instance,
+                minted.as_ref(),
+                listed.as_deref().map(Vec::as_slice),
+            )
             .await
             .ok_or(Kept::Unknown)?;
         if let Some(busy) = runners.iter().find(|r| r.busy) {
@@ -104,7 +116,8 @@ impl Service {
         }
         let spent = pool.ephemeral && removals.finished.iter().any(|f| instance.runs(f));
         if !spent && !runners.iter().any(|r| r.online) {
-            self.sighted(pool, instance, removals).await?;
+            let hooked = minted.as_ref().and_then(|m| m.launched_at);
+            self.sighted(pool, instance, hooked, removals).await?;
         } else {
             self.forget_sighting(pool, id, removals).await;
         }
@@ -146,18 +159,83 @@ impl Service {
         Ok(removed)
     }
 
-    /// GitHub's runners of `instance`, read now: by exact name (`runner_names`), and by id
-    /// any runner of the pass's list that maps to the instance under another name. `None`
-    /// when any read fails.
+    /// What scalehook minted for `instance`, from the ledger; `None` when nothing was saved
+    /// or the ledger cannot be read now (its runners are then read by name).
+    pub(super) async fn minted(&self, pool: &PoolConfig, instance: &Instance) -> Option<Minted> {
+        let load = crate::minted::load(self.ledger.as_ref(), &pool.name, &instance.runner_key);
+        match tokio::time::timeout(self.config.cloud_timeout, load).await {
+            Ok(Ok(m)) => m,
+            _ => {
+                tracing::warn!(target: "scalehook::ledger", pool = %pool.name, instance = %instance.id, "reading the instance's minted runner ids failed: its runners are read by name");
+                None
+            }
+        }
+    }
+
+    /// Deletes the minted record of instance `id` once it has left the fleet (best effort:
+    /// a record left behind is one small ledger item).
+    pub(super) async fn forget_minted(&self, pool: &PoolConfig, fleet: &FleetState, id: &str) {
+        let Some(instance) = fleet.instances.iter().find(|i| i.id == id) else {
+            return;
+        };
+        if !self.github.enabled() {
+            return;
+        }
+        let forget = crate::minted::forget(self.ledger.as_ref(), &pool.name, &instance.runner_key);
+        if !matches!(
+            tokio::time::timeout(self.config.cloud_timeout, forget).await,
+            Ok(Ok(()))
+        ) {
+            tracing::warn!(target: "scalehook::ledger", pool = %pool.name, instance = %id, "deleting a removed instance's minted runner ids failed");
+        }
+    }
+
+    /// GitHub's runners of `instance`, read now: by the runner ids saved at minting, else by
+    /// exact name (`runner_names`); and by id any runner of the pass's list that maps to the
+    /// instance and was not read so. `None` when any read fails.
     pub(super) async fn instance_runners(
         &self,
         pool: &PoolConfig,
         instance: &Instance,
+        minted: Option<&Minted>,
         listed: Option<&[Runner]>,
     ) -> Option<Vec<Runner>> {
         let limit = self.config.cloud_timeout;
         let mut out: Vec<Runner> = Vec::new();
-        let names = runner_names(pool, &instance.runner_key);
+        let saved = minted.map_or(&[][..], |m| m.runner_ids.as_slice());
+        let names = match saved.is_empty() {
+            true => runner_names(pool, &instance.runner_key),
+            false => Vec::new(),
+        };
+        let mut by_id: Vec<u64> = saved.to_vec();
+        by_id.extend(
+            listed
+                .unwrap_or(&[])
+                .iter()
+                .filter(|r| {
+                    r.in_pool(&pool.name)
+                        && instance.runs(&r.name)
+                        && !names.iter().any(|n| n.eq_ignore_ascii_case(&r.name))
+                })
+                .map(|r| r.id),
+        );
+        by_id.sort_unstable();
+        by_id.dedup();
+        for id in by_id {
+            match tokio::time::timeout(limit, self.github.runner(id)).await {
+                Ok(Ok(Some(found))) => out.push(found),
+                // 404: that runner is gone.
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(target: "scalehook::github", error = %e, runner_id = id, "reading an instance's runner failed: it stays");
+                    return None;
+                }
+                Err(_) => {
+                    tracing::warn!(target: "scalehook::github", runner_id = id, "reading an instance's runner timed out: it stays");
+                    return None;
+                }
+            }
+        }
         for name in &names {
             match tokio::time::timeout(limit, self.github.runners_named(name)).await {
                 Ok(Ok(found)) => out.extend(found),
@@ -171,29 +249,19 @@ impl Service {
                 }
             }
         }
-        let others = listed.unwrap_or(&[]).iter().filter(|r| {
-            r.in_pool(&pool.name)
-                && instance.runs(&r.name)
-                && !names.iter().any(|n| n.eq_ignore_ascii_case(&r.name))
-        });
-        for r in others {
-            match tokio::time::timeout(limit, self.github.runner(r.id)).await {
-                Ok(Ok(Some(found))) => out.push(found),
-                Ok(Ok(None)) => {}
-                _ => return None,
-            }
-        }
         out.sort_by_key(|r| r.id);
         out.dedup_by_key(|r| r.id);
         Some(out)
     }
 
     /// Notes a sighting of `instance` with no runner online: `Ok` once it is past boot grace
-    /// and an earlier pass saw it so too.
+    /// and an earlier pass saw it so too. `hooked`: the launch time the cloud's launch hook
+    /// reported (saved with the minted runner ids), for a fleet whose describe has none.
     async fn sighted(
         &self,
         pool: &PoolConfig,
         instance: &Instance,
+        hooked: Option<u64>,
         removals: &mut Removals,
     ) -> Result<(), Kept> {
         let now = self.clock.now();
@@ -207,9 +275,10 @@ impl Service {
             (entry.0, inserted, entry.1 == pass)
         };
         removals.changed |= inserted;
-        // Where the cloud reports no launch time, the first sighting stands in for it: it
-        // comes after the launch, so grace is never cut short.
-        let since = instance.launched_at.unwrap_or(seen_at);
+        // Where the cloud's describe reports no launch time, the launch hook's time stands in
+        // for it, else the first sighting: it comes after the launch, so grace is never cut
+        // short.
+        let since = instance.launched_at.or(hooked).unwrap_or(seen_at);
         if since.saturating_add(self.boot_grace_secs()) > now || first_pass {
             return Err(Kept::Sighting);
         }
