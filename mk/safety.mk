@@ -6,8 +6,8 @@
 #                       the reconcile pass's pairs)
 #   make mutants        cargo-mutants (pinned, from crates.io, into .tools/cargo-mutants) over
 #                       the removal, deregistration, orphan and provisioning code, against the
-#                       unit tests, tests/removal.rs and tests/github_service.rs (the
-#                       interleaving harness is left out: 25 s a mutant). Slow on 2 cores
+#                       unit tests and every test of the core but the interleaving harness
+#                       (25 s a mutant) and the fuzz corpus. Slow on 2 cores
 #                       (about a minute a mutant), so outside `make test`; narrow it with
 #                       MUTANTS_SCOPE, e.g.
 #                       MUTANTS_SCOPE="--file crates/scalehook-core/src/service/removal.rs".
@@ -15,6 +15,9 @@
 #                       do not edit while it runs. Results in target/mutants/mutants.out.
 
 CARGO_MUTANTS_VERSION := 27.1.0
+MUTANTS_TESTS := --lib --test removal --test github_service --test service --test properties \
+	--test model --test interruption --test overflow --test hand_on --test housekeeping \
+	--test fixtures --test refusals
 MUTANTS_TOOLS := $(CURDIR)/.tools/cargo-mutants
 CARGO_MUTANTS := $(MUTANTS_TOOLS)/bin/cargo-mutants
 MUTANTS_SCOPE ?= --file crates/scalehook-core/src/service/removal.rs \
@@ -33,4 +36,4 @@ $(CARGO_MUTANTS):
 
 mutants: mutants-deps ## mutation testing of scale-in, deregistration, orphans, provisioning
 	$(CARGO_MUTANTS) mutants --in-place $(MUTANTS_SCOPE) --package scalehook-core \
-		--timeout 120 --output target/mutants -- --lib --test removal --test github_service
+		--timeout 120 --output target/mutants -- $(MUTANTS_TESTS)
