@@ -276,8 +276,14 @@ pub struct PoolSummary {
     pub desired: u32,
     pub queued: u32,
     pub running: u32,
-    /// Instances in the warm pool (not capacity; AWS warm pools).
+    /// Instances in the warm pool (not capacity; AWS warm pools). Left out of the JSON
+    /// while 0, so pools without a warm pool read as they always did.
+    #[serde(skip_serializing_if = "is_zero")]
     pub warm: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// What a reconcile pass did for one pool.

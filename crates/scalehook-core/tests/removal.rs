@@ -481,7 +481,11 @@ async fn a_saved_id_that_github_no_longer_has_is_no_runner() {
     assert!(w.instances().await.is_empty(), "second sighting: removed");
     assert!(w.gh().calls().contains(&LocalCall::Runner(4242)));
     let left = minted::load(w.svc.ledger(), "linux", "linux-0001").await;
-    assert_eq!(left.ok(), Some(None), "the removed instance's record is deleted");
+    assert_eq!(
+        left.ok(),
+        Some(None),
+        "the removed instance's record is deleted"
+    );
 }
 
 /// Issue 20 item 3 on AWS: the Auto Scaling describe reports no launch time, but the launch

@@ -151,7 +151,7 @@ async fn status_or_job(
 /// `{"github": "github-app"|"webhook-only", "github_note": …, "deliveries": the webhook whose
 /// failed deliveries reconcile redelivers (`app-hook`, `org-hook:<id>`, `repo-hook:<id>`,
 /// `none`), "pools": [{"name", "desired",
-/// "queued", "running", "warm"}]}` for every configured pool (the metrics' gauges only cover pools a
+/// "queued", "running", "warm" (only when not 0)}]}` for every configured pool (the metrics' gauges only cover pools a
 /// delivery touched); 503 when the ledger or fleet fails, with a fixed reason and a
 /// correlation id (the failure's text, which may name an account or a resource, goes to the
 /// log line with the same id).
