@@ -880,6 +880,85 @@ mod tests {
     }
 
     #[test]
+    fn spilled_instances_stay_busy_slots_above_a_lowered_max() {
+        // An overflow pool of 2 runners an instance whose max was lowered to 4 below its 6
+        // instances, while 6 instances are spilled into it: the spill holds all 12 slots.
+        let p = pool(0, 4, 0, 2);
+        let spill = Seen {
+            spill: 6,
+            ..Seen::NOTHING
+        };
+        let d = decide_all(Trigger::Reconcile, &p, &account(0, 1), &fleet(6), &spill);
+        assert_eq!(d.target, 4);
+        assert_eq!(d.capacity, CapacityAction::Hold, "{d:?}");
+        // Without the spill the idle instances above the target go.
+        let d = decide_all(
+            Trigger::Reconcile,
+            &p,
+            &account(0, 1),
+            &fleet(6),
+            &Seen::NOTHING,
+        );
+        assert_eq!(d.capacity.leaving().len(), 5, "{d:?}");
+    }
+
+    #[test]
+    fn leaving_names_the_instances_an_action_takes_out() {
+        let remove = CapacityAction::Remove {
+            instance_ids: vec!["i-1".into(), "i-2".into()],
+        };
+        assert_eq!(remove.leaving(), vec!["i-1", "i-2"]);
+        let replace = CapacityAction::Replace {
+            remove: vec!["i-3".into()],
+            replace: vec!["i-4".into()],
+        };
+        assert_eq!(replace.leaving(), vec!["i-3", "i-4"]);
+        assert!(CapacityAction::Hold.leaving().is_empty());
+        assert!(CapacityAction::ScaleOut { to: 3 }.leaving().is_empty());
+    }
+
+    #[test]
+    fn a_replacement_clears_the_protection_of_the_instances_that_stay_only() {
+        // Both instances protected and idle; i-1's ephemeral runner finished: i-1 is replaced
+        // (its protection goes with it), i-0's protection is cleared.
+        let mut p = pool(2, 10, 0, 1);
+        p.ephemeral = true;
+        let mut f = fleet(2);
+        f.instances.iter_mut().for_each(|i| i.protected = true);
+        let finished = ["p-i-1".to_string()];
+        let d = decide_all(
+            Trigger::Release,
+            &p,
+            &account(0, 0),
+            &f,
+            &seen(None, &finished, 0),
+        );
+        assert_eq!(d.capacity.leaving(), vec!["i-1"]);
+        assert_eq!(d.unprotect, vec!["i-0".to_string()]);
+    }
+
+    #[test]
+    fn a_partial_busy_list_never_lowers_capacity_and_says_so() {
+        let p = pool(0, 10, 0, 1);
+        let acct = account(0, 0);
+        let d = decide(
+            Trigger::Reconcile,
+            &p,
+            &acct.ledger(),
+            Busy::Known(&[]),
+            &fleet(3),
+            &Seen::NOTHING,
+        );
+        assert_eq!(d.capacity, CapacityAction::Hold);
+        assert_eq!(
+            d.reason,
+            "busy runners not all read: capacity never lowered"
+        );
+        let d = decide_all(Trigger::Demand, &p, &acct, &fleet(3), &Seen::NOTHING);
+        assert_eq!(d.reason, "demand never lowers capacity");
+    }
+
+    #[test]
     fn census_counts_busy_idle_launching_and_unregistered() {
         // i-0 busy by the ledger, i-1 busy by GitHub, i-2 idle, i-3 launching with no runner
         let mut f = fleet(4);
