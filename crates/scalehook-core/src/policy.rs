@@ -959,6 +959,46 @@ mod tests {
     }
 
     #[test]
+    fn a_finished_ephemeral_slot_is_no_room_for_a_queued_job_above_a_lowered_max() {
+        // Two runners an instance, max lowered to 1 below the 2 instances: i-0 runs a job and
+        // its other runner has finished (gone); the queued job can only run on i-1, which
+        // therefore stays.
+        let mut p = pool(0, 1, 0, 2);
+        p.ephemeral = true;
+        let gh = [
+            runner("p-i-0-1", true),
+            runner("p-i-1-1", false),
+            runner("p-i-1-2", false),
+        ];
+        let d = decide_all(
+            Trigger::Release,
+            &p,
+            &account(1, 1),
+            &fleet(2),
+            &seen(Some(&gh), &[], 0),
+        );
+        assert_eq!(d.target, 1);
+        assert_eq!(d.capacity, CapacityAction::Hold, "{d:?}");
+    }
+
+    #[test]
+    fn a_persistent_runner_not_listed_yet_is_no_gone_slot() {
+        // Persistent runners never finish: i-0's second runner, not listed yet, is still
+        // coming, and the queued job will take it; no scale-out for it.
+        let p = pool(0, 10, 0, 2);
+        let gh = [runner("p-i-0-1", true)];
+        let d = decide_all(
+            Trigger::Demand,
+            &p,
+            &account(1, 1),
+            &fleet(1),
+            &seen(Some(&gh), &[], 0),
+        );
+        assert_eq!(d.target, 1);
+        assert_eq!(d.capacity, CapacityAction::Hold, "{d:?}");
+    }
+
+    #[test]
     fn census_counts_busy_idle_launching_and_unregistered() {
         // i-0 busy by the ledger, i-1 busy by GitHub, i-2 idle, i-3 launching with no runner
         let mut f = fleet(4);
