@@ -256,8 +256,18 @@ async fn round_trips_per_delivery_on_moto() {
     let warm = new_service();
     let a = deliver(&warm, "queued", 1, None).await;
     assert_eq!(a.status, 200, "{}", a.body);
-    let a = deliver(&warm, "completed", 1, None).await;
+    // With the App, the instance's runner registered, so the completed removes it as without.
+    let mut warm_runner = None;
+    if let (Some((double, _, _)), Some((id, _))) =
+        (&github, group(&base, ASG).await.instances.last())
+    {
+        let name = format!("linux-{id}");
+        double.add_runner("octo-org", &name, RunnerState::Idle);
+        warm_runner = Some(name);
+    }
+    let a = deliver(&warm, "completed", 1, warm_runner.as_deref()).await;
     assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.report.decision, Some("remove_idle"), "{}", a.body);
     recorder.take();
     if let Some((_, proxy, _)) = &github {
         proxy.take_exchanges();

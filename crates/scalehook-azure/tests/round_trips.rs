@@ -400,7 +400,16 @@ async fn round_trips_per_delivery_on_azurite_and_the_arm_double() {
     // Warm up: the table exists, the identity token is cached, connections are open.
     let warm = new_service();
     assert_eq!(deliver(&warm, "queued", 1, None).await.0, 200);
-    assert_eq!(deliver(&warm, "completed", 1, None).await.0, 200);
+    // With the App, the VM's runner registered, so the completed removes it as without.
+    let vm = double.lock().vms.last().map(|vm| vm.computer_name.clone());
+    let mut warm_runner = None;
+    if let (Some((gh, _, _)), Some(vm)) = (&github, vm) {
+        let name = format!("linux-{vm}");
+        gh.add_runner("octo-org", &name, RunnerState::Idle);
+        warm_runner = Some(name);
+    }
+    let (status, body, decision) = deliver(&warm, "completed", 1, warm_runner.as_deref()).await;
+    assert_eq!((status, decision), (200, Some("remove_idle")), "{body}");
     log.lock().unwrap_or_else(|e| e.into_inner()).clear();
     if let Some((_, proxy, _)) = &github {
         proxy.take_exchanges();
