@@ -12,7 +12,8 @@
 #   make bench-github-reads    GitHub requests and wall time per scale-in and per reconcile,
 #                              whole-org listing vs scoped reads, 100/1,000/10,000 runners
 #   make bench-answer-times    each delivery kind's answer time, p50/p99, with a latency per
-#                              cloud request (the round-trip tests behind delaying proxies)
+#                              cloud and GitHub request (the round-trip tests with the GitHub
+#                              App on the GitHub double, all behind delaying proxies)
 #   BENCH_ANSWER_JOBS=20       jobs per mode of bench-answer-times
 #   make bench-burst-hand-on   issue 23's burst (16 services, 200 jobs, max 100, slow fleet):
 #                              capacity against target after the completions, without and
@@ -92,7 +93,7 @@ BENCH_GITHUB_LATENCY_MS ?= 300
 bench-github-reads: github-test-deps ## GitHub calls and wall time per scale-in / reconcile at 100, 1,000, 10,000 org runners (double, 300 ms per request)
 	@$(call bench_log,BENCH_GITHUB_LATENCY_MS=$(BENCH_GITHUB_LATENCY_MS) $(CARGO) test --locked -p scalehook-github --test scoped_reads -- --ignored --nocapture,github-reads)
 BENCH_ANSWER_JOBS ?= 20
-bench-answer-times: aws-test-deps azure-deps ## answer time p50/p99 per delivery kind with cloud latencies (AWS, Azure)
+bench-answer-times: aws-test-deps azure-deps github-test-deps ## answer time p50/p99 per delivery kind with cloud and GitHub latencies (AWS, Azure)
 	@$(call bench_log,SCALEHOOK_BENCH_LATENCY=1 SCALEHOOK_BENCH_JOBS=$(BENCH_ANSWER_JOBS) $(CARGO) test --locked -p scalehook-aws --test round_trips -- --ignored --nocapture,answer-times-aws)
 	@$(call bench_log,SCALEHOOK_BENCH_LATENCY=1 SCALEHOOK_BENCH_JOBS=$(BENCH_ANSWER_JOBS) $(CARGO) test --locked -p scalehook-azure --test round_trips -- --ignored --nocapture,answer-times-azure)
 	$(BENCH_RENDER)

@@ -12,7 +12,12 @@
 //! With `SCALEHOOK_BENCH_LATENCY=1` (`make bench-answer-times`) each client goes through a
 //! [`FaultProxy`] in front of moto that delays every request by the service's round trip
 //! ([`DYNAMODB_LATENCY`], [`AUTO_SCALING_LATENCY`]), no faults; the lines are then the
-//! `answer-times` bench, `SCALEHOOK_BENCH_JOBS` jobs per mode (default 3).
+//! `answer-times` bench, `SCALEHOOK_BENCH_JOBS` jobs per mode (default 3). That run also has
+//! the GitHub App (`GitHubApp` against the OpenAPI-checked GitHub double, through a proxy
+//! adding [`GITHUB_LATENCY`]; a new `Service` gets a new App, so it mints its own token), and
+//! the instance's runner registered in the double (busy while the job runs, idle when it
+//! completes), so the completed delivery reads and deregisters it before the removal. Its
+//! requests, timed by that proxy, are among the calls as `gh:<method> <resource>`.
 
 mod common;
 #[path = "../../scalehook-core/tests/model_support/fault_proxy.rs"]
@@ -28,6 +33,8 @@ use common::{create_asg, create_table, deliver, group, sdk, Moto, SECRET};
 use fault_proxy::{FaultProxy, Flavor};
 use scalehook_aws::{AsgFleet, DynamoLedger};
 use scalehook_core::{Config, LogFormat, Service, WebhookSecrets};
+use scalehook_github::{AppKey, Budget, GitHubApp, APP_KEY_ENV};
+use scalehook_github_double::{GitHubDouble, RunnerState, TEST_APP_KEY};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,6 +45,8 @@ const ASG: &str = "round-trips";
 const DYNAMODB_LATENCY: Duration = Duration::from_millis(6);
 /// An Auto Scaling API call's (a control-plane API: 100-200 ms).
 const AUTO_SCALING_LATENCY: Duration = Duration::from_millis(120);
+/// A GitHub REST request's (api.github.com from a cloud region: a few hundred ms).
+const GITHUB_LATENCY: Duration = Duration::from_millis(250);
 
 /// Whether this run models cloud latencies, and how many jobs per mode it delivers.
 fn latency_model() -> (bool, u64) {
@@ -160,8 +169,13 @@ impl Intercept for Recorder {
     }
 }
 
-fn config() -> Config {
-    let mut c = common::config(ASG, 0, 10, 0);
+/// The pool, and with `github` (a `[github]` section) the App.
+fn config(github: &str) -> Config {
+    let mut c = Config::from_toml(&format!(
+        "[[pools]]\nname = \"linux\"\nlabels = [\"self-hosted\", \"linux\", \"x64\"]\n\
+         min = 0\nmax = 10\naws_asg = \"{ASG}\"\n\n{github}"
+    ))
+    .expect("config");
     // moto answers in milliseconds, but its first request of a service loads it.
     c.cloud_timeout = Duration::from_secs(30);
     c
@@ -187,6 +201,26 @@ async fn round_trips_per_delivery_on_moto() {
         latency.then_some(AUTO_SCALING_LATENCY),
     )
     .await;
+    // With latencies, the App against the GitHub double behind its own delaying proxy.
+    let github = if latency {
+        let double = tokio::task::spawn_blocking(GitHubDouble::start)
+            .await
+            .expect("the GitHub double starts");
+        let upstream = double
+            .base_url()
+            .trim_start_matches("http://")
+            .parse()
+            .expect("a loopback address");
+        let proxy = FaultProxy::start(upstream, Flavor::Plain, 0, 1).await;
+        proxy.set_latency(GITHUB_LATENCY);
+        let toml = double
+            .config_toml("octo-org")
+            .replace(double.base_url(), &proxy.endpoint);
+        Some((double, proxy, toml))
+    } else {
+        None
+    };
+    let github_toml = github.as_ref().map_or("", |(_, _, toml)| toml.as_str());
     let recorder = Recorder::default();
     let ddb = aws_sdk_dynamodb::Client::from_conf(
         aws_sdk_dynamodb::config::Builder::from(&base)
@@ -201,22 +235,43 @@ async fn round_trips_per_delivery_on_moto() {
             .build(),
     );
     let new_service = || {
-        let config = config();
-        Service::new(
+        let config = config(github_toml);
+        let service = Service::new(
             config.clone(),
             WebhookSecrets::new([SECRET]).expect("secret"),
             Arc::new(DynamoLedger::new(ddb.clone(), TABLE, config.ledger)),
             Arc::new(AsgFleet::new(asg.clone())),
         )
-        .with_log(LogFormat::Off)
+        .with_log(LogFormat::Off);
+        match &config.github {
+            Some(g) => service.with_github(Arc::new(GitHubApp::new(
+                g,
+                AppKey::from_pem(TEST_APP_KEY, APP_KEY_ENV).expect("test key"),
+                Budget::default(),
+            ))),
+            None => service,
+        }
     };
     // Warm up: moto loads each service's backend on its first request.
     let warm = new_service();
     let a = deliver(&warm, "queued", 1, None).await;
     assert_eq!(a.status, 200, "{}", a.body);
-    let a = deliver(&warm, "completed", 1, None).await;
+    // With the App, the instance's runner registered, so the completed removes it as without.
+    let mut warm_runner = None;
+    if let (Some((double, _, _)), Some((id, _))) =
+        (&github, group(&base, ASG).await.instances.last())
+    {
+        let name = format!("linux-{id}");
+        double.add_runner("octo-org", &name, RunnerState::Idle);
+        warm_runner = Some(name);
+    }
+    let a = deliver(&warm, "completed", 1, warm_runner.as_deref()).await;
     assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.report.decision, Some("remove_idle"), "{}", a.body);
     recorder.take();
+    if let Some((_, proxy, _)) = &github {
+        proxy.take_exchanges();
+    }
 
     let shared = new_service();
     let mut next_job = 1_000;
@@ -236,6 +291,16 @@ async fn round_trips_per_delivery_on_moto() {
                     let g = group(&base, ASG).await;
                     let id = g.instances.last().map(|(id, _)| id.clone());
                     runner = id.map(|id| format!("runner-{id}"));
+                    if let (Some((double, _, _)), Some(id)) = (&github, g.instances.last()) {
+                        // With the App, the naming rule's name (`<pool>-<instance>`), busy.
+                        let name = format!("linux-{}", id.0);
+                        double.add_runner("octo-org", &name, RunnerState::Busy);
+                        runner = Some(name);
+                    }
+                }
+                if let (Some((double, _, _)), Some(name), "completed") = (&github, &runner, action)
+                {
+                    double.set_busy(name, false);
                 }
                 let fresh;
                 let service = if mode == "own process" {
@@ -249,8 +314,16 @@ async fn round_trips_per_delivery_on_moto() {
                 let a = deliver(service, action, job, runner.as_deref()).await;
                 let total = started.elapsed();
                 assert!(a.status < 500, "{kind}: {} {}", a.status, a.body);
-                let calls: Vec<serde_json::Value> = recorder
-                    .take()
+                let mut calls = recorder.take();
+                if let Some((_, proxy, _)) = &github {
+                    calls.extend(proxy.take_exchanges().into_iter().map(|e| Call {
+                        name: format!("gh:{}", e.name),
+                        start: e.start,
+                        end: Some(e.end),
+                    }));
+                    calls.sort_by_key(|c| c.start);
+                }
+                let calls: Vec<serde_json::Value> = calls
                     .into_iter()
                     .map(|c| {
                         serde_json::json!({
@@ -269,7 +342,9 @@ async fn round_trips_per_delivery_on_moto() {
                         "latency_ms": latency.then(|| serde_json::json!({
                             "DynamoDB": DYNAMODB_LATENCY.as_millis() as u64,
                             "Auto Scaling": AUTO_SCALING_LATENCY.as_millis() as u64,
+                            "GitHub": GITHUB_LATENCY.as_millis() as u64,
                         })),
+                        "github_app": github.is_some(),
                         "mode": mode,
                         "kind": kind,
                         "job": job,
@@ -281,5 +356,8 @@ async fn round_trips_per_delivery_on_moto() {
                 );
             }
         }
+    }
+    if let Some((double, _, _)) = &github {
+        assert!(double.violations().is_empty(), "{:?}", double.violations());
     }
 }

@@ -14,7 +14,12 @@
 //! With `SCALEHOOK_BENCH_LATENCY=1` (`make bench-answer-times`) a [`FaultProxy`] behind each
 //! recording proxy delays every request by the service's round trip ([`TABLE_LATENCY`],
 //! [`ARM_LATENCY`], operation reads included), no faults; the lines are then the
-//! `answer-times` bench, `SCALEHOOK_BENCH_JOBS` jobs per mode (default 3).
+//! `answer-times` bench, `SCALEHOOK_BENCH_JOBS` jobs per mode (default 3). That run also has
+//! the GitHub App (`GitHubApp` against the OpenAPI-checked GitHub double, through a proxy
+//! adding [`GITHUB_LATENCY`]; a new `Service` gets a new App, so it mints its own token), and
+//! the VM's runner registered in the double (busy while the job runs, idle when it
+//! completes), so the completed delivery reads and deregisters it before the removal. Its
+//! requests, timed by that proxy, are among the calls as `gh:<method> <resource>`.
 
 mod common;
 #[path = "../../scalehook-core/tests/model_support/fault_proxy.rs"]
@@ -34,6 +39,8 @@ use scalehook_azure::{
 };
 use scalehook_core::signature::sign;
 use scalehook_core::{Config, LogFormat, Service, WebhookSecrets};
+use scalehook_github::{AppKey, Budget, GitHubApp, APP_KEY_ENV};
+use scalehook_github_double::{GitHubDouble, RunnerState, TEST_APP_KEY};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -44,6 +51,8 @@ const SECRET: &str = "round-trips-secret";
 const TABLE_LATENCY: Duration = Duration::from_millis(12);
 /// An ARM request's (reads and accepted writes alike; a control plane: ~300 ms).
 const ARM_LATENCY: Duration = Duration::from_millis(300);
+/// A GitHub REST request's (api.github.com from a cloud region: a few hundred ms).
+const GITHUB_LATENCY: Duration = Duration::from_millis(250);
 
 /// Whether this run models cloud latencies, and how many jobs per mode it delivers.
 fn latency_model() -> (bool, u64) {
@@ -250,10 +259,11 @@ fn call_name(kind: &str, method: &Method, uri: &Uri, headers: &HeaderMap, body: 
     format!("table:{method} {last}")
 }
 
-fn config() -> Config {
+/// The pool, and with `github` (a `[github]` section) the App.
+fn config(github: &str) -> Config {
     Config::from_toml(&format!(
         "cloud_timeout_ms = 8000\n[[pools]]\nname = \"linux\"\nlabels = [\"self-hosted\", \"linux\"]\n\
-         min = 0\nmax = 10\nazure_vmss = \"{VMSS_ID}\"\n"
+         min = 0\nmax = 10\nazure_vmss = \"{VMSS_ID}\"\n\n{github}"
     ))
     .expect("config")
 }
@@ -310,6 +320,31 @@ async fn round_trips_per_delivery_on_azurite_and_the_arm_double() {
     )
     .await;
     let arm_upstream = delayed(&double.base, Flavor::Plain, latency.then_some(ARM_LATENCY)).await;
+    // With latencies, the App against the GitHub double behind its own delaying proxy.
+    let github = if latency {
+        let double = tokio::task::spawn_blocking(GitHubDouble::start)
+            .await
+            .expect("the GitHub double starts");
+        let proxy = FaultProxy::start(
+            double
+                .base_url()
+                .trim_start_matches("http://")
+                .parse()
+                .expect("a loopback address"),
+            Flavor::Plain,
+            0,
+            1,
+        )
+        .await;
+        proxy.set_latency(GITHUB_LATENCY);
+        let toml = double
+            .config_toml("octo-org")
+            .replace(double.base_url(), &proxy.endpoint);
+        Some((double, proxy, toml))
+    } else {
+        None
+    };
+    let github_toml = github.as_ref().map_or("", |(_, _, toml)| toml.as_str());
     let table_proxy = start_proxy(&table_upstream, az_root, "table", log.clone()).await;
     let arm_proxy = start_proxy(&arm_upstream, &double.base, "arm", log.clone()).await;
     let env: HashMap<String, String> = double
@@ -345,19 +380,40 @@ async fn round_trips_per_delivery_on_azurite_and_the_arm_double() {
             ArmBudget::default(),
         )
         .expect("arm client");
-        Service::new(
-            config(),
+        let config = config(github_toml);
+        let service = Service::new(
+            config.clone(),
             WebhookSecrets::new([SECRET]).expect("secret"),
             Arc::new(TableLedger::new(table_client())),
             Arc::new(VmssFleet::new(arm)),
         )
-        .with_log(LogFormat::Off)
+        .with_log(LogFormat::Off);
+        match &config.github {
+            Some(g) => service.with_github(Arc::new(GitHubApp::new(
+                g,
+                AppKey::from_pem(TEST_APP_KEY, APP_KEY_ENV).expect("test key"),
+                Budget::default(),
+            ))),
+            None => service,
+        }
     };
     // Warm up: the table exists, the identity token is cached, connections are open.
     let warm = new_service();
     assert_eq!(deliver(&warm, "queued", 1, None).await.0, 200);
-    assert_eq!(deliver(&warm, "completed", 1, None).await.0, 200);
+    // With the App, the VM's runner registered, so the completed removes it as without.
+    let vm = double.lock().vms.last().map(|vm| vm.computer_name.clone());
+    let mut warm_runner = None;
+    if let (Some((gh, _, _)), Some(vm)) = (&github, vm) {
+        let name = format!("linux-{vm}");
+        gh.add_runner("octo-org", &name, RunnerState::Idle);
+        warm_runner = Some(name);
+    }
+    let (status, body, decision) = deliver(&warm, "completed", 1, warm_runner.as_deref()).await;
+    assert_eq!((status, decision), (200, Some("remove_idle")), "{body}");
     log.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    if let Some((_, proxy, _)) = &github {
+        proxy.take_exchanges();
+    }
 
     let shared = new_service();
     let mut next_job = 1_000;
@@ -374,11 +430,17 @@ async fn round_trips_per_delivery_on_azurite_and_the_arm_double() {
             ] {
                 if action == "in_progress" {
                     // The job runs on the VM its queued delivery scaled out.
-                    runner = double
-                        .lock()
-                        .vms
-                        .last()
-                        .map(|vm| format!("{}-1", vm.computer_name));
+                    let vm = double.lock().vms.last().map(|vm| vm.computer_name.clone());
+                    runner = vm.as_ref().map(|vm| format!("{vm}-1"));
+                    if let (Some((gh, _, _)), Some(vm)) = (&github, vm) {
+                        // With the App, the naming rule's name (`<pool>-<VM>`), busy.
+                        let name = format!("linux-{vm}");
+                        gh.add_runner("octo-org", &name, RunnerState::Busy);
+                        runner = Some(name);
+                    }
+                }
+                if let (Some((gh, _, _)), Some(name), "completed") = (&github, &runner, action) {
+                    gh.set_busy(name, false);
                 }
                 let fresh;
                 let service = if mode == "own process" {
@@ -394,6 +456,13 @@ async fn round_trips_per_delivery_on_azurite_and_the_arm_double() {
                 let total = started.elapsed();
                 assert!(status < 500, "{kind}: {status} {body}");
                 let mut calls = std::mem::take(&mut *log.lock().unwrap_or_else(|e| e.into_inner()));
+                if let Some((_, proxy, _)) = &github {
+                    calls.extend(proxy.take_exchanges().into_iter().map(|e| Call {
+                        name: format!("gh:{}", e.name),
+                        start: e.start,
+                        end: e.end,
+                    }));
+                }
                 calls.sort_by_key(|c| c.start);
                 let calls: Vec<serde_json::Value> = calls
                     .into_iter()
@@ -414,7 +483,9 @@ async fn round_trips_per_delivery_on_azurite_and_the_arm_double() {
                         "latency_ms": latency.then(|| serde_json::json!({
                             "Table Storage": TABLE_LATENCY.as_millis() as u64,
                             "ARM": ARM_LATENCY.as_millis() as u64,
+                            "GitHub": GITHUB_LATENCY.as_millis() as u64,
                         })),
+                        "github_app": github.is_some(),
                         "mode": mode,
                         "kind": kind,
                         "job": job,
@@ -428,4 +499,7 @@ async fn round_trips_per_delivery_on_azurite_and_the_arm_double() {
         }
     }
     assert!(double.violations().is_empty(), "{:?}", double.violations());
+    if let Some((gh, _, _)) = &github {
+        assert!(gh.violations().is_empty(), "{:?}", gh.violations());
+    }
 }

@@ -19,6 +19,8 @@
 //! With [`FaultProxy::set_latency`], every request waits that long before it is forwarded
 //! or answered: a cloud API's round trip (the answer-time bench, `make bench-answer-times`,
 //! puts one in front of each emulator and double with that service's latency).
+//! [`FaultProxy::take_exchanges`] returns the forwarded requests with when each came in and
+//! when its answer went out (how that bench times the GitHub requests of a delivery).
 //!
 //! Requests are forwarded one connection each (`Connection: close` upstream).
 #![allow(dead_code)]
@@ -26,6 +28,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -36,6 +39,34 @@ pub enum Flavor {
     TableStorage,
     /// No service of ours (the ARM double): only latency, no injected errors.
     Plain,
+}
+
+/// One forwarded request: `GET runners/{id}` ([`short_name`]), when it came in, when its
+/// answer went out.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    pub name: String,
+    pub start: Instant,
+    pub end: Instant,
+}
+
+/// `DELETE runners/{id}` for `DELETE /orgs/acme/actions/runners/12?x=1`: the method and the
+/// path's last named segment, `/{id}` if a number follows it.
+pub fn short_name(head: &[u8]) -> String {
+    let text = String::from_utf8_lossy(head);
+    let mut words = text.split_whitespace();
+    let method = words.next().unwrap_or_default();
+    let path = words.next().unwrap_or_default();
+    let path = path.split('?').next().unwrap_or_default();
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let named = segments
+        .iter()
+        .rposition(|s| !s.chars().all(|c| c.is_ascii_digit()));
+    match named {
+        Some(i) if i + 1 < segments.len() => format!("{method} {}/{{id}}", segments[i]),
+        Some(i) => format!("{method} {}", segments[i]),
+        None => format!("{method} /"),
+    }
 }
 
 pub struct FaultProxy {
@@ -52,6 +83,7 @@ pub struct FaultProxy {
     black_hole: Arc<AtomicBool>,
     cancel_per_mille: Arc<AtomicU64>,
     latency_us: Arc<AtomicU64>,
+    exchanges: Arc<Mutex<Vec<Exchange>>>,
 }
 
 struct Shared {
@@ -69,6 +101,7 @@ struct Shared {
     cancelled_throttling: Arc<AtomicU64>,
     cancel_per_mille: Arc<AtomicU64>,
     latency_us: Arc<AtomicU64>,
+    exchanges: Arc<Mutex<Vec<Exchange>>>,
 }
 
 enum Fault {
@@ -190,6 +223,7 @@ impl FaultProxy {
             cancelled_throttling: Arc::new(AtomicU64::new(0)),
             cancel_per_mille: Arc::new(AtomicU64::new(0)),
             latency_us: Arc::new(AtomicU64::new(0)),
+            exchanges: Arc::default(),
         });
         let proxy = FaultProxy {
             endpoint: format!("http://127.0.0.1:{port}"),
@@ -203,6 +237,7 @@ impl FaultProxy {
             black_hole,
             cancel_per_mille: shared.cancel_per_mille.clone(),
             latency_us: shared.latency_us.clone(),
+            exchanges: shared.exchanges.clone(),
         };
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
@@ -230,6 +265,11 @@ impl FaultProxy {
     pub fn set_latency(&self, latency: std::time::Duration) {
         let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         self.latency_us.store(us, Ordering::SeqCst);
+    }
+
+    /// The requests forwarded and answered since the last call, in the order they ended.
+    pub fn take_exchanges(&self) -> Vec<Exchange> {
+        std::mem::take(&mut *self.exchanges.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Swallows every request from now on (or stops doing so).
@@ -320,6 +360,7 @@ async fn forward(shared: &Shared, head: &[u8], body: &[u8]) -> std::io::Result<V
 async fn serve(mut client: TcpStream, shared: &Shared) -> std::io::Result<()> {
     let mut buf = Vec::new();
     while let Some((head, body)) = read_request(&mut client, &mut buf).await? {
+        let start = Instant::now();
         if shared.black_hole.load(Ordering::SeqCst) {
             // Hold the connection open, answer nothing, until the client gives up.
             let mut sink = [0u8; 1024];
@@ -364,6 +405,15 @@ async fn serve(mut client: TcpStream, shared: &Shared) -> std::io::Result<()> {
                     }
                     None => client.write_all(&response).await?,
                 }
+                shared
+                    .exchanges
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(Exchange {
+                        name: short_name(&head),
+                        start,
+                        end: Instant::now(),
+                    });
                 // The upstream closed after answering; so does this connection.
                 return Ok(());
             }
