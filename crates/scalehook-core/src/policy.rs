@@ -999,6 +999,23 @@ mod tests {
     }
 
     #[test]
+    fn an_instance_with_no_runner_listed_yet_has_no_gone_slot() {
+        // Two ephemeral runners an instance: i-0 boots, none of its runners registered yet;
+        // the queued job will run there, so no second instance.
+        let mut p = pool(0, 10, 0, 2);
+        p.ephemeral = true;
+        let d = decide_all(
+            Trigger::Demand,
+            &p,
+            &account(1, 0),
+            &fleet(1),
+            &seen(Some(&[]), &[], 0),
+        );
+        assert_eq!(d.target, 1);
+        assert_eq!(d.capacity, CapacityAction::Hold, "{d:?}");
+    }
+
+    #[test]
     fn census_counts_busy_idle_launching_and_unregistered() {
         // i-0 busy by the ledger, i-1 busy by GitHub, i-2 idle, i-3 launching with no runner
         let mut f = fleet(4);
