@@ -924,5 +924,14 @@ mod tests {
         );
         assert!(pool_of_fleet(&config, &FleetTarget::AwsAsg("other".into())).is_none());
         assert!(pool_of_fleet(&config, &FleetTarget::AzureVmss("runners-x64".into())).is_none());
+        // A scale set's resource id compares as ARM compares it: case-insensitively.
+        let id = "/subscriptions/0000/resourceGroups/ci/providers/Microsoft.Compute/virtualMachineScaleSets/runners";
+        let azure = Config::from_toml(&format!(
+            "[[pools]]\nname = \"linux\"\nlabels = [\"self-hosted\"]\nmax = 2\nazure_vmss = \"{id}\"\n"
+        ))
+        .expect("valid config");
+        let found = pool_of_fleet(&azure, &FleetTarget::AzureVmss(id.to_uppercase()));
+        assert_eq!(found.map(|p| &p.name[..]), Some("linux"));
+        assert!(pool_of_fleet(&azure, &FleetTarget::AwsAsg(id.into())).is_none());
     }
 }
