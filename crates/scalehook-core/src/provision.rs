@@ -671,16 +671,20 @@ mod tests {
         assert!(gh.registered().is_empty());
     }
 
-    /// LocalGitHub with a switch that makes minting fail.
+    /// LocalGitHub with switches that make minting, or listing the runners, fail.
     #[derive(Default)]
     struct FlakyGitHub {
         inner: LocalGitHub,
         fail_mint: std::sync::atomic::AtomicBool,
+        fail_list: std::sync::atomic::AtomicBool,
     }
 
     #[async_trait]
     impl GitHub for FlakyGitHub {
         async fn runners(&self) -> Result<Vec<Runner>, GitHubError> {
+            if self.fail_list.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(GitHubError::Unavailable("injected".into()));
+            }
             self.inner.runners().await
         }
         async fn remove_runner(
@@ -773,6 +777,46 @@ mod tests {
             NewRunners::default()
         );
         assert_eq!(gh.inner.registered().len(), 2);
+    }
+
+    /// A store that cannot be read.
+    struct UnreadableStore;
+
+    #[async_trait]
+    impl RunnerConfigStore for UnreadableStore {
+        async fn exists(&self, _instance_key: &str) -> Result<bool, StoreError> {
+            Err(StoreError::Failed("injected".into()))
+        }
+        async fn put(&self, _instance_key: &str, _runner: &JitRunner) -> Result<(), StoreError> {
+            Err(StoreError::Failed("injected".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn what_cannot_be_looked_up_waits_and_is_counted() {
+        let config = config();
+        let pool = &config.pools[0];
+        let gh = Arc::new(FlakyGitHub::default());
+        // The store unreadable: each new instance failed, waiting, nothing minted.
+        let p = Provisioner::new(
+            gh.clone(),
+            Arc::new(Arc::new(UnreadableStore)),
+            Duration::from_secs(5),
+        );
+        let out = p.provision_new(pool, &state(&["vm0", "vm1"]), None).await;
+        assert_eq!(counts(&out), (0, 2, 0));
+        assert_eq!(out.waiting, ["vm0", "vm1"]);
+        // GitHub's runner list unreadable: every pending instance deferred to the next pass.
+        gh.fail_list
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let store = Arc::new(MemoryConfigStore::new());
+        let p = Provisioner::new(gh.clone(), Arc::new(store), Duration::from_secs(5));
+        let out = p
+            .provision_new(pool, &state(&["vm0", "vm1", "vm2"]), None)
+            .await;
+        assert_eq!(counts(&out), (0, 0, 3));
+        assert_eq!(out.waiting, ["vm0", "vm1", "vm2"]);
+        assert!(gh.inner.registered().is_empty());
     }
 
     #[tokio::test]
