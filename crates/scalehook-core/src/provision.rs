@@ -820,6 +820,50 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_provisioning_fleet_acts_on_the_cloud_fleet_and_reports_waiting_instances_launching(
+    ) {
+        let config = config();
+        let pool = &config.pools[0];
+        let local = Arc::new(crate::fleet::LocalFleet::new());
+        // The store unreadable: the new instances wait for their runners.
+        let p = Provisioner::new(
+            Arc::new(FlakyGitHub::default()),
+            Arc::new(Arc::new(UnreadableStore)),
+            Duration::from_secs(5),
+        );
+        let fleet = ProvisioningFleet::new(local.clone(), Arc::new(p));
+        fleet.set_desired(pool, 3).await.expect("set");
+        assert_eq!(local.describe(pool).await.expect("d").instances.len(), 3);
+        let seen = fleet.describe(pool).await.expect("describe");
+        assert!(
+            seen.instances.iter().all(|i| i.launching),
+            "waiting for a runner: launching, not orphans"
+        );
+        let ids: Vec<String> = seen.instances.iter().map(|i| i.id.clone()).collect();
+        fleet
+            .set_protection(pool, &ids[..1], true)
+            .await
+            .expect("protect");
+        let inner = local.describe(pool).await.expect("d");
+        assert!(inner.instances[0].protected);
+        fleet.remove_instance(pool, &ids[1]).await.expect("remove");
+        fleet
+            .replace_instance(pool, &ids[2])
+            .await
+            .expect("replace");
+        let left: Vec<String> = local
+            .describe(pool)
+            .await
+            .expect("d")
+            .instances
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
+        assert_eq!(left.len(), 2);
+        assert!(left.contains(&ids[0]) && !left.contains(&ids[1]) && !left.contains(&ids[2]));
+    }
+
+    #[tokio::test]
     async fn an_instance_with_a_registered_runner_is_not_provisioned() {
         let config = config();
         let pool = &config.pools[0];
